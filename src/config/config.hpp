@@ -1,0 +1,75 @@
+// The broker's configuration as plain structs. Parsed once from TOML
+// (config_file.cpp, the only place that sees toml++ types); every other layer
+// reads these fields. Keys are named as Mosquitto names them.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mqttools::config {
+
+struct Listener {
+    std::uint16_t port = 1883;
+    std::string bind = "127.0.0.1";  // "" or "0.0.0.0" / "::" for all addresses
+    // TLS: a listener with certfile and keyfile speaks TLS.
+    std::string certfile;
+    std::string keyfile;
+    std::string cafile;
+    bool require_certificate = false;
+    bool use_identity_as_username = false;
+    bool tls() const { return !certfile.empty(); }
+};
+
+struct Metrics {
+    bool enabled = false;  // true when a [metrics] table is present
+    std::uint16_t port = 9234;
+    std::string bind = "127.0.0.1";
+};
+
+enum class LogLevel { trace, debug, info, warning, error };
+enum class LogDest { stderr_, journal, file };
+
+struct Config {
+    std::string source;  // the file it came from, "" for built-in defaults
+
+    std::vector<Listener> listeners;  // empty: one plain listener on 127.0.0.1:1883
+    Metrics metrics;
+
+    // Authentication and authorization. allow_anonymous defaults to true only
+    // when no listener is configured (Mosquitto 2's local-only mode).
+    std::optional<bool> allow_anonymous;
+    std::string password_file;
+    std::string acl_file;
+
+    // Limits. 0 means unlimited where noted.
+    std::uint32_t max_connections = 0;        // 0: unlimited (-1 in Mosquitto)
+    std::uint32_t max_packet_size = 0;        // 0: protocol maximum; advertised in CONNACK
+    std::uint32_t message_size_limit = 0;     // payload bytes; 0: unlimited
+    std::uint16_t max_keepalive = 65535;      // Server Keep Alive when a client asks for more
+    std::uint16_t max_inflight_messages = 20;  // outbound QoS 1/2 window per client
+    std::uint32_t max_queued_messages = 1000;  // per session; 0: unlimited
+    std::uint64_t max_queued_bytes = 0;        // per session; 0: unlimited
+    std::uint16_t receive_maximum = 65535;     // inbound QoS 1/2 window, advertised
+    std::uint16_t topic_alias_maximum = 10;    // inbound aliases per client, advertised
+    std::uint32_t max_subscriptions_per_client = 0;  // 0: unlimited
+    std::uint32_t max_topic_levels = 0;              // 0: unlimited
+    std::uint64_t max_client_output_bytes = 8 * 1024 * 1024;  // per connection output bound
+    std::uint64_t memory_limit = 0;            // bytes; 0: unlimited
+    std::uint32_t connect_timeout = 10;        // seconds from accept to CONNECT
+
+    bool retain_available = true;
+    std::uint32_t sys_interval = 10;           // seconds; 0 disables $SYS
+    std::optional<std::uint32_t> persistent_client_expiration;  // seconds cap on session expiry
+
+    LogLevel log_level = LogLevel::info;
+    LogDest log_dest = LogDest::stderr_;
+    std::string log_file;  // with log_dest = "file"
+
+    bool effective_allow_anonymous() const {
+        return allow_anonymous.value_or(listeners.empty());
+    }
+};
+
+}  // namespace mqttools::config
