@@ -1,0 +1,577 @@
+// The TOML config parser: the only file that sees toml++ types. Every
+// problem is collected (not just the first), each with FILE:LINE:COLUMN and
+// the key, so an operator fixes a file in one pass; a file with any problem
+// yields no Config at all, so the broker never half-starts.
+#include "config/config_file.hpp"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace mqttools::config {
+
+namespace {
+
+constexpr std::int64_t kMaxPacket = 268'435'455;  // largest Remaining Length, MQTT 5 §1.5.5
+constexpr std::int64_t kU32 = std::numeric_limits<std::uint32_t>::max();
+constexpr std::int64_t kI64 = std::numeric_limits<std::int64_t>::max();
+
+const std::vector<std::string_view> kTopKeys = {
+    "allow_anonymous",   "password_file",
+    "acl_file",          "max_connections",
+    "max_packet_size",   "message_size_limit",
+    "max_keepalive",     "max_inflight_messages",
+    "max_queued_messages", "max_queued_bytes",
+    "retain_available",  "sys_interval",
+    "persistent_client_expiration", "topic_alias_maximum",
+    "receive_maximum",   "log_level",
+    "log_dest",          "log_file",
+    "max_subscriptions_per_client", "max_topic_levels",
+    "max_client_output_bytes", "memory_limit",
+    "connect_timeout",   "listener",
+    "metrics",
+};
+const std::vector<std::string_view> kListenerKeys = {
+    "port",    "bind",   "bind_address",        "certfile",
+    "keyfile", "cafile", "require_certificate", "use_identity_as_username",
+};
+const std::vector<std::string_view> kMetricsKeys = {"enabled", "port", "bind"};
+const std::vector<std::string_view> kLogLevels = {"trace", "debug", "info", "warning", "error"};
+const std::vector<std::string_view> kLogDests = {"stderr", "journal", "file"};
+
+std::string_view type_name(toml::node_type type) {
+    switch (type) {
+        case toml::node_type::string: return "a string";
+        case toml::node_type::integer: return "an integer";
+        case toml::node_type::floating_point: return "a floating-point number";
+        case toml::node_type::boolean: return "a boolean";
+        case toml::node_type::date: return "a date";
+        case toml::node_type::time: return "a time";
+        case toml::node_type::date_time: return "a date-time";
+        case toml::node_type::array: return "an array";
+        case toml::node_type::table: return "a table";
+        case toml::node_type::none: break;
+    }
+    return "nothing";
+}
+
+bool valid_address(const std::string& text) {
+    if (text.empty() || text == "localhost") return true;
+    unsigned char buf[sizeof(in6_addr)];
+    return inet_pton(AF_INET, text.c_str(), buf) == 1 || inet_pton(AF_INET6, text.c_str(), buf) == 1;
+}
+
+// Collects problems while walking the parsed document.
+class Checker {
+public:
+    Checker(std::string source, std::filesystem::path base_dir)
+        : source_(std::move(source)), base_dir_(std::move(base_dir)) {}
+
+    // toml++ iterates tables in key order; errors are sorted back into file
+    // order (stable, so problems at one position keep their order).
+    std::vector<std::string> sorted_errors() {
+        std::stable_sort(errors_.begin(), errors_.end(), [](const auto& a, const auto& b) {
+            return std::pair(a.line, a.column) < std::pair(b.line, b.column);
+        });
+        std::vector<std::string> out;
+        for (auto& e : errors_) out.push_back(std::move(e.text));
+        return out;
+    }
+    bool failed() const { return !errors_.empty(); }
+
+    void error(const toml::source_region& at, std::string_view key, const std::string& what) {
+        std::ostringstream out;
+        out << where(at);
+        if (!key.empty()) out << key << ": ";
+        out << what;
+        errors_.push_back({at.begin.line, at.begin.column, out.str()});
+    }
+
+    std::string where(const toml::source_region& at) const {
+        std::ostringstream out;
+        out << (source_.empty() ? "<config>" : source_);
+        if (at.begin) out << ':' << at.begin.line << ':' << at.begin.column;
+        out << ": ";
+        return out.str();
+    }
+
+    void unknown_key(const toml::key& key, std::string_view table,
+                     const std::vector<std::string_view>& known) {
+        std::string msg = "unknown key '" + std::string(key.str()) + "'";
+        if (!table.empty()) msg += " in " + std::string(table);
+        if (auto near = closest_match(key.str(), known)) {
+            msg += " (did you mean '" + std::string(*near) + "'?)";
+        }
+        error(key.source(), "", msg);
+    }
+
+    bool wrong_type(const toml::node& node, std::string_view key, std::string_view expected) {
+        error(node.source(), key,
+              "expected " + std::string(expected) + ", got " + std::string(type_name(node.type())));
+        return false;
+    }
+
+    bool get(const toml::node& node, std::string_view key, bool& out) {
+        auto v = node.value_exact<bool>();
+        if (!v) return wrong_type(node, key, "a boolean (true or false)");
+        out = *v;
+        return true;
+    }
+
+    bool get(const toml::node& node, std::string_view key, std::string& out) {
+        auto v = node.value_exact<std::string>();
+        if (!v) return wrong_type(node, key, "a string");
+        out = *v;
+        return true;
+    }
+
+    // An integer in [lo, hi], stored into any integer type wide enough.
+    template <class T>
+    bool get_int(const toml::node& node, std::string_view key, std::int64_t lo, std::int64_t hi,
+                 T& out) {
+        auto v = node.value_exact<std::int64_t>();
+        if (!v) return wrong_type(node, key, "an integer");
+        if (*v < lo || *v > hi) {
+            error(node.source(), key,
+                  std::to_string(*v) + " is out of range (" + std::to_string(lo) + " to " +
+                      std::to_string(hi) + ")");
+            return false;
+        }
+        out = static_cast<T>(*v);
+        return true;
+    }
+
+    // A file name; relative ones are taken from the config file's folder.
+    bool get_path(const toml::node& node, std::string_view key, std::string& out) {
+        std::string text;
+        if (!get(node, key, text)) return false;
+        if (text.empty()) {
+            out.clear();
+            return true;
+        }
+        out = resolve(text);
+        return true;
+    }
+
+    std::string resolve(const std::string& text) const {
+        std::filesystem::path p(text);
+        if (p.is_relative() && !base_dir_.empty()) p = base_dir_ / p;
+        return p.lexically_normal().string();
+    }
+
+    // One of WORDS, with a "did you mean" for near misses.
+    bool get_word(const toml::node& node, std::string_view key,
+                  const std::vector<std::string_view>& words, std::string& out) {
+        std::string text;
+        if (!get(node, key, text)) return false;
+        if (std::find(words.begin(), words.end(), text) != words.end()) {
+            out = text;
+            return true;
+        }
+        std::string msg = "'" + text + "' is not one of ";
+        for (std::size_t i = 0; i < words.size(); ++i) {
+            msg += (i ? ", " : "") + std::string(words[i]);
+        }
+        if (auto near = closest_match(text, words)) msg += " (did you mean '" + std::string(*near) + "'?)";
+        error(node.source(), key, msg);
+        return false;
+    }
+
+    bool get_address(const toml::node& node, std::string_view key, std::string& out) {
+        std::string text;
+        if (!get(node, key, text)) return false;
+        if (!valid_address(text)) {
+            error(node.source(), key, "'" + text + "' is not an IPv4 or IPv6 address");
+            return false;
+        }
+        out = text == "localhost" ? "127.0.0.1" : text;
+        return true;
+    }
+
+    // Seconds as an integer, or Mosquitto's duration form "<n>h|d|w|m|y".
+    bool get_duration(const toml::node& node, std::string_view key, std::uint32_t& out) {
+        if (node.is_integer()) return get_int(node, key, 0, kU32, out);
+        auto text = node.value_exact<std::string>();
+        if (!text) return wrong_type(node, key, "an integer (seconds) or a duration string like \"2d\"");
+        const std::string& s = *text;
+        std::size_t digits = 0;
+        while (digits < s.size() && s[digits] >= '0' && s[digits] <= '9') ++digits;
+        std::int64_t unit = 0;
+        if (digits > 0 && digits + 1 == s.size() && digits <= 9) {
+            switch (s.back()) {
+                case 's': unit = 1; break;
+                case 'h': unit = 3600; break;
+                case 'd': unit = 86400; break;
+                case 'w': unit = 7 * 86400; break;
+                case 'm': unit = 30 * 86400; break;
+                case 'y': unit = 365 * 86400; break;
+                default: break;
+            }
+        }
+        if (unit == 0) {
+            error(node.source(), key,
+                  "'" + s + "' is not a duration (a number followed by s, h, d, w, m or y)");
+            return false;
+        }
+        std::int64_t seconds = std::stoll(s.substr(0, digits)) * unit;
+        if (seconds > kU32) {
+            error(node.source(), key, "'" + s + "' is out of range (at most 4294967295 seconds)");
+            return false;
+        }
+        out = static_cast<std::uint32_t>(seconds);
+        return true;
+    }
+
+private:
+    struct Error {
+        toml::source_index line;
+        toml::source_index column;
+        std::string text;
+    };
+    std::string source_;
+    std::filesystem::path base_dir_;
+    std::vector<Error> errors_;
+};
+
+struct ListenerSeen {
+    std::string bind;
+    std::uint16_t port;
+};
+
+void check_listener(Checker& c, const toml::table& table, std::size_t index, Config& cfg,
+                    std::vector<ListenerSeen>& seen) {
+    const std::string name = "listener[" + std::to_string(index) + "]";
+    Listener l;
+    bool have_port = false;
+    const toml::node* port_node = nullptr;
+    for (auto&& [key, value] : table) {
+        const std::string k(key.str());
+        const std::string qk = name + "." + k;
+        if (k == "port") {
+            have_port = true;  // when invalid, that is reported; don't also say "missing"
+            if (c.get_int(value, qk, 1, 65535, l.port)) port_node = &value;
+        } else if (k == "bind" || k == "bind_address") {
+            c.get_address(value, qk, l.bind);
+        } else if (k == "certfile") {
+            c.get_path(value, qk, l.certfile);
+        } else if (k == "keyfile") {
+            c.get_path(value, qk, l.keyfile);
+        } else if (k == "cafile") {
+            c.get_path(value, qk, l.cafile);
+        } else if (k == "require_certificate") {
+            c.get(value, qk, l.require_certificate);
+        } else if (k == "use_identity_as_username") {
+            c.get(value, qk, l.use_identity_as_username);
+        } else {
+            c.unknown_key(key, "[[listener]]", kListenerKeys);
+        }
+    }
+    if (!have_port) c.error(table.source(), name, "missing required key 'port'");
+    if (!l.certfile.empty() && l.keyfile.empty()) {
+        c.error(table.source(), name, "certfile is set but keyfile is not (TLS needs both)");
+    }
+    if (l.certfile.empty() && !l.keyfile.empty()) {
+        c.error(table.source(), name, "keyfile is set but certfile is not (TLS needs both)");
+    }
+    if (l.require_certificate && l.cafile.empty()) {
+        c.error(table.source(), name, "require_certificate needs cafile to verify client certificates");
+    }
+    if (l.use_identity_as_username && !l.require_certificate) {
+        c.error(table.source(), name, "use_identity_as_username needs require_certificate = true");
+    }
+    if (port_node != nullptr) {
+        for (std::size_t i = 0; i < seen.size(); ++i) {
+            if (seen[i].port == l.port && seen[i].bind == l.bind) {
+                c.error(port_node->source(), name + ".port",
+                        "port " + std::to_string(l.port) + " on '" + l.bind +
+                            "' is already used by listener[" + std::to_string(i) + "]");
+            }
+        }
+        seen.push_back({l.bind, l.port});
+    }
+    cfg.listeners.push_back(std::move(l));
+}
+
+void check_metrics(Checker& c, const toml::table& table, Config& cfg) {
+    cfg.metrics.enabled = true;
+    for (auto&& [key, value] : table) {
+        const std::string k(key.str());
+        const std::string qk = "metrics." + k;
+        if (k == "enabled") {
+            c.get(value, qk, cfg.metrics.enabled);
+        } else if (k == "port") {
+            c.get_int(value, qk, 1, 65535, cfg.metrics.port);
+        } else if (k == "bind") {
+            c.get_address(value, qk, cfg.metrics.bind);
+        } else {
+            c.unknown_key(key, "[metrics]", kMetricsKeys);
+        }
+    }
+}
+
+void check_top(Checker& c, const toml::table& root, Config& cfg) {
+    std::vector<ListenerSeen> seen;
+    const toml::node* log_dest_node = nullptr;
+    bool have_log_dest = false;
+    for (auto&& [key, value] : root) {
+        const std::string k(key.str());
+        if (k == "listener") {
+            if (auto* arr = value.as_array(); arr != nullptr && arr->is_array_of_tables()) {
+                std::size_t i = 0;
+                for (auto& item : *arr) check_listener(c, *item.as_table(), i++, cfg, seen);
+            } else if (auto* one = value.as_table()) {
+                // [listener] instead of [[listener]]: accept it as the only one.
+                check_listener(c, *one, 0, cfg, seen);
+            } else {
+                c.wrong_type(value, k, "[[listener]] tables");
+            }
+        } else if (k == "metrics") {
+            if (auto* t = value.as_table()) {
+                check_metrics(c, *t, cfg);
+            } else {
+                c.wrong_type(value, k, "a [metrics] table");
+            }
+        } else if (k == "allow_anonymous") {
+            bool b = false;
+            if (c.get(value, k, b)) cfg.allow_anonymous = b;
+        } else if (k == "password_file") {
+            c.get_path(value, k, cfg.password_file);
+        } else if (k == "acl_file") {
+            c.get_path(value, k, cfg.acl_file);
+        } else if (k == "max_connections") {
+            // Mosquitto spells "unlimited" as -1; 0 means the same here.
+            std::int64_t v = 0;
+            if (c.get_int(value, k, -1, kU32, v)) cfg.max_connections = v < 0 ? 0 : static_cast<std::uint32_t>(v);
+        } else if (k == "max_packet_size") {
+            std::int64_t v = 0;
+            if (c.get_int(value, k, 0, kMaxPacket, v)) {
+                if (v != 0 && v < 20) {
+                    c.error(value.source(), k,
+                            std::to_string(v) + " is too small (0 for no limit, or at least 20)");
+                } else {
+                    cfg.max_packet_size = static_cast<std::uint32_t>(v);
+                }
+            }
+        } else if (k == "message_size_limit") {
+            c.get_int(value, k, 0, kMaxPacket, cfg.message_size_limit);
+        } else if (k == "max_keepalive") {
+            c.get_int(value, k, 0, 65535, cfg.max_keepalive);
+        } else if (k == "max_inflight_messages") {
+            c.get_int(value, k, 0, 65535, cfg.max_inflight_messages);
+        } else if (k == "max_queued_messages") {
+            c.get_int(value, k, 0, kU32, cfg.max_queued_messages);
+        } else if (k == "max_queued_bytes") {
+            c.get_int(value, k, 0, kI64, cfg.max_queued_bytes);
+        } else if (k == "retain_available") {
+            c.get(value, k, cfg.retain_available);
+        } else if (k == "sys_interval") {
+            c.get_int(value, k, 0, 86400, cfg.sys_interval);
+        } else if (k == "persistent_client_expiration") {
+            std::uint32_t v = 0;
+            if (c.get_duration(value, k, v)) cfg.persistent_client_expiration = v;
+        } else if (k == "topic_alias_maximum") {
+            c.get_int(value, k, 0, 65535, cfg.topic_alias_maximum);
+        } else if (k == "receive_maximum") {
+            // 0 is a Protocol Error in CONNACK [MQTT-3.2.2.3.3].
+            c.get_int(value, k, 1, 65535, cfg.receive_maximum);
+        } else if (k == "log_level") {
+            std::string w;
+            if (c.get_word(value, k, kLogLevels, w)) {
+                const auto i = std::find(kLogLevels.begin(), kLogLevels.end(), w) - kLogLevels.begin();
+                cfg.log_level = static_cast<LogLevel>(i);
+            }
+        } else if (k == "log_dest") {
+            log_dest_node = &value;
+            have_log_dest = true;
+            // Mosquitto writes "file /path/to/log"; accept that form too.
+            auto text = value.value_exact<std::string>();
+            if (text && text->rfind("file ", 0) == 0) {
+                cfg.log_dest = LogDest::file;
+                if (cfg.log_file.empty()) cfg.log_file = c.resolve(text->substr(5));
+            } else {
+                std::string w;
+                if (c.get_word(value, k, kLogDests, w)) {
+                    cfg.log_dest = w == "journal" ? LogDest::journal
+                                   : w == "file"  ? LogDest::file
+                                                  : LogDest::stderr_;
+                }
+            }
+        } else if (k == "log_file") {
+            c.get_path(value, k, cfg.log_file);
+        } else if (k == "max_subscriptions_per_client") {
+            c.get_int(value, k, 0, kU32, cfg.max_subscriptions_per_client);
+        } else if (k == "max_topic_levels") {
+            c.get_int(value, k, 0, kU32, cfg.max_topic_levels);
+        } else if (k == "max_client_output_bytes") {
+            c.get_int(value, k, 4096, kI64, cfg.max_client_output_bytes);
+        } else if (k == "memory_limit") {
+            c.get_int(value, k, 0, kI64, cfg.memory_limit);
+        } else if (k == "connect_timeout") {
+            c.get_int(value, k, 1, 3600, cfg.connect_timeout);
+        } else {
+            c.unknown_key(key, "", kTopKeys);
+        }
+    }
+    if (have_log_dest && cfg.log_dest == LogDest::file && cfg.log_file.empty()) {
+        c.error(log_dest_node->source(), "log_dest", "\"file\" needs log_file = \"/path/to/log\"");
+    }
+    if (cfg.metrics.enabled) {
+        for (std::size_t i = 0; i < cfg.listeners.size(); ++i) {
+            if (cfg.listeners[i].port == cfg.metrics.port && cfg.listeners[i].bind == cfg.metrics.bind) {
+                const auto* m = root.get("metrics");
+                c.error(m->source(), "metrics.port",
+                        "port " + std::to_string(cfg.metrics.port) + " is already used by listener[" +
+                            std::to_string(i) + "]");
+            }
+        }
+    }
+}
+
+}  // namespace
+
+std::optional<std::string_view> closest_match(std::string_view word,
+                                              const std::vector<std::string_view>& candidates) {
+    // Optimal string alignment distance (Levenshtein plus adjacent swaps).
+    auto distance = [](std::string_view a, std::string_view b) {
+        std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+        for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+        for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+        for (std::size_t i = 1; i <= a.size(); ++i) {
+            for (std::size_t j = 1; j <= b.size(); ++j) {
+                const std::size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+                d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+                if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+                    d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+                }
+            }
+        }
+        return d[a.size()][b.size()];
+    };
+    // An abbreviation ("warn" for "warning") is the likeliest intent.
+    if (word.size() >= 3) {
+        for (auto candidate : candidates) {
+            if (candidate.size() > word.size() && candidate.substr(0, word.size()) == word) return candidate;
+        }
+    }
+    std::optional<std::string_view> best;
+    std::size_t best_distance = std::numeric_limits<std::size_t>::max();
+    for (auto candidate : candidates) {
+        const std::size_t dist = distance(word, candidate);
+        if (dist < best_distance) {
+            best_distance = dist;
+            best = candidate;
+        }
+    }
+    // Plausible typos only: a third of the word, at least 2 edits.
+    const std::size_t allowed = std::max<std::size_t>(2, word.size() / 3);
+    if (!best || best_distance > allowed) return std::nullopt;
+    return best;
+}
+
+LoadResult parse_config(std::string_view text, const std::string& source) {
+    LoadResult result;
+    toml::table root;
+    try {
+        root = toml::parse(text, source);
+    } catch (const toml::parse_error& e) {
+        Checker c(source, {});
+        c.error(e.source(), "", std::string("syntax error: ") + std::string(e.description()));
+        result.errors = c.sorted_errors();
+        return result;
+    }
+    Checker c(source, std::filesystem::path(source).parent_path());
+    Config cfg;
+    cfg.source = source;
+    check_top(c, root, cfg);
+    if (c.failed()) {
+        result.errors = c.sorted_errors();
+    } else {
+        result.config = std::move(cfg);
+    }
+    return result;
+}
+
+LoadResult load_config(const std::string& path) {
+    LoadResult result;
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) {
+        result.errors.push_back("cannot read config file '" + path + "': Is a directory");
+        return result;
+    }
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        result.errors.push_back("cannot read config file '" + path + "': " + std::strerror(errno));
+        return result;
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    return parse_config(text.str(), path);
+}
+
+std::vector<std::string> restart_required_changes(const Config& running, const Config& loaded) {
+    std::vector<std::string> out;
+    auto endpoint = [](const Listener& l) {
+        return (l.bind.find(':') != std::string::npos ? "[" + l.bind + "]" : l.bind) + ":" +
+               std::to_string(l.port) + (l.tls() ? " (TLS)" : "");
+    };
+    auto listeners = [&](const Config& c) {
+        std::vector<std::string> v;
+        if (c.listeners.empty()) v.push_back("127.0.0.1:1883");
+        for (const auto& l : c.listeners) v.push_back(endpoint(l));
+        std::sort(v.begin(), v.end());
+        return v;
+    };
+    const auto before = listeners(running);
+    const auto after = listeners(loaded);
+    for (const auto& l : after) {
+        if (!std::binary_search(before.begin(), before.end(), l)) {
+            out.push_back("listener " + l + " added: restart mqttoolsd to open it");
+        }
+    }
+    for (const auto& l : before) {
+        if (!std::binary_search(after.begin(), after.end(), l)) {
+            out.push_back("listener " + l + " removed: restart mqttoolsd to close it");
+        }
+    }
+    for (const auto& a : loaded.listeners) {
+        for (const auto& b : running.listeners) {
+            if (a.port == b.port && a.bind == b.bind && a.tls() && b.tls() &&
+                (a.require_certificate != b.require_certificate ||
+                 a.use_identity_as_username != b.use_identity_as_username)) {
+                out.push_back("listener " + endpoint(a) +
+                              ": require_certificate/use_identity_as_username changed: restart mqttoolsd");
+            }
+        }
+    }
+    const auto& m0 = running.metrics;
+    const auto& m1 = loaded.metrics;
+    if (m0.enabled != m1.enabled || (m1.enabled && (m0.port != m1.port || m0.bind != m1.bind))) {
+        out.push_back("[metrics] changed: restart mqttoolsd to apply it");
+    }
+    if (running.log_dest != loaded.log_dest || running.log_file != loaded.log_file) {
+        out.push_back("log_dest/log_file changed: restart mqttoolsd to apply it");
+    }
+    return out;
+}
+
+std::string_view to_string(LogLevel level) {
+    return kLogLevels[static_cast<std::size_t>(level)];
+}
+
+std::string_view to_string(LogDest dest) {
+    switch (dest) {
+        case LogDest::stderr_: return "stderr";
+        case LogDest::journal: return "journal";
+        case LogDest::file: return "file";
+    }
+    return "stderr";
+}
+
+}  // namespace mqttools::config
