@@ -1,0 +1,276 @@
+#include "net/tls.hpp"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <climits>
+#include <stdexcept>
+
+#include "config/config.hpp"
+
+namespace mqttools::net {
+namespace {
+
+// Everything on OpenSSL's (thread-local) error queue as one line, emptying it.
+std::string drain_errors() {
+    std::string out;
+    while (const unsigned long code = ERR_get_error()) {
+        char buf[256];
+        ERR_error_string_n(code, buf, sizeof buf);
+        if (!out.empty()) out += "; ";
+        out += buf;
+    }
+    return out;
+}
+
+[[noreturn]] void throw_tls(const std::string& what) {
+    std::string why = drain_errors();
+    throw std::runtime_error(why.empty() ? what : what + ": " + why);
+}
+
+struct CtxOwner {
+    SSL_CTX* ctx;
+    ~CtxOwner() { SSL_CTX_free(ctx); }
+    SSL_CTX* release() {
+        SSL_CTX* c = ctx;
+        ctx = nullptr;
+        return c;
+    }
+};
+
+void common_setup(SSL_CTX* ctx) {
+    // TLS 1.2 is the floor: 1.0/1.1 are deprecated (RFC 8996).
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+        throw_tls("cannot set the minimum TLS version");
+    }
+    // Client-initiated renegotiation costs the server a handshake per
+    // request: refuse it. Memory BIOs grow, so partial writes never happen,
+    // but the moving-buffer mode keeps a retried write legal.
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+}
+
+void load_identity(SSL_CTX* ctx, const std::string& certfile, const std::string& keyfile) {
+    if (SSL_CTX_use_certificate_chain_file(ctx, certfile.c_str()) != 1) {
+        throw_tls("cannot load certificate '" + certfile + "'");
+    }
+    const std::string& key = keyfile.empty() ? certfile : keyfile;
+    if (SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1) {
+        throw_tls("cannot load private key '" + key + "'");
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        throw_tls("private key '" + key + "' does not match certificate '" + certfile + "'");
+    }
+}
+
+}  // namespace
+
+TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
+
+std::shared_ptr<const TlsContext> TlsContext::make_server(const TlsServerSettings& s) {
+    ERR_clear_error();
+    if (s.certfile.empty() || s.keyfile.empty()) {
+        throw std::runtime_error("a TLS listener needs both certfile and keyfile");
+    }
+    CtxOwner owner{SSL_CTX_new(TLS_server_method())};
+    if (!owner.ctx) throw_tls("cannot create a TLS context");
+    common_setup(owner.ctx);
+    load_identity(owner.ctx, s.certfile, s.keyfile);
+    if (!s.cafile.empty()) {
+        if (SSL_CTX_load_verify_locations(owner.ctx, s.cafile.c_str(), nullptr) != 1) {
+            throw_tls("cannot load CA file '" + s.cafile + "'");
+        }
+        // Tell clients which CAs we accept, so they pick the right certificate.
+        if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(s.cafile.c_str())) {
+            SSL_CTX_set_client_CA_list(owner.ctx, names);
+        }
+    } else if (s.require_certificate) {
+        throw std::runtime_error("require_certificate needs a cafile to verify clients against");
+    }
+    SSL_CTX_set_verify(owner.ctx,
+                       s.require_certificate ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                                             : SSL_VERIFY_NONE,
+                       nullptr);
+    // Session resumption with client certificates needs an id context.
+    static constexpr unsigned char sid[] = "mqttoolsd";
+    SSL_CTX_set_session_id_context(owner.ctx, sid, sizeof sid - 1);
+    return std::shared_ptr<const TlsContext>(new TlsContext(owner.release(), true));
+}
+
+std::shared_ptr<const TlsContext> TlsContext::make_server(const config::Listener& listener) {
+    return make_server(TlsServerSettings{listener.certfile, listener.keyfile, listener.cafile,
+                                         listener.require_certificate});
+}
+
+std::shared_ptr<const TlsContext> TlsContext::make_client(const TlsClientSettings& s) {
+    ERR_clear_error();
+    CtxOwner owner{SSL_CTX_new(TLS_client_method())};
+    if (!owner.ctx) throw_tls("cannot create a TLS context");
+    common_setup(owner.ctx);
+    if (s.verify_peer) {
+        const int ok = s.cafile.empty()
+                           ? SSL_CTX_set_default_verify_paths(owner.ctx)
+                           : SSL_CTX_load_verify_locations(owner.ctx, s.cafile.c_str(), nullptr);
+        if (ok != 1) throw_tls("cannot load CA file '" + s.cafile + "'");
+        SSL_CTX_set_verify(owner.ctx, SSL_VERIFY_PEER, nullptr);
+    } else {
+        SSL_CTX_set_verify(owner.ctx, SSL_VERIFY_NONE, nullptr);
+    }
+    if (!s.certfile.empty()) load_identity(owner.ctx, s.certfile, s.keyfile);
+    return std::shared_ptr<const TlsContext>(new TlsContext(owner.release(), false));
+}
+
+TlsSession::TlsSession(std::shared_ptr<const TlsContext> context, std::string_view server_name)
+    : context_(std::move(context)) {
+    ERR_clear_error();
+    ssl_ = SSL_new(context_->native());
+    in_ = BIO_new(BIO_s_mem());
+    out_ = BIO_new(BIO_s_mem());
+    if (!ssl_ || !in_ || !out_) {
+        SSL_free(ssl_);
+        BIO_free(in_);
+        BIO_free(out_);
+        ssl_ = nullptr;
+        in_ = out_ = nullptr;
+        error_ = "cannot create a TLS session: " + drain_errors();
+        failed_ = true;
+        return;
+    }
+    // An empty memory BIO means "no data yet", not end of file.
+    BIO_set_mem_eof_return(in_, -1);
+    SSL_set_bio(ssl_, in_, out_);  // ssl_ owns both from here
+    if (context_->is_server()) {
+        SSL_set_accept_state(ssl_);
+    } else {
+        SSL_set_connect_state(ssl_);
+        if (!server_name.empty()) {
+            const std::string name(server_name);
+            SSL_set_tlsext_host_name(ssl_, name.c_str());
+            if (SSL_CTX_get_verify_mode(context_->native()) & SSL_VERIFY_PEER) {
+                SSL_set1_host(ssl_, name.c_str());
+            }
+        }
+    }
+}
+
+TlsSession::~TlsSession() { SSL_free(ssl_); }
+
+TlsStatus TlsSession::fail(int ret) {
+    const int err = SSL_get_error(ssl_, ret);
+    switch (err) {
+        case SSL_ERROR_WANT_READ:
+        case SSL_ERROR_WANT_WRITE:  // memory BIOs never fill, but be safe
+            return TlsStatus::want_read;
+        case SSL_ERROR_ZERO_RETURN:
+            return TlsStatus::closed;
+        default: {
+            failed_ = true;
+            error_ = drain_errors();
+            if (const long verify = SSL_get_verify_result(ssl_); verify != X509_V_OK) {
+                error_ += error_.empty() ? "" : "; ";
+                error_ += X509_verify_cert_error_string(verify);
+            }
+            if (error_.empty()) error_ = "TLS error " + std::to_string(err);
+            return TlsStatus::error;
+        }
+    }
+}
+
+void TlsSession::feed(Bytes ciphertext) {
+    if (!ssl_ || ciphertext.empty()) return;
+    // A memory BIO takes everything (it grows); the caller feeds at most
+    // one socket read at a time and drains plaintext right after.
+    while (!ciphertext.empty()) {
+        const int chunk = static_cast<int>(std::min<std::size_t>(ciphertext.size(), INT_MAX));
+        const int n = BIO_write(in_, ciphertext.data(), chunk);
+        if (n <= 0) {
+            failed_ = true;
+            error_ = "out of memory buffering TLS input";
+            return;
+        }
+        ciphertext = ciphertext.subspan(static_cast<std::size_t>(n));
+    }
+}
+
+TlsIo TlsSession::read_plain(MutableBytes out) {
+    if (!ssl_ || failed_) return {0, TlsStatus::error};
+    if (out.empty()) return {0, TlsStatus::ok};
+    ERR_clear_error();
+    std::size_t n = 0;
+    const int ret = SSL_read_ex(ssl_, out.data(), out.size(), &n);
+    if (ret == 1) return {n, TlsStatus::ok};
+    return {0, fail(ret)};
+}
+
+TlsIo TlsSession::write_plain(Bytes plaintext) {
+    if (!ssl_ || failed_) return {0, TlsStatus::error};
+    if (plaintext.empty()) return {0, TlsStatus::ok};
+    if (!SSL_is_init_finished(ssl_)) {
+        // Drive the handshake first; plaintext waits in the caller's queue.
+        const TlsStatus st = handshake();
+        if (st != TlsStatus::ok) return {0, st};
+    }
+    ERR_clear_error();
+    std::size_t n = 0;
+    const int ret = SSL_write_ex(ssl_, plaintext.data(), plaintext.size(), &n);
+    if (ret == 1) return {n, TlsStatus::ok};
+    return {0, fail(ret)};
+}
+
+TlsStatus TlsSession::handshake() {
+    if (!ssl_ || failed_) return TlsStatus::error;
+    if (SSL_is_init_finished(ssl_)) return TlsStatus::ok;
+    ERR_clear_error();
+    const int ret = SSL_do_handshake(ssl_);
+    if (ret == 1) return TlsStatus::ok;
+    return fail(ret);
+}
+
+bool TlsSession::handshake_done() const noexcept {
+    return ssl_ && SSL_is_init_finished(ssl_);
+}
+
+std::size_t TlsSession::pending_output() const noexcept {
+    return out_ ? BIO_ctrl_pending(out_) : 0;
+}
+
+std::size_t TlsSession::take_output(MutableBytes out) noexcept {
+    if (!out_ || out.empty()) return 0;
+    const int chunk = static_cast<int>(std::min<std::size_t>(out.size(), INT_MAX));
+    const int n = BIO_read(out_, out.data(), chunk);
+    return n > 0 ? static_cast<std::size_t>(n) : 0;
+}
+
+void TlsSession::shutdown() noexcept {
+    if (!ssl_ || failed_ || !SSL_is_init_finished(ssl_)) return;
+    ERR_clear_error();
+    (void)SSL_shutdown(ssl_);  // queues close_notify; we do not wait for the reply
+    ERR_clear_error();
+}
+
+std::optional<std::string> TlsSession::peer_common_name() const {
+    if (!ssl_ || SSL_get_verify_result(ssl_) != X509_V_OK) return std::nullopt;
+    X509* cert = SSL_get0_peer_certificate(ssl_);
+    if (!cert) return std::nullopt;
+    X509_NAME* subject = X509_get_subject_name(cert);
+    const int index = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+    if (index < 0) return std::nullopt;
+    ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, index));
+    unsigned char* utf8 = nullptr;
+    const int len = ASN1_STRING_to_UTF8(&utf8, data);
+    if (len < 0) return std::nullopt;
+    std::string cn(reinterpret_cast<const char*>(utf8), static_cast<std::size_t>(len));
+    OPENSSL_free(utf8);
+    // A NUL inside a CN is an attack on C-string consumers: refuse it.
+    if (cn.find('\0') != std::string::npos || cn.empty()) return std::nullopt;
+    return cn;
+}
+
+std::string_view TlsSession::version() const noexcept {
+    return ssl_ ? SSL_get_version(ssl_) : "";
+}
+
+}  // namespace mqttools::net

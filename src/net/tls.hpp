@@ -1,0 +1,140 @@
+// TLS for the reactor, on OpenSSL 3, with no threads and no blocking.
+//
+// TlsContext wraps one SSL_CTX (certificates, CA store, verification mode,
+// TLS 1.2 minimum). A listener holds a shared_ptr to its context; reload
+// builds a fresh context from the files and swaps the pointer, so new
+// connections use the new certificates while running sessions keep theirs
+// (every SSL holds a reference to the SSL_CTX it was made from).
+//
+// TlsSession is one connection's TLS state over two memory BIOs: it never
+// touches the socket. The reactor does the socket I/O it already does:
+//   readable:  n = read(fd, buf); session.feed(buf[0..n]);
+//              while session.read_plain(out) gives bytes: hand them to the
+//              packet decoder;
+//   to send:   session.write_plain(packet bytes);
+//   always:    while session.pending_output(): write(fd, take_output(...))
+//              and watch for writability while some remains unwritten.
+// read_plain/write_plain also drive the handshake; until it completes
+// write_plain reports want_read and the caller keeps its plaintext queued.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "mqttools/packets.hpp"
+
+using SSL_CTX = struct ssl_ctx_st;
+using SSL = struct ssl_st;
+using BIO = struct bio_st;
+
+namespace mqttools::config {
+struct Listener;
+}
+
+namespace mqttools::net {
+
+struct TlsServerSettings {
+    std::string certfile;
+    std::string keyfile;
+    std::string cafile;                // CA bundle for client certificates
+    bool require_certificate = false;  // clients must present a valid certificate
+};
+
+struct TlsClientSettings {
+    std::string cafile;        // "" : the system default verify paths
+    std::string certfile;      // client certificate, optional
+    std::string keyfile;
+    bool verify_peer = true;   // false = --insecure: no certificate check at all
+};
+
+class TlsContext {
+public:
+    // Both throw std::runtime_error naming the file and OpenSSL's reason:
+    // they run at startup and at reload, where the caller reports it.
+    static std::shared_ptr<const TlsContext> make_server(const TlsServerSettings& settings);
+    static std::shared_ptr<const TlsContext> make_server(const config::Listener& listener);
+    static std::shared_ptr<const TlsContext> make_client(const TlsClientSettings& settings);
+
+    ~TlsContext();
+    TlsContext(const TlsContext&) = delete;
+    TlsContext& operator=(const TlsContext&) = delete;
+
+    SSL_CTX* native() const noexcept { return ctx_; }
+    bool is_server() const noexcept { return server_; }
+
+private:
+    TlsContext(SSL_CTX* ctx, bool server) noexcept : ctx_(ctx), server_(server) {}
+    SSL_CTX* ctx_;
+    bool server_;
+};
+
+enum class TlsStatus {
+    ok,          // progress made (n bytes moved; n may be 0 for write of nothing)
+    want_read,   // nothing more until more ciphertext is fed
+    closed,      // the peer sent close_notify
+    error,       // handshake or protocol failure: see last_error(), drop the connection
+};
+
+struct TlsIo {
+    std::size_t bytes = 0;
+    TlsStatus status = TlsStatus::ok;
+};
+
+class TlsSession {
+public:
+    // server_name (clients only): sent as SNI and checked against the
+    // server's certificate when the context verifies peers.
+    explicit TlsSession(std::shared_ptr<const TlsContext> context,
+                        std::string_view server_name = {});
+    ~TlsSession();
+    TlsSession(const TlsSession&) = delete;
+    TlsSession& operator=(const TlsSession&) = delete;
+
+    // False when OpenSSL could not allocate the session (then every call
+    // reports error).
+    bool valid() const noexcept { return ssl_ != nullptr; }
+
+    // Ciphertext that arrived from the socket.
+    void feed(Bytes ciphertext);
+
+    // Decrypted application data into `out`. bytes > 0 with ok; want_read
+    // when everything fed so far is consumed; closed / error are final.
+    TlsIo read_plain(MutableBytes out);
+
+    // Encrypts all of `plaintext` (bytes = plaintext.size()) or, before the
+    // handshake has completed, nothing (want_read).
+    TlsIo write_plain(Bytes plaintext);
+
+    // Advances the handshake without application data: ok once complete.
+    TlsStatus handshake();
+    bool handshake_done() const noexcept;
+
+    // Ciphertext waiting for the socket.
+    std::size_t pending_output() const noexcept;
+    std::size_t take_output(MutableBytes out) noexcept;
+
+    // Queues close_notify (then flush pending_output()).
+    void shutdown() noexcept;
+
+    // The Common Name of a verified peer certificate, for
+    // use_identity_as_username; nullopt without one.
+    std::optional<std::string> peer_common_name() const;
+    std::string_view version() const noexcept;  // "TLSv1.3"
+    const std::string& last_error() const noexcept { return error_; }
+
+private:
+    TlsStatus fail(int ret);
+
+    std::shared_ptr<const TlsContext> context_;
+    SSL* ssl_ = nullptr;
+    BIO* in_ = nullptr;   // network -> SSL (owned by ssl_)
+    BIO* out_ = nullptr;  // SSL -> network (owned by ssl_)
+    std::string error_;
+    bool failed_ = false;
+};
+
+}  // namespace mqttools::net
