@@ -555,9 +555,6 @@ std::vector<std::string> restart_required_changes(const Config& running, const C
     if (m0.enabled != m1.enabled || (m1.enabled && (m0.port != m1.port || m0.bind != m1.bind))) {
         out.push_back("[metrics] changed: restart mqttoolsd to apply it");
     }
-    if (running.log_dest != loaded.log_dest || running.log_file != loaded.log_file) {
-        out.push_back("log_dest/log_file changed: restart mqttoolsd to apply it");
-    }
     return out;
 }
 

@@ -31,7 +31,7 @@ LoadResult load_config(const std::string& path);
 LoadResult parse_config(std::string_view text, const std::string& source);
 
 // What differs between the running config and a reloaded one that SIGHUP
-// cannot apply (listeners, the metrics endpoint, the log destination): one
+// cannot apply (listeners, the metrics endpoint): one
 // human-readable line each, empty when everything can be applied live.
 std::vector<std::string> restart_required_changes(const Config& running, const Config& loaded);
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "config/config_file.hpp"
 
@@ -331,3 +332,81 @@ TEST_CASE("restart_required_changes lists what SIGHUP cannot apply") {
     Config e = *parse("[[listener]]\nport = 1883\n").config;
     CHECK(restart_required_changes(d, e).empty());
 }
+
+#ifdef MQTTOOLS_SHIPPED_CONFIG
+namespace {
+std::string read_file(const std::string& path) {
+    std::ifstream in(path);
+    std::ostringstream out;
+    out << in.rdbuf();
+    return out.str();
+}
+}  // namespace
+
+TEST_CASE("the shipped conf/mqttoolsd.toml parses to the defaults") {
+    auto r = load_config(MQTTOOLS_SHIPPED_CONFIG);
+    INFO((r.errors.empty() ? std::string() : r.errors[0]));
+    REQUIRE(r.ok());
+    CHECK(r.config->listeners.empty());
+    CHECK_FALSE(r.config->metrics.enabled);
+}
+
+TEST_CASE("every commented key in the shipped config shows its true default") {
+    // Uncomment "# key = value" and "# [table]" lines, nothing else.
+    std::istringstream in(read_file(MQTTOOLS_SHIPPED_CONFIG));
+    std::string text;
+    std::string line;
+    int uncommented = 0;
+    while (std::getline(in, line)) {
+        if (line.rfind("# ", 0) == 0) {
+            const std::string rest = line.substr(2);
+            const auto eq = rest.find(" = ");
+            const bool key = eq != std::string::npos && eq > 0 &&
+                             rest.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") == eq;
+            const bool table = rest == "[[listener]]" || rest == "[metrics]";
+            if (key || table) {
+                line = rest;
+                ++uncommented;
+            }
+        }
+        text += line + "\n";
+    }
+    CHECK(uncommented >= 35);
+    auto r = parse_config(text, MQTTOOLS_SHIPPED_CONFIG);
+    INFO((r.errors.empty() ? std::string() : r.errors[0]));
+    REQUIRE(r.ok());
+    const Config& c = *r.config;
+    const Config d;
+    CHECK(c.max_connections == d.max_connections);
+    CHECK(c.max_packet_size == d.max_packet_size);
+    CHECK(c.message_size_limit == d.message_size_limit);
+    CHECK(c.max_keepalive == d.max_keepalive);
+    CHECK(c.max_inflight_messages == d.max_inflight_messages);
+    CHECK(c.max_queued_messages == d.max_queued_messages);
+    CHECK(c.max_queued_bytes == d.max_queued_bytes);
+    CHECK(c.receive_maximum == d.receive_maximum);
+    CHECK(c.topic_alias_maximum == d.topic_alias_maximum);
+    CHECK(c.retain_available == d.retain_available);
+    CHECK(c.max_subscriptions_per_client == d.max_subscriptions_per_client);
+    CHECK(c.max_topic_levels == d.max_topic_levels);
+    CHECK(c.max_client_output_bytes == d.max_client_output_bytes);
+    CHECK(c.memory_limit == d.memory_limit);
+    CHECK(c.connect_timeout == d.connect_timeout);
+    CHECK(c.log_level == d.log_level);
+    CHECK(c.log_dest == d.log_dest);
+    CHECK(c.sys_interval == d.sys_interval);
+    CHECK(c.password_file.empty());
+    CHECK(c.acl_file.empty());
+    CHECK(c.allow_anonymous == true);
+    REQUIRE(c.listeners.size() == 2);
+    CHECK(c.listeners[0].port == Listener{}.port);
+    CHECK(c.listeners[0].bind == Listener{}.bind);
+    CHECK_FALSE(c.listeners[0].tls());
+    CHECK(c.listeners[1].tls());
+    CHECK_FALSE(c.listeners[1].require_certificate);
+    CHECK_FALSE(c.listeners[1].use_identity_as_username);
+    CHECK(c.metrics.enabled);
+    CHECK(c.metrics.port == Metrics{}.port);
+    CHECK(c.metrics.bind == Metrics{}.bind);
+}
+#endif

@@ -1,0 +1,155 @@
+#include "daemon/metrics_http.hpp"
+
+#include <cstdio>
+
+namespace mqttools::daemon {
+
+namespace {
+
+class Page {
+public:
+    void metric(std::string_view name, std::string_view type, std::string_view help, std::uint64_t value) {
+        head(name, type, help);
+        sample(name, "", std::to_string(value));
+    }
+    void head(std::string_view name, std::string_view type, std::string_view help) {
+        text_ += "# HELP mqttools_";
+        text_ += name;
+        text_ += ' ';
+        text_ += help;
+        text_ += "\n# TYPE mqttools_";
+        text_ += name;
+        text_ += ' ';
+        text_ += type;
+        text_ += '\n';
+    }
+    void sample(std::string_view name, std::string_view labels, const std::string& value) {
+        text_ += "mqttools_";
+        text_ += name;
+        if (!labels.empty()) {
+            text_ += '{';
+            text_ += labels;
+            text_ += '}';
+        }
+        text_ += ' ';
+        text_ += value;
+        text_ += '\n';
+    }
+    std::string take() { return std::move(text_); }
+
+private:
+    std::string text_;
+};
+
+// Label values escape backslash, double quote and newline (exposition format).
+std::string label(std::string_view name, std::string_view value) {
+    std::string out(name);
+    out += "=\"";
+    for (char c : value) {
+        if (c == '\\' || c == '"') {
+            out += '\\';
+            out += c;
+        } else if (c == '\n') {
+            out += "\\n";
+        } else {
+            out += c;
+        }
+    }
+    out += '"';
+    return out;
+}
+
+std::string response(std::string_view status, std::string_view content_type, const std::string& body,
+                     bool head_only, std::string_view extra_header = {}) {
+    std::string out = "HTTP/1.1 ";
+    out += status;
+    out += "\r\nContent-Type: ";
+    out += content_type;
+    out += "\r\nContent-Length: " + std::to_string(body.size());
+    out += "\r\nConnection: close\r\n";
+    out += extra_header;
+    out += "\r\n";
+    if (!head_only) out += body;
+    return out;
+}
+
+}  // namespace
+
+std::string render_metrics(const BrokerStats& s, double uptime_seconds, std::string_view version) {
+    Page p;
+    p.head("build_info", "gauge", "Version of the running mqttoolsd.");
+    p.sample("build_info", label("version", version), "1");
+    p.head("uptime_seconds", "gauge", "Seconds since mqttoolsd started.");
+    char up[32];
+    std::snprintf(up, sizeof up, "%.3f", uptime_seconds);
+    p.sample("uptime_seconds", "", up);
+
+    p.metric("clients_connected", "gauge", "Clients with a live connection.", s.clients_connected);
+    p.metric("clients_disconnected", "gauge", "Persistent sessions without a connection.", s.clients_disconnected);
+    p.metric("clients_maximum", "gauge", "Most clients connected at once since start.", s.clients_maximum);
+    p.metric("clients_expired_total", "counter", "Sessions removed by expiry.", s.clients_expired);
+    p.metric("connections_total", "counter", "TCP connections accepted.", s.connections_total);
+
+    p.metric("messages_received_total", "counter", "MQTT packets received.", s.messages_received);
+    p.metric("messages_sent_total", "counter", "MQTT packets sent.", s.messages_sent);
+    p.metric("publish_received_total", "counter", "PUBLISH packets received.", s.publish_received);
+    p.metric("publish_sent_total", "counter", "PUBLISH packets sent.", s.publish_sent);
+    p.metric("publish_dropped_total", "counter",
+             "PUBLISH packets not delivered (slow consumer, too large, queue full).", s.publish_dropped);
+    p.metric("bytes_received_total", "counter", "Bytes received from clients.", s.bytes_received);
+    p.metric("bytes_sent_total", "counter", "Bytes sent to clients.", s.bytes_sent);
+    p.metric("publish_bytes_received_total", "counter", "PUBLISH payload bytes received.", s.publish_bytes_received);
+    p.metric("publish_bytes_sent_total", "counter", "PUBLISH payload bytes sent.", s.publish_bytes_sent);
+
+    p.metric("subscriptions", "gauge", "Active subscriptions.", s.subscriptions);
+    p.metric("shared_subscriptions", "gauge", "Active shared subscriptions.", s.shared_subscriptions);
+    p.metric("retained_messages", "gauge", "Retained messages stored.", s.retained_messages);
+    p.metric("queued_messages", "gauge", "Messages waiting in session queues.", s.queued_messages);
+    p.metric("output_queued_bytes", "gauge", "Bytes waiting in connection output buffers.", s.output_queued_bytes);
+    p.metric("inflight_messages", "gauge", "Outbound QoS 1/2 messages not yet acknowledged.", s.inflight_messages);
+
+    if (!s.listeners.empty()) {
+        p.head("listener_connections_total", "counter", "TCP connections accepted per listener.");
+        for (const auto& l : s.listeners) {
+            p.sample("listener_connections_total", label("listener", l.name), std::to_string(l.connections_total));
+        }
+        p.head("listener_clients_connected", "gauge", "Open connections per listener.");
+        for (const auto& l : s.listeners) {
+            p.sample("listener_clients_connected", label("listener", l.name), std::to_string(l.clients_connected));
+        }
+    }
+    return p.take();
+}
+
+std::optional<std::string> http_response(std::string_view request,
+                                         const std::function<std::string()>& body) {
+    const auto end = request.find("\r\n\r\n");
+    if (end == std::string_view::npos) {
+        if (request.size() >= kMaxHttpRequest) {
+            return response("431 Request Header Fields Too Large", "text/plain", "request too large\n", false);
+        }
+        return std::nullopt;
+    }
+    const auto line_end = request.find("\r\n");
+    const std::string_view line = request.substr(0, line_end);
+    // "METHOD SP TARGET SP HTTP/x.y"
+    const auto sp1 = line.find(' ');
+    const auto sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos || line.substr(sp2 + 1).rfind("HTTP/", 0) != 0) {
+        return response("400 Bad Request", "text/plain", "bad request\n", false);
+    }
+    const std::string_view method = line.substr(0, sp1);
+    std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    if (const auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+    const bool head = method == "HEAD";
+    if (method != "GET" && !head) {
+        return response("405 Method Not Allowed", "text/plain", "only GET and HEAD\n", false,
+                        "Allow: GET, HEAD\r\n");
+    }
+    if (target != "/metrics") {
+        return response("404 Not Found", "text/plain", "try /metrics\n", head);
+    }
+    return response("200 OK", "text/plain; version=0.0.4; charset=utf-8", body(), head);
+}
+
+}  // namespace mqttools::daemon

@@ -1,0 +1,49 @@
+// A snapshot of the broker's counters, taken by the daemon every
+// sys_interval (for $SYS) and on each GET /metrics. Plain data so that
+// sys_topics and metrics_http don't depend on the broker's internals.
+// Names follow Mosquitto's $SYS tree: "messages" are MQTT packets of any
+// type, "publish" are PUBLISH packets only.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mqttools::daemon {
+
+struct ListenerStats {
+    std::string name;                    // "127.0.0.1:1883", "[::]:8883 (TLS)"
+    std::uint64_t connections_total = 0;  // sockets accepted since start
+    std::uint64_t clients_connected = 0;  // currently open connections
+};
+
+struct BrokerStats {
+    std::uint64_t clients_connected = 0;     // sessions with a live connection
+    std::uint64_t clients_disconnected = 0;  // persistent sessions without one
+    std::uint64_t clients_maximum = 0;       // highest clients_connected seen
+    std::uint64_t clients_expired = 0;       // sessions removed by expiry
+    std::uint64_t connections_total = 0;     // sockets accepted since start
+
+    std::uint64_t messages_received = 0;  // MQTT packets in
+    std::uint64_t messages_sent = 0;      // MQTT packets out
+    std::uint64_t publish_received = 0;
+    std::uint64_t publish_sent = 0;
+    std::uint64_t publish_dropped = 0;    // QoS 0 dropped for slow consumers, too large, …
+    std::uint64_t bytes_received = 0;
+    std::uint64_t bytes_sent = 0;
+    std::uint64_t publish_bytes_received = 0;  // PUBLISH payload bytes
+    std::uint64_t publish_bytes_sent = 0;
+
+    std::uint64_t subscriptions = 0;
+    std::uint64_t shared_subscriptions = 0;
+    std::uint64_t retained_messages = 0;
+    std::uint64_t queued_messages = 0;     // messages waiting in session queues
+    std::uint64_t output_queued_bytes = 0;  // bytes waiting in connection output buffers
+    std::uint64_t inflight_messages = 0;   // outbound QoS 1/2 not yet acknowledged
+
+    std::vector<ListenerStats> listeners;
+
+    std::uint64_t clients_total() const { return clients_connected + clients_disconnected; }
+};
+
+}  // namespace mqttools::daemon

@@ -1,0 +1,209 @@
+// The daemon's deployment helpers without a broker: listener planning for
+// socket activation, sd_notify over a real datagram socket, the $SYS tree
+// and the Prometheus page.
+#include <catch2/catch.hpp>
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "daemon/metrics_http.hpp"
+#include "daemon/sys_topics.hpp"
+#include "daemon/systemd_notify.hpp"
+
+using namespace mqttools;
+using namespace mqttools::daemon;
+
+namespace {
+
+const SysMessage* find(const std::vector<SysMessage>& v, const std::string& topic) {
+    for (const auto& m : v) {
+        if (m.topic == topic) return &m;
+    }
+    return nullptr;
+}
+
+config::Listener listener(std::string bind, std::uint16_t port) {
+    config::Listener l;
+    l.bind = std::move(bind);
+    l.port = port;
+    return l;
+}
+
+}  // namespace
+
+TEST_CASE("plan_listeners: nothing configured, nothing inherited is 127.0.0.1:1883") {
+    auto plan = plan_listeners({}, {});
+    REQUIRE(plan.size() == 1);
+    CHECK(plan[0].listener.bind == "127.0.0.1");
+    CHECK(plan[0].listener.port == 1883);
+    CHECK(plan[0].inherited_fd == -1);
+}
+
+TEST_CASE("plan_listeners: inherited sockets replace the default") {
+    auto plan = plan_listeners({}, {{7, "0.0.0.0", 1883}});
+    REQUIRE(plan.size() == 1);
+    CHECK(plan[0].inherited_fd == 7);
+    CHECK(plan[0].listener.bind == "0.0.0.0");
+}
+
+TEST_CASE("plan_listeners: configured listeners take matching inherited sockets") {
+    auto tls = listener("", 8883);
+    tls.certfile = "/c";
+    tls.keyfile = "/k";
+    auto plan = plan_listeners({listener("127.0.0.1", 1884), tls, listener("::1", 1885)},
+                               {{3, "::", 8883}, {4, "127.0.0.1", 1884}, {5, "127.0.0.1", 9999}});
+    REQUIRE(plan.size() == 4);
+    CHECK(plan[0].inherited_fd == 4);
+    CHECK(plan[1].inherited_fd == 3);  // "" is the wildcard, as "::" is
+    CHECK(plan[1].listener.tls());     // the configured TLS settings stay
+    CHECK(plan[2].inherited_fd == -1); // opened as configured
+    CHECK(plan[3].inherited_fd == 5);  // unconfigured inherited socket still served
+    CHECK(plan[3].listener.port == 9999);
+}
+
+TEST_CASE("plan_listeners: same port on another address does not match") {
+    auto plan = plan_listeners({listener("127.0.0.1", 1884)}, {{3, "127.0.0.2", 1884}});
+    REQUIRE(plan.size() == 2);
+    CHECK(plan[0].inherited_fd == -1);
+    CHECK(plan[1].inherited_fd == 3);
+}
+
+TEST_CASE("SystemdNotifier sends to NOTIFY_SOCKET") {
+    const std::string path = "/tmp/mqttools-notify-" + std::to_string(::getpid());
+    ::unlink(path.c_str());
+    int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    timeval tv{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+
+    ::setenv("NOTIFY_SOCKET", path.c_str(), 1);
+    ::setenv("WATCHDOG_USEC", "3000000", 1);
+    ::unsetenv("WATCHDOG_PID");
+    SystemdNotifier n;
+    CHECK(n.enabled());
+    REQUIRE(n.watchdog_interval().has_value());
+    CHECK(n.watchdog_interval()->count() == 1500000);
+
+    auto receive = [&] {
+        char buf[512];
+        const auto len = ::recv(fd, buf, sizeof buf, 0);
+        return len > 0 ? std::string(buf, static_cast<std::size_t>(len)) : std::string();
+    };
+    n.ready(SystemdNotifier::client_status(0));
+    CHECK(receive() == "READY=1\nSTATUS=0 clients connected");
+    n.status(SystemdNotifier::client_status(1));
+    CHECK(receive() == "STATUS=1 client connected");
+    n.watchdog();
+    CHECK(receive() == "WATCHDOG=1");
+    n.stopping();
+    CHECK(receive() == "STOPPING=1\nSTATUS=Shutting down");
+
+    ::unsetenv("NOTIFY_SOCKET");
+    ::unsetenv("WATCHDOG_USEC");
+    SystemdNotifier off;
+    CHECK_FALSE(off.enabled());
+    CHECK_FALSE(off.watchdog_interval().has_value());
+    ::close(fd);
+    ::unlink(path.c_str());
+}
+
+TEST_CASE("a watchdog meant for another process is ignored") {
+    ::setenv("WATCHDOG_USEC", "3000000", 1);
+    ::setenv("WATCHDOG_PID", "1", 1);
+    SystemdNotifier n;
+    CHECK_FALSE(n.watchdog_interval().has_value());
+    ::unsetenv("WATCHDOG_USEC");
+    ::unsetenv("WATCHDOG_PID");
+}
+
+TEST_CASE("$SYS: Mosquitto's names, everything first, then only changes") {
+    const auto t0 = SysTopics::Clock::time_point{} + std::chrono::hours(1);
+    SysTopics sys("1.2.3", t0);
+    BrokerStats s;
+    s.clients_connected = 2;
+    s.clients_disconnected = 1;
+    s.clients_maximum = 5;
+    s.messages_received = 100;
+    s.publish_received = 40;
+    s.bytes_received = 5000;
+    s.subscriptions = 3;
+    s.retained_messages = 4;
+    auto first = sys.update(s, t0 + std::chrono::seconds(7));
+    REQUIRE(find(first, "$SYS/broker/version"));
+    CHECK(find(first, "$SYS/broker/version")->payload == "mqttools version 1.2.3");
+    CHECK(find(first, "$SYS/broker/uptime")->payload == "7 seconds");
+    CHECK(find(first, "$SYS/broker/clients/connected")->payload == "2");
+    CHECK(find(first, "$SYS/broker/clients/disconnected")->payload == "1");
+    CHECK(find(first, "$SYS/broker/clients/total")->payload == "3");
+    CHECK(find(first, "$SYS/broker/clients/maximum")->payload == "5");
+    CHECK(find(first, "$SYS/broker/messages/received")->payload == "100");
+    CHECK(find(first, "$SYS/broker/publish/messages/received")->payload == "40");
+    CHECK(find(first, "$SYS/broker/bytes/received")->payload == "5000");
+    CHECK(find(first, "$SYS/broker/subscriptions/count")->payload == "3");
+    CHECK(find(first, "$SYS/broker/retained messages/count")->payload == "4");
+    CHECK(find(first, "$SYS/broker/load/messages/received/1min")->payload == "0.00");
+    CHECK(find(first, "$SYS/broker/load/connections/15min"));
+
+    // 60 more messages in 10 s: 360/min; the 1-minute load moves toward it.
+    s.messages_received = 160;
+    auto second = sys.update(s, t0 + std::chrono::seconds(17));
+    CHECK_FALSE(find(second, "$SYS/broker/version"));          // unchanged: not republished
+    CHECK_FALSE(find(second, "$SYS/broker/clients/connected"));
+    CHECK(find(second, "$SYS/broker/uptime")->payload == "17 seconds");
+    CHECK(find(second, "$SYS/broker/messages/received")->payload == "160");
+    const double load = std::stod(find(second, "$SYS/broker/load/messages/received/1min")->payload);
+    CHECK(load == Approx(360.0 * (1 - std::exp(-10.0 / 60.0))).epsilon(0.001));
+
+    sys.reset();
+    auto third = sys.update(s, t0 + std::chrono::seconds(27));
+    CHECK(find(third, "$SYS/broker/version"));
+    CHECK(find(third, "$SYS/broker/clients/connected"));
+}
+
+TEST_CASE("render_metrics: Prometheus text format") {
+    BrokerStats s;
+    s.clients_connected = 3;
+    s.publish_received = 10;
+    s.bytes_sent = 1234;
+    s.listeners = {{"127.0.0.1:1883", 7, 3}, {"[::]:8883 \"tls\"", 1, 0}};
+    const auto page = render_metrics(s, 12.5, "0.1.0");
+    CHECK(page.find("# TYPE mqttools_clients_connected gauge\nmqttools_clients_connected 3\n") != std::string::npos);
+    CHECK(page.find("# TYPE mqttools_publish_received_total counter\nmqttools_publish_received_total 10\n") !=
+          std::string::npos);
+    CHECK(page.find("mqttools_bytes_sent_total 1234\n") != std::string::npos);
+    CHECK(page.find("mqttools_uptime_seconds 12.500\n") != std::string::npos);
+    CHECK(page.find("mqttools_build_info{version=\"0.1.0\"} 1\n") != std::string::npos);
+    CHECK(page.find("mqttools_listener_connections_total{listener=\"127.0.0.1:1883\"} 7\n") != std::string::npos);
+    CHECK(page.find("mqttools_listener_clients_connected{listener=\"[::]:8883 \\\"tls\\\"\"} 0\n") !=
+          std::string::npos);
+    // Every sample line is "name[{labels}] value"; every family has HELP and TYPE.
+    CHECK(page.back() == '\n');
+}
+
+TEST_CASE("http_response") {
+    auto body = [] { return std::string("m 1\n"); };
+    CHECK_FALSE(http_response("GET /metrics HTTP/1.1\r\nHost: x\r\n", body).has_value());
+    auto ok = http_response("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", body);
+    REQUIRE(ok);
+    CHECK(*ok ==
+          "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+          "Content-Length: 4\r\nConnection: close\r\n\r\nm 1\n");
+    auto head = http_response("HEAD /metrics?x=1 HTTP/1.0\r\n\r\n", body);
+    REQUIRE(head);
+    CHECK(head->find("Content-Length: 4\r\n") != std::string::npos);
+    CHECK(head->substr(head->size() - 4) == "\r\n\r\n");
+    CHECK(http_response("GET / HTTP/1.1\r\n\r\n", body)->rfind("HTTP/1.1 404 Not Found\r\n", 0) == 0);
+    auto post = http_response("POST /metrics HTTP/1.1\r\n\r\n", body);
+    CHECK(post->rfind("HTTP/1.1 405 Method Not Allowed\r\n", 0) == 0);
+    CHECK(post->find("Allow: GET, HEAD\r\n") != std::string::npos);
+    CHECK(http_response("garbage\r\n\r\n", body)->rfind("HTTP/1.1 400 Bad Request\r\n", 0) == 0);
+    CHECK(http_response(std::string(kMaxHttpRequest, 'a'), body)->rfind("HTTP/1.1 431 ", 0) == 0);
+}
