@@ -207,3 +207,104 @@ TEST_CASE("http_response") {
     CHECK(http_response("garbage\r\n\r\n", body)->rfind("HTTP/1.1 400 Bad Request\r\n", 0) == 0);
     CHECK(http_response(std::string(kMaxHttpRequest, 'a'), body)->rfind("HTTP/1.1 431 ", 0) == 0);
 }
+
+#include <netinet/in.h>
+#include <poll.h>
+
+#include "daemon/services.hpp"
+
+namespace {
+
+std::uint16_t free_port() {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    ::close(fd);
+    return ntohs(a.sin_port);
+}
+
+// Runs the services' dispatch as a reactor would until PRED or 3 s.
+template <class Pred>
+bool run_until(DaemonServices& s, Pred pred) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (std::chrono::steady_clock::now() < end) {
+        pollfd p{s.fd(), POLLIN, 0};
+        if (::poll(&p, 1, 20) > 0) s.dispatch();
+        if (pred()) return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+TEST_CASE("DaemonServices: /metrics over HTTP and $SYS on ready, driven by dispatch()") {
+    config::Config cfg;
+    cfg.metrics.enabled = true;
+    cfg.metrics.port = free_port();
+    cfg.sys_interval = 1;
+    BrokerStats stats;
+    stats.clients_connected = 4;
+    stats.publish_received = 17;
+    std::vector<SysMessage> published;
+    std::string error;
+    auto s = DaemonServices::create(
+        cfg, {[&] { return stats; }, [&](const SysMessage& m) { published.push_back(m); }}, error);
+    REQUIRE(s);
+    CHECK(error.empty());
+    CHECK(published.empty());  // nothing before ready()
+    s->ready();
+    REQUIRE(find(published, "$SYS/broker/clients/connected"));
+    CHECK(find(published, "$SYS/broker/clients/connected")->payload == "4");
+
+    int c = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(cfg.metrics.port);
+    REQUIRE(::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    const std::string req = "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    REQUIRE(::send(c, req.data(), req.size(), 0) == static_cast<ssize_t>(req.size()));
+    std::string reply;
+    bool closed = false;
+    REQUIRE(run_until(*s, [&] {
+        char buf[4096];
+        pollfd p{c, POLLIN, 0};
+        while (::poll(&p, 1, 0) > 0) {
+            const auto n = ::recv(c, buf, sizeof buf, 0);
+            if (n <= 0) {
+                closed = true;
+                break;
+            }
+            reply.append(buf, static_cast<std::size_t>(n));
+        }
+        return closed;
+    }));
+    ::close(c);
+    CHECK(reply.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+    CHECK(reply.find("\r\n\r\n# HELP mqttools_build_info") != std::string::npos);
+    CHECK(reply.find("mqttools_clients_connected 4\n") != std::string::npos);
+    CHECK(reply.find("mqttools_publish_received_total 17\n") != std::string::npos);
+
+    // The next $SYS round (sys_interval = 1) republishes what changed.
+    published.clear();
+    stats.clients_connected = 5;
+    REQUIRE(run_until(*s, [&] { return find(published, "$SYS/broker/clients/connected") != nullptr; }));
+    CHECK(find(published, "$SYS/broker/clients/connected")->payload == "5");
+    CHECK_FALSE(find(published, "$SYS/broker/version"));
+}
+
+TEST_CASE("DaemonServices: a metrics port in use is an error") {
+    config::Config cfg;
+    cfg.metrics.enabled = true;
+    cfg.metrics.port = free_port();
+    std::string error;
+    auto first = DaemonServices::create(cfg, {}, error);
+    REQUIRE(first);
+    auto second = DaemonServices::create(cfg, {}, error);
+    CHECK_FALSE(second);
+    CHECK(error.find("metrics: cannot listen on 127.0.0.1:" + std::to_string(cfg.metrics.port)) == 0);
+}
