@@ -1,0 +1,202 @@
+"""A small raw MQTT client for the security tests: it speaks exact bytes so
+the tests see every reason code the broker sends (no library retries or
+hides them). No tests live here; pytest imports it as a module."""
+import socket
+import struct
+import time
+
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT, AUTH = range(8, 16)
+
+
+def vbi(n):
+    out = bytearray()
+    while True:
+        b = n % 128
+        n //= 128
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def utf8(s):
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack("!H", len(b)) + b
+
+
+def packet(ptype, flags, body):
+    return bytes([(ptype << 4) | flags]) + vbi(len(body)) + body
+
+
+def read_vbi(data, pos):
+    mult, value = 1, 0
+    while True:
+        b = data[pos]
+        pos += 1
+        value += (b & 0x7F) * mult
+        if not b & 0x80:
+            return value, pos
+        mult *= 128
+
+
+class Closed(Exception):
+    pass
+
+
+class RawClient:
+    def __init__(self, port, version=5, tls=None, server_hostname="localhost", timeout=5.0):
+        self.version = version
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname=server_hostname)
+        self.sock = sock
+        self.buf = b""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self, n, deadline):
+        while len(self.buf) < n:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no packet from the broker in time")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                raise TimeoutError("no packet from the broker in time") from None
+            except (ConnectionResetError, BrokenPipeError):
+                chunk = b""
+            if not chunk:
+                raise Closed()
+            self.buf += chunk
+
+    def recv(self, timeout=5.0):
+        """Next packet as (type, flags, body); raises Closed at EOF."""
+        deadline = time.monotonic() + timeout
+        self._fill(2, deadline)
+        length, pos, mult = 0, 1, 1
+        while True:
+            self._fill(pos + 1, deadline)
+            b = self.buf[pos]
+            pos += 1
+            length += (b & 0x7F) * mult
+            mult *= 128
+            if not b & 0x80:
+                break
+        self._fill(pos + length, deadline)
+        first = self.buf[0]
+        body = self.buf[pos:pos + length]
+        self.buf = self.buf[pos + length:]
+        return first >> 4, first & 0x0F, body
+
+    def recv_type(self, wanted, timeout=5.0):
+        """Skips packets until one of type `wanted` arrives."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ptype, flags, body = self.recv(max(0.01, deadline - time.monotonic()))
+            if ptype == wanted:
+                return flags, body
+
+    def props(self, props):
+        return vbi(len(props)) + props if self.version == 5 else b""
+
+    def connect(self, client_id="", username=None, password=None, clean=True, keepalive=60,
+                properties=b""):
+        """Sends CONNECT; returns (session_present, reason code) from CONNACK
+        (3.1.1 return codes as they are on the wire)."""
+        flags = 0x02 if clean else 0
+        payload = utf8(client_id)
+        if username is not None:
+            flags |= 0x80
+        if password is not None:
+            flags |= 0x40
+        if username is not None:
+            payload += utf8(username)
+        if password is not None:
+            payload += utf8(password)
+        body = utf8("MQTT") + bytes([self.version, flags]) + struct.pack("!H", keepalive)
+        body += self.props(properties) + payload
+        self.send(packet(CONNECT, 0, body))
+        ptype, _, body = self.recv()
+        assert ptype == CONNACK, ptype
+        return body[0] & 1, body[1]
+
+    def subscribe(self, filters, packet_id=1, qos=0):
+        """SUBSCRIBE to each filter; returns the SUBACK codes."""
+        payload = b"".join(utf8(f) + bytes([qos]) for f in filters)
+        body = struct.pack("!H", packet_id) + self.props(b"") + payload
+        self.send(packet(SUBSCRIBE, 2, body))
+        _, body = self.recv_type(SUBACK)
+        assert struct.unpack("!H", body[:2])[0] == packet_id
+        pos = 2
+        if self.version == 5:
+            plen, pos = read_vbi(body, pos)
+            pos += plen
+        return list(body[pos:])
+
+    def publish(self, topic, payload=b"", qos=0, retain=False, packet_id=1):
+        """PUBLISH; for QoS 1/2 returns the PUBACK/PUBREC reason code."""
+        if isinstance(payload, str):
+            payload = payload.encode()
+        body = utf8(topic)
+        if qos:
+            body += struct.pack("!H", packet_id)
+        body += self.props(b"") + payload
+        self.send(packet(PUBLISH, (qos << 1) | (1 if retain else 0), body))
+        if qos == 0:
+            return None
+        _, body = self.recv_type(PUBACK if qos == 1 else PUBREC)
+        assert struct.unpack("!H", body[:2])[0] == packet_id
+        code = body[2] if len(body) > 2 else 0
+        if qos == 2 and code < 0x80:
+            self.send(packet(PUBREL, 2, struct.pack("!H", packet_id)))
+            self.recv_type(PUBCOMP)
+        return code
+
+    def parse_publish(self, flags, body):
+        qos = (flags >> 1) & 3
+        tlen = struct.unpack("!H", body[:2])[0]
+        topic = body[2:2 + tlen].decode()
+        pos = 2 + tlen
+        packet_id = None
+        if qos:
+            packet_id = struct.unpack("!H", body[pos:pos + 2])[0]
+            pos += 2
+        if self.version == 5:
+            plen, pos = read_vbi(body, pos)
+            pos += plen
+        if qos == 1:
+            self.send(packet(PUBACK, 0, struct.pack("!H", packet_id)))
+        return topic, bytes(body[pos:]), qos, bool(flags & 1)
+
+    def next_publish(self, timeout=5.0):
+        flags, body = self.recv_type(PUBLISH, timeout)
+        return self.parse_publish(flags, body)
+
+    def publishes_until_quiet(self, quiet=0.3):
+        """Every PUBLISH that arrives until none has come for `quiet` s."""
+        got = []
+        while True:
+            try:
+                got.append(self.next_publish(quiet))
+            except TimeoutError:
+                return got
+
+    def ping(self, timeout=5.0):
+        """PINGREQ/PINGRESP: everything sent before it has been handled."""
+        self.send(packet(PINGREQ, 0, b""))
+        self.recv_type(PINGRESP, timeout)
+
+    def disconnect(self):
+        try:
+            self.send(packet(DISCONNECT, 0, b"\x00\x00" if self.version == 5 else b""))
+        except OSError:
+            pass
+        self.close()
