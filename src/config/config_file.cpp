@@ -558,6 +558,17 @@ std::vector<std::string> restart_required_changes(const Config& running, const C
     return out;
 }
 
+void add_command_line_port(Config& cfg, std::uint16_t port) {
+    if (!cfg.allow_anonymous) cfg.allow_anonymous = cfg.effective_allow_anonymous();
+    for (const auto& l : cfg.listeners) {
+        if (l.port == port && l.bind == "127.0.0.1") return;
+    }
+    Listener l;
+    l.port = port;
+    l.bind = "127.0.0.1";
+    cfg.listeners.push_back(l);
+}
+
 std::string_view to_string(LogLevel level) {
     return kLogLevels[static_cast<std::size_t>(level)];
 }

@@ -35,6 +35,12 @@ LoadResult parse_config(std::string_view text, const std::string& source);
 // human-readable line each, empty when everything can be applied live.
 std::vector<std::string> restart_required_changes(const Config& running, const Config& loaded);
 
+// `mqttoolsd -p PORT`: adds a plain listener on 127.0.0.1:PORT (Mosquitto's
+// -p). allow_anonymous keeps the default the file alone implies, so `-p`
+// without a listener in the file still allows anonymous clients, as
+// Mosquitto does. Apply it again to a config reloaded on SIGHUP.
+void add_command_line_port(Config& cfg, std::uint16_t port);
+
 std::string_view to_string(LogLevel level);
 std::string_view to_string(LogDest dest);
 

@@ -333,6 +333,25 @@ TEST_CASE("restart_required_changes lists what SIGHUP cannot apply") {
     CHECK(restart_required_changes(d, e).empty());
 }
 
+TEST_CASE("-p PORT adds a listener but keeps the file's anonymous default") {
+    Config none = *parse("").config;
+    add_command_line_port(none, 1884);
+    REQUIRE(none.listeners.size() == 1);
+    CHECK(none.listeners[0].port == 1884);
+    CHECK(none.listeners[0].bind == "127.0.0.1");
+    CHECK(none.effective_allow_anonymous());  // as `mosquitto -p 1884`
+
+    Config one = *parse("[[listener]]\nport = 1885\n").config;
+    add_command_line_port(one, 1884);
+    CHECK(one.listeners.size() == 2);
+    CHECK_FALSE(one.effective_allow_anonymous());
+
+    Config explicit_yes = *parse("allow_anonymous = true\n[[listener]]\nport = 1884\n").config;
+    add_command_line_port(explicit_yes, 1884);  // already there: not doubled
+    CHECK(explicit_yes.listeners.size() == 1);
+    CHECK(explicit_yes.effective_allow_anonymous());
+}
+
 #ifdef MQTTOOLS_SHIPPED_CONFIG
 namespace {
 std::string read_file(const std::string& path) {
