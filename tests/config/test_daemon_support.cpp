@@ -308,3 +308,62 @@ TEST_CASE("DaemonServices: a metrics port in use is an error") {
     CHECK_FALSE(second);
     CHECK(error.find("metrics: cannot listen on 127.0.0.1:" + std::to_string(cfg.metrics.port)) == 0);
 }
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <sstream>
+#include <spdlog/spdlog.h>
+
+#include "daemon/logging.hpp"
+
+TEST_CASE("logging: file destination, levels, reload reopens the file") {
+    const std::string path = "/tmp/mqttools-log-test-" + std::to_string(::getpid()) + ".log";
+    ::unlink(path.c_str());
+    config::Config cfg;
+    cfg.log_dest = config::LogDest::file;
+    cfg.log_file = path;
+    REQUIRE_FALSE(setup_logging(cfg, false).has_value());
+    CHECK(log_destination_description() == "file " + path);
+    spdlog::info("client {} connected", "a");
+    spdlog::debug("not at info");
+    auto read = [&] {
+        std::ifstream in(path);
+        std::ostringstream out;
+        out << in.rdbuf();
+        return out.str();
+    };
+    CHECK(read().find("info: client a connected\n") != std::string::npos);
+    CHECK(read().find("not at info") == std::string::npos);
+
+    // logrotate moved the file away: reload writes to a fresh one.
+    const std::string rotated = path + ".1";
+    REQUIRE(::rename(path.c_str(), rotated.c_str()) == 0);
+    cfg.log_level = config::LogLevel::debug;
+    REQUIRE_FALSE(reload_logging(cfg, false).has_value());
+    spdlog::debug("now at debug");
+    spdlog::default_logger()->flush();
+    CHECK(read().find("debug: now at debug\n") != std::string::npos);
+    CHECK(read().find("client a connected") == std::string::npos);
+
+    cfg.log_file = "/proc/mqttools-no-such-dir/x.log";
+    auto err = reload_logging(cfg, false);
+    REQUIRE(err.has_value());
+    CHECK(err->rfind("cannot open log_file '/proc/mqttools-no-such-dir/x.log'", 0) == 0);
+    ::unlink(path.c_str());
+    ::unlink(rotated.c_str());
+    config::Config plain;
+    REQUIRE_FALSE(setup_logging(plain, false).has_value());
+}
+
+TEST_CASE("JOURNAL_STREAM is honoured only when it is our stderr") {
+    struct stat st {};
+    REQUIRE(::fstat(STDERR_FILENO, &st) == 0);
+    const std::string mine = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+    ::setenv("JOURNAL_STREAM", mine.c_str(), 1);
+    CHECK(stderr_is_journal());
+    ::setenv("JOURNAL_STREAM", "1:2", 1);
+    CHECK_FALSE(stderr_is_journal());  // inherited by a child whose stderr was redirected
+    ::unsetenv("JOURNAL_STREAM");
+    CHECK_FALSE(stderr_is_journal());
+}
