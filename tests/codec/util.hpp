@@ -4,8 +4,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <cstddef>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -18,8 +20,19 @@ namespace codec_test {
 using namespace mqttools;
 using Buffer = std::vector<std::byte>;
 
-// "10 0a ff" -> bytes; spaces and newlines are ignored.
+// "10 0a ff" -> bytes; spaces and newlines are ignored. "30 | 00 01 61"
+// means: first byte 0x30, then the Remaining Length of what follows '|'
+// (computed here), then the body.
 inline Buffer hex(std::string_view s) {
+    if (auto bar = s.find('|'); bar != std::string_view::npos) {
+        Buffer first = hex(s.substr(0, bar));
+        Buffer body = hex(s.substr(bar + 1));
+        std::byte len[4];
+        std::size_t n = write_varint(static_cast<std::uint32_t>(body.size()), len);
+        first.insert(first.end(), len, len + n);
+        first.insert(first.end(), body.begin(), body.end());
+        return first;
+    }
     Buffer out;
     int hi = -1;
     for (char c : s) {
