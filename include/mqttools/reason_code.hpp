@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cstdint>
+#include <new>
 #include <optional>
+#include <type_traits>
 #include <string_view>
 #include <utility>
 
@@ -68,24 +70,78 @@ constexpr bool is_error(ReasonCode code) noexcept {
 template <class T>
 class Result {
 public:
-    Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit on purpose
-    Result(ReasonCode error) : error_(error) {}    // NOLINT: implicit on purpose
+    Result(T value) : has_value_(true) { ::new (static_cast<void*>(&value_)) T(std::move(value)); }  // NOLINT: implicit on purpose
+    Result(ReasonCode error) : error_(error) {}  // NOLINT: implicit on purpose
+    // Builds the value in place (no copy of a large packet struct). With no
+    // arguments T is default-initialised, not value-initialised: a packet
+    // struct gets its member initialisers without being zeroed first (the
+    // decoders fill it, and turn it into an error by assigning a ReasonCode).
+    template <class... Args>
+    explicit Result(std::in_place_t, Args&&... args) : has_value_(true) {
+        if constexpr (sizeof...(Args) == 0)
+            ::new (static_cast<void*>(&value_)) T;
+        else
+            ::new (static_cast<void*>(&value_)) T(std::forward<Args>(args)...);
+    }
 
-    bool ok() const noexcept { return value_.has_value(); }
+    Result(const Result& o) : error_(o.error_), has_value_(o.has_value_) {
+        if (has_value_) ::new (static_cast<void*>(&value_)) T(o.value_);
+    }
+    Result(Result&& o) noexcept(std::is_nothrow_move_constructible_v<T>)
+        : error_(o.error_), has_value_(o.has_value_) {
+        if (has_value_) ::new (static_cast<void*>(&value_)) T(std::move(o.value_));
+    }
+    Result& operator=(const Result& o) {
+        if (this != &o) {
+            reset();
+            error_ = o.error_;
+            if (o.has_value_) {
+                ::new (static_cast<void*>(&value_)) T(o.value_);
+                has_value_ = true;
+            }
+        }
+        return *this;
+    }
+    Result& operator=(Result&& o) noexcept(std::is_nothrow_move_constructible_v<T>) {
+        if (this != &o) {
+            reset();
+            error_ = o.error_;
+            if (o.has_value_) {
+                ::new (static_cast<void*>(&value_)) T(std::move(o.value_));
+                has_value_ = true;
+            }
+        }
+        return *this;
+    }
+    ~Result() { reset(); }
+
+    bool ok() const noexcept { return has_value_; }
     explicit operator bool() const noexcept { return ok(); }
     ReasonCode error() const noexcept { return error_; }
 
-    T& value() & { return *value_; }
-    const T& value() const& { return *value_; }
-    T&& value() && { return std::move(*value_); }
-    T* operator->() { return &*value_; }
-    const T* operator->() const { return &*value_; }
-    T& operator*() & { return *value_; }
-    const T& operator*() const& { return *value_; }
+    T& value() & { return value_; }
+    const T& value() const& { return value_; }
+    T&& value() && { return std::move(value_); }
+    T* operator->() { return &value_; }
+    const T* operator->() const { return &value_; }
+    T& operator*() & { return value_; }
+    const T& operator*() const& { return value_; }
 
 private:
-    std::optional<T> value_;
+    void reset() noexcept {
+        if (has_value_) {
+            value_.~T();
+            has_value_ = false;
+        }
+    }
+
+    // Storage without std::optional, whose in-place construction would
+    // value-initialise (zero) a large packet before filling it.
+    union {
+        T value_;
+    };
     ReasonCode error_ = ReasonCode::success;
+    bool has_value_ = false;
 };
 
 }  // namespace mqttools

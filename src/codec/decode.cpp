@@ -149,9 +149,11 @@ bool FilterList::next(std::size_t& cursor, std::string_view& out) const noexcept
     return true;
 }
 
+namespace detail {
+
 // ---------------------------------------------------------------- CONNECT
 
-Result<ConnectPacket> decode_connect(const FixedHeader& header, Bytes body) noexcept {
+ReasonCode decode_connect_into(const FixedHeader& header, Bytes body, ConnectPacket& p) noexcept {
     if (header.flags != 0) return malformed;
     Reader r(body);
     std::string_view name;
@@ -161,7 +163,6 @@ Result<ConnectPacket> decode_connect(const FixedHeader& header, Bytes body) noex
     // [MQTT-3.1.2-2]: an unsupported level is answered with 0x84.
     if (name != "MQTT") return ReasonCode::unsupported_protocol_version;
     if (level != 4 && level != 5) return ReasonCode::unsupported_protocol_version;
-    ConnectPacket p;
     p.version = static_cast<ProtocolVersion>(level);
     const bool v5 = p.version == ProtocolVersion::v5;
     std::uint8_t flags = 0;
@@ -183,7 +184,7 @@ Result<ConnectPacket> decode_connect(const FixedHeader& header, Bytes body) noex
     }
     if (!r.string(p.client_id)) return malformed;  // [MQTT-3.1.3-4]
     if (will) {
-        Will w;
+        Will& w = p.will.emplace();
         w.qos = static_cast<QoS>(will_qos);
         w.retain = will_retain;
         if (v5) {
@@ -197,7 +198,6 @@ Result<ConnectPacket> decode_connect(const FixedHeader& header, Bytes body) noex
         // Payload Format Indicator 1 promises UTF-8 (spec 3.1.3.2.3).
         if (w.properties.payload_format_indicator.value_or(0) == 1 && !is_valid_utf8(as_string(w.payload)))
             return ReasonCode::payload_format_invalid;
-        p.will = w;
     }
     if (has_username) {
         std::string_view user;
@@ -210,19 +210,18 @@ Result<ConnectPacket> decode_connect(const FixedHeader& header, Bytes body) noex
         p.password = pw;
     }
     if (!r.empty()) return malformed;  // trailing bytes
-    return p;
+    return ReasonCode::success;
 }
 
 // ---------------------------------------------------------------- CONNACK
 
-Result<ConnackPacket> decode_connack(const FixedHeader& header, Bytes body, ProtocolVersion version) noexcept {
+ReasonCode decode_connack_into(const FixedHeader& header, Bytes body, ProtocolVersion version, ConnackPacket& p) noexcept {
     if (header.flags != 0) return malformed;
     Reader r(body);
     std::uint8_t ack = 0;
     std::uint8_t code = 0;
     if (!r.u8(ack) || !r.u8(code)) return malformed;
     if ((ack & 0xFE) != 0) return malformed;  // reserved bits [MQTT-3.2.2-1]
-    ConnackPacket p;
     p.session_present = (ack & 0x01) != 0;
     if (version == ProtocolVersion::v311) {
         if (code > 5) return protocol;
@@ -237,19 +236,18 @@ Result<ConnackPacket> decode_connack(const FixedHeader& header, Bytes body, Prot
     // Session Present is 0 with an error code ([MQTT-3.2.2-6], 3.1.1 [MQTT-3.2.2-4]).
     if (p.session_present && p.reason != ReasonCode::success) return protocol;
     if (!r.empty()) return malformed;
-    return p;
+    return ReasonCode::success;
 }
 
 // ---------------------------------------------------------------- PUBLISH
 
-Result<PublishPacket> decode_publish(const FixedHeader& header, Bytes body, ProtocolVersion version,
-                                     Sender sender) noexcept {
+ReasonCode decode_publish_into(const FixedHeader& header, Bytes body, ProtocolVersion version,
+                                     Sender sender, PublishPacket& p) noexcept {
     const auto qos = static_cast<std::uint8_t>((header.flags >> 1) & 0x03);
     if (qos == 3) return malformed;  // [MQTT-3.3.1-4]
     const bool dup = (header.flags & 0x08) != 0;
     if (dup && qos == 0) return malformed;  // [MQTT-3.3.1-2]
     Reader r(body);
-    PublishPacket p;
     p.dup = dup;
     p.qos = static_cast<QoS>(qos);
     p.retain = (header.flags & 0x01) != 0;
@@ -266,49 +264,46 @@ Result<PublishPacket> decode_publish(const FixedHeader& header, Bytes body, Prot
         return ReasonCode::topic_name_invalid;  // 3.1.1 [MQTT-4.7.3-1]
     }
     // No wildcards in a topic name [MQTT-3.3.2-2].
-    for (char c : p.topic)
-        if (c == '+' || c == '#') return ReasonCode::topic_name_invalid;
+    if (detail::has_wildcard(p.topic)) return ReasonCode::topic_name_invalid;
     p.payload = r.rest();
     if (p.properties.payload_format_indicator.value_or(0) == 1 && !is_valid_utf8(as_string(p.payload)))
         return ReasonCode::payload_format_invalid;  // spec 3.3.2.3.2
-    return p;
+    return ReasonCode::success;
 }
 
 // ------------------------------------------------- PUBACK PUBREC PUBREL PUBCOMP
 
-Result<AckPacket> decode_ack(const FixedHeader& header, Bytes body, ProtocolVersion version) noexcept {
+ReasonCode decode_ack_into(const FixedHeader& header, Bytes body, ProtocolVersion version, AckPacket& p) noexcept {
     if (header.type != PacketType::puback && header.type != PacketType::pubrec &&
         header.type != PacketType::pubrel && header.type != PacketType::pubcomp)
         return protocol;
     if (auto rc = check_fixed_header_flags(header.type, header.flags); rc != ReasonCode::success) return rc;
     Reader r(body);
-    AckPacket p;
     p.type = header.type;
     if (auto rc = read_packet_id(r, p.packet_id); rc != ReasonCode::success) return rc;
     if (version == ProtocolVersion::v311) {
         if (!r.empty()) return malformed;
-        return p;
+        return ReasonCode::success;
     }
     // Remaining length 2: Success, no properties (spec 3.4.2.1).
-    if (r.empty()) return p;
+    if (r.empty()) return ReasonCode::success;
     std::uint8_t code = 0;
     r.u8(code);
     if (!valid_ack_reason(header.type, code)) return protocol;
     p.reason = static_cast<ReasonCode>(code);
     // Remaining length 3: a reason code without properties (spec 3.4.2.2.1).
-    if (r.empty()) return p;
+    if (r.empty()) return ReasonCode::success;
     if (auto rc = read_property_block(r, header.type, Sender::client, p.properties); rc != ReasonCode::success)
         return rc;
     if (!r.empty()) return malformed;
-    return p;
+    return ReasonCode::success;
 }
 
 // ------------------------------------------------------- SUBSCRIBE SUBACK
 
-Result<SubscribePacket> decode_subscribe(const FixedHeader& header, Bytes body, ProtocolVersion version) noexcept {
+ReasonCode decode_subscribe_into(const FixedHeader& header, Bytes body, ProtocolVersion version, SubscribePacket& p) noexcept {
     if (header.flags != 0x02) return malformed;  // [MQTT-3.8.1-1]
     Reader r(body);
-    SubscribePacket p;
     if (auto rc = read_packet_id(r, p.packet_id); rc != ReasonCode::success) return rc;
     if (version == ProtocolVersion::v5) {
         if (auto rc = read_property_block(r, PacketType::subscribe, Sender::client, p.properties);
@@ -330,13 +325,12 @@ Result<SubscribePacket> decode_subscribe(const FixedHeader& header, Bytes body, 
     }
     if (count == 0) return protocol;  // at least one filter [MQTT-3.8.3-2]
     p.subscriptions = SubscriptionList::from_wire(payload, count, version);
-    return p;
+    return ReasonCode::success;
 }
 
-Result<SubackPacket> decode_suback(const FixedHeader& header, Bytes body, ProtocolVersion version) noexcept {
+ReasonCode decode_suback_into(const FixedHeader& header, Bytes body, ProtocolVersion version, SubackPacket& p) noexcept {
     if (header.flags != 0) return malformed;
     Reader r(body);
-    SubackPacket p;
     if (auto rc = read_packet_id(r, p.packet_id); rc != ReasonCode::success) return rc;
     if (version == ProtocolVersion::v5) {
         if (auto rc = read_property_block(r, PacketType::suback, Sender::server, p.properties);
@@ -347,16 +341,15 @@ Result<SubackPacket> decode_suback(const FixedHeader& header, Bytes body, Protoc
     if (p.reason_codes.empty()) return protocol;  // one per filter
     for (auto c : p.reason_codes)
         if (!valid_suback_reason(static_cast<std::uint8_t>(c), version)) return protocol;
-    return p;
+    return ReasonCode::success;
 }
 
 // --------------------------------------------------- UNSUBSCRIBE UNSUBACK
 
-Result<UnsubscribePacket> decode_unsubscribe(const FixedHeader& header, Bytes body,
-                                             ProtocolVersion version) noexcept {
+ReasonCode decode_unsubscribe_into(const FixedHeader& header, Bytes body,
+                                             ProtocolVersion version, UnsubscribePacket& p) noexcept {
     if (header.flags != 0x02) return malformed;  // [MQTT-3.10.1-1]
     Reader r(body);
-    UnsubscribePacket p;
     if (auto rc = read_packet_id(r, p.packet_id); rc != ReasonCode::success) return rc;
     if (version == ProtocolVersion::v5) {
         if (auto rc = read_property_block(r, PacketType::unsubscribe, Sender::client, p.properties);
@@ -372,17 +365,16 @@ Result<UnsubscribePacket> decode_unsubscribe(const FixedHeader& header, Bytes bo
     }
     if (count == 0) return protocol;  // [MQTT-3.10.3-2]
     p.filters = FilterList::from_wire(payload, count);
-    return p;
+    return ReasonCode::success;
 }
 
-Result<UnsubackPacket> decode_unsuback(const FixedHeader& header, Bytes body, ProtocolVersion version) noexcept {
+ReasonCode decode_unsuback_into(const FixedHeader& header, Bytes body, ProtocolVersion version, UnsubackPacket& p) noexcept {
     if (header.flags != 0) return malformed;
     Reader r(body);
-    UnsubackPacket p;
     if (auto rc = read_packet_id(r, p.packet_id); rc != ReasonCode::success) return rc;
     if (version == ProtocolVersion::v311) {
         if (!r.empty()) return malformed;  // 3.1.1 UNSUBACK has no payload
-        return p;
+        return ReasonCode::success;
     }
     if (auto rc = read_property_block(r, PacketType::unsuback, Sender::server, p.properties);
         rc != ReasonCode::success)
@@ -391,58 +383,126 @@ Result<UnsubackPacket> decode_unsuback(const FixedHeader& header, Bytes body, Pr
     if (p.reason_codes.empty()) return protocol;
     for (auto c : p.reason_codes)
         if (!valid_unsuback_reason(static_cast<std::uint8_t>(c))) return protocol;
-    return p;
+    return ReasonCode::success;
 }
 
 // ------------------------------------------------------- DISCONNECT AUTH
 
-Result<DisconnectPacket> decode_disconnect(const FixedHeader& header, Bytes body, ProtocolVersion version,
-                                           Sender sender) noexcept {
+ReasonCode decode_disconnect_into(const FixedHeader& header, Bytes body, ProtocolVersion version,
+                                           Sender sender, DisconnectPacket& p) noexcept {
     if (header.flags != 0) return malformed;  // [MQTT-3.14.1-1]
-    DisconnectPacket p;
     if (version == ProtocolVersion::v311) {
         if (sender == Sender::server) return protocol;  // only clients send it in 3.1.1
         if (!body.empty()) return malformed;
-        return p;
+        return ReasonCode::success;
     }
     Reader r(body);
-    if (r.empty()) return p;  // remaining length 0: Normal disconnection
+    if (r.empty()) return ReasonCode::success;  // remaining length 0: Normal disconnection
     std::uint8_t code = 0;
     r.u8(code);
     if (!valid_disconnect_reason(code)) return protocol;
     p.reason = static_cast<ReasonCode>(code);
-    if (r.empty()) return p;  // remaining length 1: no properties
+    if (r.empty()) return ReasonCode::success;  // remaining length 1: no properties
     if (auto rc = read_property_block(r, PacketType::disconnect, sender, p.properties); rc != ReasonCode::success)
         return rc;
     if (!r.empty()) return malformed;
-    return p;
+    return ReasonCode::success;
 }
 
-Result<AuthPacket> decode_auth(const FixedHeader& header, Bytes body, ProtocolVersion version) noexcept {
+ReasonCode decode_auth_into(const FixedHeader& header, Bytes body, ProtocolVersion version, AuthPacket& p) noexcept {
     if (version == ProtocolVersion::v311) return protocol;  // no AUTH in 3.1.1
     if (header.flags != 0) return malformed;  // [MQTT-3.15.1-1]
-    AuthPacket p;
     Reader r(body);
-    if (r.empty()) return p;  // Success without properties (spec 3.15.2.1)
+    if (r.empty()) return ReasonCode::success;  // Success without properties (spec 3.15.2.1)
     std::uint8_t code = 0;
     r.u8(code);
     if (code != 0x00 && code != 0x18 && code != 0x19) return protocol;
     p.reason = static_cast<ReasonCode>(code);
-    if (r.empty()) return p;
+    if (r.empty()) return ReasonCode::success;
     if (auto rc = read_property_block(r, PacketType::auth, Sender::client, p.properties); rc != ReasonCode::success)
         return rc;
     if (!r.empty()) return malformed;
-    return p;
+    return ReasonCode::success;
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------- public decoders
+// Each builds its packet in place inside the Result (no copy of the struct).
+
+Result<ConnectPacket> decode_connect(const FixedHeader& header, Bytes body) noexcept {
+    Result<ConnectPacket> r(std::in_place);
+    if (auto rc = detail::decode_connect_into(header, body, *r); rc != ReasonCode::success) r = rc;
+    return r;
+}
+
+Result<ConnackPacket> decode_connack(const FixedHeader& header, Bytes body, ProtocolVersion version) noexcept {
+    Result<ConnackPacket> r(std::in_place);
+    if (auto rc = detail::decode_connack_into(header, body, version, *r); rc != ReasonCode::success) r = rc;
+    return r;
+}
+
+Result<PublishPacket> decode_publish(const FixedHeader& header, Bytes body, ProtocolVersion version,
+                                     Sender sender) noexcept {
+    Result<PublishPacket> r(std::in_place);
+    if (auto rc = detail::decode_publish_into(header, body, version, sender, *r); rc != ReasonCode::success) r = rc;
+    return r;
+}
+
+Result<AckPacket> decode_ack(const FixedHeader& header, Bytes body, ProtocolVersion version) noexcept {
+    Result<AckPacket> r(std::in_place);
+    if (auto rc = detail::decode_ack_into(header, body, version, *r); rc != ReasonCode::success) r = rc;
+    return r;
+}
+
+Result<SubscribePacket> decode_subscribe(const FixedHeader& header, Bytes body, ProtocolVersion version) noexcept {
+    Result<SubscribePacket> r(std::in_place);
+    if (auto rc = detail::decode_subscribe_into(header, body, version, *r); rc != ReasonCode::success) r = rc;
+    return r;
+}
+
+Result<SubackPacket> decode_suback(const FixedHeader& header, Bytes body, ProtocolVersion version) noexcept {
+    Result<SubackPacket> r(std::in_place);
+    if (auto rc = detail::decode_suback_into(header, body, version, *r); rc != ReasonCode::success) r = rc;
+    return r;
+}
+
+Result<UnsubscribePacket> decode_unsubscribe(const FixedHeader& header, Bytes body,
+                                             ProtocolVersion version) noexcept {
+    Result<UnsubscribePacket> r(std::in_place);
+    if (auto rc = detail::decode_unsubscribe_into(header, body, version, *r); rc != ReasonCode::success) r = rc;
+    return r;
+}
+
+Result<UnsubackPacket> decode_unsuback(const FixedHeader& header, Bytes body, ProtocolVersion version) noexcept {
+    Result<UnsubackPacket> r(std::in_place);
+    if (auto rc = detail::decode_unsuback_into(header, body, version, *r); rc != ReasonCode::success) r = rc;
+    return r;
+}
+
+Result<DisconnectPacket> decode_disconnect(const FixedHeader& header, Bytes body, ProtocolVersion version,
+                                           Sender sender) noexcept {
+    Result<DisconnectPacket> r(std::in_place);
+    if (auto rc = detail::decode_disconnect_into(header, body, version, sender, *r); rc != ReasonCode::success) r = rc;
+    return r;
+}
+
+Result<AuthPacket> decode_auth(const FixedHeader& header, Bytes body, ProtocolVersion version) noexcept {
+    Result<AuthPacket> r(std::in_place);
+    if (auto rc = detail::decode_auth_into(header, body, version, *r); rc != ReasonCode::success) r = rc;
+    return r;
 }
 
 // ---------------------------------------------------------------- dispatch
 
 namespace {
 
-template <class T>
-Result<Packet> wrap(Result<T>&& r) noexcept {
-    if (!r) return r.error();
-    return Packet(std::move(r).value());
+// Decodes into a variant alternative built in place.
+template <class T, class F>
+Result<Packet> decode_as(F&& f) noexcept {
+    Result<Packet> r(std::in_place, std::in_place_type<T>);
+    if (auto rc = f(std::get<T>(*r)); rc != ReasonCode::success) r = rc;
+    return r;
 }
 
 // Which side may send each packet type (spec 2.1.2).
@@ -469,25 +529,25 @@ Result<Packet> decode_packet(const FixedHeader& header, Bytes body, ProtocolVers
     if (t == 0 || t > 15) return malformed;
     if (!may_send(header.type, version, sender)) return protocol;
     switch (header.type) {
-        case PacketType::connect: return wrap(decode_connect(header, body));
-        case PacketType::connack: return wrap(decode_connack(header, body, version));
-        case PacketType::publish: return wrap(decode_publish(header, body, version, sender));
+        case PacketType::connect: return decode_as<ConnectPacket>([&](auto& p) { return detail::decode_connect_into(header, body, p); });
+        case PacketType::connack: return decode_as<ConnackPacket>([&](auto& p) { return detail::decode_connack_into(header, body, version, p); });
+        case PacketType::publish: return decode_as<PublishPacket>([&](auto& p) { return detail::decode_publish_into(header, body, version, sender, p); });
         case PacketType::puback:
         case PacketType::pubrec:
         case PacketType::pubrel:
-        case PacketType::pubcomp: return wrap(decode_ack(header, body, version));
-        case PacketType::subscribe: return wrap(decode_subscribe(header, body, version));
-        case PacketType::suback: return wrap(decode_suback(header, body, version));
-        case PacketType::unsubscribe: return wrap(decode_unsubscribe(header, body, version));
-        case PacketType::unsuback: return wrap(decode_unsuback(header, body, version));
+        case PacketType::pubcomp: return decode_as<AckPacket>([&](auto& p) { return detail::decode_ack_into(header, body, version, p); });
+        case PacketType::subscribe: return decode_as<SubscribePacket>([&](auto& p) { return detail::decode_subscribe_into(header, body, version, p); });
+        case PacketType::suback: return decode_as<SubackPacket>([&](auto& p) { return detail::decode_suback_into(header, body, version, p); });
+        case PacketType::unsubscribe: return decode_as<UnsubscribePacket>([&](auto& p) { return detail::decode_unsubscribe_into(header, body, version, p); });
+        case PacketType::unsuback: return decode_as<UnsubackPacket>([&](auto& p) { return detail::decode_unsuback_into(header, body, version, p); });
         case PacketType::pingreq:
             if (header.flags != 0 || !body.empty()) return malformed;
             return Packet(PingreqPacket{});
         case PacketType::pingresp:
             if (header.flags != 0 || !body.empty()) return malformed;
             return Packet(PingrespPacket{});
-        case PacketType::disconnect: return wrap(decode_disconnect(header, body, version, sender));
-        case PacketType::auth: return wrap(decode_auth(header, body, version));
+        case PacketType::disconnect: return decode_as<DisconnectPacket>([&](auto& p) { return detail::decode_disconnect_into(header, body, version, sender, p); });
+        case PacketType::auth: return decode_as<AuthPacket>([&](auto& p) { return detail::decode_auth_into(header, body, version, p); });
     }
     return malformed;
 }

@@ -12,16 +12,17 @@ using detail::Writer;
 
 constexpr bool is_v5(ProtocolVersion v) noexcept { return v == ProtocolVersion::v5; }
 
-// A property block with its length prefix (v5 only).
-std::size_t block_size(const Properties& p) noexcept {
-    std::size_t n = properties_size(p);
+// A property block with its length prefix (v5 only), from its content size.
+std::size_t block_size_of(std::size_t n) noexcept {
     if (n > max_remaining_length) return too_big;
     return varint_size(static_cast<std::uint32_t>(n)) + n;
 }
-void write_block(const Properties& p, Writer& w) noexcept {
-    w.varint(static_cast<std::uint32_t>(properties_size(p)));
-    detail::write_properties(p, w);
+std::size_t block_size(const Properties& p) noexcept { return block_size_of(properties_size(p)); }
+void write_block(const Properties& p, std::size_t n, Writer& w) noexcept {
+    w.varint(static_cast<std::uint32_t>(n));
+    if (n != 0) detail::write_properties(p, w);
 }
+void write_block(const Properties& p, Writer& w) noexcept { write_block(p, properties_size(p), w); }
 
 // The whole packet's size for a body size; 0 when it cannot be encoded.
 std::size_t total_size(std::size_t body) noexcept {
@@ -85,10 +86,11 @@ std::size_t body_size(const ConnackPacket& p, ProtocolVersion v) noexcept {
     return 2 + (is_v5(v) ? block_size(p.properties) : 0);
 }
 
-std::size_t body_size(const PublishPacket& p, ProtocolVersion v) noexcept {
+// `props` is the property content size, computed once per encoding.
+std::size_t body_size(const PublishPacket& p, ProtocolVersion v, std::size_t props) noexcept {
     std::size_t n = string_size(p.topic) + p.payload.size();
     if (p.qos != QoS::at_most_once) n += 2;
-    if (is_v5(v)) n += block_size(p.properties);
+    if (is_v5(v)) n += block_size_of(props);
     return n;
 }
 
@@ -201,17 +203,20 @@ std::size_t encode(const ConnackPacket& p, ProtocolVersion v, MutableBytes out) 
 
 // ---------------------------------------------------------------- PUBLISH
 
-std::size_t encoded_size(const PublishPacket& p, ProtocolVersion v) noexcept { return total_size(body_size(p, v)); }
+std::size_t encoded_size(const PublishPacket& p, ProtocolVersion v) noexcept {
+    return total_size(body_size(p, v, is_v5(v) ? properties_size(p.properties) : 0));
+}
 
 std::size_t encode(const PublishPacket& p, ProtocolVersion v, MutableBytes out) noexcept {
     std::uint8_t flags = static_cast<std::uint8_t>(static_cast<unsigned>(p.qos) << 1);
     if (p.dup) flags |= 0x08;
     if (p.retain) flags |= 0x01;
+    const std::size_t props = is_v5(v) ? properties_size(p.properties) : 0;
     Writer w{nullptr};
-    if (!start(out, body_size(p, v), first_byte(PacketType::publish, flags), w)) return 0;
+    if (!start(out, body_size(p, v, props), first_byte(PacketType::publish, flags), w)) return 0;
     w.string(p.topic);
     if (p.qos != QoS::at_most_once) w.u16(p.packet_id);
-    if (is_v5(v)) write_block(p.properties, w);
+    if (is_v5(v)) write_block(p.properties, props, w);
     w.bytes(p.payload.data(), p.payload.size());
     return written(out, w);
 }

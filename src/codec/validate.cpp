@@ -2,7 +2,7 @@
 // subscriptions (spec 4.8.2) and topic matching.
 #include <cstring>
 
-#include "mqttools/codec.hpp"
+#include "codec/wire.hpp"
 
 namespace mqttools {
 
@@ -48,9 +48,31 @@ bool is_valid_utf8(std::string_view s) noexcept {
     return true;
 }
 
+namespace detail {
+
+bool has_wildcard(std::string_view s) noexcept {
+    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+    const auto* end = p + s.size();
+    // 8 bytes at a time: a byte equal to '+' or '#' is a zero byte of w ^ c.
+    constexpr std::uint64_t low = 0x0101010101010101ull;
+    constexpr std::uint64_t high = 0x8080808080808080ull;
+    auto has_zero = [](std::uint64_t v) { return ((v - low) & ~v & high) != 0; };
+    while (end - p >= 8) {
+        std::uint64_t w;
+        std::memcpy(&w, p, 8);
+        if (has_zero(w ^ (low * '+')) || has_zero(w ^ (low * '#'))) return true;
+        p += 8;
+    }
+    for (; p < end; ++p)
+        if (*p == '+' || *p == '#') return true;
+    return false;
+}
+
+}  // namespace detail
+
 ReasonCode check_topic_name(std::string_view topic) noexcept {
     if (topic.empty() || !is_valid_utf8(topic)) return ReasonCode::topic_name_invalid;
-    if (topic.find_first_of("+#") != std::string_view::npos) return ReasonCode::topic_name_invalid;
+    if (detail::has_wildcard(topic)) return ReasonCode::topic_name_invalid;
     return ReasonCode::success;
 }
 

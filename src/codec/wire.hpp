@@ -129,6 +129,9 @@ inline std::size_t string_size(std::size_t n) noexcept { return n > 0xFFFF ? too
 inline std::size_t string_size(std::string_view s) noexcept { return string_size(s.size()); }
 inline std::size_t string_size(Bytes b) noexcept { return string_size(b.size()); }
 
+// True when a topic contains '+' or '#' ([MQTT-3.3.2-2]).
+bool has_wildcard(std::string_view s) noexcept;
+
 // Writes a property block's content (no length prefix); see Properties.
 void write_properties(const Properties& p, Writer& w) noexcept;
 
