@@ -77,11 +77,18 @@ using Packet = std::variant<ConnectPacket, ConnackPacket, PublishPacket, AckPack
 
 // Decodes any packet type by dispatching on header.type. Packets the sender
 // may not send (a client's CONNACK, a server's SUBSCRIBE, AUTH in 3.1.1...)
-// give protocol_error.
+// give protocol_error. The variant is large (a CONNECT with its Will): on a
+// hot path, switch on header.type and call the per-type decoder instead
+// (decode_publish is about twice as fast as decode_packet on a PUBLISH).
 Result<Packet> decode_packet(const FixedHeader& header, Bytes body, ProtocolVersion version, Sender sender) noexcept;
 
 // Decodes and validates a property block (`raw` without its length prefix)
-// for a packet type. `will` selects the Will Properties of a CONNECT.
+// for a packet type. `will` selects the Will Properties of a CONNECT. `out`
+// is reset first. Errors: malformed_packet (unknown identifier, identifier
+// not allowed in this packet, truncated value, bad UTF-8), protocol_error
+// (duplicate, value out of range, Subscription Identifier in a client's
+// PUBLISH, Session Expiry Interval in a server's DISCONNECT, Authentication
+// Data without Method), topic_alias_invalid (Topic Alias 0).
 ReasonCode decode_properties(Bytes raw, PacketType type, Sender sender, Properties& out,
                              bool will = false) noexcept;
 
@@ -119,6 +126,8 @@ std::size_t encoded_size(const AuthPacket& p, ProtocolVersion v) noexcept;
 std::size_t encode(const AuthPacket& p, ProtocolVersion v, MutableBytes out) noexcept;
 
 // Size of a property block's content (not counting its length prefix).
+// A string or binary value over 65,535 bytes makes it larger than
+// max_remaining_length (such properties cannot be encoded).
 std::size_t properties_size(const Properties& p) noexcept;
 
 // Variable Byte Integer helpers (spec 1.5.5).
