@@ -1,0 +1,100 @@
+#include "load_options.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <string_view>
+
+namespace bench {
+
+namespace {
+
+void usage() {
+    std::fprintf(stderr,
+                 "usage: mqtt_load --port PORT --scenario pairs|fanin|fanout|idle [options]\n"
+                 "  --host ADDR         broker address (127.0.0.0/8 only; default 127.0.0.1)\n"
+                 "  --pubs N --subs N   publishers and subscribers (pairs: --pairs N)\n"
+                 "  --rate R            published msg/s over all publishers, 0 = saturated\n"
+                 "  --qos 0|1 --size B  QoS and payload size (default 0, 64)\n"
+                 "  --warmup S --duration S --drain S   phase lengths in seconds\n"
+                 "  --window N          saturated: messages in flight per publisher\n"
+                 "  --broker-pid PID    read the broker's CPU time and RSS\n"
+                 "  --conns N --src-addrs K --hold S   idle: connections, source addresses, hold time\n"
+                 "  --connect-timeout S --label NAME\n");
+}
+
+}  // namespace
+
+const char* scenario_name(Scenario s) noexcept {
+    switch (s) {
+    case Scenario::pairs: return "pairs";
+    case Scenario::fanin: return "fanin";
+    case Scenario::fanout: return "fanout";
+    case Scenario::idle: return "idle";
+    }
+    return "?";
+}
+
+bool parse_load_options(int argc, char** argv, LoadOptions& o) {
+    bool pairs_set = false;
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a = argv[i];
+        if (i + 1 >= argc) {
+            usage();
+            return false;
+        }
+        const char* v = argv[++i];
+        if (a == "--host") o.host = v;
+        else if (a == "--port") o.port = std::atoi(v);
+        else if (a == "--label") o.label = v;
+        else if (a == "--scenario") {
+            std::string_view s = v;
+            if (s == "pairs") o.scenario = Scenario::pairs;
+            else if (s == "fanin") o.scenario = Scenario::fanin;
+            else if (s == "fanout") o.scenario = Scenario::fanout;
+            else if (s == "idle") o.scenario = Scenario::idle;
+            else {
+                usage();
+                return false;
+            }
+        } else if (a == "--pairs") {
+            o.pubs = o.subs = std::atoi(v);
+            pairs_set = true;
+        } else if (a == "--pubs") o.pubs = std::atoi(v);
+        else if (a == "--subs") o.subs = std::atoi(v);
+        else if (a == "--rate") o.rate = std::atof(v);
+        else if (a == "--qos") o.qos = std::atoi(v);
+        else if (a == "--size") o.size = std::atoi(v);
+        else if (a == "--warmup") o.warmup_s = std::atof(v);
+        else if (a == "--duration") o.duration_s = std::atof(v);
+        else if (a == "--drain") o.drain_s = std::atof(v);
+        else if (a == "--window") o.window = std::atoi(v);
+        else if (a == "--broker-pid") o.broker_pid = std::atoi(v);
+        else if (a == "--conns") o.conns = std::atoi(v);
+        else if (a == "--src-addrs") o.src_addrs = std::atoi(v);
+        else if (a == "--hold") o.hold_s = std::atof(v);
+        else if (a == "--connect-timeout") o.connect_timeout_s = std::atof(v);
+        else if (a == "--handshake-window") o.handshake_window = std::atoi(v);
+        else {
+            usage();
+            return false;
+        }
+    }
+    if (o.scenario == Scenario::pairs && !pairs_set) o.subs = o.pubs;
+    if (o.host.rfind("127.", 0) != 0) {
+        std::fprintf(stderr, "mqtt_load: only 127.0.0.0/8 addresses are allowed\n");
+        return false;
+    }
+    // Every load loop is bounded in count and time.
+    if (o.pubs < 1 || o.subs < 1 || o.pubs > 5000 || o.subs > 5000 || o.qos < 0 || o.qos > 1 || o.size < 16 ||
+        o.size > 65536 || o.rate < 0 || o.rate > 5e6 || o.duration_s <= 0 || o.duration_s > 600 ||
+        o.warmup_s < 0 || o.warmup_s > 60 || o.drain_s < 0 || o.drain_s > 60 || o.window < 1 ||
+        o.window > 60000 || o.conns < 1 || o.conns > 200000 || o.src_addrs < 1 || o.src_addrs > 250 ||
+        o.hold_s < 0 || o.hold_s > 600 || o.connect_timeout_s <= 0 || o.connect_timeout_s > 600 ||
+        o.handshake_window < 1 || o.port <= 0 || o.port > 65535) {
+        std::fprintf(stderr, "mqtt_load: option out of range\n");
+        return false;
+    }
+    return true;
+}
+
+}  // namespace bench

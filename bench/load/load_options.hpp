@@ -1,0 +1,39 @@
+// Command line of mqtt_load and the shape of one scenario.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace bench {
+
+enum class Scenario { pairs, fanin, fanout, idle };
+
+struct LoadOptions {
+    std::string host = "127.0.0.1";
+    int port = 1883;
+    Scenario scenario = Scenario::pairs;
+    std::string label;          // copied into the JSON result
+    int pubs = 1;               // publishers (pairs: number of pairs)
+    int subs = 1;               // subscribers (pairs: equal to pubs)
+    double rate = 10000;        // published messages per second, all publishers; 0 = saturated
+    int qos = 0;
+    int size = 64;              // payload bytes (at least 16: timestamp, publisher, sequence)
+    double warmup_s = 1.0;
+    double duration_s = 5.0;    // measured window
+    double drain_s = 2.0;       // wait for the last deliveries
+    int window = 64;            // saturated: messages in flight per publisher
+    int broker_pid = 0;         // CPU and RSS readings when > 0
+    // idle scenario
+    int conns = 10000;
+    int src_addrs = 4;          // 127.0.0.2 .. 127.0.0.(1+src_addrs)
+    double hold_s = 2.0;
+    double connect_timeout_s = 60.0;
+    int handshake_window = 256;  // connections whose CONNACK is pending at once
+};
+
+// Parses argv; prints usage and returns false on error.
+bool parse_load_options(int argc, char** argv, LoadOptions& out);
+
+const char* scenario_name(Scenario s) noexcept;
+
+}  // namespace bench
