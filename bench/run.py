@@ -1,0 +1,491 @@
+#!/usr/bin/python3
+"""Benchmarks mqttoolsd against Debian's mosquitto and a do-nothing forwarder.
+
+Run through `scripts/dev bench [ARGS]`, which builds build-release first.
+Every broker runs pinned to CPU 0 (`taskset -c 0`) and the load generator
+(bench/load/mqtt_load) to CPU 1. Each scenario runs against each broker
+several times, interleaved, with a fresh broker process per run; the table
+holds medians. Results go to stdout, docs/benchmarks.md and
+docs/benchmarks.png (gnuplot), and the raw runs to BUILD/bench-results.json.
+
+Only 127.0.0.0/8 addresses are used, and only the processes started here are
+ever stopped, by their PID.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOST = "127.0.0.1"
+BROKERS = ["mqttoolsd", "mosquitto", "forwarder"]
+
+# name -> (description, mqtt_load arguments, brokers, kind)
+SCENARIOS = {
+    "pairs": ("one-to-one, 100 pairs at 10,000 msg/s",
+              ["--scenario", "pairs", "--pairs", "100", "--rate", "10000"], BROKERS, "traffic"),
+    "pairs-sat": ("one-to-one, 100 pairs saturated (16 in flight each)",
+                  ["--scenario", "pairs", "--pairs", "100", "--rate", "0", "--window", "16"], BROKERS, "traffic"),
+    "fanin": ("fan-in, 10 → 1 at 50,000 msg/s",
+              ["--scenario", "fanin", "--pubs", "10", "--rate", "50000"], BROKERS, "traffic"),
+    "fanin-qos1": ("fan-in at QoS 1, 10 → 1 at 20,000 msg/s",
+                   ["--scenario", "fanin", "--pubs", "10", "--qos", "1", "--rate", "20000"],
+                   ["mqttoolsd", "mosquitto"], "traffic"),
+    "fanout": ("fan-out, 1 → 100 at 1,000 msg/s (100,000 deliveries/s)",
+               ["--scenario", "fanout", "--subs", "100", "--rate", "1000"], BROKERS, "traffic"),
+    "idle-10k": ("10,000 idle connections",
+                 ["--scenario", "idle", "--conns", "10000", "--src-addrs", "4", "--hold", "1"],
+                 ["mqttoolsd", "mosquitto"], "idle"),
+    "idle-100k": ("100,000 idle connections",
+                  ["--scenario", "idle", "--conns", "100000", "--src-addrs", "8", "--hold", "1",
+                   "--connect-timeout", "40"],
+                  ["mqttoolsd", "mosquitto"], "idle"),
+}
+DEFAULT_SCENARIOS = list(SCENARIOS)
+# One run of these is enough: they are about holding, not timing.
+SINGLE_RUN = {"idle-100k"}
+
+# (scenario, metric, comparison, factor): the issue's targets, each a ratio
+# of mqttoolsd's median to another broker's median in the same run.
+TARGETS = [
+    ("pairs", "cpu_us_per_msg", "forwarder", 1.10),
+    ("pairs", "p99_us", "mosquitto", 1.0),
+    ("fanin", "cpu_us_per_msg", "mosquitto", 0.5),
+    ("fanin", "p99_us", "mosquitto", 1.0),
+    ("fanin-qos1", "cpu_us_per_msg", "mosquitto", 0.4),
+    ("fanin-qos1", "lost", "zero", 0),
+    ("fanout", "cpu_us_per_msg", "forwarder", 1.10),
+    ("fanout", "p99_us", "mosquitto", 1.0),
+    ("idle-10k", "rss_per_conn_bytes", "absolute", 600),
+    ("idle-100k", "held", "absolute-min", 100000),
+]
+
+TRAFFIC_METRICS = [
+    ("cpu_us_per_msg", "broker CPU µs / delivered msg", 2),
+    ("delivered_per_s", "delivered msg/s", 0),
+    ("p50_us", "latency p50 µs", 0),
+    ("p99_us", "latency p99 µs", 0),
+    ("lost", "lost messages", 0),
+]
+IDLE_METRICS = [
+    ("rss_per_conn_bytes", "broker RSS bytes / connection", 0),
+    ("held", "connections held", 0),
+]
+
+
+def log(msg):
+    print(f"== {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((HOST, port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+def stop(proc):
+    """Stops a process this script started, by its PID only."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.build = os.path.abspath(args.build)
+        self.load = os.path.join(self.build, "bench", "load", "mqtt_load")
+        self.binaries = {
+            "mqttoolsd": os.path.join(self.build, "src", "daemon", "mqttoolsd"),
+            "mosquitto": shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+            "forwarder": os.path.join(self.build, "bench", "load", "mqtt_forwarder"),
+        }
+        self.tmp = tempfile.mkdtemp(prefix="mqttools-bench-")
+        self.pin = os.cpu_count() and os.cpu_count() >= 2 and shutil.which("taskset")
+        self.results = {}  # (scenario, broker) -> [json]
+        self.notes = []
+
+    def available(self, broker):
+        path = self.binaries[broker]
+        return os.path.isfile(path) and os.access(path, os.X_OK)
+
+    def pinned(self, cpu, argv):
+        return ["taskset", "-c", str(cpu)] + argv if self.pin else argv
+
+    def start_broker(self, broker, port, log_path):
+        if broker == "mqttoolsd":
+            argv = [self.binaries[broker], "-p", str(port)]
+        elif broker == "forwarder":
+            argv = [self.binaries[broker], "-p", str(port)]
+        else:
+            conf = os.path.join(self.tmp, f"mosquitto-{port}.conf")
+            with open(conf, "w") as f:
+                f.write(f"listener {port} {HOST}\n"
+                        "allow_anonymous true\n"
+                        "set_tcp_nodelay true\n"
+                        "persistence false\n"
+                        "max_queued_messages 1000000\n"
+                        "max_connections -1\n"
+                        "log_dest stderr\n"
+                        "log_type error\n"
+                        "log_type warning\n")
+            argv = [self.binaries[broker], "-c", conf]
+        out = open(log_path, "ab")
+        proc = subprocess.Popen(self.pinned(0, argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        out.close()
+        if not wait_port(port, proc):
+            stop(proc)
+            return None
+        return proc
+
+    def run_one(self, name, broker, run_index):
+        desc, load_args, _, kind = SCENARIOS[name]
+        port = free_port()
+        log_path = os.path.join(self.tmp, f"{broker}-{name}-{run_index}.log")
+        proc = self.start_broker(broker, port, log_path)
+        if proc is None:
+            log(f"{broker} did not start (log: {log_path})")
+            return {"ok": False, "error": "broker did not start"}
+        argv = [self.load, "--host", HOST, "--port", str(port), "--broker-pid", str(proc.pid),
+                "--label", f"{name}/{broker}/{run_index}"] + load_args
+        if kind == "traffic":
+            argv += ["--warmup", str(self.args.warmup), "--duration", str(self.args.duration),
+                     "--drain", "2"]
+        timeout = self.args.warmup + self.args.duration + 120
+        try:
+            done = subprocess.run(self.pinned(1, argv), stdin=subprocess.DEVNULL, capture_output=True,
+                                  text=True, timeout=timeout)
+            lines = [l for l in done.stdout.splitlines() if l.startswith("{")]
+            result = json.loads(lines[-1]) if lines else {"ok": False, "error": done.stderr.strip()[-300:]}
+        except subprocess.TimeoutExpired:
+            result = {"ok": False, "error": "generator timed out"}
+        finally:
+            alive = proc.poll() is None
+            if kind == "idle" and alive:
+                result_limit = self.nofile_of(proc.pid)
+            stop(proc)
+        if not alive:
+            result["ok"] = False
+            result["error"] = (result.get("error") or "") + f" broker exited (code {proc.returncode})"
+        if kind == "idle" and alive:
+            result["broker_nofile"] = result_limit
+        return result
+
+    @staticmethod
+    def nofile_of(pid):
+        """The broker's own soft RLIMIT_NOFILE, from /proc/PID/limits."""
+        try:
+            with open(f"/proc/{pid}/limits") as f:
+                for line in f:
+                    if line.startswith("Max open files"):
+                        return int(line.split()[3])
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+    def run(self, names, brokers):
+        runs = self.args.runs
+        for name in names:
+            _, _, allowed, _ = SCENARIOS[name]
+            targets = [b for b in brokers if b in allowed and self.available(b)]
+            n = 1 if name in SINGLE_RUN else runs
+            for i in range(n):
+                for broker in targets:
+                    r = self.run_one(name, broker, i)
+                    self.results.setdefault((name, broker), []).append(r)
+                    log(self.summary(name, broker, i, r))
+
+    @staticmethod
+    def summary(name, broker, i, r):
+        if r.get("scenario") == "idle":
+            return (f"{name:10} {broker:9} #{i}: held {r.get('held')}/{r.get('conns')} "
+                    f"rss/conn {r.get('rss_per_conn_bytes', 0):.0f} B  {r.get('error', '')}")
+        lat = r.get("lat_us", {})
+        return (f"{name:10} {broker:9} #{i}: {r.get('delivered_per_s', 0):10.0f} msg/s  "
+                f"cpu {r.get('cpu_us_per_msg', 0):6.2f} µs/msg  p50 {lat.get('p50', 0):8.1f} µs  "
+                f"p99 {lat.get('p99', 0):8.1f} µs  lost {r.get('lost', '?')}  gen {r.get('gen_cpu_pct', 0):.0f}%"
+                f"{'' if r.get('ok') else '  FAILED: ' + str(r.get('error'))}")
+
+
+def metric(r, key):
+    if key in ("p50_us", "p99_us"):
+        return r.get("lat_us", {}).get(key[:-3])
+    return r.get(key)
+
+
+def median(results, key):
+    vals = [metric(r, key) for r in results if metric(r, key) is not None and
+            (r.get("ok") or key in ("held", "lost"))]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, digits):
+    if v is None:
+        return "–"
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def build_table(bench, names, brokers):
+    cols = [b for b in BROKERS if b in brokers]
+    head = "| scenario | metric | " + " | ".join(cols) + " | mqttoolsd/mosquitto | mqttoolsd/forwarder |"
+    lines = [head, "|" + "---|" * (len(cols) + 4)]
+    medians = {}
+    for name in names:
+        desc, _, allowed, kind = SCENARIOS[name]
+        metrics = TRAFFIC_METRICS if kind == "traffic" else IDLE_METRICS
+        for key, label, digits in metrics:
+            row = [desc, label]
+            vals = {}
+            for b in cols:
+                v = median(bench.results.get((name, b), []), key) if b in allowed else None
+                vals[b] = v
+                medians[(name, b, key)] = v
+                row.append(fmt(v, digits))
+            r1 = ratio(vals.get("mqttoolsd"), vals.get("mosquitto"))
+            r2 = ratio(vals.get("mqttoolsd"), vals.get("forwarder"))
+            row.append(fmt(r1, 2) if r1 is not None else "–")
+            row.append(fmt(r2, 2) if r2 is not None else "–")
+            lines.append("| " + " | ".join(row) + " |")
+    return lines, medians
+
+
+def check_targets(medians, names):
+    lines = ["| scenario | target | measured | met |", "|---|---|---|---|"]
+    for name, key, against, factor in TARGETS:
+        if name not in names:
+            continue
+        ours = medians.get((name, "mqttoolsd", key))
+        if against == "zero":
+            want, got = "0 lost", fmt(ours, 0)
+            ok = ours is not None and ours == 0
+        elif against == "absolute":
+            want, got = f"≤ {factor} B", fmt(ours, 0)
+            ok = ours is not None and ours <= factor
+        elif against == "absolute-min":
+            want, got = f"≥ {factor:,} held", fmt(ours, 0)
+            ok = ours is not None and ours >= factor
+        else:
+            other = medians.get((name, against, key))
+            r = ratio(ours, other)
+            want = f"{key} ≤ {factor:g}× {against}"
+            got = f"{fmt(ours, 2)} vs {fmt(other, 2)} = {fmt(r, 2)}×" if r is not None else "–"
+            ok = r is not None and r <= factor
+        verdict = "yes" if ok else ("no" if ours is not None else "not measured")
+        lines.append(f"| {SCENARIOS[name][0]} | {want} | {got} | {verdict} |")
+    return lines
+
+
+def plot(bench, medians, names, brokers, png):
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        log("gnuplot not found: no plot")
+        return False
+    traffic = [n for n in names if SCENARIOS[n][3] == "traffic"]
+    cols = [b for b in BROKERS if b in brokers]
+    dat = os.path.join(bench.tmp, "bench.dat")
+    with open(dat, "w") as f:
+        f.write("scenario " + " ".join(cols) + "\n")
+        for key in ("cpu_us_per_msg", "p99_us"):
+            for n in traffic:
+                vals = [medians.get((n, b, key)) for b in cols]
+                f.write(f"\"{n}\" " + " ".join("NaN" if v is None else f"{v:.4f}" for v in vals) + "\n")
+            f.write("\n\n")
+    ncol = len(cols)
+    plots = ", ".join(f"'{dat}' index IDX using {i + 2}:xtic(1) title '{b}'" for i, b in enumerate(cols))
+    script = f"""
+set terminal pngcairo size 1100,800 font 'sans,10'
+set output '{png}'
+set multiplot layout 2,1 title 'mqttoolsd vs mosquitto vs do-nothing forwarder (medians, broker on one core)'
+set style data histogram
+set style histogram cluster gap 1
+set style fill solid 0.8 border -1
+set boxwidth 0.9
+set key top left
+set grid ytics
+set ylabel 'broker CPU µs per delivered message'
+plot {plots.replace('IDX', '0')}
+set ylabel 'p99 latency µs (log)'
+set logscale y
+plot {plots.replace('IDX', '1')}
+unset multiplot
+"""
+    del ncol
+    r = subprocess.run([gnuplot], input=script, text=True, capture_output=True)
+    if r.returncode != 0:
+        log("gnuplot failed: " + r.stderr.strip()[-300:])
+        return False
+    return True
+
+
+def environment(bench):
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    mosq = subprocess.run([bench.binaries["mosquitto"], "-h"], capture_output=True, text=True).stdout.splitlines()
+    commit = subprocess.run(["git", "-C", TOP, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": f"{cpu} × {os.cpu_count()}",
+        "kernel": platform.release(),
+        "mosquitto": mosq[0] if mosq else "?",
+        "commit": commit,
+        "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
+    }
+
+
+def write_markdown(path, bench, env, table, targets, names, png_ok):
+    a = bench.args
+    out = ["# Benchmarks", "",
+           "Generated by `scripts/dev bench` (bench/run.py); do not edit by hand. "
+           "Method, scenarios and caveats: see the end of this page.", "",
+           f"- Date: {env['date']}, commit `{env['commit']}`",
+           f"- Machine: {env['cpu']}, Linux {env['kernel']} (shared, noisy: medians of "
+           f"{a.runs} run(s) per broker, interleaved)",
+           f"- Brokers: mqttoolsd (this commit, release build), {env['mosquitto']} (Debian), "
+           "`mqtt_forwarder` (bench/load: read, frame, write, nothing else)",
+           f"- Each traffic run: {a.warmup:g} s warm-up, {a.duration:g} s measured, 64-byte payloads, MQTT 5; "
+           "broker pinned to CPU 0, generator to CPU 1",
+           "", "## Results (medians)", ""] + table + ["", "## Targets (issue 8)", ""] + targets + [""]
+    if png_ok:
+        out += ["![CPU per message and p99 latency](benchmarks.png)", ""]
+    if bench.notes:
+        out += ["## Notes from this run", ""] + [f"- {n}" for n in bench.notes] + [""]
+    out += METHOD.splitlines()
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+METHOD = """## Method
+
+- `bench/load/mqtt_load` is one process with one epoll set and many MQTT 5
+  connections, built on the project's codec. Every payload carries the
+  CLOCK_MONOTONIC send time and the publisher's index; latency is receive time
+  minus send time at the subscriber. Only messages sent inside the measured
+  window count; lost = sent in the window × subscribers − received (after a
+  drain of at most 2 s).
+- Fixed-rate scenarios send on a global schedule, round-robin over the
+  publishers, one `write()` per message (independent clients). Saturated runs
+  keep 16 messages in flight per pair, written in batches.
+- Broker CPU is the broker process' CPU clock (`clock_getcpuclockid`, the same
+  time as utime+stime in /proc/PID/stat, but in ns) read at the start of the
+  window and after the drain, divided by the messages delivered in the window.
+  For fan-out that is CPU per delivery.
+- RSS per idle connection: VmRSS (/proc/PID/status) after all CONNACKs minus
+  before the first connection, over the connections held. Connections come from
+  127.0.0.2… (several source addresses, so one address' ephemeral ports do not
+  run out), in worker processes of at most RLIMIT_NOFILE connections each.
+- Every broker runs fresh for each run (`taskset -c 0`), the generator with
+  `taskset -c 1`. Mosquitto gets its own config: `listener PORT 127.0.0.1`,
+  `allow_anonymous true`, `set_tcp_nodelay true`, `persistence false`,
+  `max_queued_messages 1000000`.
+- Raw results of every run: `BUILD/bench-results.json`.
+"""
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build", default="build-release")
+    p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                   help="comma-separated: " + ",".join(SCENARIOS))
+    p.add_argument("--brokers", default=",".join(BROKERS))
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per traffic run")
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--quick", action="store_true", help="1 run, 2 s windows, no 100,000-connection test")
+    p.add_argument("--no-docs", action="store_true", help="print only; leave docs/ alone")
+    args = p.parse_args()
+    if args.quick:
+        args.runs, args.duration, args.warmup = 1, 2.0, 0.5
+    names = [n for n in args.scenarios.split(",") if n]
+    if args.quick and args.scenarios == p.get_default("scenarios"):
+        names = [n for n in names if n != "idle-100k"]
+    brokers = [b for b in args.brokers.split(",") if b]
+    for n in names:
+        if n not in SCENARIOS:
+            p.error(f"unknown scenario {n}")
+    for b in brokers:
+        if b not in BROKERS:
+            p.error(f"unknown broker {b}")
+    if not (1 <= args.runs <= 20 and 0.5 <= args.duration <= 120 and 0 <= args.warmup <= 30):
+        p.error("--runs 1..20, --duration 0.5..120, --warmup 0..30")
+
+    # Children inherit the raised soft limit (the hard one needs CAP_SYS_RESOURCE).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    bench = Bench(args)
+    if not os.access(bench.load, os.X_OK):
+        sys.exit(f"{bench.load} not built (scripts/dev bench builds it)")
+    for b in brokers:
+        if not bench.available(b):
+            log(f"{b} not found at {bench.binaries[b]}: skipped")
+            bench.notes.append(f"{b} was not available ({bench.binaries[b]}): its columns are empty.")
+    if any(SCENARIOS[n][3] == "idle" for n in names) and hard < 110000:
+        bench.notes.append(f"RLIMIT_NOFILE hard limit here is {hard} and cannot be raised without "
+                           "CAP_SYS_RESOURCE: no single broker process can hold more than about that many "
+                           "connections, so the 100,000-connection test is bounded by it.")
+    started = time.monotonic()
+    bench.run(names, brokers)
+    elapsed = time.monotonic() - started
+
+    with open(os.path.join(bench.build, "bench-results.json"), "w") as f:
+        json.dump({f"{k[0]}/{k[1]}": v for k, v in bench.results.items()}, f, indent=1)
+    table, medians = build_table(bench, names, brokers)
+    targets = check_targets(medians, names)
+    print("\n".join(table))
+    print()
+    print("\n".join(targets))
+    print(f"\n({elapsed:.0f} s)")
+    if not args.no_docs:
+        docs = os.path.join(TOP, "docs")
+        png = os.path.join(docs, "benchmarks.png")
+        png_ok = plot(bench, medians, names, brokers, png)
+        write_markdown(os.path.join(docs, "benchmarks.md"), bench, environment(bench), table, targets, names,
+                       png_ok)
+        log(f"wrote docs/benchmarks.md{' and docs/benchmarks.png' if png_ok else ''}")
+    shutil.rmtree(bench.tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
