@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import WAIT
+from .conftest import WAIT
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto_sub") is None,
                                 reason="mosquitto-clients not installed")
