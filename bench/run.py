@@ -125,7 +125,7 @@ class Bench:
         self.build = os.path.abspath(args.build)
         self.load = os.path.join(self.build, "bench", "load", "mqtt_load")
         self.binaries = {
-            "mqttoolsd": os.path.join(self.build, "src", "daemon", "mqttoolsd"),
+            "mqttoolsd": args.mqttoolsd or os.path.join(self.build, "src", "daemon", "mqttoolsd"),
             "mosquitto": shutil.which("mosquitto") or "/usr/sbin/mosquitto",
             "forwarder": os.path.join(self.build, "bench", "load", "mqtt_forwarder"),
         }
@@ -244,7 +244,7 @@ def metric(r, key):
 
 def median(results, key):
     vals = [metric(r, key) for r in results if metric(r, key) is not None and
-            (r.get("ok") or key in ("held", "lost"))]
+            (r.get("ok") or key in ("held", "lost", "rss_per_conn_bytes"))]
     return statistics.median(vals) if vals else None
 
 
@@ -430,6 +430,7 @@ def main():
                    help="comma-separated: " + ",".join(SCENARIOS))
     p.add_argument("--brokers", default=",".join(BROKERS))
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--mqttoolsd", help="broker binary (default BUILD/src/daemon/mqttoolsd)")
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per traffic run")
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--quick", action="store_true", help="1 run, 2 s windows, no 100,000-connection test")
