@@ -1,0 +1,301 @@
+#include "broker/broker.hpp"
+
+#include <sys/epoll.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "net/socket.hpp"
+
+namespace mqttools::broker {
+
+namespace {
+constexpr std::size_t scratch_size = 128 * 1024;
+// A client whose output stays over max_client_output_bytes this long is
+// stuck, not slow: it is disconnected with Quota Exceeded.
+constexpr auto stuck_client_grace = std::chrono::seconds(30);
+constexpr auto housekeeping_period = std::chrono::seconds(1);
+}  // namespace
+
+struct Broker::Listener final : net::IoHandler {
+    Listener(Broker& b, net::UniqueFd f, std::string n) : broker(b), fd(std::move(f)), name(std::move(n)) {}
+    void on_io(std::uint32_t) override { broker.accept_from(*this); }
+    Broker& broker;
+    net::UniqueFd fd;
+    std::string name;
+};
+
+Broker::Broker(net::Reactor& reactor, const config::Config& config)
+    : reactor_(reactor),
+      config_(config),
+      max_packet_in_(config.max_packet_size ? config.max_packet_size : max_packet_size_limit),
+      scratch_(scratch_size) {
+    reactor_.set_before_sleep([this] { before_sleep(); });
+    housekeeping_timer_ = reactor_.add_timer_after(housekeeping_period, [this] { housekeeping(); });
+}
+
+Broker::~Broker() {
+    reactor_.set_before_sleep(nullptr);
+    reactor_.cancel_timer(housekeeping_timer_);
+    for (auto& c : connections_) {
+        reactor_.cancel_timer(c->keepalive_timer);
+        reactor_.cancel_timer(c->connect_timer);
+    }
+    sessions_.for_each([this](Session& s) {
+        reactor_.cancel_timer(s.expiry_timer);
+        reactor_.cancel_timer(s.will_timer);
+    });
+}
+
+bool Broker::add_listener(net::UniqueFd fd, std::string name) {
+    auto l = std::make_unique<Listener>(*this, std::move(fd), std::move(name));
+    if (!reactor_.add(l->fd.get(), EPOLLIN, l.get())) return false;
+    listeners_.push_back(std::move(l));
+    return true;
+}
+
+void Broker::accept_from(Listener& listener) {
+    // Bounded so a connection storm cannot starve established clients.
+    for (int i = 0; i < 64; ++i) {
+        std::string peer;
+        net::UniqueFd fd = net::accept_tcp(listener.fd.get(), peer);
+        if (!fd) {
+            if (errno == EMFILE || errno == ENFILE) {
+                spdlog::warn("accept on {}: {}", listener.name, std::strerror(errno));
+            }
+            return;
+        }
+        const int raw = fd.get();
+        auto c = std::make_unique<Connection>(*this, std::make_unique<net::PlainTransport>(std::move(fd)),
+                                              std::move(peer));
+        if (!reactor_.add(raw, EPOLLIN, c.get())) continue;
+        ++stats_.connections_total;
+        Connection* conn = c.get();
+        conn->index = connections_.size();
+        connections_.push_back(std::move(c));
+        // A socket that sends no CONNECT in time is closed (spec 3.1.4 says
+        // "within a reasonable amount of time").
+        conn->connect_timer =
+            reactor_.add_timer_after(std::chrono::seconds(config_.connect_timeout), [this, conn] {
+                conn->connect_timer = 0;
+                if (conn->state == Connection::State::awaiting_connect) {
+                    spdlog::info("Client {} closed: no CONNECT within {} s.", conn->peer(), config_.connect_timeout);
+                    close_connection(*conn, ReasonCode::maximum_connect_time, false);
+                }
+            });
+        spdlog::debug("New connection from {} on {}.", conn->peer(), listener.name);
+    }
+}
+
+void Broker::mark_dirty(Connection& c) {
+    if (c.dirty) return;
+    c.dirty = true;
+    dirty_.push_back(&c);
+}
+
+void Broker::before_sleep() {
+    // Flushing can close connections, and closing can publish wills that
+    // queue output elsewhere: loop until nothing is left to write.
+    while (!dirty_.empty()) {
+        std::vector<Connection*> batch;
+        batch.swap(dirty_);
+        for (Connection* c : batch) {
+            c->dirty = false;
+            if (c->state != Connection::State::closing) c->flush();
+        }
+        if (dirty_.capacity() < batch.capacity()) {
+            batch.clear();
+            dirty_.swap(batch);
+        }
+    }
+    for (Connection* c : closing_) {
+        // Swap-remove from the table; the unique_ptr destroys it.
+        std::size_t i = c->index;
+        if (i + 1 != connections_.size()) {
+            connections_[i] = std::move(connections_.back());
+            connections_[i]->index = i;
+        }
+        connections_.pop_back();
+    }
+    closing_.clear();
+}
+
+void Broker::housekeeping() {
+    housekeeping_timer_ = reactor_.add_timer_after(housekeeping_period, [this] { housekeeping(); });
+    const auto now = reactor_.now();
+    for (std::size_t i = 0; i < connections_.size(); ++i) {
+        Connection& c = *connections_[i];
+        if (c.state != Connection::State::connected) continue;
+        if (c.output_bytes() <= config_.max_client_output_bytes) {
+            c.over_bound_since = {};
+            continue;
+        }
+        if (c.over_bound_since == Clock::time_point{}) {
+            c.over_bound_since = now;
+        } else if (now - c.over_bound_since >= stuck_client_grace) {
+            spdlog::warn("Client {} has not read its output for {} s: disconnecting.", c.client_id,
+                         std::chrono::duration_cast<std::chrono::seconds>(stuck_client_grace).count());
+            close_connection(c, ReasonCode::quota_exceeded, true);
+        }
+    }
+}
+
+void Broker::handle_packet(Connection& c, const FixedHeader& header, Bytes body) {
+    if (c.state == Connection::State::awaiting_connect) {
+        // The first packet must be CONNECT [MQTT-3.1.0-1].
+        if (header.type != PacketType::connect) {
+            close_connection(c, ReasonCode::protocol_error, false);
+            return;
+        }
+        handle_connect(c, header, body);
+        return;
+    }
+    switch (header.type) {
+        case PacketType::publish:
+            handle_publish(c, header, body);
+            return;
+        case PacketType::puback:
+        case PacketType::pubrec:
+        case PacketType::pubrel:
+        case PacketType::pubcomp:
+            handle_ack(c, header, body);
+            return;
+        case PacketType::subscribe:
+            handle_subscribe(c, header, body);
+            return;
+        case PacketType::unsubscribe:
+            handle_unsubscribe(c, header, body);
+            return;
+        case PacketType::pingreq:
+            if (header.flags != 0 || header.remaining_length != 0) {
+                close_connection(c, ReasonCode::malformed_packet, true);
+                return;
+            }
+            c.send(PingrespPacket{});
+            return;
+        case PacketType::disconnect:
+            handle_disconnect(c, header, body);
+            return;
+        case PacketType::connect:
+            // A second CONNECT is a Protocol Error [MQTT-3.1.0-2].
+            close_connection(c, ReasonCode::protocol_error, true);
+            return;
+        case PacketType::auth:
+            // No enhanced authentication was started, so AUTH is unexpected
+            // (spec 4.12); in 3.1.1 the packet type does not exist.
+            close_connection(c, c.version == ProtocolVersion::v5 ? ReasonCode::protocol_error
+                                                                 : ReasonCode::malformed_packet,
+                             true);
+            return;
+        default:
+            // CONNACK, SUBACK, UNSUBACK, PINGRESP: only servers send them.
+            close_connection(c, ReasonCode::protocol_error, true);
+            return;
+    }
+}
+
+void Broker::frame_error(Connection& c, ReasonCode reason) {
+    close_connection(c, reason, c.state == Connection::State::connected);
+}
+
+void Broker::connection_lost(Connection& c) {
+    if (c.state == Connection::State::closing) return;
+    c.closed_by_peer = true;
+    close_connection(c, ReasonCode::unspecified_error, false);
+}
+
+void Broker::close_connection(Connection& c, ReasonCode reason, bool send_disconnect) {
+    if (c.state == Connection::State::closing) return;
+    const bool was_connected = c.state == Connection::State::connected;
+    if (send_disconnect && was_connected && c.version == ProtocolVersion::v5) {
+        DisconnectPacket d;
+        d.reason = reason;
+        c.send(d);
+    }
+    c.state = Connection::State::closing;
+    // Best effort: the DISCONNECT and whatever was queued before it.
+    c.flush();
+    reactor_.remove(c.fd());
+    reactor_.cancel_timer(c.keepalive_timer);
+    reactor_.cancel_timer(c.connect_timer);
+    c.keepalive_timer = c.connect_timer = 0;
+    if (was_connected) {
+        --clients_connected_;
+        log_close(c, reason, c.closed_by_peer);
+    }
+    if (c.session) detach_session(c, !c.will_suppressed);
+    closing_.push_back(&c);
+}
+
+void Broker::log_close(const Connection& c, ReasonCode reason, bool by_peer) {
+    if (c.will_suppressed) {
+        spdlog::info("Client {} disconnected.", c.client_id);
+    } else if (by_peer) {
+        spdlog::info("Client {} closed its connection.", c.client_id);
+    } else {
+        spdlog::info("Client {} disconnected: {}.", c.client_id, reason_code_name(reason));
+    }
+}
+
+void Broker::shutdown() {
+    if (shutting_down_) return;
+    shutting_down_ = true;
+    for (auto& l : listeners_) reactor_.remove(l->fd.get());
+    listeners_.clear();
+    // Copy: closing edits nothing in the table until before_sleep, but be
+    // explicit about what we walk over.
+    std::vector<Connection*> all;
+    all.reserve(connections_.size());
+    for (auto& c : connections_) all.push_back(c.get());
+    for (Connection* c : all) close_connection(*c, ReasonCode::server_shutting_down, true);
+    // Delayed wills: the server is going away, so the sessions end now and
+    // their wills are due ([MQTT-3.1.3-9]: at the latest when the session ends).
+    std::vector<Session*> pending;
+    sessions_.for_each([&](Session& s) {
+        if (s.will) pending.push_back(&s);
+    });
+    for (Session* s : pending) publish_will(*s);
+    before_sleep();
+}
+
+Counters Broker::counters() const {
+    Counters c = stats_;
+    c.connections = connections_.size();
+    c.clients_connected = clients_connected_;
+    c.clients_disconnected = sessions_.size() > clients_connected_ ? sessions_.size() - clients_connected_ : 0;
+    c.subscriptions = trie_.size();
+    c.shared_subscriptions = trie_.shared_size();
+    c.retained_messages = retained_.size();
+    std::uint64_t queued = 0;
+    std::uint64_t inflight = 0;
+    sessions_.for_each([&](const Session& s) {
+        queued += s.queue.size();
+        inflight += s.inflight.size();
+    });
+    c.queued_messages = queued;
+    c.inflight_messages = inflight;
+    std::uint64_t out = 0;
+    for (const auto& conn : connections_) out += conn->output_bytes();
+    c.output_queued_bytes = out;
+    return c;
+}
+
+void Broker::publish_internal(std::string_view topic, std::string_view payload, bool retain) {
+    MessageView m;
+    m.topic = topic;
+    m.payload = as_bytes(payload);
+    m.retain = retain;
+    if (retain) {
+        if (payload.empty()) {
+            retained_.erase(topic);
+        } else {
+            m.stored = make_message(m, reactor_.now());
+            retained_.set(m.stored);
+        }
+    }
+    route(nullptr, m);
+}
+
+}  // namespace mqttools::broker

@@ -1,0 +1,163 @@
+// The broker: listeners, connections, sessions, the router and the
+// retained store, driven by one net::Reactor. The protocol logic is split
+// by packet family over protocol_*.cpp; security_hooks.cpp holds the only
+// places where clients are authenticated and authorized.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/connection.hpp"
+#include "broker/counters.hpp"
+#include "broker/message.hpp"
+#include "broker/retained_store.hpp"
+#include "broker/session_store.hpp"
+#include "broker/subscription_trie.hpp"
+#include "config/config.hpp"
+#include "mqttools/codec.hpp"
+#include "net/reactor.hpp"
+#include "net/shared_buffer.hpp"
+#include "net/unique_fd.hpp"
+
+namespace mqttools::broker {
+
+class Broker {
+public:
+    Broker(net::Reactor& reactor, const config::Config& config);
+    ~Broker();
+    Broker(const Broker&) = delete;
+    Broker& operator=(const Broker&) = delete;
+
+    // Serves a bound, listening socket. `name` is for logs ("127.0.0.1:1883").
+    bool add_listener(net::UniqueFd fd, std::string name);
+
+    // Graceful stop: stop accepting, DISCONNECT 0x8B to every MQTT 5 client,
+    // publish wills, flush what can be flushed. Call once, then stop the reactor.
+    void shutdown();
+
+    // A snapshot of the counters with the gauges filled in.
+    Counters counters() const;
+
+    // A message from the broker itself (e.g. $SYS), QoS 0.
+    void publish_internal(std::string_view topic, std::string_view payload, bool retain);
+
+    const config::Config& config() const noexcept { return config_; }
+    net::Reactor& reactor() noexcept { return reactor_; }
+
+    // ---- used by Connection
+    MutableBytes read_scratch() noexcept { return {scratch_.data(), scratch_.size()}; }
+    Counters& stats() noexcept { return stats_; }
+    std::uint32_t max_packet_size_in() const noexcept { return max_packet_in_; }
+    void handle_packet(Connection& c, const FixedHeader& header, Bytes body);
+    // A framing error (malformed length, packet too large).
+    void frame_error(Connection& c, ReasonCode reason);
+    // The peer closed the socket or it failed.
+    void connection_lost(Connection& c);
+    // Closes a connection; with send_disconnect an MQTT 5 client first gets
+    // DISCONNECT with `reason`. The Connection is destroyed after the turn.
+    void close_connection(Connection& c, ReasonCode reason, bool send_disconnect);
+    void mark_dirty(Connection& c);
+
+private:
+    struct Listener;
+    friend struct Listener;
+
+    // broker.cpp
+    void accept_from(Listener& listener);
+    void before_sleep();
+    void housekeeping();
+    void log_close(const Connection& c, ReasonCode reason, bool by_peer);
+
+    // protocol_connect.cpp
+    void handle_connect(Connection& c, const FixedHeader& header, Bytes body);
+    void refuse_connect(Connection& c, ProtocolVersion version, ReasonCode reason);
+    bool attach_session(Connection& c, const ConnectPacket& connect, std::uint32_t session_expiry);
+    void detach_session(Connection& c, bool publish_will);
+    void end_session(Session& session);
+    void expire_session(Session& session);
+    void publish_will(Session& session);
+    void send_will(const MessagePtr& message, std::optional<std::uint32_t> expiry, Session* from);
+    void arm_keepalive(Connection& c);
+    void handle_disconnect(Connection& c, const FixedHeader& header, Bytes body);
+    std::string assign_client_id();
+
+    // protocol_publish.cpp
+    void handle_publish(Connection& c, const FixedHeader& header, Bytes body);
+    // Routes a message to every matching subscription; returns how many
+    // sessions it went to.
+    std::size_t route(Session* from, MessageView& message);
+    void deliver_qos0(Connection& c, const MessageView& message, bool retain, std::span<const std::uint32_t> ids);
+    // Topic alias for an outbound PUBLISH: 0 = none; topic_included tells
+    // whether the topic must be sent along.
+    std::uint16_t outbound_alias(Connection& c, std::string_view topic, bool& topic_included);
+    bool over_output_bound(Connection& c);
+
+    // protocol_qos.cpp
+    void handle_ack(Connection& c, const FixedHeader& header, Bytes body);
+    void enqueue(Session& s, OutboundMessage&& m);
+    void pump(Session& s);
+    bool send_publish(Connection& c, OutboundMessage& m, bool dup);
+    void resume_session(Connection& c, Session& s);
+    std::uint16_t next_packet_id(Session& s);
+    void drop_queued(Session& s, const char* why);
+
+    // protocol_subscribe.cpp
+    void handle_subscribe(Connection& c, const FixedHeader& header, Bytes body);
+    void handle_unsubscribe(Connection& c, const FixedHeader& header, Bytes body);
+    void deliver_retained(Connection& c, std::string_view filter, const SubscriptionOptions& options);
+
+    // security_hooks.cpp: the single points where the security work plugs in.
+    ReasonCode authenticate(Connection& c, const ConnectPacket& connect);
+    bool authorize_publish(Connection& c, std::string_view topic);
+    bool authorize_subscribe(Connection& c, std::string_view filter);
+    bool authorize_delivery(Session& s, std::string_view topic);
+
+    net::Reactor& reactor_;
+    config::Config config_;
+    std::uint32_t max_packet_in_;
+    std::vector<std::unique_ptr<Listener>> listeners_;
+    std::vector<std::unique_ptr<Connection>> connections_;
+    std::vector<Connection*> dirty_;
+    std::vector<Connection*> closing_;
+    SessionStore sessions_;
+    SubscriptionTrie trie_;
+    RetainedStore retained_;
+    Counters stats_;
+    std::uint64_t clients_connected_ = 0;
+    net::Reactor::TimerId housekeeping_timer_ = 0;
+    bool shutting_down_ = false;
+
+    // Reused per message so routing allocates nothing after warm-up.
+    std::vector<std::byte> scratch_;
+    std::vector<const Subscriber*> matches_;
+    std::vector<SharedGroup*> groups_;
+    struct Target {
+        Session* session;
+        QoS qos;
+        bool retain_as_published;
+        std::uint32_t ids_begin;
+        std::uint32_t ids_count;
+    };
+    std::vector<Target> targets_;
+    std::vector<std::uint32_t> ids_;
+    struct WireForm {
+        ProtocolVersion version;
+        bool retain;
+        std::uint16_t alias;
+        bool topic_included;
+        std::uint32_t ids_begin;
+        std::uint32_t ids_count;
+        net::BufferRef buffer;
+        std::uint32_t size;
+    };
+    std::vector<WireForm> forms_;
+    std::uint64_t match_generation_ = 0;
+    std::vector<MessagePtr> retained_scratch_;
+};
+
+}  // namespace mqttools::broker

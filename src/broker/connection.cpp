@@ -1,0 +1,149 @@
+#include "broker/connection.hpp"
+
+#include <sys/epoll.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "broker/broker.hpp"
+
+namespace mqttools::broker {
+
+namespace {
+constexpr std::size_t read_chunk = 64 * 1024;
+constexpr int max_reads_per_event = 4;  // then let other sockets have a turn
+constexpr int max_iov = 64;
+}  // namespace
+
+Connection::Connection(Broker& broker, std::unique_ptr<net::Transport> transport, std::string peer)
+    : broker_(broker), transport_(std::move(transport)), peer_(std::move(peer)) {
+    last_received = broker_.reactor().now();
+}
+
+Connection::~Connection() = default;
+
+void Connection::send_shared(const net::BufferRef& buffer, std::uint32_t size) {
+    output_.append(buffer, 0, size);
+    queued_packet();
+}
+
+void Connection::queued_packet() {
+    ++broker_.stats().messages_sent;
+    if (!dirty) broker_.mark_dirty(*this);
+}
+
+void Connection::on_io(std::uint32_t events) {
+    if (state == State::closing) return;
+    if (events & EPOLLOUT) {
+        if (!flush()) return;
+    }
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable();
+}
+
+void Connection::on_readable() {
+    for (int i = 0; i < max_reads_per_event && state != State::closing; ++i) {
+        auto scratch = broker_.read_scratch();
+        const std::size_t tail = pending_.size();
+        net::IoResult r;
+        std::size_t consumed = 0;
+        std::size_t total = 0;
+        if (tail + read_chunk <= scratch.size()) {
+            // Usual case: put the leftover partial packet (if any) in front
+            // of the shared read buffer, read behind it, decode in place.
+            if (tail) std::memcpy(scratch.data(), pending_.data(), tail);
+            r = transport_->read(scratch.subspan(tail, read_chunk));
+            if (r.status != net::IoStatus::ok) {
+                if (r.status == net::IoStatus::would_block) return;
+                broker_.connection_lost(*this);
+                return;
+            }
+            total = tail + r.bytes;
+            last_received = broker_.reactor().now();
+            broker_.stats().bytes_received += r.bytes;
+            consumed = process(scratch.data(), total);
+            if (state == State::closing) return;
+            pending_.assign(scratch.data() + consumed, scratch.data() + total);
+        } else {
+            // A packet bigger than the shared buffer: grow this
+            // connection's own buffer (bounded by the maximum packet size).
+            pending_.resize(tail + read_chunk);
+            r = transport_->read({pending_.data() + tail, read_chunk});
+            if (r.status != net::IoStatus::ok) {
+                pending_.resize(tail);
+                if (r.status == net::IoStatus::would_block) return;
+                broker_.connection_lost(*this);
+                return;
+            }
+            total = tail + r.bytes;
+            last_received = broker_.reactor().now();
+            broker_.stats().bytes_received += r.bytes;
+            consumed = process(pending_.data(), total);
+            if (state == State::closing) return;
+            std::memmove(pending_.data(), pending_.data() + consumed, total - consumed);
+            pending_.resize(total - consumed);
+        }
+        if (pending_.empty() && pending_.capacity() > 4096) {
+            std::vector<std::byte>().swap(pending_);
+        }
+        if (r.bytes < read_chunk) return;  // the socket is drained
+    }
+}
+
+std::size_t Connection::process(std::byte* data, std::size_t size) {
+    std::size_t pos = 0;
+    while (state != State::closing && pos < size) {
+        Bytes input(data + pos, size - pos);
+        Frame frame = read_frame(input, broker_.max_packet_size_in());
+        if (frame.status == FrameStatus::error) {
+            broker_.frame_error(*this, frame.error);
+            return pos;
+        }
+        if (frame.status == FrameStatus::need_more) break;
+        Bytes body(data + pos + frame.header.header_size, frame.header.remaining_length);
+        pos += frame.header.packet_size();
+        ++broker_.stats().messages_received;
+        broker_.handle_packet(*this, frame.header, body);
+    }
+    return pos;
+}
+
+bool Connection::flush() {
+    while (!output_.empty() || transport_->has_pending()) {
+        if (transport_->has_pending()) {
+            auto r = transport_->flush();
+            if (r.status == net::IoStatus::would_block) break;
+            if (r.status != net::IoStatus::ok) {
+                broker_.connection_lost(*this);
+                return false;
+            }
+            if (transport_->has_pending()) break;
+            continue;
+        }
+        iovec iov[max_iov];
+        int n = output_.fill_iov(iov, max_iov);
+        if (n == 0) break;
+        auto r = transport_->write(iov, n);
+        if (r.status == net::IoStatus::would_block) break;
+        if (r.status != net::IoStatus::ok) {
+            broker_.connection_lost(*this);
+            return false;
+        }
+        broker_.stats().bytes_sent += r.bytes;
+        std::size_t offered = 0;
+        for (int i = 0; i < n; ++i) offered += iov[i].iov_len;
+        output_.consume(r.bytes);
+        if (r.bytes < offered) break;  // the socket is full
+    }
+    update_events();
+    return true;
+}
+
+void Connection::update_events() {
+    if (state == State::closing) return;
+    const bool want = !output_.empty() || transport_->has_pending() || transport_->wants_write();
+    if (want == want_write_) return;
+    want_write_ = want;
+    broker_.reactor().modify(fd(), EPOLLIN | (want ? EPOLLOUT : 0u), this);
+}
+
+}  // namespace mqttools::broker

@@ -1,0 +1,111 @@
+// One client's network connection: its transport, the bytes read but not
+// yet decoded, its output queue, and the protocol state of the connection
+// (spec 4.1: the session is separate and outlives it). The Broker holds the
+// logic; the Connection does the I/O: read up to 64 KiB, decode every
+// complete packet in place, keep the partial tail, and write what is
+// queued once per reactor turn.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/session.hpp"
+#include "broker/string_hash.hpp"
+#include "mqttools/codec.hpp"
+#include "net/output_queue.hpp"
+#include "net/reactor.hpp"
+#include "net/transport.hpp"
+
+namespace mqttools::broker {
+
+class Broker;
+
+class Connection final : public net::IoHandler {
+public:
+    enum class State : std::uint8_t { awaiting_connect, connected, closing };
+
+    Connection(Broker& broker, std::unique_ptr<net::Transport> transport, std::string peer);
+    ~Connection();
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+
+    void on_io(std::uint32_t events) override;
+
+    // Encodes a packet into this connection's output. False when it cannot
+    // be encoded or is larger than the client's Maximum Packet Size
+    // ([MQTT-3.1.2-24]): then nothing is queued.
+    template <class P>
+    bool send(const P& packet) {
+        const std::size_t size = encoded_size(packet, version);
+        if (size == 0 || size > max_packet_size_out) return false;
+        auto space = output_.reserve(size);
+        output_.commit(encode(packet, version, space));
+        queued_packet();
+        return true;
+    }
+    // Queues an already encoded packet shared with other connections.
+    void send_shared(const net::BufferRef& buffer, std::uint32_t size);
+
+    // Writes queued output (writev); arms EPOLLOUT only when the socket is
+    // full. Returns false when the connection failed and was closed.
+    bool flush();
+    std::size_t output_bytes() const noexcept { return output_.bytes(); }
+    int fd() const noexcept { return transport_->fd(); }
+    const std::string& peer() const noexcept { return peer_; }
+
+    // ---- protocol state, owned by the Broker's protocol code
+    State state = State::awaiting_connect;
+    ProtocolVersion version = ProtocolVersion::v5;
+    Session* session = nullptr;
+    std::string client_id;
+    std::string username;
+    std::uint16_t keep_alive = 0;  // negotiated, seconds
+    Clock::time_point last_received;
+    net::Reactor::TimerId keepalive_timer = 0;
+    net::Reactor::TimerId connect_timer = 0;
+    bool clean_start = true;
+    bool will_suppressed = false;  // a normal DISCONNECT arrived
+    bool dirty = false;            // on the broker's flush list
+    bool closed_by_peer = false;
+    std::size_t index = 0;         // in the broker's connection table
+
+    // What the client announced in CONNECT.
+    std::uint32_t max_packet_size_out = max_packet_size_limit;
+    std::uint16_t receive_maximum_out = 65535;
+    std::uint16_t topic_alias_maximum_out = 0;
+    bool request_problem_information = true;
+
+    // Topic aliases, client -> broker: index = alias (1..max).
+    std::vector<std::string> aliases_in;
+    // Broker -> client: topic -> alias, assigned while the client's
+    // Topic Alias Maximum allows.
+    std::unordered_map<std::string, std::uint16_t, StringHash, std::equal_to<>> aliases_out;
+
+    // Slow consumer accounting.
+    std::uint64_t dropped = 0;
+    bool drop_logged = false;
+    Clock::time_point over_bound_since{};
+
+private:
+    void on_readable();
+    // Decodes every complete packet in data; returns the bytes consumed.
+    std::size_t process(std::byte* data, std::size_t size);
+    void queued_packet();
+    void update_events();
+
+    Broker& broker_;
+    std::unique_ptr<net::Transport> transport_;
+    std::string peer_;
+    net::OutputQueue output_;
+    // The partial packet left over from the last read: usually empty, so
+    // an idle connection costs no read buffer.
+    std::vector<std::byte> pending_;
+    bool want_write_ = false;  // EPOLLOUT armed
+};
+
+}  // namespace mqttools::broker

@@ -1,0 +1,261 @@
+// PUBLISH in (spec 3.3) and the router: match, merge overlapping
+// subscriptions, pick shared-subscription members, and deliver. A QoS 0
+// delivery to an online client is encoded once per distinct wire form into
+// a pooled shared buffer; nothing is copied per subscriber.
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "broker/broker.hpp"
+
+namespace mqttools::broker {
+
+namespace {
+
+std::size_t topic_levels(std::string_view topic) {
+    return static_cast<std::size_t>(std::count(topic.begin(), topic.end(), '/')) + 1;
+}
+
+}  // namespace
+
+void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body) {
+    auto decoded = decode_publish(header, body, c.version, Sender::client);
+    if (!decoded) {
+        close_connection(c, decoded.error(), true);
+        return;
+    }
+    const PublishPacket& p = *decoded;
+    std::string_view topic = p.topic;
+    // Topic aliases, client -> broker (spec 3.3.2.3.4).
+    if (p.properties.topic_alias) {
+        const std::uint16_t alias = *p.properties.topic_alias;
+        if (alias == 0 || alias > config_.topic_alias_maximum) {
+            close_connection(c, ReasonCode::topic_alias_invalid, true);  // [MQTT-3.3.2-8], [MQTT-3.3.2-9]
+            return;
+        }
+        std::string& slot = c.aliases_in[alias];
+        if (topic.empty()) {
+            if (slot.empty()) {
+                close_connection(c, ReasonCode::protocol_error, true);  // unknown alias
+                return;
+            }
+            topic = slot;
+        } else {
+            slot.assign(topic);
+            topic = slot;
+        }
+    }
+    if (p.retain && !config_.retain_available) {
+        close_connection(c, ReasonCode::retain_not_supported, true);  // [MQTT-3.3.1-14]
+        return;
+    }
+    Session& s = *c.session;
+    ++stats_.publish_received;
+    stats_.publish_bytes_received += p.payload.size();
+
+    if (p.qos == QoS::exactly_once) {
+        auto& ids = s.inbound_qos2;
+        if (std::find(ids.begin(), ids.end(), p.packet_id) != ids.end()) {
+            // Already received and routed: acknowledge again, route nothing
+            // (exactly once, method B of spec 4.3.3).
+            c.send(AckPacket{PacketType::pubrec, p.packet_id, ReasonCode::success, {}});
+            return;
+        }
+        // More unreleased QoS 2 messages than our Receive Maximum
+        // ([MQTT-3.3.4-9]).
+        if (ids.size() >= config_.receive_maximum) {
+            close_connection(c, ReasonCode::receive_maximum_exceeded, true);
+            return;
+        }
+    }
+
+    ReasonCode rc = ReasonCode::success;
+    if (config_.message_size_limit != 0 && p.payload.size() > config_.message_size_limit) {
+        rc = ReasonCode::packet_too_large;
+    } else if (config_.max_topic_levels != 0 && topic_levels(topic) > config_.max_topic_levels) {
+        rc = ReasonCode::quota_exceeded;
+    } else if (!authorize_publish(c, topic)) {
+        rc = ReasonCode::not_authorized;
+    } else {
+        MessageView m;
+        m.topic = topic;
+        m.payload = p.payload;
+        m.properties = p.properties.raw;
+        m.qos = p.qos;
+        m.retain = p.retain;
+        m.expiry_interval = p.properties.message_expiry_interval;
+        if (p.retain) {
+            if (p.payload.empty()) {
+                retained_.erase(topic);  // [MQTT-3.3.1-6]
+            } else {
+                m.stored = make_message(m, reactor_.now());
+                retained_.set(m.stored);
+            }
+        }
+        if (route(&s, m) == 0) rc = ReasonCode::no_matching_subscribers;
+    }
+    if (c.state == Connection::State::closing) return;
+    if (p.qos == QoS::at_least_once) {
+        c.send(AckPacket{PacketType::puback, p.packet_id, rc, {}});
+    } else if (p.qos == QoS::exactly_once) {
+        if (!is_error(rc)) s.inbound_qos2.push_back(p.packet_id);
+        c.send(AckPacket{PacketType::pubrec, p.packet_id, rc, {}});
+    } else if (is_error(rc)) {
+        ++stats_.publish_dropped;
+    }
+}
+
+std::size_t Broker::route(Session* from, MessageView& m) {
+    matches_.clear();
+    groups_.clear();
+    targets_.clear();
+    ids_.clear();
+    forms_.clear();
+    trie_.match(m.topic, matches_, groups_);
+    if (matches_.empty() && groups_.empty()) return 0;
+
+    // One delivery per session however many of its subscriptions match:
+    // the highest QoS, every Subscription Identifier (spec 3.3.4).
+    std::sort(matches_.begin(), matches_.end(),
+              [](const Subscriber* a, const Subscriber* b) { return a->session < b->session; });
+    for (std::size_t i = 0; i < matches_.size();) {
+        Session* s = matches_[i]->session;
+        Target t{s, QoS::at_most_once, false, static_cast<std::uint32_t>(ids_.size()), 0};
+        bool any = false;
+        for (; i < matches_.size() && matches_[i]->session == s; ++i) {
+            const SubscriptionOptions& o = matches_[i]->options;
+            if (o.no_local && s == from) continue;  // [MQTT-3.8.3-3]
+            any = true;
+            t.qos = std::max(t.qos, o.qos);
+            t.retain_as_published = t.retain_as_published || o.retain_as_published;
+            if (o.identifier != 0) {
+                ids_.push_back(o.identifier);
+                ++t.ids_count;
+            }
+        }
+        if (any) targets_.push_back(t);
+    }
+    // Shared subscriptions: one member per group, round robin, preferring
+    // members that are connected (spec 4.8.2).
+    for (SharedGroup* g : groups_) {
+        const std::size_t n = g->members.size();
+        if (n == 0) continue;
+        std::size_t pick = g->next % n;
+        for (std::size_t k = 0; k < n; ++k) {
+            const std::size_t i = (g->next + k) % n;
+            if (g->members[i].session->connection) {
+                pick = i;
+                break;
+            }
+        }
+        g->next = pick + 1;
+        const Subscriber& sub = g->members[pick];
+        Target t{sub.session, sub.options.qos, sub.options.retain_as_published,
+                 static_cast<std::uint32_t>(ids_.size()), 0};
+        if (sub.options.identifier != 0) {
+            ids_.push_back(sub.options.identifier);
+            t.ids_count = 1;
+        }
+        targets_.push_back(t);
+    }
+
+    std::size_t delivered = 0;
+    for (const Target& t : targets_) {
+        Session& s = *t.session;
+        if (!authorize_delivery(s, m.topic)) continue;
+        const QoS qos = std::min(m.qos, t.qos);
+        // Retain As Published, else the flag is cleared on forwarding
+        // ([MQTT-3.3.1-12], [MQTT-3.3.1-13]).
+        const bool retain = t.retain_as_published && m.retain;
+        std::span<const std::uint32_t> ids(ids_.data() + t.ids_begin, t.ids_count);
+        ++delivered;
+        if (qos == QoS::at_most_once) {
+            Connection* c = s.connection;
+            if (c && c->state == Connection::State::connected) deliver_qos0(*c, m, retain, ids);
+            continue;  // QoS 0 is not queued for absent clients
+        }
+        if (!m.stored) m.stored = make_message(m, reactor_.now());
+        OutboundMessage out;
+        out.message = m.stored;
+        out.qos = qos;
+        out.retain = retain;
+        out.subscription_ids.assign(ids.begin(), ids.end());
+        enqueue(s, std::move(out));
+    }
+    return delivered;
+}
+
+bool Broker::over_output_bound(Connection& c) {
+    if (c.output_bytes() < config_.max_client_output_bytes) return false;
+    ++c.dropped;
+    ++stats_.publish_dropped;
+    if (!c.drop_logged) {
+        c.drop_logged = true;
+        spdlog::warn("Client {} is not reading fast enough: dropping QoS 0 messages (output over {} bytes).",
+                     c.client_id, config_.max_client_output_bytes);
+    }
+    return true;
+}
+
+std::uint16_t Broker::outbound_alias(Connection& c, std::string_view topic, bool& topic_included) {
+    topic_included = true;
+    if (c.topic_alias_maximum_out == 0) return 0;
+    if (auto it = c.aliases_out.find(topic); it != c.aliases_out.end()) {
+        topic_included = false;
+        return it->second;
+    }
+    if (c.aliases_out.size() >= c.topic_alias_maximum_out) return 0;
+    const auto alias = static_cast<std::uint16_t>(c.aliases_out.size() + 1);
+    c.aliases_out.emplace(std::string(topic), alias);
+    return alias;
+}
+
+void Broker::deliver_qos0(Connection& c, const MessageView& m, bool retain, std::span<const std::uint32_t> ids) {
+    if (over_output_bound(c)) return;
+    bool topic_included = true;
+    const std::uint16_t alias = outbound_alias(c, m.topic, topic_included);
+    // Find or make this wire form.
+    WireForm* form = nullptr;
+    for (WireForm& f : forms_) {
+        if (f.version == c.version && f.retain == retain && f.alias == alias && f.topic_included == topic_included &&
+            std::equal(ids.begin(), ids.end(), ids_.begin() + f.ids_begin, ids_.begin() + f.ids_begin + f.ids_count)) {
+            form = &f;
+            break;
+        }
+    }
+    if (!form) {
+        PublishPacket p;
+        p.qos = QoS::at_most_once;
+        p.retain = retain;
+        p.topic = topic_included ? m.topic : std::string_view{};
+        p.payload = m.payload;
+        if (c.version == ProtocolVersion::v5) {
+            p.properties.passthrough = m.properties;
+            p.properties.passthrough_mask = forwarded_properties;
+            p.properties.message_expiry_interval = m.expiry_interval;
+            if (alias != 0) p.properties.topic_alias = alias;
+            p.properties.subscription_identifiers = ids;
+        }
+        const std::size_t size = encoded_size(p, c.version);
+        if (size == 0) return;
+        net::BufferRef buffer(size);
+        encode(p, c.version, {buffer.data(), size});
+        const auto begin = static_cast<std::uint32_t>(ids.data() - ids_.data());
+        forms_.push_back(WireForm{c.version, retain, alias, topic_included, begin,
+                                  static_cast<std::uint32_t>(ids.size()), std::move(buffer),
+                                  static_cast<std::uint32_t>(size)});
+        form = &forms_.back();
+    }
+    if (form->size > c.max_packet_size_out) {
+        // Too large for this client: not sent ([MQTT-3.1.2-25]), counted.
+        ++c.dropped;
+        ++stats_.publish_dropped;
+        if (alias != 0 && topic_included) c.aliases_out.erase(std::string(m.topic));
+        return;
+    }
+    c.send_shared(form->buffer, form->size);
+    ++stats_.publish_sent;
+    stats_.publish_bytes_sent += m.payload.size();
+}
+
+}  // namespace mqttools::broker

@@ -1,0 +1,189 @@
+// QoS 1 and 2 (spec 4.3, 4.4, 4.9): the outbound window (the smaller of the
+// client's Receive Maximum and max_inflight_messages), the session queue
+// behind it, acknowledgements in both directions, and redelivery on resume.
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "broker/broker.hpp"
+
+namespace mqttools::broker {
+
+namespace {
+
+std::size_t queued_size(const OutboundMessage& m) {
+    return m.message ? m.message->memory_size() : sizeof(OutboundMessage);
+}
+
+}  // namespace
+
+std::uint16_t Broker::next_packet_id(Session& s) {
+    // Skip ids still in flight ([MQTT-2.2.1-3]); the window is far smaller
+    // than 65535, so this ends quickly.
+    for (;;) {
+        s.last_packet_id = static_cast<std::uint16_t>(s.last_packet_id + 1);
+        if (s.last_packet_id == 0) continue;
+        const auto id = s.last_packet_id;
+        if (std::none_of(s.inflight.begin(), s.inflight.end(),
+                         [id](const OutboundMessage& m) { return m.packet_id == id; }))
+            return id;
+    }
+}
+
+void Broker::drop_queued(Session& s, const char* why) {
+    ++s.dropped_messages;
+    ++stats_.publish_dropped;
+    if (!s.drop_logged) {
+        s.drop_logged = true;
+        spdlog::warn("Client {}: dropping messages ({}).", s.client_id, why);
+    }
+}
+
+void Broker::enqueue(Session& s, OutboundMessage&& m) {
+    const std::size_t size = queued_size(m);
+    if (config_.max_queued_messages != 0 && s.queue.size() >= config_.max_queued_messages) {
+        drop_queued(s, "max_queued_messages reached");
+        return;
+    }
+    if (config_.max_queued_bytes != 0 && s.queued_bytes + size > config_.max_queued_bytes) {
+        drop_queued(s, "max_queued_bytes reached");
+        return;
+    }
+    m.state = OutboundMessage::State::queued;
+    s.queued_bytes += size;
+    s.queue.push_back(std::move(m));
+    if (s.connection && s.connection->state == Connection::State::connected) pump(s);
+}
+
+void Broker::pump(Session& s) {
+    Connection* c = s.connection;
+    if (!c || c->state != Connection::State::connected) return;
+    std::size_t window = c->receive_maximum_out;
+    if (config_.max_inflight_messages != 0) window = std::min<std::size_t>(window, config_.max_inflight_messages);
+    const auto now = reactor_.now();
+    while (!s.queue.empty() && s.inflight.size() < window) {
+        OutboundMessage m = std::move(s.queue.front());
+        s.queue.pop_front();
+        s.queued_bytes -= std::min(s.queued_bytes, queued_size(m));
+        if (m.message->expired(now)) {
+            // Expired while queued: never delivered (spec 3.3.2.3.3).
+            drop_queued(s, "message expired");
+            continue;
+        }
+        m.packet_id = next_packet_id(s);
+        m.state = m.qos == QoS::at_least_once ? OutboundMessage::State::awaiting_puback
+                                               : OutboundMessage::State::awaiting_pubrec;
+        if (!send_publish(*c, m, false)) continue;  // too large for the client: dropped
+        s.inflight.push_back(std::move(m));
+    }
+}
+
+bool Broker::send_publish(Connection& c, OutboundMessage& m, bool dup) {
+    const Message& msg = *m.message;
+    PublishPacket p;
+    p.dup = dup;
+    p.qos = m.qos;
+    p.retain = m.retain;
+    p.packet_id = m.packet_id;
+    p.payload = msg.payload_bytes();
+    bool topic_included = true;
+    std::uint16_t alias = 0;
+    if (c.version == ProtocolVersion::v5) {
+        alias = outbound_alias(c, msg.topic, topic_included);
+        p.properties.passthrough = msg.property_bytes();
+        p.properties.passthrough_mask = forwarded_properties;
+        p.properties.message_expiry_interval = msg.remaining_expiry(reactor_.now());
+        if (alias != 0) p.properties.topic_alias = alias;
+        p.properties.subscription_identifiers = m.subscription_ids;
+    }
+    p.topic = topic_included ? std::string_view(msg.topic) : std::string_view{};
+    if (!c.send(p)) {
+        // Larger than the client's Maximum Packet Size: discarded as if
+        // delivered ([MQTT-3.1.2-25]).
+        if (alias != 0 && topic_included) c.aliases_out.erase(msg.topic);
+        drop_queued(*c.session, "larger than the client's Maximum Packet Size");
+        return false;
+    }
+    ++stats_.publish_sent;
+    stats_.publish_bytes_sent += msg.payload.size();
+    return true;
+}
+
+void Broker::resume_session(Connection& c, Session& s) {
+    // Unacknowledged messages first, in their original order, with DUP
+    // ([MQTT-4.4.0-1]); PUBREL for those already PUBREC'd.
+    for (OutboundMessage& m : s.inflight) {
+        if (m.state == OutboundMessage::State::awaiting_pubcomp) {
+            c.send(AckPacket{PacketType::pubrel, m.packet_id, ReasonCode::success, {}});
+        } else {
+            send_publish(c, m, true);
+        }
+    }
+    pump(s);
+}
+
+void Broker::handle_ack(Connection& c, const FixedHeader& header, Bytes body) {
+    auto decoded = decode_ack(header, body, c.version);
+    if (!decoded) {
+        close_connection(c, decoded.error(), true);
+        return;
+    }
+    const AckPacket& a = *decoded;
+    Session& s = *c.session;
+    auto find = [&](OutboundMessage::State state) {
+        return std::find_if(s.inflight.begin(), s.inflight.end(), [&](const OutboundMessage& m) {
+            return m.packet_id == a.packet_id && m.state == state;
+        });
+    };
+    switch (a.type) {
+        case PacketType::puback: {
+            auto it = find(OutboundMessage::State::awaiting_puback);
+            if (it == s.inflight.end()) return;  // unknown id: nothing to do
+            s.inflight.erase(it);
+            pump(s);
+            return;
+        }
+        case PacketType::pubrec: {
+            auto it = find(OutboundMessage::State::awaiting_pubrec);
+            if (it == s.inflight.end()) {
+                c.send(AckPacket{PacketType::pubrel, a.packet_id, ReasonCode::packet_identifier_not_found, {}});
+                return;
+            }
+            if (is_error(a.reason)) {
+                // The receiver refused it: the flow ends here (spec 4.3.3).
+                s.inflight.erase(it);
+                pump(s);
+                return;
+            }
+            it->state = OutboundMessage::State::awaiting_pubcomp;
+            it->message.reset();
+            it->subscription_ids.clear();
+            c.send(AckPacket{PacketType::pubrel, a.packet_id, ReasonCode::success, {}});
+            return;
+        }
+        case PacketType::pubcomp: {
+            auto it = find(OutboundMessage::State::awaiting_pubcomp);
+            if (it == s.inflight.end()) return;
+            s.inflight.erase(it);
+            pump(s);
+            return;
+        }
+        case PacketType::pubrel: {
+            auto& ids = s.inbound_qos2;
+            auto it = std::find(ids.begin(), ids.end(), a.packet_id);
+            ReasonCode rc = ReasonCode::success;
+            if (it == ids.end()) {
+                rc = ReasonCode::packet_identifier_not_found;
+            } else {
+                *it = ids.back();
+                ids.pop_back();
+            }
+            c.send(AckPacket{PacketType::pubcomp, a.packet_id, rc, {}});
+            return;
+        }
+        default:
+            return;
+    }
+}
+
+}  // namespace mqttools::broker

@@ -1,0 +1,140 @@
+// SUBSCRIBE/SUBACK and UNSUBSCRIBE/UNSUBACK (spec 3.8-3.11), and retained
+// messages sent to a new subscription (Retain Handling, 3.8.3.1).
+#include <algorithm>
+#include <array>
+
+#include <spdlog/spdlog.h>
+
+#include "broker/broker.hpp"
+
+namespace mqttools::broker {
+
+namespace {
+
+std::size_t filter_levels(std::string_view filter) {
+    if (auto shared = parse_shared_filter(filter)) filter = shared->filter;
+    return static_cast<std::size_t>(std::count(filter.begin(), filter.end(), '/')) + 1;
+}
+
+}  // namespace
+
+void Broker::handle_subscribe(Connection& c, const FixedHeader& header, Bytes body) {
+    auto decoded = decode_subscribe(header, body, c.version);
+    if (!decoded) {
+        close_connection(c, decoded.error(), true);
+        return;
+    }
+    const SubscribePacket& p = *decoded;
+    Session& s = *c.session;
+    const std::uint32_t identifier = p.properties.subscription_identifier.value_or(0);
+
+    // Retained messages go out after the SUBACK: remember what to send.
+    struct Pending {
+        std::string_view filter;
+        SubscriptionOptions options;
+    };
+    std::vector<Pending> retained_for;
+    std::vector<std::byte> codes;
+    codes.reserve(p.subscriptions.size());
+
+    std::size_t cursor = 0;
+    Subscription sub;
+    while (p.subscriptions.next(cursor, sub)) {
+        ReasonCode rc;
+        const bool is_new = s.subscriptions.find(sub.filter) == s.subscriptions.end();
+        if (check_topic_filter(sub.filter) != ReasonCode::success) {
+            rc = ReasonCode::topic_filter_invalid;
+        } else if (!authorize_subscribe(c, sub.filter)) {
+            rc = ReasonCode::not_authorized;
+        } else if ((config_.max_topic_levels != 0 && filter_levels(sub.filter) > config_.max_topic_levels) ||
+                   (is_new && config_.max_subscriptions_per_client != 0 &&
+                    s.subscriptions.size() >= config_.max_subscriptions_per_client)) {
+            rc = ReasonCode::quota_exceeded;
+        } else {
+            SubscriptionOptions o;
+            o.qos = sub.qos;
+            o.no_local = sub.no_local;
+            o.retain_as_published = sub.retain_as_published;
+            o.retain_handling = sub.retain_handling;
+            o.identifier = identifier;
+            trie_.subscribe(sub.filter, &s, o);
+            if (is_new) {
+                s.subscriptions.emplace(std::string(sub.filter), o);
+            } else {
+                s.subscriptions.find(sub.filter)->second = o;
+            }
+            rc = static_cast<ReasonCode>(sub.qos);
+            // Retained messages: never for shared subscriptions (spec
+            // 4.8.2); Retain Handling 0 always, 1 only when new, 2 never.
+            const bool shared = parse_shared_filter(sub.filter).has_value();
+            if (!shared && (o.retain_handling == 0 || (o.retain_handling == 1 && is_new))) {
+                retained_for.push_back(Pending{sub.filter, o});
+            }
+        }
+        codes.push_back(static_cast<std::byte>(rc));
+    }
+    SubackPacket ack;
+    ack.packet_id = p.packet_id;
+    ack.reason_codes = codes;
+    c.send(ack);
+    for (const Pending& r : retained_for) deliver_retained(c, r.filter, r.options);
+}
+
+void Broker::deliver_retained(Connection& c, std::string_view filter, const SubscriptionOptions& options) {
+    retained_scratch_.clear();
+    const auto now = reactor_.now();
+    retained_.match(filter, now, retained_scratch_);
+    Session& s = *c.session;
+    std::array<std::uint32_t, 1> id{options.identifier};
+    std::span<const std::uint32_t> ids(id.data(), options.identifier ? 1 : 0);
+    for (const MessagePtr& msg : retained_scratch_) {
+        if (!authorize_delivery(s, msg->topic)) continue;
+        const QoS qos = std::min(msg->qos, options.qos);
+        // Sent because of a new subscription: the RETAIN flag is set
+        // ([MQTT-3.3.1-9]).
+        if (qos == QoS::at_most_once) {
+            MessageView view = view_of(msg, now);
+            forms_.clear();
+            ids_.assign(ids.begin(), ids.end());
+            deliver_qos0(c, view, true, std::span<const std::uint32_t>(ids_.data(), ids_.size()));
+        } else {
+            OutboundMessage out;
+            out.message = msg;
+            out.qos = qos;
+            out.retain = true;
+            out.subscription_ids.assign(ids.begin(), ids.end());
+            enqueue(s, std::move(out));
+        }
+    }
+    retained_scratch_.clear();
+}
+
+void Broker::handle_unsubscribe(Connection& c, const FixedHeader& header, Bytes body) {
+    auto decoded = decode_unsubscribe(header, body, c.version);
+    if (!decoded) {
+        close_connection(c, decoded.error(), true);
+        return;
+    }
+    const UnsubscribePacket& p = *decoded;
+    Session& s = *c.session;
+    std::vector<std::byte> codes;
+    codes.reserve(p.filters.size());
+    std::size_t cursor = 0;
+    std::string_view filter;
+    while (p.filters.next(cursor, filter)) {
+        auto it = s.subscriptions.find(filter);
+        if (it == s.subscriptions.end()) {
+            codes.push_back(static_cast<std::byte>(ReasonCode::no_subscription_existed));
+            continue;
+        }
+        trie_.unsubscribe(filter, &s);
+        s.subscriptions.erase(it);
+        codes.push_back(static_cast<std::byte>(ReasonCode::success));
+    }
+    UnsubackPacket ack;
+    ack.packet_id = p.packet_id;
+    ack.reason_codes = codes;
+    c.send(ack);
+}
+
+}  // namespace mqttools::broker

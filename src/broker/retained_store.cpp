@@ -1,0 +1,128 @@
+#include "broker/retained_store.hpp"
+
+namespace mqttools::broker {
+
+struct RetainedStore::Node {
+    Node* parent = nullptr;
+    std::string level;
+    std::unordered_map<std::string, std::unique_ptr<Node>, StringHash, std::equal_to<>> children;
+    MessagePtr message;
+};
+
+namespace {
+
+std::string_view next_level(std::string_view& rest, bool& at_end) noexcept {
+    auto slash = rest.find('/');
+    if (slash == std::string_view::npos) {
+        auto level = rest;
+        rest = {};
+        at_end = true;
+        return level;
+    }
+    auto level = rest.substr(0, slash);
+    rest.remove_prefix(slash + 1);
+    return level;
+}
+
+}  // namespace
+
+RetainedStore::RetainedStore() : root_(std::make_unique<Node>()) {}
+RetainedStore::~RetainedStore() = default;
+
+void RetainedStore::set(MessagePtr message) {
+    Node* node = root_.get();
+    bool at_end = false;
+    std::string_view rest = message->topic;
+    while (!at_end) {
+        auto level = next_level(rest, at_end);
+        auto it = node->children.find(level);
+        if (it == node->children.end()) {
+            auto child = std::make_unique<Node>();
+            child->parent = node;
+            child->level.assign(level);
+            it = node->children.emplace(std::string(level), std::move(child)).first;
+        }
+        node = it->second.get();
+    }
+    if (node->message) {
+        bytes_ -= node->message->memory_size();
+    } else {
+        ++count_;
+    }
+    bytes_ += message->memory_size();
+    node->message = std::move(message);
+}
+
+void RetainedStore::erase(std::string_view topic) {
+    Node* node = root_.get();
+    bool at_end = false;
+    std::string_view rest = topic;
+    while (!at_end) {
+        auto level = next_level(rest, at_end);
+        auto it = node->children.find(level);
+        if (it == node->children.end()) return;
+        node = it->second.get();
+    }
+    if (!node->message) return;
+    bytes_ -= node->message->memory_size();
+    --count_;
+    node->message.reset();
+    while (node != root_.get() && !node->message && node->children.empty()) {
+        Node* parent = node->parent;
+        parent->children.erase(node->level);
+        node = parent;
+    }
+}
+
+void RetainedStore::take(Node& node, Clock::time_point now, std::vector<MessagePtr>& out,
+                         std::vector<std::string>& expired) {
+    if (!node.message) return;
+    if (node.message->expired(now)) {
+        expired.push_back(node.message->topic);
+        return;
+    }
+    out.push_back(node.message);
+}
+
+void RetainedStore::collect_all(Node& node, bool skip_dollar, Clock::time_point now, std::vector<MessagePtr>& out,
+                                std::vector<std::string>& expired) {
+    for (auto& [level, child] : node.children) {
+        if (skip_dollar && !level.empty() && level.front() == '$') continue;
+        take(*child, now, out, expired);
+        collect_all(*child, false, now, out, expired);
+    }
+}
+
+void RetainedStore::walk(Node& node, std::string_view rest, bool at_end, bool first, Clock::time_point now,
+                         std::vector<MessagePtr>& out, std::vector<std::string>& expired) {
+    if (at_end) {
+        take(node, now, out, expired);
+        return;
+    }
+    bool end = false;
+    auto level = next_level(rest, end);
+    if (level == "#") {
+        // Everything below, and this level itself ("a/#" matches "a").
+        if (!first) take(node, now, out, expired);
+        collect_all(node, first, now, out, expired);
+        return;
+    }
+    if (level == "+") {
+        for (auto& [name, child] : node.children) {
+            if (first && !name.empty() && name.front() == '$') continue;  // [MQTT-4.7.2-1]
+            walk(*child, rest, end, false, now, out, expired);
+        }
+        return;
+    }
+    if (auto it = node.children.find(level); it != node.children.end()) {
+        walk(*it->second, rest, end, false, now, out, expired);
+    }
+}
+
+void RetainedStore::match(std::string_view filter, Clock::time_point now, std::vector<MessagePtr>& out) {
+    std::vector<std::string> expired;
+    walk(*root_, filter, false, true, now, out, expired);
+    for (const auto& topic : expired) erase(topic);
+}
+
+}  // namespace mqttools::broker

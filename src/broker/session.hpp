@@ -1,0 +1,84 @@
+// A client's session (spec 4.1): what outlives a network connection while
+// the Session Expiry Interval runs: subscriptions, QoS 1/2 messages in
+// flight in both directions, messages queued for the client, a delayed will.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/message.hpp"
+#include "mqttools/packets.hpp"
+#include "net/reactor.hpp"
+
+namespace mqttools::broker {
+
+class Connection;
+
+struct SubscriptionOptions {
+    QoS qos = QoS::at_most_once;  // granted maximum QoS
+    bool no_local = false;
+    bool retain_as_published = false;
+    std::uint8_t retain_handling = 0;
+    std::uint32_t identifier = 0;  // Subscription Identifier, 0 = none
+};
+
+// One outbound QoS 1/2 message, queued or in flight.
+struct OutboundMessage {
+    enum class State : std::uint8_t { queued, awaiting_puback, awaiting_pubrec, awaiting_pubcomp };
+    MessagePtr message;  // released once PUBREC arrived (only PUBREL is left to send)
+    QoS qos = QoS::at_least_once;
+    bool retain = false;
+    State state = State::queued;
+    std::uint16_t packet_id = 0;
+    std::vector<std::uint32_t> subscription_ids;
+};
+
+struct Will {
+    MessagePtr message;  // expires_at unset: the expiry interval starts at publication
+    std::optional<std::uint32_t> expiry_interval;
+    std::uint32_t delay = 0;  // Will Delay Interval, seconds
+};
+
+class Session {
+public:
+    explicit Session(std::string id) : client_id(std::move(id)) {}
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    std::string client_id;
+    Connection* connection = nullptr;  // null while the client is away
+
+    // Topic filter (as subscribed, "$share/..." included) -> options.
+    std::map<std::string, SubscriptionOptions, std::less<>> subscriptions;
+
+    std::uint32_t expiry_interval = 0;  // seconds; 0xFFFFFFFF = never
+    net::Reactor::TimerId expiry_timer = 0;
+
+    // Outbound QoS 1/2 ([MQTT-4.4.0-1]: resent in this order on resume).
+    std::deque<OutboundMessage> inflight;
+    std::deque<OutboundMessage> queue;  // beyond the window, or while away
+    std::size_t queued_bytes = 0;
+    std::uint16_t last_packet_id = 0;
+
+    // Inbound QoS 2 packet ids received and not yet released by PUBREL
+    // (exactly-once: a re-sent PUBLISH with one of these is not routed again).
+    std::vector<std::uint16_t> inbound_qos2;
+
+    std::optional<Will> will;  // the will of the current/last connection
+    net::Reactor::TimerId will_timer = 0;
+
+    // Routing scratch: lets one PUBLISH merge overlapping subscriptions of
+    // this session without a map.
+    std::uint64_t match_generation = 0;
+
+    std::size_t dropped_messages = 0;  // queue overflow and expiry
+    bool drop_logged = false;
+};
+
+}  // namespace mqttools::broker

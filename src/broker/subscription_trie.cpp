@@ -1,0 +1,180 @@
+#include "broker/subscription_trie.hpp"
+
+#include <algorithm>
+
+#include "mqttools/codec.hpp"
+
+namespace mqttools::broker {
+
+struct SubscriptionTrie::Node {
+    Node* parent = nullptr;
+    std::string level;  // this node's level in its parent ("+" and "#" included)
+    std::unordered_map<std::string, std::unique_ptr<Node>, StringHash, std::equal_to<>> children;
+    std::unique_ptr<Node> plus;
+    std::unique_ptr<Node> hash;
+    std::vector<Subscriber> subscribers;
+    std::vector<SharedGroup> groups;
+
+    bool empty() const noexcept {
+        return subscribers.empty() && groups.empty() && children.empty() && !plus && !hash;
+    }
+};
+
+namespace {
+
+// Splits off the first level: returns it and advances `rest`; `at_end`
+// becomes true when it was the last level.
+std::string_view next_level(std::string_view& rest, bool& at_end) noexcept {
+    auto slash = rest.find('/');
+    if (slash == std::string_view::npos) {
+        auto level = rest;
+        rest = {};
+        at_end = true;
+        return level;
+    }
+    auto level = rest.substr(0, slash);
+    rest.remove_prefix(slash + 1);
+    return level;
+}
+
+}  // namespace
+
+SubscriptionTrie::SubscriptionTrie() : root_(std::make_unique<Node>()) {}
+SubscriptionTrie::~SubscriptionTrie() = default;
+
+SubscriptionTrie::Node* SubscriptionTrie::find_or_create(std::string_view filter) {
+    Node* node = root_.get();
+    bool at_end = false;
+    std::string_view rest = filter;
+    while (!at_end) {
+        auto level = next_level(rest, at_end);
+        std::unique_ptr<Node>* slot = nullptr;
+        if (level == "+") {
+            slot = &node->plus;
+        } else if (level == "#") {
+            slot = &node->hash;
+        } else {
+            auto it = node->children.find(level);
+            if (it == node->children.end()) it = node->children.emplace(std::string(level), nullptr).first;
+            slot = &it->second;
+        }
+        if (!*slot) {
+            *slot = std::make_unique<Node>();
+            (*slot)->parent = node;
+            (*slot)->level.assign(level);
+            ++nodes_;
+        }
+        node = slot->get();
+    }
+    return node;
+}
+
+bool SubscriptionTrie::subscribe(std::string_view filter, Session* session, const SubscriptionOptions& options) {
+    auto shared = parse_shared_filter(filter);
+    Node* node = find_or_create(shared ? shared->filter : filter);
+    std::vector<Subscriber>* list = &node->subscribers;
+    if (shared) {
+        auto g = std::find_if(node->groups.begin(), node->groups.end(),
+                              [&](const SharedGroup& sg) { return sg.name == shared->share_name; });
+        if (g == node->groups.end()) {
+            node->groups.push_back(SharedGroup{std::string(shared->share_name), {}, 0});
+            g = node->groups.end() - 1;
+        }
+        list = &g->members;
+    }
+    for (Subscriber& s : *list) {
+        if (s.session == session) {
+            s.options = options;
+            return false;
+        }
+    }
+    list->push_back(Subscriber{session, options});
+    ++count_;
+    if (shared) ++shared_count_;
+    return true;
+}
+
+bool SubscriptionTrie::unsubscribe(std::string_view filter, Session* session) {
+    auto shared = parse_shared_filter(filter);
+    std::string_view plain = shared ? shared->filter : filter;
+    Node* node = root_.get();
+    bool at_end = false;
+    std::string_view rest = plain;
+    while (!at_end) {
+        auto level = next_level(rest, at_end);
+        if (level == "+") {
+            node = node->plus.get();
+        } else if (level == "#") {
+            node = node->hash.get();
+        } else {
+            auto it = node->children.find(level);
+            node = it == node->children.end() ? nullptr : it->second.get();
+        }
+        if (!node) return false;
+    }
+    bool removed = false;
+    auto erase_from = [&](std::vector<Subscriber>& list) {
+        auto it = std::find_if(list.begin(), list.end(), [&](const Subscriber& s) { return s.session == session; });
+        if (it == list.end()) return;
+        // Order among subscribers does not matter: swap with the last.
+        *it = list.back();
+        list.pop_back();
+        removed = true;
+    };
+    if (shared) {
+        auto g = std::find_if(node->groups.begin(), node->groups.end(),
+                              [&](const SharedGroup& sg) { return sg.name == shared->share_name; });
+        if (g == node->groups.end()) return false;
+        erase_from(g->members);
+        if (g->members.empty()) node->groups.erase(g);
+        if (removed) --shared_count_;
+    } else {
+        erase_from(node->subscribers);
+    }
+    if (!removed) return false;
+    --count_;
+    // Prune the branch that no longer leads to any subscription.
+    while (node != root_.get() && node->empty()) {
+        Node* parent = node->parent;
+        if (parent->plus.get() == node) {
+            parent->plus.reset();
+        } else if (parent->hash.get() == node) {
+            parent->hash.reset();
+        } else {
+            parent->children.erase(node->level);
+        }
+        --nodes_;
+        node = parent;
+    }
+    return true;
+}
+
+void SubscriptionTrie::collect(Node& node, std::vector<const Subscriber*>& subscribers,
+                               std::vector<SharedGroup*>& groups) {
+    for (const Subscriber& s : node.subscribers) subscribers.push_back(&s);
+    for (SharedGroup& g : node.groups) groups.push_back(&g);
+}
+
+void SubscriptionTrie::walk(Node& node, std::string_view rest, bool at_end, bool first, bool dollar,
+                            std::vector<const Subscriber*>& subscribers, std::vector<SharedGroup*>& groups) {
+    const bool wildcards = !(first && dollar);  // [MQTT-4.7.2-1]
+    // '#' matches the parent level too: "a/#" matches "a" ([MQTT-4.7.1-2]).
+    if (node.hash && wildcards) collect(*node.hash, subscribers, groups);
+    if (at_end) {
+        collect(node, subscribers, groups);
+        return;
+    }
+    bool end = false;
+    auto level = next_level(rest, end);
+    if (auto it = node.children.find(level); it != node.children.end()) {
+        walk(*it->second, rest, end, false, dollar, subscribers, groups);
+    }
+    if (node.plus && wildcards) walk(*node.plus, rest, end, false, dollar, subscribers, groups);
+}
+
+void SubscriptionTrie::match(std::string_view topic, std::vector<const Subscriber*>& subscribers,
+                             std::vector<SharedGroup*>& groups) {
+    walk(*root_, topic, false, true, !topic.empty() && topic.front() == '$', subscribers, groups);
+}
+
+}  // namespace mqttools::broker

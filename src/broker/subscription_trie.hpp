@@ -1,0 +1,68 @@
+// The router: topic filters in a trie of topic levels. A PUBLISH walks the
+// levels of its topic once and collects every matching subscription:
+// exact levels, '+' and '#' ('a/#' also matches 'a', [MQTT-4.7.1-2]);
+// wildcards at the first level never match topics starting with '$'
+// ([MQTT-4.7.2-1]). Shared subscriptions ($share/NAME/filter, spec 4.8.2)
+// live at their filter's node as groups; the caller picks one member.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/session.hpp"
+#include "broker/string_hash.hpp"
+
+namespace mqttools::broker {
+
+struct Subscriber {
+    Session* session = nullptr;
+    SubscriptionOptions options;
+};
+
+struct SharedGroup {
+    std::string name;
+    std::vector<Subscriber> members;
+    std::size_t next = 0;  // round-robin cursor
+};
+
+class SubscriptionTrie {
+public:
+    SubscriptionTrie();
+    ~SubscriptionTrie();
+    SubscriptionTrie(const SubscriptionTrie&) = delete;
+    SubscriptionTrie& operator=(const SubscriptionTrie&) = delete;
+
+    // Adds `session`'s subscription to a valid filter, or replaces its
+    // options when it exists ([MQTT-3.8.4-3]). True when it is new.
+    bool subscribe(std::string_view filter, Session* session, const SubscriptionOptions& options);
+    // True when the session had that subscription.
+    bool unsubscribe(std::string_view filter, Session* session);
+
+    // Appends every non-shared subscription matching `topic` to
+    // `subscribers` and every matching shared group to `groups` (neither is
+    // cleared first; reuse them to avoid allocating per message).
+    void match(std::string_view topic, std::vector<const Subscriber*>& subscribers,
+               std::vector<SharedGroup*>& groups);
+
+    std::size_t size() const noexcept { return count_; }
+    std::size_t shared_size() const noexcept { return shared_count_; }
+    std::size_t node_count() const noexcept { return nodes_; }
+
+private:
+    struct Node;
+    Node* find_or_create(std::string_view filter);
+    void collect(Node& node, std::vector<const Subscriber*>& subscribers, std::vector<SharedGroup*>& groups);
+    void walk(Node& node, std::string_view rest, bool at_end, bool first, bool dollar,
+              std::vector<const Subscriber*>& subscribers, std::vector<SharedGroup*>& groups);
+
+    std::unique_ptr<Node> root_;
+    std::size_t count_ = 0;
+    std::size_t shared_count_ = 0;
+    std::size_t nodes_ = 1;
+};
+
+}  // namespace mqttools::broker

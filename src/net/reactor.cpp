@@ -1,0 +1,83 @@
+#include "net/reactor.hpp"
+
+#include <sys/epoll.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace mqttools::net {
+
+Reactor::Reactor() : epoll_(::epoll_create1(EPOLL_CLOEXEC)), now_(Clock::now()) {}
+
+bool Reactor::add(int fd, std::uint32_t events, IoHandler* handler) noexcept {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.ptr = handler;
+    return ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) == 0;
+}
+
+bool Reactor::modify(int fd, std::uint32_t events, IoHandler* handler) noexcept {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.ptr = handler;
+    return ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev) == 0;
+}
+
+void Reactor::remove(int fd) noexcept {
+    epoll_event ev{};
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, &ev);
+}
+
+Reactor::TimerId Reactor::add_timer(Clock::time_point when, std::function<void()> fn) {
+    TimerId id = next_timer_id_++;
+    timers_.emplace(TimerKey{when, id}, std::move(fn));
+    timer_index_.emplace(id, when);
+    return id;
+}
+
+void Reactor::cancel_timer(TimerId id) noexcept {
+    auto it = timer_index_.find(id);
+    if (it == timer_index_.end()) return;
+    timers_.erase(TimerKey{it->second, id});
+    timer_index_.erase(it);
+}
+
+void Reactor::fire_timers() {
+    // Only timers due now; a callback that adds a timer due immediately gets
+    // it fired on the next turn, so a timer can never starve the sockets.
+    const auto now = now_;
+    for (int budget = 100000; budget > 0 && !timers_.empty(); --budget) {
+        auto it = timers_.begin();
+        if (it->first.first > now) break;
+        auto fn = std::move(it->second);
+        timer_index_.erase(it->first.second);
+        timers_.erase(it);
+        fn();
+    }
+}
+
+void Reactor::run_once(Clock::duration max_wait) {
+    refresh_now();
+    fire_timers();
+    if (before_sleep_) before_sleep_();
+    if (stopped_) return;
+
+    auto wait = max_wait;
+    if (!timers_.empty()) {
+        wait = std::min(wait, std::max(Clock::duration::zero(), timers_.begin()->first.first - Clock::now()));
+    }
+    // Round up so a timer is never woken for early and then spun on.
+    auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
+    epoll_event events[256];
+    int n = ::epoll_wait(epoll_.get(), events, 256, static_cast<int>(ms));
+    refresh_now();
+    for (int i = 0; i < n; ++i) {
+        static_cast<IoHandler*>(events[i].data.ptr)->on_io(events[i].events);
+    }
+}
+
+void Reactor::run() {
+    while (!stopped_) run_once(std::chrono::seconds(1));
+}
+
+}  // namespace mqttools::net

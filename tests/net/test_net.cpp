@@ -1,0 +1,139 @@
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "net/output_queue.hpp"
+#include <netinet/in.h>
+#include <sys/epoll.h>
+
+#include "net/reactor.hpp"
+#include "net/shared_buffer.hpp"
+#include "net/socket.hpp"
+#include "net/unique_fd.hpp"
+
+using namespace mqttools;
+using namespace mqttools::net;
+
+namespace {
+
+std::string drain(OutputQueue& q, std::size_t step) {
+    std::string out;
+    while (!q.empty()) {
+        iovec iov[64];
+        int n = q.fill_iov(iov, 64);
+        std::size_t take = 0;
+        for (int i = 0; i < n && take < step; ++i) {
+            std::size_t k = std::min(step - take, iov[i].iov_len);
+            out.append(static_cast<const char*>(iov[i].iov_base), k);
+            take += k;
+        }
+        q.consume(take);
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("output queue keeps order across shared and private bytes", "[net]") {
+    BufferRef shared(16);
+    std::memcpy(shared.data(), "SHARED", 6);
+    for (std::size_t step : {1u, 3u, 7u, 1000u}) {
+        OutputQueue q;
+        auto a = q.reserve(3);
+        std::memcpy(a.data(), "abc", 3);
+        q.commit(3);
+        q.append(shared, 0, 6);
+        auto b = q.reserve(2);
+        std::memcpy(b.data(), "de", 2);
+        q.commit(2);
+        auto c = q.reserve(2);  // appended to the same private buffer
+        std::memcpy(c.data(), "fg", 2);
+        q.commit(2);
+        q.append(shared, 2, 4);
+        CHECK(q.bytes() == 17);
+        CHECK(drain(q, step) == "abcSHAREDdefgARED");
+        CHECK(q.bytes() == 0);
+    }
+    CHECK(shared.get()->refs == 1);  // every queue reference was dropped
+}
+
+TEST_CASE("output queue grows past its ring size", "[net]") {
+    BufferRef shared(4);
+    std::memcpy(shared.data(), "xy", 2);
+    OutputQueue q;
+    for (int i = 0; i < 1000; ++i) q.append(shared, 0, 2);
+    CHECK(q.bytes() == 2000);
+    CHECK(shared.get()->refs == 1001);
+    q.consume(1001);
+    CHECK(q.bytes() == 999);
+    q.clear();
+    CHECK(shared.get()->refs == 1);
+}
+
+TEST_CASE("shared buffers are recycled", "[net]") {
+    SharedBuffer* first = acquire_buffer(100);
+    release_buffer(first);
+    SharedBuffer* second = acquire_buffer(200);  // same size class
+    CHECK(second == first);
+    CHECK(second->capacity >= 200);
+    release_buffer(second);
+}
+
+TEST_CASE("reactor timers fire in order and can be cancelled", "[net]") {
+    Reactor r;
+    REQUIRE(r.valid());
+    std::vector<int> fired;
+    auto now = Clock::now();
+    r.add_timer(now + std::chrono::milliseconds(20), [&] { fired.push_back(2); });
+    r.add_timer(now + std::chrono::milliseconds(10), [&] { fired.push_back(1); });
+    auto id = r.add_timer(now + std::chrono::milliseconds(15), [&] { fired.push_back(99); });
+    r.cancel_timer(id);
+    r.cancel_timer(id);  // twice: no-op
+    r.add_timer(now + std::chrono::milliseconds(30), [&] { r.stop(); });
+    r.run();
+    CHECK(fired == std::vector<int>{1, 2});
+    CHECK(Clock::now() - now >= std::chrono::milliseconds(30));
+}
+
+TEST_CASE("listen, accept with TCP_NODELAY, read readiness through the reactor", "[net]") {
+    std::string error;
+    UniqueFd listener = listen_tcp("127.0.0.1", 0, error);
+    REQUIRE(listener.valid());
+    std::uint16_t port = local_port(listener.get());
+    REQUIRE(port != 0);
+
+    UniqueFd client(::socket(AF_INET, SOCK_STREAM, 0));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+
+    struct Acceptor : IoHandler {
+        int listen_fd = -1;
+        UniqueFd accepted;
+        std::string peer;
+        Reactor* reactor = nullptr;
+        void on_io(std::uint32_t) override {
+            accepted = accept_tcp(listen_fd, peer);
+            reactor->stop();
+        }
+    } acceptor;
+    Reactor r;
+    acceptor.listen_fd = listener.get();
+    acceptor.reactor = &r;
+    REQUIRE(r.add(listener.get(), EPOLLIN, &acceptor));
+    r.add_timer_after(std::chrono::seconds(2), [&] { r.stop(); });
+    r.run();
+    REQUIRE(acceptor.accepted.valid());
+    CHECK(acceptor.peer.rfind("127.0.0.1:", 0) == 0);
+
+    std::string bind_error;
+    UniqueFd clash = listen_tcp("127.0.0.1", port, bind_error);
+    CHECK_FALSE(clash.valid());
+    CHECK(bind_error.find("cannot bind") != std::string::npos);
+}
