@@ -91,6 +91,11 @@ private:
     // Routes a message to every matching subscription; returns how many
     // sessions it went to.
     std::size_t route(Session* from, MessageView& message);
+    // route() in two steps: the targets of a topic (kept in targets_), then
+    // the delivery to them.
+    std::size_t collect_targets(Session* from, std::string_view topic);
+    void deliver(MessageView& message);
+    void acknowledge_publish(Connection& c, const PublishPacket& p, ReasonCode rc);
     void deliver_qos0(Connection& c, const MessageView& message, bool retain, std::span<const std::uint32_t> ids);
     // Topic alias for an outbound PUBLISH: 0 = none; topic_included tells
     // whether the topic must be sent along.

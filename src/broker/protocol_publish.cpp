@@ -92,13 +92,21 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
                 retained_.set(m.stored);
             }
         }
-        if (route(&s, m) == 0) rc = ReasonCode::no_matching_subscribers;
+        // The publisher gets its acknowledgement before any copy of its own
+        // message (as from Mosquitto): match first, acknowledge, deliver.
+        if (collect_targets(&s, topic) == 0) rc = ReasonCode::no_matching_subscribers;
+        acknowledge_publish(c, p, rc);
+        deliver(m);
+        return;
     }
-    if (c.state == Connection::State::closing) return;
+    acknowledge_publish(c, p, rc);
+}
+
+void Broker::acknowledge_publish(Connection& c, const PublishPacket& p, ReasonCode rc) {
     if (p.qos == QoS::at_least_once) {
         c.send(AckPacket{PacketType::puback, p.packet_id, rc, {}});
     } else if (p.qos == QoS::exactly_once) {
-        if (!is_error(rc)) s.inbound_qos2.push_back(p.packet_id);
+        if (!is_error(rc)) c.session->inbound_qos2.push_back(p.packet_id);
         c.send(AckPacket{PacketType::pubrec, p.packet_id, rc, {}});
     } else if (is_error(rc)) {
         ++stats_.publish_dropped;
@@ -106,12 +114,18 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
 }
 
 std::size_t Broker::route(Session* from, MessageView& m) {
+    const std::size_t n = collect_targets(from, m.topic);
+    deliver(m);
+    return n;
+}
+
+std::size_t Broker::collect_targets(Session* from, std::string_view topic) {
     matches_.clear();
     groups_.clear();
     targets_.clear();
     ids_.clear();
     forms_.clear();
-    trie_.match(m.topic, matches_, groups_);
+    trie_.match(topic, matches_, groups_);
     if (matches_.empty() && groups_.empty()) return 0;
 
     // One delivery per session however many of its subscriptions match:
@@ -158,8 +172,10 @@ std::size_t Broker::route(Session* from, MessageView& m) {
         }
         targets_.push_back(t);
     }
+    return targets_.size();
+}
 
-    std::size_t delivered = 0;
+void Broker::deliver(MessageView& m) {
     for (const Target& t : targets_) {
         Session& s = *t.session;
         if (!authorize_delivery(s, m.topic)) continue;
@@ -168,7 +184,6 @@ std::size_t Broker::route(Session* from, MessageView& m) {
         // ([MQTT-3.3.1-12], [MQTT-3.3.1-13]).
         const bool retain = t.retain_as_published && m.retain;
         std::span<const std::uint32_t> ids(ids_.data() + t.ids_begin, t.ids_count);
-        ++delivered;
         if (qos == QoS::at_most_once) {
             Connection* c = s.connection;
             if (c && c->state == Connection::State::connected) deliver_qos0(*c, m, retain, ids);
@@ -182,7 +197,6 @@ std::size_t Broker::route(Session* from, MessageView& m) {
         out.subscription_ids.assign(ids.begin(), ids.end());
         enqueue(s, std::move(out));
     }
-    return delivered;
 }
 
 bool Broker::over_output_bound(Connection& c) {
