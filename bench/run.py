@@ -138,10 +138,16 @@ class Bench:
         path = self.binaries[broker]
         return os.path.isfile(path) and os.access(path, os.X_OK)
 
-    def pinned(self, cpu, argv):
-        return ["taskset", "-c", str(cpu)] + argv if self.pin else argv
+    def pinned(self, cpu, argv, rt=False):
+        if self.pin:
+            argv = ["taskset", "-c", str(cpu)] + argv
+        if rt:
+            # SCHED_FIFO: wakeups are not delayed behind other users' jobs.
+            # Only for fixed-rate runs, whose CPU use is bounded.
+            argv = ["chrt", "-f", "10"] + argv
+        return argv
 
-    def start_broker(self, broker, port, log_path):
+    def start_broker(self, broker, port, log_path, rt=False):
         if broker == "mqttoolsd":
             argv = [self.binaries[broker], "-p", str(port)]
         elif broker == "forwarder":
@@ -160,7 +166,7 @@ class Bench:
                         "log_type warning\n")
             argv = [self.binaries[broker], "-c", conf]
         out = open(log_path, "ab")
-        proc = subprocess.Popen(self.pinned(0, argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        proc = subprocess.Popen(self.pinned(0, argv, rt), stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         out.close()
         if not wait_port(port, proc):
             stop(proc)
@@ -171,7 +177,9 @@ class Bench:
         desc, load_args, _, kind = SCENARIOS[name]
         port = free_port()
         log_path = os.path.join(self.tmp, f"{broker}-{name}-{run_index}.log")
-        proc = self.start_broker(broker, port, log_path)
+        rt = self.args.rt and kind == "traffic" and "--rate" in load_args and \
+            load_args[load_args.index("--rate") + 1] != "0"
+        proc = self.start_broker(broker, port, log_path, rt)
         if proc is None:
             log(f"{broker} did not start (log: {log_path})")
             return {"ok": False, "error": "broker did not start"}
@@ -181,14 +189,26 @@ class Bench:
             argv += ["--warmup", str(self.args.warmup), "--duration", str(self.args.duration),
                      "--drain", "2"]
         timeout = self.args.warmup + self.args.duration + 120
+        perf = None
         try:
-            done = subprocess.run(self.pinned(1, argv), stdin=subprocess.DEVNULL, capture_output=True,
-                                  text=True, timeout=timeout)
-            lines = [l for l in done.stdout.splitlines() if l.startswith("{")]
-            result = json.loads(lines[-1]) if lines else {"ok": False, "error": done.stderr.strip()[-300:]}
-        except subprocess.TimeoutExpired:
-            result = {"ok": False, "error": "generator timed out"}
+            gen = subprocess.Popen(self.pinned(1, argv, rt), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+            if self.args.perf and broker == "mqttoolsd" and kind == "traffic":
+                perf = self.start_perf(name, proc.pid, run_index)
+            try:
+                stdout, stderr = gen.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                gen.kill()
+                stdout, stderr = gen.communicate()
+                stdout, stderr = "", "generator timed out"
+            lines = [l for l in stdout.splitlines() if l.startswith("{")]
+            result = json.loads(lines[-1]) if lines else {"ok": False, "error": stderr.strip()[-300:]}
         finally:
+            if perf is not None:
+                try:
+                    perf.wait(timeout=self.args.duration + 30)
+                except subprocess.TimeoutExpired:
+                    stop(perf)
             alive = proc.poll() is None
             if kind == "idle" and alive:
                 result_limit = self.nofile_of(proc.pid)
@@ -199,6 +219,19 @@ class Bench:
         if kind == "idle" and alive:
             result["broker_nofile"] = result_limit
         return result
+
+    def start_perf(self, name, pid, run_index):
+        """perf record (software cpu-clock, call graphs) on the broker for the measured window."""
+        if not shutil.which("perf"):
+            log("perf not found: no profile")
+            return None
+        # Connections take a moment; start inside the measured window.
+        time.sleep(self.args.warmup + 0.5)
+        out = os.path.join(self.build, f"perf-{name}-{run_index}.data")
+        log(f"perf record -> {out}")
+        return subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "-g", "-p", str(pid),
+                                 "-o", out, "--", "sleep", str(max(self.args.duration - 1.0, 0.5))],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     @staticmethod
     def nofile_of(pid):
@@ -321,13 +354,11 @@ def plot(bench, medians, names, brokers, png):
     cols = [b for b in BROKERS if b in brokers]
     dat = os.path.join(bench.tmp, "bench.dat")
     with open(dat, "w") as f:
-        f.write("scenario " + " ".join(cols) + "\n")
         for key in ("cpu_us_per_msg", "p99_us"):
             for n in traffic:
                 vals = [medians.get((n, b, key)) for b in cols]
                 f.write(f"\"{n}\" " + " ".join("NaN" if v is None else f"{v:.4f}" for v in vals) + "\n")
             f.write("\n\n")
-    ncol = len(cols)
     plots = ", ".join(f"'{dat}' index IDX using {i + 2}:xtic(1) title '{b}'" for i, b in enumerate(cols))
     script = f"""
 set terminal pngcairo size 1100,800 font 'sans,10'
@@ -337,7 +368,7 @@ set style data histogram
 set style histogram cluster gap 1
 set style fill solid 0.8 border -1
 set boxwidth 0.9
-set key top left
+set key top right
 set grid ytics
 set ylabel 'broker CPU µs per delivered message'
 plot {plots.replace('IDX', '0')}
@@ -346,7 +377,6 @@ set logscale y
 plot {plots.replace('IDX', '1')}
 unset multiplot
 """
-    del ncol
     r = subprocess.run([gnuplot], input=script, text=True, capture_output=True)
     if r.returncode != 0:
         log("gnuplot failed: " + r.stderr.strip()[-300:])
@@ -385,7 +415,8 @@ def write_markdown(path, bench, env, table, targets, names, png_ok):
            f"- Brokers: mqttoolsd (this commit, release build), {env['mosquitto']} (Debian), "
            "`mqtt_forwarder` (bench/load: read, frame, write, nothing else)",
            f"- Each traffic run: {a.warmup:g} s warm-up, {a.duration:g} s measured, 64-byte payloads, MQTT 5; "
-           "broker pinned to CPU 0, generator to CPU 1",
+           "broker pinned to CPU 0, generator to CPU 1" +
+           ("; fixed-rate runs under SCHED_FIFO (`--rt`)" if a.rt else "; normal scheduling (no `--rt`)"),
            "", "## Results (medians)", ""] + table + ["", "## Targets (issue 8)", ""] + targets + [""]
     if png_ok:
         out += ["![CPU per message and p99 latency](benchmarks.png)", ""]
@@ -435,6 +466,12 @@ def main():
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--quick", action="store_true", help="1 run, 2 s windows, no 100,000-connection test")
     p.add_argument("--no-docs", action="store_true", help="print only; leave docs/ alone")
+    p.add_argument("--from-json", metavar="FILE",
+                   help="no runs: rebuild the table, docs and plot from a saved bench-results.json")
+    p.add_argument("--rt", action="store_true",
+                   help="run broker and generator under SCHED_FIFO (chrt -f 10) in the fixed-rate scenarios")
+    p.add_argument("--perf", action="store_true",
+                   help="record a perf profile of mqttoolsd in each traffic run (BUILD/perf-SCENARIO-RUN.data)")
     args = p.parse_args()
     if args.quick:
         args.runs, args.duration, args.warmup = 1, 2.0, 0.5
@@ -467,11 +504,18 @@ def main():
                            "CAP_SYS_RESOURCE: no single broker process can hold more than about that many "
                            "connections, so the 100,000-connection test is bounded by it.")
     started = time.monotonic()
-    bench.run(names, brokers)
+    if args.from_json:
+        with open(args.from_json) as f:
+            for key, runs in json.load(f).items():
+                name, broker = key.split("/")
+                if name in names and broker in brokers:
+                    bench.results[(name, broker)] = runs
+    else:
+        bench.run(names, brokers)
+        with open(os.path.join(bench.build, "bench-results.json"), "w") as f:
+            json.dump({f"{k[0]}/{k[1]}": v for k, v in bench.results.items()}, f, indent=1)
     elapsed = time.monotonic() - started
 
-    with open(os.path.join(bench.build, "bench-results.json"), "w") as f:
-        json.dump({f"{k[0]}/{k[1]}": v for k, v in bench.results.items()}, f, indent=1)
     table, medians = build_table(bench, names, brokers)
     targets = check_targets(medians, names)
     print("\n".join(table))
