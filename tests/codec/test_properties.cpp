@@ -174,3 +174,40 @@ TEST_CASE("encoding order, passthrough and sizes", "[properties]") {
     CHECK(to_hex(out) == "30 27 00 01 74 23 " + expect_props);
     CHECK(properties_size(Properties{}) == 0);
 }
+
+TEST_CASE("decode_properties resets its output", "[properties]") {
+    Properties p;
+    p.topic_alias = 9;
+    p.user_property_count = 4;
+    Buffer raw = hex("02 00 00 00 07");
+    REQUIRE(decode_properties(Bytes(raw), PacketType::publish, Sender::client, p) == ReasonCode::success);
+    CHECK(!p.topic_alias);
+    CHECK(p.user_property_count == 0);
+    CHECK(p.message_expiry_interval == 7u);
+    Properties empty;
+    REQUIRE(decode_properties(Bytes(), PacketType::publish, Sender::client, empty) == ReasonCode::success);
+    CHECK(empty.raw.empty());
+}
+
+TEST_CASE("a caller's lists iterate like decoded ones", "[properties][lists]") {
+    const Subscription subs[] = {{"a", QoS::at_least_once, true, false, 2}, {"b/#", QoS::at_most_once, false, true, 0}};
+    SubscriptionList l(subs);
+    CHECK(l.size() == 2);
+    std::size_t cursor = 0;
+    Subscription s;
+    REQUIRE(l.next(cursor, s));
+    CHECK(s.filter == "a");
+    CHECK(s.retain_handling == 2);
+    REQUIRE(l.next(cursor, s));
+    CHECK(s.filter == "b/#");
+    CHECK(s.retain_as_published);
+    CHECK(!l.next(cursor, s));
+    CHECK(SubscriptionList().size() == 0);
+    const std::string_view fs[] = {"x"};
+    FilterList f(fs);
+    std::string_view out;
+    cursor = 0;
+    REQUIRE(f.next(cursor, out));
+    CHECK(out == "x");
+    CHECK(!f.next(cursor, out));
+}
