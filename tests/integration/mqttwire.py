@@ -106,7 +106,7 @@ def encode_property(pid, value):
     return out + utf8(name) + utf8(val)
 
 
-def properties(props):
+def property_block(props):
     """Property block with its length. `props` is a dict {id: value} (a
     list value repeats the property) or a list of (id, value) pairs (order
     kept), or raw bytes (sent as they are)."""
@@ -133,13 +133,13 @@ def packet(ptype, flags, body):
 
 def connect_packet(client_id="", version=5, clean_start=True, keepalive=60, username=None,
                    password=None, will_topic=None, will_payload=b"", will_qos=0, will_retain=False,
-                   will_properties=None, properties_=None, protocol_name="MQTT", flags_extra=0):
+                   will_properties=None, properties=None, protocol_name="MQTT", flags_extra=0):
     flags = (0x02 if clean_start else 0) | flags_extra
     payload = utf8(client_id)
     if will_topic is not None:
         flags |= 0x04 | (will_qos << 3) | (0x20 if will_retain else 0)
         if version == 5:
-            payload += properties(will_properties)
+            payload += property_block(will_properties)
         payload += utf8(will_topic) + binary(will_payload)
     if username is not None:
         flags |= 0x80
@@ -149,28 +149,28 @@ def connect_packet(client_id="", version=5, clean_start=True, keepalive=60, user
         payload += binary(password)
     body = utf8(protocol_name) + bytes([version, flags]) + u16(keepalive)
     if version == 5:
-        body += properties(properties_)
+        body += property_block(properties)
     return packet(CONNECT, 0, body + payload)
 
 
 def publish_packet(topic, payload=b"", qos=0, retain=False, dup=False, packet_id=1, version=5,
-                   properties_=None):
+                   properties=None):
     if isinstance(payload, str):
         payload = payload.encode()
     body = utf8(topic)
     if qos:
         body += u16(packet_id)
     if version == 5:
-        body += properties(properties_)
+        body += property_block(properties)
     flags = (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
     return packet(PUBLISH, flags, body + payload)
 
 
-def subscribe_packet(filters, packet_id=1, version=5, properties_=None):
+def subscribe_packet(filters, packet_id=1, version=5, properties=None):
     """filters: [(filter, options_byte)] or [filter] (QoS 0)."""
     body = u16(packet_id)
     if version == 5:
-        body += properties(properties_)
+        body += property_block(properties)
     for f in filters:
         if isinstance(f, str):
             f = (f, 0)
@@ -182,28 +182,28 @@ def sub_options(qos=0, no_local=False, retain_as_published=False, retain_handlin
     return qos | (0x04 if no_local else 0) | (0x08 if retain_as_published else 0) | (retain_handling << 4)
 
 
-def unsubscribe_packet(filters, packet_id=1, version=5, properties_=None):
+def unsubscribe_packet(filters, packet_id=1, version=5, properties=None):
     body = u16(packet_id)
     if version == 5:
-        body += properties(properties_)
+        body += property_block(properties)
     for f in filters:
         body += utf8(f)
     return packet(UNSUBSCRIBE, 2, body)
 
 
-def ack_packet(ptype, packet_id, reason=0, version=5, properties_=None):
+def ack_packet(ptype, packet_id, reason=0, version=5, properties=None):
     body = u16(packet_id)
-    if version == 5 and (reason or properties_):
-        body += bytes([reason]) + properties(properties_)
+    if version == 5 and (reason or properties):
+        body += bytes([reason]) + property_block(properties)
     return packet(ptype, 2 if ptype == PUBREL else 0, body)
 
 
-def disconnect_packet(reason=0, version=5, properties_=None):
+def disconnect_packet(reason=0, version=5, properties=None):
     if version != 5:
         return packet(DISCONNECT, 0, b"")
-    if reason == 0 and not properties_:
+    if reason == 0 and not properties:
         return packet(DISCONNECT, 0, b"")
-    return packet(DISCONNECT, 0, bytes([reason]) + properties(properties_))
+    return packet(DISCONNECT, 0, bytes([reason]) + property_block(properties))
 
 
 PINGREQ_PACKET = packet(PINGREQ, 0, b"")
@@ -429,7 +429,7 @@ class Client:
     def connect(self, client_id="", clean_start=True, keepalive=60, properties=None, **kw):
         """Sends CONNECT, returns the CONNACK Packet."""
         self.send(connect_packet(client_id, self.version, clean_start, keepalive,
-                                 properties_=properties, **kw))
+                                 properties=properties, **kw))
         return self.expect(CONNACK)
 
     def subscribe(self, filters, packet_id=1, properties=None):
