@@ -54,13 +54,13 @@ received=$(/usr/bin/python3 -c "import json; print(json.load(open('$out/load.jso
 dump=$(ls "$out"/callgrind.out.* 2>/dev/null | head -1)
 # Counters were zeroed inside running functions, so PROGRAM TOTALS (and
 # inclusive costs) are meaningless: sum the exclusive costs instead.
-total=$(callgrind_annotate --threshold=100 "$dump" 2>/dev/null | sed -n '/file:function/,$p' |
+total=$(callgrind_annotate --auto=no --threshold=100 "$dump" 2>/dev/null | sed -n '/file:function/,$p' |
   awk '$1 ~ /^[0-9,]+$/ {gsub(",", "", $1); s += $1} END {print s + 0}')
 echo "messages delivered in the window: $received (callgrind window ≈ ${seconds} s of ${rate} msg/s)"
 echo "user-space instructions: $total  →  $((total / (rate * seconds))) per message"
 echo
 echo "== exclusive instructions by function (per message = Ir / $((rate * seconds)))"
-callgrind_annotate "$dump" 2>/dev/null | sed -n '/file:function/,$p' | sed -n '3,32p' |
+callgrind_annotate --auto=no "$dump" 2>/dev/null | sed -n '/file:function/,$p' | sed -n '3,32p' |
   awk -v n=$((rate * seconds)) '$1 ~ /^[0-9,]+$/ {ir = $1; gsub(",", "", ir); f = $0; sub(/^[^)]*\) +/, "", f);
     printf "%8.1f  %s\n", ir / n, substr(f, 1, 150)}'
 echo
