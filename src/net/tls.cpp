@@ -6,6 +6,10 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <climits>
 #include <stdexcept>
 
@@ -271,6 +275,123 @@ std::optional<std::string> TlsSession::peer_common_name() const {
 
 std::string_view TlsSession::version() const noexcept {
     return ssl_ ? SSL_get_version(ssl_) : "";
+}
+
+// ---- TlsTransport
+
+namespace {
+constexpr std::size_t stage_size = 16 * 1024 + 512;  // one TLS record and then some
+}
+
+TlsTransport::TlsTransport(UniqueFd fd, std::shared_ptr<const TlsContext> context)
+    : fd_(std::move(fd)), session_(std::move(context)), stage_(new std::byte[stage_size]) {}
+
+bool TlsTransport::has_pending() const noexcept {
+    return stage_end_ > stage_begin_ || session_.pending_output() > 0;
+}
+
+IoStatus TlsTransport::send_pending() noexcept {
+    while (true) {
+        if (stage_begin_ == stage_end_) {
+            stage_begin_ = 0;
+            stage_end_ = session_.take_output(MutableBytes(stage_.get(), stage_size));
+            if (stage_end_ == 0) return IoStatus::ok;
+        }
+        const ssize_t n = ::send(fd_.get(), stage_.get() + stage_begin_, stage_end_ - stage_begin_,
+                                 MSG_NOSIGNAL);
+        if (n > 0) {
+            stage_begin_ += static_cast<std::size_t>(n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return IoStatus::would_block;
+        return IoStatus::error;
+    }
+}
+
+IoResult TlsTransport::flush() noexcept {
+    const IoStatus st = send_pending();
+    return {0, st};
+}
+
+// The reactor is level-triggered and the broker stops reading once a read
+// returns less than it asked for. So a read must never leave a complete
+// record buffered inside OpenSSL with the socket empty: nothing would wake
+// us for it. Records are therefore taken from the socket one at a time
+// (header, then exactly its body), and only while `out` has room for a
+// whole record's plaintext; what stays behind stays in the socket, where
+// epoll sees it.
+IoResult TlsTransport::read(MutableBytes out) noexcept {
+    constexpr std::size_t max_record_plain = 16 * 1024;
+    std::byte cipher[16 * 1024 + 512];
+    std::size_t total = 0;
+    while (true) {
+        if (total > 0 && out.size() - total < max_record_plain) return {total, IoStatus::ok};
+        const TlsIo io = session_.read_plain(out.subspan(total));
+        // Handshake messages, tickets and alerts the session produced go out now.
+        if (send_pending() == IoStatus::error) return {0, IoStatus::error};
+        if (io.status == TlsStatus::ok && io.bytes > 0) {
+            total += io.bytes;
+            continue;
+        }
+        if (io.status == TlsStatus::error) return {0, IoStatus::error};
+        if (io.status == TlsStatus::closed || peer_closed_) {
+            return total > 0 ? IoResult{total, IoStatus::ok} : IoResult{0, IoStatus::closed};
+        }
+        // want_read: the next record header, or the rest of this record.
+        std::byte* dst = cipher;
+        std::size_t want = 0;
+        if (record_left_ == 0) {
+            dst = header_ + header_have_;
+            want = sizeof header_ - header_have_;
+        } else {
+            want = std::min(record_left_, sizeof cipher);
+        }
+        const ssize_t n = ::read(fd_.get(), dst, want);
+        if (n > 0) {
+            const auto got = static_cast<std::size_t>(n);
+            session_.feed(Bytes(dst, got));
+            if (record_left_ > 0) {
+                record_left_ -= got;
+            } else if ((header_have_ += got) == sizeof header_) {
+                header_have_ = 0;
+                record_left_ = (std::to_integer<std::size_t>(header_[3]) << 8) |
+                               std::to_integer<std::size_t>(header_[4]);
+            }
+            continue;
+        }
+        if (n == 0) {
+            // EOF without close_notify: the stream just ends here.
+            peer_closed_ = true;
+            return total > 0 ? IoResult{total, IoStatus::ok} : IoResult{0, IoStatus::closed};
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return total > 0 ? IoResult{total, IoStatus::ok} : IoResult{0, IoStatus::would_block};
+        }
+        return {0, IoStatus::error};
+    }
+}
+
+IoResult TlsTransport::write(const iovec* iov, int count) noexcept {
+    // Push out what is already encrypted first; hold back new plaintext
+    // while the socket is backed up, so buffered ciphertext stays bounded.
+    IoStatus st = send_pending();
+    if (st == IoStatus::error) return {0, IoStatus::error};
+    std::size_t taken = 0;
+    for (int i = 0; i < count; ++i) {
+        if (session_.pending_output() + (stage_end_ - stage_begin_) >= max_pending) break;
+        const auto* base = static_cast<const std::byte*>(iov[i].iov_base);
+        const TlsIo io = session_.write_plain(Bytes(base, iov[i].iov_len));
+        if (io.status == TlsStatus::error) return {0, IoStatus::error};
+        if (io.status != TlsStatus::ok) break;  // handshake not finished: keep it queued
+        taken += io.bytes;
+        if (io.bytes < iov[i].iov_len) break;
+    }
+    st = send_pending();
+    if (st == IoStatus::error) return {0, IoStatus::error};
+    if (taken == 0) return {0, IoStatus::would_block};
+    return {taken, IoStatus::ok};
 }
 
 }  // namespace mqttools::net

@@ -26,6 +26,8 @@
 #include <string_view>
 
 #include "mqttools/packets.hpp"
+#include "net/transport.hpp"
+#include "net/unique_fd.hpp"
 
 using SSL_CTX = struct ssl_ctx_st;
 using SSL = struct ssl_st;
@@ -135,6 +137,43 @@ private:
     BIO* out_ = nullptr;  // SSL -> network (owned by ssl_)
     std::string error_;
     bool failed_ = false;
+};
+
+// A TLS connection as the broker's Transport: the same calls as plain TCP,
+// with records, the handshake and close_notify handled underneath. Nothing
+// blocks: a read that needs more ciphertext says would_block; ciphertext the
+// socket did not take stays here (has_pending) until flush() moves it.
+class TlsTransport final : public Transport {
+public:
+    TlsTransport(UniqueFd fd, std::shared_ptr<const TlsContext> context);
+
+    int fd() const noexcept override { return fd_.get(); }
+    IoResult read(MutableBytes out) noexcept override;
+    IoResult write(const iovec* iov, int count) noexcept override;
+    bool has_pending() const noexcept override;
+    IoResult flush() noexcept override;
+    bool wants_write() const noexcept override { return has_pending(); }
+
+    TlsSession& session() noexcept { return session_; }
+    const TlsSession& session() const noexcept { return session_; }
+
+    // Ciphertext held for the socket above which write() accepts no more
+    // plaintext: the broker's per-client output bound then sees the backlog.
+    static constexpr std::size_t max_pending = 64 * 1024;
+
+private:
+    // Moves ciphertext from the session to the socket until either is empty.
+    IoStatus send_pending() noexcept;
+
+    UniqueFd fd_;
+    TlsSession session_;
+    std::unique_ptr<std::byte[]> stage_;  // ciphertext taken from the session, not yet sent
+    std::size_t stage_begin_ = 0;
+    std::size_t stage_end_ = 0;
+    std::byte header_[5] = {};     // the TLS record header being read
+    std::size_t header_have_ = 0;
+    std::size_t record_left_ = 0;  // body bytes of the current record still in the socket
+    bool peer_closed_ = false;
 };
 
 }  // namespace mqttools::net

@@ -9,9 +9,11 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstring>
+#include <vector>
 
 #include "config/config.hpp"
 #include "net/tls.hpp"
+#include "net/unique_fd.hpp"
 #include "test_support.hpp"
 
 using namespace mqttools;
@@ -263,4 +265,92 @@ TEST_CASE("garbage instead of a ClientHello is an error", "[tls]") {
     CHECK(io.status == TlsStatus::error);
     CHECK_FALSE(s.last_error().empty());
     CHECK(s.write_plain(as_bytes("x")).status == TlsStatus::error);
+}
+
+namespace {
+
+// What the broker's Connection does: on each readiness event, up to four
+// reads of 64 KiB, stopping early when a read comes back short.
+std::size_t connection_style_read(Transport& t, std::string& into, bool& closed) {
+    std::vector<std::byte> buf(64 * 1024);
+    std::size_t got = 0;
+    for (int i = 0; i < 4; ++i) {
+        const auto r = t.read(buf);
+        if (r.status == IoStatus::closed || r.status == IoStatus::error) {
+            closed = true;
+            return got;
+        }
+        if (r.status == IoStatus::would_block) return got;
+        into.append(reinterpret_cast<const char*>(buf.data()), r.bytes);
+        got += r.bytes;
+        if (r.bytes < buf.size()) return got;
+    }
+    return got;
+}
+
+// Writes all of `data` through the transport, polling when it is full,
+// while the other side is pumped by `pump`.
+template <class Pump>
+bool write_all(Transport& t, std::string_view data, Pump pump) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    std::size_t done = 0;
+    while ((done < data.size() || t.has_pending()) && std::chrono::steady_clock::now() < deadline) {
+        if (t.has_pending() && t.flush().status == IoStatus::error) return false;
+        if (done < data.size()) {
+            iovec iov{const_cast<char*>(data.data() + done), data.size() - done};
+            const auto r = t.write(&iov, 1);
+            if (r.status == IoStatus::error) return false;
+            done += r.bytes;
+        }
+        pump();
+    }
+    return done == data.size();
+}
+
+}  // namespace
+
+TEST_CASE("TlsTransport: a burst is read completely by a level-triggered reader", "[tls]") {
+    int fds[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
+    for (int fd : fds) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    TlsTransport server{UniqueFd{fds[1]}, server_ctx()};
+    TlsTransport client{UniqueFd{fds[0]}, TlsContext::make_client({certs()("ca.crt"), "", "", true})};
+
+    std::string at_server, at_client;
+    bool server_closed = false, client_closed = false;
+    // Level-triggered: read whenever poll says readable, like epoll does.
+    const auto pump = [&] {
+        pollfd p[2] = {{fds[0], POLLIN, 0}, {fds[1], POLLIN, 0}};
+        ::poll(p, 2, 5);
+        if (p[1].revents & POLLIN) connection_style_read(server, at_server, server_closed);
+        if (p[0].revents & POLLIN) connection_style_read(client, at_client, client_closed);
+        if (server.has_pending()) (void)server.flush();
+        if (client.has_pending()) (void)client.flush();
+    };
+    // The client's first read sends the ClientHello.
+    (void)connection_style_read(client, at_client, client_closed);
+
+    std::string burst(700 * 1024, '\0');
+    for (std::size_t i = 0; i < burst.size(); ++i) burst[i] = static_cast<char>(i % 251);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!client.session().handshake_done() && std::chrono::steady_clock::now() < deadline) pump();
+    REQUIRE(client.session().handshake_done());
+    REQUIRE(write_all(client, burst, pump));
+    // The client is silent now: everything must still arrive.
+    while (at_server.size() < burst.size() && std::chrono::steady_clock::now() < deadline) pump();
+    CHECK(at_server.size() == burst.size());
+    CHECK(at_server == burst);
+    CHECK_FALSE(server_closed);
+
+    // And back, larger than the ciphertext the transport will hold.
+    const std::string reply(300 * 1024, 'r');
+    REQUIRE(write_all(server, reply, pump));
+    while (at_client.size() < reply.size() && std::chrono::steady_clock::now() < deadline) pump();
+    CHECK(at_client == reply);
+
+    // close_notify: the server sees `closed`.
+    client.session().shutdown();
+    (void)client.flush();
+    while (!server_closed && std::chrono::steady_clock::now() < deadline) pump();
+    CHECK(server_closed);
 }
