@@ -34,11 +34,12 @@ for _ in $(seq 100); do
 done
 
 # The generator connects during the warm-up (3 s under valgrind); collection
-# is switched on at the start of the measured window and off at its end.
+# is switched on 0.5 s into the steady state and off SECONDS later, well before
+# the generator disconnects (teardown is not per-message cost).
 "$load" --port "$port" --scenario pairs --pairs 100 --rate "$rate" --warmup 3 \
-  --duration "$seconds" --drain 3 --connect-timeout 30 >"$out/load.json" &
+  --duration "$((seconds + 3))" --drain 3 --connect-timeout 30 >"$out/load.json" &
 gen=$!
-sleep 3.3
+sleep 3.5
 callgrind_control -i on "$vg" >/dev/null 2>&1
 callgrind_control -z "$vg" >/dev/null 2>&1
 sleep "$seconds"
@@ -56,7 +57,7 @@ dump=$(ls "$out"/callgrind.out.* 2>/dev/null | head -1)
 # inclusive costs) are meaningless: sum the exclusive costs instead.
 total=$(callgrind_annotate --auto=no --threshold=100 "$dump" 2>/dev/null | sed -n '/file:function/,$p' |
   awk '$1 ~ /^[0-9,]+$/ {gsub(",", "", $1); s += $1} END {print s + 0}')
-echo "messages delivered in the window: $received (callgrind window ≈ ${seconds} s of ${rate} msg/s)"
+echo "generator: $received messages delivered, none lost expected; counted window: ${seconds} s × ${rate} msg/s = $((rate * seconds)) messages"
 echo "user-space instructions: $total  →  $((total / (rate * seconds))) per message"
 echo
 echo "== exclusive instructions by function (per message = Ir / $((rate * seconds)))"
