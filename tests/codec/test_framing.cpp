@@ -111,3 +111,44 @@ TEST_CASE("varint_size", "[framing]") {
     CHECK(varint_size(2'097'152) == 4);
     CHECK(varint_size(max_remaining_length) == 4);
 }
+
+TEST_CASE("a coalesced stream frames the same however it is split", "[framing]") {
+    // CONNECT, SUBSCRIBE, PUBLISH, PINGREQ, DISCONNECT back to back.
+    Buffer stream = hex(
+        "10 0d 00 04 4d 51 54 54 05 00 00 00 00 00 00"
+        "82 09 00 0a 00 00 03 61 2f 62 1d"
+        "30 08 00 03 61 2f 62 00 68 69"
+        "c0 00 e0 00");
+    const PacketType expected[] = {PacketType::connect, PacketType::subscribe, PacketType::publish,
+                                   PacketType::pingreq, PacketType::disconnect};
+    // Deliver the stream in chunks of every size from 1 byte to all of it,
+    // as a connection's receive buffer would see it.
+    for (std::size_t chunk = 1; chunk <= stream.size(); ++chunk) {
+        Buffer buffered;
+        std::size_t fed = 0;
+        std::size_t seen = 0;
+        while (fed < stream.size() || !buffered.empty()) {
+            std::size_t n = std::min(chunk, stream.size() - fed);
+            buffered.insert(buffered.end(), stream.begin() + static_cast<std::ptrdiff_t>(fed),
+                            stream.begin() + static_cast<std::ptrdiff_t>(fed + n));
+            fed += n;
+            for (;;) {
+                Frame f = read_frame(Bytes(buffered));
+                REQUIRE(f.status != FrameStatus::error);
+                if (f.status == FrameStatus::need_more) break;
+                REQUIRE(seen < 5);
+                CHECK(f.header.type == expected[seen]);
+                const Sender s = Sender::client;
+                auto r = decode_packet(f.header, Bytes(buffered).subspan(f.header.header_size, f.header.remaining_length),
+                                       ProtocolVersion::v5, s);
+                CHECK(r.ok());
+                ++seen;
+                buffered.erase(buffered.begin(), buffered.begin() + f.header.packet_size());
+            }
+            if (fed == stream.size() && !buffered.empty()) break;
+        }
+        INFO("chunk " << chunk);
+        CHECK(seen == 5);
+        CHECK(buffered.empty());
+    }
+}
