@@ -149,7 +149,14 @@ class Bench:
 
     def start_broker(self, broker, port, log_path, rt=False):
         if broker == "mqttoolsd":
-            argv = [self.binaries[broker], "-p", str(port)]
+            # The same limits as the Mosquitto config below, and no per-connection log lines.
+            conf = os.path.join(self.tmp, f"mqttoolsd-{port}.toml")
+            with open(conf, "w") as f:
+                f.write("allow_anonymous = true\n"
+                        "max_queued_messages = 1000000\n"
+                        "max_connections = -1\n"
+                        "log_level = \"warning\"\n")
+            argv = [self.binaries[broker], "-c", conf, "-p", str(port)]
         elif broker == "forwarder":
             argv = [self.binaries[broker], "-p", str(port)]
         else:
@@ -449,7 +456,10 @@ METHOD = """## Method
 - Every broker runs fresh for each run (`taskset -c 0`), the generator with
   `taskset -c 1`. Mosquitto gets its own config: `listener PORT 127.0.0.1`,
   `allow_anonymous true`, `set_tcp_nodelay true`, `persistence false`,
-  `max_queued_messages 1000000`.
+  `max_queued_messages 1000000`, errors and warnings logged only. mqttoolsd
+  gets the same limits (`-c` a TOML file with `allow_anonymous = true`,
+  `max_queued_messages = 1000000`, `log_level = "warning"`, then `-p PORT`).
+  Both keep their default `max_inflight_messages` (20).
 - Raw results of every run: `BUILD/bench-results.json`.
 """
 
