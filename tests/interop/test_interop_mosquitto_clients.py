@@ -319,3 +319,122 @@ def test_persistent_session(broker, procs, version):
                                                  (b"q1-a", b"q1-b", b"q1-c", b"live")]
     assert [m for m in got if "|2|" in m[:7]] == [line("ps/t", 2, 0, p) for p in (b"q2-a", b"q2-b")]
     assert got[-1] == line("ps/t", 1, 0, b"live")
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+@pytest.mark.parametrize("version", ["5", "311"])
+def test_many_messages_in_order(broker, procs, version, qos):
+    # Beyond the default inflight windows (20 each way): flow control must
+    # neither lose, duplicate nor reorder [MQTT-4.6.0-6].
+    n = 1000
+    sub = Sub(procs, broker, version, ["many/t"], qos=2, count=n, fmt=MARK + "%q|%p")
+    lines = b"".join(b"m%04d\n" % i for i in range(n))
+    pub(broker, version, "many/t", "-q", str(qos), "-l", stdin=lines)
+    assert sub.finish() == [f"{qos}|m{i:04d}" for i in range(n)]
+
+
+@pytest.mark.parametrize("version", ["5", "311"])
+def test_large_payload(broker, procs, tmp_path, version):
+    big = bytes((i * 7919 + (i >> 8)) & 0xFF for i in range(1 << 20))  # 1 MiB
+    sub = Sub(procs, broker, version, ["big/t"], qos=1, count=2, fmt=MARK + "%l|%x")
+    pub(broker, version, "big/t", "-q", "1", payload=big, tmp_path=tmp_path)
+    pub(broker, version, "big/t", "-q", "0", "-r", payload=big[:65536], tmp_path=tmp_path)
+    assert sub.finish() == [f"{len(big)}|{big.hex()}", f"65536|{big[:65536].hex()}"]
+    r = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-V", version,
+                        "-t", "big/t", "-C", "1", "-N", "-W", str(int(WAIT))],
+                       capture_output=True, timeout=WAIT + 5)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == big[:65536]
+
+
+@pytest.mark.parametrize("version", ["5", "311"])
+def test_shared_subscription(broker, procs, version):
+    subs = [Sub(procs, broker, version, ["$share/grp/sh/+"], qos=1) for _ in range(3)]
+    n = 30
+    pub(broker, version, "sh/x", "-q", "1", "-l",
+        stdin=b"".join(b"s%02d\n" % i for i in range(n)))
+    deadline = time.monotonic() + WAIT
+    while sum(len(s.messages()) for s in subs) < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # A last message through a plain subscriber proves the group is done.
+    plain = Sub(procs, broker, version, ["sh/x"], qos=1, count=1)
+    pub(broker, version, "sh/x", "-q", "1", "-m", "last")
+    assert plain.finish() == [line("sh/x", 1, 0, b"last")]
+    deadline = time.monotonic() + WAIT
+    while sum(len(s.messages()) for s in subs) < n + 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    got = [m for s in subs for m in s.messages()]
+    # Each message to exactly one member of the group.
+    assert sorted(got) == sorted([line("sh/x", 1, 0, b"s%02d" % i) for i in range(n)] +
+                                 [line("sh/x", 1, 0, b"last")])
+    for s in subs:
+        mine = s.messages()
+        assert mine == sorted(mine, key=lambda m: (m.endswith(b"last".hex() + "|"), m))
+
+
+def test_subscription_identifier(broker, procs):
+    sub = Sub(procs, broker, "5", ["sid/#"], qos=1, count=1, fmt=MARK + "%t|%S|%p",
+              extra=["-D", "subscribe", "subscription-identifier", "4242"])
+    pub(broker, "5", "sid/x", "-q", "1", "-m", "id")
+    assert sub.finish() == ["sid/x|4242|id"]
+
+
+@pytest.mark.parametrize("version", ["5", "311"])
+def test_unsubscribe(broker, procs, version):
+    # -U unsubscribes after subscribing; what is left still works.
+    sub = Sub(procs, broker, version, ["un/a", "un/b"], qos=1, count=1,
+              extra=["-U", "un/a"])
+    sub.wait_for(lambda ls: any("UNSUBACK" in l for l in ls), "UNSUBACK")
+    pub(broker, version, "un/a", "-q", "1", "-m", "unsubscribed")
+    pub(broker, version, "un/b", "-q", "1", "-m", "still subscribed")
+    assert sub.finish() == [line("un/b", 1, 0, b"still subscribed")]
+
+
+@pytest.mark.parametrize("version", ["5", "311"])
+def test_remove_retained(broker, procs, version):
+    for t in ("rr/a", "rr/b", "rr/keep"):
+        pub(broker, version, t, "-r", "-q", "1", "-m", f"old {t}")
+    # --remove-retained publishes an empty retained message (QoS 1 here) for
+    # each retained one received, but not for -T filtered ones.
+    remover = Sub(procs, broker, version, ["rr/#"], qos=1,
+                  extra=["-T", "rr/keep", "--remove-retained"])
+    remover.wait_for(lambda ls: sum("received PUBACK" in l for l in ls) >= 2, "2 PUBACKs")
+    # It also gets its own empty messages back, as plain live messages.
+    remover.wait_for(lambda ls: sum(l.startswith(MARK) for l in ls) >= 4, "4 messages")
+    assert sorted(remover.messages()) == [line("rr/a", 1, 0, b""), line("rr/a", 1, 1, b"old rr/a"),
+                                          line("rr/b", 1, 0, b""), line("rr/b", 1, 1, b"old rr/b")]
+    sub = Sub(procs, broker, version, ["rr/#"], qos=1, count=2)
+    pub(broker, version, "rr/sync", "-q", "1", "-m", "sync")
+    assert sub.finish() == [line("rr/keep", 1, 1, b"old rr/keep"), line("rr/sync", 1, 0, b"sync")]
+
+
+def test_retain_as_published_and_no_stale(broker, procs):
+    pub(broker, "5", "rap/t", "-r", "-q", "1", "-m", "stale")
+    # -R: do not print stale (retained) messages; --retain-as-published keeps
+    # the flag on live messages.
+    sub = Sub(procs, broker, "5", ["rap/t"], qos=1, count=2, extra=["--retain-as-published"])
+    sub_r = Sub(procs, broker, "5", ["rap/t"], qos=1, count=2, extra=["-R"])
+    pub(broker, "5", "rap/t", "-r", "-q", "1", "-m", "live retained")
+    pub(broker, "5", "rap/t", "-q", "1", "-m", "live")
+    assert sub.finish() == [line("rap/t", 1, 1, b"stale"), line("rap/t", 1, 1, b"live retained")]
+    assert sub_r.finish() == [line("rap/t", 1, 0, b"live retained"), line("rap/t", 1, 0, b"live")]
+
+
+def test_hash_does_not_match_sys_topics(broker, procs):
+    # [MQTT-4.7.2-1]: "#" does not match topics starting with "$" even while
+    # the broker publishes its $SYS tree.
+    sub = Sub(procs, broker, "5", ["#"], qos=1, count=1)
+    pub(broker, "5", "plain", "-q", "1", "-m", "plain")
+    assert sub.finish() == [line("plain", 1, 0, b"plain")]
+
+
+def test_sys_broker_version(broker):
+    # Monitoring scripts written for Mosquitto read $SYS/broker/version; it is
+    # retained, so it arrives at once.
+    r = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port),
+                        "-t", "$SYS/broker/version", "-C", "1", "-W", "3", "-F", "%r|%p"],
+                       capture_output=True, timeout=WAIT)
+    assert r.returncode == 0, f"no $SYS/broker/version: {r.stderr!r}"
+    retain, version = r.stdout.decode().rstrip("\n").split("|", 1)
+    assert retain == "1"
+    assert version.startswith(f"{broker.kind} version "), version
