@@ -326,12 +326,26 @@ def build_table(bench, names, brokers):
     return lines, medians
 
 
-def check_targets(medians, names):
-    lines = ["| scenario | target | measured | met |", "|---|---|---|---|"]
+def paired_ratio(bench, name, key, against):
+    """Median over run indexes of mqttoolsd's value / the other broker's in the
+    same run index (they ran back to back, so share the machine's noise)."""
+    ours = bench.results.get((name, "mqttoolsd"), [])
+    theirs = bench.results.get((name, against), [])
+    rs = []
+    for a, b in zip(ours, theirs):
+        va, vb = metric(a, key), metric(b, key)
+        if a.get("ok") and b.get("ok") and va is not None and vb:
+            rs.append(va / vb)
+    return statistics.median(rs) if rs else None
+
+
+def check_targets(bench, medians, names):
+    lines = ["| scenario | target | measured (medians) | paired per-run ratio | met |", "|---|---|---|---|---|"]
     for name, key, against, factor in TARGETS:
         if name not in names:
             continue
         ours = medians.get((name, "mqttoolsd", key))
+        paired = "–"
         if against == "zero":
             want, got = "0 lost", fmt(ours, 0)
             ok = ours is not None and ours == 0
@@ -347,8 +361,10 @@ def check_targets(medians, names):
             want = f"{key} ≤ {factor:g}× {against}"
             got = f"{fmt(ours, 2)} vs {fmt(other, 2)} = {fmt(r, 2)}×" if r is not None else "–"
             ok = r is not None and r <= factor
+            pr = paired_ratio(bench, name, key, against)
+            paired = f"{fmt(pr, 2)}×" if pr is not None else "–"
         verdict = "yes" if ok else ("no" if ours is not None else "not measured")
-        lines.append(f"| {SCENARIOS[name][0]} | {want} | {got} | {verdict} |")
+        lines.append(f"| {SCENARIOS[name][0]} | {want} | {got} | {paired} | {verdict} |")
     return lines
 
 
@@ -527,7 +543,7 @@ def main():
     elapsed = time.monotonic() - started
 
     table, medians = build_table(bench, names, brokers)
-    targets = check_targets(medians, names)
+    targets = check_targets(bench, medians, names)
     print("\n".join(table))
     print()
     print("\n".join(targets))
