@@ -113,10 +113,6 @@ std::string render_metrics(const BrokerStats& s, double uptime_seconds, std::str
         for (const auto& l : s.listeners) {
             p.sample("listener_connections_total", label("listener", l.name), std::to_string(l.connections_total));
         }
-        p.head("listener_clients_connected", "gauge", "Open connections per listener.");
-        for (const auto& l : s.listeners) {
-            p.sample("listener_clients_connected", label("listener", l.name), std::to_string(l.clients_connected));
-        }
     }
     return p.take();
 }

@@ -135,11 +135,16 @@ void DaemonServices::dispatch() {
     }
 }
 
+std::uint64_t DaemonServices::clients() const {
+    if (hooks_.clients_connected) return hooks_.clients_connected();
+    return hooks_.stats ? hooks_.stats().clients_connected : 0;
+}
+
 void DaemonServices::ready() {
     ready_ = true;
-    const auto stats = hooks_.stats ? hooks_.stats() : BrokerStats{};
-    last_status_clients_ = stats.clients_connected;
-    notifier_.ready(SystemdNotifier::client_status(stats.clients_connected));
+    const auto clients_now = clients();
+    last_status_clients_ = clients_now;
+    notifier_.ready(SystemdNotifier::client_status(clients_now));
     const auto now = Clock::now();
     next_watchdog_ = now;
     next_status_ = now + std::chrono::seconds(1);
@@ -156,9 +161,9 @@ void DaemonServices::reloaded(const config::Config& cfg) {
         sys_interval_ = cfg.sys_interval;
         next_sys_ = Clock::now() + std::chrono::seconds(sys_interval_);
     }
-    const auto clients = hooks_.stats ? hooks_.stats().clients_connected : 0;
-    last_status_clients_ = clients;
-    notifier_.ready(SystemdNotifier::client_status(clients));
+    const auto clients_now = clients();
+    last_status_clients_ = clients_now;
+    notifier_.ready(SystemdNotifier::client_status(clients_now));
 }
 
 void DaemonServices::stopping() {
@@ -182,12 +187,12 @@ void DaemonServices::tick() {
         next_watchdog_ = now + *wd;
     }
     if (!ready_) return;
-    if (notifier_.enabled() && now >= next_status_ && hooks_.stats) {
+    if (notifier_.enabled() && now >= next_status_) {
         // STATUS= only when the count changed: one datagram per second at most.
-        const auto clients = hooks_.stats().clients_connected;
-        if (clients != last_status_clients_) {
-            notifier_.status(SystemdNotifier::client_status(clients));
-            last_status_clients_ = clients;
+        const auto clients_now = clients();
+        if (clients_now != last_status_clients_) {
+            notifier_.status(SystemdNotifier::client_status(clients_now));
+            last_status_clients_ = clients_now;
         }
         next_status_ = now + std::chrono::seconds(1);
     }

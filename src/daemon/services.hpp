@@ -29,6 +29,8 @@ public:
         std::function<BrokerStats()> stats;
         // Publish a retained message into the broker (for $SYS).
         std::function<void(const SysMessage&)> publish_retained;
+        // Cheap connected-client count for STATUS= (falls back to stats).
+        std::function<std::uint64_t()> clients_connected;
     };
 
     // Opens the [metrics] socket if configured. Returns an error text when
@@ -68,6 +70,7 @@ private:
     void serve(HttpClient& client, std::uint32_t events);
     void close_client(int fd);
     void publish_sys();
+    std::uint64_t clients() const;
 
     Hooks hooks_;
     SystemdNotifier notifier_;

@@ -14,7 +14,6 @@ namespace mqttools::daemon {
 struct ListenerStats {
     std::string name;                    // "127.0.0.1:1883", "[::]:8883 (TLS)"
     std::uint64_t connections_total = 0;  // sockets accepted since start
-    std::uint64_t clients_connected = 0;  // currently open connections
 };
 
 struct BrokerStats {

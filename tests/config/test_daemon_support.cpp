@@ -173,7 +173,7 @@ TEST_CASE("render_metrics: Prometheus text format") {
     s.clients_connected = 3;
     s.publish_received = 10;
     s.bytes_sent = 1234;
-    s.listeners = {{"127.0.0.1:1883", 7, 3}, {"[::]:8883 \"tls\"", 1, 0}};
+    s.listeners = {{"127.0.0.1:1883", 7}, {"[::]:8883 \"tls\"", 1}};
     const auto page = render_metrics(s, 12.5, "0.1.0");
     CHECK(page.find("# TYPE mqttools_clients_connected gauge\nmqttools_clients_connected 3\n") != std::string::npos);
     CHECK(page.find("# TYPE mqttools_publish_received_total counter\nmqttools_publish_received_total 10\n") !=
@@ -182,7 +182,7 @@ TEST_CASE("render_metrics: Prometheus text format") {
     CHECK(page.find("mqttools_uptime_seconds 12.500\n") != std::string::npos);
     CHECK(page.find("mqttools_build_info{version=\"0.1.0\"} 1\n") != std::string::npos);
     CHECK(page.find("mqttools_listener_connections_total{listener=\"127.0.0.1:1883\"} 7\n") != std::string::npos);
-    CHECK(page.find("mqttools_listener_clients_connected{listener=\"[::]:8883 \\\"tls\\\"\"} 0\n") !=
+    CHECK(page.find("mqttools_listener_connections_total{listener=\"[::]:8883 \\\"tls\\\"\"} 1\n") !=
           std::string::npos);
     // Every sample line is "name[{labels}] value"; every family has HELP and TYPE.
     CHECK(page.back() == '\n');
@@ -252,7 +252,7 @@ TEST_CASE("DaemonServices: /metrics over HTTP and $SYS on ready, driven by dispa
     std::vector<SysMessage> published;
     std::string error;
     auto s = DaemonServices::create(
-        cfg, {[&] { return stats; }, [&](const SysMessage& m) { published.push_back(m); }}, error);
+        cfg, {[&] { return stats; }, [&](const SysMessage& m) { published.push_back(m); }, nullptr}, error);
     REQUIRE(s);
     CHECK(error.empty());
     CHECK(published.empty());  // nothing before ready()
