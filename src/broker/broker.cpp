@@ -1,5 +1,6 @@
 #include "broker/broker.hpp"
 
+#include <malloc.h>
 #include <sys/epoll.h>
 
 #include <cerrno>
@@ -125,6 +126,12 @@ void Broker::before_sleep() {
 void Broker::housekeeping() {
     housekeeping_timer_ = reactor_.add_timer_after(housekeeping_period, [this] { housekeeping(); });
     const auto now = reactor_.now();
+    if (sessions_ended_since_trim_ >= 1000) {
+        // Many sessions ended (mass expiry, a client fleet going away): hand
+        // the freed memory back to the system instead of keeping the peak.
+        sessions_ended_since_trim_ = 0;
+        ::malloc_trim(0);
+    }
     for (std::size_t i = 0; i < connections_.size(); ++i) {
         Connection& c = *connections_[i];
         if (c.state != Connection::State::connected) continue;

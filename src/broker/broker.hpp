@@ -136,6 +136,7 @@ private:
     std::uint64_t clients_connected_ = 0;
     net::Reactor::TimerId housekeeping_timer_ = 0;
     bool shutting_down_ = false;
+    std::size_t sessions_ended_since_trim_ = 0;
 
     // Reused per message so routing allocates nothing after warm-up.
     std::vector<std::byte> scratch_;

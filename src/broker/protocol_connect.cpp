@@ -263,6 +263,7 @@ void Broker::end_session(Session& s) {
         s.connection = nullptr;
     }
     sessions_.erase(&s);  // destroys s
+    ++sessions_ended_since_trim_;
     // The session has ended, so its will is due now ([MQTT-3.1.3-9]).
     if (will_message) send_will(will_message, will_expiry, nullptr);
 }
