@@ -1,0 +1,277 @@
+// The mqttools MQTT 5.0 client: the C++ counterpart of the seed's
+// mqttools.Client, with QoS 0, 1 and 2, session resume, topic aliases and TLS.
+//
+// Blocking calls (start, stop, subscribe, unsubscribe, flush) wait for the
+// broker's answer for at most `response_timeout`. A background I/O thread
+// owns the socket: it reads and dispatches packets, sends keep-alive pings,
+// acknowledges incoming QoS 1/2 messages and writes what publish() queued,
+// many packets per write(). publish() may be called from any thread.
+//
+// Received messages go to messages(); when the broker connection drops, a
+// message with connection_lost set is pushed (the seed's (None, None)).
+//
+// Errors are exceptions at this API edge, one type per failure, all derived
+// from ClientError.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "mqttools/packets.hpp"
+#include "mqttools/reason_code.hpp"
+
+namespace mqttools {
+
+// ---------------------------------------------------------------- errors
+
+class ClientError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// The broker refused the CONNECT: what() is the reason code's name, e.g.
+// "Not authorized".
+class ConnectError : public ClientError {
+public:
+    explicit ConnectError(ReasonCode reason);
+    ReasonCode reason() const noexcept { return reason_; }
+
+private:
+    ReasonCode reason_;
+};
+
+// start(resume_session = true) connected, but the broker had no session: a
+// new, empty one was created (subscriptions must be made again). The client
+// is connected when this is thrown.
+class SessionResumeError : public ClientError {
+public:
+    SessionResumeError();
+};
+
+class SubscribeError : public ClientError {
+public:
+    explicit SubscribeError(ReasonCode reason);
+    ReasonCode reason() const noexcept { return reason_; }
+
+private:
+    ReasonCode reason_;
+};
+
+class UnsubscribeError : public ClientError {
+public:
+    explicit UnsubscribeError(ReasonCode reason);
+    ReasonCode reason() const noexcept { return reason_; }
+
+private:
+    ReasonCode reason_;
+};
+
+// A publish the broker's limits forbid (Maximum Packet Size, Maximum QoS,
+// Retain Available) or one the broker answered with an error reason code.
+class PublishError : public ClientError {
+public:
+    PublishError(ReasonCode reason, const std::string& what);
+    ReasonCode reason() const noexcept { return reason_; }
+
+private:
+    ReasonCode reason_;
+};
+
+// The broker did not answer within response_timeout.
+class TimeoutError : public ClientError {
+public:
+    TimeoutError();
+};
+
+// No TCP/TLS connection could be made (refused, unreachable, bad
+// certificate...), or the connection dropped while waiting for an answer, or
+// the client is not started.
+class ConnectionError : public ClientError {
+public:
+    using ClientError::ClientError;
+};
+
+// ---------------------------------------------------------------- options
+
+struct SubscriptionRequest {
+    std::string topic;
+    std::uint8_t retain_handling = 0;  // 0, 1 or 2 (spec 3.8.3.1)
+    QoS qos = QoS::at_most_once;       // maximum QoS
+};
+
+struct ClientOptions {
+    std::string host = "localhost";
+    std::uint16_t port = 1883;
+    // "" : "mqttools-" + 14 random hex characters. An Assigned Client
+    // Identifier from the broker replaces it.
+    std::string client_id;
+
+    std::string will_topic;  // "" : no will
+    std::string will_message;
+    bool will_retain = false;
+    QoS will_qos = QoS::at_most_once;
+
+    std::uint16_t keep_alive_s = 60;  // 0 disables keep alive
+    std::chrono::milliseconds response_timeout{5000};
+
+    // Topics published with a topic alias instead of the name (as many as
+    // the broker's Topic Alias Maximum allows, in this order).
+    std::vector<std::string> topic_aliases;
+    // Aliases the broker may assign to messages it sends us.
+    std::uint16_t topic_alias_maximum = 10;
+    std::uint32_t session_expiry_interval = 0;  // 0xffffffff: never expires
+
+    // Subscribed to at the end of every successful start().
+    std::vector<SubscriptionRequest> subscriptions;
+
+    // Delays between connection attempts in start(): each is used once, the
+    // last one repeatedly. nullopt: 1, 2, 4, 8 s. Empty: one attempt, its
+    // error is thrown.
+    std::optional<std::vector<std::chrono::milliseconds>> connect_delays;
+    // 0: retry until connected (the seed). N: at most N attempts, then the
+    // last error is thrown.
+    unsigned max_connect_attempts = 0;
+
+    std::optional<std::string> username;
+    std::optional<std::string> password;
+
+    // TLS: on when `tls` is set or a CA file is given.
+    bool tls = false;
+    std::string cafile;        // "" : the system's trusted CAs
+    bool check_hostname = true;
+    std::string certfile;      // client certificate, optional
+    std::string keyfile;
+
+    // Our inbound QoS 1/2 window and largest packet we accept (0: no limit),
+    // sent in CONNECT.
+    std::uint16_t receive_maximum = 65535;
+    std::uint32_t maximum_packet_size = 0;
+};
+
+// ---------------------------------------------------------------- messages
+
+struct Message {
+    std::string topic;
+    std::string payload;  // bytes, not necessarily text
+    bool retain = false;
+    QoS qos = QoS::at_most_once;
+    std::optional<std::string> response_topic;
+    std::optional<std::string> correlation_data;
+    std::optional<std::string> content_type;
+    std::optional<std::uint8_t> payload_format_indicator;
+    std::optional<std::uint32_t> message_expiry_interval;
+    std::vector<std::pair<std::string, std::string>> user_properties;
+    // Set on the item pushed when the broker connection is lost (topic and
+    // payload are then empty).
+    bool connection_lost = false;
+};
+
+// Optional PUBLISH properties.
+struct PublishProperties {
+    std::optional<std::string> response_topic;
+    std::optional<std::string> correlation_data;
+    std::optional<std::string> content_type;
+    std::optional<std::uint8_t> payload_format_indicator;
+    std::optional<std::uint32_t> message_expiry_interval;
+    std::vector<std::pair<std::string, std::string>> user_properties;
+};
+
+// A thread-safe FIFO of received messages.
+class MessageQueue {
+public:
+    void push(Message message);
+    // Waits up to `timeout` for a message; nullopt when none arrived.
+    std::optional<Message> pop(std::chrono::milliseconds timeout);
+    // Waits for ever.
+    Message pop();
+    std::optional<Message> try_pop();
+    std::size_t size() const;
+    void clear();
+
+private:
+    mutable std::mutex mutex_;
+    std::condition_variable cv_;
+    std::deque<Message> items_;
+};
+
+// What the broker granted in CONNACK (spec 3.2.2.3), after defaults.
+struct BrokerLimits {
+    std::uint16_t receive_maximum = 65535;        // our outbound QoS 1/2 window
+    std::uint32_t maximum_packet_size = 0;        // 0: no limit
+    std::uint16_t topic_alias_maximum = 0;        // aliases we may use
+    std::optional<std::uint16_t> server_keep_alive;
+    QoS maximum_qos = QoS::exactly_once;
+    bool retain_available = true;
+    bool session_present = false;
+};
+
+// ---------------------------------------------------------------- client
+
+class Client {
+public:
+    explicit Client(ClientOptions options);
+    ~Client();  // stop()s, without throwing
+    Client(const Client&) = delete;
+    Client& operator=(const Client&) = delete;
+
+    // Connects, sends CONNECT (clean start unless resume_session), waits for
+    // CONNACK, resends unacknowledged QoS 1/2 messages of a resumed session
+    // (PUBLISH with DUP set, or PUBREL, [MQTT-4.4.0-1]), then subscribes to
+    // options.subscriptions. Throws ConnectionError, TimeoutError,
+    // ConnectError, SessionResumeError or SubscribeError (retried with the
+    // connect delays first, except SessionResumeError/SubscribeError and
+    // refusals that another attempt cannot fix).
+    void start(bool resume_session = false);
+
+    // Sends DISCONNECT (Normal disconnection), flushes and closes. The
+    // session state (unacknowledged QoS 1/2) is kept for start(true).
+    void stop() noexcept;
+
+    // Queues one PUBLISH. QoS 0 returns at once (the I/O thread writes it
+    // soon, batched with others); QoS 1/2 first waits for room in the
+    // broker's Receive Maximum window. Thread-safe. Throws ConnectionError
+    // when not connected, PublishError when the broker's limits forbid it.
+    void publish(std::string_view topic, std::string_view payload, bool retain = false,
+                 QoS qos = QoS::at_most_once, const PublishProperties& properties = {});
+
+    // Waits until every queued packet has been written and the broker has
+    // read it (a PINGREQ/PINGRESP round trip, answered in order after every
+    // earlier packet) and every QoS 1/2 publish is complete (PUBACK or
+    // PUBCOMP). Throws TimeoutError or ConnectionError.
+    void flush(std::chrono::milliseconds timeout);
+
+    // Blocking SUBSCRIBE / UNSUBSCRIBE with one filter. Returns the granted
+    // QoS. Throws SubscribeError / UnsubscribeError with the broker's reason,
+    // TimeoutError, ConnectionError.
+    QoS subscribe(std::string_view topic, std::uint8_t retain_handling = 0, QoS qos = QoS::at_most_once);
+    void unsubscribe(std::string_view topic);
+
+    MessageQueue& messages() noexcept;
+    std::string client_id() const;
+    BrokerLimits broker_limits() const;
+    bool connected() const noexcept;
+    // QoS 1/2 publishes not yet completed (kept across stop()/start(true)).
+    std::size_t inflight() const;
+
+    // The reason code of the broker's DISCONNECT, when it sent one.
+    std::optional<ReasonCode> disconnect_reason() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+// "mqttools-" + 14 random hex characters.
+std::string make_client_id();
+
+}  // namespace mqttools

@@ -1,0 +1,366 @@
+// The client's I/O thread: takes the packets the API queued and writes them
+// (many per write()), reads and dispatches the broker's packets, answers
+// QoS 1/2 flows and keeps the connection alive.
+#include <poll.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "client/client_impl.hpp"
+
+namespace mqttools {
+
+using client_detail::ByteBuffer;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto v5 = ProtocolVersion::v5;
+
+template <class P>
+void put(ByteBuffer& buffer, const P& packet) {
+    const std::size_t size = encoded_size(packet, v5);
+    auto room = buffer.prepare(size);
+    (void)encode(packet, v5, room);
+    buffer.commit(size);
+}
+
+void put_ack(ByteBuffer& buffer, PacketType type, std::uint16_t id, ReasonCode reason = ReasonCode::success) {
+    put(buffer, AckPacket{type, id, reason, {}});
+}
+
+std::optional<std::string> copy(const std::optional<std::string_view>& s) {
+    if (!s) return std::nullopt;
+    return std::string(*s);
+}
+
+}  // namespace
+
+void Client::Impl::fail(const std::string& why, std::optional<ReasonCode> send_disconnect) {
+    if (send_disconnect) {
+        // Tell the broker why before closing [MQTT-4.13.1-1]; best effort.
+        put(ctrl, DisconnectPacket{*send_disconnect, {}});
+        transport->queue(ctrl);
+        (void)transport->flush();
+    }
+    bool push_lost = false;
+    {
+        std::lock_guard lock(mutex);
+        if (!lost) {
+            push_lost = state == State::connected && !stop_io;
+            lost = true;
+            io_error = why;
+        }
+    }
+    cv.notify_all();
+    if (push_lost) {
+        spdlog::debug("broker connection lost: {}", why);
+        Message m;
+        m.connection_lost = true;
+        messages.push(std::move(m));
+    }
+}
+
+void Client::Impl::io_main() {
+    client_detail::Transport& t = *transport;
+    last_write = Clock::now();
+    written_marker = t.bytes_written();
+    Clock::time_point stop_deadline{};
+    for (;;) {
+        bool stopping;
+        {
+            std::lock_guard lock(mutex);
+            // Take the API's queue only once the previous one has left, so
+            // that max_queued_output really bounds what is buffered.
+            if (!out.empty() && !t.pending()) {
+                t.queue(out);
+                if (out_waiters > 0) cv.notify_all();
+            }
+            if (out.empty()) wake_pending = false;
+            stopping = stop_io;
+        }
+        t.queue(ctrl);
+        if (!t.flush()) {
+            fail(t.error());
+            return;
+        }
+        {
+            // The socket took everything and publishers queued more while
+            // it was busy: take that now rather than sleep in poll().
+            std::lock_guard lock(mutex);
+            if (!out.empty() && !t.pending()) continue;
+        }
+        const Clock::time_point now = Clock::now();
+        if (t.bytes_written() != written_marker) {
+            written_marker = t.bytes_written();
+            last_write = now;
+        }
+        if (stopping) {
+            if (stop_deadline == Clock::time_point{}) {
+                stop_deadline = now + options.response_timeout;
+            }
+            bool drained;
+            {
+                std::lock_guard lock(mutex);
+                drained = out.empty() && !t.pending();
+            }
+            if (drained || now >= stop_deadline) {
+                t.shutdown();
+                (void)t.flush();
+                std::lock_guard lock(mutex);
+                lost = true;
+                cv.notify_all();
+                return;
+            }
+        }
+
+        // Keep alive (spec 3.1.2.10): a PINGREQ when nothing was sent for
+        // keep_alive seconds; no PINGRESP within that long again ends it.
+        int timeout_ms = -1;
+        if (keep_alive_s > 0) {
+            const auto period = std::chrono::seconds(keep_alive_s);
+            bool ping_overdue = false;
+            {
+                std::lock_guard lock(mutex);
+                if (pings_sent > pingresps && now - ping_wait_start > period + options.response_timeout) {
+                    ping_overdue = true;
+                } else if (now - last_write >= period) {
+                    put(ctrl, PingreqPacket{});
+                    if (pings_sent == pingresps) ping_wait_start = now;
+                    ++pings_sent;
+                    last_write = now;
+                    continue;
+                }
+            }
+            if (ping_overdue) {
+                fail("no PINGRESP from the broker", ReasonCode::keep_alive_timeout);
+                return;
+            }
+            const auto due = std::chrono::duration_cast<std::chrono::milliseconds>(last_write + period - now);
+            timeout_ms = static_cast<int>(std::max<std::int64_t>(due.count(), 0)) + 1;
+        }
+        if (stopping) timeout_ms = 10;
+
+        pollfd fds[2] = {{t.fd(), static_cast<short>(POLLIN | (t.pending() ? POLLOUT : 0)), 0},
+                         {wake_fd.get(), POLLIN, 0}};
+        const int n = ::poll(fds, 2, timeout_ms);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fail("poll failed");
+            return;
+        }
+        if (fds[1].revents & POLLIN) {
+            std::uint64_t counter;
+            (void)!::read(wake_fd.get(), &counter, sizeof counter);
+        }
+        if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            const auto status = t.read(rbuf);
+            // Packets that arrived before a close are still handled.
+            if (!process_input()) return;
+            if (status != client_detail::Transport::ReadStatus::ok) {
+                fail(t.error());
+                return;
+            }
+        }
+    }
+}
+
+bool Client::Impl::process_input() {
+    const std::uint32_t max_in = options.maximum_packet_size ? options.maximum_packet_size : max_packet_size_limit;
+    for (;;) {
+        const Frame frame = read_frame(rbuf.view(), max_in);
+        if (frame.status == FrameStatus::need_more) return true;
+        if (frame.status == FrameStatus::error) {
+            fail(std::string("bad packet from the broker: ") + std::string(reason_code_name(frame.error)),
+                 frame.error);
+            return false;
+        }
+        const Bytes body = rbuf.view().subspan(frame.header.header_size, frame.header.remaining_length);
+        const Result<Packet> packet = decode_packet(frame.header, body, v5, Sender::server);
+        if (!packet) {
+            fail(std::string("bad ") + std::string(packet_type_name(frame.header.type)) +
+                     " from the broker: " + std::string(reason_code_name(packet.error())),
+                 packet.error());
+            return false;
+        }
+        if (!handle(*packet)) return false;
+        rbuf.consume(frame.header.packet_size());
+    }
+}
+
+bool Client::Impl::handle(const Packet& packet) {
+    if (const auto* p = std::get_if<PublishPacket>(&packet)) return handle_publish(*p);
+    if (const auto* a = std::get_if<AckPacket>(&packet)) {
+        switch (a->type) {
+            case PacketType::puback:
+            case PacketType::pubcomp: {
+                std::lock_guard lock(mutex);
+                if (auto it = inflight_by_id.find(a->packet_id); it != inflight_by_id.end()) {
+                    if (is_error(a->reason)) {
+                        spdlog::warn("publish to '{}' failed: {}", it->second->topic, reason_code_name(a->reason));
+                    }
+                    inflight.erase(it->second);
+                    inflight_by_id.erase(it);
+                    cv.notify_all();
+                }
+                return true;
+            }
+            case PacketType::pubrec: {
+                bool known = false;
+                {
+                    std::lock_guard lock(mutex);
+                    if (auto it = inflight_by_id.find(a->packet_id); it != inflight_by_id.end()) {
+                        known = true;
+                        if (is_error(a->reason)) {
+                            // An error PUBREC ends the flow [MQTT-4.3.3-4 note]: no PUBREL.
+                            spdlog::warn("publish to '{}' failed: {}", it->second->topic,
+                                         reason_code_name(a->reason));
+                            inflight.erase(it->second);
+                            inflight_by_id.erase(it);
+                            cv.notify_all();
+                            return true;
+                        }
+                        it->second->released = true;
+                    }
+                }
+                put_ack(ctrl, PacketType::pubrel, a->packet_id,
+                        known ? ReasonCode::success : ReasonCode::packet_identifier_not_found);
+                return true;
+            }
+            case PacketType::pubrel: {
+                const bool known = inbound_qos2.erase(a->packet_id) > 0;
+                put_ack(ctrl, PacketType::pubcomp, a->packet_id,
+                        known ? ReasonCode::success : ReasonCode::packet_identifier_not_found);
+                return true;
+            }
+            default:
+                return true;
+        }
+    }
+    if (const auto* c = std::get_if<ConnackPacket>(&packet)) {
+        client_detail::ConnackInfo info;
+        info.reason = c->reason;
+        const Properties& pr = c->properties;
+        BrokerLimits& l = info.limits;
+        l.session_present = c->session_present;
+        l.receive_maximum = pr.receive_maximum.value_or(65535);
+        l.maximum_packet_size = pr.maximum_packet_size.value_or(0);
+        l.topic_alias_maximum = pr.topic_alias_maximum.value_or(0);
+        l.server_keep_alive = pr.server_keep_alive;
+        l.maximum_qos = static_cast<QoS>(pr.maximum_qos.value_or(2));
+        l.retain_available = pr.retain_available.value_or(1) != 0;
+        info.assigned_client_id = copy(pr.assigned_client_identifier);
+        // Server Keep Alive replaces ours [MQTT-3.2.2-21].
+        if (pr.server_keep_alive) keep_alive_s = *pr.server_keep_alive;
+        if (!c->session_present) inbound_qos2.clear();
+        {
+            std::lock_guard lock(mutex);
+            connack = std::move(info);
+        }
+        cv.notify_all();
+        return true;
+    }
+    if (const auto* s = std::get_if<SubackPacket>(&packet)) {
+        std::lock_guard lock(mutex);
+        if (auto it = requests.find(s->packet_id); it != requests.end()) {
+            for (std::byte b : s->reason_codes) it->second.reasons.push_back(static_cast<ReasonCode>(b));
+            it->second.done = true;
+            cv.notify_all();
+        }
+        return true;
+    }
+    if (const auto* u = std::get_if<UnsubackPacket>(&packet)) {
+        std::lock_guard lock(mutex);
+        if (auto it = requests.find(u->packet_id); it != requests.end()) {
+            for (std::byte b : u->reason_codes) it->second.reasons.push_back(static_cast<ReasonCode>(b));
+            it->second.done = true;
+            cv.notify_all();
+        }
+        return true;
+    }
+    if (std::holds_alternative<PingrespPacket>(packet)) {
+        {
+            std::lock_guard lock(mutex);
+            ++pingresps;
+            if (pingresps < pings_sent) ping_wait_start = Clock::now();
+        }
+        cv.notify_all();
+        return true;
+    }
+    if (const auto* d = std::get_if<DisconnectPacket>(&packet)) {
+        {
+            std::lock_guard lock(mutex);
+            disconnect_reason = d->reason;
+        }
+        std::string why = "disconnected by the broker: " + std::string(reason_code_name(d->reason));
+        if (d->properties.reason_string) why += " (" + std::string(*d->properties.reason_string) + ")";
+        fail(why);
+        return false;
+    }
+    // AUTH: we never start enhanced authentication [MQTT-4.12.0-6].
+    fail("unexpected AUTH from the broker", ReasonCode::protocol_error);
+    return false;
+}
+
+bool Client::Impl::handle_publish(const PublishPacket& p) {
+    std::string topic;
+    if (p.properties.topic_alias) {
+        const std::uint16_t alias = *p.properties.topic_alias;
+        // [MQTT-3.3.2-9]: 0 and aliases above our maximum are errors.
+        if (alias == 0 || alias > options.topic_alias_maximum) {
+            fail("invalid topic alias from the broker", ReasonCode::topic_alias_invalid);
+            return false;
+        }
+        if (p.topic.empty()) {
+            auto it = in_aliases.find(alias);
+            if (it == in_aliases.end()) {
+                fail("unknown topic alias from the broker", ReasonCode::protocol_error);
+                return false;
+            }
+            topic = it->second;
+        } else {
+            topic = std::string(p.topic);
+            in_aliases[alias] = topic;
+        }
+    } else {
+        topic = std::string(p.topic);
+    }
+
+    bool deliver = true;
+    if (p.qos == QoS::at_least_once) {
+        put_ack(ctrl, PacketType::puback, p.packet_id);
+    } else if (p.qos == QoS::exactly_once) {
+        // Deliver once per packet identifier until its PUBREL (method B of
+        // spec 4.3.3): a DUP resend of an unreleased id is acknowledged only.
+        deliver = inbound_qos2.insert(p.packet_id).second;
+        if (inbound_qos2.size() > options.receive_maximum) {
+            fail("the broker exceeded our Receive Maximum", ReasonCode::receive_maximum_exceeded);
+            return false;
+        }
+        put_ack(ctrl, PacketType::pubrec, p.packet_id);
+    }
+    if (!deliver) return true;
+
+    Message m;
+    m.topic = std::move(topic);
+    m.payload = std::string(as_string(p.payload));
+    m.retain = p.retain;
+    m.qos = p.qos;
+    const Properties& pr = p.properties;
+    m.response_topic = copy(pr.response_topic);
+    if (pr.correlation_data) m.correlation_data = std::string(as_string(*pr.correlation_data));
+    m.content_type = copy(pr.content_type);
+    m.payload_format_indicator = pr.payload_format_indicator;
+    m.message_expiry_interval = pr.message_expiry_interval;
+    if (pr.user_property_count > 0) {
+        PropertyReader reader(pr.raw);
+        Property prop;
+        while (reader.next(prop)) {
+            if (prop.id == PropertyId::user_property) m.user_properties.emplace_back(prop.string, prop.value);
+        }
+    }
+    messages.push(std::move(m));
+    return true;
+}
+
+}  // namespace mqttools

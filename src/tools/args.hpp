@@ -1,0 +1,66 @@
+// A small argparse-like command-line parser for the mqttools subcommands:
+// --name VALUE, --name=VALUE, flags, integer ranges, positionals, --help.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace mqttools::tools {
+
+// A usage mistake: main prints "error: <what>" and exits with status 1.
+class UsageError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+class ArgParser {
+public:
+    ArgParser(std::string prog, std::string description);
+
+    void flag(const std::string& name, bool& target, const std::string& help);
+    void string(const std::string& name, std::string& target, const std::string& help);
+    // Repeatable: every occurrence is appended.
+    void strings(const std::string& name, std::vector<std::string>& target, const std::string& help);
+    void integer(const std::string& name, std::int64_t min, std::int64_t max, std::int64_t& target,
+                 const std::string& help);
+    void integers(const std::string& name, std::int64_t min, std::int64_t max, std::vector<std::int64_t>& target,
+                  const std::string& help);
+    void choice(const std::string& name, const std::vector<std::string>& choices, std::string& target,
+                const std::string& help);
+    // Positionals in order; `required` false makes it (and the rest) optional.
+    void positional(const std::string& name, std::string& target, bool required, const std::string& help);
+    void positionals(const std::string& name, std::vector<std::string>& target, const std::string& help);
+
+    // Parses argv[first..argc). Returns false when --help was printed.
+    // Throws UsageError.
+    bool parse(int argc, char** argv, int first);
+    std::string usage() const;
+
+private:
+    struct Opt {
+        std::string name;
+        bool takes_value;
+        std::string help;
+        std::function<void(const std::string&)> apply;
+    };
+    struct Pos {
+        std::string name;
+        bool required;
+        bool many;
+        std::string help;
+        std::function<void(const std::string&)> apply;
+    };
+    std::string prog_;
+    std::string description_;
+    std::vector<Opt> opts_;
+    std::vector<Pos> pos_;
+};
+
+// Parses an integer in [min, max] (decimal or 0x hex); throws UsageError
+// naming `what`.
+std::int64_t parse_integer(const std::string& text, std::int64_t min, std::int64_t max, const std::string& what);
+
+}  // namespace mqttools::tools
