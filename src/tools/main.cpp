@@ -83,7 +83,7 @@ int run(int argc, char** argv) {
             return 0;
         }
         if (arg == "--version") {
-            std::puts(MQTTOOLS_VERSION);
+            std::printf("mqttools %s\n", MQTTOOLS_VERSION);
             return 0;
         }
         if (arg == "-l" || arg == "--log-level") {
