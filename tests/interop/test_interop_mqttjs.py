@@ -132,3 +132,38 @@ def test_subscription_identifiers(broker):
         msg("mqttjs/si/c", b"c", 1),
         msg("mqttjs/si/d", b"d", 0, props={"subscriptionIdentifier": 8}),
     ]
+
+
+def test_session_resume(broker):
+    out = run_node("session.js", broker)
+    assert out["first"]["sessionPresent"] is False
+    assert (out["resumed"]["reasonCode"], out["resumed"]["sessionPresent"]) == (0, True)
+    queued = out["queued"]
+    assert [m for m in queued if m["topic"] == "mqttjs/s/one"] == [
+        msg("mqttjs/s/one", f"one-{i}".encode(), 1, props={"userProperties": {"i": str(i)}})
+        for i in range(3)]
+    assert [m for m in queued if m["topic"] == "mqttjs/s/two"] == [
+        msg("mqttjs/s/two", b"\x00\xfe\xff", 2)]
+    assert out["after"] == [msg("mqttjs/s/two", b"still subscribed", 1)]
+
+
+def test_topic_alias_assigned_by_mqttjs(broker):
+    out = run_node("topic_alias_auto.js", broker)
+    # MQTT.js did send some topics as an alias alone...
+    assert any(topic == "" for topic, _ in out["wire"]), out["wire"]
+    # ...and the subscriber got every full topic, in order, without aliases.
+    assert out["received"] == [msg(t, p.encode(), i // 3 % 2) for i, (t, p) in
+                               enumerate(out["sent"])]
+
+
+# Mosquitto 2.0.11 sends past the client's Receive Maximum (3 new PUBLISHes
+# per PUBACK here); MQTT.js then closes the connection for its QoS 2 limit.
+@pytest.mark.mqttoolsd_only
+def test_burst_with_small_receive_maximum(broker):
+    out = run_node("burst.js", broker)
+    n = out["n"]
+    got = out["received"]
+    assert len(got) == n
+    for q in (1, 2):
+        assert [p for qos, p in got if qos == q] == [f"b{i:04d}" for i in range(n)
+                                                     if 1 + i % 2 == q]
