@@ -137,8 +137,11 @@ void Broker::handle_connect(Connection& c, const FixedHeader& header, Bytes body
         if (v5) ack.properties.session_expiry_interval = expiry;
     }
     c.clean_start = p.clean_start;
-    if (v5) c.aliases_in.assign(std::size_t{config_.topic_alias_maximum} + 1, std::string{});
 
+    if (p.will && p.will->retain && !config_.retain_available) {
+        refuse_connect(c, c.version, ReasonCode::retain_not_supported);  // [MQTT-3.2.2-13]
+        return;
+    }
     ack.session_present = attach_session(c, p, expiry);
     Session& s = *c.session;
     if (p.will) {

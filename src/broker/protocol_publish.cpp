@@ -33,6 +33,8 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
             close_connection(c, ReasonCode::topic_alias_invalid, true);  // [MQTT-3.3.2-8], [MQTT-3.3.2-9]
             return;
         }
+        // Allocated on first use: most clients never send an alias.
+        if (c.aliases_in.empty()) c.aliases_in.resize(std::size_t{config_.topic_alias_maximum} + 1);
         std::string& slot = c.aliases_in[alias];
         if (topic.empty()) {
             if (slot.empty()) {

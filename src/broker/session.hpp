@@ -4,7 +4,7 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
+#include <list>
 #include <functional>
 #include <map>
 #include <memory>
@@ -61,8 +61,10 @@ public:
     net::Reactor::TimerId expiry_timer = 0;
 
     // Outbound QoS 1/2 ([MQTT-4.4.0-1]: resent in this order on resume).
-    std::deque<OutboundMessage> inflight;
-    std::deque<OutboundMessage> queue;  // beyond the window, or while away
+    // std::list, not std::deque: an empty list allocates nothing, and an
+    // idle session should cost as little as possible.
+    std::list<OutboundMessage> inflight;
+    std::list<OutboundMessage> queue;  // beyond the window, or while away
     std::size_t queued_bytes = 0;
     std::uint16_t last_packet_id = 0;
 

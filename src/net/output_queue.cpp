@@ -7,7 +7,7 @@ namespace mqttools::net {
 void OutputQueue::push(const Segment& s) {
     if (count_ == ring_.size()) {
         // Grow to the next power of two, unrolling the ring in order.
-        std::vector<Segment> bigger(std::max<std::size_t>(8, ring_.size() * 2));
+        std::vector<Segment> bigger(std::max<std::size_t>(4, ring_.size() * 2));
         for (std::size_t i = 0; i < count_; ++i) bigger[i] = at(i);
         ring_.swap(bigger);
         head_ = 0;
@@ -70,12 +70,8 @@ void OutputQueue::consume(std::size_t n) noexcept {
             return;
         }
         n -= s.len;
-        // Keep a private tail buffer for the next reserve().
-        if (count_ == 1 && s.writable) {
-            s.offset += s.len;
-            s.len = 0;
-            return;
-        }
+        // Everything written goes back to the pool, the private tail too:
+        // an idle connection holds no buffer.
         pop_front();
     }
 }
