@@ -167,3 +167,25 @@ def test_burst_with_small_receive_maximum(broker):
     for q in (1, 2):
         assert [p for qos, p in got if qos == q] == [f"b{i:04d}" for i in range(n)
                                                      if 1 + i % 2 == q]
+
+
+def test_redelivery_after_connection_loss(broker):
+    out = run_node("redelivery.js", broker)
+    for (first_qos, second_qos), r in zip([(2, 1), (1, 2)], out["rounds"]):
+        cid = f"mqttjs-rd-{first_qos}{second_qos}"
+        [held] = r["before"]
+        assert held == {"topic": f"{cid}/first", "messageId": held["messageId"], "qos": first_qos,
+                        "dup": False, "payload": bytes([first_qos, 0, 0xFF]).hex()}
+        assert r["sessionPresent"] is True
+        first, second = r["after"]
+        # Resent with DUP and the original packet identifier, in order.
+        assert first == {**held, "dup": True}
+        assert {k: v for k, v in second.items() if k not in ("messageId", "dup")} == {
+            "topic": f"{cid}/second", "qos": second_qos,
+            "payload": bytes([second_qos, 0, 0xFF]).hex()}
+        assert second["messageId"] != first["messageId"]
+    # The publisher did lose its connection twice; each message arrived once.
+    assert out["connects"] >= 3
+    assert out["once"] == [msg("mqttjs/rd/once/a", b"after publish", 2),
+                           msg("mqttjs/rd/once/b", b"after pubrec", 2),
+                           msg("mqttjs/rd/once/c", b"sync", 2)]

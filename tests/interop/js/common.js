@@ -28,6 +28,14 @@ function connect(opts = {}) {
     });
     client.received = [];
     client.waiters = [];
+    // Every PUBLISH as it came off the wire, before MQTT.js handles it.
+    client.wire = [];
+    client.on('packetreceive', (p) => {
+      if (p.cmd === 'publish') {
+        client.wire.push({ topic: p.topic.toString(), messageId: p.messageId, qos: p.qos,
+          dup: p.dup, payload: p.payload.toString('hex') });
+      }
+    });
     client.on('message', (topic, payload, packet) => {
       client.received.push(record(topic, payload, packet));
       client.waiters = client.waiters.filter((w) => !w());
