@@ -438,3 +438,26 @@ def test_sys_broker_version(broker):
     retain, version = r.stdout.decode().rstrip("\n").split("|", 1)
     assert retain == "1"
     assert version.startswith(f"{broker.kind} version "), version
+
+
+@pytest.mark.parametrize("version", ["5", "311"])
+def test_utf8_topics(broker, procs, version):
+    topics = ["caf\u00e9/\u00b0C", "with space/\u4e2d\u6587", "emoji/\U0001F600", "a" * 2000]
+    sub = Sub(procs, broker, version, ["caf\u00e9/+", "with space/#", "emoji/\U0001F600",
+                                       "a" * 2000], qos=1, count=len(topics))
+    for t in topics:
+        pub(broker, version, t, "-q", "1", "-m", t[:20])
+    assert sub.finish() == [line(t, 1, 0, t[:20].encode()) for t in topics]
+
+
+@pytest.mark.parametrize("version", ["5", "311"])
+def test_many_filters_in_one_subscribe(broker, procs, version):
+    n = 60
+    sub = Sub(procs, broker, version, [f"mf/{i}/+" for i in range(n)], qos=2, count=n)
+    sub.wait_for(lambda ls: any(l.startswith("Subscribed") for l in ls), "granted QoS")
+    granted = next(l for l in sub.lines if l and l.startswith("Subscribed"))
+    assert granted.split("): ", 1)[1] == ", ".join(["2"] * n)
+    for i in reversed(range(n)):
+        pub(broker, version, f"mf/{i}/x", "-q", str(i % 3), "-m", str(i))
+    assert sorted(sub.finish()) == sorted(line(f"mf/{i}/x", i % 3, 0, str(i).encode())
+                                          for i in reversed(range(n)))

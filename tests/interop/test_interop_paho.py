@@ -541,3 +541,16 @@ def test_will_sent_when_session_ends_before_delay(clients):
     [m] = watcher.recv(1, timeout=WAIT)
     assert m.key() == ("we/will", b"session ended", 1, 0)
     assert 0.9 <= time.monotonic() - t0 <= 5
+
+
+def test_keep_alive(clients):
+    # Keep Alive 1 s: paho pings when idle; the broker answers and keeps the
+    # connection past 1.5 times the interval [MQTT-3.1.2-22].
+    c = clients("keepalive")
+    assert c.connect(keepalive=1)[:2] == (0, 0)
+    c.subscribe([("ka/t", 1)])
+    time.sleep(2.5)
+    assert c.disconnects == []
+    pub = connected(clients, "ka-pub")
+    pub.publish("ka/t", b"still here", qos=1)
+    assert [m.key() for m in c.recv(1)] == [("ka/t", b"still here", 1, 0)]
