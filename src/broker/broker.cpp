@@ -3,6 +3,7 @@
 #include <malloc.h>
 #include <sys/epoll.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -26,6 +27,7 @@ struct Broker::Listener final : net::IoHandler {
     Broker& broker;
     net::UniqueFd fd;
     std::string name;
+    std::uint64_t accepted = 0;  // for /metrics
 };
 
 Broker::Broker(net::Reactor& reactor, const config::Config& config)
@@ -73,6 +75,7 @@ void Broker::accept_from(Listener& listener) {
                                               std::move(peer));
         if (!reactor_.add(raw, EPOLLIN, c.get())) continue;
         ++stats_.connections_total;
+        ++listener.accepted;
         Connection* conn = c.get();
         conn->index = connections_.size();
         connections_.push_back(std::move(c));
@@ -256,6 +259,11 @@ void Broker::shutdown() {
     std::vector<Connection*> all;
     all.reserve(connections_.size());
     for (auto& c : connections_) all.push_back(c.get());
+    // Clients with a will first: their wills then still reach the subscribers
+    // that are closed after them, ahead of those subscribers' DISCONNECT.
+    std::stable_partition(all.begin(), all.end(), [](const Connection* c) {
+        return c->session != nullptr && c->session->will && !c->will_suppressed;
+    });
     for (Connection* c : all) close_connection(*c, ReasonCode::server_shutting_down, true);
     // Delayed wills: the server is going away, so the sessions end now and
     // their wills are due ([MQTT-3.1.3-9]: at the latest when the session ends).
@@ -303,6 +311,19 @@ void Broker::publish_internal(std::string_view topic, std::string_view payload, 
         }
     }
     route(nullptr, m);
+}
+
+std::vector<std::string> Broker::apply_config(const config::Config& config) {
+    config_ = config;
+    max_packet_in_ = config.max_packet_size ? config.max_packet_size : max_packet_size_limit;
+    return {};
+}
+
+std::vector<Broker::ListenerCounters> Broker::listener_counters() const {
+    std::vector<ListenerCounters> out;
+    out.reserve(listeners_.size());
+    for (const auto& l : listeners_) out.push_back({l->name, l->accepted});
+    return out;
 }
 
 }  // namespace mqttools::broker

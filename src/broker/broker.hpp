@@ -46,6 +46,16 @@ public:
     // A message from the broker itself (e.g. $SYS), QoS 0.
     void publish_internal(std::string_view topic, std::string_view payload, bool retain);
 
+    // SIGHUP (daemon/deploy_hooks.cpp): limits of `config` apply from now on;
+    // listeners stay as opened. Returns the problems found (each logged).
+    std::vector<std::string> apply_config(const config::Config& config);
+    std::uint64_t clients_connected() const noexcept { return clients_connected_; }
+    struct ListenerCounters {
+        std::string name;
+        std::uint64_t connections_total;  // sockets accepted on it
+    };
+    std::vector<ListenerCounters> listener_counters() const;
+
     const config::Config& config() const noexcept { return config_; }
     net::Reactor& reactor() noexcept { return reactor_; }
 

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "config/config_file.hpp"
+#include "daemon/logging.hpp"
 #include "daemon/run.hpp"
 #include "mqttools_version.h"
 
@@ -63,7 +64,14 @@ int main(int argc, char** argv) {
     }
     if (port >= 0) mqttools::config::add_command_line_port(config, static_cast<std::uint16_t>(port));
 
-    spdlog::set_level(verbose ? spdlog::level::debug : spdlog::level::info);
+    if (auto error = mqttools::daemon::setup_logging(config, verbose)) {
+        std::fprintf(stderr, "error: %s\n", error->c_str());
+        return 1;
+    }
     spdlog::info("mqttoolsd {} starting.", MQTTOOLS_VERSION);
-    return mqttools::daemon::run_broker(config);
+    mqttools::daemon::RunOptions options;
+    options.config_path = config_path;
+    if (port >= 0) options.port = static_cast<std::uint16_t>(port);
+    options.verbose = verbose;
+    return mqttools::daemon::run_broker(config, options);
 }

@@ -15,15 +15,17 @@ namespace mqttools::daemon {
 
 namespace {
 
-// SIGINT/SIGTERM arrive through a signalfd watched by the reactor, so the
-// stop runs on the reactor's thread like everything else.
+// SIGINT/SIGTERM/SIGHUP arrive through a signalfd watched by the reactor, so
+// the stop and the reload run on the reactor's thread like everything else.
 class SignalHandler final : public net::IoHandler {
 public:
-    SignalHandler(net::Reactor& reactor, broker::Broker& broker) : reactor_(reactor), broker_(broker) {
+    SignalHandler(net::Reactor& reactor, broker::Broker& broker, DeployRuntime& runtime)
+        : reactor_(reactor), broker_(broker), runtime_(runtime) {
         sigset_t set;
         sigemptyset(&set);
         sigaddset(&set, SIGINT);
         sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGHUP);
         sigprocmask(SIG_BLOCK, &set, &old_);
         fd_.reset(signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
         if (fd_) reactor_.add(fd_.get(), EPOLLIN, this);
@@ -38,8 +40,11 @@ public:
     void on_io(std::uint32_t) override {
         signalfd_siginfo info{};
         while (::read(fd_.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
-            if (info.ssi_signo == SIGINT || info.ssi_signo == SIGTERM) {
+            if (info.ssi_signo == SIGHUP) {
+                runtime_.reload();
+            } else if (info.ssi_signo == SIGINT || info.ssi_signo == SIGTERM) {
                 spdlog::info("Received {}, shutting down.", info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+                runtime_.stopping();
                 broker_.shutdown();
                 reactor_.stop();
             }
@@ -49,13 +54,14 @@ public:
 private:
     net::Reactor& reactor_;
     broker::Broker& broker_;
+    DeployRuntime& runtime_;
     net::UniqueFd fd_;
     sigset_t old_{};
 };
 
 }  // namespace
 
-int run_broker(const config::Config& config) {
+int run_broker(const config::Config& config, const RunOptions& options) {
     ::signal(SIGPIPE, SIG_IGN);
     net::Reactor reactor;
     if (!reactor.valid()) {
@@ -64,22 +70,14 @@ int run_broker(const config::Config& config) {
     }
     broker::Broker broker(reactor, config);
 
-    std::vector<config::Listener> listeners = config.listeners;
-    if (listeners.empty()) listeners.emplace_back();  // 127.0.0.1:1883
-    for (const auto& l : listeners) {
-        std::string error;
-        net::UniqueFd fd = net::listen_tcp(l.bind, l.port, error);
-        if (!fd) {
-            spdlog::error("{}", error);
-            return 1;
-        }
-        const std::string name = (l.bind.empty() ? std::string("*") : l.bind) + ":" +
-                                 std::to_string(net::local_port(fd.get()));
-        spdlog::info("Opening listener on {}.", name);
-        broker.add_listener(std::move(fd), name);
-    }
+    // Inherited (socket activation) and configured listeners: deploy_hooks.cpp.
+    if (!open_listeners(broker, config)) return 1;
+    // Watchdog, STATUS=, $SYS and /metrics, served by this reactor.
+    auto runtime = DeployRuntime::create(reactor, broker, config, options);
+    if (!runtime) return 1;
 
-    SignalHandler signals(reactor, broker);
+    SignalHandler signals(reactor, broker, *runtime);
+    runtime->ready();  // READY=1: every listener is bound and signals are handled
     reactor.run();
     spdlog::info("mqttoolsd stopped.");
     return 0;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "config/config.hpp"
+#include "daemon/deploy_hooks.hpp"
 
 namespace mqttools::daemon {
 
@@ -10,6 +11,7 @@ namespace mqttools::daemon {
 // serves until SIGINT or SIGTERM, then stops gracefully (DISCONNECT 0x8B to
 // MQTT 5 clients, wills published). Returns the process exit status: 0
 // after a clean stop, 1 when a listener cannot be opened.
-int run_broker(const config::Config& config);
+// `options` (from mqttoolsd's command line) lets SIGHUP re-read the file.
+int run_broker(const config::Config& config, const RunOptions& options = {});
 
 }  // namespace mqttools::daemon
