@@ -554,3 +554,75 @@ def test_keep_alive(clients):
     pub = connected(clients, "ka-pub")
     pub.publish("ka/t", b"still here", qos=1)
     assert [m.key() for m in c.recv(1)] == [("ka/t", b"still here", 1, 0)]
+
+
+def test_retained_message_keeps_its_properties(clients):
+    pub = connected(clients, "rp-pub")
+    user = [("a", "1"), ("a", "2")]
+    pub.publish("rp/t", b"\x00stored\xff", qos=2, retain=True, properties=publish_props(
+        ContentType="application/x", ResponseTopic="rp/resp", CorrelationData=b"\x00\x01",
+        PayloadFormatIndicator=0, UserProperty=user))
+    sub = connected(clients, "rp-sub")
+    sub.subscribe([("rp/#", 2)])
+    [m] = sub.recv(1)
+    assert m.key() == ("rp/t", b"\x00stored\xff", 2, 1)
+    assert m.props == {"ContentType": "application/x", "ResponseTopic": "rp/resp",
+                       "CorrelationData": b"\x00\x01", "PayloadFormatIndicator": 0,
+                       "UserProperty": user}
+
+
+@pytest.mark.mqttoolsd_only  # Mosquitto 2.0.11 sends them
+def test_no_retained_messages_for_shared_subscriptions(clients):
+    pub = connected(clients, "rs-pub")
+    pub.publish("rs/t", b"retained", qos=1, retain=True)
+    c = connected(clients, "rs-member")
+    # MQTT 5 §3.3.1.3: retained messages are sent "when a new Non-shared
+    # Subscription is made"; a shared subscription gets none.
+    assert c.subscribe([("$share/g/rs/t", 1)]) == [1]
+    pub.publish("rs/t", b"live", qos=1)
+    [m] = c.recv(1)
+    assert m.key() == ("rs/t", b"live", 1, 0)
+
+
+def test_session_keeps_subscription_identifiers_and_options(clients):
+    c = clients("sk")
+    assert c.connect(properties=session_props(60))[:2] == (0, 0)
+    assert c.subscribe([("sk/t", sub_opts(qos=1, no_local=True, retain_as_published=True))],
+                       properties=props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=77)) == [1]
+    c.disconnect()
+    pub = connected(clients, "sk-pub")
+    pub.publish("sk/t", b"queued", qos=1, retain=True)
+    c2 = clients("sk")
+    assert c2.connect(clean_start=False, properties=session_props(60))[:2] == (1, 0)
+    [m] = c2.recv(1)
+    assert (m.key(), m.props) == (("sk/t", b"queued", 1, 1), {"SubscriptionIdentifier": [77]})
+    # No Local still holds after the resume.
+    c2.publish("sk/t", b"own", qos=1)
+    pub.publish("sk/t", b"other", qos=1)
+    [m] = c2.recv(1)
+    assert (m.key(), m.props) == (("sk/t", b"other", 1, 0), {"SubscriptionIdentifier": [77]})
+
+
+def test_session_expiry_changed_on_disconnect(clients):
+    c = clients("sx")
+    assert c.connect(properties=session_props(60))[:2] == (0, 0)
+    c.subscribe([("sx/t", 1)])
+    # DISCONNECT with Session Expiry Interval 0 ends the session now.
+    c.disconnect(properties=props(PacketTypes.DISCONNECT, SessionExpiryInterval=0))
+    c2 = clients("sx")
+    assert c2.connect(clean_start=False, properties=session_props(60))[:2] == (0, 0)
+
+
+def test_fan_out_to_many_clients(clients):
+    subs = [connected(clients, f"fan-{i}") for i in range(25)]
+    for s in subs:
+        assert s.subscribe([("fan/+", 2)]) == [2]
+    pub = connected(clients, "fan-pub")
+    sent = [(b"fan-%02d" % i, i % 3) for i in range(30)]
+    for p, q in sent:
+        pub.publish("fan/x", p, qos=q)
+    for s in subs:
+        got = s.recv(len(sent))
+        for q in (0, 1, 2):
+            assert [m.key() for m in got if m.qos == q] == [("fan/x", p, q, 0) for p, qq in sent
+                                                            if qq == q]
