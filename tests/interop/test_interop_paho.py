@@ -626,3 +626,41 @@ def test_fan_out_to_many_clients(clients):
         for q in (0, 1, 2):
             assert [m.key() for m in got if m.qos == q] == [("fan/x", p, q, 0) for p, qq in sent
                                                             if qq == q]
+
+
+def test_mosquitto_rr_request_response(broker, clients):
+    # mosquitto_rr (MQTT 5) publishes a request with Response Topic and
+    # Correlation Data, then prints the response; paho answers it.
+    import subprocess
+    responder = connected(clients, "rr-responder")
+    assert responder.subscribe([("rr/req", 1)]) == [1]
+
+    def answer(c, userdata, m):
+        p = m.properties
+        resp = publish_props(CorrelationData=p.CorrelationData) \
+            if hasattr(p, "CorrelationData") else None
+        c.publish(p.ResponseTopic, b"answer to " + m.payload, qos=1, properties=resp)
+
+    responder.c.on_message = answer
+    r = subprocess.run(["mosquitto_rr", "-h", "127.0.0.1", "-p", str(broker.port), "-t", "rr/req",
+                        "-e", "rr/resp", "-q", "1", "-m", "question", "-W", str(int(WAIT))],
+                       capture_output=True, timeout=WAIT + 5)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"answer to question\n"
+
+
+@pytest.mark.mqttoolsd_only  # Mosquitto 2.0.11 takes ~5 s to notice
+def test_keep_alive_timeout_publishes_will(clients):
+    # A client that goes silent (no PINGREQ, socket left open) is cut off
+    # once 1.5 times its Keep Alive passes [MQTT-3.1.2-22], and that
+    # publishes its will.
+    watcher = connected(clients, "kt-watch")
+    watcher.subscribe([("kt/#", 1)])
+    c = clients("kt-silent")
+    c.c.will_set("kt/will", b"timed out", qos=1)
+    assert c.connect(keepalive=1)[:2] == (0, 0)
+    c.stop()  # the socket stays open; nothing is sent any more
+    t0 = time.monotonic()
+    [m] = watcher.recv(1, timeout=WAIT)
+    assert m.key() == ("kt/will", b"timed out", 1, 0)
+    assert 1.0 <= time.monotonic() - t0 <= 4.0
