@@ -273,13 +273,13 @@ void Client::start(bool resume_session) {
             break;
         } catch (const ConnectError& e) {
             if (last || !retryable(e.reason())) throw;
-            spdlog::info("connect attempt {} refused: {}", attempt, e.what());
+            spdlog::debug("connect attempt {} refused: {}", attempt, e.what());
         } catch (const ConnectionError& e) {
             if (last) throw;
-            spdlog::info("connect attempt {} failed: {}", attempt, e.what());
+            spdlog::debug("connect attempt {} failed: {}", attempt, e.what());
         } catch (const TimeoutError& e) {
             if (last) throw;
-            spdlog::info("connect attempt {} failed: {}", attempt, e.what());
+            spdlog::debug("connect attempt {} failed: {}", attempt, e.what());
         }
         std::this_thread::sleep_for(delays[delay_index]);
         if (delay_index + 1 < delays.size()) ++delay_index;

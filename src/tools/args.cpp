@@ -1,5 +1,6 @@
 #include "tools/args.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -72,6 +73,8 @@ void ArgParser::positionals(const std::string& name, std::vector<std::string>& t
     pos_.push_back({name, false, true, help, [&target](const std::string& v) { target.push_back(v); }});
 }
 
+void ArgParser::alias(const std::string& other, const std::string& name) { aliases_.emplace_back(other, name); }
+
 std::string ArgParser::usage() const {
     std::string u = "usage: " + prog_;
     for (const auto& o : opts_) u += " [" + o.name + (o.takes_value ? " VALUE]" : "]");
@@ -86,7 +89,11 @@ std::string ArgParser::usage() const {
     }
     u += "\noptions:\n  -h, --help                  Show this help message and exit.\n";
     for (const auto& o : opts_) {
-        std::string n = o.name + (o.takes_value ? " VALUE" : "");
+        std::string n;
+        for (const auto& [other, long_name] : aliases_) {
+            if (long_name == o.name) n += other + ", ";
+        }
+        n += o.name + (o.takes_value ? " VALUE" : "");
         u += "  " + n + std::string(n.size() < 28 ? 28 - n.size() : 1, ' ') + o.help + "\n";
     }
     return u;
@@ -101,7 +108,10 @@ bool ArgParser::parse(int argc, char** argv, int first) {
             only_positionals = true;
             continue;
         }
-        if (!only_positionals && (arg == "-h" || arg == "--help")) {
+        const bool h_is_alias = arg == "-h" && i + 1 < argc && argv[i + 1][0] != '-' &&
+                                std::any_of(aliases_.begin(), aliases_.end(),
+                                            [](const auto& a) { return a.first == "-h"; });
+        if (!only_positionals && !h_is_alias && (arg == "-h" || arg == "--help")) {
             std::fputs(usage().c_str(), stdout);
             return false;
         }
@@ -113,6 +123,9 @@ bool ArgParser::parse(int argc, char** argv, int first) {
                 name = arg.substr(0, eq);
                 value = arg.substr(eq + 1);
                 has_value = true;
+            }
+            for (const auto& [other, long_name] : aliases_) {
+                if (other == name) name = long_name;
             }
             const Opt* found = nullptr;
             for (const auto& o : opts_) {

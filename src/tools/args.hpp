@@ -30,6 +30,11 @@ public:
                   const std::string& help);
     void choice(const std::string& name, const std::vector<std::string>& choices, std::string& target,
                 const std::string& help);
+    // Another name for an option, e.g. mosquitto_pub's "-p" for "--port".
+    // "-h" as an alias is taken when a value follows it ("-h HOST");
+    // alone it still asks for help.
+    void alias(const std::string& other, const std::string& name);
+
     // Positionals in order; `required` false makes it (and the rest) optional.
     void positional(const std::string& name, std::string& target, bool required, const std::string& help);
     void positionals(const std::string& name, std::vector<std::string>& target, const std::string& help);
@@ -57,6 +62,7 @@ private:
     std::string description_;
     std::vector<Opt> opts_;
     std::vector<Pos> pos_;
+    std::vector<std::pair<std::string, std::string>> aliases_;
 };
 
 // Parses an integer in [min, max] (decimal or 0x hex); throws UsageError

@@ -15,6 +15,14 @@ void add_common_options(ArgParser& parser, CommonOptions& o) {
     parser.flag("--no-check-hostname", o.no_check_hostname, "Do not check the certificate hostname.");
     parser.string("--username", o.username, "User name.");
     parser.string("--password", o.password, "Password.");
+    // mosquitto_pub / mosquitto_sub spellings.
+    parser.alias("-h", "--host");
+    parser.alias("-p", "--port");
+    parser.alias("-i", "--client-id");
+    parser.alias("--id", "--client-id");
+    parser.alias("-u", "--username");
+    parser.alias("-P", "--password");
+    parser.alias("--insecure", "--no-check-hostname");
 }
 
 ClientOptions make_client_options(const CommonOptions& c) {

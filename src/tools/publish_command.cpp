@@ -94,12 +94,24 @@ int run_publish_command(int argc, char** argv) {
     parser.integer("--session-expiry-interval", 0, 0xffffffff, session_expiry_interval,
                    "Session expiry interval in the range 0..0xffffffff (default: 0).");
     parser.choice("--message-format", {"auto", "binary", "text"}, format, "Message format (default: auto).");
-    parser.positional("topic", topic, true, "Topic to publish.");
-    parser.positionals("message", positional, "Message to publish (default: <counter>\\xa5...).");
+    std::vector<std::string> t_option;
+    std::vector<std::string> m_option;
+    parser.strings("-t", t_option, "Topic to publish (instead of TOPIC, as mosquitto_pub).");
+    parser.strings("-m", m_option, "Message to publish (instead of MESSAGE, as mosquitto_pub).");
+    parser.alias("-r", "--retain");
+    parser.alias("-q", "--qos");
+    parser.alias("-x", "--session-expiry-interval");
+    parser.positionals("topic [message]", positional, "Topic to publish, then the message "
+                       "(default: <counter>\\xa5...).");
     if (!parser.parse(argc, argv, 1)) return 0;
-    if (positional.size() > 1) throw UsageError("unrecognized argument '" + positional[1] + "'");
-    if (!positional.empty()) {
-        message = encode_message(format, positional[0]);
+    // TOPIC [MESSAGE], or mosquitto_pub's -t TOPIC -m MESSAGE.
+    if (!t_option.empty()) positional.insert(positional.begin(), t_option.back());
+    if (!m_option.empty()) positional.insert(positional.begin() + (positional.empty() ? 0 : 1), m_option.back());
+    if (positional.empty()) throw UsageError("the following argument is required: topic");
+    if (positional.size() > 2) throw UsageError("unrecognized argument '" + positional[2] + "'");
+    topic = positional[0];
+    if (positional.size() == 2) {
+        message = encode_message(format, positional[1]);
         have_message = true;
     }
     if (tasks > count) tasks = count;

@@ -40,15 +40,24 @@ int run_subscribe_command(int argc, char** argv) {
     parser.integer("--qos", 0, 2, qos, "Maximum QoS of the subscription (default: 0).");
     parser.integer("--count", 0, INT64_MAX, count, "Exit after this many messages (default: 0, never).");
     parser.choice("--message-format", {"auto", "binary", "text"}, format, "Message format (default: auto).");
-    parser.positional("topic", topic, true, "Topic to subscribe to.");
+    std::vector<std::string> topics;
+    parser.strings("-t", topics, "Another topic to subscribe to (repeatable, as mosquitto_sub).");
+    parser.alias("-q", "--qos");
+    parser.alias("-k", "--keep-alive");
+    parser.alias("-x", "--session-expiry-interval");
+    parser.alias("-C", "--count");
+    parser.positional("topic", topic, false, "Topic to subscribe to.");
     if (!parser.parse(argc, argv, 1)) return 0;
+    if (!topic.empty()) topics.insert(topics.begin(), topic);
+    if (topics.empty()) throw UsageError("the following argument is required: topic");
 
     ClientOptions options = make_client_options(common);
     options.keep_alive_s = static_cast<std::uint16_t>(keep_alive);
     options.session_expiry_interval = static_cast<std::uint32_t>(session_expiry_interval);
     options.topic_alias_maximum = 10;
-    options.subscriptions.push_back(
-        {topic, static_cast<std::uint8_t>(retain_handling), static_cast<QoS>(qos)});
+    for (const auto& t : topics) {
+        options.subscriptions.push_back({t, static_cast<std::uint8_t>(retain_handling), static_cast<QoS>(qos)});
+    }
     Client client(options);
 
     std::int64_t received = 0;
@@ -61,7 +70,7 @@ int run_subscribe_command(int argc, char** argv) {
         try {
             client.start(resume);
         } catch (const SessionResumeError&) {
-            client.subscribe(topic, static_cast<std::uint8_t>(retain_handling), static_cast<QoS>(qos));
+            for (const auto& s : options.subscriptions) client.subscribe(s.topic, s.retain_handling, s.qos);
         }
         first = false;
         print_line("Connected.");

@@ -1,0 +1,133 @@
+"""`mqttools monitor` used as a person would: inside tmux, reading the screen
+with capture-pane and pressing keys with send-keys."""
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import MQTTOOLS, MQTTOOLSD
+from test_tools_subscribe_publish import publish
+
+pytestmark = pytest.mark.skipif(not (MQTTOOLS.exists() and MQTTOOLSD.exists() and shutil.which("tmux")),
+                                reason="mqttools, mqttoolsd or tmux missing")
+
+WIDTH = 60
+HEIGHT = 12
+
+
+class Tmux:
+    """One detached tmux session on a private server socket."""
+
+    def __init__(self, tmp_path, command):
+        self.socket = str(tmp_path / "tmux.sock")
+        self.run("new-session", "-d", "-s", "mon", "-x", str(WIDTH), "-y", str(HEIGHT),
+                 "env TERM=xterm-256color " + command + "; sleep 30")
+
+    def run(self, *args):
+        return subprocess.run(["tmux", "-S", self.socket, "-f", "/dev/null", *args],
+                              capture_output=True, text=True, timeout=10, check=True)
+
+    def screen(self):
+        return self.run("capture-pane", "-p", "-t", "mon").stdout.split("\n")[:HEIGHT]
+
+    def keys(self, *keys):
+        self.run("send-keys", "-t", "mon", *keys)
+
+    def wait_for(self, predicate, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.screen()
+            if predicate(lines):
+                return lines
+            if time.monotonic() > deadline:
+                raise AssertionError("screen never matched:\n" + "\n".join(lines))
+            time.sleep(0.05)
+
+    def kill(self):
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def tmux(tmp_path):
+    sessions = []
+
+    def start(command):
+        t = Tmux(tmp_path, command)
+        sessions.append(t)
+        return t
+
+    yield start
+    for t in sessions:
+        t.kill()
+
+
+def test_monitor_shows_latest_message_per_topic_and_reacts_to_keys(broker, tmux):
+    t = tmux(f"{MQTTOOLS} monitor --port {broker.port} '/mon/#' other")
+    menu = "q: Quit, p: Play/Pause, f: Format (auto)"
+    t.wait_for(lambda s: s[-1].startswith(menu))
+    screen = t.screen()
+    assert screen[0].rstrip() == "TIMESTAMP  TOPIC & MESSAGE"
+    assert screen[-1].rstrip() == menu
+
+    publish(broker.port, "/mon/b", "second topic")
+    publish(broker.port, "/mon/a", "x" * 70)  # wraps at WIDTH - 12 = 48 characters
+    publish(broker.port, "other", "also subscribed")
+    publish(broker.port, "/mon/b", "latest wins")
+    screen = t.wait_for(lambda s: any("latest wins" in line for line in s)
+                        and any("other" in line for line in s) and any("/mon/a" in line for line in s))
+    body = [line.rstrip() for line in screen[1:-1]]
+    # Topics sorted; " HH:MM:SS  topic", then the message indented by 11.
+    stamp = body[0][1:9]
+    assert len(stamp) == 8 and stamp[2] == ":" and stamp[5] == ":"
+    assert body[0] == f" {stamp}  /mon/a"
+    assert body[1] == " " * 11 + "x" * 48
+    assert body[2] == " " * 11 + "x" * 22
+    assert body[3][11:] == "/mon/b"
+    assert body[4] == " " * 11 + "latest wins"
+    assert body[5][11:] == "other"
+    assert body[6] == " " * 11 + "also subscribed"
+
+    # f: auto -> binary shows hex, and the menu says so.
+    t.keys("f")
+    screen = t.wait_for(lambda s: "Format (binary)" in s[-1])
+    rows = [line.rstrip() for line in screen]
+    assert rows[2:5] == [" " * 11 + ("x" * 70).encode().hex()[i:i + 48] for i in (0, 48, 96)]
+    assert rows[5].endswith("  /mon/b")
+    assert rows[6] == " " * 11 + "latest wins".encode().hex()
+    t.keys("f")
+    t.wait_for(lambda s: "Format (text)" in s[-1])
+    t.keys("f")
+    t.wait_for(lambda s: "Format (auto)" in s[-1])
+
+    # p pauses: new messages do not show until played again.
+    t.keys("p")
+    time.sleep(0.3)
+    publish(broker.port, "/mon/b", "while paused")
+    time.sleep(0.5)
+    assert not any("while paused" in line for line in t.screen())
+    t.keys("p")
+    t.wait_for(lambda s: any("while paused" in line for line in s))
+
+    # q quits: the shell's `sleep` keeps the pane; the screen is restored.
+    t.keys("q")
+    t.wait_for(lambda s: not any(line.startswith("q: Quit") for line in s))
+
+
+def test_monitor_follows_a_resize(broker, tmux):
+    t = tmux(f"{MQTTOOLS} monitor --port {broker.port} '/r/#'")
+    t.wait_for(lambda s: s[-1].startswith("q: Quit"))
+    publish(broker.port, "/r/t", "y" * 40)
+    t.wait_for(lambda s: any("yyyy" in line for line in s))
+    t.run("resize-window", "-t", "mon", "-x", "30", "-y", "8")
+    # Width 30: messages wrap at 18 characters; the menu is on the new last row.
+    screen = t.wait_for(lambda s: len([line for line in s if line.strip() == "y" * 18]) >= 2)
+    assert screen[7].startswith("q: Quit, p: Play/Pause, f: Fo")
+
+
+def test_monitor_with_broker_down_is_an_error(tmp_path):
+    from conftest import free_port
+    port = free_port()
+    r = subprocess.run([str(MQTTOOLS), "monitor", "--port", str(port), "t"], capture_output=True, timeout=20)
+    assert r.returncode == 1
+    assert r.stderr.decode() == f"error: cannot connect to 'localhost:{port}': Connection refused\n"
