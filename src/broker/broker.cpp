@@ -70,27 +70,31 @@ void Broker::accept_from(Listener& listener) {
             }
             return;
         }
-        const int raw = fd.get();
-        auto c = std::make_unique<Connection>(*this, std::make_unique<net::PlainTransport>(std::move(fd)),
-                                              std::move(peer));
-        if (!reactor_.add(raw, EPOLLIN, c.get())) continue;
-        ++stats_.connections_total;
+        Connection* conn = adopt(std::make_unique<net::PlainTransport>(std::move(fd)), std::move(peer));
+        if (!conn) continue;
         ++listener.accepted;
-        Connection* conn = c.get();
-        conn->index = connections_.size();
-        connections_.push_back(std::move(c));
-        // A socket that sends no CONNECT in time is closed (spec 3.1.4 says
-        // "within a reasonable amount of time").
-        conn->connect_timer =
-            reactor_.add_timer_after(std::chrono::seconds(config_.connect_timeout), [this, conn] {
-                conn->connect_timer = 0;
-                if (conn->state == Connection::State::awaiting_connect) {
-                    spdlog::info("Client {} closed: no CONNECT within {} s.", conn->peer(), config_.connect_timeout);
-                    close_connection(*conn, ReasonCode::maximum_connect_time, false);
-                }
-            });
         spdlog::debug("New connection from {} on {}.", conn->peer(), listener.name);
     }
+}
+
+Connection* Broker::adopt(std::unique_ptr<net::Transport> transport, std::string peer) {
+    const int raw = transport->fd();
+    auto c = std::make_unique<Connection>(*this, std::move(transport), std::move(peer));
+    if (!reactor_.add(raw, EPOLLIN, c.get())) return nullptr;
+    ++stats_.connections_total;
+    Connection* conn = c.get();
+    conn->index = connections_.size();
+    connections_.push_back(std::move(c));
+    // A socket that sends no CONNECT in time is closed (spec 3.1.4 says
+    // "within a reasonable amount of time").
+    conn->connect_timer = reactor_.add_timer_after(std::chrono::seconds(config_.connect_timeout), [this, conn] {
+        conn->connect_timer = 0;
+        if (conn->state == Connection::State::awaiting_connect) {
+            spdlog::info("Client {} closed: no CONNECT within {} s.", conn->peer(), config_.connect_timeout);
+            close_connection(*conn, ReasonCode::maximum_connect_time, false);
+        }
+    });
+    return conn;
 }
 
 void Broker::mark_dirty(Connection& c) {

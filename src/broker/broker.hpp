@@ -36,6 +36,11 @@ public:
     // Serves a bound, listening socket. `name` is for logs ("127.0.0.1:1883").
     bool add_listener(net::UniqueFd fd, std::string name);
 
+    // Serves one accepted connection through any transport (plain TCP,
+    // TLS, later WebSocket; a socketpair in tests and fuzzers). The broker
+    // owns it from here on; null when it cannot be watched.
+    Connection* adopt(std::unique_ptr<net::Transport> transport, std::string peer);
+
     // Graceful stop: stop accepting, DISCONNECT 0x8B to every MQTT 5 client,
     // publish wills, flush what can be flushed. Call once, then stop the reactor.
     void shutdown();
