@@ -330,3 +330,112 @@ def test_retained_message_expiry(probe):
     got = c.publishes(0.3)
     assert [p.topic for p in got] == ["exp/long"]
     assert 1 <= got[0].prop(P_MESSAGE_EXPIRY) <= 29 + (1 if SLACK else 0)
+
+
+def test_v311_and_v5_clients_interoperate(probe):
+    """MQTT 3.1.1 section 3.3 / MQTT 5.0 section 3.3: messages cross versions
+    both ways at QoS 1; the 3.1.1 subscriber gets a PUBLISH without a property
+    block (payload exact), the v5 one a PUBLISH with one; retained messages
+    too."""
+    s4 = client(probe.port, "ix4", v=4)
+    s4.send(h("82 0a 00 01 00 05 69 78 2f 2f 23 01"))  # SUBSCRIBE "ix//#" QoS 1 (3.1.1 form)
+    assert s4.expect(9).raw == h("90 03 00 01 01")
+    s5 = client(probe.port, "ix5")
+    s5.sub([("ix//#", opts(qos=1))])
+    p5 = client(probe.port, "ix5pub")
+    p5.send(publish("ix//from5", b"\x00five", qos=1, pid=1, properties=props(prop(P_CONTENT_TYPE, "c"))))
+    p5.expect(PUBACK)
+    p4 = client(probe.port, "ix4pub", v=4)
+    p4.send(h("33 0d 00 08 69 78 2f 2f 66 72 6f 6d 00 07 34"))  # QoS 1 retained "ix//from" = "4", id 7
+    assert p4.expect(PUBACK).raw == h("40 02 00 07")
+    got4 = s4.publishes(0.3)
+    assert [(p.topic, p.payload, p.qos) for p in got4] == [("ix//from5", b"\x00five", 1), ("ix//from", b"4", 1)]
+    got5 = s5.publishes(0.05)
+    assert [(p.topic, p.payload, p.qos) for p in got5] == [("ix//from5", b"\x00five", 1), ("ix//from", b"4", 1)]
+    assert got5[0].prop(P_CONTENT_TYPE) == "c"
+    late5 = client(probe.port, "ix5late")
+    late5.sub("ix//from")
+    assert [(p.payload, p.retain) for p in late5.publishes(0.3)] == [(b"4", True)]
+
+
+def test_shared_subscription_gets_no_retained_messages(probe):
+    """Section 4.8.2 (and 3.3.1.3): retained messages are not sent to a Session
+    when it establishes a new Shared Subscription; a plain subscription to the
+    same filter gets them."""
+    pub = client(probe.port, "shretpub")
+    pub.send(publish("shr/t", b"kept", qos=1, pid=1, retain=True))
+    pub.expect(PUBACK)
+    c = client(probe.port, "shret")
+    c.sub("$share/g/shr/#")
+    assert c.publishes(0.3) == []
+    c.sub("shr/#", pid=2)
+    assert [(p.payload, p.retain) for p in c.publishes(0.3)] == [(b"kept", True)]
+
+
+def test_retained_message_carries_the_subscription_identifier(probe):
+    """[MQTT-3.3.4-3] (section 3.8.2.1.2): a retained message sent because of a
+    subscription carries that subscription's Subscription Identifier."""
+    pub = client(probe.port, "sidpub")
+    pub.send(publish("sid/t", b"r", qos=1, pid=1, retain=True))
+    pub.expect(PUBACK)
+    c = client(probe.port, "sidsub")
+    c.sub([("sid/#", 0)], properties=props(prop(P_SUBSCRIPTION_ID, 268435455)))
+    (p,) = c.publishes(0.3)
+    assert p.retain and p.props.get(P_SUBSCRIPTION_ID) == [268435455]
+
+
+def test_topics_are_matched_without_normalisation(probe):
+    """[MQTT-4.7.3-4] no normalisation: matching is case sensitive, `a/b/` is
+    not `a/b`; [MQTT-1.5.4-3] a U+FEFF (EF BB BF) in a topic is kept, not
+    stripped."""
+    c = client(probe.port, "norm")
+    c.sub([("Case/T", 0), ("a/b", 0), ("\ufeffbom", 0)])
+    pub = client(probe.port, "normpub")
+    for t in ["case/t", "Case/T", "a/b/", "a/b", "bom", "\ufeffbom"]:
+        pub.send(publish(t, t.encode()))
+    assert sorted(p.topic for p in c.publishes(0.3)) == sorted(["Case/T", "a/b", "\ufeffbom"])
+
+
+def test_no_reason_string_when_problem_information_is_refused(probe):
+    """[MQTT-3.1.2-29] with Request Problem Information 0 the Server MUST NOT send
+    a Reason String or User Properties on packets other than PUBLISH, CONNACK
+    and DISCONNECT: a SUBACK with a failure and an UNSUBACK 0x11 carry no
+    properties."""
+    c = Conn(probe.port)
+    c.send(connect("rpi0", properties=props(prop(0x17, 0))))
+    c.expect(CONNACK)
+    sa = c.sub([("bad/#/x", 0)], pid=3)
+    assert sa.codes == [0x8F] and sa.props == {}
+    c.send(unsubscribe(4, ["never/subscribed"]))
+    ua = c.expect(UNSUBACK)
+    assert ua.codes == [0x11] and ua.props == {}
+
+
+def test_connack_properties_are_well_formed(probe):
+    """Section 3.2.2.3: each CONNACK property at most once; Maximum QoS, if
+    present, is 0 or 1; Retain/Wildcard/Subscription Identifier/Shared
+    Subscription Available are 0 or 1; Receive Maximum and Maximum Packet Size,
+    if present, are not 0; what it advertises holds (wildcards, shared
+    subscriptions and subscription identifiers work when not marked 0)."""
+    c = Conn(probe.port)
+    c.send(connect("connackprops"))
+    ack = c.expect(CONNACK)
+    for pid, vals in ack.props.items():
+        if pid != 0x26:
+            assert len(vals) == 1, (hex(pid), vals)
+    assert ack.prop(0x24, 1) in (0, 1) and ack.prop(0x24) != 2
+    for pid in (0x25, 0x28, 0x29, 0x2A):
+        assert ack.prop(pid, 1) in (0, 1)
+    assert ack.prop(0x21, 1) != 0 and ack.prop(0x27, 1) != 0
+    assert ack.prop(0x28, 1) == 1 and ack.prop(0x29, 1) == 1 and ack.prop(0x2A, 1) == 1
+
+
+def test_qos1_publish_without_subscribers_is_acknowledged(probe):
+    """[MQTT-4.3.2-4] [MQTT-3.4.2-1] a QoS 1 PUBLISH nobody subscribes to still
+    gets a PUBACK with its Packet Identifier and a success reason (0x00 or
+    0x10 No matching subscribers); a 23-character ClientID of the basic set is
+    accepted ([MQTT-3.1.3-5])."""
+    c = client(probe.port, "0123456789abcdefghijKLM")
+    c.send(publish("nobody/here", b"x", qos=1, pid=0xFFFF))
+    pa = c.expect(PUBACK)
+    assert pa.pid == 0xFFFF and pa.reason in (0x00, 0x10)

@@ -376,3 +376,54 @@ def test_server_respects_client_receive_maximum(probe):
         pending += more
         got += [p.payload for p in more]
     assert got == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_qos2_packet_id_in_use_until_pubrel(probe):
+    """[MQTT-4.3.3-10] until the PUBREL arrives, any PUBLISH with the same Packet
+    Identifier (here DUP 0 and another payload) is answered with PUBREC and
+    MUST NOT cause a duplicate delivery; [MQTT-4.3.3-12] after PUBCOMP the id
+    starts a new publication."""
+    sub = client(probe.port, "inusesub")
+    sub.sub("inuse/t")
+    pub = client(probe.port, "inusepub")
+    pub.send(publish("inuse/t", b"first", qos=2, pid=5))
+    assert pub.expect(PUBREC).pid == 5
+    pub.send(publish("inuse/t", b"not-again", qos=2, pid=5))
+    assert pub.expect(PUBREC).pid == 5
+    pub.send(ack(PUBREL, 5))
+    assert pub.expect(PUBCOMP).pid == 5
+    pub.send(publish("inuse/t", b"new", qos=2, pid=5))
+    assert pub.expect(PUBREC).pid == 5
+    pub.send(ack(PUBREL, 5))
+    assert pub.expect(PUBCOMP).pid == 5
+    assert [p.payload for p in sub.publishes(0.3)] == [b"first", b"new"]
+
+
+def test_queued_message_expires_while_session_is_offline(probe):
+    """[MQTT-3.3.2-5] a queued QoS 1 message whose Message Expiry Interval (1 s)
+    passes before onward delivery starts is deleted; a non-expiring one queued
+    beside it is delivered on resume."""
+    c = client(probe.port, "expsess", clean=False, properties=expiry(60))
+    c.sub([("xq/t", opts(qos=1))])
+    c.send(h("e0 00"))
+    c.until_closed()
+    pub = client(probe.port, "expsesspub")
+    pub.send(publish("xq/t", b"short", qos=1, pid=1, properties=props(prop(0x02, 1))))
+    pub.send(publish("xq/t", b"keep", qos=1, pid=2))
+    pub.expect(PUBACK)
+    pub.expect(PUBACK)
+    time.sleep(1.3)
+    c = Conn(probe.port)
+    c.send(connect("expsess", clean=False, properties=expiry(60)))
+    assert c.expect(CONNACK).session_present == 1
+    assert [p.payload for p in c.publishes(0.4)] == [b"keep"]
+
+
+def test_v311_takeover_closes_the_old_connection_silently(probe):
+    """MQTT 3.1.1 [MQTT-3.1.4-2]: a second client with the same ClientId makes
+    the Server disconnect the existing one (no DISCONNECT packet in 3.1.1);
+    the new one works."""
+    old = client(probe.port, "v311taken", v=4)
+    new = client(probe.port, "v311taken", v=4)
+    assert old.until_closed() == []
+    assert new.ping() == []
