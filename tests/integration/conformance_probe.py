@@ -447,6 +447,8 @@ def assert_disconnected_with(c, reason):
     got = c.until_closed()
     assert [(p.type, p.reason) for p in got] == [(DISCONNECT, reason)], \
         f"expected DISCONNECT 0x{reason:02x} then close, got {got}"
+    # [MQTT-3.14.2-2] the Server MUST NOT send a Session Expiry Interval in DISCONNECT.
+    assert P_SESSION_EXPIRY not in got[0].props, got[0]
 
 
 def assert_refused_before_connack(c):

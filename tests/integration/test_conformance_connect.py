@@ -3,6 +3,8 @@ MQTT 3.1.1 section 3.1, 3.2). Packets are written out byte by byte from the
 specification; every case cites the normative statement it checks."""
 import time
 
+import pytest
+
 from conformance_probe import (CONNACK, DISCONNECT, PINGRESP, PINGREQ_BYTES, P_ASSIGNED_CLIENT_ID,
                                P_SERVER_KEEP_ALIVE, P_SESSION_EXPIRY, P_TOPIC_ALIAS, SLACK, Conn,
                                assert_disconnected_with, assert_refused_before_connack, connect, h, probe,
@@ -248,4 +250,59 @@ def test_v311_keep_alive_is_enforced(probe):
     start = time.monotonic()
     assert c.until_closed(timeout=4) == []
     elapsed = time.monotonic() - start
+    assert 1.0 <= elapsed <= 1.75 + SLACK, f"closed after {elapsed:.3f} s"
+
+
+# CONNECT packets the Server must refuse: (bytes, CONNACK reason codes it may
+# send before closing; sending nothing before closing is also correct).
+REFUSED = {
+    # Section 3.1.2.11.3: "It is a Protocol Error to include the Receive Maximum value of 0."
+    "receive_maximum_0": (connect("r1", properties=props(prop(0x21, 0))), (0x82,)),
+    # Section 3.1.2.11.4: Maximum Packet Size of zero is a Protocol Error.
+    "maximum_packet_size_0": (connect("r2", properties=props(prop(0x27, 0))), (0x82,)),
+    # Section 3.1.2.11.6: Request Response Information other than 0 or 1 is a Protocol Error.
+    "request_response_information_2": (connect("r3", properties=props(prop(0x19, 2))), (0x82,)),
+    # Section 3.1.2.11.7: Request Problem Information other than 0 or 1 is a Protocol Error.
+    "request_problem_information_2": (connect("r4", properties=props(prop(0x17, 2))), (0x82,)),
+    # Section 3.1.2.11.5: Topic Alias Maximum more than once is a Protocol Error.
+    "topic_alias_maximum_twice": (connect("r5", properties=props(prop(0x22, 5), prop(0x22, 5))), (0x82,)),
+    # [MQTT-1.5.4-1] [MQTT-3.1.3-4] a ClientID that is not well-formed UTF-8
+    # (0xc3 0x28): Malformed, or Client Identifier not valid.
+    "client_id_invalid_utf8": (h("10 0f 00 04 4d 51 54 54 05 02 00 3c 00 00 02 c3 28"), (0x81, 0x85)),
+    # [MQTT-3.1.2-19] User Name Flag 1 but no User Name in the payload: Malformed.
+    "user_name_flag_without_user_name": (h("10 10 00 04 4d 51 54 54 05 82 00 3c 00 00 03 72 30 36"), (0x81,)),
+    # [MQTT-4.7.0-1] [MQTT-3.3.2-2] a Will Topic with a wildcard can never be
+    # published: refused (0x81/0x82, or 0x90 Topic Name invalid).
+    "will_topic_with_wildcard": (connect("r7", will=("w/+", b"x", 0, False, b"\x00")), (0x81, 0x82, 0x90)),
+    # [MQTT-4.12.0-1] an Authentication Method the Server does not support:
+    # CONNACK 0x8C or 0x87, then close.
+    "unsupported_authentication_method": (connect("r8", properties=props(prop(0x15, "SCRAM-SHA-1"))), (0x8C, 0x87)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_bad_connect_is_refused(probe, case):
+    """See REFUSED for the rule each case checks; [MQTT-3.1.4-1] [MQTT-3.2.2-7]
+    the Server closes the connection, sending at most one CONNACK with one of
+    the listed reason codes."""
+    data, allowed = REFUSED[case]
+    c = Conn(probe.port)
+    c.send(data)
+    got = c.until_closed()
+    assert got == [] or (len(got) == 1 and got[0].type == CONNACK and got[0].reason in allowed), got
+
+
+def test_server_keep_alive_is_enforced(probe_factory):
+    """[MQTT-3.2.2-21] [MQTT-3.1.2-22]: with max_keepalive = 1 a client asking for
+    60 s gets Server Keep Alive 1 and is closed after 1.5 s of silence
+    (+0.25 s)."""
+    b = probe_factory(max_keepalive=1)
+    c = Conn(b.port)
+    c.send(connect("c18", keepalive=60))
+    ack = c.expect(CONNACK)
+    assert ack.prop(P_SERVER_KEEP_ALIVE) == 1
+    start = time.monotonic()
+    got = c.until_closed(timeout=4)
+    elapsed = time.monotonic() - start
+    assert [(p.type, p.reason) for p in got] in ([], [(DISCONNECT, 0x8D)]), got
     assert 1.0 <= elapsed <= 1.75 + SLACK, f"closed after {elapsed:.3f} s"

@@ -193,3 +193,24 @@ def test_v311_subscribe_invalid_filter_gets_0x80(probe):
     c.send(fixed(8, 2, struct.pack("!H", 5) + s("ok/t") + b"\x01" + s("a/#/b") + b"\x00"))
     sa = c.expect(9)
     assert sa.raw == h("90 04 00 05 01 80"), sa
+
+
+def test_invalid_utf8_in_properties_is_malformed(probe):
+    """[MQTT-1.5.4-1] [MQTT-1.5.7-1] [MQTT-3.3.2-19]: ill-formed UTF-8 in a User
+    Property name or in a Content Type is a Malformed Packet: DISCONNECT 0x81."""
+    for i, block in enumerate([h("08 26 00 02 c3 28 00 01 76"), h("05 03 00 02 c3 28")]):
+        c = client(probe.port, f"badprop{i}")
+        c.send(publish("a/b", b"x", properties=block))
+        assert_disconnected_with(c, 0x81)
+
+
+def test_response_topic_with_wildcard_is_refused(probe):
+    """[MQTT-3.3.2-14] the Response Topic MUST NOT contain wildcards: the PUBLISH
+    is not forwarded and the connection is closed with 0x81, 0x82 or 0x90."""
+    sub = client(probe.port, "rtsub")
+    sub.sub("rt/#")
+    c = client(probe.port, "rtpub")
+    c.send(publish("rt/t", b"x", properties=props(prop(0x08, "reply/#"))))
+    got = c.until_closed()
+    assert len(got) == 1 and got[0].type == DISCONNECT and got[0].reason in (0x81, 0x82, 0x90), got
+    assert sub.publishes(0.2) == []

@@ -439,3 +439,32 @@ def test_qos1_publish_without_subscribers_is_acknowledged(probe):
     c.send(publish("nobody/here", b"x", qos=1, pid=0xFFFF))
     pa = c.expect(PUBACK)
     assert pa.pid == 0xFFFF and pa.reason in (0x00, 0x10)
+
+
+def test_invalid_shared_subscription_filters_get_0x8f(probe):
+    """[MQTT-4.8.2-1] a ShareName at least one character long; [MQTT-4.8.2-2] no
+    `/`, `+` or `#` in it and followed by `/` and a Topic Filter: `$share//x`,
+    `$share/g`, `$share/g+/x` fail with 0x8F (issue 3), in order beside a valid
+    one."""
+    c = client(probe.port, "badshare")
+    sa = c.sub([("$share//x", 0), ("$share/g", 0), ("$share/ok/x", 0), ("$share/g+/x", 0)], pid=2)
+    assert sa.codes == [0x8F, 0x8F, 0x00, 0x8F]
+    assert c.ping() == []
+
+
+def test_retained_qos_is_stored_and_capped_by_granted_qos(probe):
+    """[MQTT-3.3.1-5] the Server stores the retained message and its QoS;
+    [MQTT-3.8.4-8] it is delivered at min(stored QoS, granted QoS); a live
+    Message Expiry Interval is forwarded with the remaining time
+    ([MQTT-3.3.2-6])."""
+    pub = client(probe.port, "rqpub")
+    pub.send(publish("rq/t", b"one", qos=1, pid=1, retain=True, properties=props(prop(P_MESSAGE_EXPIRY, 100))))
+    pub.expect(PUBACK)
+    s2 = client(probe.port, "rq2")
+    s2.sub([("rq/t", opts(qos=2))])
+    (p,) = s2.publishes(0.3)
+    assert (p.qos, p.retain, p.payload) == (1, True, b"one") and 98 <= p.prop(P_MESSAGE_EXPIRY) <= 100
+    s0 = client(probe.port, "rq0")
+    s0.sub([("rq/t", opts(qos=0))])
+    (p,) = s0.publishes(0.3)
+    assert (p.qos, p.retain, p.payload) == (0, True, b"one")

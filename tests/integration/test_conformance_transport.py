@@ -224,3 +224,18 @@ def test_connection_churn_and_resets(probe):
             sk.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sk.close()
     assert_still_serves(probe.port)
+
+
+def test_large_packets_across_read_buffers(probe):
+    """[MQTT-7.1.1-1]: three 100 KiB PUBLISHes in one send() and a 1 MiB one
+    (each larger than any sensible read buffer) arrive intact and in order."""
+    sub = client(probe.port, "bigsub")
+    sub.sub("big/#")
+    pub = client(probe.port, "bigpub")
+    payloads = [bytes([i]) * 100_000 + b"end%d" % i for i in range(3)] + [bytes(range(256)) * 4096]
+    pub.send(b"".join(publish("big/t", p) for p in payloads[:3]))
+    pub.send(publish("big/t", payloads[3]))
+    got = []
+    for _ in payloads:
+        got.append(sub.expect(PUBLISH, timeout=3).payload)
+    assert got == payloads
