@@ -75,10 +75,13 @@ ReasonCode read_packet_id(Reader& r, std::uint16_t& id) noexcept {
 
 // Subscription options (spec 3.8.3.1): an error or success.
 ReasonCode check_options(std::uint8_t o, ProtocolVersion v) noexcept {
-    if ((o & 0x03) == 0x03) return malformed;  // QoS 3
-    if (v == ProtocolVersion::v311) return (o & 0xFC) != 0 ? malformed : ReasonCode::success;  // [MQTT-3-8.3-4]
-    if ((o & 0xC0) != 0) return malformed;       // reserved bits [MQTT-3.8.3-5]
-    if (((o >> 4) & 0x03) == 3) return protocol;  // Retain Handling 3
+    // 3.1.1: QoS 3 and any upper bit are malformed [MQTT-3.8.3-4] (3.1.1).
+    if (v == ProtocolVersion::v311) {
+        return ((o & 0x03) == 0x03 || (o & 0xFC) != 0) ? malformed : ReasonCode::success;
+    }
+    if ((o & 0xC0) != 0) return malformed;        // reserved bits [MQTT-3.8.3-5]
+    if ((o & 0x03) == 0x03) return protocol;      // Maximum QoS 3 is a Protocol Error (3.8.3.1)
+    if (((o >> 4) & 0x03) == 3) return protocol;  // Retain Handling 3 likewise
     return ReasonCode::success;
 }
 
