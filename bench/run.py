@@ -55,6 +55,38 @@ SCENARIOS = {
 DEFAULT_SCENARIOS = list(SCENARIOS)
 # One run of these is enough: they are about holding, not timing.
 SINGLE_RUN = {"idle-100k"}
+# A run name is a scenario name, or SCENARIO@rt for the same scenario with the
+# broker and the generator under SCHED_FIFO (`--sched rt|both`).
+RT_SUFFIX = "@rt"
+
+
+def base(name):
+    return name.split("@")[0]
+
+
+def is_rt(name):
+    return name.endswith(RT_SUFFIX)
+
+
+def fixed_rate(name):
+    _, load_args, _, kind = SCENARIOS[base(name)]
+    return kind == "traffic" and load_args[load_args.index("--rate") + 1] != "0"
+
+
+def describe(name):
+    return SCENARIOS[base(name)][0] + (" [SCHED_FIFO]" if is_rt(name) else "")
+
+
+def run_names(names, sched):
+    """Scenario names -> run names for the scheduling mode (normal, rt, both)."""
+    out = []
+    if sched in ("normal", "both"):
+        out += names
+    if sched == "rt":
+        out += [n + RT_SUFFIX if fixed_rate(n) else n for n in names]
+    if sched == "both":
+        out += [n + RT_SUFFIX for n in names if fixed_rate(n)]
+    return out
 
 # (scenario, metric, comparison, factor): the issue's targets, each a ratio
 # of mqttoolsd's median to another broker's median in the same run.
@@ -181,11 +213,10 @@ class Bench:
         return proc
 
     def run_one(self, name, broker, run_index):
-        desc, load_args, _, kind = SCENARIOS[name]
+        desc, load_args, _, kind = SCENARIOS[base(name)]
         port = free_port()
         log_path = os.path.join(self.tmp, f"{broker}-{name}-{run_index}.log")
-        rt = self.args.rt and kind == "traffic" and "--rate" in load_args and \
-            load_args[load_args.index("--rate") + 1] != "0"
+        rt = is_rt(name)
         proc = self.start_broker(broker, port, log_path, rt)
         if proc is None:
             log(f"{broker} did not start (log: {log_path})")
@@ -255,9 +286,9 @@ class Bench:
     def run(self, names, brokers):
         runs = self.args.runs
         for name in names:
-            _, _, allowed, _ = SCENARIOS[name]
+            _, _, allowed, _ = SCENARIOS[base(name)]
             targets = [b for b in brokers if b in allowed and self.available(b)]
-            n = 1 if name in SINGLE_RUN else runs
+            n = 1 if base(name) in SINGLE_RUN else runs
             for i in range(n):
                 for broker in targets:
                     r = self.run_one(name, broker, i)
@@ -308,7 +339,8 @@ def build_table(bench, names, brokers):
     lines = [head, "|" + "---|" * (len(cols) + 4)]
     medians = {}
     for name in names:
-        desc, _, allowed, kind = SCENARIOS[name]
+        _, _, allowed, kind = SCENARIOS[base(name)]
+        desc = describe(name)
         metrics = TRAFFIC_METRICS if kind == "traffic" else IDLE_METRICS
         for key, label, digits in metrics:
             row = [desc, label]
@@ -341,9 +373,7 @@ def paired_ratio(bench, name, key, against):
 
 def check_targets(bench, medians, names):
     lines = ["| scenario | target | measured (medians) | paired per-run ratio | met |", "|---|---|---|---|---|"]
-    for name, key, against, factor in TARGETS:
-        if name not in names:
-            continue
+    for name, key, against, factor in [(n, k, a, f) for n in names for (t, k, a, f) in TARGETS if base(n) == t]:
         ours = medians.get((name, "mqttoolsd", key))
         paired = "–"
         if against == "zero":
@@ -364,7 +394,7 @@ def check_targets(bench, medians, names):
             pr = paired_ratio(bench, name, key, against)
             paired = f"{fmt(pr, 2)}×" if pr is not None else "–"
         verdict = "yes" if ok else ("no" if ours is not None else "not measured")
-        lines.append(f"| {SCENARIOS[name][0]} | {want} | {got} | {paired} | {verdict} |")
+        lines.append(f"| {describe(name)} | {want} | {got} | {paired} | {verdict} |")
     return lines
 
 
@@ -373,7 +403,7 @@ def plot(bench, medians, names, brokers, png):
     if not gnuplot:
         log("gnuplot not found: no plot")
         return False
-    traffic = [n for n in names if SCENARIOS[n][3] == "traffic"]
+    traffic = [n for n in names if SCENARIOS[base(n)][3] == "traffic"]
     cols = [b for b in BROKERS if b in brokers]
     dat = os.path.join(bench.tmp, "bench.dat")
     with open(dat, "w") as f:
@@ -384,7 +414,7 @@ def plot(bench, medians, names, brokers, png):
             f.write("\n\n")
     plots = ", ".join(f"'{dat}' index IDX using {i + 2}:xtic(1) title '{b}'" for i, b in enumerate(cols))
     script = f"""
-set terminal pngcairo size 1100,800 font 'sans,10'
+set terminal pngcairo noenhanced size 1100,800 font 'sans,10'
 set output '{png}'
 set multiplot layout 2,1 title 'mqttoolsd vs mosquitto vs do-nothing forwarder (medians, broker on one core)'
 set style data histogram
@@ -438,8 +468,7 @@ def write_markdown(path, bench, env, table, targets, names, png_ok):
            f"- Brokers: mqttoolsd (this commit, release build), {env['mosquitto']} (Debian), "
            "`mqtt_forwarder` (bench/load: read, frame, write, nothing else)",
            f"- Each traffic run: {a.warmup:g} s warm-up, {a.duration:g} s measured, 64-byte payloads, MQTT 5; "
-           "broker pinned to CPU 0, generator to CPU 1" +
-           ("; fixed-rate runs under SCHED_FIFO (`--rt`)" if a.rt else "; normal scheduling (no `--rt`)"),
+           "broker pinned to CPU 0, generator to CPU 1; " + SCHED_TEXT[a.sched],
            "", "## Results (medians)", ""] + table + ["", "## Targets (issue 8)", ""] + targets + [""]
     if png_ok:
         out += ["![CPU per message and p99 latency](benchmarks.png)", ""]
@@ -449,6 +478,13 @@ def write_markdown(path, bench, env, table, targets, names, png_ok):
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
 
+
+SCHED_TEXT = {
+    "normal": "normal scheduling (`--sched normal`)",
+    "rt": "fixed-rate runs with broker and generator under SCHED_FIFO (`--sched rt`)",
+    "both": "fixed-rate runs twice: normal scheduling, then broker and generator under SCHED_FIFO "
+            "(rows marked [SCHED_FIFO]; `--sched both`)",
+}
 
 METHOD = """## Method
 
@@ -476,6 +512,14 @@ METHOD = """## Method
   gets the same limits (`-c` a TOML file with `allow_anonymous = true`,
   `max_queued_messages = 1000000`, `log_level = "warning"`, then `-p PORT`).
   Both keep their default `max_inflight_messages` (20).
+- Scheduling: the machine is shared. Under normal scheduling a broker's
+  wake-up is often delayed behind other work, so one wake-up finds several
+  messages (fewer wake-ups, lower CPU per message, latency tails of
+  milliseconds that belong to the machine). Under SCHED_FIFO (`chrt -f 10`,
+  fixed-rate runs only, so the CPU they take is bounded) every message is
+  delivered by its own wake-up as on an idle machine: the latency is the
+  brokers', and the CPU per message includes a full sleep/wake-up cycle, which
+  in this VM costs tens of microseconds.
 - Raw results of every run: `BUILD/bench-results.json`.
 """
 
@@ -494,8 +538,10 @@ def main():
     p.add_argument("--no-docs", action="store_true", help="print only; leave docs/ alone")
     p.add_argument("--from-json", metavar="FILE",
                    help="no runs: rebuild the table, docs and plot from a saved bench-results.json")
-    p.add_argument("--rt", action="store_true",
-                   help="run broker and generator under SCHED_FIFO (chrt -f 10) in the fixed-rate scenarios")
+    p.add_argument("--sched", choices=["normal", "rt", "both"], default="normal",
+                   help="rt: fixed-rate runs with broker and generator under SCHED_FIFO (chrt -f 10); "
+                        "both: fixed-rate runs once each way")
+    p.add_argument("--rt", action="store_true", help="same as --sched rt")
     p.add_argument("--perf", action="store_true",
                    help="record a perf profile of mqttoolsd in each traffic run (BUILD/perf-SCENARIO-RUN.data)")
     args = p.parse_args()
@@ -505,6 +551,8 @@ def main():
     if args.quick and args.scenarios == p.get_default("scenarios"):
         names = [n for n in names if n != "idle-100k"]
     brokers = [b for b in args.brokers.split(",") if b]
+    if args.rt:
+        args.sched = "rt"
     for n in names:
         if n not in SCENARIOS:
             p.error(f"unknown scenario {n}")
@@ -525,7 +573,8 @@ def main():
         if not bench.available(b):
             log(f"{b} not found at {bench.binaries[b]}: skipped")
             bench.notes.append(f"{b} was not available ({bench.binaries[b]}): its columns are empty.")
-    if any(SCENARIOS[n][3] == "idle" for n in names) and hard < 110000:
+    names = run_names(names, args.sched)
+    if any(SCENARIOS[base(n)][3] == "idle" for n in names) and hard < 110000:
         bench.notes.append(f"RLIMIT_NOFILE hard limit here is {hard} and cannot be raised without "
                            "CAP_SYS_RESOURCE: no single broker process can hold more than about that many "
                            "connections, so the 100,000-connection test is bounded by it.")
