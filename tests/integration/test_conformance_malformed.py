@@ -214,3 +214,27 @@ def test_response_topic_with_wildcard_is_refused(probe):
     got = c.until_closed()
     assert len(got) == 1 and got[0].type == DISCONNECT and got[0].reason in (0x81, 0x82, 0x90), got
     assert sub.publishes(0.2) == []
+
+
+def test_maximum_packet_size_boundary_inbound(probe_factory):
+    """Section 3.2.2.3.6: Maximum Packet Size is the total packet size (fixed
+    header included): with max_packet_size = 1024 a PUBLISH of exactly 1024
+    bytes is accepted, one of 1025 gets DISCONNECT 0x95; a CONNECT larger than
+    the limit is refused (at most CONNACK 0x95) before any CONNACK 0x00."""
+    b = probe_factory(max_packet_size=1024)
+    sub = client(b.port, "mpsub")
+    sub.sub("mp/#")
+    c = client(b.port, "mpb")
+    exact = publish("mp/t", b"e" * (1024 - 3 - 7))  # 3-byte fixed header, 7-byte variable header
+    assert len(exact) == 1024
+    c.send(exact)
+    assert [len(p.raw) for p in sub.publishes(0.3)] == [1024]
+    over = publish("mp/t", b"e" * (1025 - 3 - 7))
+    assert len(over) == 1025
+    c.send(over)
+    assert_disconnected_with(c, 0x95)
+    big = Conn(b.port)
+    big.send(connect("mpbig", will=("mp/w", b"w" * 1100, 0, False, b"\x00")))
+    got = big.until_closed()
+    assert got == [] or [(p.type, p.reason) for p in got] == [(CONNACK, 0x95)], got
+    assert sub.publishes(0.1) == []

@@ -468,3 +468,45 @@ def test_retained_qos_is_stored_and_capped_by_granted_qos(probe):
     s0.sub([("rq/t", opts(qos=0))])
     (p,) = s0.publishes(0.3)
     assert (p.qos, p.retain, p.payload) == (0, True, b"one")
+
+
+def test_resubscribe_replaces_options_and_identifier(probe):
+    """[MQTT-3.8.4-3] a SUBSCRIBE with an identical filter completely replaces
+    the subscription: its QoS and Subscription Identifier (id 5 -> id 6 -> none);
+    [MQTT-3.8.4-5] two identical filters in one SUBSCRIBE act as two SUBSCRIBEs
+    (the second wins); one copy per message."""
+    c = client(probe.port, "resub")
+    pub = client(probe.port, "resubpub")
+
+    def deliver():
+        pub.send(publish("rs/t", b"m", qos=1, pid=1))
+        pub.expect(PUBACK)
+        got = c.publishes(0.3)
+        for p in got:
+            if p.qos:
+                c.send(h("40 02") + p.pid.to_bytes(2, "big"))
+        return [(p.qos, p.props.get(P_SUBSCRIPTION_ID)) for p in got]
+
+    c.sub([("rs/t", opts(qos=1))], pid=1, properties=props(prop(P_SUBSCRIPTION_ID, 5)))
+    assert deliver() == [(1, [5])]
+    c.sub([("rs/t", opts(qos=0))], pid=2, properties=props(prop(P_SUBSCRIPTION_ID, 6)))
+    assert deliver() == [(0, [6])]
+    c.sub([("rs/t", opts(qos=1))], pid=3)
+    assert deliver() == [(1, None)]
+    assert c.sub([("rs/t", opts(qos=0)), ("rs/t", opts(qos=1))], pid=4).codes == [0, 1]
+    assert deliver() == [(1, None)]
+
+
+def test_retained_message_published_through_a_topic_alias(probe):
+    """[MQTT-3.3.1-5] with section 3.3.2.3.4: a retained PUBLISH sent with an
+    empty Topic Name and an established Topic Alias is stored under the
+    topic the alias stands for."""
+    pub = Conn(probe.port)
+    pub.send(connect("retalias"))
+    pub.expect(CONNACK)
+    pub.send(publish("ra/t", b"first", properties=props(prop(P_TOPIC_ALIAS, 1))))
+    pub.send(publish("", b"via-alias", qos=1, pid=1, retain=True, properties=props(prop(P_TOPIC_ALIAS, 1))))
+    pub.expect(PUBACK)
+    c = client(probe.port, "retaliassub")
+    c.sub("ra/#")
+    assert [(p.topic, p.payload, p.retain) for p in c.publishes(0.3)] == [("ra/t", b"via-alias", True)]

@@ -117,6 +117,22 @@ def test_outbound_packet_over_client_maximum_is_dropped(probe):
     assert all(len(p.raw) <= 200 for p in got)
 
 
+def test_outbound_maximum_packet_size_boundary(probe):
+    """[MQTT-3.1.2-24] [MQTT-3.1.2-25] Maximum Packet Size counts the whole
+    packet: with the client's limit at 100, a 100-byte PUBLISH is delivered and
+    a 101-byte one is not."""
+    c = Conn(probe.port)
+    c.send(connect("mpedge", properties=props(prop(P_MAXIMUM_PACKET_SIZE, 100))))
+    c.expect(CONNACK)
+    c.sub("me/t")
+    pub = client(probe.port, "mpedgepub")
+    # QoS 0 to a v5 subscriber: 2-byte fixed header + 6 topic + 1 property length.
+    pub.send(publish("me/t", b"a" * (101 - 9)))
+    pub.send(publish("me/t", b"b" * (100 - 9)))
+    got = c.publishes(0.3)
+    assert [len(p.raw) for p in got] == [100] and got[0].payload[:1] == b"b"
+
+
 def test_garbage_from_several_clients(probe):
     """Issue 3 "no crash under abuse" / [MQTT-4.13.1-1]: 8 clients send 4 KiB of
     random bytes (4 before CONNECT, 4 after) and 4 more send garbage that is
