@@ -16,7 +16,6 @@ void print_message(const Message& m, const std::string& format) {
     block += std::string("Retain:        ") + (m.retain ? "True" : "False") + "\n";
     block += "ResponseTopic: " + (m.response_topic ? *m.response_topic : std::string("None")) + "\n";
     std::fwrite(block.data(), 1, block.size(), stdout);
-    std::fflush(stdout);
 }
 
 }  // namespace
@@ -75,13 +74,21 @@ int run_subscribe_command(int argc, char** argv) {
         first = false;
         print_line("Connected.");
         for (;;) {
-            Message m = client.messages().pop();
+            // Flush once the queue is drained: a line-by-line reader sees
+            // every block at once, and a flood is not a syscall per message.
+            std::optional<Message> next = client.messages().try_pop();
+            if (!next) {
+                std::fflush(stdout);
+                next = client.messages().pop();
+            }
+            Message m = std::move(*next);
             if (m.connection_lost) {
                 print_line("Broker connection lost!");
                 break;
             }
             print_message(m, format);
             if (count > 0 && ++received >= count) {
+                std::fflush(stdout);
                 client.stop();
                 return 0;
             }
