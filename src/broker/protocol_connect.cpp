@@ -125,7 +125,10 @@ void Broker::handle_connect(Connection& c, const FixedHeader& header, Bytes body
         c.request_problem_information = props.request_problem_information.value_or(1) != 0;
     }
     c.keep_alive = p.keep_alive;
-    if (v5 && config_.max_keepalive != 0 && p.keep_alive > config_.max_keepalive) {
+    // Keep alive 0 means "never": more than any configured maximum.
+    const bool over_max = config_.max_keepalive != 0 && config_.max_keepalive != 65535 &&
+                          (p.keep_alive == 0 || p.keep_alive > config_.max_keepalive);
+    if (v5 && over_max) {
         // The server decides the keep alive ([MQTT-3.2.2-21]).
         c.keep_alive = config_.max_keepalive;
         ack.properties.server_keep_alive = c.keep_alive;

@@ -110,6 +110,10 @@ def test_connack_limits_from_config(start_broker):
     d = Client(b.port)
     assert d.connect("short", keepalive=5).prop(SERVER_KEEP_ALIVE) is None
     d.disconnect()
+    # Keep alive 0 ("never") is more than the maximum too.
+    e = Client(b.port)
+    assert e.connect("forever", keepalive=0).prop(SERVER_KEEP_ALIVE) == 10
+    e.disconnect()
 
 
 @pytest.mark.parametrize("version", [5, 4])
