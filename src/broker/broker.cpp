@@ -88,7 +88,7 @@ Connection* Broker::adopt(std::unique_ptr<net::Transport> transport, std::string
     // A socket that sends no CONNECT in time is closed (spec 3.1.4 says
     // "within a reasonable amount of time").
     conn->connect_timer = reactor_.add_timer_after(std::chrono::seconds(config_.connect_timeout), [this, conn] {
-        conn->connect_timer = 0;
+        conn->connect_timer = {};
         if (conn->state == Connection::State::awaiting_connect) {
             spdlog::info("Client {} closed: no CONNECT within {} s.", conn->peer(), config_.connect_timeout);
             close_connection(*conn, ReasonCode::maximum_connect_time, false);
@@ -234,7 +234,7 @@ void Broker::close_connection(Connection& c, ReasonCode reason, bool send_discon
     reactor_.remove(c.fd());
     reactor_.cancel_timer(c.keepalive_timer);
     reactor_.cancel_timer(c.connect_timer);
-    c.keepalive_timer = c.connect_timer = 0;
+    c.keepalive_timer = c.connect_timer = {};
     if (was_connected) {
         --clients_connected_;
         log_close(c, reason, c.closed_by_peer);

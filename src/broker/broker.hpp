@@ -149,7 +149,7 @@ private:
     RetainedStore retained_;
     Counters stats_;
     std::uint64_t clients_connected_ = 0;
-    net::Reactor::TimerId housekeeping_timer_ = 0;
+    net::Reactor::TimerId housekeeping_timer_ = {};
     bool shutting_down_ = false;
     std::size_t sessions_ended_since_trim_ = 0;
 

@@ -66,8 +66,8 @@ public:
     std::string username;
     std::uint16_t keep_alive = 0;  // negotiated, seconds
     Clock::time_point last_received;
-    net::Reactor::TimerId keepalive_timer = 0;
-    net::Reactor::TimerId connect_timer = 0;
+    net::Reactor::TimerId keepalive_timer = {};
+    net::Reactor::TimerId connect_timer = {};
     bool clean_start = true;
     bool will_suppressed = false;  // a normal DISCONNECT arrived
     bool dirty = false;            // on the broker's flush list

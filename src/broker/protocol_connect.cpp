@@ -56,7 +56,7 @@ void Broker::refuse_connect(Connection& c, ProtocolVersion version, ReasonCode r
 
 void Broker::handle_connect(Connection& c, const FixedHeader& header, Bytes body) {
     reactor_.cancel_timer(c.connect_timer);
-    c.connect_timer = 0;
+    c.connect_timer = {};
     auto decoded = decode_connect(header, body);
     if (!decoded) {
         const ReasonCode error = decoded.error();
@@ -203,10 +203,10 @@ bool Broker::attach_session(Connection& c, const ConnectPacket& connect, std::ui
     if (s) {
         present = true;
         reactor_.cancel_timer(s->expiry_timer);
-        s->expiry_timer = 0;
+        s->expiry_timer = {};
         // Reconnected in time: the delayed will is not sent ([MQTT-3.1.3-9]).
         reactor_.cancel_timer(s->will_timer);
-        s->will_timer = 0;
+        s->will_timer = {};
         s->will.reset();
     } else {
         s = sessions_.create(c.client_id);
@@ -234,7 +234,7 @@ void Broker::detach_session(Connection& c, bool publish_will_now) {
         } else {
             Session* sp = &s;
             s.will_timer = reactor_.add_timer_after(std::chrono::seconds(delay), [this, sp] {
-                sp->will_timer = 0;
+                sp->will_timer = {};
                 publish_will(*sp);
             });
         }
@@ -242,7 +242,7 @@ void Broker::detach_session(Connection& c, bool publish_will_now) {
     if (s.expiry_interval != never_expires && !shutting_down_) {
         Session* sp = &s;
         s.expiry_timer = reactor_.add_timer_after(std::chrono::seconds(s.expiry_interval), [this, sp] {
-            sp->expiry_timer = 0;
+            sp->expiry_timer = {};
             expire_session(*sp);
         });
     }
@@ -277,7 +277,7 @@ void Broker::end_session(Session& s) {
 void Broker::publish_will(Session& s) {
     if (!s.will) return;
     reactor_.cancel_timer(s.will_timer);
-    s.will_timer = 0;
+    s.will_timer = {};
     MessagePtr message = s.will->message;
     std::optional<std::uint32_t> expiry = s.will->expiry_interval;
     s.will.reset();
@@ -305,9 +305,10 @@ void Broker::arm_keepalive(Connection& c) {
     // not moved per packet: when it fires early it re-arms at the real deadline.
     const auto limit = std::chrono::milliseconds(std::uint64_t{c.keep_alive} * 1500);
     Connection* cp = &c;
-    c.keepalive_timer = reactor_.add_timer(c.last_received + limit, [this, cp, limit] {
-        cp->keepalive_timer = 0;
-        if (reactor_.now() - cp->last_received >= limit) {
+    // Two pointers: small enough for std::function to store without allocating.
+    c.keepalive_timer = reactor_.add_timer(c.last_received + limit, [this, cp] {
+        cp->keepalive_timer = {};
+        if (reactor_.now() - cp->last_received >= std::chrono::milliseconds(std::uint64_t{cp->keep_alive} * 1500)) {
             spdlog::info("Client {} has exceeded timeout, disconnecting.", cp->client_id);
             close_connection(*cp, ReasonCode::keep_alive_timeout, true);
         } else {

@@ -58,7 +58,7 @@ public:
     std::map<std::string, SubscriptionOptions, std::less<>> subscriptions;
 
     std::uint32_t expiry_interval = 0;  // seconds; 0xFFFFFFFF = never
-    net::Reactor::TimerId expiry_timer = 0;
+    net::Reactor::TimerId expiry_timer = {};
 
     // Outbound QoS 1/2 ([MQTT-4.4.0-1]: resent in this order on resume).
     // std::list, not std::deque: an empty list allocates nothing, and an
@@ -73,7 +73,7 @@ public:
     std::vector<std::uint16_t> inbound_qos2;
 
     std::optional<Will> will;  // the will of the current/last connection
-    net::Reactor::TimerId will_timer = 0;
+    net::Reactor::TimerId will_timer = {};
 
     // Routing scratch: lets one PUBLISH merge overlapping subscriptions of
     // this session without a map.

@@ -29,17 +29,13 @@ void Reactor::remove(int fd) noexcept {
 }
 
 Reactor::TimerId Reactor::add_timer(Clock::time_point when, std::function<void()> fn) {
-    TimerId id = next_timer_id_++;
-    timers_.emplace(TimerKey{when, id}, std::move(fn));
-    timer_index_.emplace(id, when);
+    TimerId id{when, next_timer_seq_++};
+    timers_.emplace(TimerKey{when, id.seq}, std::move(fn));
     return id;
 }
 
 void Reactor::cancel_timer(TimerId id) noexcept {
-    auto it = timer_index_.find(id);
-    if (it == timer_index_.end()) return;
-    timers_.erase(TimerKey{it->second, id});
-    timer_index_.erase(it);
+    if (id.seq != 0) timers_.erase(TimerKey{id.when, id.seq});
 }
 
 void Reactor::fire_timers() {
@@ -50,7 +46,6 @@ void Reactor::fire_timers() {
         auto it = timers_.begin();
         if (it->first.first > now) break;
         auto fn = std::move(it->second);
-        timer_index_.erase(it->first.second);
         timers_.erase(it);
         fn();
     }

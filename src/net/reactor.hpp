@@ -11,7 +11,6 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <unordered_map>
 #include <utility>
 
 #include "net/unique_fd.hpp"
@@ -31,7 +30,14 @@ protected:
 
 class Reactor {
 public:
-    using TimerId = std::uint64_t;  // 0 is never a valid id
+    // A timer's handle: its deadline and sequence number are its key, so
+    // cancelling needs no index (an idle connection's keep-alive timer
+    // costs one map node). Default-constructed = no timer.
+    struct TimerId {
+        Clock::time_point when{};
+        std::uint64_t seq = 0;
+        explicit operator bool() const noexcept { return seq != 0; }
+    };
 
     Reactor();
     Reactor(const Reactor&) = delete;
@@ -72,10 +78,9 @@ private:
     UniqueFd epoll_;
     bool stopped_ = false;
     Clock::time_point now_;
-    TimerId next_timer_id_ = 1;
-    using TimerKey = std::pair<Clock::time_point, TimerId>;
+    std::uint64_t next_timer_seq_ = 1;
+    using TimerKey = std::pair<Clock::time_point, std::uint64_t>;
     std::map<TimerKey, std::function<void()>> timers_;
-    std::unordered_map<TimerId, Clock::time_point> timer_index_;
     std::function<void()> before_sleep_;
 };
 
