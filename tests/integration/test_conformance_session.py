@@ -443,3 +443,141 @@ def test_session_expiry_never(probe):
     pub = client(probe.port, "foreverpub")
     pub.send(publish("fe/t", b"still"))
     assert [p.payload for p in c.publishes(0.3)] == [b"still"]
+
+
+def test_negative_acks_are_final(probe):
+    """[MQTT-4.4.0-2] a PUBACK or PUBREC with a Reason Code >= 0x80 from the
+    client acknowledges the PUBLISH: it is not re-sent on resume, and no PUBREL
+    follows a failed PUBREC."""
+    c = client(probe.port, "negack", clean=False, properties=expiry(60))
+    c.sub([("na/1", opts(qos=1)), ("na/2", opts(qos=2))])
+    pub = client(probe.port, "negackpub")
+    pub.send(publish("na/1", b"one", qos=1, pid=1) + publish("na/2", b"two", qos=2, pid=2))
+    pub.expect(PUBACK)
+    pub.expect(PUBREC)
+    pub.send(ack(PUBREL, 2))
+    pub.expect(PUBCOMP)
+    got = {p.topic: p for p in c.publishes(0.3)}
+    assert sorted(got) == ["na/1", "na/2"]
+    c.send(h("40 03") + got["na/1"].pid.to_bytes(2, "big") + b"\x80")
+    c.send(h("50 03") + got["na/2"].pid.to_bytes(2, "big") + b"\x80")
+    c.silent(0.3)
+    c.close()
+    c = Conn(probe.port)
+    c.send(connect("negack", clean=False, properties=expiry(60)))
+    assert c.expect(CONNACK).session_present == 1
+    c.silent(0.3)
+
+
+def test_pubrel_resent_on_resume_instead_of_publish(probe):
+    """[MQTT-4.4.0-1] on resume the Server re-sends an unacknowledged PUBREL with
+    its original Packet Identifier; [MQTT-4.3.3-6] it MUST NOT re-send the
+    PUBLISH once it has sent the PUBREL."""
+    c = client(probe.port, "relresume", clean=False, properties=expiry(60))
+    c.sub([("rr/t", opts(qos=2))])
+    pub = client(probe.port, "relresumepub")
+    pub.send(publish("rr/t", b"x", qos=2, pid=1))
+    pub.expect(PUBREC)
+    pub.send(ack(PUBREL, 1))
+    pub.expect(PUBCOMP)
+    p = c.expect(PUBLISH)
+    c.send(ack(PUBREC, p.pid))
+    assert c.expect(PUBREL).pid == p.pid
+    c.close()  # no PUBCOMP
+    time.sleep(0.1)
+    c = Conn(probe.port)
+    c.send(connect("relresume", clean=False, properties=expiry(60)))
+    assert c.expect(CONNACK).session_present == 1
+    rel = c.expect(PUBREL)
+    assert rel.pid == p.pid and rel.raw[0] == 0x62
+    c.send(ack(PUBCOMP, p.pid))
+    assert c.ping() == []
+
+
+def test_inbound_qos2_survives_reconnect_exactly_once(probe):
+    """[MQTT-4.4.0-1] [MQTT-4.3.3-10] a publisher that got PUBREC, lost the
+    connection and resumed its session re-sends the PUBLISH (DUP 1, same id):
+    PUBREC again, and after PUBREL/PUBCOMP the message was delivered once."""
+    sub = client(probe.port, "q2rsub2")
+    sub.sub("q2x/t")
+    pub = client(probe.port, "q2rpub2", clean=False, properties=expiry(60))
+    pub.send(publish("q2x/t", b"once", qos=2, pid=11))
+    pub.expect(PUBREC)
+    pub.close()
+    time.sleep(0.1)
+    pub = Conn(probe.port)
+    pub.send(connect("q2rpub2", clean=False, properties=expiry(60)))
+    assert pub.expect(CONNACK).session_present == 1
+    pub.send(publish("q2x/t", b"once", qos=2, pid=11, dup=True))
+    assert pub.expect(PUBREC).pid == 11
+    pub.send(ack(PUBREL, 11))
+    assert pub.expect(PUBCOMP).pid == 11
+    assert [p.payload for p in sub.publishes(0.3)] == [b"once"]
+
+
+def test_unacknowledged_messages_resent_in_order(probe):
+    """[MQTT-4.4.0-1] [MQTT-4.6.0-6] three unacknowledged QoS 1 messages are
+    re-sent on resume in their original order, with their original Packet
+    Identifiers and DUP 1."""
+    c = client(probe.port, "order-resume", clean=False, properties=expiry(60))
+    c.sub([("or/t", opts(qos=1))])
+    pub = client(probe.port, "order-resume-pub")
+    for i in range(3):
+        pub.send(publish("or/t", b"%d" % i, qos=1, pid=i + 1))
+        pub.expect(PUBACK)
+    first = c.publishes(0.3)
+    assert [p.payload for p in first] == [b"0", b"1", b"2"]
+    c.close()
+    time.sleep(0.1)
+    c = Conn(probe.port)
+    c.send(connect("order-resume", clean=False, properties=expiry(60)))
+    assert c.expect(CONNACK).session_present == 1
+    again = c.publishes(0.3)
+    assert [(p.payload, p.pid, p.dup) for p in again] == [(p.payload, p.pid, True) for p in first]
+
+
+def test_shared_message_not_given_to_another_member_when_session_ends(probe):
+    """[MQTT-4.8.2-5] if the member's Session terminates before it reconnects,
+    the Server MUST NOT send the Application Message to any other subscribed
+    Client; [MQTT-4.8.2-6] a PUBACK >= 0x80 from a member discards the message
+    (not sent to another member)."""
+    a = client(probe.port, "shA")
+    a.sub([("$share/g/sx/t", opts(qos=1))])
+    pub = client(probe.port, "shpub")
+    pub.send(publish("sx/t", b"m1", qos=1, pid=1))
+    pub.expect(PUBACK)
+    (p,) = a.publishes(0.3)
+    b = client(probe.port, "shB")
+    b.sub([("$share/g/sx/t", opts(qos=1))])
+    a.close()  # Session Expiry 0: the session ends with the connection
+    assert b.publishes(0.4) == []
+    # B is now the only member: a refused message is dropped, not re-sent.
+    pub.send(publish("sx/t", b"m2", qos=1, pid=2))
+    pub.expect(PUBACK)
+    (p,) = b.publishes(0.3)
+    b.send(h("40 03") + p.pid.to_bytes(2, "big") + b"\x80")
+    b.silent(0.3)
+
+
+def test_outbound_topic_aliases_reset_on_a_new_connection(probe):
+    """[MQTT-3.3.2-7] Topic Alias mappings are not carried from one connection
+    to the next: after a resumed session, every alias the Server uses is set
+    up again (a topic sent with it) before an empty topic refers to it."""
+    cprops = props(prop(P_SESSION_EXPIRY, 60), prop(0x22, 3))
+    pub = client(probe.port, "alias-reset-pub")
+    for round_ in range(2):
+        c = Conn(probe.port)
+        c.send(connect("alias-reset", clean=round_ == 0, properties=cprops))
+        assert c.expect(CONNACK).session_present == round_
+        if round_ == 0:
+            c.sub("ar/#")
+        mapping = {}
+        for _ in range(3):
+            pub.send(publish("ar/t", b"x"))
+        for p in c.publishes(0.3):
+            alias = p.prop(0x23)
+            if alias is not None and p.topic:
+                mapping[alias] = p.topic
+            assert p.topic or mapping.get(alias) == "ar/t", (round_, p)
+        c.close()
+        time.sleep(0.1)
