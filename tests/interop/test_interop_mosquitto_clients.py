@@ -321,8 +321,12 @@ def test_persistent_session(broker, procs, version):
     assert got[-1] == line("ps/t", 1, 0, b"live")
 
 
-@pytest.mark.parametrize("qos", [0, 1, 2])
-@pytest.mark.parametrize("version", ["5", "311"])
+@pytest.mark.parametrize("version,qos", [
+    ("5", 0), ("5", 1),
+    # Mosquitto 2.0.11 at times sends a v5 client more QoS 2 messages than its
+    # Receive Maximum; libmosquitto then fails with a protocol error.
+    pytest.param("5", 2, marks=pytest.mark.mqttoolsd_only),
+    ("311", 0), ("311", 1), ("311", 2)])
 def test_many_messages_in_order(broker, procs, version, qos):
     # Beyond the default inflight windows (20 each way): flow control must
     # neither lose, duplicate nor reorder [MQTT-4.6.0-6].
