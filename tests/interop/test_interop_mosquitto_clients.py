@@ -465,3 +465,30 @@ def test_many_filters_in_one_subscribe(broker, procs, version):
         pub(broker, version, f"mf/{i}/x", "-q", str(i % 3), "-m", str(i))
     assert sorted(sub.finish()) == sorted(line(f"mf/{i}/x", i % 3, 0, str(i).encode())
                                           for i in reversed(range(n)))
+
+
+@pytest.mark.parametrize("version", [
+    # Mosquitto 2.0.11 exceeds a v5 client's Receive Maximum here (libmosquitto
+    # fails with a protocol error).
+    pytest.param("5", marks=pytest.mark.mqttoolsd_only), "311"])
+def test_many_retained_messages_on_subscribe(broker, procs, version):
+    # 500 retained QoS 1/2 messages arrive at once on a wildcard subscription:
+    # the broker must pace them within the client's inflight window
+    # (libmosquitto checks its Receive Maximum in v5) and lose none.
+    from .paho_client import Paho
+    n = 500
+    p = Paho(broker, "retained-loader")
+    try:
+        assert p.connect()[:2] == (0, 0)
+        infos = [p.c.publish(f"mr/{i:03d}/x", b"r%03d" % i, qos=1 + i % 2, retain=True)
+                 for i in range(n)]
+        for info in infos:
+            info.wait_for_publish(WAIT)
+            assert info.is_published()
+        p.disconnect()
+    finally:
+        p.stop()
+    sub = Sub(procs, broker, version, ["mr/#"], qos=2, count=n, sync=False,
+              fmt=MARK + "%t|%q|%r|%p")
+    got = sub.finish()
+    assert sorted(got) == [f"mr/{i:03d}/x|{1 + i % 2}|1|r{i:03d}" for i in range(n)]
