@@ -581,3 +581,37 @@ def test_outbound_topic_aliases_reset_on_a_new_connection(probe):
             assert p.topic or mapping.get(alias) == "ar/t", (round_, p)
         c.close()
         time.sleep(0.1)
+
+
+def test_v311_acknowledgements_have_the_311_form(probe):
+    """MQTT 3.1.1 sections 3.4-3.11: a 3.1.1 client gets 3.1.1 packets only:
+    PUBACK `40 02 id` even with no subscriber (no v5 reason code 0x10),
+    PUBREC/PUBCOMP `50 02 id`/`70 02 id`, SUBACK `90 03 id 02`, UNSUBACK
+    `b0 02 id` (no payload in 3.1.1), PUBREL to it `62 02 id`."""
+    c = client(probe.port, "v311acks", v=4)
+    c.send(publish("nobody/t", b"x", qos=1, pid=1, v=4))
+    assert c.recv().raw == h("40 02 00 01")
+    c.send(h("82 08 00 02 00 03 76 2f 74 02"))  # SUBSCRIBE "v/t" QoS 2
+    assert c.recv().raw == h("90 03 00 02 02")
+    c.send(publish("v/t", b"two", qos=2, pid=3, v=4))
+    # The copy to itself may come before or after PUBREL (section 4.3.3 method A or B).
+    got = {}
+    while PUBREC not in got:
+        p = c.recv()
+        got[p.type] = p
+    assert got[PUBREC].raw == h("50 02 00 03")
+    c.send(ack(PUBREL, 3))
+    while PUBCOMP not in got or PUBLISH not in got:
+        p = c.recv()
+        got[p.type] = p
+    assert got[PUBCOMP].raw == h("70 02 00 03")
+    p = got[PUBLISH]
+    assert (p.qos, p.payload) == (2, b"two")
+    c.send(ack(PUBREC, p.pid))
+    assert c.recv().raw == h("62 02") + p.pid.to_bytes(2, "big")
+    c.send(ack(PUBCOMP, p.pid))
+    c.send(h("a2 07 00 04 00 03 76 2f 74"))  # UNSUBSCRIBE "v/t"
+    assert c.recv().raw == h("b0 02 00 04")
+    c.send(h("a2 07 00 05 00 03 6e 2f 6f"))  # UNSUBSCRIBE of an unknown filter
+    assert c.recv().raw == h("b0 02 00 05")
+    assert c.ping() == []
