@@ -301,3 +301,39 @@ def test_mutated_sessions_from_many_clients(probe):
                 sk.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sk.close()
     assert_still_serves(probe.port)
+
+
+def test_very_deep_topics_and_filters(probe):
+    """[MQTT-4.7.3-3] topics up to 65,535 bytes: a 32,000-level filter of `+`
+    and a 32,000-level topic (no recursion limit hit, no crash): each message
+    is delivered once to the client whose three subscriptions match it."""
+    n = 32000
+    c = client(probe.port, "deep")
+    sa = c.sub([("/".join(["+"] * n), 0), ("#", 0), ("/".join(["a"] * n), 0)])
+    assert sa.codes == [0, 0, 0]
+    pub = client(probe.port, "deeppub")
+    pub.send(publish("/" * (n - 1), b"empty-levels"))
+    pub.send(publish("/".join(["a"] * n), b"a-levels"))
+    assert [p.payload for p in c.publishes(0.5)] == [b"empty-levels", b"a-levels"]
+    assert_still_serves(probe.port)
+
+
+def test_slow_consumer_does_not_stall_anyone(probe):
+    """Issue 3 (bounded per-connection output): a subscriber that never reads
+    while 32 MiB of QoS 0 messages are published does not block the publisher
+    or a second, reading subscriber, and the broker keeps serving."""
+    stuck = client(probe.port, "stuck")
+    stuck.sub("flood/#")
+    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader = client(probe.port, "reader")
+    reader.sub("flood/last")
+    pub = client(probe.port, "flooder")
+    chunk = b"".join(publish("flood/t", b"f" * 8000) for _ in range(128))  # ~1 MiB
+    start = time.monotonic()
+    for _ in range(32):
+        pub.send(chunk)
+    pub.send(publish("flood/last", b"done", qos=1, pid=1))
+    assert pub.expect(PUBACK, timeout=10).pid == 1
+    assert reader.expect(PUBLISH, timeout=5).payload == b"done"
+    assert time.monotonic() - start < 10
+    assert_still_serves(probe.port)
