@@ -615,3 +615,32 @@ def test_v311_acknowledgements_have_the_311_form(probe):
     c.send(h("a2 07 00 05 00 03 6e 2f 6f"))  # UNSUBSCRIBE of an unknown filter
     assert c.recv().raw == h("b0 02 00 05")
     assert c.ping() == []
+
+
+def test_queued_messages_flushed_within_receive_maximum(probe):
+    """[MQTT-3.3.4-9] [MQTT-4.9.0-2] messages queued for an offline session are
+    sent on resume without exceeding the new connection's Receive Maximum (2):
+    two at first, the rest as PUBACKs free the quota, in order."""
+    cprops = props(prop(P_SESSION_EXPIRY, 60), prop(P_RECEIVE_MAXIMUM, 2))
+    c = client(probe.port, "flushrm", clean=False, properties=cprops)
+    c.sub([("fr/t", opts(qos=1))])
+    c.send(h("e0 00"))
+    c.until_closed()
+    pub = client(probe.port, "flushrmpub")
+    for i in range(6):
+        pub.send(publish("fr/t", b"%d" % i, qos=1, pid=i + 1))
+        pub.expect(PUBACK)
+    c = Conn(probe.port)
+    c.send(connect("flushrm", clean=False, properties=cprops))
+    assert c.expect(CONNACK).session_present == 1
+    pending = c.publishes(0.3)
+    assert len(pending) == 2
+    got = [p.payload for p in pending]
+    deadline = time.monotonic() + 3
+    while pending and time.monotonic() < deadline:
+        c.send(ack(PUBACK, pending.pop(0).pid))
+        more = c.publishes(0.15)
+        assert len(pending) + len(more) <= 2
+        pending += more
+        got += [p.payload for p in more]
+    assert got == [b"%d" % i for i in range(6)]
