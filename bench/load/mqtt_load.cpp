@@ -376,8 +376,14 @@ private:
     }
     std::size_t held = cs.ready_count();
     std::size_t failed = conns.size() - held;
+    std::string why = cs.last_error();
+    if (cs.handshaking() > 0 || next < conns.size()) {
+        why = std::to_string(cs.handshaking()) + " handshakes unfinished and " + std::to_string(conns.size() - next) +
+              " not started after " + std::to_string(static_cast<int>(o.connect_timeout_s)) + " s" +
+              (why.empty() ? "" : "; last error: " + why);
+    }
     std::string line = "held " + std::to_string(held) + " failed " + std::to_string(failed) + " " +
-                       std::to_string(static_cast<double>(now_ns() - start) / 1e9) + " " + cs.last_error() + "\n";
+                       std::to_string(static_cast<double>(now_ns() - start) / 1e9) + " " + why + "\n";
     (void)!::write(report_fd, line.data(), line.size());
     std::size_t closed_before = cs.closed_count();
     // Hold until the parent closes the control pipe; bounded in time.
