@@ -180,12 +180,13 @@ def test_keep_alive_closes_within_one_and_a_half_times(probe):
 
 def test_pingreq_keeps_the_connection_alive(probe):
     """[MQTT-3.12.4-1] every PINGREQ gets a PINGRESP; [MQTT-3.1.2-22] a client
-    sending a packet every 0.5 s with Keep Alive 1 is never disconnected."""
+    sending a packet every 0.6 s with Keep Alive 1 is never disconnected (1.8 s
+    in all, past the 1.5 s limit)."""
     c = Conn(probe.port)
     c.send(connect("c16", keepalive=1))
     c.expect(CONNACK)
-    for _ in range(5):
-        time.sleep(0.5)
+    for _ in range(3):
+        time.sleep(0.6)
         c.send(PINGREQ_BYTES)
         assert c.expect(PINGRESP).raw == h("d0 00")
     assert c.is_open()
