@@ -28,6 +28,9 @@ struct Broker::Listener final : net::IoHandler {
     net::UniqueFd fd;
     std::string name;
     std::uint64_t accepted = 0;  // for /metrics
+    config::Listener settings;
+    // TLS listeners: swapped for a fresh context on reload (security_hooks.cpp).
+    std::shared_ptr<const net::TlsContext> tls;
 };
 
 Broker::Broker(net::Reactor& reactor, const config::Config& config)
@@ -35,6 +38,7 @@ Broker::Broker(net::Reactor& reactor, const config::Config& config)
       config_(config),
       max_packet_in_(config.max_packet_size ? config.max_packet_size : max_packet_size_limit),
       scratch_(scratch_size) {
+    startup_errors_ = reload_security(config);
     reactor_.set_before_sleep([this] { before_sleep(); });
     housekeeping_timer_ = reactor_.add_timer_after(housekeeping_period, [this] { housekeeping(); });
 }
@@ -52,8 +56,17 @@ Broker::~Broker() {
     });
 }
 
-bool Broker::add_listener(net::UniqueFd fd, std::string name) {
+bool Broker::add_listener(net::UniqueFd fd, std::string name, const config::Listener& settings) {
     auto l = std::make_unique<Listener>(*this, std::move(fd), std::move(name));
+    l->settings = settings;
+    if (settings.tls()) {
+        try {
+            l->tls = net::TlsContext::make_server(settings);
+        } catch (const std::exception& e) {
+            spdlog::error("TLS listener {}: {}", l->name, e.what());
+            return false;
+        }
+    }
     if (!reactor_.add(l->fd.get(), EPOLLIN, l.get())) return false;
     listeners_.push_back(std::move(l));
     return true;
@@ -70,10 +83,37 @@ void Broker::accept_from(Listener& listener) {
             }
             return;
         }
-        Connection* conn = adopt(std::make_unique<net::PlainTransport>(std::move(fd)), std::move(peer));
+        std::unique_ptr<net::Transport> transport;
+        if (listener.tls) {
+            transport = std::make_unique<net::TlsTransport>(std::move(fd), listener.tls);
+        } else {
+            transport = std::make_unique<net::PlainTransport>(std::move(fd));
+        }
+        Connection* conn = adopt(std::move(transport), std::move(peer));
         if (!conn) continue;
+        conn->identity_as_username = listener.settings.use_identity_as_username;
         ++listener.accepted;
         spdlog::debug("New connection from {} on {}.", conn->peer(), listener.name);
+    }
+}
+
+void Broker::reload_tls(const config::Config& config, std::vector<std::string>& errors) {
+    // New connections get a context with re-read certificates and CA files;
+    // running sessions keep the one they began with.
+    for (auto& l : listeners_) {
+        if (!l->tls) continue;
+        for (const auto& wanted : config.listeners) {
+            if (wanted.port == l->settings.port && wanted.bind == l->settings.bind && wanted.tls()) {
+                l->settings = wanted;
+                break;
+            }
+        }
+        try {
+            l->tls = net::TlsContext::make_server(l->settings);
+            spdlog::info("TLS listener {}: certificates reloaded.", l->name);
+        } catch (const std::exception& e) {
+            errors.push_back("TLS listener " + l->name + ": " + e.what());
+        }
     }
 }
 
@@ -320,7 +360,8 @@ void Broker::publish_internal(std::string_view topic, std::string_view payload, 
 std::vector<std::string> Broker::apply_config(const config::Config& config) {
     config_ = config;
     max_packet_in_ = config.max_packet_size ? config.max_packet_size : max_packet_size_limit;
-    return {};
+    // Password file, ACL, TLS certificates and memory_limit (security_hooks.cpp).
+    return reload_security(config);
 }
 
 std::vector<Broker::ListenerCounters> Broker::listener_counters() const {

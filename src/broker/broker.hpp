@@ -12,6 +12,9 @@
 #include <string_view>
 #include <vector>
 
+#include "broker/auth/acl.hpp"
+#include "broker/auth/authenticator.hpp"
+#include "broker/auth/memory_guard.hpp"
 #include "broker/connection.hpp"
 #include "broker/counters.hpp"
 #include "broker/message.hpp"
@@ -22,6 +25,7 @@
 #include "mqttools/codec.hpp"
 #include "net/reactor.hpp"
 #include "net/shared_buffer.hpp"
+#include "net/tls.hpp"
 #include "net/unique_fd.hpp"
 
 namespace mqttools::broker {
@@ -34,7 +38,16 @@ public:
     Broker& operator=(const Broker&) = delete;
 
     // Serves a bound, listening socket. `name` is for logs ("127.0.0.1:1883").
-    bool add_listener(net::UniqueFd fd, std::string name);
+    // `settings` with certfile/keyfile makes it a TLS listener (false, and
+    // logged, when the certificates cannot be loaded).
+    bool add_listener(net::UniqueFd fd, std::string name, const config::Listener& settings = {});
+
+    // security_hooks.cpp: (re)loads password_file, acl_file and the TLS
+    // listeners' certificates from `config`. On an error the part that
+    // failed keeps its previous state and the messages are returned (at
+    // startup the broker then refuses everyone: fail closed).
+    std::vector<std::string> reload_security(const config::Config& config);
+    const std::vector<std::string>& startup_errors() const noexcept { return startup_errors_; }
 
     // Serves one accepted connection through any transport (plain TCP,
     // TLS, later WebSocket; a socketpair in tests and fuzzers). The broker
@@ -136,6 +149,12 @@ private:
     bool authorize_publish(Connection& c, std::string_view topic);
     bool authorize_subscribe(Connection& c, std::string_view filter);
     bool authorize_delivery(Session& s, std::string_view topic);
+    // After the session is attached at CONNECT: binds its ACL to this client.
+    void bind_acl(Connection& c);
+    // memory_limit: sampled at most every few ms; true = refuse new work (0x97).
+    bool memory_exceeded();
+    // broker.cpp (Listener lives there): fresh TLS contexts from re-read files.
+    void reload_tls(const config::Config& config, std::vector<std::string>& errors);
 
     net::Reactor& reactor_;
     config::Config config_;
@@ -152,6 +171,13 @@ private:
     net::Reactor::TimerId housekeeping_timer_ = {};
     bool shutting_down_ = false;
     std::size_t sessions_ended_since_trim_ = 0;
+
+    // Security state (security_hooks.cpp).
+    std::shared_ptr<const auth::Authenticator> authenticator_;
+    auth::AclChecker acl_;
+    auth::MemoryGuard memory_;
+    Clock::time_point memory_sampled_{};
+    std::vector<std::string> startup_errors_;
 
     // Reused per message so routing allocates nothing after warm-up.
     std::vector<std::byte> scratch_;

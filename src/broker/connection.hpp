@@ -56,6 +56,7 @@ public:
     bool flush();
     std::size_t output_bytes() const noexcept { return output_.bytes(); }
     int fd() const noexcept { return transport_->fd(); }
+    net::Transport& transport() noexcept { return *transport_; }
     const std::string& peer() const noexcept { return peer_; }
 
     // ---- protocol state, owned by the Broker's protocol code
@@ -64,6 +65,7 @@ public:
     Session* session = nullptr;
     std::string client_id;
     std::string username;
+    bool has_username = false;  // CONNECT had a User Name (possibly empty)
     std::uint16_t keep_alive = 0;  // negotiated, seconds
     Clock::time_point last_received;
     net::Reactor::TimerId keepalive_timer = {};
@@ -72,6 +74,7 @@ public:
     bool will_suppressed = false;  // a normal DISCONNECT arrived
     bool dirty = false;            // on the broker's flush list
     bool closed_by_peer = false;
+    bool identity_as_username = false;  // TLS listener with use_identity_as_username
     std::size_t index = 0;         // in the broker's connection table
 
     // What the client announced in CONNECT.

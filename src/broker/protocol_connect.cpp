@@ -87,7 +87,10 @@ void Broker::handle_connect(Connection& c, const FixedHeader& header, Bytes body
     c.version = p.version;
     const bool v5 = p.version == ProtocolVersion::v5;
     c.client_id.assign(p.client_id);
-    if (p.username) c.username.assign(*p.username);
+    if (p.username) {
+        c.username.assign(*p.username);
+        c.has_username = true;
+    }
 
     if (v5 && p.properties.authentication_method) {
         // No enhanced authentication method is supported (spec 4.12).
@@ -147,6 +150,7 @@ void Broker::handle_connect(Connection& c, const FixedHeader& header, Bytes body
     }
     ack.session_present = attach_session(c, p, expiry);
     Session& s = *c.session;
+    bind_acl(c);
     if (p.will) {
         const auto& w = *p.will;
         MessageView view;

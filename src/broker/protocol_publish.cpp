@@ -78,6 +78,9 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
         rc = ReasonCode::quota_exceeded;
     } else if (!authorize_publish(c, topic)) {
         rc = ReasonCode::not_authorized;
+    } else if (!p.payload.empty() && memory_exceeded()) {
+        // memory_limit: refuse new work; an empty retained message only frees memory.
+        rc = ReasonCode::quota_exceeded;
     } else {
         MessageView m;
         m.topic = topic;

@@ -48,7 +48,8 @@ void Broker::handle_subscribe(Connection& c, const FixedHeader& header, Bytes bo
             rc = ReasonCode::not_authorized;
         } else if ((config_.max_topic_levels != 0 && filter_levels(sub.filter) > config_.max_topic_levels) ||
                    (is_new && config_.max_subscriptions_per_client != 0 &&
-                    s.subscriptions.size() >= config_.max_subscriptions_per_client)) {
+                    s.subscriptions.size() >= config_.max_subscriptions_per_client) ||
+                   (is_new && memory_exceeded())) {
             rc = ReasonCode::quota_exceeded;
         } else {
             SubscriptionOptions o;

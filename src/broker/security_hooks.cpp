@@ -1,29 +1,105 @@
-// The only places where clients are authenticated and authorized. The
-// security work (src/broker/auth/) plugs the password file and the ACL in
-// here; until then everyone is allowed.
+// The only places where clients are authenticated and authorized, and
+// where the security state (password file, ACL, TLS contexts, memory
+// limit) is loaded and swapped on reload.
+#include <spdlog/spdlog.h>
+
 #include "broker/broker.hpp"
 
 namespace mqttools::broker {
 
-// CONNECT: username/password. Returns success, or the reason code for the
-// CONNACK (bad_user_name_or_password, not_authorized).
-ReasonCode Broker::authenticate(Connection& /*c*/, const ConnectPacket& /*connect*/) {
-    return ReasonCode::success;
+namespace {
+// memory_limit is checked against a fresh sample at most this often.
+constexpr auto memory_sample_period = std::chrono::milliseconds(20);
+}  // namespace
+
+std::vector<std::string> Broker::reload_security(const config::Config& config) {
+    std::vector<std::string> errors;
+    const bool first = authenticator_ == nullptr;
+    if (first) {
+        // Until the files are read (and if they cannot be), nobody gets in
+        // and nothing is allowed: fail closed.
+        authenticator_ = std::make_shared<const auth::Authenticator>(false, auth::PasswordFile{});
+        if (!config.acl_file.empty()) acl_ = auth::AclChecker::parse("");
+    }
+    try {
+        authenticator_ = auth::Authenticator::from_config(config);
+    } catch (const std::exception& e) {
+        errors.emplace_back(e.what());
+    }
+    try {
+        acl_ = config.acl_file.empty() ? auth::AclChecker{} : auth::AclChecker::load(config.acl_file);
+        // Sessions, connected or not, read under the new rules from now on.
+        sessions_.for_each([this](Session& s) {
+            if (s.connection) {
+                const Connection& c = *s.connection;
+                s.acl = acl_.bind(c.client_id, c.has_username ? std::optional<std::string_view>(c.username)
+                                                              : std::nullopt);
+            }
+        });
+    } catch (const std::exception& e) {
+        errors.emplace_back(e.what());
+    }
+    memory_.set_limit(config.memory_limit);
+    reload_tls(config, errors);
+    for (const auto& e : errors) spdlog::error("{}", e);
+    return errors;
 }
 
-// PUBLISH from a client (and its will). False: PUBACK/PUBREC 0x87, QoS 0 dropped.
-bool Broker::authorize_publish(Connection& /*c*/, std::string_view /*topic*/) {
-    return true;
+// CONNECT: the credentials, then the will topic (a will the client may
+// not publish is refused up front, as Mosquitto does).
+ReasonCode Broker::authenticate(Connection& c, const ConnectPacket& connect) {
+    if (memory_exceeded()) return ReasonCode::quota_exceeded;
+    std::optional<std::string_view> username = connect.username;
+    ReasonCode rc = ReasonCode::success;
+    if (c.identity_as_username) {
+        // The verified certificate is the credential: its CN is the name,
+        // whatever the client put in CONNECT (Mosquitto's
+        // use_identity_as_username).
+        auto* tls = dynamic_cast<net::TlsTransport*>(&c.transport());
+        std::optional<std::string> cn = tls ? tls->session().peer_common_name() : std::nullopt;
+        if (!cn) return ReasonCode::not_authorized;
+        c.username = std::move(*cn);
+        c.has_username = true;
+        username = c.username;
+    } else {
+        rc = authenticator_->check(connect.username, connect.password);
+        if (is_error(rc)) return rc;
+    }
+    if (connect.will && acl_.enabled() && !acl_.bind(c.client_id, username).can_publish(connect.will->topic)) {
+        return ReasonCode::not_authorized;
+    }
+    return rc;
+}
+
+void Broker::bind_acl(Connection& c) {
+    if (!c.session) return;
+    c.session->acl = acl_.bind(c.client_id, c.has_username ? std::optional<std::string_view>(c.username)
+                                                           : std::nullopt);
+}
+
+// PUBLISH from a client. False: PUBACK/PUBREC 0x87, QoS 0 dropped.
+bool Broker::authorize_publish(Connection& c, std::string_view topic) {
+    return !c.session || c.session->acl.can_publish(topic);
 }
 
 // One filter of a SUBSCRIBE. False: SUBACK 0x87 for that filter.
-bool Broker::authorize_subscribe(Connection& /*c*/, std::string_view /*filter*/) {
-    return true;
+bool Broker::authorize_subscribe(Connection& c, std::string_view filter) {
+    return !c.session || c.session->acl.can_subscribe(filter);
 }
 
 // A message about to be delivered to a session (live or retained). False: not delivered.
-bool Broker::authorize_delivery(Session& /*s*/, std::string_view /*topic*/) {
-    return true;
+bool Broker::authorize_delivery(Session& s, std::string_view topic) {
+    return s.acl.can_read(topic);
+}
+
+bool Broker::memory_exceeded() {
+    if (memory_.limit() == 0) return false;
+    const auto now = reactor_.now();
+    if (now - memory_sampled_ >= memory_sample_period) {
+        memory_.sample();
+        memory_sampled_ = now;
+    }
+    return memory_.exceeded();
 }
 
 }  // namespace mqttools::broker

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "broker/auth/acl.hpp"
 #include "broker/message.hpp"
 #include "mqttools/packets.hpp"
 #include "net/reactor.hpp"
@@ -80,6 +81,8 @@ public:
     std::uint64_t match_generation = 0;
 
     std::size_t dropped_messages = 0;  // queue overflow and expiry
+    // What this client may read, bound at CONNECT (security_hooks.cpp).
+    auth::ClientAcl acl;
     bool drop_logged = false;
 };
 

@@ -47,7 +47,7 @@ bool open_listeners(broker::Broker& broker, const config::Config& config) {
         const std::string name = listener_name(l.bind, net::local_port(fd.get()));
         spdlog::info("Opening {}listener on {}{}.", l.tls() ? "TLS " : "", name,
                      plan.inherited_fd >= 0 ? " (socket from systemd)" : "");
-        if (!broker.add_listener(std::move(fd), name)) return false;
+        if (!broker.add_listener(std::move(fd), name, l)) return false;
     }
     return true;
 }

@@ -69,6 +69,7 @@ int run_broker(const config::Config& config, const RunOptions& options) {
         return 1;
     }
     broker::Broker broker(reactor, config);
+    if (!broker.startup_errors().empty()) return 1;  // password/ACL file errors, logged by the broker
 
     // Inherited (socket activation) and configured listeners: deploy_hooks.cpp.
     if (!open_listeners(broker, config)) return 1;

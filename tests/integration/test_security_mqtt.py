@@ -51,6 +51,7 @@ class RawClient:
             sock = tls.wrap_socket(sock, server_hostname=server_hostname)
         self.sock = sock
         self.buf = b""
+        self.stash = []  # packets that arrived while waiting for another type
 
     def close(self):
         try:
@@ -97,12 +98,19 @@ class RawClient:
         return first >> 4, first & 0x0F, body
 
     def recv_type(self, wanted, timeout=5.0):
-        """Skips packets until one of type `wanted` arrives."""
+        """The next packet of type `wanted`; others that arrive first are
+        kept (in order) for later recv_type calls."""
+        for i, (ptype, flags, body) in enumerate(self.stash):
+            if ptype == wanted:
+                del self.stash[i]
+                return flags, body
         deadline = time.monotonic() + timeout
         while True:
             ptype, flags, body = self.recv(max(0.01, deadline - time.monotonic()))
             if ptype == wanted:
                 return flags, body
+            if ptype in (PUBLISH, PUBREL):
+                self.stash.append((ptype, flags, body))
 
     def props(self, props):
         return vbi(len(props)) + props if self.version == 5 else b""

@@ -93,6 +93,7 @@ def test_mosquitto_clients_over_tls(start_broker, certs, tmp_path):
     c.disconnect()
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_tls_minimum_version_and_plain_bytes(start_broker, certs, tmp_path):
     b, port = tls_broker(start_broker, certs, tmp_path, extra="allow_anonymous = true")
     ctx = client_context(certs / "ca.crt")

@@ -46,8 +46,10 @@ std::uint64_t process_memory_in_use() noexcept {
 #endif
     const struct mallinfo2 info = ::mallinfo2();
     const std::uint64_t heap = info.uordblks + info.hblkhd;
-    // Below 1 MiB glibc's allocator is evidently not the one in use.
-    if (heap >= (1u << 20)) return heap;
+    // Heap in use, not RSS: freed memory the allocator keeps (and pages of
+    // the binary) must not count, or the limit would never release. Zero
+    // means glibc's allocator is not the one in use: fall back to RSS.
+    if (heap != 0) return heap;
     return resident_bytes();
 }
 

@@ -7,9 +7,9 @@
 
 namespace mqttools::auth {
 
-// Heap bytes the process has allocated and not freed (glibc's mallinfo2),
-// or its resident set size where the heap statistics say nothing (e.g.
-// under AddressSanitizer, which has its own allocator).
+// Heap bytes the process has allocated and not freed: glibc's mallinfo2,
+// AddressSanitizer's allocator statistics under ASan, and the resident set
+// size only where neither says anything.
 std::uint64_t process_memory_in_use() noexcept;
 
 class MemoryGuard {
