@@ -176,10 +176,14 @@ def test_sighup_swaps_in_new_certificates(start_broker, certs, tmp_path):
 @pytest.mark.skipif(not MQTTOOLS.exists(), reason="mqttools not built")
 def test_mqttools_client_over_tls(start_broker, certs, tmp_path):
     b, port = tls_broker(start_broker, certs, tmp_path, extra="allow_anonymous = true")
-    r = subprocess.run([str(MQTTOOLS), "publish", "-h", "localhost", "-p", str(port),
-                        "--cafile", str(certs / "ca.crt"), "-t", "from/mqttools", "-m", "hi", "-r"],
+    base = [str(MQTTOOLS), "publish", "--host", "localhost", "--port", str(port), "--retain"]
+    r = subprocess.run(base + ["--cafile", str(certs / "ca.crt"), "from/mqttools", "hi"],
                        capture_output=True, timeout=15)
     assert r.returncode == 0, r.stderr
+    # A CA that did not sign the server's certificate: refused.
+    r = subprocess.run(base + ["--cafile", str(certs / "ca2.crt"), "from/other", "no"],
+                       capture_output=True, timeout=15)
+    assert r.returncode != 0
     c = RawClient(b.port)
     assert c.connect(client_id="check")[1] == 0
     c.subscribe(["from/#"])
