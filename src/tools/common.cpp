@@ -8,7 +8,7 @@
 namespace mqttools::tools {
 
 void add_common_options(ArgParser& parser, CommonOptions& o) {
-    parser.string("--host", o.host, "Broker host (default: localhost).");
+    parser.string("--host", o.host, "Broker host (default: localhost); -h HOST as mosquitto_pub, -h alone is help.");
     parser.integer("--port", 0, 65535, o.port, "Broker port (default: 1883).");
     parser.string("--client-id", o.client_id, "Client id (default: mqttools-<14 random hex characters>).");
     parser.string("--cafile", o.cafile, "CA file; connects with TLS.");

@@ -100,14 +100,18 @@ def test_monitor_shows_latest_message_per_topic_and_reacts_to_keys(broker, tmux)
     t.keys("f")
     t.wait_for(lambda s: "Format (auto)" in s[-1])
 
-    # p pauses: new messages do not show until played again.
-    t.keys("p")
-    time.sleep(0.3)
+    # p pauses: new messages do not show until played again. The f after
+    # it shows on the menu once both keys have been handled.
+    t.keys("p", "f")
+    t.wait_for(lambda s: "Format (binary)" in s[-1])
     publish(broker.port, "/mon/b", "while paused")
+    hexed = "while paused".encode().hex()
     time.sleep(0.5)
-    assert not any("while paused" in line for line in t.screen())
+    assert not any(hexed in line or "while paused" in line for line in t.screen())
     t.keys("p")
-    t.wait_for(lambda s: any("while paused" in line for line in s))
+    t.wait_for(lambda s: any(hexed in line for line in s))
+    t.keys("f", "f")
+    t.wait_for(lambda s: "Format (auto)" in s[-1] and any("while paused" in line for line in s))
 
     # q quits: the shell's `sleep` keeps the pane; the screen is restored.
     t.keys("q")
