@@ -499,3 +499,24 @@ def test_many_retained_messages_on_subscribe(broker, procs, version):
               fmt=MARK + "%t|%q|%r|%p")
     got = sub.finish()
     assert sorted(got) == [f"mr/{i:03d}/x|{1 + i % 2}|1|r{i:03d}" for i in range(n)]
+
+
+@pytest.mark.parametrize("version", ["5", "311"])
+def test_empty_levels_and_wildcards(broker, procs, version):
+    # "+" matches an empty level, and leading/trailing "/" make empty levels
+    # [MQTT-4.7.1-2/3]; "#" matches the parent level too.
+    cases = {  # filter -> topics it must receive, in publication order
+        "a/+/b": ["a//b", "a/x/b"],
+        "+/lead": ["/lead"],
+        "trail/+": ["trail/"],
+        "+/+": ["/lead", "trail/", "/"],
+        "/#": ["/lead", "/"],
+        "a/#": ["a//b", "a/x/b", "a"],
+    }
+    topics = ["a//b", "a/x/b", "/lead", "trail/", "/", "a", "b//a"]
+    subs = {f: Sub(procs, broker, version, [f], qos=1, count=len(ts), fmt=MARK + "%t")
+            for f, ts in cases.items()}
+    for t in topics:
+        pub(broker, version, t, "-q", "1", "-m", "x")
+    for f, ts in cases.items():
+        assert subs[f].finish() == ts, f
