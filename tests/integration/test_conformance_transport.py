@@ -304,13 +304,16 @@ def test_mutated_sessions_from_many_clients(probe):
 
 
 def test_very_deep_topics_and_filters(probe):
-    """[MQTT-4.7.3-3] topics up to 65,535 bytes: a 32,000-level filter of `+`
-    and a 32,000-level topic (no recursion limit hit, no crash): each message
-    is delivered once to the client whose three subscriptions match it."""
+    """[MQTT-4.7.3-3] Topic Names and Filters may be up to 65,535 bytes: a
+    32,000-level filter of `+`, a 32,000-level filter of `a` and a 32,000-level
+    topic must not crash the broker (no unbounded recursion on the client's
+    say-so). A broker may refuse a filter that deep (SUBACK >= 0x80,
+    section 3.9.3); what it grants matches, and each message is delivered
+    once."""
     n = 32000
     c = client(probe.port, "deep")
     sa = c.sub([("/".join(["+"] * n), 0), ("#", 0), ("/".join(["a"] * n), 0)])
-    assert sa.codes == [0, 0, 0]
+    assert sa.codes[1] == 0 and all(code == 0 or code >= 0x80 for code in sa.codes), sa.codes
     pub = client(probe.port, "deeppub")
     pub.send(publish("/" * (n - 1), b"empty-levels"))
     pub.send(publish("/".join(["a"] * n), b"a-levels"))
