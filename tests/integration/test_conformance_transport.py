@@ -321,6 +321,26 @@ def test_very_deep_topics_and_filters(probe):
     assert_still_serves(probe.port)
 
 
+def test_deepest_retained_topic_and_a_hash_subscriber(probe):
+    """[MQTT-4.7.3-3] a retained message on the deepest legal topic (65,534 `/`,
+    65,535 empty levels) is stored, and an ordinary `#` or `+/#` subscriber
+    then gets it without crashing the broker (the depth is chosen by the
+    publisher, not by the subscriber). A broker may refuse a topic that deep
+    with a PUBACK >= 0x80 (section 3.4.2.1, e.g. 0x90 or 0x97); then nothing
+    is retained."""
+    pub = client(probe.port, "deepret")
+    pub.send(publish("/" * 65534, b"deep", qos=1, pid=1, retain=True))
+    reason = pub.expect(PUBACK).reason
+    assert reason in (0x00, 0x10) or reason >= 0x80
+    for i, f in enumerate(["#", "+/#"]):
+        c = client(probe.port, f"deepretsub{i}")
+        c.sub(f)
+        got = c.publishes(0.4)
+        expected = [(65534, b"deep", True)] if reason < 0x80 else []
+        assert [(len(p.topic), p.payload, p.retain) for p in got] == expected
+    assert_still_serves(probe.port)
+
+
 def test_slow_consumer_does_not_stall_anyone(probe):
     """Issue 3 (bounded per-connection output): a subscriber that never reads
     while 32 MiB of QoS 0 messages are published does not block the publisher
