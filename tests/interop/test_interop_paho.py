@@ -664,3 +664,52 @@ def test_keep_alive_timeout_publishes_will(clients):
     [m] = watcher.recv(1, timeout=WAIT)
     assert m.key() == ("kt/will", b"timed out", 1, 0)
     assert 1.0 <= time.monotonic() - t0 <= 4.0
+
+
+# Mosquitto 2.0.11 sends no will on a takeover at all.
+@pytest.mark.parametrize("delay,clean_start,will_sent", [
+    # no delay: sent when the old connection closes
+    pytest.param(0, False, True, marks=pytest.mark.mqttoolsd_only),
+    # Clean Start 1 ends the old session: sent
+    pytest.param(30, True, True, marks=pytest.mark.mqttoolsd_only),
+    (30, False, False),  # resumed within the delay: not sent
+])
+def test_will_on_session_takeover(clients, delay, clean_start, will_sent):
+    # MQTT 5 §3.1.2.5 (non-normative, from [MQTT-3.1.3-9] and
+    # [MQTT-3.1.4-3]): on a takeover "the Will Message for the existing
+    # connection is sent unless the new connection specifies Clean Start of 0
+    # and the Will Delay is greater than zero".
+    watcher = connected(clients, "tw-watch")
+    watcher.subscribe([("tw/#", 1)])
+    old = clients("tw-holder")
+    old.c.will_set("tw/will", b"old connection", qos=1,
+                   properties=props(PacketTypes.WILLMESSAGE, WillDelayInterval=delay))
+    assert old.connect(properties=session_props(60))[:2] == (0, 0)
+    new = clients("tw-holder")
+    present, rc, _ = new.connect(clean_start=clean_start, properties=session_props(60))
+    assert (present, rc) == (0 if clean_start else 1, 0)
+    old._wait(lambda: old.disconnects, "takeover of the old connection")
+    pub = connected(clients, "tw-pub")
+    pub.publish("tw/sync", b"sync", qos=1)
+    got = [m.key() for m in watcher.recv(2 if will_sent else 1)]
+    if will_sent:
+        assert sorted(got) == [("tw/sync", b"sync", 1, 0), ("tw/will", b"old connection", 1, 0)]
+    else:
+        assert got == [("tw/sync", b"sync", 1, 0)]
+
+
+def test_session_expires(clients):
+    c = clients("short-session")
+    assert c.connect(properties=session_props(1))[:2] == (0, 0)
+    c.subscribe([("ss/t", 1)])
+    c.disconnect()
+    # Within its interval the session is still there...
+    c2 = clients("short-session")
+    assert c2.connect(clean_start=False, properties=session_props(1))[:2] == (1, 0)
+    c2.disconnect()
+    t0 = time.monotonic()
+    # ...and gone once it has passed [MQTT-3.1.2-23].
+    time.sleep(1.6)
+    c3 = clients("short-session")
+    assert c3.connect(clean_start=False, properties=session_props(1))[:2] == (0, 0)
+    assert time.monotonic() - t0 >= 1.0
