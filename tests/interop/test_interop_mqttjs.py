@@ -116,6 +116,8 @@ def test_topic_alias_broker_to_client(broker):
             assert alias is not None, m
         else:
             assert m["rawTopic"] == m["topic"], m
+    assert got[0]["retain"] is True and got[0]["qos"] == 2
+    assert all(m["retain"] is False for m in got[1:])
     # The broker does use them: a topic sent five times in a row goes as an
     # alias alone after its first time at the latest.
     repeats = got[-5:]

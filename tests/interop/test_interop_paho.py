@@ -713,3 +713,14 @@ def test_session_expires(clients):
     c3 = clients("short-session")
     assert c3.connect(clean_start=False, properties=session_props(1))[:2] == (0, 0)
     assert time.monotonic() - t0 >= 1.0
+
+
+def test_subscription_identifier_on_retained_messages(clients):
+    pub = connected(clients, "sir-pub")
+    pub.publish("sir/t", b"kept", qos=1, retain=True)
+    c = connected(clients, "sir")
+    assert c.subscribe([("sir/#", 1)],
+                       properties=props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=9)) == [1]
+    [m] = c.recv(1)
+    # Retained messages sent on subscribe carry the identifier too.
+    assert (m.key(), m.props) == (("sir/t", b"kept", 1, 1), {"SubscriptionIdentifier": [9]})
