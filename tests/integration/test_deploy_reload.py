@@ -1,6 +1,8 @@
 """SIGHUP reloads without dropping anyone; SIGTERM stops cleanly."""
 import pytest
+import shutil
 import signal
+import subprocess
 
 from conftest import free_port, SANITIZED
 from test_deploy_util import MQTTOOLSD, Client, Daemon, parse_publish, port_accepts, publish_packet, wait_until
@@ -97,5 +99,36 @@ def test_sigterm_disconnects_with_0x8b_and_publishes_wills(tmp_path):
         assert d.proc.wait(timeout=10) == 0
         watcher.close()
         willer.close()
+    finally:
+        assert d.stop() == 0, d.output()
+
+
+def mosquitto_passwd(path, user, password, create=False):
+    args = ["mosquitto_passwd"] + (["-c"] if create else []) + ["-b", str(path), user, password]
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd not installed")
+def test_sighup_rereads_the_password_file(tmp_path):
+    pw = tmp_path / "passwd"
+    mosquitto_passwd(pw, "alice", "first", create=True)
+    port = free_port()
+    d = Daemon(tmp_path, [], config=f'allow_anonymous = false\npassword_file = "{pw}"\n'
+                                    f"[[listener]]\nport = {port}\n")
+    try:
+        assert wait_until(lambda: port_accepts(port) or d.proc.poll() is not None, 10)
+        held = Client(port, "deploy-pw-held", username="alice", password="first")
+        assert held.connack_reason == 0
+        mosquitto_passwd(pw, "alice", "second")
+        d.signal(signal.SIGHUP)
+        assert d.wait_for_output("Configuration reloaded", 10), d.output()
+        old = Client(port, "deploy-pw-old", username="alice", password="first")
+        assert old.connack_reason == 0x86
+        old.close()
+        new = Client(port, "deploy-pw-new", username="alice", password="second")
+        assert new.connack_reason == 0
+        new.close()
+        assert held.ping()  # the client that logged in before the reload stays
+        held.close()
     finally:
         assert d.stop() == 0, d.output()

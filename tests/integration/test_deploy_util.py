@@ -36,7 +36,8 @@ def packet(first_byte, body):
     return bytes([first_byte]) + varint(len(body)) + body
 
 
-def connect_packet(client_id, keepalive=60, will=None, clean_start=True, username=None):
+def connect_packet(client_id, keepalive=60, will=None, clean_start=True, username=None,
+                   password=None):
     flags = 0x02 if clean_start else 0
     payload = mqtt_str(client_id)
     if will is not None:
@@ -46,6 +47,9 @@ def connect_packet(client_id, keepalive=60, will=None, clean_start=True, usernam
     if username is not None:
         flags |= 0x80
         payload += mqtt_str(username)
+    if password is not None:
+        flags |= 0x40
+        payload += mqtt_str(password)
     body = mqtt_str("MQTT") + bytes([5, flags]) + struct.pack("!H", keepalive) + b"\x00" + payload
     return packet(0x10, body)
 
