@@ -644,3 +644,31 @@ def test_queued_messages_flushed_within_receive_maximum(probe):
         pending += more
         got += [p.payload for p in more]
     assert got == [b"%d" % i for i in range(6)]
+
+
+def test_takeover_with_clean_start_0_keeps_the_session_and_holds_the_will(probe):
+    """[MQTT-3.1.4-3] the old connection gets DISCONNECT 0x8E; [MQTT-3.2.2-3]
+    Clean Start 0 resumes the Session (Session Present 1, subscription kept);
+    [MQTT-3.1.2-8] the old Will (delay 5 s) is not published since a new
+    connection for the ClientID opened before the delay passed."""
+    w = watcher(probe.port)
+    old = client(probe.port, "tk0", clean=False, properties=expiry(60),
+                 will=will("will/tk0", b"no", wprops=props(prop(P_WILL_DELAY, 5))))
+    old.sub("tk0/t")
+    new = Conn(probe.port)
+    new.send(connect("tk0", clean=False, properties=expiry(60)))
+    assert new.expect(CONNACK).session_present == 1
+    assert_disconnected_with(old, 0x8E)
+    pub = client(probe.port, "tk0pub")
+    pub.send(publish("tk0/t", b"to-new"))
+    assert [p.payload for p in new.publishes(0.3)] == [b"to-new"]
+    w.silent(0.2)
+
+
+def test_takeover_across_protocol_versions(probe):
+    """[MQTT-3.1.4-3]: a 3.1.1 connection taking over a v5 client's ClientID
+    sends the v5 connection DISCONNECT 0x8E; the 3.1.1 one works."""
+    old = client(probe.port, "xver")
+    new = client(probe.port, "xver", v=4)
+    assert_disconnected_with(old, 0x8E)
+    assert new.ping() == []
