@@ -142,8 +142,7 @@ def publish(topic, payload=b"", qos=0, retain=False, dup=False, pid=1, propertie
 def subscribe(pid, filters, properties=b"\x00", v=5):
     """SUBSCRIBE (section 3.8): filters = [(filter, options byte)]."""
     body = struct.pack("!H", pid) + (properties if v == 5 else b"")
-    for f, opts in filters:
-        body += s(f) + bytes([opts])
+    body += b"".join(s(f) + bytes([o]) for f, o in filters)
     return fixed(SUBSCRIBE, 0x02, body)
 
 
@@ -154,8 +153,7 @@ def opts(qos=0, nl=False, rap=False, rh=0):
 
 def unsubscribe(pid, filters, v=5):
     body = struct.pack("!H", pid) + (b"\x00" if v == 5 else b"")
-    for f in filters:
-        body += s(f)
+    body += b"".join(s(f) for f in filters)
     return fixed(UNSUBSCRIBE, 0x02, body)
 
 
