@@ -38,6 +38,9 @@ void Connection::on_io(std::uint32_t events) {
         if (!flush()) return;
     }
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable();
+    // TLS handshake records the socket did not take while reading: have the
+    // before-sleep flush arm EPOLLOUT for them.
+    if (state != State::closing && !dirty && transport_->wants_write()) broker_.mark_dirty(*this);
 }
 
 void Connection::on_readable() {
