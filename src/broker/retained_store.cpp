@@ -27,7 +27,16 @@ std::string_view next_level(std::string_view& rest, bool& at_end) noexcept {
 }  // namespace
 
 RetainedStore::RetainedStore() : root_(std::make_unique<Node>()) {}
-RetainedStore::~RetainedStore() = default;
+RetainedStore::~RetainedStore() {
+    // Tear down without recursion (a topic can be 65,535 levels deep).
+    std::vector<std::unique_ptr<Node>> pending;
+    pending.push_back(std::move(root_));
+    while (!pending.empty()) {
+        std::unique_ptr<Node> node = std::move(pending.back());
+        pending.pop_back();
+        for (auto& [level, child] : node->children) pending.push_back(std::move(child));
+    }
+}
 
 void RetainedStore::set(MessagePtr message) {
     Node* node = root_.get();
@@ -84,44 +93,53 @@ void RetainedStore::take(Node& node, Clock::time_point now, std::vector<MessageP
     out.push_back(node.message);
 }
 
+// Everything below `node` (iteratively: topics can be 65,535 levels deep).
 void RetainedStore::collect_all(Node& node, bool skip_dollar, Clock::time_point now, std::vector<MessagePtr>& out,
                                 std::vector<std::string>& expired) {
-    for (auto& [level, child] : node.children) {
-        if (skip_dollar && !level.empty() && level.front() == '$') continue;
-        take(*child, now, out, expired);
-        collect_all(*child, false, now, out, expired);
-    }
-}
-
-void RetainedStore::walk(Node& node, std::string_view rest, bool at_end, bool first, Clock::time_point now,
-                         std::vector<MessagePtr>& out, std::vector<std::string>& expired) {
-    if (at_end) {
-        take(node, now, out, expired);
-        return;
-    }
-    bool end = false;
-    auto level = next_level(rest, end);
-    if (level == "#") {
-        // Everything below, and this level itself ("a/#" matches "a").
-        if (!first) take(node, now, out, expired);
-        collect_all(node, first, now, out, expired);
-        return;
-    }
-    if (level == "+") {
-        for (auto& [name, child] : node.children) {
-            if (first && !name.empty() && name.front() == '$') continue;  // [MQTT-4.7.2-1]
-            walk(*child, rest, end, false, now, out, expired);
+    std::vector<std::pair<Node*, bool>> pending{{&node, skip_dollar}};
+    while (!pending.empty()) {
+        auto [n, skip] = pending.back();
+        pending.pop_back();
+        for (auto& [level, child] : n->children) {
+            if (skip && !level.empty() && level.front() == '$') continue;  // [MQTT-4.7.2-1]
+            take(*child, now, out, expired);
+            pending.emplace_back(child.get(), false);
         }
-        return;
-    }
-    if (auto it = node.children.find(level); it != node.children.end()) {
-        walk(*it->second, rest, end, false, now, out, expired);
     }
 }
 
 void RetainedStore::match(std::string_view filter, Clock::time_point now, std::vector<MessagePtr>& out) {
+    struct Frame {
+        Node* node;
+        std::string_view rest;
+        bool at_end;
+        bool first;
+    };
     std::vector<std::string> expired;
-    walk(*root_, filter, false, true, now, out, expired);
+    std::vector<Frame> pending{{root_.get(), filter, false, true}};
+    while (!pending.empty()) {
+        const Frame f = pending.back();
+        pending.pop_back();
+        if (f.at_end) {
+            take(*f.node, now, out, expired);
+            continue;
+        }
+        std::string_view rest = f.rest;
+        bool end = false;
+        auto level = next_level(rest, end);
+        if (level == "#") {
+            // Everything below, and this level itself ("a/#" matches "a").
+            if (!f.first) take(*f.node, now, out, expired);
+            collect_all(*f.node, f.first, now, out, expired);
+        } else if (level == "+") {
+            for (auto& [name, child] : f.node->children) {
+                if (f.first && !name.empty() && name.front() == '$') continue;  // [MQTT-4.7.2-1]
+                pending.push_back(Frame{child.get(), rest, end, false});
+            }
+        } else if (auto it = f.node->children.find(level); it != f.node->children.end()) {
+            pending.push_back(Frame{it->second.get(), rest, end, false});
+        }
+    }
     for (const auto& topic : expired) erase(topic);
 }
 

@@ -38,8 +38,6 @@ private:
     struct Node;
     void collect_all(Node& node, bool skip_dollar, Clock::time_point now, std::vector<MessagePtr>& out,
                      std::vector<std::string>& expired);
-    void walk(Node& node, std::string_view rest, bool at_end, bool first, Clock::time_point now,
-              std::vector<MessagePtr>& out, std::vector<std::string>& expired);
     void take(Node& node, Clock::time_point now, std::vector<MessagePtr>& out, std::vector<std::string>& expired);
 
     std::unique_ptr<Node> root_;

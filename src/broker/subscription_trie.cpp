@@ -40,7 +40,18 @@ std::string_view next_level(std::string_view& rest, bool& at_end) noexcept {
 }  // namespace
 
 SubscriptionTrie::SubscriptionTrie() : root_(std::make_unique<Node>()) {}
-SubscriptionTrie::~SubscriptionTrie() = default;
+SubscriptionTrie::~SubscriptionTrie() {
+    // Tear down without recursion (a branch can be 65,535 levels deep).
+    std::vector<std::unique_ptr<Node>> pending;
+    pending.push_back(std::move(root_));
+    while (!pending.empty()) {
+        std::unique_ptr<Node> node = std::move(pending.back());
+        pending.pop_back();
+        for (auto& [level, child] : node->children) pending.push_back(std::move(child));
+        if (node->plus) pending.push_back(std::move(node->plus));
+        if (node->hash) pending.push_back(std::move(node->hash));
+    }
+}
 
 SubscriptionTrie::Node* SubscriptionTrie::find_or_create(std::string_view filter) {
     Node* node = root_.get();
@@ -155,26 +166,30 @@ void SubscriptionTrie::collect(Node& node, std::vector<const Subscriber*>& subsc
     for (SharedGroup& g : node.groups) groups.push_back(&g);
 }
 
-void SubscriptionTrie::walk(Node& node, std::string_view rest, bool at_end, bool first, bool dollar,
-                            std::vector<const Subscriber*>& subscribers, std::vector<SharedGroup*>& groups) {
-    const bool wildcards = !(first && dollar);  // [MQTT-4.7.2-1]
-    // '#' matches the parent level too: "a/#" matches "a" ([MQTT-4.7.1-2]).
-    if (node.hash && wildcards) collect(*node.hash, subscribers, groups);
-    if (at_end) {
-        collect(node, subscribers, groups);
-        return;
-    }
-    bool end = false;
-    auto level = next_level(rest, end);
-    if (auto it = node.children.find(level); it != node.children.end()) {
-        walk(*it->second, rest, end, false, dollar, subscribers, groups);
-    }
-    if (node.plus && wildcards) walk(*node.plus, rest, end, false, dollar, subscribers, groups);
-}
-
 void SubscriptionTrie::match(std::string_view topic, std::vector<const Subscriber*>& subscribers,
                              std::vector<SharedGroup*>& groups) {
-    walk(*root_, topic, false, true, !topic.empty() && topic.front() == '$', subscribers, groups);
+    const bool dollar = !topic.empty() && topic.front() == '$';
+    stack_.clear();
+    stack_.push_back(Frame{root_.get(), topic, false, true});
+    while (!stack_.empty()) {
+        const Frame f = stack_.back();
+        stack_.pop_back();
+        Node& node = *f.node;
+        const bool wildcards = !(f.first && dollar);  // [MQTT-4.7.2-1]
+        // '#' matches the parent level too: "a/#" matches "a" ([MQTT-4.7.1-2]).
+        if (node.hash && wildcards) collect(*node.hash, subscribers, groups);
+        if (f.at_end) {
+            collect(node, subscribers, groups);
+            continue;
+        }
+        std::string_view rest = f.rest;
+        bool end = false;
+        auto level = next_level(rest, end);
+        if (node.plus && wildcards) stack_.push_back(Frame{node.plus.get(), rest, end, false});
+        if (auto it = node.children.find(level); it != node.children.end()) {
+            stack_.push_back(Frame{it->second.get(), rest, end, false});
+        }
+    }
 }
 
 }  // namespace mqttools::broker

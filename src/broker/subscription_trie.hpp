@@ -56,8 +56,16 @@ private:
     struct Node;
     Node* find_or_create(std::string_view filter);
     void collect(Node& node, std::vector<const Subscriber*>& subscribers, std::vector<SharedGroup*>& groups);
-    void walk(Node& node, std::string_view rest, bool at_end, bool first, bool dollar,
-              std::vector<const Subscriber*>& subscribers, std::vector<SharedGroup*>& groups);
+
+    // match() walks with an explicit stack, not recursion: a topic or a
+    // filter may have tens of thousands of levels ("/" * 65534).
+    struct Frame {
+        Node* node;
+        std::string_view rest;
+        bool at_end;
+        bool first;
+    };
+    std::vector<Frame> stack_;  // reused per message
 
     std::unique_ptr<Node> root_;
     std::size_t count_ = 0;

@@ -4,6 +4,7 @@
 
 #include "broker/retained_store.hpp"
 #include "broker/session_store.hpp"
+#include "broker/subscription_trie.hpp"
 
 using namespace mqttools;
 using namespace mqttools::broker;
@@ -92,4 +93,25 @@ TEST_CASE("expired retained messages are never returned and are dropped", "[reta
     store.set(retained("e/new", "y", now + std::chrono::seconds(60)));
     CHECK(topics(store, "e/#", now) == V{"e/new"});
     CHECK(store.size() == 1);
+}
+
+TEST_CASE("65,535-level topics: no recursion in match or teardown", "[retained][trie]") {
+    const std::string deep(65534, '/');
+    {
+        RetainedStore store;
+        store.set(retained(deep, "deep"));
+        CHECK(topics(store, "#").size() == 1);
+        CHECK(topics(store, "+/#").size() == 1);
+        CHECK(topics(store, deep).size() == 1);
+    }
+    {
+        SubscriptionTrie trie;
+        Session a("a"), b("b");
+        trie.subscribe(deep, &a, {});
+        trie.subscribe("#", &b, {});
+        std::vector<const Subscriber*> subs;
+        std::vector<SharedGroup*> groups;
+        trie.match(deep, subs, groups);
+        CHECK(subs.size() == 2);
+    }
 }
