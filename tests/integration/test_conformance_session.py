@@ -672,3 +672,28 @@ def test_takeover_across_protocol_versions(probe):
     new = client(probe.port, "xver", v=4)
     assert_disconnected_with(old, 0x8E)
     assert new.ping() == []
+
+
+def test_message_expiring_while_waiting_for_quota_is_dropped(probe):
+    """[MQTT-3.3.2-5] a message waiting in the Server because the client's
+    Receive Maximum (1) is used up, whose Message Expiry Interval (1 s) passes
+    before onward delivery starts, is deleted; the next one is delivered with
+    its remaining interval ([MQTT-3.3.2-6])."""
+    c = Conn(probe.port)
+    c.send(connect("quota-exp", properties=props(prop(P_RECEIVE_MAXIMUM, 1))))
+    c.expect(CONNACK)
+    c.sub([("qe/t", opts(qos=1))])
+    pub = client(probe.port, "quota-exp-pub")
+    pub.send(publish("qe/t", b"first", qos=1, pid=1))
+    pub.send(publish("qe/t", b"expires", qos=1, pid=2, properties=props(prop(0x02, 1))))
+    pub.send(publish("qe/t", b"lasts", qos=1, pid=3, properties=props(prop(0x02, 60))))
+    for _ in range(3):
+        pub.expect(PUBACK)
+    first = c.expect(PUBLISH)
+    assert first.payload == b"first"
+    c.silent(1.2)
+    c.send(ack(PUBACK, first.pid))
+    nxt = c.expect(PUBLISH)
+    assert nxt.payload == b"lasts" and 57 <= nxt.prop(0x02) <= 59
+    c.send(ack(PUBACK, nxt.pid))
+    c.silent(0.2)
