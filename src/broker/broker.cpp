@@ -31,6 +31,9 @@ struct Broker::Listener final : net::IoHandler {
     config::Listener settings;
     // TLS listeners: swapped for a fresh context on reload (security_hooks.cpp).
     std::shared_ptr<const net::TlsContext> tls;
+    // Out of descriptors: the listener stays readable while accept() fails,
+    // so it leaves epoll for a moment instead of spinning the reactor.
+    net::Reactor::TimerId resume_timer{};
 };
 
 Broker::Broker(net::Reactor& reactor, const config::Config& config)
@@ -78,9 +81,7 @@ void Broker::accept_from(Listener& listener) {
         std::string peer;
         net::UniqueFd fd = net::accept_tcp(listener.fd.get(), peer);
         if (!fd) {
-            if (errno == EMFILE || errno == ENFILE) {
-                spdlog::warn("accept on {}: {}", listener.name, std::strerror(errno));
-            }
+            if (errno == EMFILE || errno == ENFILE) pause_accepting(listener);
             return;
         }
         std::unique_ptr<net::Transport> transport;
@@ -95,6 +96,16 @@ void Broker::accept_from(Listener& listener) {
         ++listener.accepted;
         spdlog::debug("New connection from {} on {}.", conn->peer(), listener.name);
     }
+}
+
+void Broker::pause_accepting(Listener& listener) {
+    if (listener.resume_timer) return;
+    spdlog::warn("accept on {}: {}; pausing new connections for 100 ms.", listener.name, std::strerror(errno));
+    reactor_.remove(listener.fd.get());
+    listener.resume_timer = reactor_.add_timer_after(std::chrono::milliseconds(100), [this, &listener] {
+        listener.resume_timer = {};
+        reactor_.add(listener.fd.get(), EPOLLIN, &listener);
+    });
 }
 
 void Broker::reload_tls(const config::Config& config, std::vector<std::string>& errors) {
@@ -296,7 +307,10 @@ void Broker::log_close(const Connection& c, ReasonCode reason, bool by_peer) {
 void Broker::shutdown() {
     if (shutting_down_) return;
     shutting_down_ = true;
-    for (auto& l : listeners_) reactor_.remove(l->fd.get());
+    for (auto& l : listeners_) {
+        if (l->resume_timer) reactor_.cancel_timer(l->resume_timer);
+        reactor_.remove(l->fd.get());
+    }
     listeners_.clear();
     // Copy: closing edits nothing in the table until before_sleep, but be
     // explicit about what we walk over.

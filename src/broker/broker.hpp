@@ -97,6 +97,7 @@ private:
 
     // broker.cpp
     void accept_from(Listener& listener);
+    void pause_accepting(Listener& listener);
     void before_sleep();
     void housekeeping();
     void log_close(const Connection& c, ReasonCode reason, bool by_peer);

@@ -1,9 +1,13 @@
 #include "daemon/run.hpp"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <spdlog/spdlog.h>
 
@@ -61,8 +65,20 @@ private:
 
 }  // namespace
 
+// Every client is a descriptor: take the soft limit up to the hard one, as a
+// broker expecting many clients must (systemd's LimitNOFILE sets the hard one).
+static void raise_descriptor_limit() {
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+    limit.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+        spdlog::warn("cannot raise the open-file limit: {}", std::strerror(errno));
+    }
+}
+
 int run_broker(const config::Config& config, const RunOptions& options) {
     ::signal(SIGPIPE, SIG_IGN);
+    raise_descriptor_limit();
     net::Reactor reactor;
     if (!reactor.valid()) {
         spdlog::error("epoll_create1 failed");
