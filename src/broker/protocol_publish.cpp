@@ -56,8 +56,7 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
     stats_.publish_bytes_received += p.payload.size();
 
     if (p.qos == QoS::exactly_once) {
-        auto& ids = s.inbound_qos2;
-        if (std::find(ids.begin(), ids.end(), p.packet_id) != ids.end()) {
+        if (s.inbound_qos2.contains(p.packet_id)) {
             // Already received and routed: acknowledge again, route nothing
             // (exactly once, method B of spec 4.3.3).
             c.send(AckPacket{PacketType::pubrec, p.packet_id, ReasonCode::success, {}});
@@ -65,7 +64,7 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
         }
         // More unreleased QoS 2 messages than our Receive Maximum
         // ([MQTT-3.3.4-9]).
-        if (ids.size() >= config_.receive_maximum) {
+        if (s.inbound_qos2.size() >= config_.receive_maximum) {
             close_connection(c, ReasonCode::receive_maximum_exceeded, true);
             return;
         }
@@ -111,7 +110,7 @@ void Broker::acknowledge_publish(Connection& c, const PublishPacket& p, ReasonCo
     if (p.qos == QoS::at_least_once) {
         c.send(AckPacket{PacketType::puback, p.packet_id, rc, {}});
     } else if (p.qos == QoS::exactly_once) {
-        if (!is_error(rc)) c.session->inbound_qos2.push_back(p.packet_id);
+        if (!is_error(rc)) c.session->inbound_qos2.insert(p.packet_id);
         c.send(AckPacket{PacketType::pubrec, p.packet_id, rc, {}});
     } else if (is_error(rc)) {
         ++stats_.publish_dropped;

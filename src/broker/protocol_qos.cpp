@@ -169,15 +169,8 @@ void Broker::handle_ack(Connection& c, const FixedHeader& header, Bytes body) {
             return;
         }
         case PacketType::pubrel: {
-            auto& ids = s.inbound_qos2;
-            auto it = std::find(ids.begin(), ids.end(), a.packet_id);
-            ReasonCode rc = ReasonCode::success;
-            if (it == ids.end()) {
-                rc = ReasonCode::packet_identifier_not_found;
-            } else {
-                *it = ids.back();
-                ids.pop_back();
-            }
+            const ReasonCode rc = s.inbound_qos2.erase(a.packet_id) ? ReasonCode::success
+                                                                    : ReasonCode::packet_identifier_not_found;
             c.send(AckPacket{PacketType::pubcomp, a.packet_id, rc, {}});
             return;
         }

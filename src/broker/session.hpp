@@ -3,6 +3,7 @@
 // flight in both directions, messages queued for the client, a delayed will.
 #pragma once
 
+#include <bitset>
 #include <cstdint>
 #include <list>
 #include <functional>
@@ -18,6 +19,32 @@
 #include "net/reactor.hpp"
 
 namespace mqttools::broker {
+
+// A set of packet ids as a bitset allocated on first use: O(1) per PUBLISH
+// and PUBREL at any Receive Maximum (a vector scan made a 65,535 window
+// quadratic), and nothing at all for sessions that never publish QoS 2.
+class PacketIdSet {
+public:
+    bool contains(std::uint16_t id) const noexcept { return bits_ && bits_->test(id); }
+    void insert(std::uint16_t id) {
+        if (!bits_) bits_ = std::make_unique<std::bitset<65536>>();
+        if (!bits_->test(id)) {
+            bits_->set(id);
+            ++size_;
+        }
+    }
+    bool erase(std::uint16_t id) noexcept {
+        if (!contains(id)) return false;
+        bits_->reset(id);
+        --size_;
+        return true;
+    }
+    std::size_t size() const noexcept { return size_; }
+
+private:
+    std::unique_ptr<std::bitset<65536>> bits_;
+    std::size_t size_ = 0;
+};
 
 class Connection;
 
@@ -71,7 +98,7 @@ public:
 
     // Inbound QoS 2 packet ids received and not yet released by PUBREL
     // (exactly-once: a re-sent PUBLISH with one of these is not routed again).
-    std::vector<std::uint16_t> inbound_qos2;
+    PacketIdSet inbound_qos2;
 
     std::optional<Will> will;  // the will of the current/last connection
     net::Reactor::TimerId will_timer = {};
