@@ -1,4 +1,5 @@
 #include "broker/retained_store.hpp"
+#include "broker/topic_levels.hpp"
 
 namespace mqttools::broker {
 
@@ -8,23 +9,6 @@ struct RetainedStore::Node {
     std::unordered_map<std::string, std::unique_ptr<Node>, StringHash, std::equal_to<>> children;
     MessagePtr message;
 };
-
-namespace {
-
-std::string_view next_level(std::string_view& rest, bool& at_end) noexcept {
-    auto slash = rest.find('/');
-    if (slash == std::string_view::npos) {
-        auto level = rest;
-        rest = {};
-        at_end = true;
-        return level;
-    }
-    auto level = rest.substr(0, slash);
-    rest.remove_prefix(slash + 1);
-    return level;
-}
-
-}  // namespace
 
 RetainedStore::RetainedStore() : root_(std::make_unique<Node>()) {}
 RetainedStore::~RetainedStore() {

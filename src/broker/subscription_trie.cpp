@@ -1,4 +1,5 @@
 #include "broker/subscription_trie.hpp"
+#include "broker/topic_levels.hpp"
 
 #include <algorithm>
 
@@ -19,25 +20,6 @@ struct SubscriptionTrie::Node {
         return subscribers.empty() && groups.empty() && children.empty() && !plus && !hash;
     }
 };
-
-namespace {
-
-// Splits off the first level: returns it and advances `rest`; `at_end`
-// becomes true when it was the last level.
-std::string_view next_level(std::string_view& rest, bool& at_end) noexcept {
-    auto slash = rest.find('/');
-    if (slash == std::string_view::npos) {
-        auto level = rest;
-        rest = {};
-        at_end = true;
-        return level;
-    }
-    auto level = rest.substr(0, slash);
-    rest.remove_prefix(slash + 1);
-    return level;
-}
-
-}  // namespace
 
 SubscriptionTrie::SubscriptionTrie() : root_(std::make_unique<Node>()) {}
 SubscriptionTrie::~SubscriptionTrie() {
