@@ -115,13 +115,14 @@ def test_kill_and_resume_loses_nothing(broker):
     sub.disconnect()
 
 
-def test_ten_qos1_publishers_one_subscriber_none_lost(start_broker):
-    per_publisher = 2000 if SANITIZED else 10000
-    publishers = 10
+def fan_in(port, qos, publishers, per_publisher):
+    """`publishers` clients each publish `per_publisher` messages at `qos` to
+    one subscriber (subscribed at `qos`), at most 200 unacknowledged each.
+    Returns (elapsed s, acknowledged, received distinct, duplicates). Also
+    run by hand against another broker: see the __main__ block."""
     total = per_publisher * publishers
-    b = start_broker(config="max_queued_messages = 200000\n")
-    sub_sock = socket.create_connection(("127.0.0.1", b.port))
-    sub_sock.sendall(connect_packet("fan-in-sub") + subscribe_packet([("load/#", 1)]))
+    sub_sock = socket.create_connection(("127.0.0.1", port))
+    sub_sock.sendall(connect_packet(f"fan-in-sub-{qos}") + subscribe_packet([("load/#", qos)]))
     reader = FastReader(sub_sock)
     got = []
     while len(got) < 2:
@@ -139,7 +140,11 @@ def test_ten_qos1_publishers_one_subscriber_none_lost(start_broker):
                 continue
             acks = bytearray()
             for first, body in pkts:
-                if first >> 4 != PUBLISH:
+                kind = first >> 4
+                if kind == PUBREL:  # QoS 2, step 2: release -> PUBCOMP
+                    acks += b"\x70\x02" + body[:2]
+                    continue
+                if kind != PUBLISH:
                     continue
                 tlen = struct.unpack_from("!H", body, 0)[0]
                 pid = body[2 + tlen:4 + tlen]
@@ -147,7 +152,7 @@ def test_ten_qos1_publishers_one_subscriber_none_lost(start_broker):
                 if payload in received:
                     duplicates[0] += 1
                 received.add(payload)
-                acks += b"\x40\x02" + pid
+                acks += (b"\x40\x02" if qos == 1 else b"\x50\x02") + pid
             if acks:
                 sub_sock.sendall(acks)
             if len(received) >= total:
@@ -156,8 +161,8 @@ def test_ten_qos1_publishers_one_subscriber_none_lost(start_broker):
     acked = [0] * publishers
 
     def publish_loop(n):
-        s = socket.create_connection(("127.0.0.1", b.port))
-        s.sendall(connect_packet(f"fan-in-pub-{n}"))
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(connect_packet(f"fan-in-pub-{qos}-{n}"))
         r = FastReader(s)
         while not r.packets(5):
             pass
@@ -166,15 +171,26 @@ def test_ten_qos1_publishers_one_subscriber_none_lost(start_broker):
         while acked[n] < per_publisher:
             batch = bytearray()
             while sent < per_publisher and sent - acked[n] < window:
-                batch += publish_packet(f"load/{n}", f"{n}:{sent}".encode(), qos=1, packet_id=sent % 65535 + 1)
+                batch += publish_packet(f"load/{n}", f"{n}:{sent}".encode(), qos=qos, packet_id=sent % 65535 + 1)
                 sent += 1
             if batch:
                 s.sendall(batch)
             pkts = r.packets(10)
-            assert pkts is not None, "publisher got no PUBACK in 10 s"
+            assert pkts is not None, "publisher got no acknowledgement in 10 s"
+            releases = bytearray()
             for first, body in pkts:
-                assert first >> 4 == PUBACK and len(body) == 2, (first, body)
-                acked[n] += 1
+                kind = first >> 4
+                if qos == 1:
+                    assert kind == PUBACK and len(body) == 2, (first, body)
+                    acked[n] += 1
+                elif kind == PUBREC:
+                    assert len(body) == 2, (first, body)
+                    releases += b"\x62\x02" + body[:2]
+                else:
+                    assert kind == PUBCOMP and len(body) == 2, (first, body)
+                    acked[n] += 1
+            if releases:
+                s.sendall(releases)
         s.sendall(disconnect_packet())
         s.close()
 
@@ -190,12 +206,23 @@ def test_ten_qos1_publishers_one_subscriber_none_lost(start_broker):
     elapsed = time.monotonic() - start
     done.set()
     sub_thread.join(5)
-    print(f"\nfan-in QoS 1: {total} messages from {publishers} publishers in {elapsed:.2f} s "
-          f"({total / elapsed:.0f} msg/s), lost {total - len(received)}, duplicates {duplicates[0]}")
-    assert sum(acked) == total
-    assert len(received) == total, f"lost {total - len(received)} of {total}"
-    assert duplicates[0] == 0
     sub_sock.close()
+    return elapsed, sum(acked), len(received), duplicates[0]
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_ten_publishers_one_subscriber_none_lost(start_broker, qos):
+    per_publisher = 2000 if SANITIZED else 10000
+    publishers = 10
+    total = per_publisher * publishers
+    b = start_broker(config="max_queued_messages = 200000\n")
+    elapsed, acked, received, duplicates = fan_in(b.port, qos, publishers, per_publisher)
+    print(f"\nfan-in QoS {qos}: {total} messages from {publishers} publishers in {elapsed:.2f} s "
+          f"({total / elapsed:.0f} msg/s), lost {total - received}, duplicates {duplicates}")
+    assert acked == total
+    assert received == total, f"lost {total - received} of {total}"
+    # QoS 2 is exactly once; with no reconnects QoS 1 must not duplicate either.
+    assert duplicates == 0
 
 
 def test_expired_sessions_give_memory_back(broker):
@@ -259,3 +286,12 @@ def test_expired_sessions_give_memory_back(broker):
     assert peak > baseline + (4 << 20)
     if not SANITIZED:  # ASan's allocator keeps freed memory in quarantine
         assert after - baseline <= (peak - baseline) // 4
+
+
+if __name__ == "__main__":
+    # By hand, against any broker on 127.0.0.1: test_qos_load.py PORT QOS
+    import sys
+    port, qos = int(sys.argv[1]), int(sys.argv[2])
+    elapsed, acked, received, dups = fan_in(port, qos, 10, 10000)
+    print(f"QoS {qos}: 100000 messages, {elapsed:.2f} s ({100000 / elapsed:.0f} msg/s), acknowledged {acked}, "
+          f"received {received}, lost {100000 - received}, duplicates {dups}")
