@@ -5,7 +5,9 @@ import socket
 import subprocess
 import time
 
-from conftest import MQTTOOLSD, free_port, wait_for_port
+import pytest
+
+from conftest import MQTTOOLSD, SANITIZED, free_port, wait_for_port
 
 CONNECT_V5 = bytes([0x10, 13, 0, 4]) + b"MQTT" + bytes([5, 2, 0, 60, 0, 0, 0])
 
@@ -15,6 +17,11 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
+# Not under ASan+UBSan: the sanitizer runtime needs descriptors of its own
+# (UBSan's vptr check probes memory through pipe()), so with every descriptor
+# taken it reports a live, valid handler as "invalid vptr" (ASan describes the
+# address as allocated, not freed). The plain build runs this test.
+@pytest.mark.skipif(SANITIZED, reason="sanitizer runtime needs free descriptors")
 def test_descriptor_exhaustion_pauses_accept_then_recovers(tmp_path):
     port = free_port()
     log = open(tmp_path / "broker.log", "wb")
