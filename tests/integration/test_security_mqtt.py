@@ -5,42 +5,10 @@ import socket
 import struct
 import time
 
-CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
-SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT, AUTH = range(8, 16)
-
-
-def vbi(n):
-    out = bytearray()
-    while True:
-        b = n % 128
-        n //= 128
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def utf8(s):
-    b = s.encode() if isinstance(s, str) else s
-    return struct.pack("!H", len(b)) + b
-
-
-def packet(ptype, flags, body):
-    return bytes([(ptype << 4) | flags]) + vbi(len(body)) + body
-
-
-def read_vbi(data, pos):
-    mult, value = 1, 0
-    while True:
-        b = data[pos]
-        pos += 1
-        value += (b & 0x7F) * mult
-        if not b & 0x80:
-            return value, pos
-        mult *= 128
-
-
-class Closed(Exception):
-    pass
+# Framing primitives are the shared raw-socket helper's (tests/integration/mqttwire.py).
+from mqttwire import (AUTH, CONNACK, CONNECT, DISCONNECT, PINGREQ, PINGRESP, PUBACK, PUBCOMP,  # noqa: F401
+                      PUBLISH, PUBREC, PUBREL, SUBACK, SUBSCRIBE, UNSUBACK, UNSUBSCRIBE, Closed, packet,
+                      read_vbi, utf8, vbi)
 
 
 class RawClient:
