@@ -109,6 +109,7 @@ TRAFFIC_METRICS = [
     ("p50_us", "latency p50 µs", 0),
     ("p99_us", "latency p99 µs", 0),
     ("lost", "lost messages", 0),
+    ("wakeups_per_msg", "broker wake-ups / delivered msg (≈)", 2),
 ]
 IDLE_METRICS = [
     ("rss_per_conn_bytes", "broker RSS bytes / connection", 0),
@@ -228,6 +229,7 @@ class Bench:
                      "--drain", "2"]
         timeout = self.args.warmup + self.args.duration + 120
         perf = None
+        switches0 = self.switches_of(proc.pid)
         try:
             gen = subprocess.Popen(self.pinned(1, argv, rt), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
@@ -248,6 +250,7 @@ class Bench:
                 except subprocess.TimeoutExpired:
                     stop(perf)
             alive = proc.poll() is None
+            switches1 = self.switches_of(proc.pid) if alive else None
             if kind == "idle" and alive:
                 result_limit = self.nofile_of(proc.pid)
             stop(proc)
@@ -256,6 +259,13 @@ class Bench:
             result["error"] = (result.get("error") or "") + f" broker exited (code {proc.returncode})"
         if kind == "idle" and alive:
             result["broker_nofile"] = result_limit
+        if kind == "traffic" and switches0 is not None and switches1 is not None:
+            # Sleeps in epoll_wait and the like, over the whole run: setup and
+            # drain add few, so per delivered message over warm-up + window.
+            result["broker_wakeups"] = switches1 - switches0
+            delivered = result.get("delivered_per_s", 0) * (self.args.warmup + self.args.duration)
+            if delivered > 0:
+                result["wakeups_per_msg"] = (switches1 - switches0) / delivered
         return result
 
     def start_perf(self, name, pid, run_index):
@@ -270,6 +280,21 @@ class Bench:
         return subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "-g", "-p", str(pid),
                                  "-o", out, "--", "sleep", str(max(self.args.duration - 1.0, 0.5))],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    @staticmethod
+    def switches_of(pid):
+        """Voluntary context switches of all the process' threads: how often it
+        went to sleep (in epoll_wait) and had to be woken up again."""
+        total = 0
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            total += int(line.split()[1])
+        except (OSError, ValueError):
+            return None
+        return total
 
     @staticmethod
     def nofile_of(pid):
@@ -303,7 +328,8 @@ class Bench:
         lat = r.get("lat_us", {})
         return (f"{name:10} {broker:9} #{i}: {r.get('delivered_per_s', 0):10.0f} msg/s  "
                 f"cpu {r.get('cpu_us_per_msg', 0):6.2f} µs/msg  p50 {lat.get('p50', 0):8.1f} µs  "
-                f"p99 {lat.get('p99', 0):8.1f} µs  lost {r.get('lost', '?')}  gen {r.get('gen_cpu_pct', 0):.0f}%"
+                f"p99 {lat.get('p99', 0):8.1f} µs  lost {r.get('lost', '?')}  "
+                f"wake-ups/msg {r.get('wakeups_per_msg', 0):.2f}  gen {r.get('gen_cpu_pct', 0):.0f}%"
                 f"{'' if r.get('ok') else '  FAILED: ' + str(r.get('error'))}")
 
 
@@ -501,6 +527,12 @@ METHOD = """## Method
   time as utime+stime in /proc/PID/stat, but in ns) read at the start of the
   window and after the drain, divided by the messages delivered in the window.
   For fan-out that is CPU per delivery.
+- Broker wake-ups per message: the voluntary context switches of all the
+  broker's threads (/proc/PID/task/*/status) from before the generator starts
+  to its end, over delivered msg/s × (warm-up + window). At a fixed rate the
+  CPU per message is mostly the kernel's cost per wake-up divided by the
+  messages each wake-up finds, so a broker that answers later (higher
+  latency) wakes less often and looks cheaper: read the CPU row with this one.
 - RSS per idle connection: VmRSS (/proc/PID/status) after all CONNACKs minus
   before the first connection, over the connections held. Connections come from
   127.0.0.2… (several source addresses, so one address' ephemeral ports do not
