@@ -9,6 +9,9 @@
 //
 // Received messages go to messages(); when the broker connection drops, a
 // message with connection_lost set is pushed (the seed's (None, None)).
+// messages() is bounded (ClientOptions::max_queued_messages): when the
+// application does not keep up, the I/O thread stops reading the socket and
+// TCP flow control makes the broker hold the rest.
 //
 // Errors are exceptions at this API edge, one type per failure, all derived
 // from ClientError.
@@ -18,6 +21,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -156,6 +160,21 @@ struct ClientOptions {
     // sent in CONNECT.
     std::uint16_t receive_maximum = 65535;
     std::uint32_t maximum_packet_size = 0;
+
+    // The most received messages messages() holds (0: no limit). When it is
+    // full the I/O thread stops reading the socket, so TCP flow control
+    // pushes back on the broker instead of memory growing (the broker then
+    // holds, or by its own limits drops, what follows, as for any slow
+    // consumer); reading resumes as soon as the application takes a message.
+    // A QoS 1/2 message is acknowledged only once it is queued, so none is
+    // lost. While reading is paused the connection stays up: acks for queued
+    // messages and keep-alive PINGREQs are still written, and the keep-alive
+    // wait for PINGRESP is suspended (it is behind the unread messages). But
+    // nothing else from the broker is read either: subscribe(), unsubscribe()
+    // and flush() time out, and a QoS 1/2 publish() waiting for room in the
+    // broker's Receive Maximum waits, until the application takes messages.
+    // The connection_lost item may come on top of the bound.
+    std::size_t max_queued_messages = 10000;
 };
 
 // ---------------------------------------------------------------- messages
@@ -186,9 +205,12 @@ struct PublishProperties {
     std::vector<std::pair<std::string, std::string>> user_properties;
 };
 
-// A thread-safe FIFO of received messages.
+// A thread-safe FIFO of received messages. Its capacity is a bound the
+// client's I/O thread keeps to (push() itself always accepts): it checks
+// full_or_notify() before it reads another message.
 class MessageQueue {
 public:
+    explicit MessageQueue(std::size_t capacity = 0);  // 0: no bound
     void push(Message message);
     // Waits up to `timeout` for a message; nullopt when none arrived.
     std::optional<Message> pop(std::chrono::milliseconds timeout);
@@ -198,10 +220,29 @@ public:
     std::size_t size() const;
     void clear();
 
+    std::size_t capacity() const noexcept { return capacity_; }
+    // The largest size() seen since construction (or reset_high_water()).
+    std::size_t high_water() const;
+    void reset_high_water();
+
+    // For the client's I/O thread: true when size() >= capacity(); the
+    // callback given to on_space() then runs once, on the thread that next
+    // takes a message and so makes room (after the queue's lock is released).
+    bool full_or_notify();
+    void on_space(std::function<void()> callback);
+
 private:
     mutable std::mutex mutex_;
     std::condition_variable cv_;
     std::deque<Message> items_;
+    std::size_t capacity_ = 0;
+    std::size_t high_water_ = 0;
+    bool notify_on_space_ = false;
+    std::function<void()> on_space_;
+
+    // After a pop or clear (lock held): whether on_space_ must run now.
+    bool take_notification_locked();
+    void notify(bool due);
 };
 
 // What the broker granted in CONNACK (spec 3.2.2.3), after defaults.

@@ -50,7 +50,8 @@ void fill_properties(const PublishProperties& in, Properties& out, std::vector<S
 
 }  // namespace
 
-Client::Impl::Impl(ClientOptions opts) : options(std::move(opts)) {
+Client::Impl::Impl(ClientOptions opts) : options(std::move(opts)), messages(options.max_queued_messages) {
+    messages.on_space([this] { wake_for_space(); });
     client_id = options.client_id.empty() ? make_client_id() : options.client_id;
     if (options.tls || !options.cafile.empty()) {
         net::TlsClientSettings settings;
@@ -78,6 +79,16 @@ void Client::Impl::wake_locked() {
     wake_pending = true;
     const std::uint64_t one = 1;
     // The I/O thread drains the counter; a full counter cannot happen.
+    (void)!::write(wake_fd.get(), &one, sizeof one);
+}
+
+void Client::Impl::wake_for_space() noexcept {
+    // Runs on the application's thread, after a pop made room; the I/O
+    // thread then resumes reading. Not through wake_pending: that flag is
+    // about the output queue.
+    std::lock_guard lock(mutex);
+    if (!wake_fd.valid()) return;
+    const std::uint64_t one = 1;
     (void)!::write(wake_fd.get(), &one, sizeof one);
 }
 
@@ -181,6 +192,9 @@ void Client::Impl::connect_once(bool resume_session) {
         rbuf.clear();
         ctrl.clear();
         in_aliases.clear();  // aliases live for one connection ([MQTT-3.3.2-7])
+        input_paused = false;
+        read_ended = false;
+        read_error.clear();
         keep_alive_s = options.keep_alive_s;
         io_thread = std::thread([this] { io_main(); });
         wake_locked();

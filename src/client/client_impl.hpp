@@ -74,7 +74,8 @@ struct Client::Impl {
 
     // ---- I/O thread (io_loop.cpp)
     void io_main();
-    bool process_input();  // false: the connection must end
+    bool process_input();  // false: the connection must end; stops early when messages is full
+    void wake_for_space() noexcept;
     bool handle(const Packet& packet);
     bool handle_publish(const PublishPacket& p);
     void fail(const std::string& why, std::optional<ReasonCode> send_disconnect = std::nullopt);
@@ -125,6 +126,13 @@ struct Client::Impl {
     std::uint16_t keep_alive_s = 0;
     Clock::time_point last_write;
     std::uint64_t written_marker = 0;
+    // messages is full: the socket is not read (TCP flow control pushes back
+    // on the broker) until the application takes a message.
+    bool input_paused = false;
+    // The socket ended (closed or failed) while input was paused: what it
+    // sent before is handled first, then the connection ends with read_error.
+    bool read_ended = false;
+    std::string read_error;
 };
 
 }  // namespace mqttools

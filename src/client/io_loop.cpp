@@ -114,6 +114,22 @@ void Client::Impl::io_main() {
             }
         }
 
+        // The application made room: handle what was read before pausing,
+        // then read again.
+        if (input_paused && !messages.full_or_notify()) {
+            input_paused = false;
+            {
+                std::lock_guard lock(mutex);
+                if (pings_sent > pingresps) ping_wait_start = now;
+            }
+            if (!process_input()) return;
+            if (!input_paused && read_ended) {
+                fail(read_error);
+                return;
+            }
+            continue;  // acks to write
+        }
+
         // Keep alive (spec 3.1.2.10): a PINGREQ when nothing was sent for
         // keep_alive seconds; no PINGRESP within that long again ends it.
         int timeout_ms = -1;
@@ -122,7 +138,10 @@ void Client::Impl::io_main() {
             bool ping_overdue = false;
             {
                 std::lock_guard lock(mutex);
-                if (pings_sent > pingresps && now - ping_wait_start > period + options.response_timeout) {
+                // While input is paused the PINGRESP may be waiting behind
+                // unread messages: the wait restarts when reading resumes.
+                if (!input_paused && pings_sent > pingresps &&
+                    now - ping_wait_start > period + options.response_timeout) {
                     ping_overdue = true;
                 } else if (now - last_write >= period) {
                     put(ctrl, PingreqPacket{});
@@ -141,8 +160,11 @@ void Client::Impl::io_main() {
         }
         if (stopping) timeout_ms = 10;
 
-        pollfd fds[2] = {{t.fd(), static_cast<short>(POLLIN | (t.pending() ? POLLOUT : 0)), 0},
-                         {wake_fd.get(), POLLIN, 0}};
+        // Not reading while paused is what pushes back on the broker. A
+        // socket that ended is not polled at all (POLLHUP would spin).
+        const bool want_read = !input_paused && !read_ended;
+        const short events = static_cast<short>((want_read ? POLLIN : 0) | (t.pending() ? POLLOUT : 0));
+        pollfd fds[2] = {{read_ended && !t.pending() ? -1 : t.fd(), events, 0}, {wake_fd.get(), POLLIN, 0}};
         const int n = ::poll(fds, 2, timeout_ms);
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -153,13 +175,19 @@ void Client::Impl::io_main() {
             std::uint64_t counter;
             (void)!::read(wake_fd.get(), &counter, sizeof counter);
         }
-        if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (!read_ended && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+            // Paused, this is a hang-up or error: take what the socket still
+            // has (at most its buffer) so that it is handled after the pause.
             const auto status = t.read(rbuf);
             // Packets that arrived before a close are still handled.
-            if (!process_input()) return;
+            if (!input_paused && !process_input()) return;
             if (status != client_detail::Transport::ReadStatus::ok) {
-                fail(t.error());
-                return;
+                if (!input_paused) {
+                    fail(t.error());
+                    return;
+                }
+                read_ended = true;
+                read_error = t.error();
             }
         }
     }
@@ -174,6 +202,12 @@ bool Client::Impl::process_input() {
             fail(std::string("bad packet from the broker: ") + std::string(reason_code_name(frame.error)),
                  frame.error);
             return false;
+        }
+        // A full queue stops here, before the PUBLISH is acknowledged: a
+        // QoS 1/2 message is acked only once queued. The rest stays in rbuf.
+        if (frame.header.type == PacketType::publish && messages.full_or_notify()) {
+            input_paused = true;
+            return true;
         }
         const Bytes body = rbuf.view().subspan(frame.header.header_size, frame.header.remaining_length);
         const Result<Packet> packet = decode_packet(frame.header, body, v5, Sender::server);

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -158,6 +159,32 @@ public:
     }
 
     void close_client() { conn_.reset(); }
+
+    // The accepted connection, for tests that write without blocking.
+    int fd() const { return conn_.get(); }
+
+    // A packet already buffered, or completed by one non-blocking recv;
+    // nullopt when none is complete yet. Throws when the client closed.
+    std::optional<RawPacket> read_nowait() {
+        for (int round = 0; round < 2; ++round) {
+            const mqttools::Frame f = mqttools::read_frame(mqttools::Bytes(buffer_));
+            if (f.status == mqttools::FrameStatus::error) throw std::runtime_error("bad frame");
+            if (f.status == mqttools::FrameStatus::complete) {
+                RawPacket p;
+                p.header = f.header;
+                p.data.assign(buffer_.begin(), buffer_.begin() + f.header.packet_size());
+                buffer_.erase(buffer_.begin(), buffer_.begin() + f.header.packet_size());
+                return p;
+            }
+            if (round == 1) break;
+            std::byte chunk[65536];
+            const ssize_t n = ::recv(conn_.get(), chunk, sizeof chunk, MSG_DONTWAIT);
+            if (n == 0) throw std::runtime_error("connection closed");
+            if (n < 0) return std::nullopt;
+            buffer_.insert(buffer_.end(), chunk, chunk + n);
+        }
+        return std::nullopt;
+    }
 
 private:
     Fd listener_;

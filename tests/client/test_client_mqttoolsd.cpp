@@ -2,78 +2,18 @@
 // build tree next to this test binary (build/src/daemon/mqttoolsd).
 #include <catch2/catch.hpp>
 
-#include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <fcntl.h>
-
 #include <filesystem>
 #include <thread>
 
-#include "fake_broker.hpp"
 #include "mqttools/client.hpp"
-
-extern char** environ;
+#include "mqttoolsd_process.hpp"
 
 using namespace mqttools;
 using namespace std::chrono_literals;
+using test_support::Mqttoolsd;
+using test_support::mqttoolsd_path;
 
 namespace {
-
-std::filesystem::path mqttoolsd_path() {
-    // This binary is build/tests/client/test_client.
-    return std::filesystem::read_symlink("/proc/self/exe").parent_path() / ".." / ".." / "src" / "daemon" /
-           "mqttoolsd";
-}
-
-class Mqttoolsd {
-public:
-    Mqttoolsd() {
-        {
-            test_support::FakeBroker probe;  // a free port
-            port_ = probe.port();
-        }
-        const std::string exe = mqttoolsd_path().string();
-        const std::string port = std::to_string(port_);
-        const char* argv[] = {exe.c_str(), "-p", port.c_str(), nullptr};
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-        const int rc = posix_spawn(&pid_, exe.c_str(), &actions, nullptr, const_cast<char**>(argv), environ);
-        posix_spawn_file_actions_destroy(&actions);
-        if (rc != 0) throw std::runtime_error("cannot start " + exe);
-        wait_listening();
-    }
-    ~Mqttoolsd() {
-        ::kill(pid_, SIGTERM);
-        int status = 0;
-        ::waitpid(pid_, &status, 0);
-    }
-    Mqttoolsd(const Mqttoolsd&) = delete;
-    Mqttoolsd& operator=(const Mqttoolsd&) = delete;
-    std::uint16_t port() const { return port_; }
-
-private:
-    void wait_listening() {
-        for (int i = 0; i < 500; ++i) {
-            test_support::Fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-            sockaddr_in a{};
-            a.sin_family = AF_INET;
-            a.sin_port = htons(port_);
-            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            if (::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return;
-            std::this_thread::sleep_for(10ms);
-        }
-        throw std::runtime_error("mqttoolsd did not start listening");
-    }
-    pid_t pid_ = -1;
-    std::uint16_t port_ = 0;
-};
 
 ClientOptions options_for(const Mqttoolsd& broker, std::string id = {}) {
     ClientOptions o;
