@@ -50,8 +50,7 @@ Broker::~Broker() {
     reactor_.set_before_sleep(nullptr);
     reactor_.cancel_timer(housekeeping_timer_);
     for (auto& c : connections_) {
-        reactor_.cancel_timer(c->keepalive_timer);
-        reactor_.cancel_timer(c->connect_timer);
+        reactor_.cancel_timer(c->timer);
     }
     sessions_.for_each([this](Session& s) {
         reactor_.cancel_timer(s.expiry_timer);
@@ -78,8 +77,7 @@ bool Broker::add_listener(net::UniqueFd fd, std::string name, const config::List
 void Broker::accept_from(Listener& listener) {
     // Bounded so a connection storm cannot starve established clients.
     for (int i = 0; i < 64; ++i) {
-        std::string peer;
-        net::UniqueFd fd = net::accept_tcp(listener.fd.get(), peer);
+        net::UniqueFd fd = net::accept_tcp(listener.fd.get());
         if (!fd) {
             if (errno == EMFILE || errno == ENFILE) pause_accepting(listener);
             return;
@@ -90,7 +88,7 @@ void Broker::accept_from(Listener& listener) {
         } else {
             transport = std::make_unique<net::PlainTransport>(std::move(fd));
         }
-        Connection* conn = adopt(std::move(transport), std::move(peer));
+        Connection* conn = adopt(std::move(transport));
         if (!conn) continue;
         conn->identity_as_username = listener.settings.use_identity_as_username;
         ++listener.accepted;
@@ -128,18 +126,18 @@ void Broker::reload_tls(const config::Config& config, std::vector<std::string>& 
     }
 }
 
-Connection* Broker::adopt(std::unique_ptr<net::Transport> transport, std::string peer) {
+Connection* Broker::adopt(std::unique_ptr<net::Transport> transport) {
     const int raw = transport->fd();
-    auto c = std::make_unique<Connection>(*this, std::move(transport), std::move(peer));
+    auto c = std::make_unique<Connection>(*this, std::move(transport));
     if (!reactor_.add(raw, EPOLLIN, c.get())) return nullptr;
     ++stats_.connections_total;
     Connection* conn = c.get();
-    conn->index = connections_.size();
+    conn->index = static_cast<std::uint32_t>(connections_.size());
     connections_.push_back(std::move(c));
     // A socket that sends no CONNECT in time is closed (spec 3.1.4 says
     // "within a reasonable amount of time").
-    conn->connect_timer = reactor_.add_timer_after(std::chrono::seconds(config_.connect_timeout), [this, conn] {
-        conn->connect_timer = {};
+    conn->timer = reactor_.add_timer_after(std::chrono::seconds(config_.connect_timeout), [this, conn] {
+        conn->timer = {};
         if (conn->state == Connection::State::awaiting_connect) {
             spdlog::info("Client {} closed: no CONNECT within {} s.", conn->peer(), config_.connect_timeout);
             close_connection(*conn, ReasonCode::maximum_connect_time, false);
@@ -174,7 +172,7 @@ void Broker::before_sleep() {
         std::size_t i = c->index;
         if (i + 1 != connections_.size()) {
             connections_[i] = std::move(connections_.back());
-            connections_[i]->index = i;
+            connections_[i]->index = static_cast<std::uint32_t>(i);
         }
         connections_.pop_back();
     }
@@ -283,9 +281,8 @@ void Broker::close_connection(Connection& c, ReasonCode reason, bool send_discon
     // Best effort: the DISCONNECT and whatever was queued before it.
     c.flush();
     reactor_.remove(c.fd());
-    reactor_.cancel_timer(c.keepalive_timer);
-    reactor_.cancel_timer(c.connect_timer);
-    c.keepalive_timer = c.connect_timer = {};
+    reactor_.cancel_timer(c.timer);
+    c.timer = {};
     if (was_connected) {
         --clients_connected_;
         log_close(c, reason, c.closed_by_peer);
@@ -344,8 +341,9 @@ Counters Broker::counters() const {
     std::uint64_t queued = 0;
     std::uint64_t inflight = 0;
     sessions_.for_each([&](const Session& s) {
-        queued += s.queue.size();
-        inflight += s.inflight.size();
+        if (!s.outbound) return;
+        queued += s.outbound->queue.size();
+        inflight += s.outbound->inflight.size();
     });
     c.queued_messages = queued;
     c.inflight_messages = inflight;

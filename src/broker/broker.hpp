@@ -52,7 +52,7 @@ public:
     // Serves one accepted connection through any transport (plain TCP,
     // TLS, later WebSocket; a socketpair in tests and fuzzers). The broker
     // owns it from here on; null when it cannot be watched.
-    Connection* adopt(std::unique_ptr<net::Transport> transport, std::string peer);
+    Connection* adopt(std::unique_ptr<net::Transport> transport);
 
     // Graceful stop: stop accepting, DISCONNECT 0x8B to every MQTT 5 client,
     // publish wills, flush what can be flushed. Call once, then stop the reactor.
@@ -152,6 +152,7 @@ private:
     bool authorize_delivery(Session& s, std::string_view topic);
     // After the session is attached at CONNECT: binds its ACL to this client.
     void bind_acl(Connection& c);
+    std::unique_ptr<auth::ClientAcl> bound_acl(const Connection& c) const;
     // memory_limit: sampled at most every few ms; true = refuse new work (0x97).
     bool memory_exceeded();
     // broker.cpp (Listener lives there): fresh TLS contexts from re-read files.

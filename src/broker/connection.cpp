@@ -15,8 +15,8 @@ constexpr int max_reads_per_event = 4;  // then let other sockets have a turn
 constexpr int max_iov = 64;
 }  // namespace
 
-Connection::Connection(Broker& broker, std::unique_ptr<net::Transport> transport, std::string peer)
-    : broker_(broker), transport_(std::move(transport)), peer_(std::move(peer)) {
+Connection::Connection(Broker& broker, std::unique_ptr<net::Transport> transport)
+    : broker_(broker), transport_(std::move(transport)) {
     last_received = broker_.reactor().now();
 }
 

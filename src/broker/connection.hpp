@@ -19,6 +19,7 @@
 #include "mqttools/codec.hpp"
 #include "net/output_queue.hpp"
 #include "net/reactor.hpp"
+#include "net/socket.hpp"
 #include "net/transport.hpp"
 
 namespace mqttools::broker {
@@ -29,7 +30,7 @@ class Connection final : public net::IoHandler {
 public:
     enum class State : std::uint8_t { awaiting_connect, connected, closing };
 
-    Connection(Broker& broker, std::unique_ptr<net::Transport> transport, std::string peer);
+    Connection(Broker& broker, std::unique_ptr<net::Transport> transport);
     ~Connection();
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
@@ -57,42 +58,55 @@ public:
     std::size_t output_bytes() const noexcept { return output_.bytes(); }
     int fd() const noexcept { return transport_->fd(); }
     net::Transport& transport() noexcept { return *transport_; }
-    const std::string& peer() const noexcept { return peer_; }
+    // "address:port", for log lines (not stored: see net::peer_address).
+    std::string peer() const { return net::peer_address(fd()); }
 
-    // ---- protocol state, owned by the Broker's protocol code
-    State state = State::awaiting_connect;
-    ProtocolVersion version = ProtocolVersion::v5;
+    // ---- protocol state, owned by the Broker's protocol code.
+    // Members are ordered by size so an idle connection wastes no padding:
+    // with 10,000+ idle clients every word counts (docs/benchmarks.md).
     Session* session = nullptr;
     std::string client_id;
     std::string username;
-    bool has_username = false;  // CONNECT had a User Name (possibly empty)
-    std::uint16_t keep_alive = 0;  // negotiated, seconds
     Clock::time_point last_received;
-    net::Reactor::TimerId keepalive_timer = {};
-    net::Reactor::TimerId connect_timer = {};
+    // The CONNECT timeout until CONNECT arrived, then the keep-alive timer:
+    // never both.
+    net::Reactor::TimerId timer = {};
+
+    // Topic aliases, allocated on first use: most clients never use them.
+    struct TopicAliases {
+        // Client -> broker: index = alias (1..topic_alias_maximum).
+        std::vector<std::string> in;
+        // Broker -> client: topic -> alias, assigned while the client's
+        // Topic Alias Maximum allows.
+        std::unordered_map<std::string, std::uint16_t, StringHash, std::equal_to<>> out;
+    };
+    std::unique_ptr<TopicAliases> aliases;
+    TopicAliases& topic_aliases() {
+        if (!aliases) aliases = std::make_unique<TopicAliases>();
+        return *aliases;
+    }
+
+    // Slow consumer accounting.
+    std::uint64_t dropped = 0;
+    Clock::time_point over_bound_since{};
+
+    // What the client announced in CONNECT.
+    std::uint32_t max_packet_size_out = max_packet_size_limit;
+    std::uint32_t index = 0;  // in the broker's connection table
+    std::uint16_t receive_maximum_out = 65535;
+    std::uint16_t topic_alias_maximum_out = 0;
+    std::uint16_t keep_alive = 0;  // negotiated, seconds
+
+    State state = State::awaiting_connect;
+    ProtocolVersion version = ProtocolVersion::v5;
+    bool request_problem_information = true;
+    bool has_username = false;  // CONNECT had a User Name (possibly empty)
     bool clean_start = true;
     bool will_suppressed = false;  // a normal DISCONNECT arrived
     bool dirty = false;            // on the broker's flush list
     bool closed_by_peer = false;
     bool identity_as_username = false;  // TLS listener with use_identity_as_username
-    std::size_t index = 0;         // in the broker's connection table
-
-    // What the client announced in CONNECT.
-    std::uint32_t max_packet_size_out = max_packet_size_limit;
-    std::uint16_t receive_maximum_out = 65535;
-    std::uint16_t topic_alias_maximum_out = 0;
-    bool request_problem_information = true;
-
-    // Topic aliases, client -> broker: index = alias (1..max).
-    std::vector<std::string> aliases_in;
-    // Broker -> client: topic -> alias, assigned while the client's
-    // Topic Alias Maximum allows.
-    std::unordered_map<std::string, std::uint16_t, StringHash, std::equal_to<>> aliases_out;
-
-    // Slow consumer accounting.
-    std::uint64_t dropped = 0;
     bool drop_logged = false;
-    Clock::time_point over_bound_since{};
 
 private:
     void on_readable();
@@ -103,7 +117,6 @@ private:
 
     Broker& broker_;
     std::unique_ptr<net::Transport> transport_;
-    std::string peer_;
     net::OutputQueue output_;
     // The partial packet left over from the last read: usually empty, so
     // an idle connection costs no read buffer.

@@ -55,8 +55,8 @@ void Broker::refuse_connect(Connection& c, ProtocolVersion version, ReasonCode r
 }
 
 void Broker::handle_connect(Connection& c, const FixedHeader& header, Bytes body) {
-    reactor_.cancel_timer(c.connect_timer);
-    c.connect_timer = {};
+    reactor_.cancel_timer(c.timer);
+    c.timer = {};
     auto decoded = decode_connect(header, body);
     if (!decoded) {
         const ReasonCode error = decoded.error();
@@ -163,7 +163,7 @@ void Broker::handle_connect(Connection& c, const FixedHeader& header, Bytes body
         will.message = make_message(view, reactor_.now());
         will.expiry_interval = w.properties.message_expiry_interval;
         will.delay = w.properties.will_delay_interval.value_or(0);
-        s.will = std::move(will);
+        s.will = std::make_unique<Will>(std::move(will));
     }
 
     if (v5) {
@@ -310,8 +310,8 @@ void Broker::arm_keepalive(Connection& c) {
     const auto limit = std::chrono::milliseconds(std::uint64_t{c.keep_alive} * 1500);
     Connection* cp = &c;
     // Two pointers: small enough for std::function to store without allocating.
-    c.keepalive_timer = reactor_.add_timer(c.last_received + limit, [this, cp] {
-        cp->keepalive_timer = {};
+    c.timer = reactor_.add_timer(c.last_received + limit, [this, cp] {
+        cp->timer = {};
         if (reactor_.now() - cp->last_received >= std::chrono::milliseconds(std::uint64_t{cp->keep_alive} * 1500)) {
             spdlog::info("Client {} has exceeded timeout, disconnecting.", cp->client_id);
             close_connection(*cp, ReasonCode::keep_alive_timeout, true);

@@ -34,8 +34,9 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
             return;
         }
         // Allocated on first use: most clients never send an alias.
-        if (c.aliases_in.empty()) c.aliases_in.resize(std::size_t{config_.topic_alias_maximum} + 1);
-        std::string& slot = c.aliases_in[alias];
+        auto& in = c.topic_aliases().in;
+        if (in.empty()) in.resize(std::size_t{config_.topic_alias_maximum} + 1);
+        std::string& slot = in[alias];
         if (topic.empty()) {
             if (slot.empty()) {
                 close_connection(c, ReasonCode::protocol_error, true);  // unknown alias
@@ -218,13 +219,14 @@ bool Broker::over_output_bound(Connection& c) {
 std::uint16_t Broker::outbound_alias(Connection& c, std::string_view topic, bool& topic_included) {
     topic_included = true;
     if (c.topic_alias_maximum_out == 0) return 0;
-    if (auto it = c.aliases_out.find(topic); it != c.aliases_out.end()) {
+    auto& out = c.topic_aliases().out;
+    if (auto it = out.find(topic); it != out.end()) {
         topic_included = false;
         return it->second;
     }
-    if (c.aliases_out.size() >= c.topic_alias_maximum_out) return 0;
-    const auto alias = static_cast<std::uint16_t>(c.aliases_out.size() + 1);
-    c.aliases_out.emplace(std::string(topic), alias);
+    if (out.size() >= c.topic_alias_maximum_out) return 0;
+    const auto alias = static_cast<std::uint16_t>(out.size() + 1);
+    out.emplace(std::string(topic), alias);
     return alias;
 }
 
@@ -268,7 +270,7 @@ void Broker::deliver_qos0(Connection& c, const MessageView& m, bool retain, std:
         // Too large for this client: not sent ([MQTT-3.1.2-25]), counted.
         ++c.dropped;
         ++stats_.publish_dropped;
-        if (alias != 0 && topic_included) c.aliases_out.erase(std::string(m.topic));
+        if (alias != 0 && topic_included) c.aliases->out.erase(std::string(m.topic));
         return;
     }
     c.send_shared(form->buffer, form->size);

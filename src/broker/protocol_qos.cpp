@@ -20,51 +20,55 @@ std::size_t queued_size(const OutboundMessage& m) {
 std::uint16_t Broker::next_packet_id(Session& s) {
     // Skip ids still in flight ([MQTT-2.2.1-3]); the window is far smaller
     // than 65535, so this ends quickly.
+    OutboundState& o = s.out();
     for (;;) {
-        s.last_packet_id = static_cast<std::uint16_t>(s.last_packet_id + 1);
-        if (s.last_packet_id == 0) continue;
-        const auto id = s.last_packet_id;
-        if (std::none_of(s.inflight.begin(), s.inflight.end(),
+        o.last_packet_id = static_cast<std::uint16_t>(o.last_packet_id + 1);
+        if (o.last_packet_id == 0) continue;
+        const auto id = o.last_packet_id;
+        if (std::none_of(o.inflight.begin(), o.inflight.end(),
                          [id](const OutboundMessage& m) { return m.packet_id == id; }))
             return id;
     }
 }
 
 void Broker::drop_queued(Session& s, const char* why) {
-    ++s.dropped_messages;
+    OutboundState& o = s.out();
+    ++o.dropped_messages;
     ++stats_.publish_dropped;
-    if (!s.drop_logged) {
-        s.drop_logged = true;
+    if (!o.drop_logged) {
+        o.drop_logged = true;
         spdlog::warn("Client {}: dropping messages ({}).", s.client_id, why);
     }
 }
 
 void Broker::enqueue(Session& s, OutboundMessage&& m) {
+    OutboundState& o = s.out();
     const std::size_t size = queued_size(m);
-    if (config_.max_queued_messages != 0 && s.queue.size() >= config_.max_queued_messages) {
+    if (config_.max_queued_messages != 0 && o.queue.size() >= config_.max_queued_messages) {
         drop_queued(s, "max_queued_messages reached");
         return;
     }
-    if (config_.max_queued_bytes != 0 && s.queued_bytes + size > config_.max_queued_bytes) {
+    if (config_.max_queued_bytes != 0 && o.queued_bytes + size > config_.max_queued_bytes) {
         drop_queued(s, "max_queued_bytes reached");
         return;
     }
     m.state = OutboundMessage::State::queued;
-    s.queued_bytes += size;
-    s.queue.push_back(std::move(m));
+    o.queued_bytes += size;
+    o.queue.push_back(std::move(m));
     if (s.connection && s.connection->state == Connection::State::connected) pump(s);
 }
 
 void Broker::pump(Session& s) {
     Connection* c = s.connection;
-    if (!c || c->state != Connection::State::connected) return;
+    if (!c || c->state != Connection::State::connected || !s.outbound) return;
+    OutboundState& o = *s.outbound;
     std::size_t window = c->receive_maximum_out;
     if (config_.max_inflight_messages != 0) window = std::min<std::size_t>(window, config_.max_inflight_messages);
     const auto now = reactor_.now();
-    while (!s.queue.empty() && s.inflight.size() < window) {
-        OutboundMessage m = std::move(s.queue.front());
-        s.queue.pop_front();
-        s.queued_bytes -= std::min(s.queued_bytes, queued_size(m));
+    while (!o.queue.empty() && o.inflight.size() < window) {
+        OutboundMessage m = std::move(o.queue.front());
+        o.queue.pop_front();
+        o.queued_bytes -= std::min(o.queued_bytes, queued_size(m));
         if (m.message->expired(now)) {
             // Expired while queued: never delivered (spec 3.3.2.3.3).
             drop_queued(s, "message expired");
@@ -74,7 +78,7 @@ void Broker::pump(Session& s) {
         m.state = m.qos == QoS::at_least_once ? OutboundMessage::State::awaiting_puback
                                                : OutboundMessage::State::awaiting_pubrec;
         if (!send_publish(*c, m, false)) continue;  // too large for the client: dropped
-        s.inflight.push_back(std::move(m));
+        o.inflight.push_back(std::move(m));
     }
 }
 
@@ -100,7 +104,7 @@ bool Broker::send_publish(Connection& c, OutboundMessage& m, bool dup) {
     if (!c.send(p)) {
         // Larger than the client's Maximum Packet Size: discarded as if
         // delivered ([MQTT-3.1.2-25]).
-        if (alias != 0 && topic_included) c.aliases_out.erase(msg.topic);
+        if (alias != 0 && topic_included) c.aliases->out.erase(msg.topic);
         drop_queued(*c.session, "larger than the client's Maximum Packet Size");
         return false;
     }
@@ -112,7 +116,8 @@ bool Broker::send_publish(Connection& c, OutboundMessage& m, bool dup) {
 void Broker::resume_session(Connection& c, Session& s) {
     // Unacknowledged messages first, in their original order, with DUP
     // ([MQTT-4.4.0-1]); PUBREL for those already PUBREC'd.
-    for (OutboundMessage& m : s.inflight) {
+    if (!s.outbound) return;
+    for (OutboundMessage& m : s.outbound->inflight) {
         if (m.state == OutboundMessage::State::awaiting_pubcomp) {
             c.send(AckPacket{PacketType::pubrel, m.packet_id, ReasonCode::success, {}});
         } else {
@@ -130,28 +135,36 @@ void Broker::handle_ack(Connection& c, const FixedHeader& header, Bytes body) {
     }
     const AckPacket& a = *decoded;
     Session& s = *c.session;
+    if (a.type != PacketType::pubrel && !s.outbound) {
+        // Nothing was ever sent at QoS 1/2: every id is unknown.
+        if (a.type == PacketType::pubrec) {
+            c.send(AckPacket{PacketType::pubrel, a.packet_id, ReasonCode::packet_identifier_not_found, {}});
+        }
+        return;
+    }
+    OutboundState* o = s.outbound.get();
     auto find = [&](OutboundMessage::State state) {
-        return std::find_if(s.inflight.begin(), s.inflight.end(), [&](const OutboundMessage& m) {
+        return std::find_if(o->inflight.begin(), o->inflight.end(), [&](const OutboundMessage& m) {
             return m.packet_id == a.packet_id && m.state == state;
         });
     };
     switch (a.type) {
         case PacketType::puback: {
             auto it = find(OutboundMessage::State::awaiting_puback);
-            if (it == s.inflight.end()) return;  // unknown id: nothing to do
-            s.inflight.erase(it);
+            if (it == o->inflight.end()) return;  // unknown id: nothing to do
+            o->inflight.erase(it);
             pump(s);
             return;
         }
         case PacketType::pubrec: {
             auto it = find(OutboundMessage::State::awaiting_pubrec);
-            if (it == s.inflight.end()) {
+            if (it == o->inflight.end()) {
                 c.send(AckPacket{PacketType::pubrel, a.packet_id, ReasonCode::packet_identifier_not_found, {}});
                 return;
             }
             if (is_error(a.reason)) {
                 // The receiver refused it: the flow ends here (spec 4.3.3).
-                s.inflight.erase(it);
+                o->inflight.erase(it);
                 pump(s);
                 return;
             }
@@ -163,8 +176,8 @@ void Broker::handle_ack(Connection& c, const FixedHeader& header, Bytes body) {
         }
         case PacketType::pubcomp: {
             auto it = find(OutboundMessage::State::awaiting_pubcomp);
-            if (it == s.inflight.end()) return;
-            s.inflight.erase(it);
+            if (it == o->inflight.end()) return;
+            o->inflight.erase(it);
             pump(s);
             return;
         }

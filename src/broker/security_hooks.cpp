@@ -31,9 +31,7 @@ std::vector<std::string> Broker::reload_security(const config::Config& config) {
         // Sessions, connected or not, read under the new rules from now on.
         sessions_.for_each([this](Session& s) {
             if (s.connection) {
-                const Connection& c = *s.connection;
-                s.acl = acl_.bind(c.client_id, c.has_username ? std::optional<std::string_view>(c.username)
-                                                              : std::nullopt);
+                s.acl = bound_acl(*s.connection);
             }
         });
     } catch (const std::exception& e) {
@@ -71,25 +69,30 @@ ReasonCode Broker::authenticate(Connection& c, const ConnectPacket& connect) {
     return rc;
 }
 
+// Null without an acl_file: an unrestricted session carries no rules.
+std::unique_ptr<auth::ClientAcl> Broker::bound_acl(const Connection& c) const {
+    if (!acl_.enabled()) return nullptr;
+    return std::make_unique<auth::ClientAcl>(
+        acl_.bind(c.client_id, c.has_username ? std::optional<std::string_view>(c.username) : std::nullopt));
+}
+
 void Broker::bind_acl(Connection& c) {
-    if (!c.session) return;
-    c.session->acl = acl_.bind(c.client_id, c.has_username ? std::optional<std::string_view>(c.username)
-                                                           : std::nullopt);
+    if (c.session) c.session->acl = bound_acl(c);
 }
 
 // PUBLISH from a client. False: PUBACK/PUBREC 0x87, QoS 0 dropped.
 bool Broker::authorize_publish(Connection& c, std::string_view topic) {
-    return !c.session || c.session->acl.can_publish(topic);
+    return !c.session || !c.session->acl || c.session->acl->can_publish(topic);
 }
 
 // One filter of a SUBSCRIBE. False: SUBACK 0x87 for that filter.
 bool Broker::authorize_subscribe(Connection& c, std::string_view filter) {
-    return !c.session || c.session->acl.can_subscribe(filter);
+    return !c.session || !c.session->acl || c.session->acl->can_subscribe(filter);
 }
 
 // A message about to be delivered to a session (live or retained). False: not delivered.
 bool Broker::authorize_delivery(Session& s, std::string_view topic) {
-    return s.acl.can_read(topic);
+    return !s.acl || s.acl->can_read(topic);
 }
 
 bool Broker::memory_exceeded() {

@@ -67,6 +67,18 @@ struct OutboundMessage {
     std::vector<std::uint32_t> subscription_ids;
 };
 
+// A session's outbound QoS 1/2 messages ([MQTT-4.4.0-1]: resent in this
+// order on resume). std::list, not std::deque: an empty list allocates
+// nothing.
+struct OutboundState {
+    std::list<OutboundMessage> inflight;
+    std::list<OutboundMessage> queue;  // beyond the window, or while away
+    std::size_t queued_bytes = 0;
+    std::size_t dropped_messages = 0;  // queue overflow and expiry
+    std::uint16_t last_packet_id = 0;
+    bool drop_logged = false;
+};
+
 struct Will {
     MessagePtr message;  // expires_at unset: the expiry interval starts at publication
     std::optional<std::uint32_t> expiry_interval;
@@ -88,29 +100,28 @@ public:
     std::uint32_t expiry_interval = 0;  // seconds; 0xFFFFFFFF = never
     net::Reactor::TimerId expiry_timer = {};
 
-    // Outbound QoS 1/2 ([MQTT-4.4.0-1]: resent in this order on resume).
-    // std::list, not std::deque: an empty list allocates nothing, and an
-    // idle session should cost as little as possible.
-    std::list<OutboundMessage> inflight;
-    std::list<OutboundMessage> queue;  // beyond the window, or while away
-    std::size_t queued_bytes = 0;
-    std::uint16_t last_packet_id = 0;
+    // Outbound QoS 1/2, allocated with the session's first QoS 1/2 message:
+    // a session that only ever gets QoS 0 (or nothing) does not pay for it.
+    std::unique_ptr<OutboundState> outbound;
+    OutboundState& out() {
+        if (!outbound) outbound = std::make_unique<OutboundState>();
+        return *outbound;
+    }
 
     // Inbound QoS 2 packet ids received and not yet released by PUBREL
     // (exactly-once: a re-sent PUBLISH with one of these is not routed again).
     PacketIdSet inbound_qos2;
 
-    std::optional<Will> will;  // the will of the current/last connection
+    std::unique_ptr<Will> will;  // the will of the current/last connection
     net::Reactor::TimerId will_timer = {};
 
     // Routing scratch: lets one PUBLISH merge overlapping subscriptions of
     // this session without a map.
     std::uint64_t match_generation = 0;
 
-    std::size_t dropped_messages = 0;  // queue overflow and expiry
-    // What this client may read, bound at CONNECT (security_hooks.cpp).
-    auth::ClientAcl acl;
-    bool drop_logged = false;
+    // What this client may read, bound at CONNECT (security_hooks.cpp);
+    // null without an acl_file.
+    std::unique_ptr<auth::ClientAcl> acl;
 };
 
 }  // namespace mqttools::broker

@@ -10,7 +10,6 @@
 #include <unordered_map>
 
 #include "broker/session.hpp"
-#include "broker/string_hash.hpp"
 
 namespace mqttools::broker {
 
@@ -30,7 +29,9 @@ public:
     }
 
 private:
-    std::unordered_map<std::string, std::unique_ptr<Session>, StringHash, std::equal_to<>> sessions_;
+    // Keyed by a view of the session's own client_id (a Session never moves
+    // and its id never changes), so the id is stored once, not twice.
+    std::unordered_map<std::string_view, std::unique_ptr<Session>> sessions_;
 };
 
 }  // namespace mqttools::broker

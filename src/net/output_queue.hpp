@@ -9,7 +9,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <vector>
 
 #include "mqttools/packets.hpp"
 #include "net/shared_buffer.hpp"
@@ -19,7 +18,7 @@ namespace mqttools::net {
 class OutputQueue {
 public:
     OutputQueue() = default;
-    ~OutputQueue() { clear(); }
+    ~OutputQueue();
     OutputQueue(const OutputQueue&) = delete;
     OutputQueue& operator=(const OutputQueue&) = delete;
 
@@ -39,21 +38,40 @@ public:
     void clear() noexcept;
 
 private:
+    // 16 bytes: an idle connection's queue is its inline ring and nothing
+    // else. A segment never exceeds one packet or one shared buffer, both
+    // below 2^31 bytes (Maximum Packet Size <= 268,435,460), so the top bit
+    // of `len` is free for the private-buffer flag.
     struct Segment {
         SharedBuffer* buf = nullptr;
         std::uint32_t offset = 0;
-        std::uint32_t len = 0;
-        bool writable = false;  // a private buffer: reserve() may extend it
+        std::uint32_t len_flags = 0;
+
+        static constexpr std::uint32_t writable_bit = 0x80000000u;
+        std::uint32_t len() const noexcept { return len_flags & ~writable_bit; }
+        bool writable() const noexcept { return (len_flags & writable_bit) != 0; }
+        void grow(std::uint32_t n) noexcept { len_flags += n; }
+        void shrink_front(std::uint32_t n) noexcept {
+            offset += n;
+            len_flags -= n;
+        }
     };
-    Segment& at(std::size_t i) noexcept { return ring_[(head_ + i) & (ring_.size() - 1)]; }
-    const Segment& at(std::size_t i) const noexcept { return ring_[(head_ + i) & (ring_.size() - 1)]; }
+    static constexpr std::uint32_t inline_segments = 2;
+
+    Segment& at(std::size_t i) noexcept { return ring_[(head_ + i) & (capacity_ - 1)]; }
+    const Segment& at(std::size_t i) const noexcept { return ring_[(head_ + i) & (capacity_ - 1)]; }
     void push(const Segment& s);
     void pop_front() noexcept;
 
-    std::vector<Segment> ring_;  // size is 0 or a power of two
-    std::size_t head_ = 0;
-    std::size_t count_ = 0;
+    // A power-of-two ring: the inline pair until more segments are queued
+    // at once, then the heap (kept while the connection lives: a busy
+    // subscriber would otherwise allocate per turn).
+    Segment* ring_ = inline_;
+    std::uint32_t capacity_ = inline_segments;
+    std::uint32_t head_ = 0;
+    std::uint32_t count_ = 0;
     std::size_t bytes_ = 0;
+    Segment inline_[inline_segments];
 };
 
 }  // namespace mqttools::net

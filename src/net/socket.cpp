@@ -101,14 +101,24 @@ std::uint16_t local_port(int fd) noexcept {
 }
 
 UniqueFd accept_tcp(int listen_fd, std::string& peer) {
-    sockaddr_storage addr{};
-    socklen_t len = sizeof addr;
-    UniqueFd fd(::accept4(listen_fd, reinterpret_cast<sockaddr*>(&addr), &len, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    UniqueFd fd = accept_tcp(listen_fd);
+    if (fd) peer = peer_address(fd.get());
+    return fd;
+}
+
+UniqueFd accept_tcp(int listen_fd) {
+    UniqueFd fd(::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (!fd) return fd;
     int one = 1;
     ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    peer = format_address(addr);
     return fd;
+}
+
+std::string peer_address(int fd) {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "unknown";
+    return format_address(addr);
 }
 
 bool set_nonblocking(int fd) noexcept {

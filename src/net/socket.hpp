@@ -25,10 +25,15 @@ std::uint16_t local_port(int fd) noexcept;
 // is pending (EAGAIN) or on error (errno tells which). `peer` gets
 // "address:port".
 UniqueFd accept_tcp(int listen_fd, std::string& peer);
+UniqueFd accept_tcp(int listen_fd);
 
 // Makes an inherited socket non-blocking.
 bool set_nonblocking(int fd) noexcept;
 
 std::string format_address(const sockaddr_storage& addr);
+// The connected peer of `fd` as "address:port", formatted when asked (for
+// log lines) so a connection does not carry the string: "unknown" when
+// the socket has none.
+std::string peer_address(int fd);
 
 }  // namespace mqttools::net

@@ -30,7 +30,7 @@ struct Harness {
     net::UniqueFd client() {
         int sv[2];
         REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
-        REQUIRE(broker->adopt(std::make_unique<net::PlainTransport>(net::UniqueFd(sv[0])), "test") != nullptr);
+        REQUIRE(broker->adopt(std::make_unique<net::PlainTransport>(net::UniqueFd(sv[0]))) != nullptr);
         return net::UniqueFd(sv[1]);
     }
 

@@ -147,7 +147,7 @@ const config::Config& fuzz_config() {
 void open_client(broker::Broker& broker, Client& c) {
     auto transport = std::make_unique<MemoryTransport>(&c);
     MemoryTransport* raw = transport.get();
-    broker::Connection* conn = broker.adopt(std::move(transport), "fuzz");
+    broker::Connection* conn = broker.adopt(std::move(transport));
     if (conn) {
         c.connection = conn;
         c.transport = raw;
