@@ -1,12 +1,14 @@
 """`mqttools monitor` used as a person would: inside tmux, reading the screen
 with capture-pane and pressing keys with send-keys."""
+import os
 import shutil
+import signal
 import subprocess
 import time
 
 import pytest
 
-from conftest import MQTTOOLS, MQTTOOLSD
+from conftest import MQTTOOLS, MQTTOOLSD, free_port, wait_for_port
 from test_tools_subscribe_publish import publish
 
 pytestmark = pytest.mark.skipif(not (MQTTOOLS.exists() and MQTTOOLSD.exists() and shutil.which("tmux")),
@@ -130,8 +132,78 @@ def test_monitor_follows_a_resize(broker, tmux):
 
 
 def test_monitor_with_broker_down_is_an_error(tmp_path):
-    from conftest import free_port
     port = free_port()
     r = subprocess.run([str(MQTTOOLS), "monitor", "--port", str(port), "t"], capture_output=True, timeout=20)
     assert r.returncode == 1
     assert r.stderr.decode() == f"error: cannot connect to 'localhost:{port}': Connection refused\n"
+
+
+class PlainBroker:
+    """mqttoolsd on a given port, so that it can be restarted on the same one."""
+
+    def __init__(self, tmp_path, port):
+        self.log = open(tmp_path / f"mqttoolsd-{port}-{time.monotonic_ns()}.log", "wb")
+        self.proc = subprocess.Popen([str(MQTTOOLSD), "-p", str(port)], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for_port(port, proc=self.proc)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def test_monitor_reconnects_when_the_broker_comes_back(tmp_path, tmux):
+    port = free_port()
+    brokers = [PlainBroker(tmp_path, port)]
+    try:
+        t = tmux(f"{MQTTOOLS} monitor --port {port} '/rc/#'")
+        t.wait_for(lambda s: s[-1].startswith("q: Quit"))
+        assert t.screen()[0].rstrip() == "TIMESTAMP  TOPIC & MESSAGE"
+        publish(port, "/rc/a", "before the crash")
+        t.wait_for(lambda s: any("before the crash" in line for line in s))
+
+        # The broker dies without a word: the title says so, the screen keeps
+        # its messages and the monitor keeps running.
+        brokers[0].kill()
+        screen = t.wait_for(lambda s: "connection lost, reconnecting" in s[0])
+        assert screen[0].startswith("TIMESTAMP  TOPIC & MESSAGE  ")
+        assert any("before the crash" in line for line in screen)
+        assert screen[-1].startswith("q: Quit")
+        time.sleep(1.2)  # at least one failed retry (after 1 s) before the broker returns
+        screen = t.screen()
+        assert "connection lost, reconnecting" in screen[0]
+        assert any("before the crash" in line for line in screen)
+
+        # A new broker on the same port (no session: the monitor subscribes
+        # again); retries come after 1, 2, 4, 8 s.
+        brokers.append(PlainBroker(tmp_path, port))
+        t.wait_for(lambda s: s[0].rstrip() == "TIMESTAMP  TOPIC & MESSAGE", timeout=15)
+        publish(port, "/rc/b", "after the restart")
+        screen = t.wait_for(lambda s: any("after the restart" in line for line in s))
+        body = [line.rstrip() for line in screen[1:-1]]
+        assert body[0].endswith("  /rc/a")
+        assert body[1] == " " * 11 + "before the crash"
+        assert body[2].endswith("  /rc/b")
+        assert body[3] == " " * 11 + "after the restart"
+
+        # And it still quits cleanly.
+        t.keys("q")
+        t.wait_for(lambda s: not any(line.startswith("q: Quit") for line in s))
+    finally:
+        for b in brokers:
+            b.kill()
+
+
+def test_monitor_quits_while_reconnecting(tmp_path, tmux):
+    port = free_port()
+    b = PlainBroker(tmp_path, port)
+    try:
+        t = tmux(f"{MQTTOOLS} monitor --port {port} '/q/#'; echo monitor-exit=$?")
+        t.wait_for(lambda s: s[-1].startswith("q: Quit"))
+        b.kill()
+        t.wait_for(lambda s: "connection lost, reconnecting" in s[0])
+        t.keys("q")
+        t.wait_for(lambda s: any("monitor-exit=0" in line for line in s), timeout=5)
+    finally:
+        b.kill()
