@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <thread>
@@ -56,11 +57,14 @@ struct PublishStream {
     }
 };
 
-// Writes without blocking from `offset`; returns false when the socket
-// accepted nothing for `stall` (its buffers, and the peer's, are full).
+// Writes without blocking from `offset`, in pieces that end on message
+// boundaries (so that a PINGRESP can go in between); returns false when the
+// socket accepted nothing for `stall` (its buffers, and the peer's, are full).
 bool send_until_stalled(int fd, const PublishStream& s, std::size_t& offset, std::chrono::milliseconds stall) {
     while (offset < s.bytes.size()) {
-        const ssize_t n = ::send(fd, s.bytes.data() + offset, s.bytes.size() - offset, MSG_DONTWAIT | MSG_NOSIGNAL);
+        auto boundary = std::lower_bound(s.ends.begin(), s.ends.end(), offset + 64 * 1024);
+        const std::size_t end = boundary == s.ends.end() ? s.bytes.size() : *boundary;
+        const ssize_t n = ::send(fd, s.bytes.data() + offset, end - offset, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n > 0) {
             offset += static_cast<std::size_t>(n);
             continue;
@@ -70,6 +74,10 @@ bool send_until_stalled(int fd, const PublishStream& s, std::size_t& offset, std
         if (::poll(&p, 1, static_cast<int>(stall.count())) == 0) return false;
     }
     return true;
+}
+
+bool at_boundary(const PublishStream& s, std::size_t offset) {
+    return offset == 0 || std::binary_search(s.ends.begin(), s.ends.end(), offset);
 }
 
 }  // namespace
@@ -93,7 +101,11 @@ TEST_CASE("a full message queue stops reading: flow control, acks only once queu
 
     const PublishStream stream(total, 400);
     std::size_t offset = 0;
-    // The client reads `bound` messages, then no more: the writes stall.
+    // The client reads `bound` messages, then no more: the writes stall,
+    // and stay stalled once the queue is full.
+    CHECK_FALSE(send_until_stalled(broker.fd(), stream, offset, 500ms));
+    const auto fill_deadline = Clock::now() + 5s;
+    while (c.messages().size() < bound && Clock::now() < fill_deadline) std::this_thread::sleep_for(10ms);
     CHECK_FALSE(send_until_stalled(broker.fd(), stream, offset, 500ms));
     CHECK(offset < stream.bytes.size());
     CHECK(c.messages().size() == bound);
@@ -140,13 +152,22 @@ TEST_CASE("a full message queue stops reading: flow control, acks only once queu
             received = i + 1;
         }
     });
+    // The PINGREQs sent while paused are answered now, between messages,
+    // as a broker would; so are later ones.
+    int owed_pingresps = pings;
+    const std::vector<std::byte> pingresp{std::byte{0xD0}, std::byte{0x00}};
     const auto deadline = Clock::now() + 30s;
     while ((offset < stream.bytes.size() || acked.size() < total) && Clock::now() < deadline) {
         send_until_stalled(broker.fd(), stream, offset, 0ms);
+        while (owed_pingresps > 0 && at_boundary(stream, offset) &&
+               ::send(broker.fd(), pingresp.data(), pingresp.size(), MSG_DONTWAIT | MSG_NOSIGNAL) == 2) {
+            --owed_pingresps;
+        }
         bool any = false;
         while (auto p = broker.read_nowait()) {
             any = true;
             if (p->header.type == PacketType::puback) acked.push_back(p->as<AckPacket>().packet_id);
+            if (p->header.type == PacketType::pingreq) ++owed_pingresps;
         }
         if (!any) {
             pollfd p{broker.fd(), static_cast<short>(POLLIN | (offset < stream.bytes.size() ? POLLOUT : 0)), 0};
