@@ -47,6 +47,10 @@ SCENARIOS = {
     "idle-10k": ("10,000 idle connections",
                  ["--scenario", "idle", "--conns", "10000", "--src-addrs", "4", "--hold", "1"],
                  ["mqttoolsd", "mosquitto"], "idle"),
+    "idle-10k-ka": ("10,000 idle connections with Keep Alive 60",
+                    ["--scenario", "idle", "--conns", "10000", "--src-addrs", "4", "--hold", "1",
+                     "--keep-alive", "60"],
+                    ["mqttoolsd", "mosquitto"], "idle"),
     "idle-100k": ("100,000 idle connections",
                   ["--scenario", "idle", "--conns", "100000", "--src-addrs", "8", "--hold", "1",
                    "--connect-timeout", "40"],
@@ -100,6 +104,7 @@ TARGETS = [
     ("fanout", "cpu_us_per_msg", "forwarder", 1.10),
     ("fanout", "p99_us", "mosquitto", 1.0),
     ("idle-10k", "rss_per_conn_bytes", "absolute", 600),
+    ("idle-10k-ka", "rss_per_conn_bytes", "absolute", 600),
     ("idle-100k", "held", "absolute-min", 100000),
 ]
 

@@ -361,7 +361,7 @@ private:
         int n = first + i;
         std::string src = "127.0.0." + std::to_string(2 + n % o.src_addrs);
         Conn& c = cs.add(Role::idle, static_cast<std::uint32_t>(n), prefix + std::to_string(n), src, 64);
-        c.keep_alive = 0;  // no PINGREQ needed while idle
+        c.keep_alive = static_cast<std::uint16_t>(o.keep_alive);  // default 0: no PINGREQ while idle
     }
     std::int64_t start = now_ns();
     std::int64_t deadline = start + seconds_ns(o.connect_timeout_s);

@@ -40,6 +40,7 @@ Broker::Broker(net::Reactor& reactor, const config::Config& config)
     : reactor_(reactor),
       config_(config),
       max_packet_in_(config.max_packet_size ? config.max_packet_size : max_packet_size_limit),
+      deadlines_(reactor.now()),
       scratch_(scratch_size) {
     startup_errors_ = reload_security(config);
     reactor_.set_before_sleep([this] { before_sleep(); });
@@ -49,9 +50,7 @@ Broker::Broker(net::Reactor& reactor, const config::Config& config)
 Broker::~Broker() {
     reactor_.set_before_sleep(nullptr);
     reactor_.cancel_timer(housekeeping_timer_);
-    for (auto& c : connections_) {
-        reactor_.cancel_timer(c->timer);
-    }
+    reactor_.cancel_timer(wheel_timer_);
     sessions_.for_each([this](Session& s) {
         reactor_.cancel_timer(s.expiry_timer);
         reactor_.cancel_timer(s.will_timer);
@@ -136,14 +135,45 @@ Connection* Broker::adopt(std::unique_ptr<net::Transport> transport) {
     connections_.push_back(std::move(c));
     // A socket that sends no CONNECT in time is closed (spec 3.1.4 says
     // "within a reasonable amount of time").
-    conn->timer = reactor_.add_timer_after(std::chrono::seconds(config_.connect_timeout), [this, conn] {
-        conn->timer = {};
-        if (conn->state == Connection::State::awaiting_connect) {
-            spdlog::info("Client {} closed: no CONNECT within {} s.", conn->peer(), config_.connect_timeout);
-            close_connection(*conn, ReasonCode::maximum_connect_time, false);
-        }
-    });
+    schedule_deadline(*conn, reactor_.now() + std::chrono::seconds(config_.connect_timeout));
     return conn;
+}
+
+void Broker::schedule_deadline(Connection& c, Clock::time_point when) {
+    deadlines_.schedule(c, when);
+    // The wheel fires at tick boundaries; re-arm only for an earlier tick.
+    using Ticks = std::chrono::duration<std::int64_t, std::ratio<1, 10>>;  // DeadlineWheel::tick
+    static_assert(std::chrono::milliseconds(Ticks(1)) == DeadlineWheel::tick);
+    const Clock::time_point at{std::chrono::ceil<Ticks>(when.time_since_epoch())};
+    if (wheel_timer_ && wheel_timer_.when <= at) return;
+    reactor_.cancel_timer(wheel_timer_);
+    wheel_timer_ = reactor_.add_timer(at, [this] { on_wheel_tick(); });
+}
+
+void Broker::on_wheel_tick() {
+    wheel_timer_ = {};
+    deadlines_.advance(reactor_.now(), [this](DeadlineLink& link) { on_deadline(static_cast<Connection&>(link)); });
+    const auto next = deadlines_.next_tick();
+    if (next != Clock::time_point::max() && !wheel_timer_) wheel_timer_ = reactor_.add_timer(next, [this] { on_wheel_tick(); });
+}
+
+void Broker::on_deadline(Connection& c) {
+    if (c.state == Connection::State::awaiting_connect) {
+        // A socket that sends no CONNECT in time is closed (spec 3.1.4 says
+        // "within a reasonable amount of time").
+        spdlog::info("Client {} closed: no CONNECT within {} s.", c.peer(), config_.connect_timeout);
+        close_connection(c, ReasonCode::maximum_connect_time, false);
+        return;
+    }
+    if (c.state != Connection::State::connected || c.keep_alive == 0) return;
+    // One and a half times the keep alive ([MQTT-3.1.2-22]). The deadline
+    // is not moved per packet: when it comes early it moves to the real one.
+    if (reactor_.now() - c.last_received >= std::chrono::milliseconds(std::uint64_t{c.keep_alive} * 1500)) {
+        spdlog::info("Client {} has exceeded timeout, disconnecting.", c.client_id);
+        close_connection(c, ReasonCode::keep_alive_timeout, true);
+    } else {
+        arm_keepalive(c);
+    }
 }
 
 void Broker::mark_dirty(Connection& c) {
@@ -281,8 +311,7 @@ void Broker::close_connection(Connection& c, ReasonCode reason, bool send_discon
     // Best effort: the DISCONNECT and whatever was queued before it.
     c.flush();
     reactor_.remove(c.fd());
-    reactor_.cancel_timer(c.timer);
-    c.timer = {};
+    DeadlineWheel::cancel(c);
     if (was_connected) {
         --clients_connected_;
         log_close(c, reason, c.closed_by_peer);

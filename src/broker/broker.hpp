@@ -16,6 +16,7 @@
 #include "broker/auth/authenticator.hpp"
 #include "broker/auth/memory_guard.hpp"
 #include "broker/connection.hpp"
+#include "broker/deadline_wheel.hpp"
 #include "broker/counters.hpp"
 #include "broker/message.hpp"
 #include "broker/retained_store.hpp"
@@ -112,6 +113,11 @@ private:
     void publish_will(Session& session);
     void send_will(const MessagePtr& message, std::optional<std::uint32_t> expiry, Session* from);
     void arm_keepalive(Connection& c);
+    // Connection deadlines (CONNECT timeout, keep alive) on the wheel; one
+    // reactor timer drives it, armed for the wheel's next occupied tick.
+    void schedule_deadline(Connection& c, Clock::time_point when);
+    void on_wheel_tick();
+    void on_deadline(Connection& c);
     void handle_disconnect(Connection& c, const FixedHeader& header, Bytes body);
     std::string assign_client_id();
 
@@ -171,6 +177,8 @@ private:
     Counters stats_;
     std::uint64_t clients_connected_ = 0;
     net::Reactor::TimerId housekeeping_timer_ = {};
+    DeadlineWheel deadlines_;
+    net::Reactor::TimerId wheel_timer_ = {};
     bool shutting_down_ = false;
     std::size_t sessions_ended_since_trim_ = 0;
 

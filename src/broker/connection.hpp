@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "broker/deadline_wheel.hpp"
 #include "broker/session.hpp"
 #include "broker/string_hash.hpp"
 #include "mqttools/codec.hpp"
@@ -26,7 +27,7 @@ namespace mqttools::broker {
 
 class Broker;
 
-class Connection final : public net::IoHandler {
+class Connection final : public net::IoHandler, public DeadlineLink {
 public:
     enum class State : std::uint8_t { awaiting_connect, connected, closing };
 
@@ -68,9 +69,6 @@ public:
     std::string client_id;
     std::string username;
     Clock::time_point last_received;
-    // The CONNECT timeout until CONNECT arrived, then the keep-alive timer:
-    // never both.
-    net::Reactor::TimerId timer = {};
 
     // Topic aliases, allocated on first use: most clients never use them.
     struct TopicAliases {
@@ -86,8 +84,7 @@ public:
         return *aliases;
     }
 
-    // Slow consumer accounting.
-    std::uint64_t dropped = 0;
+    // Slow consumer accounting (drops are counted broker-wide in $SYS).
     Clock::time_point over_bound_since{};
 
     // What the client announced in CONNECT.
@@ -109,6 +106,11 @@ public:
     bool drop_logged = false;
 
 private:
+    bool want_write_ = false;  // EPOLLOUT armed (declared here to pack with the flags)
+
+public:
+
+private:
     void on_readable();
     // Decodes every complete packet in data; returns the bytes consumed.
     std::size_t process(std::byte* data, std::size_t size);
@@ -121,7 +123,6 @@ private:
     // The partial packet left over from the last read: usually empty, so
     // an idle connection costs no read buffer.
     std::vector<std::byte> pending_;
-    bool want_write_ = false;  // EPOLLOUT armed
 };
 
 }  // namespace mqttools::broker

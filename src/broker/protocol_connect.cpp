@@ -55,8 +55,7 @@ void Broker::refuse_connect(Connection& c, ProtocolVersion version, ReasonCode r
 }
 
 void Broker::handle_connect(Connection& c, const FixedHeader& header, Bytes body) {
-    reactor_.cancel_timer(c.timer);
-    c.timer = {};
+    DeadlineWheel::cancel(c);
     auto decoded = decode_connect(header, body);
     if (!decoded) {
         const ReasonCode error = decoded.error();
@@ -305,20 +304,9 @@ void Broker::send_will(const MessagePtr& message, std::optional<std::uint32_t> e
 
 void Broker::arm_keepalive(Connection& c) {
     if (c.keep_alive == 0) return;
-    // One and a half times the keep alive ([MQTT-3.1.2-22]). The timer is
-    // not moved per packet: when it fires early it re-arms at the real deadline.
-    const auto limit = std::chrono::milliseconds(std::uint64_t{c.keep_alive} * 1500);
-    Connection* cp = &c;
-    // Two pointers: small enough for std::function to store without allocating.
-    c.timer = reactor_.add_timer(c.last_received + limit, [this, cp] {
-        cp->timer = {};
-        if (reactor_.now() - cp->last_received >= std::chrono::milliseconds(std::uint64_t{cp->keep_alive} * 1500)) {
-            spdlog::info("Client {} has exceeded timeout, disconnecting.", cp->client_id);
-            close_connection(*cp, ReasonCode::keep_alive_timeout, true);
-        } else {
-            arm_keepalive(*cp);
-        }
-    });
+    // One and a half times the keep alive ([MQTT-3.1.2-22]); checked in
+    // on_deadline (broker.cpp).
+    schedule_deadline(c, c.last_received + std::chrono::milliseconds(std::uint64_t{c.keep_alive} * 1500));
 }
 
 void Broker::handle_disconnect(Connection& c, const FixedHeader& header, Bytes body) {

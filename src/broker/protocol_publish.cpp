@@ -206,7 +206,6 @@ void Broker::deliver(MessageView& m) {
 
 bool Broker::over_output_bound(Connection& c) {
     if (c.output_bytes() < config_.max_client_output_bytes) return false;
-    ++c.dropped;
     ++stats_.publish_dropped;
     if (!c.drop_logged) {
         c.drop_logged = true;
@@ -268,7 +267,6 @@ void Broker::deliver_qos0(Connection& c, const MessageView& m, bool retain, std:
     }
     if (form->size > c.max_packet_size_out) {
         // Too large for this client: not sent ([MQTT-3.1.2-25]), counted.
-        ++c.dropped;
         ++stats_.publish_dropped;
         if (alias != 0 && topic_included) c.aliases->out.erase(std::string(m.topic));
         return;

@@ -25,25 +25,29 @@ namespace mqttools::broker {
 // quadratic), and nothing at all for sessions that never publish QoS 2.
 class PacketIdSet {
 public:
-    bool contains(std::uint16_t id) const noexcept { return bits_ && bits_->test(id); }
+    bool contains(std::uint16_t id) const noexcept { return ids_ && ids_->bits.test(id); }
     void insert(std::uint16_t id) {
-        if (!bits_) bits_ = std::make_unique<std::bitset<65536>>();
-        if (!bits_->test(id)) {
-            bits_->set(id);
-            ++size_;
+        if (!ids_) ids_ = std::make_unique<Ids>();
+        if (!ids_->bits.test(id)) {
+            ids_->bits.set(id);
+            ++ids_->size;
         }
     }
     bool erase(std::uint16_t id) noexcept {
         if (!contains(id)) return false;
-        bits_->reset(id);
-        --size_;
+        ids_->bits.reset(id);
+        --ids_->size;
         return true;
     }
-    std::size_t size() const noexcept { return size_; }
+    std::size_t size() const noexcept { return ids_ ? ids_->size : 0; }
 
 private:
-    std::unique_ptr<std::bitset<65536>> bits_;
-    std::size_t size_ = 0;
+    // One pointer in the Session; the count lives with the bits.
+    struct Ids {
+        std::bitset<65536> bits;
+        std::size_t size = 0;
+    };
+    std::unique_ptr<Ids> ids_;
 };
 
 class Connection;
