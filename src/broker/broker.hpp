@@ -128,7 +128,9 @@ private:
     std::size_t route(Session* from, MessageView& message);
     // route() in two steps: the targets of a topic (kept in targets_), then
     // the delivery to them.
-    std::size_t collect_targets(Session* from, std::string_view topic);
+    std::size_t collect_targets(Session* from, std::string_view topic, RouteCache* cache = nullptr);
+    // matches_/groups_ -> targets_/ids_: one target per session.
+    void merge_matches(Session* from);
     void deliver(MessageView& message);
     void acknowledge_publish(Connection& c, const PublishPacket& p, ReasonCode rc);
     void deliver_qos0(Connection& c, const MessageView& message, bool retain, std::span<const std::uint32_t> ids);
@@ -193,13 +195,7 @@ private:
     std::vector<std::byte> scratch_;
     std::vector<const Subscriber*> matches_;
     std::vector<SharedGroup*> groups_;
-    struct Target {
-        Session* session;
-        QoS qos;
-        bool retain_as_published;
-        std::uint32_t ids_begin;
-        std::uint32_t ids_count;
-    };
+    using Target = RouteTarget;
     std::vector<Target> targets_;
     std::vector<std::uint32_t> ids_;
     struct WireForm {

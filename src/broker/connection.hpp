@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "broker/deadline_wheel.hpp"
+#include "broker/route_cache.hpp"
 #include "broker/session.hpp"
 #include "broker/string_hash.hpp"
 #include "mqttools/codec.hpp"
@@ -70,7 +71,8 @@ public:
     std::string username;
     Clock::time_point last_received;
 
-    // Topic aliases, allocated on first use: most clients never use them.
+    // What only some connections need, allocated on first use: an idle
+    // client pays one pointer for it.
     struct TopicAliases {
         // Client -> broker: index = alias (1..topic_alias_maximum).
         std::vector<std::string> in;
@@ -78,11 +80,16 @@ public:
         // Topic Alias Maximum allows.
         std::unordered_map<std::string, std::uint16_t, StringHash, std::equal_to<>> out;
     };
-    std::unique_ptr<TopicAliases> aliases;
-    TopicAliases& topic_aliases() {
-        if (!aliases) aliases = std::make_unique<TopicAliases>();
-        return *aliases;
+    struct Extras {
+        TopicAliases aliases;
+        RouteCache route;  // the last topic this client published to
+    };
+    std::unique_ptr<Extras> extras;
+    Extras& more() {
+        if (!extras) extras = std::make_unique<Extras>();
+        return *extras;
     }
+    TopicAliases& topic_aliases() { return more().aliases; }
 
     // Slow consumer accounting (drops are counted broker-wide in $SYS).
     Clock::time_point over_bound_since{};

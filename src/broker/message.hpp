@@ -55,6 +55,11 @@ struct MessageView {
     bool retain = false;
     std::optional<std::uint32_t> expiry_interval;  // seconds left
     MessagePtr stored;
+    // The PUBLISH exactly as received, when a QoS 0 subscriber of the same
+    // protocol version may get these very bytes (QoS 0, no topic alias):
+    // copied instead of encoded (deliver_qos0). Empty otherwise.
+    Bytes raw;
+    ProtocolVersion raw_version = ProtocolVersion::v5;
 };
 
 MessagePtr make_message(const MessageView& view, Clock::time_point now);

@@ -3,6 +3,7 @@
 // delivery to an online client is encoded once per distinct wire form into
 // a pooled shared buffer; nothing is copied per subscriber.
 #include <algorithm>
+#include <cstring>
 
 #include <spdlog/spdlog.h>
 
@@ -89,6 +90,10 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
         m.qos = p.qos;
         m.retain = p.retain;
         m.expiry_interval = p.properties.message_expiry_interval;
+        if (p.qos == QoS::at_most_once && !p.properties.topic_alias) {
+            m.raw = Bytes(body.data() - header.header_size, header.packet_size());
+            m.raw_version = c.version;
+        }
         if (p.retain) {
             if (p.payload.empty()) {
                 retained_.erase(topic);  // [MQTT-3.3.1-6]
@@ -99,7 +104,7 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
         }
         // The publisher gets its acknowledgement before any copy of its own
         // message (as from Mosquitto): match first, acknowledge, deliver.
-        if (collect_targets(&s, topic) == 0) rc = ReasonCode::no_matching_subscribers;
+        if (collect_targets(&s, topic, &c.more().route) == 0) rc = ReasonCode::no_matching_subscribers;
         acknowledge_publish(c, p, rc);
         deliver(m);
         return;
@@ -124,14 +129,31 @@ std::size_t Broker::route(Session* from, MessageView& m) {
     return n;
 }
 
-std::size_t Broker::collect_targets(Session* from, std::string_view topic) {
+std::size_t Broker::collect_targets(Session* from, std::string_view topic, RouteCache* cache) {
+    forms_.clear();
+    const std::uint64_t generation = trie_.generation();
+    if (cache && cache->generation == generation && cache->topic == topic) {
+        targets_.assign(cache->targets.begin(), cache->targets.end());
+        ids_.assign(cache->ids.begin(), cache->ids.end());
+        return targets_.size();
+    }
     matches_.clear();
     groups_.clear();
     targets_.clear();
     ids_.clear();
-    forms_.clear();
     trie_.match(topic, matches_, groups_);
-    if (matches_.empty() && groups_.empty()) return 0;
+    merge_matches(from);
+    if (cache && groups_.empty()) {
+        cache->topic.assign(topic);
+        cache->generation = generation;
+        cache->targets.assign(targets_.begin(), targets_.end());
+        cache->ids.assign(ids_.begin(), ids_.end());
+    }
+    return targets_.size();
+}
+
+void Broker::merge_matches(Session* from) {
+    if (matches_.empty() && groups_.empty()) return;
 
     // One delivery per session however many of its subscriptions match:
     // the highest QoS, every Subscription Identifier (spec 3.3.4).
@@ -177,7 +199,6 @@ std::size_t Broker::collect_targets(Session* from, std::string_view topic) {
         }
         targets_.push_back(t);
     }
-    return targets_.size();
 }
 
 void Broker::deliver(MessageView& m) {
@@ -243,22 +264,31 @@ void Broker::deliver_qos0(Connection& c, const MessageView& m, bool retain, std:
         }
     }
     if (!form) {
-        PublishPacket p;
-        p.qos = QoS::at_most_once;
-        p.retain = retain;
-        p.topic = topic_included ? m.topic : std::string_view{};
-        p.payload = m.payload;
-        if (c.version == ProtocolVersion::v5) {
-            p.properties.passthrough = m.properties;
-            p.properties.passthrough_mask = forwarded_properties;
-            p.properties.message_expiry_interval = m.expiry_interval;
-            if (alias != 0) p.properties.topic_alias = alias;
-            p.properties.subscription_identifiers = ids;
+        std::size_t size = 0;
+        net::BufferRef buffer;
+        if (!m.raw.empty() && m.raw_version == c.version && retain == m.retain && alias == 0 && ids.empty()) {
+            // The very bytes the publisher sent: one copy, no encode.
+            size = m.raw.size();
+            buffer = net::BufferRef(size);
+            std::memcpy(buffer.data(), m.raw.data(), size);
+        } else {
+            PublishPacket p;
+            p.qos = QoS::at_most_once;
+            p.retain = retain;
+            p.topic = topic_included ? m.topic : std::string_view{};
+            p.payload = m.payload;
+            if (c.version == ProtocolVersion::v5) {
+                p.properties.passthrough = m.properties;
+                p.properties.passthrough_mask = forwarded_properties;
+                p.properties.message_expiry_interval = m.expiry_interval;
+                if (alias != 0) p.properties.topic_alias = alias;
+                p.properties.subscription_identifiers = ids;
+            }
+            size = encoded_size(p, c.version);
+            if (size == 0) return;
+            buffer = net::BufferRef(size);
+            encode(p, c.version, {buffer.data(), size});
         }
-        const std::size_t size = encoded_size(p, c.version);
-        if (size == 0) return;
-        net::BufferRef buffer(size);
-        encode(p, c.version, {buffer.data(), size});
         const auto begin = static_cast<std::uint32_t>(ids.data() - ids_.data());
         forms_.push_back(WireForm{c.version, retain, alias, topic_included, begin,
                                   static_cast<std::uint32_t>(ids.size()), std::move(buffer),
@@ -268,7 +298,7 @@ void Broker::deliver_qos0(Connection& c, const MessageView& m, bool retain, std:
     if (form->size > c.max_packet_size_out) {
         // Too large for this client: not sent ([MQTT-3.1.2-25]), counted.
         ++stats_.publish_dropped;
-        if (alias != 0 && topic_included) c.aliases->out.erase(std::string(m.topic));
+        if (alias != 0 && topic_included) c.extras->aliases.out.erase(std::string(m.topic));
         return;
     }
     c.send_shared(form->buffer, form->size);

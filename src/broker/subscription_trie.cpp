@@ -64,6 +64,7 @@ SubscriptionTrie::Node* SubscriptionTrie::find_or_create(std::string_view filter
 
 bool SubscriptionTrie::subscribe(std::string_view filter, Session* session, const SubscriptionOptions& options) {
     auto shared = parse_shared_filter(filter);
+    ++generation_;  // new or replaced options alike
     Node* node = find_or_create(shared ? shared->filter : filter);
     std::vector<Subscriber>* list = &node->subscribers;
     if (shared) {
@@ -125,6 +126,7 @@ bool SubscriptionTrie::unsubscribe(std::string_view filter, Session* session) {
         erase_from(node->subscribers);
     }
     if (!removed) return false;
+    ++generation_;
     --count_;
     // Prune the branch that no longer leads to any subscription.
     while (node != root_.get() && node->empty()) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -49,6 +50,9 @@ public:
                std::vector<SharedGroup*>& groups);
 
     std::size_t size() const noexcept { return count_; }
+    // Changes with every subscribe() and every unsubscribe() that removed
+    // something: a cached match result is valid while this is unchanged.
+    std::uint64_t generation() const noexcept { return generation_; }
     std::size_t shared_size() const noexcept { return shared_count_; }
     std::size_t node_count() const noexcept { return nodes_; }
 
@@ -69,6 +73,7 @@ private:
 
     std::unique_ptr<Node> root_;
     std::size_t count_ = 0;
+    std::uint64_t generation_ = 1;
     std::size_t shared_count_ = 0;
     std::size_t nodes_ = 1;
 };
