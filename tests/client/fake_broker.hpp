@@ -89,19 +89,24 @@ public:
         buffer_.clear();
     }
 
+    // A complete packet at the front of the buffer, removed from it;
+    // nullopt when the buffer holds only part of one.
+    std::optional<RawPacket> take_buffered() {
+        const mqttools::Frame f = mqttools::read_frame(mqttools::Bytes(buffer_));
+        if (f.status == mqttools::FrameStatus::error) throw std::runtime_error("bad frame");
+        if (f.status != mqttools::FrameStatus::complete) return std::nullopt;
+        RawPacket p;
+        p.header = f.header;
+        p.data.assign(buffer_.begin(), buffer_.begin() + f.header.packet_size());
+        buffer_.erase(buffer_.begin(), buffer_.begin() + f.header.packet_size());
+        return p;
+    }
+
     // The next packet from the client; throws on timeout or close.
     RawPacket read(std::chrono::milliseconds timeout = 5s) {
         const auto deadline = std::chrono::steady_clock::now() + timeout;
         for (;;) {
-            const mqttools::Frame f = mqttools::read_frame(mqttools::Bytes(buffer_));
-            if (f.status == mqttools::FrameStatus::error) throw std::runtime_error("bad frame");
-            if (f.status == mqttools::FrameStatus::complete) {
-                RawPacket p;
-                p.header = f.header;
-                p.data.assign(buffer_.begin(), buffer_.begin() + f.header.packet_size());
-                buffer_.erase(buffer_.begin(), buffer_.begin() + f.header.packet_size());
-                return p;
-            }
+            if (auto p = take_buffered()) return std::move(*p);
             const auto left =
                 std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
             if (left.count() <= 0) throw std::runtime_error("timed out waiting for a packet");
@@ -167,15 +172,7 @@ public:
     // nullopt when none is complete yet. Throws when the client closed.
     std::optional<RawPacket> read_nowait() {
         for (int round = 0; round < 2; ++round) {
-            const mqttools::Frame f = mqttools::read_frame(mqttools::Bytes(buffer_));
-            if (f.status == mqttools::FrameStatus::error) throw std::runtime_error("bad frame");
-            if (f.status == mqttools::FrameStatus::complete) {
-                RawPacket p;
-                p.header = f.header;
-                p.data.assign(buffer_.begin(), buffer_.begin() + f.header.packet_size());
-                buffer_.erase(buffer_.begin(), buffer_.begin() + f.header.packet_size());
-                return p;
-            }
+            if (auto p = take_buffered()) return p;
             if (round == 1) break;
             std::byte chunk[65536];
             const ssize_t n = ::recv(conn_.get(), chunk, sizeof chunk, MSG_DONTWAIT);
