@@ -141,10 +141,15 @@ Connection* Broker::adopt(std::unique_ptr<net::Transport> transport) {
 
 void Broker::schedule_deadline(Connection& c, Clock::time_point when) {
     deadlines_.schedule(c, when);
-    // The wheel fires at tick boundaries; re-arm only for an earlier tick.
+    // The wheel fires at tick boundaries.
     using Ticks = std::chrono::duration<std::int64_t, std::ratio<1, 10>>;  // DeadlineWheel::tick
     static_assert(std::chrono::milliseconds(Ticks(1)) == DeadlineWheel::tick);
-    const Clock::time_point at{std::chrono::ceil<Ticks>(when.time_since_epoch())};
+    arm_wheel(Clock::time_point{std::chrono::ceil<Ticks>(when.time_since_epoch())});
+}
+
+// One reactor timer for the whole wheel, at its earliest occupied tick: moved
+// only when a deadline needs an earlier one.
+void Broker::arm_wheel(Clock::time_point at) {
     if (wheel_timer_ && wheel_timer_.when <= at) return;
     reactor_.cancel_timer(wheel_timer_);
     wheel_timer_ = reactor_.add_timer(at, [this] { on_wheel_tick(); });
@@ -153,8 +158,10 @@ void Broker::schedule_deadline(Connection& c, Clock::time_point when) {
 void Broker::on_wheel_tick() {
     wheel_timer_ = {};
     deadlines_.advance(reactor_.now(), [this](DeadlineLink& link) { on_deadline(static_cast<Connection&>(link)); });
+    // The callbacks may have armed the timer for a deadline they moved
+    // (a keep alive 90 s on) while an earlier one waits: take the earliest.
     const auto next = deadlines_.next_tick();
-    if (next != Clock::time_point::max() && !wheel_timer_) wheel_timer_ = reactor_.add_timer(next, [this] { on_wheel_tick(); });
+    if (next != Clock::time_point::max()) arm_wheel(next);
 }
 
 void Broker::on_deadline(Connection& c) {

@@ -116,6 +116,7 @@ private:
     // Connection deadlines (CONNECT timeout, keep alive) on the wheel; one
     // reactor timer drives it, armed for the wheel's next occupied tick.
     void schedule_deadline(Connection& c, Clock::time_point when);
+    void arm_wheel(Clock::time_point at);
     void on_wheel_tick();
     void on_deadline(Connection& c);
     void handle_disconnect(Connection& c, const FixedHeader& header, Bytes body);

@@ -140,6 +140,28 @@ def test_keep_alive_is_reset_by_any_packet(broker):
     c.disconnect()
 
 
+def test_keep_alive_not_delayed_by_another_clients_later_deadline(broker):
+    """Keep-alive deadlines share one timing wheel and one reactor timer.
+    When a deadline comes for a client that is still active (x, pinged at
+    1.9 s) it moves 3 s on; another client's earlier deadline (y, Keep Alive
+    1, due 1.5 s after its CONNECT at ~2 s) must still fire on time, not
+    when x's moved deadline does."""
+    x = Client(broker.port)
+    x.connect("wheel-x", keepalive=2)
+    time.sleep(1.9)
+    x.ping()
+    y = Client(broker.port)
+    y.connect("wheel-y", keepalive=1)
+    start = time.monotonic()
+    got = y.expect_closed(timeout=5)
+    elapsed = time.monotonic() - start
+    slack = 0.5 if SANITIZED else 0.25
+    assert 1.45 <= elapsed <= 1.5 + slack, elapsed
+    assert [(p.type, p.reason) for p in got] == [(DISCONNECT, 0x8D)]
+    x.ping()  # x is still connected: its deadline moved, it did not fire
+    x.disconnect()
+
+
 def test_takeover_disconnects_the_old_connection(broker):
     old = Client(broker.port)
     assert old.connect("same").reason == 0
