@@ -216,6 +216,18 @@ void Broker::before_sleep() {
     closing_.clear();
 }
 
+// A client that has not published for a housekeeping period (1 s) drops
+// its route cache: an idle connection is meant to cost a few hundred bytes,
+// and rebuilding the cache on the next burst is one trie walk.
+void Broker::release_idle_extras(Connection& c) {
+    const auto& aliases = c.extras->aliases;
+    if (aliases.in.empty() && aliases.out.empty()) {
+        c.extras.reset();
+    } else {
+        c.extras->route = RouteCache{};
+    }
+}
+
 void Broker::housekeeping() {
     housekeeping_timer_ = reactor_.add_timer_after(housekeeping_period, [this] { housekeeping(); });
     const auto now = reactor_.now();
@@ -228,6 +240,8 @@ void Broker::housekeeping() {
     for (std::size_t i = 0; i < connections_.size(); ++i) {
         Connection& c = *connections_[i];
         if (c.state != Connection::State::connected) continue;
+        if (c.extras && !c.published_recently) release_idle_extras(c);
+        if (c.published_recently) c.published_recently = false;
         if (c.output_bytes() <= config_.max_client_output_bytes) {
             c.over_bound_since = {};
             continue;

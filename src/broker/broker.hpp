@@ -117,6 +117,7 @@ private:
     // reactor timer drives it, armed for the wheel's next occupied tick.
     void schedule_deadline(Connection& c, Clock::time_point when);
     void arm_wheel(Clock::time_point at);
+    void release_idle_extras(Connection& c);
     void on_wheel_tick();
     void on_deadline(Connection& c);
     void handle_disconnect(Connection& c, const FixedHeader& header, Bytes body);

@@ -111,6 +111,7 @@ public:
     bool closed_by_peer = false;
     bool identity_as_username = false;  // TLS listener with use_identity_as_username
     bool drop_logged = false;
+    bool published_recently = false;  // since the last housekeeping pass (route cache)
 
 private:
     bool want_write_ = false;  // EPOLLOUT armed (declared here to pack with the flags)

@@ -104,7 +104,11 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
         }
         // The publisher gets its acknowledgement before any copy of its own
         // message (as from Mosquitto): match first, acknowledge, deliver.
-        if (collect_targets(&s, topic, &c.more().route) == 0) rc = ReasonCode::no_matching_subscribers;
+        // The route cache is for clients that publish often: one that
+        // publishes now and then (most devices) never allocates it.
+        RouteCache* cache = c.extras || c.published_recently ? &c.more().route : nullptr;
+        c.published_recently = true;
+        if (collect_targets(&s, topic, cache) == 0) rc = ReasonCode::no_matching_subscribers;
         acknowledge_publish(c, p, rc);
         deliver(m);
         return;
