@@ -11,13 +11,12 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "broker/deadline_wheel.hpp"
+#include "broker/outbound_aliases.hpp"
 #include "broker/route_cache.hpp"
 #include "broker/session.hpp"
-#include "broker/string_hash.hpp"
 #include "mqttools/codec.hpp"
 #include "net/output_queue.hpp"
 #include "net/reactor.hpp"
@@ -76,9 +75,8 @@ public:
     struct TopicAliases {
         // Client -> broker: index = alias (1..topic_alias_maximum).
         std::vector<std::string> in;
-        // Broker -> client: topic -> alias, assigned while the client's
-        // Topic Alias Maximum allows.
-        std::unordered_map<std::string, std::uint16_t, StringHash, std::equal_to<>> out;
+        // Broker -> client, within the client's Topic Alias Maximum.
+        OutboundAliases out;
     };
     struct Extras {
         TopicAliases aliases;

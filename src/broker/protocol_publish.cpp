@@ -243,15 +243,9 @@ bool Broker::over_output_bound(Connection& c) {
 std::uint16_t Broker::outbound_alias(Connection& c, std::string_view topic, bool& topic_included) {
     topic_included = true;
     if (c.topic_alias_maximum_out == 0) return 0;
-    auto& out = c.topic_aliases().out;
-    if (auto it = out.find(topic); it != out.end()) {
-        topic_included = false;
-        return it->second;
-    }
-    if (out.size() >= c.topic_alias_maximum_out) return 0;
-    const auto alias = static_cast<std::uint16_t>(out.size() + 1);
-    out.emplace(std::string(topic), alias);
-    return alias;
+    const auto a = c.topic_aliases().out.assign(topic, c.topic_alias_maximum_out);
+    topic_included = a.topic_included;
+    return a.alias;
 }
 
 void Broker::deliver_qos0(Connection& c, const MessageView& m, bool retain, std::span<const std::uint32_t> ids) {
@@ -289,7 +283,10 @@ void Broker::deliver_qos0(Connection& c, const MessageView& m, bool retain, std:
                 p.properties.subscription_identifiers = ids;
             }
             size = encoded_size(p, c.version);
-            if (size == 0) return;
+            if (size == 0) {
+                if (alias != 0 && topic_included) c.extras->aliases.out.forget(m.topic);
+                return;
+            }
             buffer = net::BufferRef(size);
             encode(p, c.version, {buffer.data(), size});
         }
@@ -302,7 +299,7 @@ void Broker::deliver_qos0(Connection& c, const MessageView& m, bool retain, std:
     if (form->size > c.max_packet_size_out) {
         // Too large for this client: not sent ([MQTT-3.1.2-25]), counted.
         ++stats_.publish_dropped;
-        if (alias != 0 && topic_included) c.extras->aliases.out.erase(std::string(m.topic));
+        if (alias != 0 && topic_included) c.extras->aliases.out.forget(m.topic);
         return;
     }
     c.send_shared(form->buffer, form->size);

@@ -104,7 +104,7 @@ bool Broker::send_publish(Connection& c, OutboundMessage& m, bool dup) {
     if (!c.send(p)) {
         // Larger than the client's Maximum Packet Size: discarded as if
         // delivered ([MQTT-3.1.2-25]).
-        if (alias != 0 && topic_included) c.extras->aliases.out.erase(msg.topic);
+        if (alias != 0 && topic_included) c.extras->aliases.out.forget(msg.topic);
         drop_queued(*c.session, "larger than the client's Maximum Packet Size");
         return false;
     }
