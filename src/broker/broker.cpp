@@ -15,9 +15,6 @@ namespace mqttools::broker {
 
 namespace {
 constexpr std::size_t scratch_size = 128 * 1024;
-// A client whose output stays over max_client_output_bytes this long is
-// stuck, not slow: it is disconnected with Quota Exceeded.
-constexpr auto stuck_client_grace = std::chrono::seconds(30);
 constexpr auto housekeeping_period = std::chrono::seconds(1);
 }  // namespace
 
@@ -246,11 +243,14 @@ void Broker::housekeeping() {
             c.over_bound_since = {};
             continue;
         }
+        // A client whose output stays over max_client_output_bytes for
+        // stuck_client_timeout is stuck, not slow: Quota Exceeded.
+        const auto grace = std::chrono::seconds(config_.stuck_client_timeout);
         if (c.over_bound_since == Clock::time_point{}) {
             c.over_bound_since = now;
-        } else if (now - c.over_bound_since >= stuck_client_grace) {
+        } else if (config_.stuck_client_timeout != 0 && now - c.over_bound_since >= grace) {
             spdlog::warn("Client {} has not read its output for {} s: disconnecting.", c.client_id,
-                         std::chrono::duration_cast<std::chrono::seconds>(stuck_client_grace).count());
+                         config_.stuck_client_timeout);
             close_connection(c, ReasonCode::quota_exceeded, true);
         }
     }

@@ -56,6 +56,7 @@ struct Config {
     std::uint32_t max_subscriptions_per_client = 0;  // 0: unlimited
     std::uint32_t max_topic_levels = 0;              // 0: unlimited
     std::uint64_t max_client_output_bytes = 8 * 1024 * 1024;  // per connection output bound
+    std::uint32_t stuck_client_timeout = 30;   // seconds over that bound before 0x97; 0: never
     std::uint64_t memory_limit = 0;            // bytes; 0: unlimited
     std::uint32_t connect_timeout = 10;        // seconds from accept to CONNECT
 

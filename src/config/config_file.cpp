@@ -34,7 +34,7 @@ const std::vector<std::string_view> kTopKeys = {
     "receive_maximum",   "log_level",
     "log_dest",          "log_file",
     "max_subscriptions_per_client", "max_topic_levels",
-    "max_client_output_bytes", "memory_limit",
+    "max_client_output_bytes", "stuck_client_timeout", "memory_limit",
     "connect_timeout",   "listener",
     "metrics",
 };
@@ -411,6 +411,8 @@ void check_top(Checker& c, const toml::table& root, Config& cfg) {
             c.get_int(value, k, 0, kU32, cfg.max_topic_levels);
         } else if (k == "max_client_output_bytes") {
             c.get_int(value, k, 4096, kI64, cfg.max_client_output_bytes);
+        } else if (k == "stuck_client_timeout") {
+            c.get_int(value, k, 0, 86400, cfg.stuck_client_timeout);
         } else if (k == "memory_limit") {
             c.get_int(value, k, 0, kI64, cfg.memory_limit);
         } else if (k == "connect_timeout") {

@@ -65,6 +65,7 @@ log_dest = "journal"
 max_subscriptions_per_client = 7
 max_topic_levels = 9
 max_client_output_bytes = 65536
+stuck_client_timeout = 0
 memory_limit = 1073741824
 connect_timeout = 5
 )");
@@ -90,6 +91,7 @@ connect_timeout = 5
     CHECK(c.max_subscriptions_per_client == 7);
     CHECK(c.max_topic_levels == 9);
     CHECK(c.max_client_output_bytes == 65536);
+    CHECK(c.stuck_client_timeout == 0);
     CHECK(c.memory_limit == 1073741824);
     CHECK(c.connect_timeout == 5);
 }
@@ -409,6 +411,7 @@ TEST_CASE("every commented key in the shipped config shows its true default") {
     CHECK(c.max_subscriptions_per_client == d.max_subscriptions_per_client);
     CHECK(c.max_topic_levels == d.max_topic_levels);
     CHECK(c.max_client_output_bytes == d.max_client_output_bytes);
+    CHECK(c.stuck_client_timeout == d.stuck_client_timeout);
     CHECK(c.memory_limit == d.memory_limit);
     CHECK(c.connect_timeout == d.connect_timeout);
     CHECK(c.log_level == d.log_level);

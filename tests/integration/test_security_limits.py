@@ -183,3 +183,46 @@ def test_slow_consumer_does_not_grow_the_broker(start_broker):
     assert b.proc.poll() is None
     for c in (pub, pinger, healthy, stuck):
         c.close()
+
+
+@pytest.mark.parametrize("timeout", [2, 0])
+def test_stuck_client_timeout(start_broker, timeout):
+    """A client whose output stays over max_client_output_bytes for
+    stuck_client_timeout seconds is disconnected (0 = never); the others go on."""
+    b = start_broker(config=f"max_client_output_bytes = 65536\nstuck_client_timeout = {timeout}\n")
+    stuck = RawClient(b.port)
+    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    assert stuck.connect(client_id="stuck")[1] == 0
+    assert stuck.subscribe(["load/#"]) == [0]
+    healthy = RawClient(b.port)
+    assert healthy.connect(client_id="healthy")[1] == 0
+    assert healthy.subscribe(["ping"], qos=1) == [1]
+    pub = RawClient(b.port)
+    assert pub.connect(client_id="pub")[1] == 0
+    frame = packet(PUBLISH, 0, utf8("load/x") + b"\x00" + b"z" * (16 << 10))
+    # 32 MiB in all: past the bound once the kernel's send buffer towards
+    # the stuck client (autotuned up to several MiB on loopback) is full.
+    for _ in range(512):
+        pub.send(frame * 4)
+    pub.ping()
+    went_over = time.monotonic()
+    line = "Client stuck has not read its output"
+    deadline = went_over + timeout + 3 if timeout else went_over + 4
+    while line not in b.output() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if timeout:
+        assert line in b.output(), b.output()
+        # Housekeeping notices the bound within a second, then waits the timeout.
+        assert time.monotonic() - went_over >= timeout - 1
+        with pytest.raises(Closed):
+            while True:  # what was queued, then the end of the connection
+                stuck.recv(timeout=5)
+    else:
+        assert line not in b.output()
+        stuck.ping(timeout=10)  # still connected: it reads its backlog, then answers
+    # The other clients were not affected.
+    assert pub.publish("ping", "after", qos=1, packet_id=7) == 0
+    flags, body = healthy.recv_type(PUBLISH)
+    assert body.endswith(b"after")
+    for c in (pub, healthy, stuck):
+        c.close()
