@@ -5,6 +5,8 @@
 #include <map>
 #include <random>
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include "broker/outbound_aliases.hpp"
 
@@ -32,84 +34,68 @@ struct ClientView {
     }
 };
 
+// (alias, topic name included) of the next PUBLISH to `topic`.
+using Sent = std::pair<int, bool>;
+constexpr bool with_topic = true;
+constexpr bool alias_only = false;
+Sent publish_to(OutboundAliases& aliases, std::string_view topic, std::uint16_t maximum) {
+    const auto a = aliases.assign(topic, maximum);
+    return {a.alias, a.topic_included};
+}
+
 }  // namespace
 
 TEST_CASE("no aliases for a client without a Topic Alias Maximum") {
     OutboundAliases aliases;
-    auto a = aliases.assign("t/1", 0);
-    CHECK(a.alias == 0);
-    CHECK(a.topic_included);
+    CHECK(publish_to(aliases, "t/1", 0) == Sent{0, with_topic});
     CHECK(aliases.empty());
 }
 
 TEST_CASE("a topic keeps its alias and is sent by alias alone after the first time") {
     OutboundAliases aliases;
-    auto first = aliases.assign("t/1", 2);
-    CHECK(first.alias == 1);
-    CHECK(first.topic_included);
-    auto again = aliases.assign("t/1", 2);
-    CHECK(again.alias == 1);
-    CHECK_FALSE(again.topic_included);
-    auto other = aliases.assign("t/2", 2);
-    CHECK(other.alias == 2);
-    CHECK(other.topic_included);
+    CHECK(publish_to(aliases, "t/1", 2) == Sent{1, with_topic});
+    CHECK(publish_to(aliases, "t/1", 2) == Sent{1, alias_only});
+    CHECK(publish_to(aliases, "t/2", 2) == Sent{2, with_topic});
 }
 
 TEST_CASE("when every alias is in use the least recently used one is given to the new topic") {
     OutboundAliases aliases;
-    aliases.assign("a", 2);  // 1
-    aliases.assign("b", 2);  // 2
-    aliases.assign("a", 2);  // a used last: b is least recent
-    auto c = aliases.assign("c", 2);
-    CHECK(c.alias == 2);
-    CHECK(c.topic_included);
+    publish_to(aliases, "a", 2);  // 1
+    publish_to(aliases, "b", 2);  // 2
+    publish_to(aliases, "a", 2);  // a used last: b is least recent
+    CHECK(publish_to(aliases, "c", 2) == Sent{2, with_topic});
     CHECK(aliases.size() == 2);
-    auto a = aliases.assign("a", 2);
-    CHECK(a.alias == 1);
-    CHECK_FALSE(a.topic_included);
-    auto b = aliases.assign("b", 2);  // b lost its alias: c is now least recent
-    CHECK(b.alias == 2);
-    CHECK(b.topic_included);
+    CHECK(publish_to(aliases, "a", 2) == Sent{1, alias_only});
+    CHECK(publish_to(aliases, "b", 2) == Sent{2, with_topic});  // b lost its alias; c was least recent
 }
 
 TEST_CASE("a forgotten alias is the next one handed out") {
     OutboundAliases aliases;
-    aliases.assign("a", 3);  // 1
-    aliases.assign("b", 3);  // 2
-    aliases.forget("b");     // its PUBLISH was never sent
+    publish_to(aliases, "a", 3);  // 1
+    publish_to(aliases, "b", 3);  // 2
+    aliases.forget("b");    // its PUBLISH was never sent
     CHECK(aliases.size() == 1);
-    auto c = aliases.assign("c", 3);
-    CHECK(c.alias == 2);
-    CHECK(c.topic_included);
-    auto b = aliases.assign("b", 3);
-    CHECK(b.alias == 3);
-    CHECK(b.topic_included);
+    CHECK(publish_to(aliases, "c", 3) == Sent{2, with_topic});
+    CHECK(publish_to(aliases, "b", 3) == Sent{3, with_topic});
     aliases.forget("nothing");  // not mapped: no effect
     CHECK(aliases.size() == 3);
 }
 
 TEST_CASE("a forgotten alias is reused while the table is full") {
     OutboundAliases aliases;
-    aliases.assign("a", 2);
-    aliases.assign("b", 2);
+    publish_to(aliases, "a", 2);
+    publish_to(aliases, "b", 2);
     aliases.forget("a");
-    auto c = aliases.assign("c", 2);
-    CHECK(c.alias == 1);
-    auto b = aliases.assign("b", 2);
-    CHECK(b.alias == 2);
-    CHECK_FALSE(b.topic_included);
+    CHECK(publish_to(aliases, "c", 2) == Sent{1, with_topic});
+    CHECK(publish_to(aliases, "b", 2) == Sent{2, alias_only});
 }
 
 TEST_CASE("a maximum of one alias") {
     OutboundAliases aliases;
-    CHECK(aliases.assign("a", 1).alias == 1);
-    CHECK_FALSE(aliases.assign("a", 1).topic_included);
-    auto b = aliases.assign("b", 1);
-    CHECK(b.alias == 1);
-    CHECK(b.topic_included);
-    auto a = aliases.assign("a", 1);
-    CHECK(a.alias == 1);
-    CHECK(a.topic_included);
+    CHECK(publish_to(aliases, "a", 1) == Sent{1, with_topic});
+    CHECK(publish_to(aliases, "a", 1) == Sent{1, alias_only});
+    CHECK(publish_to(aliases, "b", 1) == Sent{1, with_topic});
+    CHECK(publish_to(aliases, "a", 1) == Sent{1, with_topic});
 }
 
 TEST_CASE("every message resolves to its own topic over a long random run") {
