@@ -234,6 +234,9 @@ void Broker::housekeeping() {
         sessions_ended_since_trim_ = 0;
         ::malloc_trim(0);
     }
+    // A client whose output stays over max_client_output_bytes for
+    // stuck_client_timeout is stuck, not slow: Quota Exceeded.
+    const auto grace = std::chrono::seconds(config_.stuck_client_timeout);
     for (std::size_t i = 0; i < connections_.size(); ++i) {
         Connection& c = *connections_[i];
         if (c.state != Connection::State::connected) continue;
@@ -243,9 +246,6 @@ void Broker::housekeeping() {
             c.over_bound_since = {};
             continue;
         }
-        // A client whose output stays over max_client_output_bytes for
-        // stuck_client_timeout is stuck, not slow: Quota Exceeded.
-        const auto grace = std::chrono::seconds(config_.stuck_client_timeout);
         if (c.over_bound_since == Clock::time_point{}) {
             c.over_bound_since = now;
         } else if (config_.stuck_client_timeout != 0 && now - c.over_bound_since >= grace) {

@@ -47,9 +47,7 @@ public:
             unlink(alias);
             by_topic_.erase(*slots_[alias].topic);
         }
-        auto [it, inserted] = by_topic_.emplace(std::string(topic), alias);
-        (void)inserted;
-        slots_[alias].topic = &it->first;
+        slots_[alias].topic = &by_topic_.emplace(std::string(topic), alias).first->first;
         push_front(alias);
         return {alias, true};
     }
@@ -63,12 +61,7 @@ public:
         unlink(alias);
         by_topic_.erase(it);
         slots_[alias].topic = nullptr;
-        // Put the free slot last so the next new topic takes it first.
-        const std::uint16_t tail = slots_[0].prev;
-        slots_[alias].prev = tail;
-        slots_[alias].next = 0;
-        slots_[tail].next = alias;
-        slots_[0].prev = alias;
+        push_back(alias);  // least recent: the next new topic takes it first
     }
 
     bool empty() const noexcept { return by_topic_.empty(); }
@@ -90,6 +83,12 @@ private:
         slots_[a].next = slots_[0].next;
         slots_[slots_[0].next].prev = a;
         slots_[0].next = a;
+    }
+    void push_back(std::uint16_t a) {
+        slots_[a].next = 0;
+        slots_[a].prev = slots_[0].prev;
+        slots_[slots_[0].prev].next = a;
+        slots_[0].prev = a;
     }
     void touch(std::uint16_t a) {
         if (slots_[0].next == a) return;

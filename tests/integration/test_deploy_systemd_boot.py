@@ -81,7 +81,7 @@ class Container:
         assert wait_until(self._find_init, 30), "systemd did not start in the container"
         # Boot finished (or degraded: an unrelated unit of the minimal root may fail).
         assert wait_until(lambda: self.run("systemctl", "is-system-running", check=False).stdout.strip()
-                          in ("running", "degraded"), 90), self.run("systemctl", "--failed", check=False).stdout
+                          in ("running", "degraded"), 90, step=0.2), self.run("systemctl", "--failed", check=False).stdout
 
     def _find_init(self):
         try:
@@ -172,8 +172,8 @@ def test_messages_flow_and_the_journal_has_the_log(booted):
     assert pub.connect(client_id="nspawn-pub")[1] == 0
     assert pub.publish("nspawn/t", b"through systemd", qos=1, packet_id=1) == 0
     assert sub.next_publish()[:2] == ("nspawn/t", b"through systemd")
-    assert wait_until(lambda: c.show("mqttoolsd", "StatusText") == "2 clients connected", 15)
-    assert wait_until(lambda: "as nspawn-sub" in c.journal(), 10), c.journal()
+    assert wait_until(lambda: c.show("mqttoolsd", "StatusText") == "2 clients connected", 15, step=0.2)
+    assert wait_until(lambda: "as nspawn-sub" in c.journal(), 10, step=0.2), c.journal()
     # Info lines go to the journal with syslog priority 6.
     out = c.run("journalctl", "-u", "mqttoolsd", "--no-pager", "-o", "verbose", "--grep", "as nspawn-pub").stdout
     assert "PRIORITY=6" in out, out
@@ -184,7 +184,7 @@ def test_messages_flow_and_the_journal_has_the_log(booted):
 def test_watchdog_is_fed(booted):
     c = booted
     first = int(c.show("mqttoolsd", "WatchdogTimestampMonotonic"))
-    assert wait_until(lambda: int(c.show("mqttoolsd", "WatchdogTimestampMonotonic")) > first, 5)
+    assert wait_until(lambda: int(c.show("mqttoolsd", "WatchdogTimestampMonotonic")) > first, 5, step=0.2)
     time.sleep(3)  # longer than WatchdogSec=2s: a missed ping would have restarted it
     assert c.show("mqttoolsd", "NRestarts") == "0"
     assert c.show("mqttoolsd", "ActiveState") == "active"
@@ -196,7 +196,7 @@ def test_reload_keeps_clients(booted):
     assert sub.connect(client_id="reload-sub")[1] == 0
     assert sub.subscribe(["reload/#"]) == [0]
     c.run("systemctl", "reload", "mqttoolsd")
-    assert wait_until(lambda: "Configuration reloaded." in c.journal(), 10), c.journal()
+    assert wait_until(lambda: "Configuration reloaded." in c.journal(), 10, step=0.2), c.journal()
     pub = RawClient(c.port)
     assert pub.connect(client_id="reload-pub")[1] == 0
     pub.publish("reload/t", b"after reload")

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from conftest import MQTTOOLSD, SANITIZED
+from test_deploy_util import wait_until
 from test_security_mqtt import RawClient, Closed, packet, utf8, PUBLISH
 
 pytestmark = pytest.mark.skipif(not MQTTOOLSD.exists(), reason="mqttoolsd not built")
@@ -207,9 +208,7 @@ def test_stuck_client_timeout(start_broker, timeout):
     pub.ping()
     went_over = time.monotonic()
     line = "Client stuck has not read its output"
-    deadline = went_over + timeout + 3 if timeout else went_over + 4
-    while line not in b.output() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: line in b.output(), timeout + 3 if timeout else 4, step=0.1)
     if timeout:
         assert line in b.output(), b.output()
         # Housekeeping notices the bound within a second, then waits the timeout.
