@@ -156,6 +156,11 @@ struct ClientOptions {
     std::string certfile;      // client certificate, optional
     std::string keyfile;
 
+    // MQTT over WebSocket (ws://, or wss:// with `tls`): an HTTP upgrade to
+    // `websocket_path` offering subprotocol "mqtt", then binary frames.
+    bool websocket = false;
+    std::string websocket_path = "/mqtt";
+
     // Our inbound QoS 1/2 window and largest packet we accept (0: no limit),
     // sent in CONNECT.
     std::uint16_t receive_maximum = 65535;
