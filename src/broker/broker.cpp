@@ -45,6 +45,7 @@ Broker::Broker(net::Reactor& reactor, const config::Config& config)
 }
 
 Broker::~Broker() {
+    if (store_) store_->on_result(nullptr);
     reactor_.set_before_sleep(nullptr);
     reactor_.cancel_timer(housekeeping_timer_);
     reactor_.cancel_timer(wheel_timer_);
@@ -201,7 +202,11 @@ void Broker::before_sleep() {
             dirty_.swap(batch);
         }
     }
+    // One turn's changes, one transaction (group commit); the answers they
+    // hold go out when the store reports the batch durable.
+    if (store_) store_->submit();
     for (Connection* c : closing_) {
+        if (c->held) release_held(*c);  // its held output is dropped with it
         // Swap-remove from the table; the unique_ptr destroys it.
         std::size_t i = c->index;
         if (i + 1 != connections_.size()) {
@@ -228,6 +233,12 @@ void Broker::release_idle_extras(Connection& c) {
 void Broker::housekeeping() {
     housekeeping_timer_ = reactor_.add_timer_after(housekeeping_period, [this] { housekeeping(); });
     const auto now = reactor_.now();
+    if (store_ && now >= next_sweep_) {
+        // Expired retained messages leave the file (queued ones leave it
+        // when they come up in pump()).
+        next_sweep_ = now + std::chrono::seconds(60);
+        store_->sweep_expired(wall_now());
+    }
     if (sessions_ended_since_trim_ >= 1000) {
         // Many sessions ended (mass expiry, a client fleet going away): hand
         // the freed memory back to the system instead of keeping the peak.
@@ -257,6 +268,19 @@ void Broker::housekeeping() {
 }
 
 void Broker::handle_packet(Connection& c, const FixedHeader& header, Bytes body) {
+    if (!store_) {
+        dispatch_packet(c, header, body);
+        return;
+    }
+    // What this packet changed in the durable store is what its answer
+    // (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK, CONNACK) promises: the
+    // connection's output waits until that batch is on disk.
+    const std::uint64_t before = store_ops_;
+    dispatch_packet(c, header, body);
+    if (store_ops_ != before && c.state != Connection::State::closing) hold(c);
+}
+
+void Broker::dispatch_packet(Connection& c, const FixedHeader& header, Bytes body) {
     if (c.state == Connection::State::awaiting_connect) {
         // The first packet must be CONNECT [MQTT-3.1.0-1].
         if (header.type != PacketType::connect) {
@@ -354,6 +378,11 @@ void Broker::log_close(const Connection& c, ReasonCode reason, bool by_peer) {
 void Broker::shutdown() {
     if (shutting_down_) return;
     shutting_down_ = true;
+    if (store_) {
+        // Held acknowledgements first: they go out before the DISCONNECTs.
+        store_->submit();
+        store_->drain();
+    }
     for (auto& l : listeners_) {
         if (l->resume_timer) reactor_.cancel_timer(l->resume_timer);
         reactor_.remove(l->fd.get());
@@ -374,7 +403,7 @@ void Broker::shutdown() {
     // their wills are due ([MQTT-3.1.3-9]: at the latest when the session ends).
     std::vector<Session*> pending;
     sessions_.for_each([&](Session& s) {
-        if (s.will) pending.push_back(&s);
+        if (s.will && !s.stored) pending.push_back(&s);  // stored ones outlive the stop
     });
     for (Session* s : pending) publish_will(*s);
     before_sleep();

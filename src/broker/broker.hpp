@@ -19,6 +19,7 @@
 #include "broker/deadline_wheel.hpp"
 #include "broker/counters.hpp"
 #include "broker/message.hpp"
+#include "broker/persistence.hpp"
 #include "broker/retained_store.hpp"
 #include "broker/session_store.hpp"
 #include "broker/subscription_trie.hpp"
@@ -76,6 +77,23 @@ public:
     std::vector<ListenerCounters> listener_counters() const;
 
     const config::Config& config() const noexcept { return config_; }
+
+    // persistence_hooks.cpp: with a durable store, every change to durable
+    // state is recorded there and acknowledgements wait for it. `loaded` is
+    // what the store found at start-up (sessions come back disconnected;
+    // wills and expiry follow the spec). Call once, before serving.
+    void set_persistence(Persistence* store, LoadedState&& loaded);
+    // Counters about the store, for the log, $SYS and /metrics.
+    struct StoreCounters {
+        bool enabled = false;
+        bool healthy = true;
+        std::uint64_t sessions_loaded = 0;
+        std::uint64_t messages_loaded = 0;  // queued QoS 1/2 messages
+        std::uint64_t retained_loaded = 0;
+        std::uint64_t commit_failures = 0;  // batches that did not reach the disk
+        std::uint64_t refused = 0;          // QoS 1/2 and retained refused while failing
+    };
+    const StoreCounters& store_counters() const noexcept { return store_stats_; }
     net::Reactor& reactor() noexcept { return reactor_; }
 
     // ---- used by Connection
@@ -83,6 +101,7 @@ public:
     Counters& stats() noexcept { return stats_; }
     std::uint32_t max_packet_size_in() const noexcept { return max_packet_in_; }
     void handle_packet(Connection& c, const FixedHeader& header, Bytes body);
+    void dispatch_packet(Connection& c, const FixedHeader& header, Bytes body);
     // A framing error (malformed length, packet too large).
     void frame_error(Connection& c, ReasonCode reason);
     // The peer closed the socket or it failed.
@@ -150,6 +169,23 @@ private:
     std::uint16_t next_packet_id(Session& s);
     void drop_queued(Session& s, const char* why);
 
+    // persistence_hooks.cpp: recording changes, holding output until durable.
+    bool persisting() const noexcept { return store_ != nullptr; }
+    void persist_session(Session& s);  // after CONNECT, DISCONNECT, a will sent
+    void persist_session_end(Session& s);
+    void persist_subscription(Session& s, std::string_view filter, const SubscriptionOptions* options);
+    void persist_enqueued(Session& s, OutboundMessage& m);
+    void persist_outbound_state(Session& s, const OutboundMessage& m);
+    void persist_outbound_done(Session& s, const OutboundMessage& m);
+    void persist_inbound(Session& s, std::uint16_t packet_id, bool insert);
+    void persist_retained(std::string_view topic, const MessagePtr& message);
+    void persist_message(const MessagePtr& message);
+    void store_changed(Session* s);
+    void hold(Connection& c);
+    void on_store_result(const CommitResult& result);
+    void restore_session(LoadedSession& loaded, Clock::time_point now, WallTime wall);
+    void release_held(Connection& c);
+
     // protocol_subscribe.cpp
     void handle_subscribe(Connection& c, const FixedHeader& header, Bytes body);
     void handle_unsubscribe(Connection& c, const FixedHeader& header, Bytes body);
@@ -213,6 +249,16 @@ private:
     std::vector<WireForm> forms_;
     std::uint64_t match_generation_ = 0;
     std::vector<MessagePtr> retained_scratch_;
+
+    // Durable store (persistence_hooks.cpp); null without persistence.
+    Persistence* store_ = nullptr;
+    std::uint64_t store_ops_ = 0;          // changes recorded so far
+    std::uint64_t next_message_id_ = 1;    // Message::store_id
+    std::uint64_t store_durable_ = 0;      // batches on disk
+    bool store_degraded_ = false;          // the last commit failed
+    std::vector<Connection*> held_;        // connections with held output
+    Clock::time_point next_sweep_{};
+    StoreCounters store_stats_;
 };
 
 }  // namespace mqttools::broker

@@ -111,6 +111,7 @@ std::size_t Connection::process(std::byte* data, std::size_t size) {
 }
 
 bool Connection::flush() {
+    if (held) return true;  // released when the store batch is on disk
     while (!output_.empty() || transport_->has_pending()) {
         if (transport_->has_pending()) {
             auto r = transport_->flush();

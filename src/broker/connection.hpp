@@ -111,10 +111,15 @@ public:
     bool drop_logged = false;
     bool published_recently = false;  // since the last housekeeping pass (route cache)
 
+    // Output waits for a store batch (broker/persistence.hpp) to reach the
+    // disk: what it acknowledges must be durable first.
+    bool held = false;
+
 private:
     bool want_write_ = false;  // EPOLLOUT armed (declared here to pack with the flags)
 
 public:
+    std::uint32_t held_batch = 0;  // with held: the batch (mod 2^32) it waits for
 
 private:
     void on_readable();

@@ -33,6 +33,9 @@ struct Message {
     QoS qos = QoS::at_most_once;
     bool retain = false;
     std::optional<Clock::time_point> expires_at;  // from Message Expiry Interval
+    // Its row in the durable store (broker/persistence.hpp); 0 = not stored.
+    // Set once on the reactor thread before the store first sees it.
+    mutable std::uint64_t store_id = 0;
 
     Bytes payload_bytes() const noexcept { return as_bytes(payload); }
     Bytes property_bytes() const noexcept { return as_bytes(properties); }

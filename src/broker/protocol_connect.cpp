@@ -176,6 +176,7 @@ void Broker::handle_connect(Connection& c, const FixedHeader& header, Bytes body
         if (config_.max_packet_size != 0) a.maximum_packet_size = config_.max_packet_size;
         if (assigned) a.assigned_client_identifier = c.client_id;
     }
+    if (store_) persist_session(s);  // CONNACK waits for it (Session Present)
     c.state = Connection::State::connected;
     ++clients_connected_;
     stats_.clients_maximum = std::max(stats_.clients_maximum, clients_connected_);
@@ -232,7 +233,9 @@ void Broker::detach_session(Connection& c, bool publish_will_now) {
     if (s.will) {
         // The will waits for the shorter of its delay and the session's life.
         const std::uint32_t delay = std::min(s.will->delay, s.expiry_interval);
-        if (delay == 0 || shutting_down_) {
+        // Stopping ends every session, so the wills are due now, unless the
+        // session is stored: then it lives on and its delay keeps counting.
+        if (delay == 0 || (shutting_down_ && !s.stored)) {
             publish_will(s);
         } else {
             Session* sp = &s;
@@ -249,6 +252,7 @@ void Broker::detach_session(Connection& c, bool publish_will_now) {
             expire_session(*sp);
         });
     }
+    if (s.stored) persist_session(s);
 }
 
 void Broker::expire_session(Session& session) {
@@ -267,6 +271,7 @@ void Broker::end_session(Session& s) {
         will_expiry = s.will->expiry_interval;
     }
     for (const auto& [filter, options] : s.subscriptions) trie_.unsubscribe(filter, &s);
+    if (s.stored) persist_session_end(s);
     if (s.connection) {
         s.connection->session = nullptr;
         s.connection = nullptr;
@@ -284,6 +289,7 @@ void Broker::publish_will(Session& s) {
     MessagePtr message = s.will->message;
     std::optional<std::uint32_t> expiry = s.will->expiry_interval;
     s.will.reset();
+    if (s.stored && !s.connection) persist_session(s);  // the will is gone
     send_will(message, expiry, &s);
 }
 
@@ -298,6 +304,7 @@ void Broker::send_will(const MessagePtr& message, std::optional<std::uint32_t> e
             view.stored = make_message(view, reactor_.now());
             retained_.set(view.stored);
         }
+        if (store_) persist_retained(view.topic, view.stored);
     }
     route(from, view);
 }

@@ -82,6 +82,11 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
     } else if (!p.payload.empty() && memory_exceeded()) {
         // memory_limit: refuse new work; an empty retained message only frees memory.
         rc = ReasonCode::quota_exceeded;
+    } else if (store_degraded_ && (p.qos != QoS::at_most_once || p.retain)) {
+        // The store cannot write: refuse what would have to be kept rather
+        // than acknowledge what a crash would lose.
+        ++store_stats_.refused;
+        rc = ReasonCode::quota_exceeded;
     } else {
         MessageView m;
         m.topic = topic;
@@ -101,6 +106,7 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
                 m.stored = make_message(m, reactor_.now());
                 retained_.set(m.stored);
             }
+            if (store_) persist_retained(topic, m.stored);
         }
         // The publisher gets its acknowledgement before any copy of its own
         // message (as from Mosquitto): match first, acknowledge, deliver.
@@ -120,7 +126,10 @@ void Broker::acknowledge_publish(Connection& c, const PublishPacket& p, ReasonCo
     if (p.qos == QoS::at_least_once) {
         c.send(AckPacket{PacketType::puback, p.packet_id, rc, {}});
     } else if (p.qos == QoS::exactly_once) {
-        if (!is_error(rc)) c.session->inbound_qos2.insert(p.packet_id);
+        if (!is_error(rc)) {
+            c.session->inbound_qos2.insert(p.packet_id);
+            if (c.session->stored) persist_inbound(*c.session, p.packet_id, true);
+        }
         c.send(AckPacket{PacketType::pubrec, p.packet_id, rc, {}});
     } else if (is_error(rc)) {
         ++stats_.publish_dropped;

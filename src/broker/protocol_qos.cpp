@@ -55,6 +55,7 @@ void Broker::enqueue(Session& s, OutboundMessage&& m) {
     m.state = OutboundMessage::State::queued;
     o.queued_bytes += size;
     o.queue.push_back(std::move(m));
+    if (s.stored) persist_enqueued(s, o.queue.back());
     if (s.connection && s.connection->state == Connection::State::connected) pump(s);
 }
 
@@ -72,12 +73,19 @@ void Broker::pump(Session& s) {
         if (m.message->expired(now)) {
             // Expired while queued: never delivered (spec 3.3.2.3.3).
             drop_queued(s, "message expired");
+            if (m.store_seq) persist_outbound_done(s, m);
             continue;
         }
         m.packet_id = next_packet_id(s);
         m.state = m.qos == QoS::at_least_once ? OutboundMessage::State::awaiting_puback
                                                : OutboundMessage::State::awaiting_pubrec;
-        if (!send_publish(*c, m, false)) continue;  // too large for the client: dropped
+        if (!send_publish(*c, m, false)) {  // too large for the client: dropped
+            if (m.store_seq) persist_outbound_done(s, m);
+            continue;
+        }
+        // The packet id is durable before the PUBLISH goes out (the output
+        // is held): a QoS 2 redelivery after a crash must reuse it.
+        if (m.store_seq) persist_outbound_state(s, m);
         o.inflight.push_back(std::move(m));
     }
 }
@@ -152,6 +160,7 @@ void Broker::handle_ack(Connection& c, const FixedHeader& header, Bytes body) {
         case PacketType::puback: {
             auto it = find(OutboundMessage::State::awaiting_puback);
             if (it == o->inflight.end()) return;  // unknown id: nothing to do
+            if (it->store_seq) persist_outbound_done(s, *it);
             o->inflight.erase(it);
             pump(s);
             return;
@@ -164,6 +173,7 @@ void Broker::handle_ack(Connection& c, const FixedHeader& header, Bytes body) {
             }
             if (is_error(a.reason)) {
                 // The receiver refused it: the flow ends here (spec 4.3.3).
+                if (it->store_seq) persist_outbound_done(s, *it);
                 o->inflight.erase(it);
                 pump(s);
                 return;
@@ -171,19 +181,24 @@ void Broker::handle_ack(Connection& c, const FixedHeader& header, Bytes body) {
             it->state = OutboundMessage::State::awaiting_pubcomp;
             it->message.reset();
             it->subscription_ids.clear();
+            // PUBREL pending must survive a crash, or the PUBLISH would be
+            // sent again after the receiver released it (a duplicate).
+            if (it->store_seq) persist_outbound_state(s, *it);
             c.send(AckPacket{PacketType::pubrel, a.packet_id, ReasonCode::success, {}});
             return;
         }
         case PacketType::pubcomp: {
             auto it = find(OutboundMessage::State::awaiting_pubcomp);
             if (it == o->inflight.end()) return;
+            if (it->store_seq) persist_outbound_done(s, *it);
             o->inflight.erase(it);
             pump(s);
             return;
         }
         case PacketType::pubrel: {
-            const ReasonCode rc = s.inbound_qos2.erase(a.packet_id) ? ReasonCode::success
-                                                                    : ReasonCode::packet_identifier_not_found;
+            const bool known = s.inbound_qos2.erase(a.packet_id);
+            if (known && s.stored) persist_inbound(s, a.packet_id, false);
+            const ReasonCode rc = known ? ReasonCode::success : ReasonCode::packet_identifier_not_found;
             c.send(AckPacket{PacketType::pubcomp, a.packet_id, rc, {}});
             return;
         }

@@ -64,6 +64,7 @@ void Broker::handle_subscribe(Connection& c, const FixedHeader& header, Bytes bo
             } else {
                 s.subscriptions.find(sub.filter)->second = o;
             }
+            if (s.stored) persist_subscription(s, sub.filter, &o);
             rc = static_cast<ReasonCode>(sub.qos);
             // Retained messages: never for shared subscriptions (spec
             // 4.8.2); Retain Handling 0 always, 1 only when new, 2 never.
@@ -129,6 +130,7 @@ void Broker::handle_unsubscribe(Connection& c, const FixedHeader& header, Bytes 
             continue;
         }
         trie_.unsubscribe(filter, &s);
+        if (s.stored) persist_subscription(s, filter, nullptr);
         s.subscriptions.erase(it);
         codes.push_back(static_cast<std::byte>(ReasonCode::success));
     }

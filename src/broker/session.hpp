@@ -69,6 +69,7 @@ struct OutboundMessage {
     State state = State::queued;
     std::uint16_t packet_id = 0;
     std::vector<std::uint32_t> subscription_ids;
+    std::uint64_t store_seq = 0;  // its queue row in the durable store; 0 = none
 };
 
 // A session's outbound QoS 1/2 messages ([MQTT-4.4.0-1]: resent in this
@@ -81,6 +82,7 @@ struct OutboundState {
     std::size_t dropped_messages = 0;  // queue overflow and expiry
     std::uint16_t last_packet_id = 0;
     bool drop_logged = false;
+    std::uint64_t next_store_seq = 1;  // queue rows of a stored session, in order
 };
 
 struct Will {
@@ -102,6 +104,9 @@ public:
     std::map<std::string, SubscriptionOptions, std::less<>> subscriptions;
 
     std::uint32_t expiry_interval = 0;  // seconds; 0xFFFFFFFF = never
+    // The session has rows in the durable store (persistence on and an
+    // expiry interval > 0): its changes are written there.
+    bool stored = false;
     net::Reactor::TimerId expiry_timer = {};
 
     // Outbound QoS 1/2, allocated with the session's first QoS 1/2 message:

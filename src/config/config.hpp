@@ -28,6 +28,19 @@ struct Metrics {
     std::string bind = "127.0.0.1";
 };
 
+// Persistence (issue 12), Mosquitto's key names. Off by default as in
+// Mosquitto; the shipped config and systemd unit turn it on.
+struct Persistence {
+    bool enabled = false;            // persistence
+    std::string location;            // persistence_location; "" = working directory
+    std::string file = "mqttoolsd.db";  // persistence_file
+    bool sync_full = true;           // persistence_sync: "full" or "normal"
+    std::string path() const {
+        if (location.empty()) return file;
+        return location.back() == '/' ? location + file : location + "/" + file;
+    }
+};
+
 enum class LogLevel { trace, debug, info, warning, error };
 enum class LogDest { stderr_, journal, file };
 
@@ -36,6 +49,7 @@ struct Config {
 
     std::vector<Listener> listeners;  // empty: one plain listener on 127.0.0.1:1883
     Metrics metrics;
+    Persistence persistence;
 
     // Authentication and authorization. allow_anonymous defaults to true only
     // when no listener is configured (Mosquitto 2's local-only mode).

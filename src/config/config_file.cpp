@@ -37,7 +37,9 @@ const std::vector<std::string_view> kTopKeys = {
     "max_client_output_bytes", "stuck_client_timeout", "memory_limit",
     "connect_timeout",   "listener",
     "metrics",
+    "persistence", "persistence_location", "persistence_file", "persistence_sync",
 };
+const std::vector<std::string_view> kPersistenceSync = {"full", "normal"};
 const std::vector<std::string_view> kListenerKeys = {
     "port",    "bind",   "bind_address",        "certfile",
     "keyfile", "cafile", "require_certificate", "use_identity_as_username",
@@ -415,6 +417,22 @@ void check_top(Checker& c, const toml::table& root, Config& cfg) {
             c.get_int(value, k, 0, 86400, cfg.stuck_client_timeout);
         } else if (k == "memory_limit") {
             c.get_int(value, k, 0, kI64, cfg.memory_limit);
+        } else if (k == "persistence") {
+            c.get(value, k, cfg.persistence.enabled);
+        } else if (k == "persistence_location") {
+            c.get_path(value, k, cfg.persistence.location);
+        } else if (k == "persistence_file") {
+            std::string f;
+            if (c.get(value, k, f)) {
+                if (f.empty() || f.find('/') != std::string::npos) {
+                    c.error(value.source(), k, "'" + f + "' must be a file name (the folder is persistence_location)");
+                } else {
+                    cfg.persistence.file = f;
+                }
+            }
+        } else if (k == "persistence_sync") {
+            std::string w;
+            if (c.get_word(value, k, kPersistenceSync, w)) cfg.persistence.sync_full = w == "full";
         } else if (k == "connect_timeout") {
             c.get_int(value, k, 1, 3600, cfg.connect_timeout);
         } else {
@@ -556,6 +574,11 @@ std::vector<std::string> restart_required_changes(const Config& running, const C
     const auto& m1 = loaded.metrics;
     if (m0.enabled != m1.enabled || (m1.enabled && (m0.port != m1.port || m0.bind != m1.bind))) {
         out.push_back("[metrics] changed: restart mqttoolsd to apply it");
+    }
+    const auto& p0 = running.persistence;
+    const auto& p1 = loaded.persistence;
+    if (p0.enabled != p1.enabled || p0.path() != p1.path() || p0.sync_full != p1.sync_full) {
+        out.push_back("persistence settings changed: restart mqttoolsd to apply them");
     }
     return out;
 }

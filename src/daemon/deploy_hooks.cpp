@@ -78,6 +78,14 @@ BrokerStats collect_stats(const broker::Broker& broker) {
     for (const auto& l : broker.listener_counters()) {
         s.listeners.push_back({l.name, l.connections_total});
     }
+    const auto& p = broker.store_counters();
+    s.persistence = p.enabled;
+    s.persistence_healthy = p.healthy;
+    s.persistence_sessions_loaded = p.sessions_loaded;
+    s.persistence_messages_loaded = p.messages_loaded;
+    s.persistence_retained_loaded = p.retained_loaded;
+    s.persistence_commit_failures = p.commit_failures;
+    s.persistence_refused = p.refused;
     return s;
 }
 

@@ -108,6 +108,19 @@ std::string render_metrics(const BrokerStats& s, double uptime_seconds, std::str
     p.metric("output_queued_bytes", "gauge", "Bytes waiting in connection output buffers.", s.output_queued_bytes);
     p.metric("inflight_messages", "gauge", "Outbound QoS 1/2 messages not yet acknowledged.", s.inflight_messages);
 
+    if (s.persistence) {
+        p.metric("persistence_healthy", "gauge", "1 while the store's commits succeed.", s.persistence_healthy ? 1 : 0);
+        p.metric("persistence_loaded_sessions", "gauge", "Sessions loaded from the store at start-up.",
+                 s.persistence_sessions_loaded);
+        p.metric("persistence_loaded_messages", "gauge", "Queued QoS 1/2 messages loaded at start-up.",
+                 s.persistence_messages_loaded);
+        p.metric("persistence_loaded_retained", "gauge", "Retained messages loaded at start-up.",
+                 s.persistence_retained_loaded);
+        p.metric("persistence_commit_failures_total", "counter", "Store commits that failed (disk full, I/O error).",
+                 s.persistence_commit_failures);
+        p.metric("persistence_refused_total", "counter",
+                 "QoS 1/2 and retained PUBLISH refused while the store could not write.", s.persistence_refused);
+    }
     if (!s.listeners.empty()) {
         p.head("listener_connections_total", "counter", "TCP connections accepted per listener.");
         for (const auto& l : s.listeners) {

@@ -7,11 +7,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
+#include <chrono>
+#include <memory>
 #include <cstring>
 
 #include <spdlog/spdlog.h>
 
 #include "broker/broker.hpp"
+#include "store/sqlite_store.hpp"
 #include "net/reactor.hpp"
 #include "net/socket.hpp"
 
@@ -84,8 +88,39 @@ int run_broker(const config::Config& config, const RunOptions& options) {
         spdlog::error("epoll_create1 failed");
         return 1;
     }
+    // The store outlives the broker: the broker's last changes (sessions
+    // disconnected at shutdown) are committed when the store closes.
+    std::unique_ptr<store::SqliteStore> durable;
+    broker::LoadedState loaded;
+    if (config.persistence.enabled) {
+        store::Options opts;
+        opts.path = config.persistence.path();
+        if (config.persistence.location.empty()) {
+            // No folder configured: systemd's StateDirectory= (the shipped
+            // unit sets it), else the working directory.
+            if (const char* state = std::getenv("STATE_DIRECTORY"); state && *state) {
+                std::string dir(state);
+                dir = dir.substr(0, dir.find(':'));  // several: the first
+                opts.path = dir + "/" + config.persistence.file;
+            }
+        }
+        opts.sync_full = config.persistence.sync_full;
+        std::string error;
+        const auto began = std::chrono::steady_clock::now();
+        durable = store::SqliteStore::open(reactor, opts, loaded, error);
+        if (!durable) {
+            spdlog::error("{}; not starting (the file is left as it is).", error);
+            return 1;
+        }
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - began);
+        spdlog::info("Persistence: {} loaded in {} ms: {} sessions, {} queued messages, {} retained messages "
+                     "({} stored messages); sync {}.",
+                     opts.path, ms.count(), loaded.sessions.size(), loaded.queued, loaded.retained.size(),
+                     loaded.messages, opts.sync_full ? "full" : "normal");
+    }
     broker::Broker broker(reactor, config);
     if (!broker.startup_errors().empty()) return 1;  // password/ACL file errors, logged by the broker
+    if (durable) broker.set_persistence(durable.get(), std::move(loaded));
 
     // Inherited (socket activation) and configured listeners: deploy_hooks.cpp.
     if (!open_listeners(broker, config)) return 1;
@@ -96,6 +131,7 @@ int run_broker(const config::Config& config, const RunOptions& options) {
     SignalHandler signals(reactor, broker, *runtime);
     runtime->ready();  // READY=1: every listener is bound and signals are handled
     reactor.run();
+    if (durable) durable->drain();
     spdlog::info("mqttoolsd stopped.");
     return 0;
 }

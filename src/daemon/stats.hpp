@@ -42,6 +42,15 @@ struct BrokerStats {
 
     std::vector<ListenerStats> listeners;
 
+    // Persistence (only reported when it is on).
+    bool persistence = false;
+    bool persistence_healthy = true;
+    std::uint64_t persistence_sessions_loaded = 0;
+    std::uint64_t persistence_messages_loaded = 0;
+    std::uint64_t persistence_retained_loaded = 0;
+    std::uint64_t persistence_commit_failures = 0;
+    std::uint64_t persistence_refused = 0;
+
     std::uint64_t clients_total() const { return clients_connected + clients_disconnected; }
 };
 

@@ -79,6 +79,14 @@ std::vector<SysMessage> SysTopics::update(const BrokerStats& s, Clock::time_poin
     add(out, "$SYS/broker/subscriptions/count", n(s.subscriptions));
     add(out, "$SYS/broker/shared_subscriptions/count", n(s.shared_subscriptions));
     add(out, "$SYS/broker/retained messages/count", n(s.retained_messages));
+    if (s.persistence) {
+        add(out, "$SYS/broker/persistence/healthy", s.persistence_healthy ? "1" : "0");
+        add(out, "$SYS/broker/persistence/loaded/sessions", n(s.persistence_sessions_loaded));
+        add(out, "$SYS/broker/persistence/loaded/messages", n(s.persistence_messages_loaded));
+        add(out, "$SYS/broker/persistence/loaded/retained", n(s.persistence_retained_loaded));
+        add(out, "$SYS/broker/persistence/commit_failures", n(s.persistence_commit_failures));
+        add(out, "$SYS/broker/persistence/refused", n(s.persistence_refused));
+    }
 
     // Loads need an interval; the first call only records the baselines.
     if (first_) {

@@ -1,0 +1,300 @@
+// The broker's side of persistence (broker/persistence.hpp): what it tells
+// the store on each change to durable state, the output held until the
+// store reports the batch on disk, and the state loaded at start-up.
+// Only sessions with a Session Expiry Interval > 0 are stored: one that
+// ends with its connection has nothing to resume.
+#include <algorithm>
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+
+#include "broker/broker.hpp"
+
+namespace mqttools::broker {
+
+namespace {
+
+constexpr std::uint32_t never_expires = 0xFFFFFFFF;
+
+// Batch numbers wrap in the connection's 32 bits: serial number order.
+bool batch_done(std::uint32_t held, std::uint64_t durable) {
+    return static_cast<std::int32_t>(static_cast<std::uint32_t>(durable) - held) >= 0;
+}
+
+}  // namespace
+
+WallTime wall_now() noexcept {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+WallTime to_wall(Clock::time_point t, Clock::time_point now, WallTime wall) noexcept {
+    return wall + std::chrono::duration_cast<std::chrono::milliseconds>(t - now).count();
+}
+
+Clock::time_point from_wall(WallTime t, Clock::time_point now, WallTime wall) noexcept {
+    return now + std::chrono::milliseconds(t - wall);
+}
+
+void Broker::store_changed(Session* s) {
+    ++store_ops_;
+    // A connected client's output carries what depends on this change
+    // (its PUBLISH with a durable packet id, a PUBREL).
+    if (s && s->connection && s->connection->state != Connection::State::closing) hold(*s->connection);
+}
+
+void Broker::hold(Connection& c) {
+    // While the store fails nothing would release it: serve without the
+    // promise (QoS 1/2 and retained PUBLISH are refused meanwhile).
+    if (store_degraded_) return;
+    c.held_batch = static_cast<std::uint32_t>(store_->current_batch());
+    if (!c.held) {
+        c.held = true;
+        held_.push_back(&c);
+    }
+}
+
+void Broker::release_held(Connection& c) {
+    c.held = false;
+    auto it = std::find(held_.begin(), held_.end(), &c);
+    if (it != held_.end()) {
+        *it = held_.back();
+        held_.pop_back();
+    }
+}
+
+void Broker::on_store_result(const CommitResult& r) {
+    store_durable_ = std::max(store_durable_, r.durable);
+    std::vector<Connection*> held;
+    held.swap(held_);
+    for (Connection* c : held) {
+        if (batch_done(c->held_batch, store_durable_)) {
+            c->held = false;
+            mark_dirty(*c);
+        } else if (r.failed != 0 && batch_done(c->held_batch, r.failed)) {
+            // Its answers claim what did not reach the disk: never send
+            // them. The client resends (QoS 1/2) on its next connection.
+            spdlog::warn("Client {}: closing without its acknowledgements (the store could not write them).",
+                         c->client_id);
+            held_.push_back(c);  // release_held() takes it off when it closes
+            close_connection(*c, ReasonCode::unspecified_error, false);
+        } else {
+            held_.push_back(c);
+        }
+    }
+    if (r.failed != 0 && !r.healthy) {
+        if (!store_degraded_) {
+            spdlog::error("Persistence: writes are failing; refusing QoS 1/2 and retained messages until they work again.");
+        }
+        store_degraded_ = true;
+        store_stats_.healthy = false;
+    } else if (r.healthy && store_degraded_) {
+        spdlog::info("Persistence: writes work again; accepting QoS 1/2 and retained messages.");
+        store_degraded_ = false;
+        store_stats_.healthy = true;
+    }
+    store_stats_.commit_failures = r.failures;
+}
+
+void Broker::persist_message(const MessagePtr& m) {
+    if (m->store_id != 0) return;
+    m->store_id = next_message_id_++;
+    store_->put_message(m);
+}
+
+void Broker::persist_session(Session& s) {
+    if (s.expiry_interval == 0) {
+        // No longer kept beyond its connection (reconnected with expiry 0).
+        if (s.stored) persist_session_end(s);
+        return;
+    }
+    const bool first = !s.stored;
+    s.stored = true;
+    StoredSession row;
+    row.client_id = s.client_id;
+    row.expiry_interval = s.expiry_interval;
+    Connection* c = s.connection;
+    row.connected = c != nullptr && c->state != Connection::State::closing;
+    if (c && c->has_username) row.username = c->username;
+    const WallTime wall = wall_now();
+    if (!row.connected && s.expiry_interval != never_expires) {
+        row.expires_at = wall + std::int64_t{s.expiry_interval} * 1000;
+    }
+    if (s.will) {
+        row.will = s.will->message;
+        row.will_expiry = s.will->expiry_interval;
+        row.will_delay = s.will->delay;
+        if (!row.connected && s.will_timer) row.will_at = to_wall(s.will_timer.when, reactor_.now(), wall);
+    }
+    store_->put_session(row);
+    if (first) {
+        // A session that becomes durable brings what it already holds.
+        for (const auto& [filter, options] : s.subscriptions) store_->put_subscription(s.client_id, filter, options);
+    }
+    store_changed(&s);
+}
+
+void Broker::persist_session_end(Session& s) {
+    s.stored = false;
+    store_->erase_session(s.client_id);
+    if (s.outbound) {
+        for (auto* list : {&s.outbound->inflight, &s.outbound->queue}) {
+            for (OutboundMessage& m : *list) m.store_seq = 0;
+        }
+    }
+    store_changed(&s);
+}
+
+void Broker::persist_subscription(Session& s, std::string_view filter, const SubscriptionOptions* options) {
+    if (!s.stored) return;
+    if (options) {
+        store_->put_subscription(s.client_id, filter, *options);
+    } else {
+        store_->erase_subscription(s.client_id, filter);
+    }
+    store_changed(&s);
+}
+
+void Broker::persist_enqueued(Session& s, OutboundMessage& m) {
+    if (!s.stored || !m.message) return;
+    persist_message(m.message);
+    m.store_seq = s.out().next_store_seq++;
+    store_->put_outbound(s.client_id, m.store_seq, m);
+    store_changed(&s);
+}
+
+void Broker::persist_outbound_state(Session& s, const OutboundMessage& m) {
+    if (!s.stored || m.store_seq == 0) return;
+    store_->update_outbound(s.client_id, m.store_seq, m.state, m.packet_id);
+    store_changed(&s);
+}
+
+void Broker::persist_outbound_done(Session& s, const OutboundMessage& m) {
+    if (!s.stored || m.store_seq == 0) return;
+    store_->erase_outbound(s.client_id, m.store_seq);
+    store_changed(&s);
+}
+
+void Broker::persist_inbound(Session& s, std::uint16_t packet_id, bool insert) {
+    if (!s.stored) return;
+    if (insert) {
+        store_->put_inbound_qos2(s.client_id, packet_id);
+    } else {
+        store_->erase_inbound_qos2(s.client_id, packet_id);
+    }
+    store_changed(&s);
+}
+
+void Broker::persist_retained(std::string_view topic, const MessagePtr& message) {
+    if (message) {
+        persist_message(message);
+        store_->put_retained(message);
+    } else {
+        store_->erase_retained(topic);
+    }
+    store_changed(nullptr);
+}
+
+void Broker::set_persistence(Persistence* store, LoadedState&& loaded) {
+    store_ = store;
+    if (!store_) return;
+    store_stats_.enabled = true;
+    store_->on_result([this](const CommitResult& r) { on_store_result(r); });
+    next_message_id_ = std::max<std::uint64_t>(loaded.next_message_id, 1);
+    const auto now = reactor_.now();
+    const WallTime wall = wall_now();
+    for (MessagePtr& m : loaded.retained) {
+        if (m->expired(now)) continue;
+        retained_.set(m);
+        ++store_stats_.retained_loaded;
+    }
+    std::vector<Session*> restored;
+    for (LoadedSession& ls : loaded.sessions) {
+        if (sessions_.find(ls.session.client_id)) continue;
+        restore_session(ls, now, wall);
+        restored.push_back(sessions_.find(ls.session.client_id));
+    }
+    // Deadlines that passed while the broker was down take effect now,
+    // once every session is back (a will may go to any of them).
+    for (Session* s : restored) {
+        if (s->will && !s->will_timer) publish_will(*s);
+    }
+    for (Session* s : restored) {
+        if (!s->expiry_timer && s->expiry_interval != never_expires) expire_session(*s);
+    }
+    store_->submit();
+}
+
+void Broker::restore_session(LoadedSession& ls, Clock::time_point now, WallTime wall) {
+    StoredSession& row = ls.session;
+    Session& s = *sessions_.create(row.client_id);
+    s.stored = true;
+    s.expiry_interval = row.expiry_interval;
+    for (auto& [filter, options] : ls.subscriptions) {
+        trie_.subscribe(filter, &s, options);
+        s.subscriptions.emplace(std::move(filter), options);
+    }
+    std::uint64_t last_seq = 0;
+    for (StoredOutbound& o : ls.outbound) {
+        OutboundMessage m;
+        m.message = std::move(o.message);
+        m.qos = o.qos;
+        m.retain = o.retain;
+        m.state = o.state;
+        m.packet_id = o.packet_id;
+        m.subscription_ids = std::move(o.subscription_ids);
+        m.store_seq = o.seq;
+        last_seq = std::max(last_seq, o.seq);
+        OutboundState& out = s.out();
+        if (m.state == OutboundMessage::State::queued) {
+            if (!m.message) continue;
+            out.queued_bytes += m.message->memory_size();
+            out.queue.push_back(std::move(m));
+        } else {
+            if (!m.message && m.state != OutboundMessage::State::awaiting_pubcomp) continue;
+            out.inflight.push_back(std::move(m));
+        }
+        ++store_stats_.messages_loaded;
+    }
+    if (s.outbound) s.outbound->next_store_seq = last_seq + 1;
+    for (std::uint16_t id : ls.inbound_qos2) s.inbound_qos2.insert(id);
+    ++store_stats_.sessions_loaded;
+
+    // A client connected at the crash lost its connection then, without
+    // DISCONNECT: its will is due after its delay, and the session's expiry
+    // starts (spec 3.1.2.5, 3.1.3.2.2). Both count from now.
+    Clock::time_point will_due{};
+    Clock::time_point expires{};
+    if (row.connected) {
+        if (s.expiry_interval != never_expires) expires = now + std::chrono::seconds(s.expiry_interval);
+        if (row.will) will_due = now + std::chrono::seconds(std::min(row.will_delay, s.expiry_interval));
+    } else {
+        if (row.expires_at != 0) expires = from_wall(row.expires_at, now, wall);
+        if (row.will && row.will_at != 0) will_due = from_wall(row.will_at, now, wall);
+    }
+    if (row.will) {
+        Will w;
+        w.message = row.will;
+        w.expiry_interval = row.will_expiry;
+        w.delay = row.will_delay;
+        s.will = std::make_unique<Will>(std::move(w));
+        if (will_due > now) {
+            Session* sp = &s;
+            s.will_timer = reactor_.add_timer(will_due, [this, sp] {
+                sp->will_timer = {};
+                publish_will(*sp);
+            });
+        }
+    }
+    if (s.expiry_interval != never_expires && expires > now) {
+        Session* sp = &s;
+        s.expiry_timer = reactor_.add_timer(expires, [this, sp] {
+            sp->expiry_timer = {};
+            expire_session(*sp);
+        });
+    }
+    // Written back as disconnected, with the deadlines just set.
+    if (row.connected) persist_session(s);
+}
+
+}  // namespace mqttools::broker

@@ -1,0 +1,481 @@
+// Recording changes (reactor thread), the store thread's group commit, and
+// the result handed back through the eventfd. The schema and start-up load
+// are in store_open.cpp.
+#include "store/sqlite_store.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+namespace mqttools::store {
+
+using broker::MessagePtr;
+using broker::OutboundMessage;
+
+// Every statement the store thread runs, prepared once.
+class Statements {
+public:
+    bool prepare(const Db& db, std::string& error) {
+        const std::pair<Stmt*, const char*> all[] = {
+            {&begin, "BEGIN IMMEDIATE"},
+            {&commit, "COMMIT"},
+            {&rollback, "ROLLBACK"},
+            {&put_session,
+             "INSERT OR REPLACE INTO sessions(client_id, username, expiry_interval, connected, expires_at, "
+             "will_topic, will_payload, will_properties, will_qos, will_retain, will_expiry, will_delay, will_at) "
+             "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"},
+            {&session_messages, "SELECT msg_id FROM queue WHERE client_id = ?1 AND msg_id IS NOT NULL"},
+            {&erase_session, "DELETE FROM sessions WHERE client_id = ?1"},
+            {&erase_session_subs, "DELETE FROM subscriptions WHERE client_id = ?1"},
+            {&erase_session_queue, "DELETE FROM queue WHERE client_id = ?1"},
+            {&erase_session_inbound, "DELETE FROM inbound_qos2 WHERE client_id = ?1"},
+            {&put_subscription,
+             "INSERT OR REPLACE INTO subscriptions(client_id, filter, qos, no_local, retain_as_published, "
+             "retain_handling, identifier) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+            {&erase_subscription, "DELETE FROM subscriptions WHERE client_id = ?1 AND filter = ?2"},
+            {&put_message,
+             "INSERT OR REPLACE INTO messages(id, topic, payload, properties, qos, retain, expires_at) "
+             "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+            {&put_outbound,
+             "INSERT OR REPLACE INTO queue(client_id, seq, msg_id, qos, retain, state, packet_id, subscription_ids) "
+             "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"},
+            {&update_outbound, "UPDATE queue SET state = ?3, packet_id = ?4 WHERE client_id = ?1 AND seq = ?2"},
+            {&release_outbound,
+             "UPDATE queue SET state = ?3, packet_id = ?4, msg_id = NULL WHERE client_id = ?1 AND seq = ?2"},
+            {&outbound_message, "SELECT msg_id FROM queue WHERE client_id = ?1 AND seq = ?2"},
+            {&erase_outbound, "DELETE FROM queue WHERE client_id = ?1 AND seq = ?2 RETURNING msg_id"},
+            {&retained_message, "SELECT msg_id FROM retained WHERE topic = ?1"},
+            {&put_retained, "INSERT OR REPLACE INTO retained(topic, msg_id) VALUES(?1, ?2)"},
+            {&erase_retained, "DELETE FROM retained WHERE topic = ?1 RETURNING msg_id"},
+            {&put_inbound, "INSERT OR REPLACE INTO inbound_qos2(client_id, packet_id) VALUES(?1, ?2)"},
+            {&erase_inbound, "DELETE FROM inbound_qos2 WHERE client_id = ?1 AND packet_id = ?2"},
+            {&collect,
+             "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM queue WHERE msg_id = ?1) "
+             "AND NOT EXISTS (SELECT 1 FROM retained WHERE msg_id = ?1)"},
+            {&sweep_retained,
+             "DELETE FROM retained WHERE msg_id IN "
+             "(SELECT id FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?1)"},
+            {&sweep_messages,
+             "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?1 "
+             "AND NOT EXISTS (SELECT 1 FROM queue WHERE msg_id = messages.id) "
+             "AND NOT EXISTS (SELECT 1 FROM retained WHERE msg_id = messages.id)"},
+        };
+        for (const auto& [stmt, sql] : all) {
+            if (stmt->prepare(db, sql) != SQLITE_OK) {
+                error = db.message() + " (in: " + sql + ")";
+                return false;
+            }
+        }
+        return true;
+    }
+
+    Stmt begin, commit, rollback;
+    Stmt put_session, session_messages, erase_session, erase_session_subs, erase_session_queue, erase_session_inbound;
+    Stmt put_subscription, erase_subscription;
+    Stmt put_message, put_outbound, update_outbound, release_outbound, outbound_message, erase_outbound;
+    Stmt retained_message, put_retained, erase_retained;
+    Stmt put_inbound, erase_inbound;
+    Stmt collect, sweep_retained, sweep_messages;
+};
+
+SqliteStore::SqliteStore(net::Reactor& reactor, Db db, std::string path)
+    : reactor_(reactor), db_(std::move(db)), path_(std::move(path)), stmts_(std::make_unique<Statements>()) {}
+
+SqliteStore::~SqliteStore() {
+    submit();
+    {
+        std::lock_guard lock(mu_);
+        stop_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    if (event_fd_) reactor_.remove(event_fd_.get());
+    if (!retry_.empty()) {
+        spdlog::error("Persistence: {} changes could not be written to {} before the stop.", retry_.size(), path_);
+    }
+    stmts_.reset();
+    // A clean stop leaves no WAL behind: the next start reads one file.
+    if (db_ && retry_.empty()) sqlite3_wal_checkpoint_v2(db_.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+}
+
+bool SqliteStore::prepare_statements(std::string& error) { return stmts_->prepare(db_, error); }
+
+// ---- reactor side
+
+Op& SqliteStore::add(Op::Kind kind) {
+    Op& op = current_.emplace_back();
+    op.kind = kind;
+    return op;
+}
+
+void SqliteStore::put_session(const broker::StoredSession& session) {
+    Op& op = add(Op::Kind::put_session);
+    // The will is kept inline in the session row (it is nobody else's).
+    op.session = std::make_unique<broker::StoredSession>(session);
+}
+
+void SqliteStore::erase_session(std::string_view client_id) { add(Op::Kind::erase_session).client.assign(client_id); }
+
+void SqliteStore::put_subscription(std::string_view client_id, std::string_view filter,
+                                   const broker::SubscriptionOptions& options) {
+    Op& op = add(Op::Kind::put_subscription);
+    op.client.assign(client_id);
+    op.key.assign(filter);
+    op.options = options;
+}
+
+void SqliteStore::erase_subscription(std::string_view client_id, std::string_view filter) {
+    Op& op = add(Op::Kind::erase_subscription);
+    op.client.assign(client_id);
+    op.key.assign(filter);
+}
+
+void SqliteStore::put_message(const MessagePtr& message) {
+    Op& op = add(Op::Kind::put_message);
+    op.message = message;
+    if (message->expires_at) {
+        op.expires_at = broker::to_wall(*message->expires_at, net::Clock::now(), broker::wall_now());
+        if (op.expires_at == 0) op.expires_at = 1;
+    }
+}
+
+void SqliteStore::put_outbound(std::string_view client_id, std::uint64_t seq, const OutboundMessage& m) {
+    Op& op = add(Op::Kind::put_outbound);
+    op.client.assign(client_id);
+    op.number = seq;
+    op.message = m.message;
+    op.qos = static_cast<std::uint8_t>(m.qos);
+    op.flag = m.retain;
+    op.state = static_cast<std::uint8_t>(m.state);
+    op.packet_id = m.packet_id;
+    op.key.assign(reinterpret_cast<const char*>(m.subscription_ids.data()), m.subscription_ids.size() * 4);
+}
+
+void SqliteStore::update_outbound(std::string_view client_id, std::uint64_t seq, OutboundMessage::State state,
+                                  std::uint16_t packet_id) {
+    Op& op = add(Op::Kind::update_outbound);
+    op.client.assign(client_id);
+    op.number = seq;
+    op.state = static_cast<std::uint8_t>(state);
+    op.packet_id = packet_id;
+}
+
+void SqliteStore::erase_outbound(std::string_view client_id, std::uint64_t seq) {
+    Op& op = add(Op::Kind::erase_outbound);
+    op.client.assign(client_id);
+    op.number = seq;
+}
+
+void SqliteStore::put_retained(const MessagePtr& message) {
+    Op& op = add(Op::Kind::put_retained);
+    op.client = message->topic;
+    op.message = message;
+}
+
+void SqliteStore::erase_retained(std::string_view topic) { add(Op::Kind::erase_retained).client.assign(topic); }
+
+void SqliteStore::put_inbound_qos2(std::string_view client_id, std::uint16_t packet_id) {
+    Op& op = add(Op::Kind::put_inbound);
+    op.client.assign(client_id);
+    op.packet_id = packet_id;
+}
+
+void SqliteStore::erase_inbound_qos2(std::string_view client_id, std::uint16_t packet_id) {
+    Op& op = add(Op::Kind::erase_inbound);
+    op.client.assign(client_id);
+    op.packet_id = packet_id;
+}
+
+void SqliteStore::sweep_expired(broker::WallTime now) { add(Op::Kind::sweep).number = static_cast<std::uint64_t>(now); }
+
+std::uint64_t SqliteStore::submit() {
+    if (current_.empty()) return 0;
+    const std::uint64_t number = next_batch_++;
+    {
+        std::lock_guard lock(mu_);
+        waiting_.push_back(Batch{number, std::move(current_)});
+    }
+    current_.clear();
+    wake_.notify_one();
+    return number;
+}
+
+void SqliteStore::drain() {
+    submit();
+    const std::uint64_t last = next_batch_ - 1;
+    {
+        std::unique_lock lock(mu_);
+        idle_.wait(lock, [&] { return attempted_ >= last; });
+    }
+    deliver();
+}
+
+void SqliteStore::on_io(std::uint32_t) {
+    std::uint64_t n = 0;
+    while (::read(event_fd_.get(), &n, sizeof n) == static_cast<ssize_t>(sizeof n)) {
+    }
+    deliver();
+}
+
+void SqliteStore::deliver() {
+    broker::CommitResult r;
+    r.durable = durable_.load();
+    r.failed = failed_.load();
+    r.healthy = healthy_.load();
+    r.failures = failures_.load();
+    if (result_fn_) result_fn_(r);
+}
+
+// ---- store thread
+
+void SqliteStore::run() {
+    // Signals are the reactor's (a signalfd): a SIGTERM delivered to this
+    // thread would kill the process before the shutdown ran.
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    std::unique_lock lock(mu_);
+    for (;;) {
+        if (retry_.empty()) {
+            wake_.wait(lock, [&] { return stop_ || !waiting_.empty(); });
+        } else {
+            // Failing: try again within a second even if nothing new comes.
+            wake_.wait_for(lock, std::chrono::seconds(1), [&] { return stop_ || !waiting_.empty(); });
+        }
+        if (waiting_.empty() && retry_.empty()) {
+            if (stop_) return;
+            continue;
+        }
+        std::deque<Batch> batches;
+        batches.swap(waiting_);
+        const bool stopping = stop_;
+        lock.unlock();
+
+        std::uint64_t last = 0;
+        for (Batch& b : batches) {
+            last = b.number;
+            for (Op& op : b.ops) retry_.push_back(std::move(op));
+        }
+        const bool ok = commit(retry_);
+        if (ok) {
+            retry_.clear();
+            if (last != 0) durable_.store(last);
+            if (!healthy_.load()) spdlog::info("Persistence: {} is written again.", path_);
+            healthy_.store(true);
+        } else {
+            ++failures_;
+            if (last != 0) failed_.store(last);
+            if (healthy_.load()) spdlog::error("Persistence: cannot write {}: {}", path_, last_error_);
+            healthy_.store(false);
+        }
+        lock.lock();
+        if (last != 0) attempted_ = last;
+        idle_.notify_all();
+        if (event_fd_) {
+            const std::uint64_t one = 1;
+            [[maybe_unused]] auto n = ::write(event_fd_.get(), &one, sizeof one);
+        }
+        // Stopping: what still fails is reported by the destructor.
+        if (stopping && waiting_.empty()) return;
+    }
+}
+
+bool SqliteStore::commit(std::vector<Op>& ops) {
+    Statements& s = *stmts_;
+    if (s.begin.run() != SQLITE_DONE) {
+        last_error_ = db_.message();
+        return false;
+    }
+    for (Op& op : ops) {
+        if (!apply(op)) {
+            last_error_ = db_.message();
+            s.rollback.run();
+            return false;
+        }
+    }
+    if (s.commit.run() != SQLITE_DONE) {
+        last_error_ = db_.message();
+        // A failed COMMIT may leave the transaction open (SQLITE_BUSY/FULL).
+        if (!sqlite3_get_autocommit(db_.get())) s.rollback.run();
+        return false;
+    }
+    return true;
+}
+
+namespace {
+
+// Deletes a message no queue or retained row refers to any more.
+bool collect(Statements& s, std::int64_t id) {
+    s.collect.bind(1, id);
+    return s.collect.run() == SQLITE_DONE;
+}
+
+// Runs a statement whose RETURNING/SELECT gives a message id, then collects it.
+bool run_and_collect(Statements& s, Stmt& stmt) {
+    std::int64_t id = 0;
+    bool have = false;
+    int rc = stmt.step();
+    if (rc == SQLITE_ROW) {
+        if (!stmt.null(0)) {
+            id = stmt.integer(0);
+            have = true;
+        }
+        rc = stmt.run();
+    } else {
+        stmt.reset();
+    }
+    if (rc != SQLITE_DONE) return false;
+    return !have || collect(s, id);
+}
+
+}  // namespace
+
+bool SqliteStore::apply(Op& op) {
+    Statements& s = *stmts_;
+    switch (op.kind) {
+        case Op::Kind::put_session: {
+            const broker::StoredSession& r = *op.session;
+            Stmt& q = s.put_session;
+            q.bind_text(1, r.client_id);
+            if (r.username) q.bind_text(2, *r.username);
+            q.bind(3, r.expiry_interval);
+            q.bind(4, r.connected ? 1 : 0);
+            q.bind(5, r.expires_at);
+            if (r.will) {
+                q.bind_text(6, r.will->topic);
+                q.bind_blob(7, r.will->payload);
+                q.bind_blob(8, r.will->properties);
+                q.bind(9, static_cast<int>(r.will->qos));
+                q.bind(10, r.will->retain ? 1 : 0);
+                if (r.will_expiry) q.bind(11, *r.will_expiry);
+                q.bind(12, r.will_delay);
+                q.bind(13, r.will_at);
+            }
+            return q.run() == SQLITE_DONE;
+        }
+        case Op::Kind::erase_session: {
+            std::vector<std::int64_t> ids;
+            s.session_messages.bind_text(1, op.client);
+            int rc;
+            while ((rc = s.session_messages.step()) == SQLITE_ROW) ids.push_back(s.session_messages.integer(0));
+            s.session_messages.reset();
+            if (rc != SQLITE_DONE) return false;
+            for (Stmt* q : {&s.erase_session_queue, &s.erase_session_subs, &s.erase_session_inbound, &s.erase_session}) {
+                q->bind_text(1, op.client);
+                if (q->run() != SQLITE_DONE) return false;
+            }
+            for (std::int64_t id : ids) {
+                if (!collect(s, id)) return false;
+            }
+            return true;
+        }
+        case Op::Kind::put_subscription: {
+            Stmt& q = s.put_subscription;
+            q.bind_text(1, op.client);
+            q.bind_text(2, op.key);
+            q.bind(3, static_cast<int>(op.options.qos));
+            q.bind(4, op.options.no_local ? 1 : 0);
+            q.bind(5, op.options.retain_as_published ? 1 : 0);
+            q.bind(6, op.options.retain_handling);
+            q.bind(7, op.options.identifier);
+            return q.run() == SQLITE_DONE;
+        }
+        case Op::Kind::erase_subscription:
+            s.erase_subscription.bind_text(1, op.client);
+            s.erase_subscription.bind_text(2, op.key);
+            return s.erase_subscription.run() == SQLITE_DONE;
+        case Op::Kind::put_message: {
+            const broker::Message& m = *op.message;
+            Stmt& q = s.put_message;
+            q.bind(1, static_cast<std::int64_t>(m.store_id));
+            q.bind_text(2, m.topic);
+            q.bind_blob(3, m.payload);
+            q.bind_blob(4, m.properties);
+            q.bind(5, static_cast<int>(m.qos));
+            q.bind(6, m.retain ? 1 : 0);
+            if (op.expires_at != 0) q.bind(7, op.expires_at);
+            return q.run() == SQLITE_DONE;
+        }
+        case Op::Kind::put_outbound: {
+            Stmt& q = s.put_outbound;
+            q.bind_text(1, op.client);
+            q.bind(2, static_cast<std::int64_t>(op.number));
+            if (op.message) q.bind(3, static_cast<std::int64_t>(op.message->store_id));
+            q.bind(4, op.qos);
+            q.bind(5, op.flag ? 1 : 0);
+            q.bind(6, op.state);
+            q.bind(7, op.packet_id);
+            if (!op.key.empty()) q.bind_blob(8, op.key);
+            return q.run() == SQLITE_DONE;
+        }
+        case Op::Kind::update_outbound: {
+            if (op.state == static_cast<std::uint8_t>(OutboundMessage::State::awaiting_pubcomp)) {
+                // PUBREC'd: only the PUBREL is left, the message goes.
+                s.outbound_message.bind_text(1, op.client);
+                s.outbound_message.bind(2, static_cast<std::int64_t>(op.number));
+                std::int64_t id = 0;
+                const int rc = s.outbound_message.step();
+                if (rc == SQLITE_ROW && !s.outbound_message.null(0)) id = s.outbound_message.integer(0);
+                s.outbound_message.reset();
+                if (rc != SQLITE_ROW && rc != SQLITE_DONE) return false;
+                Stmt& q = s.release_outbound;
+                q.bind_text(1, op.client);
+                q.bind(2, static_cast<std::int64_t>(op.number));
+                q.bind(3, op.state);
+                q.bind(4, op.packet_id);
+                if (q.run() != SQLITE_DONE) return false;
+                return id == 0 || collect(s, id);
+            }
+            Stmt& q = s.update_outbound;
+            q.bind_text(1, op.client);
+            q.bind(2, static_cast<std::int64_t>(op.number));
+            q.bind(3, op.state);
+            q.bind(4, op.packet_id);
+            return q.run() == SQLITE_DONE;
+        }
+        case Op::Kind::erase_outbound:
+            s.erase_outbound.bind_text(1, op.client);
+            s.erase_outbound.bind(2, static_cast<std::int64_t>(op.number));
+            return run_and_collect(s, s.erase_outbound);
+        case Op::Kind::put_retained: {
+            s.retained_message.bind_text(1, op.client);
+            std::int64_t old = 0;
+            const int rc = s.retained_message.step();
+            if (rc == SQLITE_ROW) old = s.retained_message.integer(0);
+            s.retained_message.reset();
+            if (rc != SQLITE_ROW && rc != SQLITE_DONE) return false;
+            const auto id = static_cast<std::int64_t>(op.message->store_id);
+            s.put_retained.bind_text(1, op.client);
+            s.put_retained.bind(2, id);
+            if (s.put_retained.run() != SQLITE_DONE) return false;
+            return old == 0 || old == id || collect(s, old);
+        }
+        case Op::Kind::erase_retained:
+            s.erase_retained.bind_text(1, op.client);
+            return run_and_collect(s, s.erase_retained);
+        case Op::Kind::put_inbound:
+            s.put_inbound.bind_text(1, op.client);
+            s.put_inbound.bind(2, op.packet_id);
+            return s.put_inbound.run() == SQLITE_DONE;
+        case Op::Kind::erase_inbound:
+            s.erase_inbound.bind_text(1, op.client);
+            s.erase_inbound.bind(2, op.packet_id);
+            return s.erase_inbound.run() == SQLITE_DONE;
+        case Op::Kind::sweep:
+            for (Stmt* q : {&s.sweep_retained, &s.sweep_messages}) {
+                q->bind(1, static_cast<std::int64_t>(op.number));
+                if (q->run() != SQLITE_DONE) return false;
+            }
+            return true;
+    }
+    return false;
+}
+
+}  // namespace mqttools::store

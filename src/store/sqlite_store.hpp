@@ -1,0 +1,152 @@
+// The durable store (issue 12): one SQLite file in WAL mode, owned by one
+// store thread. The reactor records changes into the current batch; once
+// per reactor turn the batch is handed over (a mutex held for a vector
+// swap), the store thread commits everything waiting in one transaction
+// (group commit), and an eventfd wakes the reactor with the result.
+// Failed commits keep their changes and are retried (every second, and
+// with each new batch) until they succeed.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "broker/persistence.hpp"
+#include "net/reactor.hpp"
+#include "net/unique_fd.hpp"
+#include "store/sqlite.hpp"
+
+namespace mqttools::store {
+
+// The schema this build reads and writes ("PRAGMA user_version"), and the
+// file's "PRAGMA application_id" ("MQTD"): a file without it is not ours.
+inline constexpr int schema_version = 1;
+inline constexpr std::int32_t application_id = 0x4D515444;
+
+struct Options {
+    std::string path;       // the database file
+    bool sync_full = true;  // persistence_sync: "full" (fsync per commit) or "normal"
+};
+
+// One recorded change.
+struct Op {
+    enum class Kind : std::uint8_t {
+        put_session,
+        erase_session,
+        put_subscription,
+        erase_subscription,
+        put_message,
+        put_outbound,
+        update_outbound,
+        erase_outbound,
+        put_retained,
+        erase_retained,
+        put_inbound,
+        erase_inbound,
+        sweep,
+    };
+    Kind kind = Kind::sweep;
+    std::uint8_t qos = 0;
+    std::uint8_t state = 0;
+    bool flag = false;  // retain / no_local
+    std::uint16_t packet_id = 0;
+    std::uint64_t number = 0;  // queue seq, message id, sweep time
+    std::string client;        // client id, or a retained topic
+    std::string key;           // subscription filter; blob of subscription ids
+    broker::SubscriptionOptions options;
+    broker::MessagePtr message;
+    std::int64_t expires_at = 0;  // put_message: wall-clock Message Expiry, 0 = none
+    std::unique_ptr<broker::StoredSession> session;
+};
+
+class Statements;
+
+class SqliteStore final : public broker::Persistence, public net::IoHandler {
+public:
+    // Opens (or creates) and checks the file, then loads its state into
+    // `loaded`. On any problem: null and `error` names the file and what is
+    // wrong; a file that is not ours or not readable is left untouched.
+    static std::unique_ptr<SqliteStore> open(net::Reactor& reactor, const Options& options,
+                                             broker::LoadedState& loaded, std::string& error);
+    ~SqliteStore() override;
+    SqliteStore(const SqliteStore&) = delete;
+    SqliteStore& operator=(const SqliteStore&) = delete;
+
+    // broker::Persistence
+    void put_session(const broker::StoredSession& session) override;
+    void erase_session(std::string_view client_id) override;
+    void put_subscription(std::string_view client_id, std::string_view filter,
+                          const broker::SubscriptionOptions& options) override;
+    void erase_subscription(std::string_view client_id, std::string_view filter) override;
+    void put_message(const broker::MessagePtr& message) override;
+    void put_outbound(std::string_view client_id, std::uint64_t seq, const broker::OutboundMessage& m) override;
+    void update_outbound(std::string_view client_id, std::uint64_t seq, broker::OutboundMessage::State state,
+                         std::uint16_t packet_id) override;
+    void erase_outbound(std::string_view client_id, std::uint64_t seq) override;
+    void put_retained(const broker::MessagePtr& message) override;
+    void erase_retained(std::string_view topic) override;
+    void put_inbound_qos2(std::string_view client_id, std::uint16_t packet_id) override;
+    void erase_inbound_qos2(std::string_view client_id, std::uint16_t packet_id) override;
+    void sweep_expired(broker::WallTime now) override;
+    std::uint64_t current_batch() const noexcept override { return next_batch_; }
+    std::uint64_t submit() override;
+    void on_result(std::function<void(const broker::CommitResult&)> fn) override { result_fn_ = std::move(fn); }
+    void drain() override;
+
+    // net::IoHandler: the eventfd.
+    void on_io(std::uint32_t events) override;
+
+    // Unit tests: runs the thread-side commit of everything submitted now
+    // (as drain() does) and reports whether the last commit worked.
+    bool healthy() const noexcept { return healthy_.load(); }
+    const std::string& path() const noexcept { return path_; }
+
+private:
+    SqliteStore(net::Reactor& reactor, Db db, std::string path);
+    bool prepare_statements(std::string& error);
+    Op& add(Op::Kind kind);
+    void run();
+    bool commit(std::vector<Op>& ops);
+    bool apply(Op& op);
+    void deliver();
+
+    net::Reactor& reactor_;
+    Db db_;
+    std::string path_;
+    std::unique_ptr<Statements> stmts_;
+    net::UniqueFd event_fd_;
+    std::function<void(const broker::CommitResult&)> result_fn_;
+
+    // Reactor side.
+    std::vector<Op> current_;
+    std::uint64_t next_batch_ = 1;
+
+    // Shared with the store thread.
+    std::mutex mu_;
+    std::condition_variable wake_;
+    std::condition_variable idle_;
+    struct Batch {
+        std::uint64_t number;
+        std::vector<Op> ops;
+    };
+    std::deque<Batch> waiting_;
+    std::uint64_t attempted_ = 0;  // the last batch the thread tried (guarded by mu_)
+    bool stop_ = false;
+    std::atomic<std::uint64_t> durable_{0};
+    std::atomic<std::uint64_t> failed_{0};
+    std::atomic<std::uint64_t> failures_{0};
+    std::atomic<bool> healthy_{true};
+
+    // Store thread only.
+    std::vector<Op> retry_;  // changes of failed commits, oldest first
+    std::string last_error_;
+    std::thread thread_;
+};
+
+}  // namespace mqttools::store

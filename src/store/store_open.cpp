@@ -1,0 +1,374 @@
+// Opening the store: a new file gets the schema; an existing one is checked
+// (SQLite header, application_id, schema version, readable and writable)
+// before SQLite is allowed to write to it, so a file that is not ours is
+// never touched, and then loaded completely before the broker serves.
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <unordered_map>
+
+#include <spdlog/spdlog.h>
+
+#include "store/sqlite_store.hpp"
+
+namespace mqttools::store {
+
+namespace {
+
+using broker::LoadedSession;
+using broker::LoadedState;
+using broker::Message;
+using broker::MessagePtr;
+
+// Messages are stored once; queue rows and retained rows refer to them.
+// Deadlines are wall-clock milliseconds (0 or NULL: none).
+const char* const schema_sql = R"sql(
+CREATE TABLE messages(
+  id INTEGER PRIMARY KEY,
+  topic TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  properties BLOB NOT NULL,
+  qos INTEGER NOT NULL,
+  retain INTEGER NOT NULL,
+  expires_at INTEGER);
+CREATE TABLE retained(
+  topic TEXT PRIMARY KEY,
+  msg_id INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX retained_msg ON retained(msg_id);
+CREATE TABLE sessions(
+  client_id TEXT PRIMARY KEY,
+  username TEXT,
+  expiry_interval INTEGER NOT NULL,
+  connected INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  will_topic TEXT,
+  will_payload BLOB,
+  will_properties BLOB,
+  will_qos INTEGER,
+  will_retain INTEGER,
+  will_expiry INTEGER,
+  will_delay INTEGER,
+  will_at INTEGER) WITHOUT ROWID;
+CREATE TABLE subscriptions(
+  client_id TEXT NOT NULL,
+  filter TEXT NOT NULL,
+  qos INTEGER NOT NULL,
+  no_local INTEGER NOT NULL,
+  retain_as_published INTEGER NOT NULL,
+  retain_handling INTEGER NOT NULL,
+  identifier INTEGER NOT NULL,
+  PRIMARY KEY(client_id, filter)) WITHOUT ROWID;
+CREATE TABLE queue(
+  client_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  msg_id INTEGER,
+  qos INTEGER NOT NULL,
+  retain INTEGER NOT NULL,
+  state INTEGER NOT NULL,
+  packet_id INTEGER NOT NULL,
+  subscription_ids BLOB,
+  PRIMARY KEY(client_id, seq)) WITHOUT ROWID;
+CREATE INDEX queue_msg ON queue(msg_id);
+CREATE TABLE inbound_qos2(
+  client_id TEXT NOT NULL,
+  packet_id INTEGER NOT NULL,
+  PRIMARY KEY(client_id, packet_id)) WITHOUT ROWID;
+)sql";
+
+const char* const tables[] = {"messages", "retained", "sessions", "subscriptions", "queue", "inbound_qos2"};
+
+std::int64_t pragma_int(const Db& db, const char* sql, std::string& error) {
+    Stmt q;
+    if (q.prepare(db, sql) != SQLITE_OK) {
+        error = db.message();
+        return -1;
+    }
+    const int rc = q.step();
+    if (rc != SQLITE_ROW) {
+        error = db.message();
+        return -1;
+    }
+    return q.integer(0);
+}
+
+// The first 16 bytes of every SQLite 3 database (sqlite.org/fileformat.html 1.3).
+bool has_sqlite_header(const std::string& path, std::string& error) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        error = std::string("cannot read it: ") + std::strerror(errno);
+        return false;
+    }
+    char header[16] = {};
+    const ssize_t n = ::read(fd, header, sizeof header);
+    ::close(fd);
+    if (n == 0) {
+        error = "the file is empty (truncated?)";
+        return false;
+    }
+    if (n != 16 || std::memcmp(header, "SQLite format 3", 16) != 0) {
+        error = "not an SQLite database (corrupt, or another program's file)";
+        return false;
+    }
+    return true;
+}
+
+bool create_schema(Db& db, std::string& error) {
+    const std::string sql = std::string("PRAGMA journal_mode=WAL; BEGIN; ") + schema_sql +
+                            "PRAGMA application_id=" + std::to_string(application_id) +
+                            "; PRAGMA user_version=" + std::to_string(schema_version) + "; COMMIT;";
+    if (!db.exec(sql.c_str())) {
+        error = "cannot create the database: " + db.message();
+        return false;
+    }
+    return true;
+}
+
+bool check_existing(Db& db, std::string& error) {
+    const std::int64_t app = pragma_int(db, "PRAGMA application_id", error);
+    if (app < 0) return false;
+    if (app != application_id) {
+        error = "not an mqttoolsd database (application_id " + std::to_string(app) + "; another program's SQLite file?)";
+        return false;
+    }
+    const std::int64_t version = pragma_int(db, "PRAGMA user_version", error);
+    if (version < 0) return false;
+    if (version != schema_version) {
+        error = "schema version " + std::to_string(version) + ", this mqttoolsd reads version " +
+                std::to_string(schema_version);
+        return false;
+    }
+    for (const char* table : tables) {
+        Stmt q;
+        q.prepare(db, "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1");
+        q.bind_text(1, table);
+        const int rc = q.step();
+        if (rc != SQLITE_ROW) {
+            error = rc == SQLITE_DONE ? std::string("table '") + table + "' is missing" : db.message();
+            return false;
+        }
+    }
+    if (sqlite3_db_readonly(db.get(), "main") == 1) {
+        error = "the file is read-only";
+        return false;
+    }
+    return true;
+}
+
+// Column checks while loading: a value out of range means the file was
+// damaged or edited; refuse rather than guess.
+bool valid_qos(std::int64_t q, bool zero_ok) { return q >= (zero_ok ? 0 : 1) && q <= 2; }
+
+bool load(Db& db, LoadedState& out, std::string& error) {
+    const auto now = net::Clock::now();
+    const broker::WallTime wall = broker::wall_now();
+    auto fail = [&](const std::string& what) {
+        error = what;
+        return false;
+    };
+    auto sql_error = [&] { return fail(db.message()); };
+    Stmt q;
+
+    // Messages.
+    std::unordered_map<std::int64_t, MessagePtr> messages;
+    if (q.prepare(db, "SELECT count(*), coalesce(max(id), 0) FROM messages") != SQLITE_OK || q.step() != SQLITE_ROW)
+        return sql_error();
+    messages.reserve(static_cast<std::size_t>(q.integer(0)));
+    out.next_message_id = static_cast<std::uint64_t>(q.integer(1)) + 1;
+    if (q.prepare(db, "SELECT id, topic, payload, properties, qos, retain, expires_at FROM messages") != SQLITE_OK)
+        return sql_error();
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW) {
+        auto m = std::make_shared<Message>();
+        m->store_id = static_cast<std::uint64_t>(q.integer(0));
+        m->topic.assign(q.text(1));
+        m->payload.assign(q.blob(2));
+        m->properties.assign(q.blob(3));
+        if (!valid_qos(q.integer(4), true)) return fail("messages: bad qos in row " + std::to_string(q.integer(0)));
+        m->qos = static_cast<QoS>(q.integer(4));
+        m->retain = q.integer(5) != 0;
+        if (!q.null(6)) m->expires_at = broker::from_wall(q.integer(6), now, wall);
+        messages.emplace(q.integer(0), std::move(m));
+    }
+    if (rc != SQLITE_DONE) return sql_error();
+    out.messages = messages.size();
+    auto message = [&](std::int64_t id) -> MessagePtr {
+        auto it = messages.find(id);
+        return it == messages.end() ? nullptr : it->second;
+    };
+
+    // Retained.
+    if (q.prepare(db, "SELECT topic, msg_id FROM retained") != SQLITE_OK) return sql_error();
+    while ((rc = q.step()) == SQLITE_ROW) {
+        MessagePtr m = message(q.integer(1));
+        if (!m) return fail("retained: topic '" + std::string(q.text(0)) + "' refers to a missing message");
+        out.retained.push_back(std::move(m));
+    }
+    if (rc != SQLITE_DONE) return sql_error();
+
+    // Sessions, then their rows in client id order.
+    std::unordered_map<std::string, std::size_t> index;
+    if (q.prepare(db,
+                  "SELECT client_id, username, expiry_interval, connected, expires_at, will_topic, will_payload, "
+                  "will_properties, will_qos, will_retain, will_expiry, will_delay, will_at FROM sessions") != SQLITE_OK)
+        return sql_error();
+    while ((rc = q.step()) == SQLITE_ROW) {
+        LoadedSession ls;
+        broker::StoredSession& s = ls.session;
+        s.client_id.assign(q.text(0));
+        if (!q.null(1)) s.username = std::string(q.text(1));
+        s.expiry_interval = static_cast<std::uint32_t>(q.integer(2));
+        s.connected = q.integer(3) != 0;
+        s.expires_at = q.integer(4);
+        if (!q.null(5)) {
+            auto w = std::make_shared<Message>();
+            w->topic.assign(q.text(5));
+            w->payload.assign(q.blob(6));
+            w->properties.assign(q.blob(7));
+            if (!valid_qos(q.integer(8), true)) return fail("sessions: bad will qos for '" + s.client_id + "'");
+            w->qos = static_cast<QoS>(q.integer(8));
+            w->retain = q.integer(9) != 0;
+            s.will = std::move(w);
+            if (!q.null(10)) s.will_expiry = static_cast<std::uint32_t>(q.integer(10));
+            s.will_delay = static_cast<std::uint32_t>(q.integer(11));
+            s.will_at = q.integer(12);
+        }
+        index.emplace(s.client_id, out.sessions.size());
+        out.sessions.push_back(std::move(ls));
+    }
+    if (rc != SQLITE_DONE) return sql_error();
+    auto session = [&](std::string_view id) -> LoadedSession* {
+        auto it = index.find(std::string(id));
+        return it == index.end() ? nullptr : &out.sessions[it->second];
+    };
+
+    if (q.prepare(db,
+                  "SELECT client_id, filter, qos, no_local, retain_as_published, retain_handling, identifier "
+                  "FROM subscriptions") != SQLITE_OK)
+        return sql_error();
+    while ((rc = q.step()) == SQLITE_ROW) {
+        LoadedSession* ls = session(q.text(0));
+        if (!ls) continue;  // an orphan row (never written that way): ignored
+        broker::SubscriptionOptions o;
+        if (!valid_qos(q.integer(2), true) || q.integer(5) < 0 || q.integer(5) > 2)
+            return fail("subscriptions: bad options for '" + std::string(q.text(0)) + "'");
+        o.qos = static_cast<QoS>(q.integer(2));
+        o.no_local = q.integer(3) != 0;
+        o.retain_as_published = q.integer(4) != 0;
+        o.retain_handling = static_cast<std::uint8_t>(q.integer(5));
+        o.identifier = static_cast<std::uint32_t>(q.integer(6));
+        ls->subscriptions.emplace_back(std::string(q.text(1)), o);
+    }
+    if (rc != SQLITE_DONE) return sql_error();
+
+    if (q.prepare(db,
+                  "SELECT client_id, seq, msg_id, qos, retain, state, packet_id, subscription_ids FROM queue "
+                  "ORDER BY client_id, seq") != SQLITE_OK)
+        return sql_error();
+    LoadedSession* current = nullptr;
+    std::string current_id;
+    while ((rc = q.step()) == SQLITE_ROW) {
+        if (!current || q.text(0) != current_id) {
+            current_id.assign(q.text(0));
+            current = session(current_id);
+        }
+        if (!current) continue;
+        broker::StoredOutbound o;
+        o.seq = static_cast<std::uint64_t>(q.integer(1));
+        const std::int64_t state = q.integer(5);
+        if (!valid_qos(q.integer(3), false) || state < 0 || state > 3 || q.integer(6) < 0 || q.integer(6) > 65535)
+            return fail("queue: bad row for '" + current_id + "'");
+        o.qos = static_cast<QoS>(q.integer(3));
+        o.retain = q.integer(4) != 0;
+        o.state = static_cast<broker::OutboundMessage::State>(state);
+        o.packet_id = static_cast<std::uint16_t>(q.integer(6));
+        if (!q.null(2)) {
+            o.message = message(q.integer(2));
+            if (!o.message) return fail("queue: a row of '" + current_id + "' refers to a missing message");
+        }
+        const std::string_view ids = q.blob(7);
+        o.subscription_ids.resize(ids.size() / 4);
+        if (!ids.empty()) std::memcpy(o.subscription_ids.data(), ids.data(), o.subscription_ids.size() * 4);
+        current->outbound.push_back(std::move(o));
+        ++out.queued;
+    }
+    if (rc != SQLITE_DONE) return sql_error();
+
+    if (q.prepare(db, "SELECT client_id, packet_id FROM inbound_qos2") != SQLITE_OK) return sql_error();
+    while ((rc = q.step()) == SQLITE_ROW) {
+        if (LoadedSession* ls = session(q.text(0))) ls->inbound_qos2.push_back(static_cast<std::uint16_t>(q.integer(1)));
+    }
+    if (rc != SQLITE_DONE) return sql_error();
+    return true;
+}
+
+}  // namespace
+
+int Db::open(const std::string& path, int flags) {
+    close();
+    const int rc = sqlite3_open_v2(path.c_str(), &db_, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+    if (db_) sqlite3_extended_result_codes(db_, 1);
+    return rc;
+}
+
+void Db::close() noexcept {
+    if (db_) sqlite3_close_v2(db_);
+    db_ = nullptr;
+}
+
+bool Db::exec(const char* sql) { return sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) == SQLITE_OK; }
+
+std::unique_ptr<SqliteStore> SqliteStore::open(net::Reactor& reactor, const Options& options,
+                                               LoadedState& loaded, std::string& error) {
+    const std::string& path = options.path;
+    auto failed = [&](const std::string& what) -> std::unique_ptr<SqliteStore> {
+        error = "persistence file " + path + ": " + what;
+        return nullptr;
+    };
+    struct stat st {};
+    const bool exists = ::stat(path.c_str(), &st) == 0;
+    if (!exists && errno != ENOENT) return failed(std::strerror(errno));
+    if (exists && !S_ISREG(st.st_mode)) return failed("not a regular file");
+    Db db;
+    if (exists) {
+        std::string why;
+        if (!has_sqlite_header(path, why)) return failed(why);
+        if (db.open(path, SQLITE_OPEN_READWRITE) != SQLITE_OK) return failed(db.message());
+        if (!check_existing(db, why)) return failed(why);
+    } else {
+        if (db.open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) != SQLITE_OK) return failed(db.message());
+        std::string why;
+        if (!create_schema(db, why)) {
+            db.close();
+            ::unlink(path.c_str());  // ours, just made, unusable
+            return failed(why);
+        }
+    }
+    // synchronous FULL: the WAL is synced on every commit (survives power
+    // loss); NORMAL: only at checkpoints (survives a crash of the process).
+    const std::string pragmas = std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") +
+                                (options.sync_full ? "FULL" : "NORMAL") +
+                                "; PRAGMA journal_size_limit=67108864; PRAGMA cache_size=-16384;";
+    if (!db.exec(pragmas.c_str())) return failed(db.message());
+    {
+        Stmt mode;
+        if (mode.prepare(db, "PRAGMA journal_mode") != SQLITE_OK || mode.step() != SQLITE_ROW || mode.text(0) != "wal")
+            return failed("cannot use WAL mode: " + db.message());
+    }
+    std::string why;
+    if (!load(db, loaded, why)) return failed(why);
+
+    std::unique_ptr<SqliteStore> store(new SqliteStore(reactor, std::move(db), path));
+    if (!store->prepare_statements(why)) return failed(why);
+    store->event_fd_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!store->event_fd_ || !reactor.add(store->event_fd_.get(), EPOLLIN, store.get()))
+        return failed(std::string("eventfd: ") + std::strerror(errno));
+    store->thread_ = std::thread([s = store.get()] { s->run(); });
+    return store;
+}
+
+}  // namespace mqttools::store

@@ -1,0 +1,72 @@
+"""Helpers for the persistence tests (issue 12): a broker whose state lives
+in an SQLite file in the test's folder, restarted on that same file, and
+waits that poll with deadlines. No tests live here."""
+import pathlib
+import subprocess
+import time
+
+from conftest import MQTTOOLSD, SANITIZED, Broker, free_port
+
+SLOW = 3.0 if SANITIZED else 1.0
+
+
+def persistence_config(location, sync="full", extra=""):
+    return (f'persistence = true\npersistence_location = "{location}"\n'
+            f'persistence_sync = "{sync}"\n{extra}')
+
+
+class DurableBroker:
+    """mqttoolsd on a fixed file; start() again after stop()/crash()."""
+
+    def __init__(self, tmp_path, sync="full", extra="", location=None):
+        self.tmp_path = tmp_path
+        self.location = pathlib.Path(location or tmp_path)
+        self.config = persistence_config(self.location, sync, extra)
+        self.db = self.location / "mqttoolsd.db"
+        self.broker = None
+        self.logs = []
+
+    def start(self):
+        self.broker = Broker(self.tmp_path, config=self.config)
+        self.logs.append(self.broker.log_path)
+        return self.broker
+
+    @property
+    def port(self):
+        return self.broker.port
+
+    def stop(self):
+        code = self.broker.stop()
+        assert code == 0, f"exit {code}: " + self.output()
+        return code
+
+    def crash(self):
+        """kill -9: no shutdown code runs."""
+        self.broker.proc.kill()
+        self.broker.proc.wait()
+        self.broker.log.close()
+
+    def output(self):
+        if not self.broker.log.closed:
+            self.broker.log.flush()
+        return self.broker.log_path.read_text(errors="replace")
+
+
+def run_refused(tmp_path, config, timeout=20):
+    """Runs mqttoolsd expecting it to refuse to start: (exit code, output)."""
+    conf = tmp_path / "refuse.toml"
+    conf.write_text(config)
+    port = free_port()
+    p = subprocess.run([str(MQTTOOLSD), "-p", str(port), "-c", str(conf)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    return p.returncode, p.stdout.decode(errors="replace")
+
+
+def wait_until(predicate, timeout=10.0, step=0.02):
+    deadline = time.monotonic() + timeout * SLOW
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return predicate()
