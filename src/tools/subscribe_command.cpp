@@ -39,12 +39,17 @@ int run_subscribe_command(int argc, char** argv) {
     parser.integer("--qos", 0, 2, qos, "Maximum QoS of the subscription (default: 0).");
     parser.integer("--count", 0, INT64_MAX, count, "Exit after this many messages (default: 0, never).");
     parser.choice("--message-format", {"auto", "binary", "text"}, format, "Message format (default: auto).");
+    bool no_clean_start = false;
+    parser.flag("--no-clean-start", no_clean_start,
+                "Resume the session the broker kept for this client id (Clean Start 0, as mosquitto_sub -c); "
+                "with a persistent broker it survives restarts. Needs --id and --session-expiry-interval > 0.");
     std::vector<std::string> topics;
     parser.strings("-t", topics, "Another topic to subscribe to (repeatable, as mosquitto_sub).");
     parser.alias("-q", "--qos");
     parser.alias("-k", "--keep-alive");
     parser.alias("-x", "--session-expiry-interval");
     parser.alias("-C", "--count");
+    parser.alias("-c", "--no-clean-start");
     parser.positional("topic", topic, false, "Topic to subscribe to.");
     if (!parser.parse(argc, argv, 1)) return 0;
     if (!topic.empty()) topics.insert(topics.begin(), topic);
@@ -65,7 +70,7 @@ int run_subscribe_command(int argc, char** argv) {
         print_line("Connecting to " + endpoint(common) + ".");
         // Later connections resume the session when it outlives them, so
         // QoS 1/2 messages sent meanwhile are not lost.
-        const bool resume = !first && session_expiry_interval > 0;
+        const bool resume = (!first || no_clean_start) && session_expiry_interval > 0;
         try {
             client.start(resume);
         } catch (const SessionResumeError&) {

@@ -162,6 +162,27 @@ TEST_CASE("persistent_client_expiration accepts seconds and Mosquitto durations"
           "(a number followed by s, h, d, w, m or y)");
 }
 
+TEST_CASE("persistence keys: Mosquitto's names, defaults, paths and errors") {
+    const Config d;
+    CHECK_FALSE(d.persistence.enabled);  // off unless configured, as in Mosquitto
+    CHECK(d.persistence.file == "mqttoolsd.db");
+    CHECK(d.persistence.sync_full);
+    auto r = parse("persistence = true\npersistence_location = \"state\"\npersistence_file = \"b.db\"\n"
+                   "persistence_sync = \"normal\"\n");
+    REQUIRE(r.ok());
+    CHECK(r.config->persistence.enabled);
+    CHECK(r.config->persistence.location == "/etc/mqttools/state");  // relative to the file's folder
+    CHECK(r.config->persistence.path() == "/etc/mqttools/state/b.db");
+    CHECK_FALSE(r.config->persistence.sync_full);
+    CHECK(only_error("persistence_sync = \"fsync\"\n") ==
+          "/etc/mqttools/test.toml:1:20: persistence_sync: 'fsync' is not one of full, normal");
+    CHECK(only_error("persistence_file = \"a/b.db\"\n") ==
+          "/etc/mqttools/test.toml:1:20: persistence_file: 'a/b.db' must be a file name (the folder is "
+          "persistence_location)");
+    CHECK(only_error("persistence = \"yes\"\n") ==
+          "/etc/mqttools/test.toml:1:15: persistence: expected a boolean (true or false), got a string");
+}
+
 TEST_CASE("unknown key: position, key and a suggestion") {
     CHECK(only_error("\n\nmax_conections = 10\n") ==
           "/etc/mqttools/test.toml:3:1: unknown key 'max_conections' (did you mean 'max_connections'?)");
@@ -370,6 +391,7 @@ TEST_CASE("the shipped conf/mqttoolsd.toml parses to the defaults") {
     REQUIRE(r.ok());
     CHECK(r.config->listeners.empty());
     CHECK_FALSE(r.config->metrics.enabled);
+    CHECK(r.config->persistence.enabled);  // the shipped config turns it on (issue 12)
 }
 
 TEST_CASE("every commented key in the shipped config shows its true default") {
@@ -417,6 +439,9 @@ TEST_CASE("every commented key in the shipped config shows its true default") {
     CHECK(c.log_level == d.log_level);
     CHECK(c.log_dest == d.log_dest);
     CHECK(c.sys_interval == d.sys_interval);
+    CHECK(c.persistence.location == d.persistence.location);
+    CHECK(c.persistence.file == d.persistence.file);
+    CHECK(c.persistence.sync_full == d.persistence.sync_full);
     CHECK(c.password_file.empty());
     CHECK(c.acl_file.empty());
     CHECK(c.allow_anonymous == true);

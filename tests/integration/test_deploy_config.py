@@ -92,7 +92,8 @@ def test_shipped_config_starts(tmp_path):
     """scripts/dev run uses conf/mqttoolsd.toml; with -p it serves that port
     (and -p replaces the implicit 127.0.0.1:1883)."""
     port = free_port()
-    d = Daemon(tmp_path, ["-c", str(TOP / "conf" / "mqttoolsd.toml"), "-p", str(port)])
+    # The shipped config turns persistence on in the working directory.
+    d = Daemon(tmp_path, ["-c", str(TOP / "conf" / "mqttoolsd.toml"), "-p", str(port)], cwd=tmp_path)
     try:
         assert wait_until(lambda: port_accepts(port) or d.proc.poll() is not None, 10)
         assert d.proc.poll() is None, d.output()

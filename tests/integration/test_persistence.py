@@ -404,3 +404,27 @@ def test_disk_full_refuses_instead_of_acknowledging_and_recovers(tmp_path, small
     assert after_recovery in got
     sub.disconnect()
     d.stop()
+
+
+def test_cli_subscriber_resumes_its_session_across_a_restart(tmp_path):
+    """mqttools subscribe -c (Clean Start 0, as mosquitto_sub -c) picks up
+    what was queued for its session while it and the broker were down."""
+    from conftest import MQTTOOLS
+    d = DurableBroker(tmp_path)
+    d.start()
+    cmd = [str(MQTTOOLS), "subscribe", "-p", str(d.port), "--id", "cli", "-x", "3600", "-q", "1", "-C", "1"]
+    first = subprocess.Popen(cmd + ["cli/t"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pub = Client(d.port)
+    pub.connect("pub")
+    # Until the subscription exists, the broker answers "no matching subscribers".
+    assert wait_until(lambda: pub.publish("cli/t", b"one", qos=1).reason == 0, timeout=10, step=0.1)
+    assert b"one" in first.communicate(timeout=20)[0]
+    assert pub.publish("cli/t", b"queued while away", qos=1).reason == 0
+    pub.disconnect()
+    d.stop()
+    d.start()
+    port = d.port
+    cmd[3] = str(port)
+    out = subprocess.run(cmd + ["-c", "cli/t"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+    assert b"queued while away" in out.stdout, out.stdout
+    d.stop()
