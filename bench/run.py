@@ -616,6 +616,11 @@ METHOD = """## Method
 
 
 def main():
+    if "--persistence" in sys.argv[1:]:
+        # Persistence (issue 12): durable QoS 1 and restart benchmarks, in
+        # bench/persistence.py on this file's machinery.
+        import persistence
+        return persistence.main([a for a in sys.argv[1:] if a != "--persistence"])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", default="build-release")
     p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),

@@ -117,6 +117,7 @@ void ClientSet::on_connected(Conn& c) {
     p.clean_start = true;
     p.keep_alive = c.keep_alive;
     p.client_id = c.client_id;
+    if (c.session_expiry != 0) p.properties.session_expiry_interval = c.session_expiry;
     std::vector<std::byte> out(encoded_size(p));
     out.resize(encode(p, out));
     send(c, out);

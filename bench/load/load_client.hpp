@@ -34,6 +34,7 @@ struct Conn {
     bool want_out = false;
     std::uint16_t receive_maximum = 65535;  // from the CONNACK
     std::uint16_t keep_alive = 600;
+    std::uint32_t session_expiry = 0;  // Session Expiry Interval in CONNECT
 
     // Publisher state.
     std::vector<std::byte> tmpl;  // encoded PUBLISH, patched per message

@@ -20,6 +20,7 @@ void usage() {
                  "  --broker-pid PID    read the broker's CPU time and RSS\n"
                  "  --conns N --src-addrs K --hold S   idle: connections, source addresses, hold time\n"
                  "  --keep-alive S      idle: Keep Alive in CONNECT (default 0)\n"
+                 "  --session-expiry S  subscribers' Session Expiry Interval (default 0)\n"
                  "  --connect-timeout S --label NAME\n");
 }
 
@@ -74,6 +75,7 @@ bool parse_load_options(int argc, char** argv, LoadOptions& o) {
         else if (a == "--src-addrs") o.src_addrs = std::atoi(v);
         else if (a == "--hold") o.hold_s = std::atof(v);
         else if (a == "--keep-alive") o.keep_alive = std::atoi(v);
+        else if (a == "--session-expiry") o.session_expiry = std::atoll(v);
         else if (a == "--connect-timeout") o.connect_timeout_s = std::atof(v);
         else if (a == "--handshake-window") o.handshake_window = std::atoi(v);
         else {
@@ -91,7 +93,7 @@ bool parse_load_options(int argc, char** argv, LoadOptions& o) {
         o.size > 65536 || o.rate < 0 || o.rate > 5e6 || o.duration_s <= 0 || o.duration_s > 600 ||
         o.warmup_s < 0 || o.warmup_s > 60 || o.drain_s < 0 || o.drain_s > 60 || o.window < 1 ||
         o.window > 60000 || o.conns < 1 || o.conns > 200000 || o.src_addrs < 1 || o.src_addrs > 250 ||
-        o.hold_s < 0 || o.hold_s > 600 || o.keep_alive < 0 || o.keep_alive > 65535 || o.connect_timeout_s <= 0 || o.connect_timeout_s > 600 ||
+        o.hold_s < 0 || o.hold_s > 600 || o.keep_alive < 0 || o.keep_alive > 65535 || o.session_expiry < 0 || o.session_expiry > 0xFFFFFFFFLL || o.connect_timeout_s <= 0 || o.connect_timeout_s > 600 ||
         o.handshake_window < 1 || o.port <= 0 || o.port > 65535) {
         std::fprintf(stderr, "mqtt_load: option out of range\n");
         return false;

@@ -28,6 +28,7 @@ struct LoadOptions {
     int src_addrs = 4;          // 127.0.0.2 .. 127.0.0.(1+src_addrs)
     double hold_s = 2.0;
     int keep_alive = 0;         // seconds in CONNECT (idle clients send PINGREQ only if > 0)
+    long long session_expiry = 0;  // subscribers' Session Expiry Interval (persistence benches)
     double connect_timeout_s = 60.0;
     int handshake_window = 256;  // connections whose CONNACK is pending at once
 };

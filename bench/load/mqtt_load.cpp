@@ -86,6 +86,7 @@ private:
                               65536);
             c.filter = topic_for(static_cast<std::uint32_t>(i));
             c.sub_qos = o_.qos;
+            c.session_expiry = static_cast<std::uint32_t>(o_.session_expiry);
         }
         for (int i = 0; i < o_.pubs; ++i) {
             Conn& c = cs_.add(Role::publisher, static_cast<std::uint32_t>(i), prefix + "p" + std::to_string(i), "",

@@ -160,6 +160,17 @@ void SqliteStore::put_outbound(std::string_view client_id, std::uint64_t seq, co
 
 void SqliteStore::update_outbound(std::string_view client_id, std::uint64_t seq, OutboundMessage::State state,
                                   std::uint16_t packet_id) {
+    // Queued and sent in the same turn (the usual case for a connected
+    // subscriber): the row is written once, already in flight.
+    if (!current_.empty()) {
+        Op& last = current_.back();
+        if (last.kind == Op::Kind::put_outbound && last.number == seq && last.client == client_id &&
+            state != OutboundMessage::State::awaiting_pubcomp) {
+            last.state = static_cast<std::uint8_t>(state);
+            last.packet_id = packet_id;
+            return;
+        }
+    }
     Op& op = add(Op::Kind::update_outbound);
     op.client.assign(client_id);
     op.number = seq;
