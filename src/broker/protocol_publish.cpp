@@ -87,6 +87,12 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
         // than acknowledge what a crash would lose.
         ++store_stats_.refused;
         rc = ReasonCode::quota_exceeded;
+        if (c.version != ProtocolVersion::v5 && p.qos != QoS::at_most_once) {
+            // 3.1.1 has no negative PUBACK: close rather than acknowledge
+            // ([MQTT-3.3.5-2] allows either; only closing keeps the promise).
+            close_connection(c, rc, false);
+            return;
+        }
     } else {
         MessageView m;
         m.topic = topic;
