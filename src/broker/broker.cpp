@@ -1,4 +1,5 @@
 #include "broker/broker.hpp"
+#include "broker/bridge.hpp"
 
 #include <malloc.h>
 #include <sys/epoll.h>
@@ -42,6 +43,7 @@ Broker::Broker(net::Reactor& reactor, const config::Config& config)
     startup_errors_ = reload_security(config);
     reactor_.set_before_sleep([this] { before_sleep(); });
     housekeeping_timer_ = reactor_.add_timer_after(housekeeping_period, [this] { housekeeping(); });
+    sync_bridges(config_.bridges);
 }
 
 Broker::~Broker() {
@@ -188,6 +190,10 @@ void Broker::mark_dirty(Connection& c) {
 }
 
 void Broker::before_sleep() {
+    // Bridges first: a failed write may publish a state message locally.
+    for (auto& b : bridges_) {
+        if (b->has_output()) b->flush();
+    }
     // Flushing can close connections, and closing can publish wills that
     // queue output elsewhere: loop until nothing is left to write.
     while (!dirty_.empty()) {
@@ -406,6 +412,7 @@ void Broker::shutdown() {
         if (s.will && !s.stored) pending.push_back(&s);  // stored ones outlive the stop
     });
     for (Session* s : pending) publish_will(*s);
+    for (auto& b : bridges_) b->stop();
     before_sleep();
 }
 
@@ -451,6 +458,7 @@ void Broker::publish_internal(std::string_view topic, std::string_view payload, 
 std::vector<std::string> Broker::apply_config(const config::Config& config) {
     config_ = config;
     max_packet_in_ = config.max_packet_size ? config.max_packet_size : max_packet_size_limit;
+    sync_bridges(config.bridges);
     // Password file, ACL, TLS certificates and memory_limit (security_hooks.cpp).
     return reload_security(config);
 }

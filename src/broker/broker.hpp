@@ -32,6 +32,9 @@
 
 namespace mqttools::broker {
 
+class Bridge;
+struct BridgeCounters;
+
 class Broker {
 public:
     Broker(net::Reactor& reactor, const config::Config& config);
@@ -76,6 +79,11 @@ public:
     };
     std::vector<ListenerCounters> listener_counters() const;
 
+    // Bridges (bridge.hpp): started from the config at construction (their
+    // connections begin on the reactor's first turn) and synced by
+    // apply_config: added, removed or restarted when their table changed.
+    std::vector<BridgeCounters> bridge_counters() const;
+
     const config::Config& config() const noexcept { return config_; }
 
     // persistence_hooks.cpp: with a durable store, every change to durable
@@ -114,6 +122,10 @@ public:
 private:
     struct Listener;
     friend struct Listener;
+    friend class Bridge;
+
+    // bridge_hooks.cpp
+    void sync_bridges(const std::vector<config::Bridge>& wanted);
 
     // broker.cpp
     void accept_from(Listener& listener);
@@ -259,6 +271,7 @@ private:
     std::vector<Connection*> held_;        // connections with held output
     Clock::time_point next_sweep_{};
     StoreCounters store_stats_;
+    std::vector<std::unique_ptr<Bridge>> bridges_;
 };
 
 }  // namespace mqttools::broker

@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "broker/bridge.hpp"
 #include "broker/broker.hpp"
 
 namespace mqttools::broker {
@@ -223,11 +224,16 @@ void Broker::merge_matches(Session* from) {
 void Broker::deliver(MessageView& m) {
     for (const Target& t : targets_) {
         Session& s = *t.session;
-        if (!authorize_delivery(s, m.topic)) continue;
         const QoS qos = std::min(m.qos, t.qos);
         // Retain As Published, else the flag is cleared on forwarding
         // ([MQTT-3.3.1-12], [MQTT-3.3.1-13]).
         const bool retain = t.retain_as_published && m.retain;
+        if (s.bridge) [[unlikely]] {
+            // A bridge's out topics: the bridge sends or queues it.
+            static_cast<BridgeSession&>(s).owner.forward(m, qos, retain);
+            continue;
+        }
+        if (!authorize_delivery(s, m.topic)) continue;
         std::span<const std::uint32_t> ids(ids_.data() + t.ids_begin, t.ids_count);
         if (qos == QoS::at_most_once) {
             Connection* c = s.connection;

@@ -107,6 +107,9 @@ public:
     // The session has rows in the durable store (persistence on and an
     // expiry interval > 0): its changes are written there.
     bool stored = false;
+    // A bridge's session (bridge.hpp: a BridgeSession), never in the
+    // SessionStore. Sits in the padding after expiry_interval: free.
+    bool bridge = false;
     net::Reactor::TimerId expiry_timer = {};
 
     // Outbound QoS 1/2, allocated with the session's first QoS 1/2 message:

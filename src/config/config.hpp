@@ -41,6 +41,56 @@ struct Persistence {
     }
 };
 
+// A bridge to another broker (Mosquitto's `connection` block; parsed in
+// config_bridge.cpp). Every name is Mosquitto's.
+struct BridgeTopic {
+    enum class Direction : std::uint8_t { out, in, both };
+    std::string pattern;  // a topic filter, or "" when the prefixes are the whole topic
+    Direction direction = Direction::out;
+    std::uint8_t qos = 0;
+    std::string local_prefix;
+    std::string remote_prefix;
+    bool sends() const { return direction != Direction::in; }
+    bool receives() const { return direction != Direction::out; }
+    std::string local_filter() const { return local_prefix + pattern; }
+    std::string remote_filter() const { return remote_prefix + pattern; }
+    bool operator==(const BridgeTopic&) const = default;
+};
+
+struct BridgeAddress {
+    std::string host;
+    std::uint16_t port = 1883;
+    bool operator==(const BridgeAddress&) const = default;
+};
+
+enum class BridgeStart : std::uint8_t { automatic, lazy, once };
+
+struct Bridge {
+    std::string name;                      // `connection`
+    std::vector<BridgeAddress> addresses;  // tried in turn (failover)
+    std::vector<BridgeTopic> topics;
+    std::string remote_clientid;           // default "<hostname>.<name>"
+    std::optional<std::string> remote_username;
+    std::optional<std::string> remote_password;
+    bool cleansession = false;
+    std::uint16_t keepalive_interval = 60;
+    std::uint32_t restart_timeout = 5;      // seconds; with a cap: the back-off base
+    std::uint32_t restart_timeout_cap = 0;  // 0: constant restart_timeout
+    bool mqtt5 = false;                     // bridge_protocol_version = "mqttv50"
+    bool try_private = true;
+    bool notifications = true;
+    std::string notification_topic;         // default "$SYS/broker/connection/<remote_clientid>/state"
+    std::string cafile;                     // bridge_cafile: TLS when set
+    std::string certfile;
+    std::string keyfile;
+    bool insecure = false;                  // bridge_insecure: no host name check
+    BridgeStart start_type = BridgeStart::automatic;
+    std::uint32_t threshold = 10;           // lazy: queued messages that start it
+    std::uint32_t idle_timeout = 60;        // lazy: seconds idle before it stops
+    bool tls() const { return !cafile.empty(); }
+    bool operator==(const Bridge&) const = default;
+};
+
 enum class LogLevel { trace, debug, info, warning, error };
 enum class LogDest { stderr_, journal, file };
 
@@ -50,6 +100,7 @@ struct Config {
     std::vector<Listener> listeners;  // empty: one plain listener on 127.0.0.1:1883
     Metrics metrics;
     Persistence persistence;
+    std::vector<Bridge> bridges;  // [[bridge]] tables
 
     // Authentication and authorization. allow_anonymous defaults to true only
     // when no listener is configured (Mosquitto 2's local-only mode).

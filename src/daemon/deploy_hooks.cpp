@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "broker/bridge.hpp"
 #include "broker/broker.hpp"
 #include "config/config_file.hpp"
 #include "daemon/logging.hpp"
@@ -86,6 +87,10 @@ BrokerStats collect_stats(const broker::Broker& broker) {
     s.persistence_retained_loaded = p.retained_loaded;
     s.persistence_commit_failures = p.commit_failures;
     s.persistence_refused = p.refused;
+    for (const auto& b : broker.bridge_counters()) {
+        s.bridges.push_back({b.name, b.state, b.connected, b.messages_sent, b.messages_received, b.bytes_sent,
+                             b.bytes_received, b.reconnects, b.queued, b.dropped});
+    }
     return s;
 }
 

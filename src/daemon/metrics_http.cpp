@@ -127,6 +127,28 @@ std::string render_metrics(const BrokerStats& s, double uptime_seconds, std::str
             p.sample("listener_connections_total", label("listener", l.name), std::to_string(l.connections_total));
         }
     }
+    if (!s.bridges.empty()) {
+        auto each = [&](const char* name, const char* type, const char* help, auto value) {
+            p.head(name, type, help);
+            for (const auto& b : s.bridges) p.sample(name, label("bridge", b.name), std::to_string(value(b)));
+        };
+        each("bridge_connected", "gauge", "1 while the bridge is connected to its remote.",
+             [](const BridgeStats& b) { return b.connected ? 1 : 0; });
+        each("bridge_messages_sent_total", "counter", "PUBLISH packets sent to the remote.",
+             [](const BridgeStats& b) { return b.messages_sent; });
+        each("bridge_messages_received_total", "counter", "PUBLISH packets received from the remote.",
+             [](const BridgeStats& b) { return b.messages_received; });
+        each("bridge_bytes_sent_total", "counter", "Payload bytes sent to the remote.",
+             [](const BridgeStats& b) { return b.bytes_sent; });
+        each("bridge_bytes_received_total", "counter", "Payload bytes received from the remote.",
+             [](const BridgeStats& b) { return b.bytes_received; });
+        each("bridge_reconnects_total", "counter", "Connections to the remote after the first.",
+             [](const BridgeStats& b) { return b.reconnects; });
+        each("bridge_queued_messages", "gauge", "QoS 1/2 messages waiting for or in flight to the remote.",
+             [](const BridgeStats& b) { return b.queued; });
+        each("bridge_dropped_total", "counter", "Messages the bridge dropped (QoS 0 while down, queue full, expired).",
+             [](const BridgeStats& b) { return b.dropped; });
+    }
     return p.take();
 }
 

@@ -16,6 +16,20 @@ struct ListenerStats {
     std::uint64_t connections_total = 0;  // sockets accepted since start
 };
 
+// One [[bridge]] (broker/bridge.hpp has the meaning of each field).
+struct BridgeStats {
+    std::string name;
+    std::string state;  // connected, connecting, waiting, stopped
+    bool connected = false;
+    std::uint64_t messages_sent = 0;
+    std::uint64_t messages_received = 0;
+    std::uint64_t bytes_sent = 0;
+    std::uint64_t bytes_received = 0;
+    std::uint64_t reconnects = 0;
+    std::uint64_t queued = 0;
+    std::uint64_t dropped = 0;
+};
+
 struct BrokerStats {
     std::uint64_t clients_connected = 0;     // sessions with a live connection
     std::uint64_t clients_disconnected = 0;  // persistent sessions without one
@@ -41,6 +55,7 @@ struct BrokerStats {
     std::uint64_t inflight_messages = 0;   // outbound QoS 1/2 not yet acknowledged
 
     std::vector<ListenerStats> listeners;
+    std::vector<BridgeStats> bridges;
 
     // Persistence (only reported when it is on).
     bool persistence = false;

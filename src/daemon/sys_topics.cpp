@@ -87,6 +87,19 @@ std::vector<SysMessage> SysTopics::update(const BrokerStats& s, Clock::time_poin
         add(out, "$SYS/broker/persistence/commit_failures", n(s.persistence_commit_failures));
         add(out, "$SYS/broker/persistence/refused", n(s.persistence_refused));
     }
+    // Per bridge (Mosquitto has only the notification state topic).
+    for (const auto& b : s.bridges) {
+        const std::string base = "$SYS/broker/bridge/" + b.name + "/";
+        add(out, base + "state", b.state);
+        add(out, base + "connected", b.connected ? "1" : "0");
+        add(out, base + "messages/sent", n(b.messages_sent));
+        add(out, base + "messages/received", n(b.messages_received));
+        add(out, base + "bytes/sent", n(b.bytes_sent));
+        add(out, base + "bytes/received", n(b.bytes_received));
+        add(out, base + "reconnects", n(b.reconnects));
+        add(out, base + "queued", n(b.queued));
+        add(out, base + "dropped", n(b.dropped));
+    }
 
     // Loads need an interval; the first call only records the baselines.
     if (first_) {

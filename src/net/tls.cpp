@@ -283,8 +283,8 @@ namespace {
 constexpr std::size_t stage_size = 16 * 1024 + 512;  // one TLS record and then some
 }
 
-TlsTransport::TlsTransport(UniqueFd fd, std::shared_ptr<const TlsContext> context)
-    : fd_(std::move(fd)), session_(std::move(context)), stage_(new std::byte[stage_size]) {}
+TlsTransport::TlsTransport(UniqueFd fd, std::shared_ptr<const TlsContext> context, std::string_view server_name)
+    : fd_(std::move(fd)), session_(std::move(context), server_name), stage_(new std::byte[stage_size]) {}
 
 bool TlsTransport::has_pending() const noexcept {
     return stage_end_ > stage_begin_ || session_.pending_output() > 0;

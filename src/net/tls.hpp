@@ -145,7 +145,9 @@ private:
 // socket did not take stays here (has_pending) until flush() moves it.
 class TlsTransport final : public Transport {
 public:
-    TlsTransport(UniqueFd fd, std::shared_ptr<const TlsContext> context);
+    // server_name (client contexts): SNI, and the host name the peer's
+    // certificate must match when the context verifies peers.
+    TlsTransport(UniqueFd fd, std::shared_ptr<const TlsContext> context, std::string_view server_name = {});
 
     int fd() const noexcept override { return fd_.get(); }
     IoResult read(MutableBytes out) noexcept override;

@@ -1,0 +1,550 @@
+// The bridge's connection life cycle: resolve, non-blocking TCP connect,
+// optional TLS, CONNECT/CONNACK, keep alive, and the back-off between
+// attempts (Mosquitto's restart_timeout: a constant, or base and cap with
+// exponential back-off and jitter). Addresses are tried in turn.
+#include "broker/bridge.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+#include "broker/broker.hpp"
+#include "net/tls.hpp"
+
+namespace mqttools::broker {
+
+namespace {
+
+// Longest a TCP connect plus TLS handshake plus CONNACK may take.
+constexpr auto connect_deadline = std::chrono::seconds(20);
+constexpr auto resolve_poll = std::chrono::milliseconds(20);
+
+}  // namespace
+
+struct Bridge::Resolve {
+    gaicb request{};
+    addrinfo hints{};
+    std::string host;
+    std::string service;
+};
+
+Bridge::Bridge(Broker& broker, config::Bridge settings)
+    : broker_(broker),
+      cfg_(std::move(settings)),
+      session_(*this, cfg_.remote_clientid),
+      version_(cfg_.mqtt5 ? ProtocolVersion::v5 : ProtocolVersion::v311),
+      keepalive_(cfg_.keepalive_interval) {
+    stats_.name = cfg_.name;
+}
+
+Bridge::~Bridge() {
+    net::Reactor& r = broker_.reactor();
+    r.cancel_timer(restart_timer_);
+    r.cancel_timer(deadline_timer_);
+    r.cancel_timer(keepalive_timer_);
+    r.cancel_timer(idle_timer_);
+    r.cancel_timer(resolve_timer_);
+    if (resolve_) {
+        // A lookup still running owns its request: if it cannot be cancelled
+        // it is left to finish into memory we no longer look at (one small
+        // leak on an unusual path beats a write into freed memory).
+        if (gai_cancel(&resolve_->request) != EAI_CANCELED && gai_error(&resolve_->request) == EAI_INPROGRESS) {
+            (void)resolve_.release();
+        } else if (resolve_->request.ar_result) {
+            freeaddrinfo(resolve_->request.ar_result);
+        }
+    }
+    close_socket();
+    unsubscribe_local();
+}
+
+const std::string& Bridge::address_text() const { return address_text_; }
+
+void Bridge::start() {
+    subscribe_local();
+    notify_local(false);
+    if (cfg_.start_type == config::BridgeStart::lazy) {
+        spdlog::info("Bridge {}: lazy start, connecting once {} messages are queued.", cfg_.name, cfg_.threshold);
+        return;
+    }
+    connect_next();
+}
+
+void Bridge::stop() {
+    broker_.reactor().cancel_timer(restart_timer_);
+    restart_timer_ = {};
+    if (state_ == State::connected) {
+        if (cfg_.notifications) {
+            // A clean DISCONNECT suppresses our will: say 0 ourselves.
+            PublishPacket p;
+            p.qos = QoS::at_most_once;
+            p.retain = remote_retain_;
+            p.topic = cfg_.notification_topic;
+            p.payload = as_bytes("0");
+            send(p);
+        }
+        send(DisconnectPacket{});
+        flush();
+        spdlog::info("Bridge {}: disconnected from {}.", cfg_.name, address_text_);
+    }
+    close_socket();
+    notify_local(false);
+    state_ = State::stopped;
+}
+
+void Bridge::notify_local(bool up) {
+    if (!cfg_.notifications) return;
+    broker_.publish_internal(cfg_.notification_topic, up ? "1" : "0", true);
+}
+
+void Bridge::connect_next() {
+    broker_.reactor().cancel_timer(restart_timer_);
+    restart_timer_ = {};
+    const config::BridgeAddress& a = cfg_.addresses[address_index_ % cfg_.addresses.size()];
+    address_text_ = (a.host.find(':') != std::string::npos ? "[" + a.host + "]" : a.host) + ":" + std::to_string(a.port);
+    // Numeric addresses need no lookup; names go to getaddrinfo_a so the
+    // reactor never waits on DNS.
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    addrinfo* list = nullptr;
+    const std::string service = std::to_string(a.port);
+    if (::getaddrinfo(a.host.c_str(), service.c_str(), &hints, &list) == 0) {
+        resolved(list);
+        return;
+    }
+    auto r = std::make_unique<Resolve>();
+    r->host = a.host;
+    r->service = service;
+    r->hints.ai_family = AF_UNSPEC;
+    r->hints.ai_socktype = SOCK_STREAM;
+    r->hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+    r->request.ar_name = r->host.c_str();
+    r->request.ar_service = r->service.c_str();
+    r->request.ar_request = &r->hints;
+    gaicb* requests[] = {&r->request};
+    sigevent none{};
+    none.sigev_notify = SIGEV_NONE;
+    if (getaddrinfo_a(GAI_NOWAIT, requests, 1, &none) != 0) {
+        fail("cannot start resolving " + a.host);
+        return;
+    }
+    resolve_ = std::move(r);
+    state_ = State::resolving;
+    resolve_timer_ = broker_.reactor().add_timer_after(resolve_poll, [this] { poll_resolver(); });
+}
+
+void Bridge::poll_resolver() {
+    resolve_timer_ = {};
+    if (!resolve_) return;
+    const int rc = gai_error(&resolve_->request);
+    if (rc == EAI_INPROGRESS) {
+        resolve_timer_ = broker_.reactor().add_timer_after(resolve_poll, [this] { poll_resolver(); });
+        return;
+    }
+    addrinfo* list = resolve_->request.ar_result;
+    const std::string host = resolve_->host;
+    resolve_.reset();
+    if (rc != 0 || list == nullptr) {
+        if (list) freeaddrinfo(list);
+        fail("cannot resolve " + host + ": " + gai_strerror(rc));
+        return;
+    }
+    resolved(list);
+}
+
+void Bridge::resolved(addrinfo* list) {
+    // The first address of the list; the next attempt moves to the next
+    // configured address rather than the next record.
+    const addrinfo* ai = list;
+    sockaddr_storage addr{};
+    const socklen_t len = ai->ai_addrlen;
+    std::memcpy(&addr, ai->ai_addr, std::min<std::size_t>(len, sizeof addr));
+    freeaddrinfo(list);
+    start_tcp(reinterpret_cast<const sockaddr*>(&addr), len);
+}
+
+void Bridge::start_tcp(const sockaddr* addr, socklen_t len) {
+    net::UniqueFd fd(::socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) {
+        fail(std::string("socket: ") + std::strerror(errno));
+        return;
+    }
+    const int one = 1;
+    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (::connect(fd.get(), addr, len) != 0 && errno != EINPROGRESS) {
+        fail(std::string("connect: ") + std::strerror(errno));
+        return;
+    }
+    state_ = State::connecting;
+    connecting_fd_ = fd.get();
+    pending_fd_ = std::move(fd);
+    if (!broker_.reactor().add(connecting_fd_, EPOLLOUT, this)) {
+        fail(std::string("epoll: ") + std::strerror(errno));
+        return;
+    }
+    registered_ = true;
+    events_ = EPOLLOUT;
+    deadline_timer_ = broker_.reactor().add_timer_after(connect_deadline, [this] {
+        deadline_timer_ = {};
+        fail("no CONNACK within 20 seconds");
+    });
+}
+
+void Bridge::tcp_connected() {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (::getsockopt(connecting_fd_, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err != 0) {
+        fail(std::string("connect: ") + std::strerror(err));
+        return;
+    }
+    if (cfg_.tls()) {
+        try {
+            // Made per attempt: renewed certificate files are picked up.
+            net::TlsClientSettings t;
+            t.cafile = cfg_.cafile;
+            t.certfile = cfg_.certfile;
+            t.keyfile = cfg_.keyfile;
+            tls_ = net::TlsContext::make_client(t);
+        } catch (const std::exception& e) {
+            fail(std::string("TLS: ") + e.what(), true);
+            return;
+        }
+        // bridge_insecure: the chain is still verified, the host name is not.
+        const config::BridgeAddress& a = cfg_.addresses[address_index_ % cfg_.addresses.size()];
+        transport_ = std::make_unique<net::TlsTransport>(std::move(pending_fd_), tls_,
+                                                         cfg_.insecure ? std::string_view{} : std::string_view(a.host));
+    } else {
+        transport_ = std::make_unique<net::PlainTransport>(std::move(pending_fd_));
+    }
+    state_ = State::awaiting_connack;
+    send_connect();
+    flush();
+}
+
+void Bridge::send_connect() {
+    ConnectPacket c;
+    c.version = version_;
+    c.clean_start = cfg_.cleansession;
+    c.keep_alive = cfg_.keepalive_interval;
+    c.client_id = cfg_.remote_clientid;
+    if (cfg_.remote_username) c.username = *cfg_.remote_username;
+    if (cfg_.remote_password) c.password = as_bytes(*cfg_.remote_password);
+    if (cfg_.notifications) {
+        // The remote publishes 0 for us when we vanish.
+        mqttools::Will w;
+        w.topic = cfg_.notification_topic;
+        w.payload = as_bytes("0");
+        w.qos = QoS::at_least_once;
+        w.retain = true;
+        c.will = w;
+    }
+    if (version_ == ProtocolVersion::v5) {
+        // Without cleansession the remote keeps our subscriptions and
+        // queues for us while we are away (as a 3.1.1 persistent session).
+        if (!cfg_.cleansession) c.properties.session_expiry_interval = 0xFFFFFFFFu;
+        c.properties.receive_maximum = broker_.config().receive_maximum;
+        if (broker_.config().max_packet_size != 0) c.properties.maximum_packet_size = broker_.config().max_packet_size;
+    }
+    const std::size_t size = encoded_size(c);
+    if (size == 0) {
+        fail("CONNECT cannot be encoded (a field over 65,535 bytes)", true);
+        return;
+    }
+    const std::size_t at = out_.size();
+    out_.resize(at + size);
+    encode(c, MutableBytes(out_.data() + at, size));
+    if (version_ == ProtocolVersion::v311 && cfg_.try_private) {
+        // try_private: protocol level 0x80 | 4 tells a Mosquitto-style
+        // remote that this is a bridge (it then does not echo our messages
+        // back and keeps their retain flag). Fixed header, length, then the
+        // protocol name "MQTT" (2 + 4 bytes), then the level.
+        std::size_t pos = at + 1;
+        while (std::to_integer<unsigned>(out_[pos]) & 0x80u) ++pos;
+        out_[pos + 1 + 6] = std::byte{0x84};
+    }
+}
+
+void Bridge::on_connack(const FixedHeader& header, Bytes body) {
+    auto decoded = decode_connack(header, body, version_);
+    if (!decoded) {
+        fail("malformed CONNACK", true);
+        return;
+    }
+    const ConnackPacket& ack = *decoded;
+    if (ack.reason != ReasonCode::success) {
+        // A refusal (bad credentials, not authorized, banned...) is an
+        // operator problem: an error in the log, and the back-off applies
+        // so the remote is not hammered.
+        fail(std::string("the remote refused the connection: ") + std::string(reason_code_name(ack.reason)) + " (0x" +
+                 fmt::format("{:02X}", static_cast<unsigned>(ack.reason)) + ")",
+             true);
+        return;
+    }
+    broker_.reactor().cancel_timer(deadline_timer_);
+    deadline_timer_ = {};
+    state_ = State::connected;
+    failures_ = 0;
+    ++stats_.connects;
+    if (ever_connected_) ++stats_.reconnects;
+    ever_connected_ = true;
+    const Properties& p = ack.properties;
+    remote_receive_maximum_ = p.receive_maximum.value_or(65535);
+    remote_max_packet_ = p.maximum_packet_size.value_or(max_packet_size_limit);
+    remote_max_qos_ = p.maximum_qos ? static_cast<QoS>(*p.maximum_qos) : QoS::exactly_once;
+    remote_retain_ = p.retain_available.value_or(1) != 0;
+    keepalive_ = p.server_keep_alive.value_or(cfg_.keepalive_interval);
+    last_received_ = broker_.reactor().now();
+    last_activity_ = last_received_;
+    spdlog::info("Bridge {}: connected to {} as '{}' ({}{}).", cfg_.name, address_text_, cfg_.remote_clientid,
+                 version_ == ProtocolVersion::v5 ? "MQTT 5" : "MQTT 3.1.1",
+                 ack.session_present ? ", session present" : "");
+    if (keepalive_ != 0) {
+        keepalive_timer_ = broker_.reactor().add_timer_after(std::chrono::seconds(keepalive_), [this] { on_keepalive(); });
+    }
+    if (cfg_.start_type == config::BridgeStart::lazy) {
+        idle_timer_ = broker_.reactor().add_timer_after(std::chrono::seconds(cfg_.idle_timeout), [this] { on_idle_check(); });
+    }
+    subscribe_remote();
+    resume_inflight(ack.session_present);
+    if (cfg_.notifications) {
+        auto m = std::make_shared<Message>();
+        m->topic = cfg_.notification_topic;
+        m->payload = "1";
+        m->qos = QoS::at_least_once;
+        m->retain = true;
+        Outgoing o;
+        o.message = std::move(m);
+        o.qos = QoS::at_least_once;
+        o.retain = true;
+        enqueue(std::move(o), true);
+    }
+    pump();
+    notify_local(true);
+}
+
+void Bridge::on_keepalive() {
+    keepalive_timer_ = {};
+    if (state_ != State::connected) return;
+    const auto now = broker_.reactor().now();
+    // Nothing from the remote for 1.5 keep alive periods: it is gone
+    // (the server's own rule, [MQTT-3.1.2-22], applied from our side).
+    if (now - last_received_ > std::chrono::milliseconds(keepalive_ * 1500)) {
+        fail("no answer from the remote within the keep alive");
+        return;
+    }
+    send(PingreqPacket{});
+    keepalive_timer_ = broker_.reactor().add_timer_after(std::chrono::seconds(keepalive_), [this] { on_keepalive(); });
+}
+
+void Bridge::on_idle_check() {
+    idle_timer_ = {};
+    if (state_ != State::connected) return;
+    const auto now = broker_.reactor().now();
+    const auto idle = std::chrono::seconds(cfg_.idle_timeout);
+    if (now - last_activity_ >= idle && queue_.empty() && inflight_.empty()) {
+        spdlog::info("Bridge {}: idle for {} s, disconnecting (lazy).", cfg_.name, cfg_.idle_timeout);
+        stop();
+        return;
+    }
+    idle_timer_ = broker_.reactor().add_timer_after(idle - (now - last_activity_) + std::chrono::milliseconds(10),
+                                                    [this] { on_idle_check(); });
+}
+
+void Bridge::fail(const std::string& why, bool log_as_error) {
+    const bool was_connected = state_ == State::connected;
+    if (log_as_error) {
+        spdlog::error("Bridge {}: {}: {}.", cfg_.name, address_text_, why);
+    } else {
+        spdlog::warn("Bridge {}: {}: {}.", cfg_.name, address_text_, why);
+    }
+    close_socket();
+    if (was_connected) notify_local(false);
+    ++failures_;
+    ++address_index_;  // fail over to the next address
+    schedule_restart();
+}
+
+void Bridge::schedule_restart() {
+    if (cfg_.start_type == config::BridgeStart::once) {
+        state_ = State::stopped;
+        spdlog::warn("Bridge {}: start_type once: not reconnecting.", cfg_.name);
+        return;
+    }
+    if (cfg_.start_type == config::BridgeStart::lazy && queue_.size() < cfg_.threshold) {
+        state_ = State::stopped;
+        return;
+    }
+    state_ = State::waiting;
+    std::chrono::milliseconds delay(std::uint64_t{cfg_.restart_timeout} * 1000);
+    if (cfg_.restart_timeout_cap != 0) {
+        // Exponential back-off with full jitter, as Mosquitto's "base cap".
+        const std::uint32_t shift = std::min<std::uint32_t>(failures_ > 0 ? failures_ - 1 : 0, 16);
+        const std::uint64_t ceiling = std::min<std::uint64_t>(std::uint64_t{cfg_.restart_timeout} << shift,
+                                                              cfg_.restart_timeout_cap);
+        static thread_local std::minstd_rand rng(std::random_device{}());
+        const std::uint64_t lo = cfg_.restart_timeout * 1000ull;
+        const std::uint64_t hi = std::max<std::uint64_t>(lo, ceiling * 1000);
+        delay = std::chrono::milliseconds(lo + rng() % (hi - lo + 1));
+    }
+    spdlog::info("Bridge {}: next attempt in {:.1f} s.", cfg_.name, static_cast<double>(delay.count()) / 1000.0);
+    restart_timer_ = broker_.reactor().add_timer_after(delay, [this] {
+        restart_timer_ = {};
+        connect_next();
+    });
+}
+
+void Bridge::close_socket() {
+    net::Reactor& r = broker_.reactor();
+    r.cancel_timer(deadline_timer_);
+    r.cancel_timer(keepalive_timer_);
+    r.cancel_timer(idle_timer_);
+    deadline_timer_ = keepalive_timer_ = idle_timer_ = {};
+    if (registered_) {
+        r.remove(transport_ ? transport_->fd() : connecting_fd_);
+        registered_ = false;
+    }
+    transport_.reset();
+    pending_fd_ = net::UniqueFd();
+    connecting_fd_ = -1;
+    in_.clear();
+    out_.clear();
+    out_pos_ = 0;
+    subscribe_id_ = 0;
+    // In-flight QoS 1/2 stay for the next connection; a QoS 2 PUBREL we
+    // owe is sent again on resume.
+    if (state_ != State::stopped) state_ = State::waiting;
+}
+
+void Bridge::update_events() {
+    if (!registered_ || !transport_) return;
+    std::uint32_t want = EPOLLIN;
+    // During a TLS handshake our output waits for the server's answer (a
+    // read), not for the socket: EPOLLOUT then would only spin.
+    const bool handshaking = cfg_.tls() && !static_cast<net::TlsTransport&>(*transport_).session().handshake_done();
+    if ((out_.size() > out_pos_ && !handshaking) || transport_->wants_write()) want |= EPOLLOUT;
+    if (want != events_) {
+        broker_.reactor().modify(transport_->fd(), want, this);
+        events_ = want;
+    }
+}
+
+void Bridge::on_io(std::uint32_t events) {
+    if (state_ == State::connecting) {
+        broker_.reactor().modify(connecting_fd_, EPOLLIN, this);
+        events_ = EPOLLIN;
+        tcp_connected();
+        return;
+    }
+    if (!transport_) return;
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        on_readable();
+        if (!transport_) return;
+    }
+    // TLS: a handshake step may have made room for the CONNECT we hold.
+    flush();
+}
+
+void Bridge::on_readable() {
+    std::byte buf[16 * 1024 + 512];
+    for (int round = 0; round < 16 && transport_; ++round) {
+        const net::IoResult r = transport_->read(MutableBytes(buf, sizeof buf));
+        if (r.status == net::IoStatus::would_block) return;
+        if (r.status == net::IoStatus::closed) {
+            fail("the remote closed the connection");
+            return;
+        }
+        if (r.status == net::IoStatus::error) {
+            std::string why = "connection error";
+            if (cfg_.tls()) {
+                const std::string& tls = static_cast<net::TlsTransport&>(*transport_).session().last_error();
+                if (!tls.empty()) why = "TLS: " + tls;
+            }
+            fail(why, cfg_.tls() && state_ == State::awaiting_connack);
+            return;
+        }
+        last_received_ = broker_.reactor().now();
+        in_.insert(in_.end(), buf, buf + r.bytes);
+        std::size_t pos = 0;
+        while (transport_) {
+            const Bytes rest(in_.data() + pos, in_.size() - pos);
+            const Frame f = read_frame(rest, broker_.max_packet_size_in());
+            if (f.status == FrameStatus::need_more) break;
+            if (f.status == FrameStatus::error) {
+                fail("malformed packet from the remote", true);
+                return;
+            }
+            const Bytes body(rest.data() + f.header.header_size, f.header.remaining_length);
+            pos += f.header.packet_size();
+            handle_packet(f.header, body);
+        }
+        if (!transport_) return;
+        in_.erase(in_.begin(), in_.begin() + static_cast<std::ptrdiff_t>(pos));
+        if (r.bytes < sizeof buf) return;
+    }
+}
+
+void Bridge::handle_packet(const FixedHeader& header, Bytes body) {
+    if (state_ == State::awaiting_connack) {
+        if (header.type != PacketType::connack) {
+            fail("expected CONNACK, got " + std::string(packet_type_name(header.type)), true);
+            return;
+        }
+        on_connack(header, body);
+        return;
+    }
+    switch (header.type) {
+        case PacketType::publish:
+            on_remote_publish(header, body);
+            return;
+        case PacketType::puback:
+        case PacketType::pubrec:
+        case PacketType::pubrel:
+        case PacketType::pubcomp:
+            on_ack(header, body);
+            return;
+        case PacketType::suback: {
+            auto s = decode_suback(header, body, version_);
+            if (!s) {
+                fail("malformed SUBACK", true);
+                return;
+            }
+            std::size_t i = 0;
+            for (std::byte b : s->reason_codes) {
+                if (std::to_integer<unsigned>(b) >= 0x80) {
+                    spdlog::error("Bridge {}: the remote refused subscription {} (0x{:02X}).", cfg_.name, i + 1,
+                                  std::to_integer<unsigned>(b));
+                }
+                ++i;
+            }
+            return;
+        }
+        case PacketType::unsuback:
+        case PacketType::pingresp:
+            return;
+        case PacketType::disconnect: {
+            auto d = decode_disconnect(header, body, version_, Sender::server);
+            fail(std::string("the remote sent DISCONNECT: ") +
+                 std::string(reason_code_name(d ? d->reason : ReasonCode::malformed_packet)));
+            return;
+        }
+        default:
+            fail("unexpected " + std::string(packet_type_name(header.type)) + " from the remote", true);
+            return;
+    }
+}
+
+}  // namespace mqttools::broker

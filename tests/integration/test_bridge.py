@@ -1,0 +1,498 @@
+"""Bridges (issue 16): mqttoolsd connects out to another broker with
+Mosquitto's `connection` settings. The remote is Debian's real `mosquitto`
+(on a free loopback port, with a temporary config) or a second mqttoolsd;
+clients are raw MQTT connections (mqttwire) on either side."""
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import MQTTOOLSD, SANITIZED, Broker, free_port, wait_for_port
+from mqttwire import (Client, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, CONTENT_TYPE, CORRELATION_DATA,
+                      MESSAGE_EXPIRY_INTERVAL, RESPONSE_TOPIC, SESSION_EXPIRY_INTERVAL, USER_PROPERTY, ack_packet)
+from test_security_tls import make_ca, make_cert
+
+pytestmark = [
+    pytest.mark.skipif(not MQTTOOLSD.exists(), reason="mqttoolsd not built"),
+    pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto not installed"),
+]
+
+SLOW = 3 if SANITIZED else 1
+
+
+def wait_until(cond, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout * SLOW
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Mosquitto:
+    """Debian's mosquitto on a free loopback port; restartable on the same
+    port (and, with persistence, the same database)."""
+
+    def __init__(self, tmp_path, extra="", persistence=False, port=None):
+        self.port = port or free_port()
+        self.dir = tmp_path / f"mosquitto-{self.port}"
+        self.dir.mkdir(exist_ok=True)
+        self.conf = self.dir / "mosquitto.conf"
+        text = (f"listener {self.port} 127.0.0.1\n"
+                "log_dest stdout\nlog_type all\n"
+                f"persistence {'true' if persistence else 'false'}\n"
+                f"persistence_location {self.dir}/\n"
+                # As root, mosquitto would switch to the `mosquitto` user and
+                # could not write its database into the test's folder.
+                "user root\n")
+        if "allow_anonymous" not in extra:
+            text += "allow_anonymous true\n"
+        self.conf.write_text(text + extra)
+        self.log_path = self.dir / "mosquitto.log"
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        wait_for_port(self.port, proc=self.proc)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def output(self):
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def remotes(tmp_path):
+    started = []
+
+    def start(**kw):
+        m = Mosquitto(tmp_path, **kw)
+        started.append(m)
+        return m
+
+    yield start
+    for m in started:
+        m.stop()
+
+
+def bridge_toml(port, topics, name="b", version="mqttv311", extra=""):
+    lines = ", ".join('"' + t.replace('"', '\\"') + '"' for t in topics)
+    return (f"[[bridge]]\nname = \"{name}\"\naddress = \"127.0.0.1:{port}\"\n"
+            f"topic = [{lines}]\nremote_clientid = \"edge-{name}\"\n"
+            f"bridge_protocol_version = \"{version}\"\nrestart_timeout = 1\nkeepalive_interval = 10\n" + extra)
+
+
+def state_topic(name="b"):
+    return f"$SYS/broker/connection/edge-{name}/state"
+
+
+def wait_state(port, want, name="b", version=5):
+    """Polls the retained notification on a broker until it reads `want`."""
+    def read():
+        c = Client(port, version=version)
+        try:
+            c.connect("")
+            c.subscribe([(state_topic(name), 0)])
+            try:
+                p = c.expect(PUBLISH, timeout=0.5)
+                return p.payload == want
+            except TimeoutError:
+                return False
+        finally:
+            c.close()
+    wait_until(read, what=f"{state_topic(name)} = {want!r} on port {port}")
+
+
+def sub(port, filters, version=5, client_id="", clean=True, props=None):
+    c = Client(port, version=version)
+    c.connect(client_id, clean_start=clean, properties=props)
+    c.subscribe([(f, q) for f, q in filters])
+    return c
+
+
+def expect_pub(c, topic, payload, timeout=5.0):
+    p = c.expect(PUBLISH, timeout=timeout * SLOW)
+    assert (p.topic, p.payload) == (topic, payload)
+    if p.qos == 1:
+        c.ack(p)
+    return p
+
+
+def start_edge(start_broker, config):
+    return start_broker(config="allow_anonymous = true\n" + config)
+
+
+# ---------------------------------------------------------------- directions and prefixes
+
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv50"])
+def test_directions_and_prefix_rules(start_broker, remotes, version):
+    remote = remotes()
+    topics = ["out/# out 1", 'cmd/# in 1 site1/ ""', "data/# out 0 edge/ cloud/",
+              '"" out 1 local/exact remote/exact', "ctl/+ in 0 dev/ hq/"]
+    edge = start_edge(start_broker, bridge_toml(remote.port, topics, version=version))
+    wait_state(remote.port, b"1")
+    rsub = sub(remote.port, [("out/#", 1), ("cloud/#", 1), ("remote/#", 1), ("edge/#", 1), ("other/#", 1)])
+    lsub = sub(edge.port, [("site1/#", 1), ("dev/#", 1), ("cmd/#", 1)])
+    pub = Client(edge.port)
+    pub.connect("lpub")
+    # out: same topic on the remote.
+    pub.publish("out/a", b"1", qos=1)
+    expect_pub(rsub, "out/a", b"1")
+    # out with prefixes: edge/data/t -> cloud/data/t.
+    pub.publish("edge/data/t", b"2", qos=0)
+    expect_pub(rsub, "cloud/data/t", b"2")
+    # "" pattern: the prefixes are the whole topics.
+    pub.publish("local/exact", b"3", qos=1)
+    expect_pub(rsub, "remote/exact", b"3")
+    # Not bridged: nothing reaches the remote.
+    pub.publish("other/x", b"no", qos=1)
+    pub.publish("data/t", b"no", qos=1)  # data/# only under the edge/ prefix
+    rsub.nothing(0.5)
+    # in: cmd/x on the remote -> site1/cmd/x here; hq/ctl/y -> dev/ctl/y.
+    rpub = Client(remote.port)
+    rpub.connect("rpub")
+    rpub.publish("cmd/x", b"4", qos=1)
+    expect_pub(lsub, "site1/cmd/x", b"4")
+    rpub.publish("hq/ctl/y", b"5", qos=0)
+    expect_pub(lsub, "dev/ctl/y", b"5")
+    rpub.publish("ctl/y", b"no", qos=1)  # not under the remote prefix
+    lsub.nothing(0.5)
+    # in-only topics do not go out: a local cmd/z stays here.
+    pub.publish("site1/cmd/z", b"local", qos=1)
+    expect_pub(lsub, "site1/cmd/z", b"local")
+    rsub.nothing(0.3)
+    assert edge.stop() == 0, edge.output()
+
+
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv50"])
+def test_both_directions_without_loops(start_broker, remotes, version):
+    remote = remotes()
+    edge = start_edge(start_broker, bridge_toml(remote.port, ["chat/# both 1"], version=version))
+    wait_state(remote.port, b"1")
+    rsub = sub(remote.port, [("chat/#", 1)])
+    lsub = sub(edge.port, [("chat/#", 1)])
+    lpub = Client(edge.port)
+    lpub.connect("lpub")
+    rpub = Client(remote.port)
+    rpub.connect("rpub")
+    for i in range(5):
+        lpub.publish(f"chat/l{i}", b"from-edge", qos=1, packet_id=i + 1)
+        rpub.publish(f"chat/r{i}", b"from-remote", qos=1, packet_id=i + 1)
+    # Each side sees each message exactly once: no echo, no ping-pong.
+    got_l = sorted(p.topic for p in lsub.messages(quiet=1.0 * SLOW))
+    got_r = sorted(p.topic for p in rsub.messages(quiet=1.0 * SLOW))
+    want = sorted([f"chat/l{i}" for i in range(5)] + [f"chat/r{i}" for i in range(5)])
+    assert got_l == want
+    assert got_r == want
+    assert edge.stop() == 0, edge.output()
+
+
+def test_both_directions_to_a_second_mqttoolsd(start_broker, remotes):
+    """mqttoolsd to mqttoolsd over MQTT 5: No Local keeps each message on
+    each side once; retained messages and MQTT 5 properties cross intact."""
+    cloud = start_broker(config="allow_anonymous = true\n")
+    edge = start_edge(start_broker, bridge_toml(cloud.port, ["t/# both 2"], version="mqttv50"))
+    wait_state(cloud.port, b"1")
+    csub = sub(cloud.port, [("t/#", 2)])
+    lsub = sub(edge.port, [("t/#", 2)])
+    lpub = Client(edge.port)
+    lpub.connect("lpub")
+    props = {USER_PROPERTY: [("k", "v"), ("k2", "v2")], CONTENT_TYPE: "text/plain",
+             RESPONSE_TOPIC: "reply/here", CORRELATION_DATA: b"\x01\x02", MESSAGE_EXPIRY_INTERVAL: 300}
+    lpub.publish("t/props", b"p", qos=2, retain=True, properties=props)
+    for c in (csub, lsub):
+        p = c.expect(PUBLISH, timeout=5 * SLOW)
+        assert (p.topic, p.payload, p.qos) == ("t/props", b"p", 2)
+        assert p.prop_all(USER_PROPERTY) == [("k", "v"), ("k2", "v2")]
+        assert p.prop(CONTENT_TYPE) == "text/plain"
+        assert p.prop(RESPONSE_TOPIC) == "reply/here"
+        assert p.prop(CORRELATION_DATA) == b"\x01\x02"
+        assert 295 <= p.prop(MESSAGE_EXPIRY_INTERVAL) <= 300
+        c.ack(p)
+    # The retained copy reached the cloud broker too: a late subscriber gets it, retained.
+    late = sub(cloud.port, [("t/#", 1)])
+    p = late.expect(PUBLISH, timeout=5 * SLOW)
+    assert (p.topic, p.payload, p.retain) == ("t/props", b"p", True)
+    # A cloud publication comes down once, and does not bounce back up.
+    cpub = Client(cloud.port)
+    cpub.connect("cpub")
+    cpub.publish("t/down", b"d", qos=1)
+    assert [m.topic for m in lsub.messages(quiet=1.0 * SLOW)] == ["t/down"]
+    assert [m.topic for m in csub.messages(quiet=0.5 * SLOW)] == ["t/down"]
+    assert edge.stop() == 0, edge.output()
+
+
+def test_mqttv311_to_mqttoolsd_without_try_private(start_broker):
+    cloud = start_broker(config="allow_anonymous = true\n")
+    edge = start_edge(start_broker, bridge_toml(cloud.port, ["up/# out 1", "down/# in 1"],
+                                                extra="try_private = false\n"))
+    wait_state(cloud.port, b"1")
+    csub = sub(cloud.port, [("up/#", 1)])
+    lsub = sub(edge.port, [("down/#", 1)])
+    lpub = Client(edge.port)
+    lpub.connect("lpub")
+    lpub.publish("up/1", b"u", qos=1)
+    expect_pub(csub, "up/1", b"u")
+    cpub = Client(cloud.port)
+    cpub.connect("cpub")
+    cpub.publish("down/1", b"d", qos=1)
+    expect_pub(lsub, "down/1", b"d")
+    assert edge.stop() == 0, edge.output()
+
+
+# ---------------------------------------------------------------- QoS 1/2 across a remote restart
+
+class RemoteSubscriber:
+    """A persistent session on the remote that acknowledges
+    everything (QoS 2 with method B: a PUBLISH is passed on once per packet
+    id until its PUBREL) and reconnects after the remote restarts."""
+
+    def __init__(self, port, qos):
+        self.port, self.qos = port, qos
+        self.got = []
+        self.pending_rel = set()
+        self.c = None
+        self.connect(clean=True)
+
+    def connect(self, clean):
+        # MQTT 3.1.1 with Clean Session 0: mosquitto 2.0.11 restores such a
+        # session from its database after a restart (an MQTT 5 session with
+        # a finite expiry interval came back empty in our runs).
+        self.c = Client(self.port, version=4)
+        ack = self.c.connect("rsub", clean_start=False)
+        if clean:
+            self.c.subscribe([("q/#", self.qos)])
+        return ack
+
+    def pump(self, quiet):
+        while True:
+            try:
+                p = self.c.recv(quiet)
+            except TimeoutError:
+                return
+            if p.type == PUBLISH:
+                if p.qos == 2:
+                    if p.packet_id not in self.pending_rel:
+                        self.got.append(p.payload)
+                        self.pending_rel.add(p.packet_id)
+                    self.c.send(ack_packet(PUBREC, p.packet_id, version=4))
+                else:
+                    self.got.append(p.payload)
+                    if p.qos == 1:
+                        self.c.send(ack_packet(PUBACK, p.packet_id, version=4))
+            elif p.type == PUBREL:
+                self.pending_rel.discard(p.packet_id)
+                self.c.send(ack_packet(PUBCOMP, p.packet_id, version=4))
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_qos_across_a_remote_restart(start_broker, remotes, qos):
+    remote = remotes(persistence=True)
+    edge = start_edge(start_broker, bridge_toml(remote.port, [f"q/# out {qos}"], version="mqttv50"))
+    wait_state(remote.port, b"1")
+    rsub = RemoteSubscriber(remote.port, qos)
+    pub = Client(edge.port)
+    pub.connect("lpub")
+    acked = []
+    n = 300
+    for i in range(n):
+        payload = str(i).encode()
+        ack = pub.publish("q/x", payload, qos=qos, packet_id=i % 60000 + 1)
+        assert ack.reason < 0x80
+        acked.append(payload)
+        if i == 100:
+            rsub.pump(0.2)
+            remote.stop()  # mid-stream: the bridge queues from here
+        if i == 200:
+            remote.start()
+            # The subscriber comes back to its persistent session first.
+            wait_until(lambda: _try_resume(rsub), what="the remote subscriber to resume")
+    deadline = time.monotonic() + 20 * SLOW
+    while len(set(rsub.got)) < n and time.monotonic() < deadline:
+        rsub.pump(0.3)
+    rsub.pump(0.5)
+    assert set(acked) <= set(rsub.got), f"missing {sorted(set(acked) - set(rsub.got), key=int)[:10]}"
+    if qos == 2:
+        dups = [p for p in set(rsub.got) if rsub.got.count(p) > 1]
+        assert dups == [], f"QoS 2 duplicates: {dups[:10]}"
+    assert edge.stop() == 0, edge.output()
+
+
+def _try_resume(rsub):
+    try:
+        ack = rsub.connect(clean=False)
+        return ack.reason == 0
+    except (OSError, TimeoutError):
+        return False
+
+
+# ---------------------------------------------------------------- TLS
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bridge-certs")
+    make_ca(d, "ca")
+    make_ca(d, "ca2")
+    make_cert(d, "ca", "server", "localhost", True)
+    make_cert(d, "ca", "edge", "edge", False)
+    return d
+
+
+def test_tls_to_the_remote_with_a_test_ca(start_broker, remotes, certs):
+    tls_port = free_port()
+    remote = remotes(extra=f"listener {tls_port} 127.0.0.1\ncafile {certs}/ca.crt\n"
+                           f"certfile {certs}/server.crt\nkeyfile {certs}/server.key\n"
+                           "require_certificate true\n")
+    good = bridge_toml(tls_port, ["secure/# out 1"], name="good",
+                       extra=f"bridge_cafile = \"{certs}/ca.crt\"\nbridge_certfile = \"{certs}/edge.crt\"\n"
+                             f"bridge_keyfile = \"{certs}/edge.key\"\n")
+    wrong_ca = bridge_toml(tls_port, ["secure/# out 1"], name="wrongca",
+                           extra=f"bridge_cafile = \"{certs}/ca2.crt\"\nbridge_certfile = \"{certs}/edge.crt\"\n"
+                                 f"bridge_keyfile = \"{certs}/edge.key\"\n")
+    edge = start_edge(start_broker, good + wrong_ca)
+    wait_state(remote.port, b"1", name="good")
+    rsub = sub(remote.port, [("secure/#", 1)])
+    pub = Client(edge.port)
+    pub.connect("lpub")
+    pub.publish("secure/a", b"over tls", qos=1)
+    expect_pub(rsub, "secure/a", b"over tls")
+    # The bridge that does not trust the server's CA never connects, and says why.
+    wait_until(lambda: "Bridge wrongca" in edge.output() and "certificate verify failed" in edge.output(),
+               what="the certificate error in the log")
+    assert "Bridge wrongca: 127.0.0.1" in edge.output()
+    assert "connected to" not in "\n".join(l for l in edge.output().splitlines() if "wrongca" in l)
+    assert edge.stop() == 0, edge.output()
+
+
+# ---------------------------------------------------------------- notifications
+
+def test_notifications_state_changes(start_broker, remotes):
+    remote = remotes()
+    edge = start_edge(start_broker, bridge_toml(remote.port, ["n/# out 0"]))
+    wait_state(remote.port, b"1")
+    wait_state(edge.port, b"1")  # also retained locally
+    # Killed: the remote publishes our will, 0, retained.
+    edge.proc.send_signal(signal.SIGKILL)
+    edge.proc.wait()
+    edge.log.close()
+    wait_state(remote.port, b"0")
+    # Started again: 1; a clean stop says 0 itself.
+    edge2 = start_edge(start_broker, bridge_toml(remote.port, ["n/# out 0"]))
+    wait_state(remote.port, b"1")
+    watcher = sub(remote.port, [(state_topic(), 0)])
+    assert watcher.expect(PUBLISH).payload == b"1"
+    assert edge2.stop() == 0, edge2.output()
+    p = watcher.expect(PUBLISH, timeout=5 * SLOW)
+    assert p.payload == b"0"
+    # The remote went away: the local state goes to 0.
+    edge3 = start_edge(start_broker, bridge_toml(remote.port, ["n/# out 0"]))
+    wait_state(edge3.port, b"1")
+    remote.stop()
+    wait_state(edge3.port, b"0")
+    assert edge3.stop() == 0, edge3.output()
+
+
+# ---------------------------------------------------------------- refusals and bad config
+
+def test_remote_refusing_the_credentials(start_broker, remotes, tmp_path):
+    pw = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "edge", "right"], check=True,
+                   capture_output=True)
+    remote = remotes(extra=f"allow_anonymous false\npassword_file {pw}\n")
+    edge = start_edge(start_broker, bridge_toml(remote.port, ["a/# out 1"], version="mqttv50",
+                                                extra='remote_username = "edge"\nremote_password = "wrong"\n'))
+    wait_until(lambda: "refused the connection" in edge.output(), what="the refusal in the log")
+    time.sleep(3)
+    out = edge.output()
+    refusals = out.count("refused the connection")
+    # restart_timeout = 1: a few attempts in ~3 s, not a busy loop.
+    assert 1 <= refusals <= 6, out
+    assert "Bad user name or password (0x86)" in out or "Not authorized (0x87)" in out, out
+    # Local clients are served meanwhile.
+    c = Client(edge.port)
+    assert c.connect("local").reason == 0
+    c.ping()
+    assert edge.stop() == 0, edge.output()
+
+
+BAD = [
+    ("unknown direction", 'topic = ["a/# sideways 1"]\n',
+     "{f}:4:10: bridge[0].topic: unknown direction 'sideways' in 'a/# sideways 1' (expected out, in or both)"),
+    ("bad address", 'topic = ["a/#"]\naddress = "127.0.0.1:70000"\n',
+     "{f}:5:11: bridge[0].address: '127.0.0.1:70000': port '70000' is not a number from 1 to 65535"),
+    ("missing certificate file", 'topic = ["a/#"]\nbridge_cafile = "/nonexistent/ca.crt"\n',
+     "{f}:5:17: bridge[0].bridge_cafile: cannot read '/nonexistent/ca.crt': No such file or directory"),
+]
+
+
+@pytest.mark.parametrize("name,text,expected", BAD, ids=[b[0] for b in BAD])
+def test_bad_bridge_config(tmp_path, name, text, expected):
+    conf = tmp_path / "bad.toml"
+    head = '[[bridge]]\nname = "b"\n' + ('address = "127.0.0.1:1883"\n' if "address" not in text else "\n")
+    conf.write_text(head + text)
+    proc = subprocess.run([str(MQTTOOLSD), "-c", str(conf)], capture_output=True, text=True, timeout=10)
+    assert proc.returncode == 1, proc.stderr
+    assert expected.format(f=conf) in proc.stderr.splitlines(), proc.stderr
+
+
+# ---------------------------------------------------------------- reload
+
+def test_sighup_adds_changes_and_removes_bridges(start_broker, remotes, tmp_path):
+    remote = remotes()
+    conf = tmp_path / "edge.toml"
+    conf.write_text("allow_anonymous = true\n")
+    edge = start_broker(args=("-c", str(conf)))
+    local = Client(edge.port)
+    assert local.connect("stays", clean_start=True).reason == 0
+    local.subscribe([("r/#", 1)])
+    rsub = sub(remote.port, [("r/#", 1), ("z/#", 1)])
+    # Added.
+    conf.write_text("allow_anonymous = true\n" + bridge_toml(remote.port, ["r/# out 1"]))
+    edge.proc.send_signal(signal.SIGHUP)
+    wait_state(remote.port, b"1")
+    pub = Client(edge.port)
+    pub.connect("pub")
+    pub.publish("r/1", b"x", qos=1)
+    expect_pub(rsub, "r/1", b"x")
+    expect_pub(local, "r/1", b"x")
+    # Changed: the topics now map r/ to z/.
+    conf.write_text("allow_anonymous = true\n" + bridge_toml(remote.port, ["# out 1 r/ z/"]))
+    edge.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "configuration changed, restarting" in edge.output(), what="the restart")
+    wait_state(remote.port, b"1")
+
+    def arrives():
+        pub.publish("r/2", b"y", qos=1)
+        try:
+            p = rsub.expect(PUBLISH, timeout=0.3)
+            rsub.ack(p)
+            return p.topic == "z/2"
+        except TimeoutError:
+            return False
+    wait_until(arrives, what="r/2 as z/2 on the remote")
+    # Removed: the remote sees the state go to 0 and nothing more is bridged.
+    conf.write_text("allow_anonymous = true\n")
+    edge.proc.send_signal(signal.SIGHUP)
+    wait_state(remote.port, b"0")
+    rsub.messages(quiet=0.3)
+    pub.publish("r/3", b"z", qos=1)
+    rsub.nothing(0.5)
+    # The local subscriber was never disconnected.
+    assert [m.topic for m in local.messages(quiet=0.3)][-1:] == ["r/3"]
+    local.ping()
+    assert edge.stop() == 0, edge.output()
