@@ -403,6 +403,7 @@ std::size_t Bridge::route_in(MessageView& m) {
             m.stored = make_message(m, broker_.reactor().now());
             broker_.retained_.set(m.stored);
         }
+        if (broker_.store_) broker_.persist_retained(m.topic, m.stored);
     }
     ++broker_.stats_.publish_received;
     broker_.stats_.publish_bytes_received += m.payload.size();
