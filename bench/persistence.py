@@ -83,7 +83,9 @@ class PersistBench(R.Bench):
             state = state or self.fresh_dir(port)
             conf = os.path.join(self.tmp, f"mosquitto-{port}.conf")
             with open(conf, "w") as f:
-                f.write(f"listener {port} {R.HOST}\nallow_anonymous true\nset_tcp_nodelay true\n"
+                # user root: started as root, Mosquitto would switch to its own
+                # user, which cannot write in this script's private folder.
+                f.write(f"listener {port} {R.HOST}\nallow_anonymous true\nset_tcp_nodelay true\nuser root\n"
                         f"persistence true\npersistence_location {state}/\nmax_queued_messages 1000000\n"
                         "max_inflight_messages 20\nmax_connections -1\nlog_dest stderr\n"
                         "log_type error\nlog_type warning\nlog_type notice\n")
@@ -140,7 +142,8 @@ def fill(port, sessions, messages, payload=64):
     keep = {W.SESSION_EXPIRY_INTERVAL: 86400}
 
     def session(i):
-        return (W.connect_packet(f"restart-{i}", properties=keep)
+        # Clean Start 0: Mosquitto saves no session whose CONNECT had Clean Start 1.
+        return (W.connect_packet(f"restart-{i}", clean_start=False, properties=keep)
                 + W.subscribe_packet([("restart/all", W.sub_options(qos=1))], packet_id=1)
                 + W.disconnect_packet())
     if not pipelined(port, sessions, session):

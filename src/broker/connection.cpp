@@ -111,7 +111,17 @@ std::size_t Connection::process(std::byte* data, std::size_t size) {
 }
 
 bool Connection::flush() {
-    if (held) return true;  // released when the store batch is on disk
+    if (held) {
+        // Nothing may go out before the store batch is on disk. Stop asking
+        // for EPOLLOUT meanwhile: level-triggered epoll would report the
+        // writable socket on every turn and spin the reactor (starving the
+        // store thread it waits for). The release marks it dirty again.
+        if (want_write_ && state != State::closing) {
+            want_write_ = false;
+            broker_.reactor().modify(fd(), EPOLLIN, this);
+        }
+        return true;
+    }
     while (!output_.empty() || transport_->has_pending()) {
         if (transport_->has_pending()) {
             auto r = transport_->flush();
