@@ -496,3 +496,104 @@ def test_sighup_adds_changes_and_removes_bridges(start_broker, remotes, tmp_path
     assert [m.topic for m in local.messages(quiet=0.3)][-1:] == ["r/3"]
     local.ping()
     assert edge.stop() == 0, edge.output()
+
+
+# ---------------------------------------------------------------- counters, queue bounds, start types
+
+def metrics(port):
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("mqttools_bridge_") and '{bridge="b"}' in line:
+            name, value = line.split(" ")
+            out[name.split("{")[0][len("mqttools_bridge_"):]] = int(value)
+    return out
+
+
+def test_counters_queue_bound_and_qos0_drops(start_broker, remotes):
+    remote = remotes()
+    mport = free_port()
+    edge = start_edge(start_broker, "sys_interval = 1\nmax_queued_messages = 5\n"
+                      f"[metrics]\nport = {mport}\n" +
+                      bridge_toml(remote.port, ["m/# out 1", "z/# out 0", "in/# in 0"]))
+    wait_state(remote.port, b"1")
+    rsub = sub(remote.port, [("m/#", 1)])
+    pub = Client(edge.port)
+    pub.connect("lpub")
+    for i in range(3):
+        pub.publish("m/x", b"%d" % i, qos=1, packet_id=i + 1)
+    for i in range(3):
+        expect_pub(rsub, "m/x", b"%d" % i)
+    rpub = Client(remote.port)
+    rpub.connect("rpub")
+    rpub.publish("in/1", b"abc")
+    wait_until(lambda: metrics(mport).get("messages_received_total") == 1, what="one message received")
+    m = metrics(mport)
+    # Sent: three messages and the state notification "1".
+    assert (m["connected"], m["messages_sent_total"], m["bytes_sent_total"], m["bytes_received_total"]) == (1, 4, 4, 3)
+    # The remote goes away: QoS 0 is dropped and counted, QoS 1 queued up to
+    # max_queued_messages, the rest dropped and counted.
+    remote.stop()
+    wait_state(edge.port, b"0")
+    for i in range(2):
+        pub.publish("z/x", b"q0")
+    for i in range(8):
+        assert pub.publish("m/y", b"q1", qos=1, packet_id=i + 1).reason == 0
+    wait_until(lambda: metrics(mport).get("dropped_total") == 5, what="5 dropped")
+    m = metrics(mport)
+    assert (m["connected"], m["queued_messages"], m["reconnects_total"]) == (0, 5, 0)
+    # The same in $SYS.
+    s = Client(edge.port)
+    s.connect("sys")
+    s.subscribe([("$SYS/broker/bridge/b/#", 0)])
+
+    def sys_values():
+        got = {}
+        try:
+            while True:
+                p = s.recv(0.3)
+                got[p.topic] = p.payload
+        except TimeoutError:
+            pass
+        return got
+    vals = {}
+    wait_until(lambda: vals.update(sys_values()) or vals.get("$SYS/broker/bridge/b/queued") == b"5",
+               what="$SYS queued = 5")
+    assert vals["$SYS/broker/bridge/b/dropped"] == b"5"
+    assert vals["$SYS/broker/bridge/b/connected"] == b"0"
+    # Back: the queue drains, and the reconnection is counted.
+    remote.start()
+    wait_until(lambda: metrics(mport).get("queued_messages") == 0 and metrics(mport).get("connected") == 1,
+               what="the queue drained after reconnecting")
+    assert metrics(mport)["reconnects_total"] == 1
+    assert edge.stop() == 0, edge.output()
+
+
+def test_start_type_lazy_and_once(start_broker, remotes):
+    remote = remotes()
+    rsub = sub(remote.port, [("l/#", 1)])
+    edge = start_edge(start_broker, bridge_toml(remote.port, ["l/# out 1"], name="lazy",
+                                                extra='start_type = "lazy"\nthreshold = 3\nidle_timeout = 1\n') +
+                      bridge_toml(remote.port, ["o/# out 1"], name="once", extra='start_type = "once"\n'))
+    wait_state(edge.port, b"1", name="once")
+    pub = Client(edge.port)
+    pub.connect("lpub")
+    pub.publish("l/1", b"1", qos=1, packet_id=1)
+    pub.publish("l/2", b"2", qos=1, packet_id=2)
+    rsub.nothing(0.5)  # below the threshold: not connected
+    assert "edge-lazy" not in remote.output()
+    pub.publish("l/3", b"3", qos=1, packet_id=3)
+    for i in (1, 2, 3):
+        expect_pub(rsub, f"l/{i}", str(i).encode())
+    wait_state(edge.port, b"1", name="lazy")
+    # Idle for idle_timeout: it disconnects again.
+    wait_state(edge.port, b"0", name="lazy")
+    # once: after the remote went away it does not come back.
+    remote.stop()
+    wait_state(edge.port, b"0", name="once")
+    remote.start()
+    time.sleep(2.5)
+    assert "Bridge once: start_type once: not reconnecting" in edge.output()
+    assert edge.output().count("Bridge once: connected to") == 1
+    assert edge.stop() == 0, edge.output()
