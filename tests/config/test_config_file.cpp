@@ -406,7 +406,7 @@ TEST_CASE("every commented key in the shipped config shows its true default") {
             const auto eq = rest.find(" = ");
             const bool key = eq != std::string::npos && eq > 0 &&
                              rest.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") == eq;
-            const bool table = rest == "[[listener]]" || rest == "[metrics]";
+            const bool table = rest == "[[listener]]" || rest == "[metrics]" || rest == "[[bridge]]";
             if (key || table) {
                 line = rest;
                 ++uncommented;
@@ -455,5 +455,19 @@ TEST_CASE("every commented key in the shipped config shows its true default") {
     CHECK(c.metrics.enabled);
     CHECK(c.metrics.port == Metrics{}.port);
     CHECK(c.metrics.bind == Metrics{}.bind);
+    REQUIRE(c.bridges.size() == 1);
+    const Bridge& b = c.bridges[0];
+    const Bridge db;
+    CHECK(b.cleansession == db.cleansession);
+    CHECK(b.keepalive_interval == db.keepalive_interval);
+    CHECK(b.restart_timeout == db.restart_timeout);
+    CHECK(b.restart_timeout_cap == db.restart_timeout_cap);
+    CHECK(b.mqtt5 == db.mqtt5);
+    CHECK(b.try_private == db.try_private);
+    CHECK(b.notifications == db.notifications);
+    CHECK(b.insecure == db.insecure);
+    CHECK(b.start_type == db.start_type);
+    CHECK(b.threshold == db.threshold);
+    CHECK(b.idle_timeout == db.idle_timeout);
 }
 #endif
