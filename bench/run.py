@@ -621,6 +621,10 @@ def main():
         # bench/persistence.py on this file's machinery.
         import persistence
         return persistence.main([a for a in sys.argv[1:] if a != "--persistence"])
+    if "--bridge" in sys.argv[1:]:
+        # Bridges (issue 16): edge broker CPU per message, bench/bridge.py.
+        import bridge
+        return bridge.main([a for a in sys.argv[1:] if a != "--bridge"])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", default="build-release")
     p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),

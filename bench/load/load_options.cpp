@@ -12,6 +12,7 @@ void usage() {
     std::fprintf(stderr,
                  "usage: mqtt_load --port PORT --scenario pairs|fanin|fanout|idle [options]\n"
                  "  --host ADDR         broker address (127.0.0.0/8 only; default 127.0.0.1)\n"
+                 "  --sub-port PORT     subscribers connect here (another broker: bridges); default --port\n"
                  "  --pubs N --subs N   publishers and subscribers (pairs: --pairs N)\n"
                  "  --rate R            published msg/s over all publishers, 0 = saturated\n"
                  "  --qos 0|1 --size B  QoS and payload size (default 0, 64)\n"
@@ -47,6 +48,7 @@ bool parse_load_options(int argc, char** argv, LoadOptions& o) {
         const char* v = argv[++i];
         if (a == "--host") o.host = v;
         else if (a == "--port") o.port = std::atoi(v);
+        else if (a == "--sub-port") o.sub_port = std::atoi(v);
         else if (a == "--label") o.label = v;
         else if (a == "--scenario") {
             std::string_view s = v;
@@ -94,7 +96,7 @@ bool parse_load_options(int argc, char** argv, LoadOptions& o) {
         o.warmup_s < 0 || o.warmup_s > 60 || o.drain_s < 0 || o.drain_s > 60 || o.window < 1 ||
         o.window > 60000 || o.conns < 1 || o.conns > 200000 || o.src_addrs < 1 || o.src_addrs > 250 ||
         o.hold_s < 0 || o.hold_s > 600 || o.keep_alive < 0 || o.keep_alive > 65535 || o.session_expiry < 0 || o.session_expiry > 0xFFFFFFFFLL || o.connect_timeout_s <= 0 || o.connect_timeout_s > 600 ||
-        o.handshake_window < 1 || o.port <= 0 || o.port > 65535) {
+        o.handshake_window < 1 || o.port <= 0 || o.port > 65535 || o.sub_port < 0 || o.sub_port > 65535) {
         std::fprintf(stderr, "mqtt_load: option out of range\n");
         return false;
     }

@@ -11,6 +11,7 @@ enum class Scenario { pairs, fanin, fanout, idle };
 struct LoadOptions {
     std::string host = "127.0.0.1";
     int port = 1883;
+    int sub_port = 0;           // subscribers' broker port (bridge benchmarks); 0: --port
     Scenario scenario = Scenario::pairs;
     std::string label;          // copied into the JSON result
     int pubs = 1;               // publishers (pairs: number of pairs)

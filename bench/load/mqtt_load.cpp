@@ -95,7 +95,10 @@ private:
             pubs_.push_back(&c);
         }
         cs_.set_handler([this](Conn& c, const FixedHeader& h, Bytes p, std::int64_t now) { on_packet(c, h, p, now); });
-        for (auto& c : cs_.conns()) cs_.start_connect(*c, o_.host, o_.port);
+        for (auto& c : cs_.conns()) {
+            const bool elsewhere = c->role == Role::subscriber && o_.sub_port != 0;
+            cs_.start_connect(*c, o_.host, elsewhere ? o_.sub_port : o_.port);
+        }
         std::int64_t deadline = now_ns() + seconds_ns(o_.connect_timeout_s);
         std::size_t total = cs_.conns().size();
         while (cs_.ready_count() < total && cs_.closed_count() == 0 && now_ns() < deadline) cs_.poll(5'000'000);
