@@ -98,6 +98,9 @@ void Bridge::stop() {
         flush();
         spdlog::info("Bridge {}: disconnected from {}.", cfg_.name, address_text_);
     }
+    // A write that failed just now scheduled a reconnection: not wanted.
+    broker_.reactor().cancel_timer(restart_timer_);
+    restart_timer_ = {};
     close_socket();
     notify_local(false);
     state_ = State::stopped;
@@ -301,6 +304,11 @@ void Bridge::on_connack(const FixedHeader& header, Bytes body) {
     ++stats_.connects;
     if (ever_connected_) ++stats_.reconnects;
     ever_connected_ = true;
+    if (!ack.session_present) {
+        // A fresh session on the remote: the QoS 2 ids it had not released
+        // are gone with the old one, and may be used again.
+        inbound_qos2_ = PacketIdSet{};
+    }
     const Properties& p = ack.properties;
     remote_receive_maximum_ = p.receive_maximum.value_or(65535);
     remote_max_packet_ = p.maximum_packet_size.value_or(max_packet_size_limit);
