@@ -597,3 +597,21 @@ def test_start_type_lazy_and_once(start_broker, remotes):
     assert "Bridge once: start_type once: not reconnecting" in edge.output()
     assert edge.output().count("Bridge once: connected to") == 1
     assert edge.stop() == 0, edge.output()
+
+
+def test_address_failover(start_broker, remotes):
+    remote = remotes()
+    dead = free_port()  # nothing listens there
+    conf = bridge_toml(remote.port, ["f/# out 1"]).replace(
+        f'address = "127.0.0.1:{remote.port}"', f'address = ["127.0.0.1:{dead}", "127.0.0.1:{remote.port}"]')
+    edge = start_edge(start_broker, conf)
+    wait_state(remote.port, b"1")
+    out = edge.output()
+    assert f"127.0.0.1:{dead}: connect: Connection refused" in out, out
+    assert f"connected to 127.0.0.1:{remote.port}" in out, out
+    rsub = sub(remote.port, [("f/#", 1)])
+    pub = Client(edge.port)
+    pub.connect("lpub")
+    pub.publish("f/1", b"x", qos=1)
+    expect_pub(rsub, "f/1", b"x")
+    assert edge.stop() == 0, edge.output()
