@@ -3,6 +3,8 @@
 // store reports the batch on disk, and the state loaded at start-up.
 // Only sessions with a Session Expiry Interval > 0 are stored: one that
 // ends with its connection has nothing to resume.
+#include <malloc.h>
+
 #include <algorithm>
 #include <chrono>
 
@@ -223,6 +225,10 @@ void Broker::set_persistence(Persistence* store, LoadedState&& loaded) {
         if (!s->expiry_timer && s->expiry_interval != never_expires) expire_session(*s);
     }
     store_->submit();
+    // The loaded rows were copied into sessions: give their memory back
+    // rather than keep the start-up peak (as after mass session expiry).
+    loaded = LoadedState{};
+    ::malloc_trim(0);
 }
 
 void Broker::restore_session(LoadedSession& ls, Clock::time_point now, WallTime wall) {
