@@ -283,6 +283,13 @@ void Bridge::send_connect() {
 
 void Bridge::on_connack(const FixedHeader& header, Bytes body) {
     auto decoded = decode_connack(header, body, version_);
+    if (!decoded && version_ == ProtocolVersion::v311) {
+        // A server that did not accept our protocol level may answer in
+        // MQTT 5's form (mqttoolsd does for try_private's 0x84): read the
+        // refusal so the log can say what it was.
+        auto v5 = decode_connack(header, body, ProtocolVersion::v5);
+        if (v5 && v5->reason != ReasonCode::success) decoded = std::move(v5);
+    }
     if (!decoded) {
         fail("malformed CONNACK", true);
         return;
@@ -292,9 +299,14 @@ void Bridge::on_connack(const FixedHeader& header, Bytes body) {
         // A refusal (bad credentials, not authorized, banned...) is an
         // operator problem: an error in the log, and the back-off applies
         // so the remote is not hammered.
-        fail(std::string("the remote refused the connection: ") + std::string(reason_code_name(ack.reason)) + " (0x" +
-                 fmt::format("{:02X}", static_cast<unsigned>(ack.reason)) + ")",
-             true);
+        std::string why = std::string("the remote refused the connection: ") +
+                          std::string(reason_code_name(ack.reason)) + " (0x" +
+                          fmt::format("{:02X}", static_cast<unsigned>(ack.reason)) + ")";
+        if (ack.reason == ReasonCode::unsupported_protocol_version && version_ == ProtocolVersion::v311 &&
+            cfg_.try_private) {
+            why += "; a remote that does not know try_private's bridge flag refuses it: set try_private = false";
+        }
+        fail(why, true);
         return;
     }
     broker_.reactor().cancel_timer(deadline_timer_);

@@ -615,3 +615,13 @@ def test_address_failover(start_broker, remotes):
     pub.publish("f/1", b"x", qos=1)
     expect_pub(rsub, "f/1", b"x")
     assert edge.stop() == 0, edge.output()
+
+
+def test_try_private_refused_by_mqttoolsd_is_explained(start_broker):
+    """mqttoolsd, like some other brokers, refuses the 3.1.1 bridge flag
+    (protocol level 0x84): the log says what to change."""
+    cloud = start_broker(config="allow_anonymous = true\n")
+    edge = start_edge(start_broker, bridge_toml(cloud.port, ["a/# out 1"]))
+    wait_until(lambda: "set try_private = false" in edge.output(), what="the hint in the log")
+    assert "refused the connection: Unsupported Protocol Version (0x84)" in edge.output(), edge.output()
+    assert edge.stop() == 0, edge.output()
