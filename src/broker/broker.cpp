@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "net/socket.hpp"
+#include "net/ws_transport.hpp"
 
 namespace mqttools::broker {
 
@@ -29,6 +30,8 @@ struct Broker::Listener final : net::IoHandler {
     config::Listener settings;
     // TLS listeners: swapped for a fresh context on reload (security_hooks.cpp).
     std::shared_ptr<const net::TlsContext> tls;
+    // WebSocket listeners: the upgrade rules, swapped on reload.
+    std::shared_ptr<const net::ws::ServerSettings> ws;
     // Out of descriptors: the listener stays readable while accept() fails,
     // so it leaves epoll for a moment instead of spinning the reactor.
     net::Reactor::TimerId resume_timer{};
@@ -68,6 +71,7 @@ bool Broker::add_listener(net::UniqueFd fd, std::string name, const config::List
             return false;
         }
     }
+    if (settings.websockets()) l->ws = websocket_settings(settings);
     if (!reactor_.add(l->fd.get(), EPOLLIN, l.get())) return false;
     listeners_.push_back(std::move(l));
     return true;
@@ -87,6 +91,14 @@ void Broker::accept_from(Listener& listener) {
         } else {
             transport = std::make_unique<net::PlainTransport>(std::move(fd));
         }
+        if (listener.ws) {
+            // MQTT over WebSocket: frames under the same Connection. A frame
+            // may hold several packets, but one larger than the maximum
+            // packet size is refused (1009).
+            transport = std::make_unique<net::WsTransport>(std::move(transport), listener.ws, max_packet_in_,
+                                                           listener.tls != nullptr);
+            ++stats_.websocket_connections_total;
+        }
         Connection* conn = adopt(std::move(transport));
         if (!conn) continue;
         conn->identity_as_username = listener.settings.use_identity_as_username;
@@ -103,6 +115,29 @@ void Broker::pause_accepting(Listener& listener) {
         listener.resume_timer = {};
         reactor_.add(listener.fd.get(), EPOLLIN, &listener);
     });
+}
+
+std::shared_ptr<const net::ws::ServerSettings> Broker::websocket_settings(const config::Listener& l) {
+    auto s = std::make_shared<net::ws::ServerSettings>();
+    s->headers_size = l.websockets_headers_size;
+    s->origins = l.websockets_origin;
+    return s;
+}
+
+void Broker::reload_websockets(const config::Config& config) {
+    // websockets_headers_size and websockets_origin apply to new
+    // connections; the protocol of a listener needs a restart.
+    for (auto& l : listeners_) {
+        if (!l->ws) continue;
+        for (const auto& wanted : config.listeners) {
+            if (wanted.port == l->settings.port && wanted.bind == l->settings.bind && wanted.websockets()) {
+                l->settings.websockets_headers_size = wanted.websockets_headers_size;
+                l->settings.websockets_origin = wanted.websockets_origin;
+                l->ws = websocket_settings(l->settings);
+                break;
+            }
+        }
+    }
 }
 
 void Broker::reload_tls(const config::Config& config, std::vector<std::string>& errors) {
@@ -346,6 +381,9 @@ void Broker::frame_error(Connection& c, ReasonCode reason) {
 
 void Broker::connection_lost(Connection& c) {
     if (c.state == Connection::State::closing) return;
+    if (const std::string_view why = c.transport().error(); !why.empty()) {
+        spdlog::info("Client {}: {}.", c.client_id.empty() ? c.peer() : c.client_id, why);
+    }
     c.closed_by_peer = true;
     close_connection(c, ReasonCode::unspecified_error, false);
 }
@@ -359,12 +397,15 @@ void Broker::close_connection(Connection& c, ReasonCode reason, bool send_discon
         c.send(d);
     }
     c.state = Connection::State::closing;
-    // Best effort: the DISCONNECT and whatever was queued before it.
+    // Best effort: the DISCONNECT and whatever was queued before it, then
+    // the transport's own goodbye (a WebSocket Close frame).
     c.flush();
+    c.transport().close_gracefully();
     reactor_.remove(c.fd());
     DeadlineWheel::cancel(c);
     if (was_connected) {
         --clients_connected_;
+        if (!c.transport().label().empty()) --websocket_clients_;
         log_close(c, reason, c.closed_by_peer);
     }
     if (c.session) detach_session(c, !c.will_suppressed);
@@ -420,6 +461,7 @@ Counters Broker::counters() const {
     Counters c = stats_;
     c.connections = connections_.size();
     c.clients_connected = clients_connected_;
+    c.websocket_clients_connected = websocket_clients_;
     c.clients_disconnected = sessions_.size() > clients_connected_ ? sessions_.size() - clients_connected_ : 0;
     c.subscriptions = trie_.size();
     c.shared_subscriptions = trie_.shared_size();
@@ -459,6 +501,7 @@ std::vector<std::string> Broker::apply_config(const config::Config& config) {
     config_ = config;
     max_packet_in_ = config.max_packet_size ? config.max_packet_size : max_packet_size_limit;
     sync_bridges(config.bridges);
+    reload_websockets(config);
     // Password file, ACL, TLS certificates and memory_limit (security_hooks.cpp).
     return reload_security(config);
 }

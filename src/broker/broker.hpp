@@ -28,6 +28,7 @@
 #include "net/reactor.hpp"
 #include "net/shared_buffer.hpp"
 #include "net/tls.hpp"
+#include "net/websocket.hpp"
 #include "net/unique_fd.hpp"
 
 namespace mqttools::broker {
@@ -215,6 +216,8 @@ private:
     bool memory_exceeded();
     // broker.cpp (Listener lives there): fresh TLS contexts from re-read files.
     void reload_tls(const config::Config& config, std::vector<std::string>& errors);
+    static std::shared_ptr<const net::ws::ServerSettings> websocket_settings(const config::Listener& l);
+    void reload_websockets(const config::Config& config);
 
     net::Reactor& reactor_;
     config::Config config_;
@@ -228,6 +231,7 @@ private:
     RetainedStore retained_;
     Counters stats_;
     std::uint64_t clients_connected_ = 0;
+    std::uint64_t websocket_clients_ = 0;  // of those, over WebSocket
     net::Reactor::TimerId housekeeping_timer_ = {};
     DeadlineWheel deadlines_;
     net::Reactor::TimerId wheel_timer_ = {};

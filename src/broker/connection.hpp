@@ -59,8 +59,12 @@ public:
     std::size_t output_bytes() const noexcept { return output_.bytes(); }
     int fd() const noexcept { return transport_->fd(); }
     net::Transport& transport() noexcept { return *transport_; }
-    // "address:port", for log lines (not stored: see net::peer_address).
-    std::string peer() const { return net::peer_address(fd()); }
+    // "address:port", for log lines (not stored: see net::peer_address);
+    // "address:port (ws)" for WebSocket clients.
+    std::string peer() const {
+        const std::string_view over = transport_->label();
+        return over.empty() ? net::peer_address(fd()) : net::peer_address(fd()) + " (" + std::string(over) + ")";
+    }
 
     // ---- protocol state, owned by the Broker's protocol code.
     // Members are ordered by size so an idle connection wastes no padding:

@@ -21,10 +21,12 @@ struct Counters {
     std::uint64_t bytes_sent = 0;
     std::uint64_t publish_bytes_received = 0;
     std::uint64_t publish_bytes_sent = 0;
+    std::uint64_t websocket_connections_total = 0;  // sockets accepted on WebSocket listeners
 
     // Gauges, filled in by Broker::counters().
     std::uint64_t connections = 0;          // open sockets
     std::uint64_t clients_connected = 0;    // sessions with a live connection
+    std::uint64_t websocket_clients_connected = 0;  // of those, over WebSocket (ws or wss)
     std::uint64_t clients_disconnected = 0; // sessions without one
     std::uint64_t subscriptions = 0;
     std::uint64_t shared_subscriptions = 0;

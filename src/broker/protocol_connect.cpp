@@ -179,11 +179,14 @@ void Broker::handle_connect(Connection& c, const FixedHeader& header, Bytes body
     if (store_) persist_session(s);  // CONNACK waits for it (Session Present)
     c.state = Connection::State::connected;
     ++clients_connected_;
+    const std::string_view over = c.transport().label();
+    if (!over.empty()) ++websocket_clients_;
     stats_.clients_maximum = std::max(stats_.clients_maximum, clients_connected_);
     c.send(ack);
-    spdlog::info("New client connected from {} as {} ({}, c{}, k{}{}{}).", c.peer(), c.client_id,
+    spdlog::info("New client connected from {} as {} ({}, c{}, k{}{}{}{}{}).", c.peer(), c.client_id,
                  version_name(c.version), p.clean_start ? 1 : 0, c.keep_alive,
-                 c.username.empty() ? "" : ", u'", c.username.empty() ? "" : c.username + "'");
+                 c.username.empty() ? "" : ", u'", c.username.empty() ? "" : c.username + "'",
+                 over.empty() ? "" : ", ", over);
     arm_keepalive(c);
     if (ack.session_present) resume_session(c, s);
 }

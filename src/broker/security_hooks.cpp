@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "broker/broker.hpp"
+#include "net/ws_transport.hpp"
 
 namespace mqttools::broker {
 
@@ -53,7 +54,9 @@ ReasonCode Broker::authenticate(Connection& c, const ConnectPacket& connect) {
         // The verified certificate is the credential: its CN is the name,
         // whatever the client put in CONNECT (Mosquitto's
         // use_identity_as_username).
-        auto* tls = dynamic_cast<net::TlsTransport*>(&c.transport());
+        net::Transport* t = &c.transport();
+        if (auto* ws = dynamic_cast<net::WsTransport*>(t)) t = &ws->inner();  // wss
+        auto* tls = dynamic_cast<net::TlsTransport*>(t);
         std::optional<std::string> cn = tls ? tls->session().peer_common_name() : std::nullopt;
         if (!cn) return ReasonCode::not_authorized;
         c.username = std::move(*cn);

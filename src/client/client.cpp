@@ -144,7 +144,15 @@ void Client::Impl::wait_locked(std::unique_lock<std::mutex>& lock, Clock::time_p
 
 void Client::Impl::connect_once(bool resume_session) {
     UniqueFd fd = client_detail::tcp_connect(options.host, options.port, options.response_timeout);
-    auto t = std::make_unique<client_detail::Transport>(std::move(fd), tls, server_name);
+    std::optional<client_detail::WebSocketTarget> ws;
+    if (options.websocket) {
+        // Host header: the name as given, IPv6 literals in brackets.
+        const bool v6 = options.host.find(':') != std::string::npos;
+        ws = client_detail::WebSocketTarget{
+            (v6 ? "[" + options.host + "]" : options.host) + ":" + std::to_string(options.port),
+            options.websocket_path.empty() ? "/" : options.websocket_path};
+    }
+    auto t = std::make_unique<client_detail::Transport>(std::move(fd), tls, server_name, ws ? &*ws : nullptr);
     UniqueFd efd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     if (!efd.valid()) throw ConnectionError("eventfd failed");
 

@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -84,7 +86,8 @@ UniqueFd tcp_connect(const std::string& host, std::uint16_t port, std::chrono::m
     return fd;
 }
 
-Transport::Transport(UniqueFd fd, std::shared_ptr<const net::TlsContext> tls, const std::string& server_name)
+Transport::Transport(UniqueFd fd, std::shared_ptr<const net::TlsContext> tls, const std::string& server_name,
+                     const WebSocketTarget* websocket)
     : fd_(std::move(fd)) {
     if (tls) {
         tls_ = std::make_unique<net::TlsSession>(std::move(tls), server_name);
@@ -93,7 +96,19 @@ Transport::Transport(UniqueFd fd, std::shared_ptr<const net::TlsContext> tls, co
         (void)tls_->handshake();
         drain_tls_output();
     }
+    if (websocket) {
+        // Frames from the broker are bounded by what the reader accepts of
+        // one MQTT packet and then some (several packets may share a frame).
+        ws_ = std::make_unique<WebSocket>(std::uint64_t{1} << 32);
+        ws_->key = net::ws::make_key();
+        const std::string request = net::ws::make_request(websocket->host, websocket->path, ws_->key);
+        ByteBuffer b;
+        b.append(as_bytes(request));
+        queue_stream(b);
+    }
 }
+
+Transport::~Transport() = default;
 
 bool Transport::pending() const noexcept {
     return !out_.empty() || (tls_ && tls_->pending_output() > 0);
@@ -111,6 +126,32 @@ bool Transport::drain_tls_output() {
 }
 
 void Transport::queue(ByteBuffer& plain) {
+    if (plain.empty()) return;
+    if (ws_) {
+        if (!ws_->open) {
+            ws_->held.append(plain.view());  // until the 101
+        } else if (!ws_->close_sent) {
+            queue_frame(net::ws::Opcode::binary, plain.view());
+        }
+        plain.clear();
+        return;
+    }
+    queue_stream(plain);
+}
+
+void Transport::queue_frame(net::ws::Opcode opcode, Bytes payload) {
+    // A fresh unpredictable mask per frame (RFC 6455 5.3, 10.3).
+    std::uint8_t mask[4];
+    if (RAND_bytes(mask, sizeof mask) != 1) std::memset(mask, 0x5a, sizeof mask);
+    ByteBuffer frame;
+    auto room = frame.prepare(net::ws::max_header_size + payload.size());
+    const std::size_t h = net::ws::encode_header(room.data(), opcode, true, payload.size(), mask);
+    net::ws::mask_copy(room.data() + h, payload.data(), payload.size(), mask, 0);
+    frame.commit(h + payload.size());
+    queue_stream(frame);
+}
+
+void Transport::queue_stream(ByteBuffer& plain) {
     if (plain.empty()) return;
     if (!tls_) {
         if (out_.empty()) {
@@ -156,6 +197,64 @@ bool Transport::flush() {
 }
 
 Transport::ReadStatus Transport::read(ByteBuffer& in) {
+    return ws_ ? read_websocket(in) : read_stream(in);
+}
+
+Transport::ReadStatus Transport::read_websocket(ByteBuffer& in) {
+    namespace ws = net::ws;
+    const ReadStatus st = read_stream(ws_->raw);
+    if (!ws_->open && !ws_->raw.empty()) {
+        const std::string_view text(reinterpret_cast<const char*>(ws_->raw.data()), ws_->raw.size());
+        const ws::ResponseResult r = ws::parse_response(text, ws_->key);
+        if (r.status == ws::HandshakeStatus::rejected) {
+            error_ = r.error;
+            return ReadStatus::error;
+        }
+        if (r.status == ws::HandshakeStatus::accepted) {
+            ws_->raw.consume(r.consumed);
+            ws_->open = true;
+            if (!ws_->held.empty()) {
+                queue_frame(ws::Opcode::binary, ws_->held.view());
+                ws_->held.clear();
+            }
+        }
+    }
+    if (ws_->open && !ws_->raw.empty() && !ws_->reader.finished()) {
+        const std::size_t n = ws_->raw.size();
+        auto out = in.prepare(n);
+        std::size_t rd = 0;
+        std::size_t wr = 0;
+        while (rd < n) {
+            const auto s = ws_->reader.decode(ws_->raw.data() + rd, n - rd, out.data() + wr);
+            rd += s.consumed;
+            wr += s.produced;
+            if (s.event == ws::FrameReader::Event::ping) {
+                queue_frame(ws::Opcode::pong, ws_->reader.control_payload());
+            } else if (s.event == ws::FrameReader::Event::close || s.event == ws::FrameReader::Event::error) {
+                in.commit(wr);
+                ws_->raw.clear();
+                const bool error = s.event == ws::FrameReader::Event::error;
+                if (!ws_->close_sent) {
+                    ws_->close_sent = true;
+                    const std::string c = ws::close_frame(ws_->reader.code());
+                    queue_frame(ws::Opcode::close, as_bytes(std::string_view(c).substr(2)));
+                }
+                error_ = error ? "WebSocket: " + std::string(ws_->reader.error())
+                               : "connection closed by the broker (WebSocket close " +
+                                     std::to_string(ws_->reader.code()) + ")";
+                return error ? ReadStatus::error : ReadStatus::closed;
+            }
+        }
+        in.commit(wr);
+        ws_->raw.consume(rd);
+    }
+    if (st != ReadStatus::ok && !ws_->open && error_.find("closed") != std::string::npos) {
+        error_ = "connection closed during the WebSocket upgrade";
+    }
+    return st;
+}
+
+Transport::ReadStatus Transport::read_stream(ByteBuffer& in) {
     // Bounded so that one busy connection cannot starve writing and timers.
     constexpr std::size_t chunk = 256 * 1024;
     for (int round = 0; round < 4; ++round) {
@@ -207,6 +306,11 @@ Transport::ReadStatus Transport::read(ByteBuffer& in) {
 }
 
 void Transport::shutdown() noexcept {
+    if (ws_ && ws_->open && !ws_->close_sent) {
+        ws_->close_sent = true;
+        const std::byte normal[2] = {std::byte{0x03}, std::byte{0xe8}};  // 1000
+        queue_frame(net::ws::Opcode::close, Bytes(normal, 2));
+    }
     if (tls_) {
         tls_->shutdown();
         drain_tls_output();

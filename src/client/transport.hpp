@@ -1,6 +1,8 @@
 // One client connection's byte pipe: a non-blocking TCP socket, optionally
-// with TLS (net::TlsSession over memory BIOs). Used by the I/O thread only,
-// after tcp_connect() made the socket in start().
+// with TLS (net::TlsSession over memory BIOs), optionally carrying MQTT in
+// WebSocket frames (MQTT 5 chapter 6: an HTTP upgrade, then masked binary
+// frames out and binary frames in). Used by the I/O thread only, after
+// tcp_connect() made the socket in start().
 #pragma once
 
 #include <chrono>
@@ -11,6 +13,7 @@
 #include "client/byte_buffer.hpp"
 #include "client/unique_fd.hpp"
 #include "net/tls.hpp"
+#include "net/websocket.hpp"
 
 namespace mqttools::client_detail {
 
@@ -19,11 +22,19 @@ namespace mqttools::client_detail {
 // ConnectionError ("cannot connect to 'host:port': Connection refused").
 UniqueFd tcp_connect(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout);
 
+// MQTT over WebSocket: the Host header value and the request path.
+struct WebSocketTarget {
+    std::string host;  // "broker.example.com:8080"
+    std::string path;  // "/mqtt"
+};
+
 class Transport {
 public:
     // tls == nullptr: plain TCP. server_name: SNI and hostname check ("" for
-    // none).
-    Transport(UniqueFd fd, std::shared_ptr<const net::TlsContext> tls, const std::string& server_name);
+    // none). websocket: upgrade first, then frames.
+    Transport(UniqueFd fd, std::shared_ptr<const net::TlsContext> tls, const std::string& server_name,
+              const WebSocketTarget* websocket = nullptr);
+    ~Transport();
 
     int fd() const noexcept { return fd_.get(); }
 
@@ -47,6 +58,23 @@ public:
 
 private:
     bool drain_tls_output();
+    // The byte stream under the WebSocket layer (or the only one).
+    void queue_stream(ByteBuffer& bytes);
+    ReadStatus read_stream(ByteBuffer& in);
+    // WebSocket: frames `payload` (masked, RFC 6455 5.3) onto the stream.
+    void queue_frame(net::ws::Opcode opcode, Bytes payload);
+    ReadStatus read_websocket(ByteBuffer& in);
+
+    struct WebSocket {
+        explicit WebSocket(std::uint64_t max_frame) : reader(false, max_frame) {}
+        std::string key;
+        bool open = false;       // the 101 arrived
+        bool close_sent = false;
+        ByteBuffer raw;          // stream bytes not yet decoded
+        ByteBuffer held;         // MQTT bytes queued before the 101
+        net::ws::FrameReader reader;
+    };
+    std::unique_ptr<WebSocket> ws_;
 
     UniqueFd fd_;
     std::unique_ptr<net::TlsSession> tls_;

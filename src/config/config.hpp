@@ -20,6 +20,15 @@ struct Listener {
     bool require_certificate = false;
     bool use_identity_as_username = false;
     bool tls() const { return !certfile.empty(); }
+    // MQTT over WebSocket (Mosquitto's `protocol = websockets`): ws, or wss
+    // with certfile/keyfile. Then the upgrade request's head may be at most
+    // websockets_headers_size bytes, and when websockets_origin is not
+    // empty its Origin header must be one of them.
+    enum class Protocol : std::uint8_t { mqtt, websockets };
+    Protocol protocol = Protocol::mqtt;
+    std::uint32_t websockets_headers_size = 4096;
+    std::vector<std::string> websockets_origin;
+    bool websockets() const { return protocol == Protocol::websockets; }
 };
 
 struct Metrics {

@@ -46,6 +46,7 @@ const std::vector<std::string_view> kPersistenceSync = {"full", "normal"};
 const std::vector<std::string_view> kListenerKeys = {
     "port",    "bind",   "bind_address",        "certfile",
     "keyfile", "cafile", "require_certificate", "use_identity_as_username",
+    "protocol", "websockets_headers_size", "websockets_origin",
 };
 const std::vector<std::string_view> kMetricsKeys = {"enabled", "port", "bind"};
 const std::vector<std::string_view> kLogLevels = {"trace", "debug", "info", "warning", "error"};
@@ -53,6 +54,37 @@ const std::vector<std::string_view> kLogDests = {"stderr", "journal", "file"};
 
 using detail::Checker;
 using detail::valid_address;
+
+// protocol, websockets_headers_size, websockets_origin (Mosquitto's names).
+void check_listener_websockets(Checker& c, const std::string& k, const toml::node& value,
+                               const std::string& qk, Listener& l) {
+    if (k == "protocol") {
+        std::string p;
+        if (!c.get(value, qk, p)) return;
+        if (p == "mqtt") {
+            l.protocol = Listener::Protocol::mqtt;
+        } else if (p == "websockets") {
+            l.protocol = Listener::Protocol::websockets;
+        } else {
+            c.error(value.source(), qk, "'" + p + "' is not a protocol (use \"mqtt\" or \"websockets\")");
+        }
+    } else if (k == "websockets_headers_size") {
+        c.get_int(value, qk, 64, 65535, l.websockets_headers_size);
+    } else if (auto* arr = value.as_array()) {
+        for (const auto& item : *arr) {
+            auto text = item.value_exact<std::string>();
+            if (!text || text->empty()) {
+                c.wrong_type(item, qk, "a list of origins like \"https://app.example.com\"");
+                return;
+            }
+            l.websockets_origin.push_back(*text);
+        }
+    } else if (auto text = value.value_exact<std::string>(); text && !text->empty()) {
+        l.websockets_origin.push_back(*text);
+    } else {
+        c.wrong_type(value, qk, "an origin like \"https://app.example.com\" or a list of them");
+    }
+}
 
 struct ListenerSeen {
     std::string bind;
@@ -65,6 +97,7 @@ void check_listener(Checker& c, const toml::table& table, std::size_t index, Con
     Listener l;
     bool have_port = false;
     const toml::node* port_node = nullptr;
+    std::vector<std::pair<std::string, const toml::node*>> ws_nodes;
     for (auto&& [key, value] : table) {
         const std::string k(key.str());
         const std::string qk = name + "." + k;
@@ -83,8 +116,16 @@ void check_listener(Checker& c, const toml::table& table, std::size_t index, Con
             c.get(value, qk, l.require_certificate);
         } else if (k == "use_identity_as_username") {
             c.get(value, qk, l.use_identity_as_username);
+        } else if (k == "protocol" || k == "websockets_headers_size" || k == "websockets_origin") {
+            check_listener_websockets(c, k, value, qk, l);
+            ws_nodes.push_back({k, &value});
         } else {
             c.unknown_key(key, "[[listener]]", kListenerKeys);
+        }
+    }
+    for (const auto& [k, node] : ws_nodes) {
+        if (k != "protocol" && !l.websockets()) {
+            c.error(node->source(), name + "." + k, "needs protocol = \"websockets\" on this listener");
         }
     }
     if (!have_port) c.error(table.source(), name, "missing required key 'port'");
@@ -288,12 +329,6 @@ std::optional<std::string_view> closest_match(std::string_view word,
         }
         return d[a.size()][b.size()];
     };
-    // An abbreviation ("warn" for "warning") is the likeliest intent.
-    if (word.size() >= 3) {
-        for (auto candidate : candidates) {
-            if (candidate.size() > word.size() && candidate.substr(0, word.size()) == word) return candidate;
-        }
-    }
     std::optional<std::string_view> best;
     std::size_t best_distance = std::numeric_limits<std::size_t>::max();
     for (auto candidate : candidates) {
@@ -301,6 +336,14 @@ std::optional<std::string_view> closest_match(std::string_view word,
         if (dist < best_distance) {
             best_distance = dist;
             best = candidate;
+        }
+    }
+    // One slip ("prot" for "port") is the likeliest intent, then an
+    // abbreviation ("warn" for "warning"; "prot" is also one of "protocol").
+    if (best_distance <= 1) return best;
+    if (word.size() >= 3) {
+        for (auto candidate : candidates) {
+            if (candidate.size() > word.size() && candidate.substr(0, word.size()) == word) return candidate;
         }
     }
     // Plausible typos only: a third of the word, at least 2 edits.
@@ -353,7 +396,7 @@ std::vector<std::string> restart_required_changes(const Config& running, const C
     std::vector<std::string> out;
     auto endpoint = [](const Listener& l) {
         return (l.bind.find(':') != std::string::npos ? "[" + l.bind + "]" : l.bind) + ":" +
-               std::to_string(l.port) + (l.tls() ? " (TLS)" : "");
+               std::to_string(l.port) + (l.tls() ? " (TLS)" : "") + (l.websockets() ? " (websockets)" : "");
     };
     auto listeners = [&](const Config& c) {
         std::vector<std::string> v;

@@ -46,7 +46,7 @@ bool open_listeners(broker::Broker& broker, const config::Config& config) {
             }
         }
         const std::string name = listener_name(l.bind, net::local_port(fd.get()));
-        spdlog::info("Opening {}listener on {}{}.", l.tls() ? "TLS " : "", name,
+        spdlog::info("Opening {}{}listener on {}{}.", l.tls() ? "TLS " : "", l.websockets() ? "websockets " : "", name,
                      plan.inherited_fd >= 0 ? " (socket from systemd)" : "");
         if (!broker.add_listener(std::move(fd), name, l)) return false;
     }
@@ -70,6 +70,8 @@ BrokerStats collect_stats(const broker::Broker& broker) {
     s.bytes_sent = c.bytes_sent;
     s.publish_bytes_received = c.publish_bytes_received;
     s.publish_bytes_sent = c.publish_bytes_sent;
+    s.websocket_clients_connected = c.websocket_clients_connected;
+    s.websocket_connections_total = c.websocket_connections_total;
     s.subscriptions = c.subscriptions;
     s.shared_subscriptions = c.shared_subscriptions;
     s.retained_messages = c.retained_messages;

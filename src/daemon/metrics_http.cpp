@@ -100,6 +100,10 @@ std::string render_metrics(const BrokerStats& s, double uptime_seconds, std::str
     p.metric("bytes_sent_total", "counter", "Bytes sent to clients.", s.bytes_sent);
     p.metric("publish_bytes_received_total", "counter", "PUBLISH payload bytes received.", s.publish_bytes_received);
     p.metric("publish_bytes_sent_total", "counter", "PUBLISH payload bytes sent.", s.publish_bytes_sent);
+    p.metric("websocket_clients_connected", "gauge", "Clients connected over WebSocket (ws and wss).",
+             s.websocket_clients_connected);
+    p.metric("websocket_connections_total", "counter", "Sockets accepted on WebSocket listeners.",
+             s.websocket_connections_total);
 
     p.metric("subscriptions", "gauge", "Active subscriptions.", s.subscriptions);
     p.metric("shared_subscriptions", "gauge", "Active shared subscriptions.", s.shared_subscriptions);

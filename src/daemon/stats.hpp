@@ -36,6 +36,8 @@ struct BrokerStats {
     std::uint64_t clients_maximum = 0;       // highest clients_connected seen
     std::uint64_t clients_expired = 0;       // sessions removed by expiry
     std::uint64_t connections_total = 0;     // sockets accepted since start
+    std::uint64_t websocket_clients_connected = 0;   // clients_connected over WebSocket
+    std::uint64_t websocket_connections_total = 0;   // sockets accepted on WebSocket listeners
 
     std::uint64_t messages_received = 0;  // MQTT packets in
     std::uint64_t messages_sent = 0;      // MQTT packets out

@@ -63,6 +63,7 @@ std::vector<SysMessage> SysTopics::update(const BrokerStats& s, Clock::time_poin
     add(out, "$SYS/broker/clients/total", n(s.clients_total()));
     add(out, "$SYS/broker/clients/maximum", n(s.clients_maximum));
     add(out, "$SYS/broker/clients/expired", n(s.clients_expired));
+    add(out, "$SYS/broker/clients/websockets", n(s.websocket_clients_connected));
 
     add(out, "$SYS/broker/messages/received", n(s.messages_received));
     add(out, "$SYS/broker/messages/sent", n(s.messages_sent));

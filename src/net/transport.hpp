@@ -1,6 +1,6 @@
 // The one seam where a connection's bytes meet its socket. The broker's
 // Connection reads and writes only through a Transport: PlainTransport is
-// TCP; a TLS transport (src/net/tls.*) and later WebSockets implement the
+// TCP; a TLS transport (src/net/tls.*) and WebSockets (ws_transport.*) implement the
 // same four calls over their own framing, with no change to the protocol
 // code above.
 #pragma once
@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <string_view>
 
 #include "mqttools/packets.hpp"
 #include "net/unique_fd.hpp"
@@ -43,6 +44,16 @@ public:
     // Does the transport want EPOLLOUT even with no application output
     // (a TLS handshake in progress)?
     virtual bool wants_write() const noexcept { return false; }
+    // The connection is ending by our choice: queue and try to send what
+    // this layer says on an orderly end (a WebSocket Close frame, or an
+    // HTTP 408 to an upgrade request that never completed).
+    virtual void close_gracefully() noexcept {}
+    // "ws" / "wss" for WebSocket clients, "" otherwise (for log lines and
+    // metrics).
+    virtual std::string_view label() const noexcept { return {}; }
+    // Why the last read failed, when the transport knows more than the
+    // status says ("WebSocket upgrade refused (400): ..."); "" otherwise.
+    virtual std::string_view error() const noexcept { return {}; }
 };
 
 class PlainTransport final : public Transport {

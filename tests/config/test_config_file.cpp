@@ -445,7 +445,10 @@ TEST_CASE("every commented key in the shipped config shows its true default") {
     CHECK(c.password_file.empty());
     CHECK(c.acl_file.empty());
     CHECK(c.allow_anonymous == true);
-    REQUIRE(c.listeners.size() == 2);
+    REQUIRE(c.listeners.size() == 3);
+    CHECK(c.listeners[2].websockets());
+    CHECK(c.listeners[2].websockets_headers_size == Listener{}.websockets_headers_size);
+    CHECK(c.listeners[2].websockets_origin.empty());
     CHECK(c.listeners[0].port == Listener{}.port);
     CHECK(c.listeners[0].bind == Listener{}.bind);
     CHECK_FALSE(c.listeners[0].tls());
@@ -471,3 +474,38 @@ TEST_CASE("every commented key in the shipped config shows its true default") {
     CHECK(b.idle_timeout == db.idle_timeout);
 }
 #endif
+
+TEST_CASE("websockets listener keys") {
+    auto r = parse("[[listener]]\nport = 8080\nprotocol = \"websockets\"\nwebsockets_headers_size = 8192\n"
+                   "websockets_origin = [\"https://a.example\", \"http://b.example:8000\"]\n"
+                   "[[listener]]\nport = 8081\nprotocol = \"websockets\"\nwebsockets_origin = \"https://c.example\"\n"
+                   "[[listener]]\nport = 1883\nprotocol = \"mqtt\"\n");
+    REQUIRE(r.ok());
+    const auto& l = r.config->listeners;
+    REQUIRE(l.size() == 3);
+    CHECK(l[0].websockets());
+    CHECK(l[0].websockets_headers_size == 8192);
+    CHECK(l[0].websockets_origin == std::vector<std::string>{"https://a.example", "http://b.example:8000"});
+    CHECK(l[1].websockets());
+    CHECK(l[1].websockets_headers_size == 4096);
+    CHECK(l[1].websockets_origin == std::vector<std::string>{"https://c.example"});
+    CHECK_FALSE(l[2].websockets());
+
+    CHECK(only_error("[[listener]]\nport = 8080\nprotocol = \"http\"\n") ==
+          "/etc/mqttools/test.toml:3:12: listener[0].protocol: 'http' is not a protocol (use \"mqtt\" or "
+          "\"websockets\")");
+    CHECK(only_error("[[listener]]\nport = 8080\nwebsockets_origin = \"https://a\"\n") ==
+          "/etc/mqttools/test.toml:3:21: listener[0].websockets_origin: needs protocol = \"websockets\" on this "
+          "listener");
+    CHECK(only_error("[[listener]]\nport = 8080\nprotocol = \"websockets\"\nwebsockets_headers_size = 10\n")
+              .find("listener[0].websockets_headers_size") != std::string::npos);
+    CHECK(only_error("[[listener]]\nport = 8080\nprotocol = \"websockets\"\nwebsockets_origin = [1]\n")
+              .find("listener[0].websockets_origin: expected a list of origins") != std::string::npos);
+
+    // A listener's protocol cannot change on SIGHUP.
+    Config a = *parse("[[listener]]\nport = 8080\n").config;
+    Config b = *parse("[[listener]]\nport = 8080\nprotocol = \"websockets\"\n").config;
+    auto changes = restart_required_changes(a, b);
+    REQUIRE(changes.size() == 2);
+    CHECK(changes[0] == "listener 127.0.0.1:8080 (websockets) added: restart mqttoolsd to open it");
+}
