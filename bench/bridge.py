@@ -147,7 +147,8 @@ def main(argv):
     bench = BridgeBench(args)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     bench.run(list(SCENARIOS), EDGES)
-    lines = [BEGIN, "", f"### Bridges ({started}, {args.runs} runs of {args.duration:g} s, medians)", "",
+    lines = [BEGIN, "", f"### Bridges ({started}, {args.runs} runs of {args.duration:g} s, medians, "
+             f"{os.path.basename(os.path.abspath(args.build))})", "",
              "Publisher on the edge broker, subscriber on a remote Mosquitto the edge bridges to; "
              "CPU of the edge broker per delivered message (bench/bridge.py).", "",
              "| scenario | mqttoolsd µs/msg | Mosquitto µs/msg | mqttoolsd/Mosquitto (per-run median) | "
