@@ -1,5 +1,6 @@
 #include "broker/broker.hpp"
 #include "broker/bridge.hpp"
+#include "broker/connect_pending.hpp"
 
 #include <malloc.h>
 #include <sys/epoll.h>
@@ -229,6 +230,8 @@ void Broker::before_sleep() {
     for (auto& b : bridges_) {
         if (b->has_output()) b->flush();
     }
+    // Then the paced retained deliveries, so their slice goes out in this flush.
+    if (!retained_work_.empty()) feed_retained();
     // Flushing can close connections, and closing can publish wills that
     // queue output elsewhere: loop until nothing is left to write.
     while (!dirty_.empty()) {
@@ -264,7 +267,7 @@ void Broker::before_sleep() {
 // and rebuilding the cache on the next burst is one trie walk.
 void Broker::release_idle_extras(Connection& c) {
     const auto& aliases = c.extras->aliases;
-    if (aliases.in.empty() && aliases.out.empty()) {
+    if (aliases.in.empty() && aliases.out.empty() && !c.extras->retained) {
         c.extras.reset();
     } else {
         c.extras->route = RouteCache{};
@@ -390,6 +393,8 @@ void Broker::connection_lost(Connection& c) {
 
 void Broker::close_connection(Connection& c, ReasonCode reason, bool send_disconnect) {
     if (c.state == Connection::State::closing) return;
+    if (c.state == Connection::State::connect_pending) abandon_pending_connect(c);
+    if (c.extras && c.extras->retained) drop_retained_backlog(c);
     const bool was_connected = c.state == Connection::State::connected;
     if (send_disconnect && was_connected && c.version == ProtocolVersion::v5) {
         DisconnectPacket d;

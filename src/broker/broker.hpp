@@ -137,6 +137,9 @@ private:
 
     // protocol_connect.cpp
     void handle_connect(Connection& c, const FixedHeader& header, Bytes body);
+    // The CONNECT after its credentials: `verified` is the AuthPool's
+    // answer (null: check them here). Sends CONNACK or refuses.
+    void accept_connect(Connection& c, const ConnectPacket& p, bool assigned, const ReasonCode* verified);
     void refuse_connect(Connection& c, ProtocolVersion version, ReasonCode reason);
     bool attach_session(Connection& c, const ConnectPacket& connect, std::uint32_t session_expiry);
     void detach_session(Connection& c, bool publish_will);
@@ -154,6 +157,16 @@ private:
     void on_deadline(Connection& c);
     void handle_disconnect(Connection& c, const FixedHeader& header, Bytes body);
     std::string assign_client_id();
+
+    // connect_pending.cpp: CONNECTs waiting for the AuthPool. Answers are
+    // applied in arrival order per client id, so a takeover between two
+    // pending CONNECTs ends as it would have without the pool.
+    struct PendingConnects;
+    void start_pending_connect(Connection& c, const FixedHeader& header, Bytes body);
+    void on_auth_results();
+    void finish_pending_connects(const std::string& client_id);
+    // A connect_pending connection closes: its answer is discarded.
+    void abandon_pending_connect(Connection& c);
 
     // protocol_publish.cpp
     void handle_publish(Connection& c, const FixedHeader& header, Bytes body);
@@ -202,10 +215,24 @@ private:
     // protocol_subscribe.cpp
     void handle_subscribe(Connection& c, const FixedHeader& header, Bytes body);
     void handle_unsubscribe(Connection& c, const FixedHeader& header, Bytes body);
+
+    // retained_delivery.cpp: retained messages for a new subscription, a
+    // slice per reactor turn (see retained_backlog.hpp).
     void deliver_retained(Connection& c, std::string_view filter, const SubscriptionOptions& options);
+    // One retained message to a subscriber; false: not sent (output or queue full).
+    void send_retained(Connection& c, const MessagePtr& msg, const SubscriptionOptions& options);
+    // Sends slices of every backlog (from before_sleep); keeps the reactor
+    // from sleeping while a backlog can make progress.
+    void feed_retained();
+    // Sends up to `budget` messages of c's backlog; returns how many were taken.
+    std::size_t feed_retained(Connection& c, std::size_t budget);
+    bool retained_blocked(Connection& c);
+    void drop_retained_backlog(Connection& c);
 
     // security_hooks.cpp: the single points where the security work plugs in.
-    ReasonCode authenticate(Connection& c, const ConnectPacket& connect);
+    ReasonCode authenticate(Connection& c, const ConnectPacket& connect, const ReasonCode* verified);
+    // True: checking these credentials means a password hash (AuthPool).
+    bool credentials_need_hashing(const Connection& c, const ConnectPacket& connect) const;
     bool authorize_publish(Connection& c, std::string_view topic);
     bool authorize_subscribe(Connection& c, std::string_view filter);
     bool authorize_delivery(Session& s, std::string_view topic);
@@ -244,6 +271,7 @@ private:
     auth::MemoryGuard memory_;
     Clock::time_point memory_sampled_{};
     std::vector<std::string> startup_errors_;
+    std::unique_ptr<PendingConnects> pending_connects_;  // made on first use
 
     // Reused per message so routing allocates nothing after warm-up.
     std::vector<std::byte> scratch_;
@@ -276,6 +304,7 @@ private:
     Clock::time_point next_sweep_{};
     StoreCounters store_stats_;
     std::vector<std::unique_ptr<Bridge>> bridges_;
+    std::vector<Connection*> retained_work_;  // connections with a RetainedBacklog
 };
 
 }  // namespace mqttools::broker

@@ -34,10 +34,15 @@ void Connection::queued_packet() {
 
 void Connection::on_io(std::uint32_t events) {
     if (state == State::closing) return;
+    if (reading_paused_ && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+        // Gone before its CONNACK: nothing it sent after CONNECT is processed.
+        broker_.connection_lost(*this);
+        return;
+    }
     if (events & EPOLLOUT) {
         if (!flush()) return;
     }
-    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable();
+    if (!reading_paused_ && (events & (EPOLLIN | EPOLLERR | EPOLLHUP))) on_readable();
     // TLS handshake records the socket did not take while reading: have the
     // before-sleep flush arm EPOLLOUT for them.
     if (state != State::closing && !dirty && transport_->wants_write()) broker_.mark_dirty(*this);
@@ -66,6 +71,7 @@ void Connection::on_readable() {
             consumed = process(scratch.data(), total);
             if (state == State::closing) return;
             pending_.assign(scratch.data() + consumed, scratch.data() + total);
+            if (reading_paused_) return;
         } else {
             // A packet bigger than the shared buffer: grow this
             // connection's own buffer (bounded by the maximum packet size).
@@ -84,6 +90,7 @@ void Connection::on_readable() {
             if (state == State::closing) return;
             std::memmove(pending_.data(), pending_.data() + consumed, total - consumed);
             pending_.resize(total - consumed);
+            if (reading_paused_) return;
         }
         if (pending_.empty() && pending_.capacity() > 4096) {
             std::vector<std::byte>().swap(pending_);
@@ -94,7 +101,7 @@ void Connection::on_readable() {
 
 std::size_t Connection::process(std::byte* data, std::size_t size) {
     std::size_t pos = 0;
-    while (state != State::closing && pos < size) {
+    while (state != State::closing && !reading_paused_ && pos < size) {
         Bytes input(data + pos, size - pos);
         Frame frame = read_frame(input, broker_.max_packet_size_in());
         if (frame.status == FrameStatus::error) {
@@ -152,12 +159,34 @@ bool Connection::flush() {
     return true;
 }
 
-void Connection::update_events() {
+void Connection::update_events(bool force) {
     if (state == State::closing) return;
     const bool want = !output_.empty() || transport_->has_pending() || transport_->wants_write();
-    if (want == want_write_) return;
+    if (want == want_write_ && !force) return;
     want_write_ = want;
-    broker_.reactor().modify(fd(), EPOLLIN | (want ? EPOLLOUT : 0u), this);
+    const std::uint32_t in = reading_paused_ ? EPOLLRDHUP : EPOLLIN;
+    broker_.reactor().modify(fd(), in | (want ? EPOLLOUT : 0u), this);
+}
+
+void Connection::pause_reading() {
+    if (reading_paused_) return;
+    reading_paused_ = true;
+    update_events(true);
+}
+
+void Connection::resume_reading() {
+    if (!reading_paused_ || state == State::closing) return;
+    reading_paused_ = false;
+    update_events(true);
+    if (!pending_.empty()) {
+        // The packets that came behind CONNECT, in their order. Level-
+        // triggered epoll reports the socket again if more waits there.
+        std::vector<std::byte> kept;
+        kept.swap(pending_);
+        const std::size_t consumed = process(kept.data(), kept.size());
+        if (state == State::closing) return;
+        pending_.assign(kept.begin() + static_cast<std::ptrdiff_t>(consumed), kept.end());
+    }
 }
 
 }  // namespace mqttools::broker

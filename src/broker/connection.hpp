@@ -15,6 +15,7 @@
 
 #include "broker/deadline_wheel.hpp"
 #include "broker/outbound_aliases.hpp"
+#include "broker/retained_backlog.hpp"
 #include "broker/route_cache.hpp"
 #include "broker/session.hpp"
 #include "mqttools/codec.hpp"
@@ -29,7 +30,11 @@ class Broker;
 
 class Connection final : public net::IoHandler, public DeadlineLink {
 public:
-    enum class State : std::uint8_t { awaiting_connect, connected, closing };
+    // connect_pending: CONNECT taken, CONNACK waits for work off the reactor
+    // (a password hash on the AuthPool). Reading pauses meanwhile: what the
+    // client sent after CONNECT stays unprocessed until the CONNACK is out
+    // ([MQTT-3.1.4-5] forbids processing it if the CONNECT is refused).
+    enum class State : std::uint8_t { awaiting_connect, connect_pending, connected, closing };
 
     Connection(Broker& broker, std::unique_ptr<net::Transport> transport);
     ~Connection();
@@ -57,6 +62,11 @@ public:
     // full. Returns false when the connection failed and was closed.
     bool flush();
     std::size_t output_bytes() const noexcept { return output_.bytes(); }
+    // Stops decoding input: bytes read after the current packet are kept
+    // and epoll watches only for a hang-up (EPOLLRDHUP), which closes the
+    // connection as lost. resume_reading() decodes what was kept and reads on.
+    void pause_reading();
+    void resume_reading();
     int fd() const noexcept { return transport_->fd(); }
     net::Transport& transport() noexcept { return *transport_; }
     // "address:port", for log lines (not stored: see net::peer_address);
@@ -85,6 +95,8 @@ public:
     struct Extras {
         TopicAliases aliases;
         RouteCache route;  // the last topic this client published to
+        std::uint64_t connect_ticket = 0;  // while State::connect_pending
+        std::unique_ptr<RetainedBacklog> retained;  // on the broker's retained_work_ list
     };
     std::unique_ptr<Extras> extras;
     Extras& more() {
@@ -121,6 +133,7 @@ public:
 
 private:
     bool want_write_ = false;  // EPOLLOUT armed (declared here to pack with the flags)
+    bool reading_paused_ = false;
 
 public:
     std::uint32_t held_batch = 0;  // with held: the batch (mod 2^32) it waits for
@@ -130,7 +143,7 @@ private:
     // Decodes every complete packet in data; returns the bytes consumed.
     std::size_t process(std::byte* data, std::size_t size);
     void queued_packet();
-    void update_events();
+    void update_events(bool force = false);
 
     Broker& broker_;
     std::unique_ptr<net::Transport> transport_;

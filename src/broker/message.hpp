@@ -36,6 +36,10 @@ struct Message {
     // Its row in the durable store (broker/persistence.hpp); 0 = not stored.
     // Set once on the reactor thread before the store first sees it.
     mutable std::uint64_t store_id = 0;
+    // Set by the retained store when a newer retained message (or a delete)
+    // replaced this one: a paced retained delivery not yet at it skips it,
+    // because the subscriber got the replacement live.
+    mutable bool superseded = false;
 
     Bytes payload_bytes() const noexcept { return as_bytes(payload); }
     Bytes property_bytes() const noexcept { return as_bytes(properties); }

@@ -113,7 +113,22 @@ void Broker::handle_connect(Connection& c, const FixedHeader& header, Bytes body
             return;
         }
     }
-    if (ReasonCode rc = authenticate(c, p); is_error(rc)) {
+    if (credentials_need_hashing(c, p)) {
+        // A password hash takes about a millisecond: it runs on the AuthPool
+        // and the CONNECT continues in accept_connect (connect_pending.cpp).
+        if (memory_exceeded()) {
+            refuse_connect(c, c.version, ReasonCode::quota_exceeded);
+            return;
+        }
+        start_pending_connect(c, header, body);
+        return;
+    }
+    accept_connect(c, p, assigned, nullptr);
+}
+
+void Broker::accept_connect(Connection& c, const ConnectPacket& p, bool assigned, const ReasonCode* verified) {
+    const bool v5 = p.version == ProtocolVersion::v5;
+    if (ReasonCode rc = authenticate(c, p, verified); is_error(rc)) {
         refuse_connect(c, c.version, rc);
         return;
     }

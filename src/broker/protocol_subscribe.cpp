@@ -82,35 +82,6 @@ void Broker::handle_subscribe(Connection& c, const FixedHeader& header, Bytes bo
     for (const Pending& r : retained_for) deliver_retained(c, r.filter, r.options);
 }
 
-void Broker::deliver_retained(Connection& c, std::string_view filter, const SubscriptionOptions& options) {
-    retained_scratch_.clear();
-    const auto now = reactor_.now();
-    retained_.match(filter, now, retained_scratch_);
-    Session& s = *c.session;
-    std::array<std::uint32_t, 1> id{options.identifier};
-    std::span<const std::uint32_t> ids(id.data(), options.identifier ? 1 : 0);
-    for (const MessagePtr& msg : retained_scratch_) {
-        if (!authorize_delivery(s, msg->topic)) continue;
-        const QoS qos = std::min(msg->qos, options.qos);
-        // Sent because of a new subscription: the RETAIN flag is set
-        // ([MQTT-3.3.1-9]).
-        if (qos == QoS::at_most_once) {
-            MessageView view = view_of(msg, now);
-            forms_.clear();
-            ids_.assign(ids.begin(), ids.end());
-            deliver_qos0(c, view, true, std::span<const std::uint32_t>(ids_.data(), ids_.size()));
-        } else {
-            OutboundMessage out;
-            out.message = msg;
-            out.qos = qos;
-            out.retain = true;
-            out.subscription_ids.assign(ids.begin(), ids.end());
-            enqueue(s, std::move(out));
-        }
-    }
-    retained_scratch_.clear();
-}
-
 void Broker::handle_unsubscribe(Connection& c, const FixedHeader& header, Bytes body) {
     auto decoded = decode_unsubscribe(header, body, c.version);
     if (!decoded) {

@@ -39,6 +39,7 @@ void RetainedStore::set(MessagePtr message) {
     }
     if (node->message) {
         bytes_ -= node->message->memory_size();
+        node->message->superseded = true;
     } else {
         ++count_;
     }
@@ -59,6 +60,7 @@ void RetainedStore::erase(std::string_view topic) {
     if (!node->message) return;
     bytes_ -= node->message->memory_size();
     --count_;
+    node->message->superseded = true;
     node->message.reset();
     while (node != root_.get() && !node->message && node->children.empty()) {
         Node* parent = node->parent;

@@ -46,7 +46,11 @@ std::vector<std::string> Broker::reload_security(const config::Config& config) {
 
 // CONNECT: the credentials, then the will topic (a will the client may
 // not publish is refused up front, as Mosquitto does).
-ReasonCode Broker::authenticate(Connection& c, const ConnectPacket& connect) {
+bool Broker::credentials_need_hashing(const Connection& c, const ConnectPacket& connect) const {
+    return !c.identity_as_username && authenticator_->needs_hashing(connect.username);
+}
+
+ReasonCode Broker::authenticate(Connection& c, const ConnectPacket& connect, const ReasonCode* verified) {
     if (memory_exceeded()) return ReasonCode::quota_exceeded;
     std::optional<std::string_view> username = connect.username;
     ReasonCode rc = ReasonCode::success;
@@ -63,7 +67,8 @@ ReasonCode Broker::authenticate(Connection& c, const ConnectPacket& connect) {
         c.has_username = true;
         username = c.username;
     } else {
-        rc = authenticator_->check(connect.username, connect.password);
+        // `verified`: the AuthPool's answer for these credentials.
+        rc = verified ? *verified : authenticator_->check(connect.username, connect.password);
         if (is_error(rc)) return rc;
     }
     if (connect.will && acl_.enabled() && !acl_.bind(c.client_id, username).can_publish(connect.will->topic)) {

@@ -61,6 +61,10 @@ void Reactor::run_once(Clock::duration max_wait) {
     if (!timers_.empty()) {
         wait = std::min(wait, std::max(Clock::duration::zero(), timers_.begin()->first.first - Clock::now()));
     }
+    if (skip_wait_) {
+        skip_wait_ = false;
+        wait = Clock::duration::zero();
+    }
     // Round up so a timer is never woken for early and then spun on.
     auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
     epoll_event events[256];

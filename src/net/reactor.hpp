@@ -65,6 +65,9 @@ public:
     // `max_wait` (or until the next timer), dispatch events.
     void run_once(Clock::duration max_wait);
     void stop() noexcept { stopped_ = true; }
+    // The coming epoll_wait only polls: work was left for the next turn
+    // (a paced retained delivery), to be resumed after the ready sockets.
+    void skip_next_wait() noexcept { skip_wait_ = true; }
     bool stopped() const noexcept { return stopped_; }
 
     // The time of the current turn (refreshed after every wake-up), so a
@@ -77,6 +80,7 @@ private:
 
     UniqueFd epoll_;
     bool stopped_ = false;
+    bool skip_wait_ = false;
     Clock::time_point now_;
     std::uint64_t next_timer_seq_ = 1;
     using TimerKey = std::pair<Clock::time_point, std::uint64_t>;

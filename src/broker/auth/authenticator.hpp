@@ -37,6 +37,12 @@ public:
     ReasonCode check(std::optional<std::string_view> username,
                      std::optional<Bytes> password) const;
 
+    // True when check() would compute a password hash (a username with a
+    // password file): the broker then runs it on its AuthPool.
+    bool needs_hashing(const std::optional<std::string_view>& username) const noexcept {
+        return username.has_value() && passwords_.has_value();
+    }
+
     bool allow_anonymous() const noexcept { return allow_anonymous_; }
     bool has_password_file() const noexcept { return passwords_.has_value(); }
 
