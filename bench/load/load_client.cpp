@@ -118,6 +118,10 @@ void ClientSet::on_connected(Conn& c) {
     p.keep_alive = c.keep_alive;
     p.client_id = c.client_id;
     if (c.session_expiry != 0) p.properties.session_expiry_interval = c.session_expiry;
+    if (!username_.empty()) {
+        p.username = username_;
+        p.password = as_bytes(password_);
+    }
     std::vector<std::byte> out(encoded_size(p));
     out.resize(encode(p, out));
     send(c, out);

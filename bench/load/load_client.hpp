@@ -79,6 +79,11 @@ public:
 
     std::vector<std::unique_ptr<Conn>>& conns() noexcept { return conns_; }
     void set_handler(PacketHandler h) { handler_ = std::move(h); }
+    // User Name and Password for every CONNECT (empty username: none).
+    void set_credentials(std::string username, std::string password) {
+        username_ = std::move(username);
+        password_ = std::move(password);
+    }
 
     std::size_t ready_count() const noexcept { return ready_; }
     std::size_t closed_count() const noexcept { return closed_; }
@@ -102,6 +107,8 @@ private:
     std::size_t handshaking_ = 0;
     std::uint64_t refused_ = 0;
     std::string last_error_;
+    std::string username_;
+    std::string password_;
 };
 
 }  // namespace bench

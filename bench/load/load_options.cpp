@@ -10,7 +10,7 @@ namespace {
 
 void usage() {
     std::fprintf(stderr,
-                 "usage: mqtt_load --port PORT --scenario pairs|fanin|fanout|idle [options]\n"
+                 "usage: mqtt_load --port PORT --scenario pairs|fanin|fanout|idle|retained [options]\n"
                  "  --host ADDR         broker address (127.0.0.0/8 only; default 127.0.0.1)\n"
                  "  --sub-port PORT     subscribers connect here (another broker: bridges); default --port\n"
                  "  --pubs N --subs N   publishers and subscribers (pairs: --pairs N)\n"
@@ -22,6 +22,9 @@ void usage() {
                  "  --conns N --src-addrs K --hold S   idle: connections, source addresses, hold time\n"
                  "  --keep-alive S      idle: Keep Alive in CONNECT (default 0)\n"
                  "  --session-expiry S  subscribers' Session Expiry Interval (default 0)\n"
+                 "  --handshake-window N  idle: CONNECTs awaiting CONNACK at once (a storm: = --conns)\n"
+                 "  --username U --password P   credentials in every CONNECT\n"
+                 "  --topics N          retained: retained topics, then --subs clients subscribe to #\n"
                  "  --connect-timeout S --label NAME\n");
 }
 
@@ -33,6 +36,7 @@ const char* scenario_name(Scenario s) noexcept {
     case Scenario::fanin: return "fanin";
     case Scenario::fanout: return "fanout";
     case Scenario::idle: return "idle";
+    case Scenario::retained: return "retained";
     }
     return "?";
 }
@@ -56,6 +60,7 @@ bool parse_load_options(int argc, char** argv, LoadOptions& o) {
             else if (s == "fanin") o.scenario = Scenario::fanin;
             else if (s == "fanout") o.scenario = Scenario::fanout;
             else if (s == "idle") o.scenario = Scenario::idle;
+            else if (s == "retained") o.scenario = Scenario::retained;
             else {
                 usage();
                 return false;
@@ -80,6 +85,9 @@ bool parse_load_options(int argc, char** argv, LoadOptions& o) {
         else if (a == "--session-expiry") o.session_expiry = std::atoll(v);
         else if (a == "--connect-timeout") o.connect_timeout_s = std::atof(v);
         else if (a == "--handshake-window") o.handshake_window = std::atoi(v);
+        else if (a == "--username") o.username = v;
+        else if (a == "--password") o.password = v;
+        else if (a == "--topics") o.topics = std::atoi(v);
         else {
             usage();
             return false;

@@ -6,7 +6,7 @@
 
 namespace bench {
 
-enum class Scenario { pairs, fanin, fanout, idle };
+enum class Scenario { pairs, fanin, fanout, idle, retained };
 
 struct LoadOptions {
     std::string host = "127.0.0.1";
@@ -32,6 +32,12 @@ struct LoadOptions {
     long long session_expiry = 0;  // subscribers' Session Expiry Interval (persistence benches)
     double connect_timeout_s = 60.0;
     int handshake_window = 256;  // connections whose CONNACK is pending at once
+    // CONNECT credentials (every connection), e.g. for a password-file storm.
+    std::string username;
+    std::string password;
+    // retained scenario: `topics` retained messages, then `subs` clients
+    // subscribe to `#` one after another.
+    int topics = 100000;
 };
 
 // Parses argv; prints usage and returns false on error.

@@ -30,6 +30,7 @@
 #include "bench_util.hpp"
 #include "load_client.hpp"
 #include "load_options.hpp"
+#include "retained_run.hpp"
 
 using namespace mqttools;
 using namespace bench;
@@ -360,6 +361,7 @@ private:
 // "closed N" and exits.
 [[noreturn]] void idle_worker(const LoadOptions& o, int first, int count, int report_fd, int control_fd) {
     ClientSet cs;
+    cs.set_credentials(o.username, o.password);
     std::string prefix = "bi" + std::to_string(getpid()) + "-";
     for (int i = 0; i < count; ++i) {
         int n = first + i;
@@ -511,6 +513,7 @@ int main(int argc, char** argv) {
     std::signal(SIGPIPE, SIG_IGN);
     raise_nofile_limit();
     if (o.scenario == Scenario::idle) return run_idle(o);
+    if (o.scenario == Scenario::retained) return run_retained(o);
     if (o.scenario == Scenario::fanout) o.pubs = 1;
     if (o.scenario == Scenario::fanin) o.subs = 1;
     TrafficRun run(o);
