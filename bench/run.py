@@ -625,6 +625,11 @@ def main():
         # Bridges (issue 16): edge broker CPU per message, bench/bridge.py.
         import bridge
         return bridge.main([a for a in sys.argv[1:] if a != "--bridge"])
+    if "--production" in sys.argv[1:]:
+        # Production workloads (issue 17): storms, retained floods, big
+        # messages, wide fan-out, in bench/production.py.
+        import production
+        return production.main([a for a in sys.argv[1:] if a != "--production"])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", default="build-release")
     p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),

@@ -1,0 +1,273 @@
+#!/usr/bin/python3
+"""The workloads that hurt brokers in production (issue 17), on the machinery
+of bench/run.py:
+
+  bench/production.py --build build-release     (or: scripts/dev bench --production)
+
+Each scenario runs against mqttoolsd and Debian's Mosquitto in the same run,
+interleaved, a fresh broker per run, broker on CPU 0 and generators on CPU 1.
+While a scenario runs, a background load of 100 pairs at 1,000 msg/s in
+total (`mqtt_load --scenario pairs`, a second process) measures the latency
+that the other, already connected clients see: its p99 and max.
+
+  storm        10,000 clients CONNECT at once (all handshakes in flight):
+               seconds until all have their CONNACK
+  storm-pw     the same with a Mosquitto $7$ password file (PBKDF2-SHA512,
+               1,000 iterations) and every client authenticating
+  retained     100,000 retained topics, then 100 clients subscribe to `#`
+               one after another: seconds until all got every message, RSS
+  big-1m       1 publisher -> 10 subscribers, 1 MB payloads, saturated
+               (4 in flight): MB/s delivered and RSS
+  big-16m      the same with 16 MB payloads
+  fanout-10k   1 -> 10,000 subscribers at 10 msg/s (100,000 deliveries/s):
+               CPU per delivery (compare with fanout-100: 1 -> 100 at
+               1,000 msg/s, the same delivery rate)
+
+Shared-machine numbers are noisy: compare the columns of one run (ratios).
+Results are printed and written to docs/benchmarks.md between the
+"production" markers (other sections are left alone).
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import run as R  # noqa: E402
+
+BROKERS = ["mqttoolsd", "mosquitto"]
+PASSWORD_USER, PASSWORD = "bench", "storm-password"
+# name -> (description, mqtt_load arguments, kind, headline metrics)
+SCENARIOS = {
+    "storm": ("reconnect storm: 10,000 CONNECTs at once",
+              ["--scenario", "idle", "--conns", "10000", "--src-addrs", "4", "--hold", "0.5",
+               "--handshake-window", "10000", "--connect-timeout", "60"], "storm"),
+    "storm-pw": ("reconnect storm with a $7$ password file (1,000 iterations)",
+                 ["--scenario", "idle", "--conns", "10000", "--src-addrs", "4", "--hold", "0.5",
+                  "--handshake-window", "10000", "--connect-timeout", "90",
+                  "--username", PASSWORD_USER, "--password", PASSWORD], "storm"),
+    "retained": ("retained flood: 100,000 topics, 100 `#` subscribers one after another",
+                 ["--scenario", "retained", "--topics", "100000", "--subs", "100", "--size", "32",
+                  "--connect-timeout", "300"], "retained"),
+    "big-1m": ("big messages: 1 MB, 1 -> 10 subscribers, 4 in flight",
+               ["--scenario", "fanout", "--subs", "10", "--rate", "0", "--window", "4", "--size", "1048576"],
+               "traffic"),
+    "big-16m": ("big messages: 16 MB, 1 -> 10 subscribers, 2 in flight",
+                ["--scenario", "fanout", "--subs", "10", "--rate", "0", "--window", "2", "--size", "16777216"],
+                "traffic"),
+    "fanout-100": ("fan-out 1 -> 100 at 1,000 msg/s (100,000 deliveries/s)",
+                   ["--scenario", "fanout", "--subs", "100", "--rate", "1000"], "traffic"),
+    "fanout-10k": ("fan-out 1 -> 10,000 at 10 msg/s (100,000 deliveries/s)",
+                   ["--scenario", "fanout", "--subs", "10000", "--rate", "10", "--connect-timeout", "120"],
+                   "traffic"),
+}
+BACKGROUND = ["--scenario", "pairs", "--pairs", "100", "--rate", "1000"]
+BEGIN, END = "<!-- production:begin -->", "<!-- production:end -->"
+
+
+class ProductionBench(R.Bench):
+    def __init__(self, args):
+        super().__init__(args)
+        self.pwfile = os.path.join(self.tmp, "passwords")
+        mqttools = os.path.join(self.build, "src", "tools", "mqttools")
+        # One $7$ file for both brokers (mqttools passwd writes Mosquitto's format).
+        subprocess.run([mqttools, "passwd", "-c", "-I", "1000", "-b", self.pwfile, PASSWORD_USER, PASSWORD],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def start_broker(self, broker, port, log_path, rt=False, password=False):
+        if broker == "mqttoolsd":
+            conf = os.path.join(self.tmp, f"mqttoolsd-{port}.toml")
+            with open(conf, "w") as f:
+                f.write("allow_anonymous = true\nmax_queued_messages = 1000000\nmax_connections = -1\n"
+                if password:
+                    f.write(f"password_file = \"{self.pwfile}\"\n")
+            argv = [self.binaries[broker], "-c", conf, "-p", str(port)]
+        else:
+            conf = os.path.join(self.tmp, f"mosquitto-{port}.conf")
+            with open(conf, "w") as f:
+                f.write(f"listener {port} {R.HOST}\nallow_anonymous true\nset_tcp_nodelay true\n"
+                        "persistence false\nmax_queued_messages 1000000\nmax_connections -1\n"
+                        "log_dest stderr\nlog_type error\nlog_type warning\n")
+                if password:
+                    f.write(f"password_file {self.pwfile}\n")
+            argv = [self.binaries[broker], "-c", conf]
+        out = open(log_path, "ab")
+        proc = subprocess.Popen(self.pinned(0, argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        out.close()
+        if not R.wait_port(port, proc):
+            R.stop(proc)
+            return None
+        return proc
+
+    def generator(self, port, proc, label, args):
+        argv = [self.load, "--host", R.HOST, "--port", str(port), "--broker-pid", str(proc.pid),
+                "--label", label] + args
+        return subprocess.Popen(self.pinned(1, argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    @staticmethod
+    def result_of(gen, timeout):
+        try:
+            stdout, stderr = gen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            gen.kill()
+            gen.communicate()
+            return {"ok": False, "error": "timed out"}
+        lines = [l for l in stdout.splitlines() if l.startswith("{")]
+        return json.loads(lines[-1]) if lines else {"ok": False, "error": stderr.strip()[-300:]}
+
+    def run_scenario(self, name, broker, i):
+        desc, load_args, kind = SCENARIOS[name]
+        port = R.free_port()
+        log_path = os.path.join(self.tmp, f"{broker}-{name}-{i}.log")
+        proc = self.start_broker(broker, port, log_path, password=name == "storm-pw")
+        if proc is None:
+            return {"ok": False, "error": "broker did not start"}
+        result = {"ok": False}
+        try:
+            if kind == "traffic":
+                d = self.args.duration
+                gen = self.generator(port, proc, f"{name}/{broker}/{i}",
+                                     load_args + ["--warmup", str(self.args.warmup), "--duration", str(d),
+                                                  "--drain", "3"])
+                result = self.result_of(gen, self.args.warmup + d + 240)
+                if result.get("delivered_per_s") and "--size" in load_args:
+                    size = int(load_args[load_args.index("--size") + 1])
+                    result["mb_per_s"] = result["delivered_per_s"] * size / 1e6
+                return result
+            # Background first (it connects with the password too where one
+            # is required), then the scenario inside its measured window.
+            bg_args = BACKGROUND + ["--warmup", "1", "--duration", str(self.args.background), "--drain", "2",
+                                    "--connect-timeout", "30"]
+            if name == "storm-pw":
+                bg_args += ["--username", PASSWORD_USER, "--password", PASSWORD]
+            bg = self.generator(port, proc, f"{name}/{broker}/{i}/background", bg_args)
+            time.sleep(2.0)
+            gen = self.generator(port, proc, f"{name}/{broker}/{i}", load_args)
+            result = self.result_of(gen, 400)
+            if bg.poll() is None and time.monotonic() and result.get("ok") is not None:
+                pass
+            background = self.result_of(bg, self.args.background + 120)
+            lat = background.get("lat_us", {})
+            result["bg_ok"] = background.get("ok", False)
+            result["bg_p99_us"] = lat.get("p99")
+            result["bg_max_us"] = lat.get("max")
+            result["bg_lost"] = background.get("lost")
+            if not background.get("ok"):
+                result["bg_error"] = background.get("error")
+            return result
+        finally:
+            R.stop(proc)
+
+    def run_all(self, names, brokers):
+        for name in names:
+            for i in range(self.args.runs):
+                for broker in brokers:
+                    r = self.run_scenario(name, broker, i)
+                    self.results.setdefault((name, broker), []).append(r)
+                    R.log(f"{name} {broker} run {i}: " + json.dumps(
+                        {k: r.get(k) for k in ("ok", "connect_s", "deliver_s", "delivered_per_s", "mb_per_s",
+                                               "cpu_us_per_msg", "broker_rss_kb", "rss_peak_kb", "bg_p99_us",
+                                               "bg_max_us", "error", "bg_error") if r.get(k) is not None}))
+
+
+# Per kind: (result key, label, digits, scale)
+METRICS = {
+    "storm": [("connect_s", "seconds until all 10,000 connected", 2, 1),
+              ("broker_cpu_us_per_conn", "broker CPU µs / connection", 0, 1),
+              ("bg_p99_us", "background p99 ms", 2, 1e-3), ("bg_max_us", "background max ms", 2, 1e-3)],
+    "retained": [("deliver_s", "seconds until 100 × 100,000 delivered", 2, 1),
+                 ("delivered_per_s", "retained msg/s delivered", 0, 1),
+                 ("rss_peak_kb", "broker peak RSS MiB", 0, 1 / 1024),
+                 ("bg_p99_us", "background p99 ms", 2, 1e-3), ("bg_max_us", "background max ms", 2, 1e-3)],
+    "traffic": [("mb_per_s", "payload MB/s delivered", 0, 1), ("delivered_per_s", "delivered msg/s", 0, 1),
+                ("cpu_us_per_msg", "broker CPU µs / delivery", 2, 1), ("p99_us", "latency p99 µs", 0, 1),
+                ("broker_rss_kb", "broker RSS MiB at the end", 0, 1 / 1024), ("lost", "lost", 0, 1)],
+}
+
+
+def med(bench, name, broker, key):
+    vals = [r[key] for r in bench.results.get((name, broker), []) if r.get("ok") and r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def table(bench, names, brokers):
+    lines = ["| scenario | metric | " + " | ".join(brokers) + " | mqttoolsd / Mosquitto |",
+             "|" + "---|" * (len(brokers) + 3)]
+    for name in names:
+        desc, _, kind = SCENARIOS[name]
+        for key, label, digits, scale in METRICS[kind]:
+            if kind == "traffic" and key == "mb_per_s" and not name.startswith("big"):
+                continue
+            vals = {b: med(bench, name, b, key) for b in brokers}
+            shown = [R.fmt(v * scale, digits) if v is not None else "–" for v in vals.values()]
+            r = R.ratio(vals.get("mqttoolsd"), vals.get("mosquitto"))
+            lines.append(f"| {desc} | {label} | " + " | ".join(shown) + f" | {R.fmt(r, 2) if r else '–'} |")
+    return lines
+
+
+def write_docs(text):
+    path = os.path.join(os.path.dirname(HERE), "docs", "benchmarks.md")
+    with open(path) as f:
+        doc = f.read()
+    block = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in doc and END in doc:
+        doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(doc)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build", default="build-release")
+    p.add_argument("--mqttoolsd")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds of the traffic scenarios")
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--background", type=float, default=20.0,
+                   help="measured seconds of the background load (must cover the storm or flood)")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--brokers", default=",".join(BROKERS))
+    p.add_argument("--no-docs", action="store_true")
+    args = p.parse_args(argv)
+    args.perf = False
+    names = [n for n in args.scenarios.split(",") if n]
+    for n in names:
+        if n not in SCENARIOS:
+            p.error(f"unknown scenario {n}")
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    bench = ProductionBench(args)
+    brokers = [b for b in args.brokers.split(",") if b in BROKERS and bench.available(b)]
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    bench.run_all(names, brokers)
+    with open(os.path.join(bench.build, "bench-production.json"), "w") as f:
+        json.dump({f"{k[0]}/{k[1]}": v for k, v in bench.results.items()}, f, indent=1)
+    lines = ["## Production workloads (issue 17)", "",
+             f"`bench/production.py`, {started}, {args.runs} interleaved run(s) per cell, medians of the runs "
+             "that completed; broker on CPU 0, generators on CPU 1, on a shared 2-core VM with other jobs "
+             "running: compare the columns of this run (ratios), not absolute figures across runs. "
+             "\"Background\" is a second mqtt_load with 100 pairs at 1,000 msg/s in total, connected before "
+             "the storm or flood starts; its p99 and max cover its whole measured window.", ""]
+    lines += table(bench, names, brokers)
+    failed = [f"{n}/{b}: {r.get('error') or r.get('bg_error')}" for (n, b), rs in bench.results.items()
+              for r in rs if not r.get("ok") or r.get("bg_error")]
+    if failed:
+        lines += ["", "Runs that failed (left out of the medians):", ""] + [f"- {f}" for f in failed]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_docs:
+        write_docs(text)
+    shutil.rmtree(bench.tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
