@@ -125,7 +125,7 @@ bool Connection::flush() {
         // store thread it waits for). The release marks it dirty again.
         if (want_write_ && state != State::closing) {
             want_write_ = false;
-            broker_.reactor().modify(fd(), EPOLLIN, this);
+            broker_.reactor().modify(fd(), reading_paused_ ? EPOLLRDHUP : EPOLLIN, this);
         }
         return true;
     }
