@@ -187,6 +187,9 @@ void Connection::resume_reading() {
         if (state == State::closing) return;
         pending_.assign(kept.begin() + static_cast<std::ptrdiff_t>(consumed), kept.end());
     }
+    // A transport (TLS, WebSocket) may hold input epoll cannot report: one
+    // read now, which costs a would-block at most.
+    if (state != State::closing && !reading_paused_) on_readable();
 }
 
 }  // namespace mqttools::broker
