@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "mqttools/codec.hpp"
 #include "mqttools/packets.hpp"
 #include "mqttools/reason_code.hpp"
 
@@ -111,7 +112,26 @@ struct SubscriptionRequest {
     std::string topic;
     std::uint8_t retain_handling = 0;  // 0, 1 or 2 (spec 3.8.3.1)
     QoS qos = QoS::at_most_once;       // maximum QoS
+    bool no_local = false;             // v5 only (spec 3.8.3.1)
+    bool retain_as_published = false;  // v5 only
+    // SUBSCRIBE User Properties (v5 only).
+    std::vector<std::pair<std::string, std::string>> user_properties{};
 };
+
+// Optional PUBLISH properties.
+struct PublishProperties {
+    std::optional<std::string> response_topic;
+    std::optional<std::string> correlation_data;
+    std::optional<std::string> content_type;
+    std::optional<std::uint8_t> payload_format_indicator;
+    std::optional<std::uint32_t> message_expiry_interval;
+    std::vector<std::pair<std::string, std::string>> user_properties;
+};
+
+// Called for every packet sent or received when set in ClientOptions (the
+// CLI's -d): `sent` tells the direction. Runs on the I/O thread or the
+// caller's thread, with the client's lock held: it must not call the client.
+using PacketTrace = std::function<void(bool sent, const Packet& packet)>;
 
 struct ClientOptions {
     std::string host = "localhost";
@@ -124,6 +144,26 @@ struct ClientOptions {
     std::string will_message;
     bool will_retain = false;
     QoS will_qos = QoS::at_most_once;
+    // Will Properties (v5 only): will_properties' PUBLISH-like fields and the
+    // Will Delay Interval (spec 3.1.3.2).
+    PublishProperties will_properties;
+    std::optional<std::uint32_t> will_delay_interval;
+
+    // MQTT 5.0 (default) or 3.1.1: in 3.1.1 no properties are sent and none
+    // of the v5-only options apply.
+    ProtocolVersion protocol_version = ProtocolVersion::v5;
+    // Local address to bind the socket to before connecting ("" : any).
+    std::string bind_address;
+    // More CONNECT properties (v5 only).
+    std::vector<std::pair<std::string, std::string>> connect_user_properties;
+    std::optional<std::uint8_t> request_problem_information;
+    std::optional<std::uint8_t> request_response_information;
+    // Properties of the DISCONNECT stop() sends (v5 only): a new Session
+    // Expiry Interval, User Properties.
+    std::optional<std::uint32_t> disconnect_session_expiry_interval;
+    std::vector<std::pair<std::string, std::string>> disconnect_user_properties;
+    // See PacketTrace.
+    PacketTrace packet_trace;
 
     std::uint16_t keep_alive_s = 60;  // 0 disables keep alive
     std::chrono::milliseconds response_timeout{5000};
@@ -155,6 +195,8 @@ struct ClientOptions {
     bool check_hostname = true;
     std::string certfile;      // client certificate, optional
     std::string keyfile;
+    std::string capath;        // a directory of hashed CA certificates
+    std::string tls_version;   // "" (any), "tlsv1.2" or "tlsv1.3": the only version offered
 
     // MQTT over WebSocket (ws://, or wss:// with `tls`): an HTTP upgrade to
     // `websocket_path` offering subprotocol "mqtt", then binary frames.
@@ -189,6 +231,7 @@ struct Message {
     std::string payload;  // bytes, not necessarily text
     bool retain = false;
     QoS qos = QoS::at_most_once;
+    std::uint16_t packet_id = 0;  // as received (0 for QoS 0)
     std::optional<std::string> response_topic;
     std::optional<std::string> correlation_data;
     std::optional<std::string> content_type;
@@ -200,15 +243,6 @@ struct Message {
     bool connection_lost = false;
 };
 
-// Optional PUBLISH properties.
-struct PublishProperties {
-    std::optional<std::string> response_topic;
-    std::optional<std::string> correlation_data;
-    std::optional<std::string> content_type;
-    std::optional<std::uint8_t> payload_format_indicator;
-    std::optional<std::uint32_t> message_expiry_interval;
-    std::vector<std::pair<std::string, std::string>> user_properties;
-};
 
 // A thread-safe FIFO of received messages. Its capacity is a bound the
 // client's I/O thread keeps to (push() itself always accepts): it checks
@@ -300,7 +334,17 @@ public:
     // QoS. Throws SubscribeError / UnsubscribeError with the broker's reason,
     // TimeoutError, ConnectionError.
     QoS subscribe(std::string_view topic, std::uint8_t retain_handling = 0, QoS qos = QoS::at_most_once);
+    QoS subscribe(const SubscriptionRequest& request);
     void unsubscribe(std::string_view topic);
+
+    // QoS 1/2 publishes the broker refused (an error reason code in PUBACK
+    // or PUBREC, spec 3.4.2.1), since construction, and the last refusal.
+    struct Refusals {
+        std::uint64_t count = 0;
+        ReasonCode last_reason = ReasonCode::success;
+        std::string last_topic;
+    };
+    Refusals refusals() const;
 
     MessageQueue& messages() noexcept;
     std::string client_id() const;

@@ -48,6 +48,7 @@ Broker::Broker(net::Reactor& reactor, const config::Config& config)
     reactor_.set_before_sleep([this] { before_sleep(); });
     housekeeping_timer_ = reactor_.add_timer_after(housekeeping_period, [this] { housekeeping(); });
     sync_bridges(config_.bridges);
+    packet_debug = spdlog::should_log(spdlog::level::debug);
 }
 
 Broker::~Broker() {
@@ -276,6 +277,8 @@ void Broker::release_idle_extras(Connection& c) {
 
 void Broker::housekeeping() {
     housekeeping_timer_ = reactor_.add_timer_after(housekeeping_period, [this] { housekeeping(); });
+    // The level may change on reload; a second's lag is fine for logs.
+    packet_debug = spdlog::should_log(spdlog::level::debug);
     const auto now = reactor_.now();
     if (store_ && now >= next_sweep_) {
         // Expired retained messages leave the file (queued ones leave it
@@ -312,6 +315,7 @@ void Broker::housekeeping() {
 }
 
 void Broker::handle_packet(Connection& c, const FixedHeader& header, Bytes body) {
+    if (packet_debug) [[unlikely]] c.log_received(header, body);
     if (!store_) {
         dispatch_packet(c, header, body);
         return;
@@ -386,6 +390,15 @@ void Broker::connection_lost(Connection& c) {
     if (c.state == Connection::State::closing) return;
     if (const std::string_view why = c.transport().error(); !why.empty()) {
         spdlog::info("Client {}: {}.", c.client_id.empty() ? c.peer() : c.client_id, why);
+    }
+    if (c.state == Connection::State::awaiting_connect) {
+        // A failed TLS handshake never becomes a client, so nothing else
+        // would say why (a plain MQTT client on the TLS port, an unknown
+        // CA...); Mosquitto logs these too.
+        if (const auto* tls = dynamic_cast<const net::TlsTransport*>(&c.transport());
+            tls != nullptr && !tls->session().handshake_done() && !tls->session().last_error().empty()) {
+            spdlog::info("TLS handshake with {} failed: {}", c.peer(), tls->session().last_error());
+        }
     }
     c.closed_by_peer = true;
     close_connection(c, ReasonCode::unspecified_error, false);

@@ -1,11 +1,13 @@
 #include "broker/connection.hpp"
 
+#include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 
 #include <algorithm>
 #include <cstring>
 
 #include "broker/broker.hpp"
+#include "mqttools/describe.hpp"
 
 namespace mqttools::broker {
 
@@ -24,7 +26,39 @@ Connection::~Connection() = default;
 
 void Connection::send_shared(const net::BufferRef& buffer, std::uint32_t size) {
     output_.append(buffer, 0, size);
+    if (packet_debug) [[unlikely]] {
+        // Already encoded (shared by many subscribers): decode it back for
+        // the line, at debug only.
+        const Bytes bytes(buffer.data(), size);
+        const Frame frame = read_frame(bytes);
+        if (frame.status == FrameStatus::complete) {
+            const auto packet = decode_packet(frame.header, bytes.subspan(frame.header.header_size), version,
+                                              Sender::server);
+            if (packet) log_packet(false, *packet);
+        }
+    }
     queued_packet();
+}
+
+void Connection::log_packet(bool received, const Packet& packet) const {
+    // Before CONNECT is handled the client has no id yet: the address says
+    // who it is.
+    const std::string who = client_id.empty() ? peer() : client_id;
+    std::string text = describe_packet(packet);
+    const auto space = text.find(' ');
+    const std::string type = text.substr(0, space);
+    const std::string rest = space == std::string::npos ? std::string() : text.substr(space);
+    spdlog::debug("{} {} {} {}{}", received ? "Received" : "Sending", type, received ? "from" : "to", who, rest);
+}
+
+void Connection::log_received(const FixedHeader& header, Bytes body) const {
+    const auto packet = decode_packet(header, body, version, Sender::client);
+    if (packet) {
+        log_packet(true, *packet);
+    } else {
+        spdlog::debug("Received a bad {} from {}: {}", packet_type_name(header.type),
+                      client_id.empty() ? peer() : client_id, reason_code_name(packet.error()));
+    }
 }
 
 void Connection::queued_packet() {

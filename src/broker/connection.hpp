@@ -28,6 +28,11 @@ namespace mqttools::broker {
 
 class Broker;
 
+// Per-packet debug lines, like `mosquitto -v`: true while the log level is
+// debug or trace (refreshed by the broker every housekeeping pass), so at
+// info a packet costs one predictable branch and nothing else.
+inline bool packet_debug = false;
+
 class Connection final : public net::IoHandler, public DeadlineLink {
 public:
     // connect_pending: CONNECT taken, CONNACK waits for work off the reactor
@@ -52,9 +57,14 @@ public:
         if (size == 0 || size > max_packet_size_out) return false;
         auto space = output_.reserve(size);
         output_.commit(encode(packet, version, space));
+        if (packet_debug) [[unlikely]] log_packet(false, Packet(packet));
         queued_packet();
         return true;
     }
+    // "Received PUBLISH from ID (d0, q1, ...)" / "Sending ... to ID": never
+    // payloads or passwords (describe.hpp).
+    void log_packet(bool received, const Packet& packet) const;
+    void log_received(const FixedHeader& header, Bytes body) const;
     // Queues an already encoded packet shared with other connections.
     void send_shared(const net::BufferRef& buffer, std::uint32_t size);
 

@@ -15,8 +15,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto v5 = ProtocolVersion::v5;
-
 // Refusals another attempt may fix; the others (bad credentials, banned,
 // not authorized...) fail at once.
 bool retryable(ReasonCode reason) {
@@ -48,17 +46,28 @@ void fill_properties(const PublishProperties& in, Properties& out, std::vector<S
     }
 }
 
+// The string pairs of a User Property list as codec views.
+std::vector<StringPair> pair_views(const std::vector<std::pair<std::string, std::string>>& in) {
+    std::vector<StringPair> out;
+    out.reserve(in.size());
+    for (const auto& [k, v] : in) out.push_back({k, v});
+    return out;
+}
+
 }  // namespace
 
-Client::Impl::Impl(ClientOptions opts) : options(std::move(opts)), messages(options.max_queued_messages) {
+Client::Impl::Impl(ClientOptions opts)
+    : options(std::move(opts)), version(options.protocol_version), messages(options.max_queued_messages) {
     messages.on_space([this] { wake_for_space(); });
     client_id = options.client_id.empty() ? make_client_id() : options.client_id;
-    if (options.tls || !options.cafile.empty()) {
+    if (options.tls || !options.cafile.empty() || !options.capath.empty()) {
         net::TlsClientSettings settings;
         settings.cafile = options.cafile;
         settings.certfile = options.certfile;
         settings.keyfile = options.keyfile.empty() ? options.certfile : options.keyfile;
         settings.verify_peer = true;
+        settings.capath = options.capath;
+        settings.tls_version = options.tls_version;
         try {
             tls = net::TlsContext::make_client(settings);
         } catch (const std::exception& e) {
@@ -113,16 +122,17 @@ void Client::Impl::encode_locked(const P& packet) {
     if constexpr (std::is_same_v<P, ConnectPacket>) {
         size = encoded_size(packet);
     } else {
-        size = encoded_size(packet, v5);
+        size = encoded_size(packet, version);
     }
     if (size == 0) throw PublishError(ReasonCode::packet_too_large, "packet too large to encode");
     auto room = out.prepare(size);
     if constexpr (std::is_same_v<P, ConnectPacket>) {
         (void)encode(packet, room);
     } else {
-        (void)encode(packet, v5, room);
+        (void)encode(packet, version, room);
     }
     out.commit(size);
+    if (options.packet_trace) options.packet_trace(true, Packet(packet));
 }
 
 void Client::Impl::encode_publish_locked(const OutboundMessage& m, bool dup) {
@@ -143,7 +153,8 @@ void Client::Impl::wait_locked(std::unique_lock<std::mutex>& lock, Clock::time_p
 }
 
 void Client::Impl::connect_once(bool resume_session) {
-    UniqueFd fd = client_detail::tcp_connect(options.host, options.port, options.response_timeout);
+    UniqueFd fd =
+        client_detail::tcp_connect(options.host, options.port, options.response_timeout, options.bind_address);
     std::optional<client_detail::WebSocketTarget> ws;
     if (options.websocket) {
         // Host header: the name as given, IPv6 literals in brackets.
@@ -158,7 +169,9 @@ void Client::Impl::connect_once(bool resume_session) {
 
     std::string will_topic = options.will_topic;
     ConnectPacket c;
-    c.version = v5;
+    c.version = version;
+    std::vector<StringPair> will_pairs;
+    std::vector<StringPair> connect_pairs = pair_views(options.connect_user_properties);
     c.clean_start = !resume_session;
     c.keep_alive = options.keep_alive_s;
     {
@@ -170,6 +183,8 @@ void Client::Impl::connect_once(bool resume_session) {
             w.payload = as_bytes(options.will_message);
             w.qos = options.will_qos;
             w.retain = options.will_retain;
+            fill_properties(options.will_properties, w.properties, will_pairs);
+            w.properties.will_delay_interval = options.will_delay_interval;
             c.will = w;
         }
         if (options.username) c.username = *options.username;
@@ -182,6 +197,9 @@ void Client::Impl::connect_once(bool resume_session) {
         }
         if (options.topic_alias_maximum != 0) c.properties.topic_alias_maximum = options.topic_alias_maximum;
         if (options.maximum_packet_size != 0) c.properties.maximum_packet_size = options.maximum_packet_size;
+        c.properties.request_problem_information = options.request_problem_information;
+        c.properties.request_response_information = options.request_response_information;
+        if (!connect_pairs.empty()) c.properties.user_properties = connect_pairs;
 
         state = State::connecting;
         lost = false;
@@ -200,6 +218,7 @@ void Client::Impl::connect_once(bool resume_session) {
         rbuf.clear();
         ctrl.clear();
         in_aliases.clear();  // aliases live for one connection ([MQTT-3.3.2-7])
+        got_connack = false;
         input_paused = false;
         read_ended = false;
         read_error.clear();
@@ -306,7 +325,7 @@ void Client::start(bool resume_session) {
         std::this_thread::sleep_for(delays[delay_index]);
         if (delay_index + 1 < delays.size()) ++delay_index;
     }
-    for (const auto& s : d.options.subscriptions) subscribe(s.topic, s.retain_handling, s.qos);
+    for (const auto& s : d.options.subscriptions) subscribe(s);
 }
 
 void Client::stop() noexcept {
@@ -316,7 +335,11 @@ void Client::stop() noexcept {
         if (!d.io_thread.joinable()) return;
         if (d.state == Impl::State::connected && !d.lost) {
             try {
-                d.encode_locked(DisconnectPacket{});
+                DisconnectPacket p;
+                const auto pairs = pair_views(d.options.disconnect_user_properties);
+                p.properties.session_expiry_interval = d.options.disconnect_session_expiry_interval;
+                if (!pairs.empty()) p.properties.user_properties = pairs;
+                d.encode_locked(p);
             } catch (...) {
                 // Out of memory: the close alone still ends the connection.
             }
@@ -351,7 +374,7 @@ void Client::publish(std::string_view topic, std::string_view payload, bool reta
     p.payload = as_bytes(payload);
     std::vector<StringPair> pairs;
     fill_properties(properties, p.properties, pairs);
-    const std::size_t full_size = encoded_size(p, v5);
+    const std::size_t full_size = encoded_size(p, d.version);
 
     // A topic alias (spec 3.3.2.3.4): the first use carries the name, later
     // ones only the alias.
@@ -363,7 +386,7 @@ void Client::publish(std::string_view topic, std::string_view payload, bool reta
             if (d.alias_sent[alias]) p.topic = {};
         }
     }
-    const std::size_t size = alias ? encoded_size(p, v5) : full_size;
+    const std::size_t size = alias ? encoded_size(p, d.version) : full_size;
     if (size == 0 || (d.limits.maximum_packet_size != 0 && std::max(size, full_size) > d.limits.maximum_packet_size)) {
         // [MQTT-3.1.2-24]: never send more than the broker's Maximum Packet
         // Size. (A redelivery carries the name, hence full_size too.)
@@ -389,8 +412,9 @@ void Client::publish(std::string_view topic, std::string_view payload, bool reta
     }
     if (alias) d.alias_sent[alias] = true;
     auto room = d.out.prepare(size);
-    (void)encode(p, v5, room);
+    (void)encode(p, d.version, room);
     d.out.commit(size);
+    if (d.options.packet_trace) d.options.packet_trace(true, Packet(p));
     d.wake_locked();
 }
 
@@ -409,15 +433,26 @@ void Client::flush(std::chrono::milliseconds timeout) {
 }
 
 QoS Client::subscribe(std::string_view topic, std::uint8_t retain_handling, QoS qos) {
+    SubscriptionRequest request;
+    request.topic = std::string(topic);
+    request.retain_handling = retain_handling;
+    request.qos = qos;
+    return subscribe(request);
+}
+
+QoS Client::subscribe(const SubscriptionRequest& request) {
     Impl& d = *impl_;
     std::unique_lock lock(d.mutex);
     d.require_connected_locked();
     const std::uint16_t id = d.allocate_packet_id_locked();
     d.requests[id] = {};
-    const Subscription s{topic, qos, false, false, retain_handling};
+    const Subscription s{request.topic, request.qos, request.no_local, request.retain_as_published,
+                         request.retain_handling};
     SubscribePacket p;
     p.packet_id = id;
     p.subscriptions = SubscriptionList(std::span<const Subscription>(&s, 1));
+    const auto pairs = pair_views(request.user_properties);
+    if (!pairs.empty()) p.properties.user_properties = pairs;
     d.encode_locked(p);
     d.wake_locked();
     d.wait_locked(lock, Clock::now() + d.options.response_timeout, [&] { return d.requests[id].done; });
@@ -450,8 +485,15 @@ void Client::unsubscribe(std::string_view topic) {
         if (d.lost) throw ConnectionError("connection lost: " + d.io_error);
         throw TimeoutError();
     }
+    // A 3.1.1 UNSUBACK carries no reason codes (spec 3.11 of 3.1.1).
+    if (req.reasons.empty() && d.version == ProtocolVersion::v311) return;
     if (req.reasons.empty()) throw UnsubscribeError(ReasonCode::protocol_error);
     if (is_error(req.reasons[0])) throw UnsubscribeError(req.reasons[0]);
+}
+
+Client::Refusals Client::refusals() const {
+    std::lock_guard lock(impl_->mutex);
+    return impl_->refusals;
 }
 
 MessageQueue& Client::messages() noexcept { return impl_->messages; }

@@ -79,8 +79,12 @@ struct Client::Impl {
     bool handle(const Packet& packet);
     bool handle_publish(const PublishPacket& p);
     void fail(const std::string& why, std::optional<ReasonCode> send_disconnect = std::nullopt);
+    template <class P>
+    void put(client_detail::ByteBuffer& buffer, const P& packet);
+    void refused_locked(const client_detail::OutboundMessage& m, ReasonCode reason);
 
     ClientOptions options;
+    ProtocolVersion version = ProtocolVersion::v5;  // options.protocol_version
     std::shared_ptr<const net::TlsContext> tls;
     std::string server_name;
     MessageQueue messages;
@@ -112,6 +116,7 @@ struct Client::Impl {
     std::unordered_map<std::uint16_t, std::list<client_detail::OutboundMessage>::iterator> inflight_by_id;
     std::unordered_map<std::uint16_t, client_detail::PendingRequest> requests;
     std::uint16_t next_packet_id = 1;
+    Client::Refusals refusals;
 
     // Outbound topic aliases: topic -> alias (from options.topic_aliases);
     // alias_sent[a] once the alias is established on this connection.
@@ -123,6 +128,7 @@ struct Client::Impl {
     client_detail::ByteBuffer ctrl;  // acks and pings written by the I/O thread
     std::unordered_map<std::uint16_t, std::string> in_aliases;
     std::unordered_set<std::uint16_t> inbound_qos2;  // PUBREC sent, PUBREL not yet received
+    bool got_connack = false;  // the server's first byte has been checked
     std::uint16_t keep_alive_s = 0;
     Clock::time_point last_write;
     std::uint64_t written_marker = 0;

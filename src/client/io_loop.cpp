@@ -15,26 +15,28 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto v5 = ProtocolVersion::v5;
-
-template <class P>
-void put(ByteBuffer& buffer, const P& packet) {
-    const std::size_t size = encoded_size(packet, v5);
-    auto room = buffer.prepare(size);
-    (void)encode(packet, v5, room);
-    buffer.commit(size);
-}
-
-void put_ack(ByteBuffer& buffer, PacketType type, std::uint16_t id, ReasonCode reason = ReasonCode::success) {
-    put(buffer, AckPacket{type, id, reason, {}});
-}
-
 std::optional<std::string> copy(const std::optional<std::string_view>& s) {
     if (!s) return std::nullopt;
     return std::string(*s);
 }
 
 }  // namespace
+
+template <class P>
+void Client::Impl::put(ByteBuffer& buffer, const P& packet) {
+    const std::size_t size = encoded_size(packet, version);
+    auto room = buffer.prepare(size);
+    (void)encode(packet, version, room);
+    buffer.commit(size);
+    if (options.packet_trace) options.packet_trace(true, Packet(packet));
+}
+
+void Client::Impl::refused_locked(const client_detail::OutboundMessage& m, ReasonCode reason) {
+    spdlog::debug("publish to '{}' refused: {}", m.topic, reason_code_name(reason));
+    ++refusals.count;
+    refusals.last_reason = reason;
+    refusals.last_topic = m.topic;
+}
 
 void Client::Impl::fail(const std::string& why, std::optional<ReasonCode> send_disconnect) {
     if (send_disconnect) {
@@ -193,8 +195,38 @@ void Client::Impl::io_main() {
     }
 }
 
+namespace {
+
+// What a server that is not an MQTT broker sent instead of CONNACK, said in
+// words: a TLS record (the port wants TLS), or text such as "HTTP/1.1 400".
+std::string not_mqtt(Bytes data) {
+    const auto first = std::to_integer<unsigned>(data[0]);
+    if ((first == 0x15 || first == 0x16) && data.size() >= 2 && std::to_integer<unsigned>(data[1]) == 0x03) {
+        return "the server answered with TLS: this port expects TLS (use --cafile, --capath or an mqtts:// URL)";
+    }
+    std::string text;
+    for (std::size_t i = 0; i < data.size() && i < 40; ++i) {
+        const auto b = std::to_integer<unsigned char>(data[i]);
+        if (b == '\r' || b == '\n') break;
+        text += b >= 0x20 && b < 0x7f ? static_cast<char>(b) : '?';
+    }
+    return "the server's answer is not MQTT ('" + text + "'): is this an MQTT port?";
+}
+
+}  // namespace
+
 bool Client::Impl::process_input() {
     const std::uint32_t max_in = options.maximum_packet_size ? options.maximum_packet_size : max_packet_size_limit;
+    if (!got_connack && !rbuf.empty()) {
+        // The first packet must be CONNACK [MQTT-3.2.0-1]: its first byte is
+        // 0x20. Anything else is not a broker speaking MQTT; say what it is
+        // rather than "Malformed Packet".
+        if (std::to_integer<unsigned>(rbuf.view()[0]) != 0x20) {
+            fail(not_mqtt(rbuf.view()));
+            return false;
+        }
+        got_connack = true;
+    }
     for (;;) {
         const Frame frame = read_frame(rbuf.view(), max_in);
         if (frame.status == FrameStatus::need_more) return true;
@@ -210,13 +242,14 @@ bool Client::Impl::process_input() {
             return true;
         }
         const Bytes body = rbuf.view().subspan(frame.header.header_size, frame.header.remaining_length);
-        const Result<Packet> packet = decode_packet(frame.header, body, v5, Sender::server);
+        const Result<Packet> packet = decode_packet(frame.header, body, version, Sender::server);
         if (!packet) {
             fail(std::string("bad ") + std::string(packet_type_name(frame.header.type)) +
                      " from the broker: " + std::string(reason_code_name(packet.error())),
                  packet.error());
             return false;
         }
+        if (options.packet_trace) options.packet_trace(false, *packet);
         if (!handle(*packet)) return false;
         rbuf.consume(frame.header.packet_size());
     }
@@ -230,9 +263,7 @@ bool Client::Impl::handle(const Packet& packet) {
             case PacketType::pubcomp: {
                 std::lock_guard lock(mutex);
                 if (auto it = inflight_by_id.find(a->packet_id); it != inflight_by_id.end()) {
-                    if (is_error(a->reason)) {
-                        spdlog::warn("publish to '{}' failed: {}", it->second->topic, reason_code_name(a->reason));
-                    }
+                    if (is_error(a->reason)) refused_locked(*it->second, a->reason);
                     inflight.erase(it->second);
                     inflight_by_id.erase(it);
                     cv.notify_all();
@@ -247,8 +278,7 @@ bool Client::Impl::handle(const Packet& packet) {
                         known = true;
                         if (is_error(a->reason)) {
                             // An error PUBREC ends the flow [MQTT-4.3.3-4 note]: no PUBREL.
-                            spdlog::warn("publish to '{}' failed: {}", it->second->topic,
-                                         reason_code_name(a->reason));
+                            refused_locked(*it->second, a->reason);
                             inflight.erase(it->second);
                             inflight_by_id.erase(it);
                             cv.notify_all();
@@ -257,14 +287,14 @@ bool Client::Impl::handle(const Packet& packet) {
                         it->second->released = true;
                     }
                 }
-                put_ack(ctrl, PacketType::pubrel, a->packet_id,
-                        known ? ReasonCode::success : ReasonCode::packet_identifier_not_found);
+                put(ctrl, AckPacket{PacketType::pubrel, a->packet_id,
+                        known ? ReasonCode::success : ReasonCode::packet_identifier_not_found, {}});
                 return true;
             }
             case PacketType::pubrel: {
                 const bool known = inbound_qos2.erase(a->packet_id) > 0;
-                put_ack(ctrl, PacketType::pubcomp, a->packet_id,
-                        known ? ReasonCode::success : ReasonCode::packet_identifier_not_found);
+                put(ctrl, AckPacket{PacketType::pubcomp, a->packet_id,
+                        known ? ReasonCode::success : ReasonCode::packet_identifier_not_found, {}});
                 return true;
             }
             default:
@@ -362,7 +392,7 @@ bool Client::Impl::handle_publish(const PublishPacket& p) {
 
     bool deliver = true;
     if (p.qos == QoS::at_least_once) {
-        put_ack(ctrl, PacketType::puback, p.packet_id);
+        put(ctrl, AckPacket{PacketType::puback, p.packet_id, ReasonCode::success, {}});
     } else if (p.qos == QoS::exactly_once) {
         // Deliver once per packet identifier until its PUBREL (method B of
         // spec 4.3.3): a DUP resend of an unreleased id is acknowledged only.
@@ -371,7 +401,7 @@ bool Client::Impl::handle_publish(const PublishPacket& p) {
             fail("the broker exceeded our Receive Maximum", ReasonCode::receive_maximum_exceeded);
             return false;
         }
-        put_ack(ctrl, PacketType::pubrec, p.packet_id);
+        put(ctrl, AckPacket{PacketType::pubrec, p.packet_id, ReasonCode::success, {}});
     }
     if (!deliver) return true;
 
@@ -380,6 +410,7 @@ bool Client::Impl::handle_publish(const PublishPacket& p) {
     m.payload = std::string(as_string(p.payload));
     m.retain = p.retain;
     m.qos = p.qos;
+    m.packet_id = p.packet_id;
     const Properties& pr = p.properties;
     m.response_topic = copy(pr.response_topic);
     if (pr.correlation_data) m.correlation_data = std::string(as_string(*pr.correlation_data));

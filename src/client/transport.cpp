@@ -24,9 +24,13 @@ std::string endpoint(const std::string& host, std::uint16_t port) {
 }
 
 // Connects one resolved address; returns the socket or sets `err` (errno).
-UniqueFd connect_address(const addrinfo& ai, std::chrono::milliseconds timeout, int& err) {
+UniqueFd connect_address(const addrinfo& ai, std::chrono::milliseconds timeout, const addrinfo* bind_to, int& err) {
     UniqueFd fd(::socket(ai.ai_family, ai.ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai.ai_protocol));
     if (!fd.valid()) {
+        err = errno;
+        return {};
+    }
+    if (bind_to != nullptr && ::bind(fd.get(), bind_to->ai_addr, bind_to->ai_addrlen) != 0) {
         err = errno;
         return {};
     }
@@ -64,10 +68,25 @@ UniqueFd connect_address(const addrinfo& ai, std::chrono::milliseconds timeout, 
 
 }  // namespace
 
-UniqueFd tcp_connect(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout) {
+UniqueFd tcp_connect(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout,
+                     const std::string& bind_address) {
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
+    addrinfo* local = nullptr;
+    if (!bind_address.empty()) {
+        addrinfo bind_hints = hints;
+        bind_hints.ai_flags = AI_PASSIVE;
+        const int rc = ::getaddrinfo(bind_address.c_str(), "0", &bind_hints, &local);
+        if (rc != 0) throw ConnectionError("cannot resolve bind address '" + bind_address + "': " + ::gai_strerror(rc));
+        hints.ai_family = local->ai_family;
+    }
+    struct LocalOwner {
+        addrinfo* list;
+        ~LocalOwner() {
+            if (list) ::freeaddrinfo(list);
+        }
+    } local_owner{local};
     addrinfo* list = nullptr;
     const std::string service = std::to_string(port);
     const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &list);
@@ -77,7 +96,7 @@ UniqueFd tcp_connect(const std::string& host, std::uint16_t port, std::chrono::m
     int err = ECONNREFUSED;
     UniqueFd fd;
     for (const addrinfo* ai = list; ai != nullptr && !fd.valid(); ai = ai->ai_next) {
-        fd = connect_address(*ai, timeout, err);
+        fd = connect_address(*ai, timeout, local, err);
     }
     ::freeaddrinfo(list);
     if (!fd.valid()) {
@@ -267,7 +286,11 @@ Transport::ReadStatus Transport::read_stream(ByteBuffer& in) {
             n = ::recv(fd_.get(), dst, chunk, 0);
         } while (n < 0 && errno == EINTR);
         if (n == 0) {
-            error_ = "connection closed by the broker";
+            // Mid-handshake, a close usually means a plain MQTT port that
+            // could not parse our ClientHello.
+            error_ = tls_ && !tls_->handshake_done()
+                         ? "TLS handshake failed: the broker closed the connection (is this a TLS port?)"
+                         : "connection closed by the broker";
             return ReadStatus::closed;
         }
         if (n < 0) {

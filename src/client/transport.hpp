@@ -20,7 +20,10 @@ namespace mqttools::client_detail {
 // Resolves host and connects to the first address that accepts within
 // `timeout`. Returns a non-blocking socket with TCP_NODELAY; throws
 // ConnectionError ("cannot connect to 'host:port': Connection refused").
-UniqueFd tcp_connect(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout);
+// A non-empty `bind_address` is bound first (mosquitto_pub's -A); only
+// addresses of its family are tried.
+UniqueFd tcp_connect(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout,
+                     const std::string& bind_address = {});
 
 // MQTT over WebSocket: the Host header value and the request path.
 struct WebSocketTarget {

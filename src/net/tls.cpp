@@ -114,11 +114,19 @@ std::shared_ptr<const TlsContext> TlsContext::make_client(const TlsClientSetting
     CtxOwner owner{SSL_CTX_new(TLS_client_method())};
     if (!owner.ctx) throw_tls("cannot create a TLS context");
     common_setup(owner.ctx);
+    if (!s.tls_version.empty()) {
+        const int v = s.tls_version == "tlsv1.3" ? TLS1_3_VERSION : s.tls_version == "tlsv1.2" ? TLS1_2_VERSION : 0;
+        if (v == 0) throw std::runtime_error("unsupported TLS version '" + s.tls_version + "'");
+        SSL_CTX_set_min_proto_version(owner.ctx, v);
+        SSL_CTX_set_max_proto_version(owner.ctx, v);
+    }
     if (s.verify_peer) {
-        const int ok = s.cafile.empty()
-                           ? SSL_CTX_set_default_verify_paths(owner.ctx)
-                           : SSL_CTX_load_verify_locations(owner.ctx, s.cafile.c_str(), nullptr);
-        if (ok != 1) throw_tls("cannot load CA file '" + s.cafile + "'");
+        const bool given = !s.cafile.empty() || !s.capath.empty();
+        const int ok = !given ? SSL_CTX_set_default_verify_paths(owner.ctx)
+                              : SSL_CTX_load_verify_locations(owner.ctx, s.cafile.empty() ? nullptr : s.cafile.c_str(),
+                                                              s.capath.empty() ? nullptr : s.capath.c_str());
+        if (ok != 1) throw_tls(s.capath.empty() ? "cannot load CA file '" + s.cafile + "'"
+                                                : "cannot load CA path '" + s.capath + "'");
         SSL_CTX_set_verify(owner.ctx, SSL_VERIFY_PEER, nullptr);
     } else {
         SSL_CTX_set_verify(owner.ctx, SSL_VERIFY_NONE, nullptr);

@@ -73,11 +73,16 @@ void ArgParser::positionals(const std::string& name, std::vector<std::string>& t
     pos_.push_back({name, false, true, help, [&target](const std::string& v) { target.push_back(v); }});
 }
 
+void ArgParser::custom(const std::string& name, const std::string& metavar,
+                       std::function<int(int, char**, int)> consume, const std::string& help) {
+    opts_.push_back({name, true, help, nullptr, std::move(consume), metavar});
+}
+
 void ArgParser::alias(const std::string& other, const std::string& name) { aliases_.emplace_back(other, name); }
 
 std::string ArgParser::usage() const {
     std::string u = "usage: " + prog_;
-    for (const auto& o : opts_) u += " [" + o.name + (o.takes_value ? " VALUE]" : "]");
+    for (const auto& o : opts_) u += " [" + o.name + (o.takes_value ? " " + o.metavar + "]" : "]");
     for (const auto& p : pos_) {
         std::string n = p.many ? p.name + "..." : p.name;
         u += p.required ? " " + n : " [" + n + "]";
@@ -93,8 +98,8 @@ std::string ArgParser::usage() const {
         for (const auto& [other, long_name] : aliases_) {
             if (long_name == o.name) n += other + ", ";
         }
-        n += o.name + (o.takes_value ? " VALUE" : "");
-        u += "  " + n + std::string(n.size() < 28 ? 28 - n.size() : 1, ' ') + o.help + "\n";
+        n += o.name + (o.takes_value ? " " + o.metavar : "");
+        u += "  " + n + (n.size() < 28 ? std::string(28 - n.size(), ' ') : "\n" + std::string(30, ' ')) + o.help + "\n";
     }
     return u;
 }
@@ -132,6 +137,11 @@ bool ArgParser::parse(int argc, char** argv, int first) {
                 if (o.name == name) found = &o;
             }
             if (found == nullptr) throw UsageError("unrecognized argument '" + arg + "'");
+            if (found->consume) {
+                if (has_value) throw UsageError("argument " + name + ": give its values as separate arguments");
+                i = found->consume(argc, argv, i);
+                continue;
+            }
             if (found->takes_value && !has_value) {
                 if (i + 1 >= argc) throw UsageError("argument " + name + ": expected a value");
                 value = argv[++i];

@@ -30,6 +30,12 @@ public:
                   const std::string& help);
     void choice(const std::string& name, const std::vector<std::string>& choices, std::string& target,
                 const std::string& help);
+    // An option that reads its own values: `consume(argc, argv, i)` gets the
+    // index of the option itself and returns the index of its last value
+    // (e.g. mosquitto's "-D COMMAND NAME VALUE..."). `metavar` is shown in
+    // the help.
+    void custom(const std::string& name, const std::string& metavar,
+                std::function<int(int argc, char** argv, int i)> consume, const std::string& help);
     // Another name for an option, e.g. mosquitto_pub's "-p" for "--port".
     // "-h" as an alias is taken when a value follows it ("-h HOST");
     // alone it still asks for help.
@@ -50,6 +56,8 @@ private:
         bool takes_value;
         std::string help;
         std::function<void(const std::string&)> apply;
+        std::function<int(int, char**, int)> consume = nullptr;  // custom options only
+        std::string metavar = "VALUE";
     };
     struct Pos {
         std::string name;

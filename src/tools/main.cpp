@@ -12,6 +12,7 @@
 #include "mqttools_version.h"
 #include "tools/args.hpp"
 #include "tools/commands.hpp"
+#include "tools/common.hpp"
 #include "tools/passwd_command.hpp"
 
 namespace {
@@ -19,7 +20,7 @@ namespace {
 using mqttools::tools::UsageError;
 
 constexpr const char* usage_text =
-    "usage: mqttools [-h] [-l LEVEL] [--version] {subscribe,publish,monitor,broker,passwd} ...\n";
+    "usage: mqttools [-h] [--log-level LEVEL] [--version] {subscribe,publish,monitor,broker,passwd} ...\n";
 
 constexpr const char* help_text =
     "\nMQTT 5.0 tools.\n"
@@ -33,10 +34,11 @@ constexpr const char* help_text =
     "\n"
     "options:\n"
     "  -h, --help          Show this help message and exit.\n"
-    "  -l, --log-level LEVEL\n"
-    "                      Log level: trace, debug, info, warning, error, critical or off\n"
-    "                      (default: warning).\n"
-    "  --version           Print the version and exit.\n";
+    "  --log-level LEVEL   Log level of the client library: trace, debug, info, warning,\n"
+    "                      error, critical or off (default: warning).\n"
+    "  --version           Print the version and exit.\n"
+    "\n"
+    "'mqttools COMMAND --help' lists a command's options; man mqttools(1) has them all.\n";
 
 struct Command {
     std::string_view name;
@@ -65,7 +67,7 @@ void set_log_level(const std::string& name) {
             return;
         }
     }
-    throw UsageError("argument -l/--log-level: invalid choice '" + name +
+    throw UsageError("argument --log-level: invalid choice '" + name +
                      "' (choose from trace, debug, info, warning, error, critical, off)");
 }
 
@@ -86,8 +88,8 @@ int run(int argc, char** argv) {
             std::printf("mqttools %s\n", MQTTOOLS_VERSION);
             return 0;
         }
-        if (arg == "-l" || arg == "--log-level") {
-            if (i + 1 >= argc) throw UsageError("argument -l/--log-level: expected a value");
+        if (arg == "--log-level") {
+            if (i + 1 >= argc) throw UsageError("argument --log-level: expected a value");
             set_log_level(argv[++i]);
             continue;
         }
@@ -116,7 +118,8 @@ int main(int argc, char** argv) {
         return run(argc, argv);
     } catch (const std::exception& e) {
         std::fflush(stdout);
-        std::fprintf(stderr, "error: %s\n", e.what());
+        // --quiet: no error messages, the exit status tells (mosquitto_pub).
+        if (!mqttools::tools::quiet()) std::fprintf(stderr, "error: %s\n", e.what());
         return 1;
     }
 }

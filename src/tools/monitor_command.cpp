@@ -26,8 +26,6 @@ namespace mqttools::tools {
 
 namespace {
 
-volatile std::sig_atomic_t interrupted = 0;
-
 struct Entry {
     std::string timestamp;  // HH:MM:SS
     std::string payload;
@@ -86,7 +84,7 @@ public:
     // Returns when the user quits.
     void run() {
         for (;;) {
-            if (interrupted) return;
+            if (interrupted()) return;
             bool modified = modified_;
             modified_ = false;
             if (follow_connection()) modified = true;
@@ -258,24 +256,17 @@ struct Curses {
 
 int run_monitor_command(int argc, char** argv) {
     CommonOptions common;
-    std::int64_t keep_alive = 0;
-    std::int64_t session_expiry_interval = 0;
     std::vector<std::int64_t> retain_handling;
     std::vector<std::string> topics;
     ArgParser parser("mqttools monitor", "Monitor given topics in a text based user interface.");
     add_common_options(parser, common);
-    parser.integer("--keep-alive", 0, 65535, keep_alive,
-                   "Keep alive time in seconds (default: 0). Give as 0 to disable keep alive.");
-    parser.integer("--session-expiry-interval", 0, 0xffffffff, session_expiry_interval,
-                   "Session expiry interval in the range 0..0xffffffff (default: 0).");
     parser.integers("--retain-handling", 0, 2, retain_handling,
                     "Retain handling per topic, in order; repeat it (default: 0).");
     parser.positionals("topic", topics, "Topic(s) to subscribe to.");
     if (!parser.parse(argc, argv, 1)) return 0;
+    check_common_options(common);
 
-    ClientOptions options = make_client_options(common);
-    options.keep_alive_s = static_cast<std::uint16_t>(keep_alive);
-    options.session_expiry_interval = static_cast<std::uint32_t>(session_expiry_interval);
+    ClientOptions options = make_client_options(common, 0);
     for (std::size_t i = 0; i < topics.size(); ++i) {
         const std::int64_t rh = i < retain_handling.size() ? retain_handling[i]
                                 : retain_handling.empty() ? 0
@@ -285,10 +276,10 @@ int run_monitor_command(int argc, char** argv) {
     auto client = std::make_unique<Client>(options);
     client->start();
 
-    std::signal(SIGINT, [](int) { interrupted = 1; });
+    catch_interrupts();
     // Later connections resume the session when it outlives them, so that
     // nothing sent meanwhile is missed.
-    Monitor monitor(std::move(client), options, session_expiry_interval > 0);
+    Monitor monitor(std::move(client), options, options.session_expiry_interval > 0);
     {
         Curses screen;
         monitor.run();

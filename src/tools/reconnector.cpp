@@ -49,7 +49,7 @@ void Reconnector::run() {
                 client->start(resume_session_);
             } catch (const SessionResumeError&) {
                 // Connected, but to a new session: subscribe again.
-                for (const auto& s : options_.subscriptions) client->subscribe(s.topic, s.retain_handling, s.qos);
+                for (const auto& s : options_.subscriptions) client->subscribe(s);
             }
             std::lock_guard lock(mutex_);
             ++attempts_;

@@ -20,6 +20,7 @@ class ExampleSubscriber(Subscriber):
         self.proc = subprocess.Popen([str(SUBSCRIBER), "localhost", str(port)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.out = b""
+        self.err = b""
 
 
 def publish_until_seen(s, port):

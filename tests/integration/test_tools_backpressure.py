@@ -41,8 +41,9 @@ def test_unread_subscriber_memory_stays_bounded_and_queued_messages_come_in_orde
     sub = subprocess.Popen([str(MQTTOOLS), "subscribe", "--port", str(broker.port), "bp/t"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert sub.stdout.readline() == f"Connecting to 'localhost:{broker.port}'.\n".encode()
-        assert sub.stdout.readline() == b"Connected.\n"
+        # Status lines are on stderr; stdout carries only messages.
+        assert sub.stderr.readline() == f"Connecting to 'localhost:{broker.port}'.\n".encode()
+        assert sub.stderr.readline() == b"Connected.\n"
         baseline = peak_rss_bytes(sub.pid)
 
         # Nobody reads the subscriber's output from here: its pipe fills, it

@@ -111,7 +111,8 @@ def test_broker_subcommand_with_tls_and_client_cafile(tools_brokers, certs, subs
     # Connecting by address: the name check fails unless it is turned off.
     r = mqttools("publish", "--host", "127.0.0.1", "--port", secure, "--cafile", certs / "ca.crt", "tls/x", "m")
     assert r.returncode == 1
-    assert r.stderr.decode().startswith(f"error: cannot connect to '127.0.0.1:{secure}': TLS: ")
+    assert r.stderr.decode().startswith(f"Connecting to '127.0.0.1:{secure}'.\n"
+                                        f"error: cannot connect to '127.0.0.1:{secure}': TLS: ")
     r = mqttools("publish", "--host", "127.0.0.1", "--port", secure, "--cafile", certs / "ca.crt",
                  "--no-check-hostname", "tls/unchecked", "two")
     assert r.returncode == 0, r.stderr
@@ -133,24 +134,37 @@ def test_subscribe_reconnects_when_the_broker_restarts(tools_brokers, subscriber
     publish(port, "re/t", "before")
     s.read_until(b"ResponseTopic: None\n")
     assert b.stop() == 0
-    s.read_until(b"Broker connection lost!\n")
+    s.read_err_until(b"Broker connection lost!\n")
     tools_brokers(port=port)
-    # start() re-makes the subscription before "Connected." is printed.
-    s.read_until(b"Connected.\n", count=2)
+    # The subscription is made again before "Connected." is printed.
+    s.wait_connected(count=2)
     publish(port, "re/t", "after")
     code, out, err = s.finish()
     assert code == 0, err
-    head = f"Connecting to 'localhost:{port}'.\nConnected.\n"
-    assert out == (head + block("re/t", "before") + "Broker connection lost!\n" + head + block("re/t", "after"))
+    assert out == block("re/t", "before") + block("re/t", "after")
+    head = f"Connecting to 'localhost:{port}'.\n"
+    assert err.startswith(head + "Connected.\nBroker connection lost!\n" + head)
+    assert err.endswith(head + "Connected.\n")
 
 
-def test_subscribe_gives_up_when_the_broker_stays_down(tools_brokers, subscribers):
+def test_subscribe_keeps_retrying_while_the_broker_is_down(tools_brokers, subscribers):
+    """mosquitto_sub and the monitor reconnect; so does subscribe, with
+    back-off (1, 2, 4, 8 s), saying so on stderr; Ctrl-C ends it cleanly."""
     b = tools_brokers()
     s = subscribers(b.port, "re/t")
     s.wait_connected()
     assert b.stop() == 0
-    code, out, err = s.finish(timeout=15)
-    assert code == 1
+    started = time.monotonic()
+    # Attempts at once, then after 1 and 2 s: the third failure comes ~3 s
+    # after the loss, long after the old client gave up (~1.5 s).
+    s.read_err_until(b"retrying in 4 s.\n", timeout=20)
+    assert time.monotonic() - started > 2.5
+    assert s.proc.poll() is None
+    s.proc.send_signal(signal.SIGINT)
+    code, out, err = s.finish(timeout=10)
+    assert code == 0, err
+    assert out == ""
     head = f"Connecting to 'localhost:{b.port}'.\n"
-    assert out == head + "Connected.\nBroker connection lost!\n" + head
-    assert err == f"error: cannot connect to 'localhost:{b.port}': Connection refused\n"
+    refused = f"Connection failed: cannot connect to 'localhost:{b.port}': Connection refused; retrying in"
+    assert err.startswith(head + "Connected.\nBroker connection lost!\n" + head + refused + " 1 s.\n"
+                          + head + refused + " 2 s.\n" + head + refused + " 4 s.\n")
