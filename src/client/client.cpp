@@ -153,6 +153,9 @@ void Client::Impl::wait_locked(std::unique_lock<std::mutex>& lock, Clock::time_p
 }
 
 void Client::Impl::connect_once(bool resume_session) {
+    // Until the WebSocket transport is here, a ws:// URL must not quietly
+    // become plain MQTT on the same port.
+    if (options.websocket) throw ConnectionError("MQTT over WebSocket is not available in this build");
     UniqueFd fd =
         client_detail::tcp_connect(options.host, options.port, options.response_timeout, options.bind_address);
     std::optional<client_detail::WebSocketTarget> ws;
@@ -233,7 +236,11 @@ void Client::Impl::connect_once(bool resume_session) {
     wait_locked(lock, deadline, [&] { return connack.has_value(); });
     if (!connack) {
         const bool was_lost = lost;
-        const std::string why = io_error;
+        std::string why = io_error;
+        if (!tls && (why.starts_with("connection closed") || why.starts_with("read failed"))) {
+            // What a TLS listener does to a plain CONNECT.
+            why += " before CONNACK (if this port expects TLS, use --cafile, --capath or an mqtts:// URL)";
+        }
         lock.unlock();
         shutdown_io();
         if (!was_lost) throw TimeoutError();

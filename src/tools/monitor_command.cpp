@@ -1,15 +1,20 @@
 // `mqttools monitor TOPIC...`: a full-screen ncurses view of the latest
 // message per topic (the seed's layout): a title bar, the topics sorted, each
 // with its timestamp and its message wrapped under it, and a menu bar.
-// Keys: q quit, p play/pause, f cycle the format (auto, binary, text).
+// Keys: q quit, p play/pause (the title bar says PAUSED and counts what
+// arrives meanwhile), f cycle the format (auto, binary, text), arrows,
+// PgUp/PgDn, Home/End scroll when the rows do not fit.
 // When the broker connection is lost the title bar says so and the monitor
 // reconnects in the background (delays 1, 2, 4, 8 s), subscribes again and
 // keeps showing what it had.
 #include <curses.h>
 #include <langinfo.h>
 
+#include <algorithm>
 #include <chrono>
+#include <climits>
 #include <clocale>
+#include <cstdint>
 #include <csignal>
 #include <ctime>
 #include <map>
@@ -107,12 +112,15 @@ public:
                     frozen_.clear();
                 } else {
                     frozen_ = entries_;
+                    missed_ = 0;
                 }
                 modified_ = true;
             } else if (key == 'f') {
                 format_ = format_ == "auto" ? "binary" : format_ == "binary" ? "text" : "auto";
                 modified_ = true;
             } else if (key == KEY_RESIZE) {
+                modified_ = true;
+            } else if (scroll_by_key(key)) {
                 modified_ = true;
             }
         }
@@ -138,7 +146,8 @@ private:
                 modified = set_status(reconnect_status());
             }
         }
-        if (client_ && take_messages() && playing_) modified = true;
+        // Paused, the title's count of new messages changes.
+        if (client_ && take_messages()) modified = true;
         return modified;
     }
 
@@ -156,6 +165,7 @@ private:
                 return true;
             }
             entries_[m->topic] = Entry{now_hms(), std::move(m->payload)};
+            if (!playing_) ++missed_;
             any = true;
         }
         return any;
@@ -199,20 +209,69 @@ private:
         attroff(COLOR_PAIR(pair));
     }
 
-    void redraw() {
-        erase();
-        bar(0, "TIMESTAMP  TOPIC & MESSAGE", 1, status_);
-        int row = 1;
+    // Arrows, PgUp/PgDn, Home/End move the first body row shown; redraw()
+    // keeps it in range.
+    bool scroll_by_key(int key) {
+        const int page = std::max(1, rows_ - 3);
+        switch (key) {
+            case KEY_UP: top_ -= 1; return true;
+            case KEY_DOWN: top_ += 1; return true;
+            case KEY_PPAGE: top_ -= page; return true;
+            case KEY_NPAGE: top_ += page; return true;
+            case KEY_HOME: top_ = 0; return true;
+            case KEY_END: top_ = INT32_MAX / 2; return true;
+            default: return false;
+        }
+    }
+
+    // Every body row: " HH:MM:SS  topic", then the message indented by 11,
+    // each of its lines wrapped on its own (so a multi-line payload stays
+    // in the message column).
+    std::vector<std::string> body_rows() const {
+        std::vector<std::string> out;
         const std::size_t width = static_cast<std::size_t>(std::max(1, cols_ - 12));
         for (const auto& [topic, entry] : playing_ ? entries_ : frozen_) {
-            if (row > rows_ - 2) break;
-            mvaddnstr(row++, 0, (" " + entry.timestamp + "  " + topic).c_str(), cols_);
-            for (const auto& line : wrap(format_message(format_, entry.payload), width)) {
-                if (row > rows_ - 2) break;
-                mvaddstr(row++, 0, (std::string(11, ' ') + line).c_str());
+            out.push_back(truncate(" " + entry.timestamp + "  " + topic, static_cast<std::size_t>(std::max(cols_, 0))));
+            const std::string text = format_message(format_, entry.payload);
+            std::size_t start = 0;
+            for (;;) {
+                const std::size_t nl = text.find('\n', start);
+                std::string line = text.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+                // A tab would move the cursor past the column: a space.
+                for (char& ch : line) {
+                    if (ch == '\t') ch = ' ';
+                }
+                const auto wrapped = wrap(line, width);
+                if (wrapped.empty()) out.push_back(std::string(11, ' '));
+                for (const auto& row : wrapped) out.push_back(std::string(11, ' ') + row);
+                if (nl == std::string::npos) break;
+                start = nl + 1;
             }
         }
-        bar(rows_ - 1, "q: Quit, p: Play/Pause, f: Format (" + format_ + ")", 2);
+        return out;
+    }
+
+    void redraw() {
+        erase();
+        std::string right = status_;
+        if (right.empty() && !playing_) {
+            right = "PAUSED" + (missed_ > 0 ? " (" + std::to_string(missed_) + " new)" : std::string());
+        }
+        bar(0, "TIMESTAMP  TOPIC & MESSAGE", 1, right);
+        const std::vector<std::string> rows = body_rows();
+        const int body = std::max(0, rows_ - 2);
+        const int count = static_cast<int>(rows.size());
+        top_ = std::clamp(top_, 0, std::max(0, count - body));
+        for (int i = 0; i < body && top_ + i < count; ++i) {
+            mvaddstr(1 + i, 0, rows[static_cast<std::size_t>(top_ + i)].c_str());
+        }
+        // Where the view is, when not everything fits.
+        std::string where;
+        if (count > body && body > 0) {
+            where = std::to_string(top_ + 1) + "-" + std::to_string(std::min(count, top_ + body)) + "/" +
+                    std::to_string(count);
+        }
+        bar(rows_ - 1, "q: Quit, p: Play/Pause, f: Format (" + format_ + ")", 2, where);
         refresh();
     }
 
@@ -226,6 +285,8 @@ private:
     std::string format_ = "auto";
     bool playing_ = true;
     bool modified_ = true;
+    std::uint64_t missed_ = 0;  // messages taken while paused
+    int top_ = 0;               // first body row shown (scrolling)
     int rows_ = 0;
     int cols_ = 0;
 };
@@ -238,6 +299,13 @@ struct Curses {
         cbreak();
         noecho();
         keypad(stdscr, TRUE);
+        // tmux, screen, PuTTY and the Linux console send Home/End as the
+        // VT220 "\e[1~"/"\e[4~" (rxvt: "\e[7~"/"\e[8~") whatever $TERM's
+        // terminfo says (xterm's has "\eOH"/"\eOF" only).
+        define_key("\x1b[1~", KEY_HOME);
+        define_key("\x1b[4~", KEY_END);
+        define_key("\x1b[7~", KEY_HOME);
+        define_key("\x1b[8~", KEY_END);
         halfdelay(1);  // getch() waits at most 100 ms: the refresh tick
         curs_set(0);
         if (has_colors()) {
@@ -262,16 +330,33 @@ int run_monitor_command(int argc, char** argv) {
     add_common_options(parser, common);
     parser.integers("--retain-handling", 0, 2, retain_handling,
                     "Retain handling per topic, in order; repeat it (default: 0).");
+    std::vector<std::string> t_topics;
+    std::int64_t qos = 0;
+    parser.strings("--topic", t_topics, "Topic filter to subscribe to (repeatable, as mosquitto_sub -t).");
+    parser.integer("--qos", 0, 2, qos, "Maximum QoS of the subscriptions (default: 0).");
+    parser.alias("-t", "--topic");
+    parser.alias("-q", "--qos");
     parser.positionals("topic", topics, "Topic(s) to subscribe to.");
     if (!parser.parse(argc, argv, 1)) return 0;
     check_common_options(common);
+    topics.insert(topics.end(), t_topics.begin(), t_topics.end());
+    if (!common.url_topic.empty()) topics.push_back(common.url_topic);
+    // An empty screen waiting for nothing helps nobody.
+    if (topics.empty()) throw UsageError("the following argument is required: topic");
+    for (const auto& t : topics) {
+        if (check_topic_filter(t) != ReasonCode::success) throw UsageError("invalid topic filter '" + t + "'");
+    }
 
     ClientOptions options = make_client_options(common, 0);
     for (std::size_t i = 0; i < topics.size(); ++i) {
         const std::int64_t rh = i < retain_handling.size() ? retain_handling[i]
                                 : retain_handling.empty() ? 0
                                                           : retain_handling.back();
-        options.subscriptions.push_back({topics[i], static_cast<std::uint8_t>(rh), QoS::at_most_once});
+        SubscriptionRequest request;
+        request.topic = topics[i];
+        request.retain_handling = static_cast<std::uint8_t>(rh);
+        request.qos = static_cast<QoS>(qos);
+        options.subscriptions.push_back(std::move(request));
     }
     auto client = std::make_unique<Client>(options);
     client->start();

@@ -26,7 +26,8 @@ using auth::HashKind;
 
 constexpr std::size_t max_password = 65535;  // an MQTT password field's limit
 
-void usage() {
+// Asked for (--help): stdout, exit 0; a usage mistake: stderr, exit 1.
+void usage(std::FILE* to = stderr) {
     std::fputs(
         "mqttools passwd manages password files for mqttoolsd and mosquitto.\n\n"
         "Usage: mqttools passwd [-H sha512 | -H sha512-pbkdf2] [-I ITERATIONS] [-c | -D] "
@@ -40,7 +41,7 @@ void usage() {
         " -H : specify the hashing algorithm. Defaults to sha512-pbkdf2, which is recommended.\n"
         " -I : PBKDF2 iterations for new hashes (default 1000).\n"
         " -U : update a plain text password file to use hashed passwords.\n",
-        stderr);
+        to);
 }
 
 struct Options {
@@ -255,7 +256,7 @@ int run_passwd_command(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) {
         const std::string_view arg = argv[i];
         if (arg == "-h" || arg == "--help") {
-            usage();
+            usage(stdout);
             return 0;
         }
         if (arg == "-H" || arg == "-I") {

@@ -305,3 +305,12 @@ def test_broker_logs_nothing_per_packet_at_info(broker):
     assert r.returncode == 0, r.stderr
     wait_until(lambda: "Client quietly disconnected." in broker.output(), "the disconnect line")
     assert "Received PUBLISH" not in broker.output()
+
+
+def test_passwd_help_goes_to_stdout_and_a_mistake_to_stderr():
+    r = mqttools("passwd", "--help")
+    assert r.returncode == 0 and r.stderr == b""
+    assert r.stdout.startswith(b"mqttools passwd manages password files")
+    r = mqttools("passwd")
+    assert r.returncode == 1 and r.stdout == b""
+    assert b"Usage: mqttools passwd" in r.stderr

@@ -207,3 +207,53 @@ def test_monitor_quits_while_reconnecting(tmp_path, tmux):
         t.wait_for(lambda s: any("monitor-exit=0" in line for line in s), timeout=5)
     finally:
         b.kill()
+
+
+def test_monitor_multi_line_payloads_pause_indicator_and_scrolling(broker, tmux):
+    t = tmux(f"{MQTTOOLS} monitor -p {broker.port} -q 1 -t '/s/#'")
+    menu = "q: Quit, p: Play/Pause, f: Format (auto)"
+    t.wait_for(lambda s: s[-1].startswith(menu))
+    # Continuation lines of a multi-line payload stay in the message column.
+    publish(broker.port, "--message-format", "text", "/s/0", "first line\nsecond line")
+    screen = t.wait_for(lambda s: any("second line" in line for line in s))
+    body = [line.rstrip() for line in screen[1:-1]]
+    assert body[1:3] == [" " * 11 + "first line", " " * 11 + "second line"]
+
+    # p: the title bar says PAUSED and counts what arrives meanwhile.
+    t.keys("p")
+    t.wait_for(lambda s: s[0].rstrip().endswith("PAUSED"))
+    publish(broker.port, "/s/1", "while paused")
+    screen = t.wait_for(lambda s: s[0].rstrip().endswith("PAUSED (1 new)"))
+    assert not any("while paused" in line for line in screen)
+    t.keys("p")
+    screen = t.wait_for(lambda s: any("while paused" in line for line in s))
+    assert screen[0].rstrip() == "TIMESTAMP  TOPIC & MESSAGE"
+
+    # 3 + 2 + 6 * 2 = 17 body rows on a 10-row body: the menu bar shows where
+    # the view is, and the keys scroll.
+    for n in range(2, 8):
+        publish(broker.port, f"/s/{n}", f"message {n}")
+    screen = t.wait_for(lambda s: s[-1].rstrip().endswith("1-10/17"))
+    assert screen[1].rstrip().endswith("  /s/0")
+    t.keys("End")
+    screen = t.wait_for(lambda s: s[-1].rstrip().endswith("8-17/17"))
+    assert screen[-2].rstrip() == " " * 11 + "message 7"
+    t.keys("Home")
+    t.wait_for(lambda s: s[-1].rstrip().endswith("1-10/17") and s[1].rstrip().endswith("  /s/0"))
+    t.keys("Down")
+    screen = t.wait_for(lambda s: s[-1].rstrip().endswith("2-11/17"))
+    assert screen[1].rstrip() == " " * 11 + "first line"
+    t.keys("NPage")
+    t.wait_for(lambda s: s[-1].rstrip().endswith("8-17/17"))
+    t.keys("PPage")
+    t.wait_for(lambda s: s[-1].rstrip().endswith("1-10/17"))
+    t.keys("Up")  # already at the top: stays
+    time.sleep(0.3)
+    assert t.screen()[-1].rstrip().endswith("1-10/17")
+    t.keys("q")
+    t.wait_for(lambda s: not any(line.startswith("q: Quit") for line in s))
+
+
+def test_monitor_without_a_topic_is_an_error():
+    r = subprocess.run([str(MQTTOOLS), "monitor", "--port", "1"], capture_output=True, timeout=20)
+    assert (r.returncode, r.stderr.decode()) == (1, "error: the following argument is required: topic\n")

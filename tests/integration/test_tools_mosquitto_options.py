@@ -293,3 +293,75 @@ def test_ws_url(start_broker, subscribers):
     assert r.returncode == 0, r.stderr
     code, out, err = s.finish()
     assert (code, out) == (0, "ws/t over ws\n"), err
+
+
+# ---------------------------------------------------------------- TLS
+
+def openssl(cwd, *args):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    """A CA, a server certificate for localhost and a client certificate."""
+    d = tmp_path_factory.mktemp("cli-certs")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl(d, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=cli-ca")
+    (d / "server.ext").write_text("subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n")
+    (d / "client.ext").write_text("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    for name, cn in (("server", "localhost"), ("client", "cli-client")):
+        openssl(d, "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        openssl(d, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
+    (d / "capath").mkdir()
+    (d / "capath" / "ca.pem").write_bytes((d / "ca.crt").read_bytes())
+    openssl(d, "rehash", str(d / "capath"))
+    return d
+
+
+@pytest.fixture
+def tls_broker(start_broker, certs):
+    tls_port = free_port()
+    b = start_broker(config=(f"allow_anonymous = true\n[[listener]]\nport = {tls_port}\ncertfile = \"{certs / 'server.crt'}\"\n"
+                             f"keyfile = \"{certs / 'server.key'}\"\ncafile = \"{certs / 'ca.crt'}\"\n"
+                             "require_certificate = true\n"))
+    from conftest import wait_for_port
+    wait_for_port(tls_port, proc=b.proc)
+    b.tls_port = tls_port
+    return b
+
+
+def test_client_certificates_tls_version_and_capath(tls_broker, certs, subscribers):
+    b = tls_broker
+    s = subscribers(b.port, "-v", "-C", "3", "-t", "tls/#")
+    s.wait_connected()
+    base = ["publish", "-p", b.tls_port, "--cafile", certs / "ca.crt", "-t", "tls/t"]
+    # require_certificate: no client certificate, no connection.
+    r = mqttools(*base, "-m", "none")
+    assert r.returncode == 1
+    assert "TLS" in r.stderr.decode(), r.stderr
+    r = mqttools(*base, "--cert", certs / "client.crt", "--key", certs / "client.key", "-m", "with cert")
+    assert r.returncode == 0, r.stderr
+    r = mqttools(*base, "--cert", certs / "client.crt", "--key", certs / "client.key", "--tls-version", "tlsv1.2",
+                 "-m", "tls 1.2")
+    assert r.returncode == 0, r.stderr
+    r = mqttools("publish", "-p", b.tls_port, "--capath", certs / "capath", "--cert", certs / "client.crt",
+                 "--key", certs / "client.key", "--tls-version", "tlsv1.3", "-t", "tls/t", "-m", "capath 1.3")
+    assert r.returncode == 0, r.stderr
+    code, out, err = s.finish()
+    assert (code, out) == (0, "tls/t with cert\ntls/t tls 1.2\ntls/t capath 1.3\n"), err
+
+
+def test_broker_logs_a_failed_tls_handshake_with_the_peer_address(tls_broker, certs):
+    b = tls_broker
+    # A plain MQTT client on the TLS port, and a TLS client without a
+    # certificate: neither becomes a client, both are logged at info.
+    r = mqttools("publish", "-p", b.tls_port, "-t", "t", "-m", "plain")
+    assert r.returncode == 1
+    err = r.stderr.decode()
+    assert "port expects TLS, use --cafile, --capath or an mqtts:// URL" in err, err
+    wait_until(lambda: re.search(r"info: TLS handshake with 127\.0\.0\.1:\d+ failed: .+", b.output()),
+               "the broker's handshake line")
+    before = b.output().count("TLS handshake with")
+    mqttools("publish", "-p", b.tls_port, "--cafile", certs / "ca.crt", "-t", "t", "-m", "no cert")
+    wait_until(lambda: b.output().count("TLS handshake with") > before, "a second handshake line")

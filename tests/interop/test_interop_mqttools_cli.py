@@ -120,3 +120,25 @@ def test_same_command_lines_print_the_same(broker, procs, tmp_path, publisher):
     # And what they printed is what was sent (checked once, on -v).
     assert subs["v"][0].finish()[1] == (b"ip/r old\nip/a hello\nip/b (null)\nip/a x\nip/a y\n"
                                        b"ip/a multi\nline\nip/a file\x01data\nip/a r\nip/a r\nip/a last\n")
+
+
+@pytest.mark.parametrize("tool", ["mosquitto_sub", "mqttools"])
+def test_remove_retained_and_E_match_mosquitto_sub(broker, tool):
+    """--remove-retained (with -T sparing a topic), -W and -E: the same
+    command line gives the same output, exit status and broker state."""
+    sub = ["mosquitto_sub", "-V", "5"] if tool == "mosquitto_sub" else [str(MQTTOOLS), "subscribe"]
+
+    def run(*args):
+        r = subprocess.run([*sub, "-h", "127.0.0.1", "-p", str(broker.port), *args], capture_output=True,
+                           timeout=WAIT + 5)
+        return r.returncode, sorted(r.stdout.splitlines())
+
+    for t in ("rm/a", "rm/b", "rm/keep"):
+        r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-r", "-t", t, "-m", "x"],
+                           capture_output=True, timeout=WAIT)
+        assert r.returncode == 0, r.stderr
+    # The clearing messages come back live as "(null)" (no --nl).
+    assert run("--remove-retained", "-T", "rm/keep", "-v", "-t", "rm/#", "-W", "2") == (
+        27, [b"rm/a (null)", b"rm/a x", b"rm/b (null)", b"rm/b x"])
+    assert run("-v", "-t", "rm/#", "-W", "2") == (27, [b"rm/keep x"])
+    assert run("-E", "-t", "rm/#") == (0, [])
