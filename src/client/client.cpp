@@ -153,9 +153,6 @@ void Client::Impl::wait_locked(std::unique_lock<std::mutex>& lock, Clock::time_p
 }
 
 void Client::Impl::connect_once(bool resume_session) {
-    // Until the WebSocket transport is here, a ws:// URL must not quietly
-    // become plain MQTT on the same port.
-    if (options.websocket) throw ConnectionError("MQTT over WebSocket is not available in this build");
     UniqueFd fd =
         client_detail::tcp_connect(options.host, options.port, options.response_timeout, options.bind_address);
     std::optional<client_detail::WebSocketTarget> ws;

@@ -283,7 +283,7 @@ def test_ws_url(start_broker, subscribers):
     `protocol = "websockets"`)."""
     port = free_port()
     try:
-        b = start_broker(config=f'[[listener]]\nport = {port}\nprotocol = "websockets"\n')
+        b = start_broker(config=f'allow_anonymous = true\n[[listener]]\nport = {port}\nprotocol = "websockets"\n')
     except Exception as e:  # noqa: BLE001
         pytest.skip(f"mqttoolsd has no WebSocket listener yet ({e})")
     del b
