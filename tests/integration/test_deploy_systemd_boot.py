@@ -30,7 +30,7 @@ pytestmark = [
 
 # Run-time libraries of mqttoolsd and mqttools (see `ldd`), plus systemd itself.
 ROOT_PACKAGES = ["systemd", "systemd-sysv", "dbus", "procps", "libspdlog1.10", "libtomlplusplus3",
-                 "libssl3", "libncursesw6"]
+                 "libssl3", "libncursesw6", "libsqlite3-0", "libnats3.4"]
 PREFIX = "/usr/local"  # build/ is configured with meson's default prefix
 
 
