@@ -56,7 +56,10 @@ def make_root():
     """The debootstrapped root, made once per build folder (about a minute)."""
     root = BUILD / "systemd-root"
     done = root / ".mqttools-root-ready"
-    if done.exists():
+    # The stamp holds the package list: a root made before mqttoolsd needed
+    # another library is made again.
+    wanted = ",".join(ROOT_PACKAGES)
+    if done.exists() and done.read_text() == wanted:
         return root
     for tool in ("debootstrap", "systemd-nspawn", "nsenter"):
         if shutil.which(tool) is None:
@@ -66,7 +69,7 @@ def make_root():
                         "bookworm", str(root), apt_mirror()], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     (root / "etc" / "hostname").write_text("mqttools-test\n")
-    done.write_text("")
+    done.write_text(wanted)
     return root
 
 
