@@ -78,12 +78,16 @@ class ProductionBench(R.Bench):
         # One $7$ file for both brokers (mqttools passwd writes Mosquitto's format).
         subprocess.run([mqttools, "passwd", "-c", "-I", "1000", "-b", self.pwfile, PASSWORD_USER, PASSWORD],
                        check=True, stdout=subprocess.DEVNULL)
+        # Mosquitto started as root reads it after switching to its own user.
+        os.chmod(self.tmp, 0o755)
+        os.chmod(self.pwfile, 0o644)
 
     def start_broker(self, broker, port, log_path, rt=False, password=False):
         if broker == "mqttoolsd":
             conf = os.path.join(self.tmp, f"mqttoolsd-{port}.toml")
             with open(conf, "w") as f:
                 f.write("allow_anonymous = true\nmax_queued_messages = 1000000\nmax_connections = -1\n"
+                        "log_level = \"warning\"\n")
                 if password:
                     f.write(f"password_file = \"{self.pwfile}\"\n")
             argv = [self.binaries[broker], "-c", conf, "-p", str(port)]
