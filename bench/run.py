@@ -28,6 +28,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import websocket as ws_bench  # noqa: E402  (the WebSocket scenario, issue 14)
+
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = "127.0.0.1"
 BROKERS = ["mqttoolsd", "mosquitto", "forwarder"]
@@ -57,6 +60,7 @@ SCENARIOS = {
                    "--connect-timeout", "40"],
                   ["mqttoolsd", "mosquitto"], "idle"),
 }
+SCENARIOS[ws_bench.SCENARIO[0]] = ws_bench.SCENARIO[1]
 DEFAULT_SCENARIOS = list(SCENARIOS)
 # One run of these is enough: they are about holding, not timing.
 SINGLE_RUN = {"idle-100k"}
@@ -107,7 +111,7 @@ TARGETS = [
     ("idle-10k", "rss_per_conn_bytes", "absolute", 600),
     ("idle-10k-ka", "rss_per_conn_bytes", "absolute", 600),
     ("idle-100k", "held", "absolute-min", 100000),
-]
+] + ws_bench.TARGETS
 
 TRAFFIC_METRICS = [
     ("cpu_us_per_msg", "broker CPU µs / delivered msg", 2),
@@ -186,7 +190,7 @@ class Bench:
             argv = ["chrt", "-f", "10"] + argv
         return argv
 
-    def start_broker(self, broker, port, log_path, rt=False):
+    def start_broker(self, broker, port, log_path, rt=False, websocket=False):
         if broker == "mqttoolsd":
             # The same limits as the Mosquitto config below, and no per-connection log lines.
             conf = os.path.join(self.tmp, f"mqttoolsd-{port}.toml")
@@ -194,14 +198,14 @@ class Bench:
                 f.write("allow_anonymous = true\n"
                         "max_queued_messages = 1000000\n"
                         "max_connections = -1\n"
-                        "log_level = \"warning\"\n")
-            argv = [self.binaries[broker], "-c", conf, "-p", str(port)]
+                        "log_level = \"warning\"\n" + (ws_bench.mqttoolsd_listener(port) if websocket else ""))
+            argv = [self.binaries[broker], "-c", conf] + ([] if websocket else ["-p", str(port)])
         elif broker == "forwarder":
             argv = [self.binaries[broker], "-p", str(port)]
         else:
             conf = os.path.join(self.tmp, f"mosquitto-{port}.conf")
             with open(conf, "w") as f:
-                f.write(f"listener {port} {HOST}\n"
+                f.write((ws_bench.mosquitto_listener(port, free_port()) if websocket else f"listener {port} {HOST}\n") +
                         "allow_anonymous true\n"
                         "set_tcp_nodelay true\n"
                         "persistence false\n"
@@ -224,7 +228,7 @@ class Bench:
         port = free_port()
         log_path = os.path.join(self.tmp, f"{broker}-{name}-{run_index}.log")
         rt = is_rt(name)
-        proc = self.start_broker(broker, port, log_path, rt)
+        proc = self.start_broker(broker, port, log_path, rt, ws_bench.is_websocket(load_args))
         if proc is None:
             log(f"{broker} did not start (log: {log_path})")
             return {"ok": False, "error": "broker did not start"}
@@ -417,6 +421,18 @@ def check_targets(bench, medians, names):
         elif against == "absolute-min":
             want, got = f"≥ {factor:,} held", fmt(ours, 0)
             ok = ours is not None and ours >= factor
+        elif against.startswith("scenario:"):
+            # The same broker in another scenario of this run (ws vs TCP).
+            other_name = against.split(":", 1)[1] + name[len(base(name)):]
+            other = medians.get((other_name, "mqttoolsd", key))
+            r = ratio(ours, other)
+            want = f"{key} ≤ {factor:g}× mqttoolsd in {other_name}"
+            got = f"{fmt(ours, 2)} vs {fmt(other, 2)} = {fmt(r, 2)}×" if r is not None else "–"
+            ok = r is not None and r <= factor
+            rs = [metric(a, key) / metric(b, key) for a, b in zip(bench.results.get((name, "mqttoolsd"), []),
+                                                                  bench.results.get((other_name, "mqttoolsd"), []))
+                  if a.get("ok") and b.get("ok") and metric(a, key) is not None and metric(b, key)]
+            paired = f"{fmt(statistics.median(rs), 2)}×" if rs else "–"
         else:
             other = medians.get((name, against, key))
             r = ratio(ours, other)

@@ -112,6 +112,19 @@ void ClientSet::on_event(Conn& c, std::uint32_t events, std::int64_t now) {
 
 void ClientSet::on_connected(Conn& c) {
     c.state = ConnState::wait_connack;
+    if (!ws_path_.empty()) {
+        c.ws_upgrading = true;
+        c.ws_reader = std::make_unique<net::ws::FrameReader>(false, std::uint64_t{1} << 32);
+        const std::string req = net::ws::make_request("127.0.0.1", ws_path_, net::ws::make_key());
+        c.out.insert(c.out.end(), reinterpret_cast<const std::byte*>(req.data()),
+                     reinterpret_cast<const std::byte*>(req.data() + req.size()));
+        flush(c);
+        return;
+    }
+    send_connect(c);
+}
+
+void ClientSet::send_connect(Conn& c) {
     ConnectPacket p;
     p.version = ProtocolVersion::v5;
     p.clean_start = true;
@@ -141,7 +154,11 @@ void ClientSet::read_all(Conn& c, std::int64_t now) {
             close(c, std::string("read: ") + std::strerror(errno));
             return;
         }
-        c.in_len += static_cast<std::size_t>(n);
+        if (ws_path_.empty()) {
+            c.in_len += static_cast<std::size_t>(n);
+        } else {
+            c.in_len += ws_input(c, c.in_len, static_cast<std::size_t>(n));
+        }
         std::size_t off = 0;
         while (c.state != ConnState::closed) {
             Bytes rest(c.in.data() + off, c.in_len - off);
@@ -223,7 +240,53 @@ void ClientSet::send(Conn& c, Bytes data) {
 
 void ClientSet::queue(Conn& c, Bytes data) {
     if (c.state == ConnState::closed) return;
-    c.out.insert(c.out.end(), data.begin(), data.end());
+    if (ws_path_.empty()) {
+        c.out.insert(c.out.end(), data.begin(), data.end());
+        return;
+    }
+    // One masked binary frame per packet, as browsers send them; a cheap
+    // xorshift mask (the broker under test does not care how random it is).
+    c.ws_mask ^= c.ws_mask << 13;
+    c.ws_mask ^= c.ws_mask >> 17;
+    c.ws_mask ^= c.ws_mask << 5;
+    std::uint8_t mask[4];
+    std::memcpy(mask, &c.ws_mask, 4);
+    const std::size_t at = c.out.size();
+    c.out.resize(at + net::ws::max_header_size + data.size());
+    const std::size_t h = net::ws::encode_header(c.out.data() + at, net::ws::Opcode::binary, true, data.size(), mask);
+    net::ws::mask_copy(c.out.data() + at + h, data.data(), data.size(), mask, 0);
+    c.out.resize(at + h + data.size());
+}
+
+std::size_t ClientSet::ws_input(Conn& c, std::size_t at, std::size_t n) {
+    std::byte* data = c.in.data() + at;
+    if (c.ws_upgrading) {
+        c.ws_head.append(reinterpret_cast<const char*>(data), n);
+        const std::size_t end = c.ws_head.find("\r\n\r\n");
+        if (end == std::string::npos) return 0;
+        if (c.ws_head.rfind("HTTP/1.1 101", 0) != 0) {
+            close(c, "WebSocket upgrade refused: " + c.ws_head.substr(0, c.ws_head.find('\r')));
+            return 0;
+        }
+        n = c.ws_head.size() - end - 4;
+        std::memcpy(data, c.ws_head.data() + end + 4, n);
+        std::string().swap(c.ws_head);
+        c.ws_upgrading = false;
+        send_connect(c);
+    }
+    std::size_t rd = 0, wr = 0;
+    while (rd < n && c.state != ConnState::closed) {
+        const auto s = c.ws_reader->decode(data + rd, n - rd, data + wr);
+        rd += s.consumed;
+        wr += s.produced;
+        using Event = net::ws::FrameReader::Event;
+        // Brokers do not ping; a pong is ignored like any other control frame.
+        if (s.event == Event::close || s.event == Event::error) {
+            close(c, "WebSocket close from the broker");
+            return 0;
+        }
+    }
+    return wr;
 }
 
 void ClientSet::flush(Conn& c) {

@@ -11,6 +11,7 @@
 
 #include "bench_util.hpp"
 #include "mqttools/codec.hpp"
+#include "net/websocket.hpp"
 
 namespace bench {
 
@@ -48,6 +49,13 @@ struct Conn {
     std::uint16_t next_id = 1;
     std::uint32_t inflight = 0;   // QoS 1 awaiting PUBACK
 
+    // MQTT over WebSocket (ClientSet::set_websocket): the 101 being read,
+    // then the frame reader for what the broker sends.
+    bool ws_upgrading = false;
+    std::string ws_head;
+    std::unique_ptr<mqttools::net::ws::FrameReader> ws_reader;
+    std::uint32_t ws_mask = 0x9e3779b9u;
+
     std::size_t pending_out() const noexcept { return out.size() - out_off; }
 };
 
@@ -78,6 +86,9 @@ public:
     void flush(Conn& c);
 
     std::vector<std::unique_ptr<Conn>>& conns() noexcept { return conns_; }
+    // Every connection upgrades to WebSocket first (GET `path`, subprotocol
+    // mqtt) and then sends each queued packet as one masked binary frame.
+    void set_websocket(std::string path) { ws_path_ = std::move(path); }
     void set_handler(PacketHandler h) { handler_ = std::move(h); }
     // User Name and Password for every CONNECT (empty username: none).
     void set_credentials(std::string username, std::string password) {
@@ -98,6 +109,12 @@ private:
     void dispatch(Conn& c, const mqttools::FixedHeader& h, mqttools::Bytes packet, std::int64_t now);
     void update_events(Conn& c);
     void close(Conn& c, const std::string& why);
+    void send_connect(Conn& c);
+    // WebSocket: n bytes just read at c.in[at]; returns the MQTT bytes left
+    // there after the handshake and frame headers are taken out.
+    std::size_t ws_input(Conn& c, std::size_t at, std::size_t n);
+
+    std::string ws_path_;  // empty: plain MQTT
 
     UniqueFd ep_;
     std::vector<std::unique_ptr<Conn>> conns_;

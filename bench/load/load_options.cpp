@@ -25,6 +25,7 @@ void usage() {
                  "  --handshake-window N  idle: CONNECTs awaiting CONNACK at once (a storm: = --conns)\n"
                  "  --username U --password P   credentials in every CONNECT\n"
                  "  --topics N          retained: retained topics, then --subs clients subscribe to #\n"
+                 "  --websocket PATH    MQTT over WebSocket (ws://HOST:PORT/PATH), a frame per packet\n"
                  "  --connect-timeout S --label NAME\n");
 }
 
@@ -88,6 +89,7 @@ bool parse_load_options(int argc, char** argv, LoadOptions& o) {
         else if (a == "--username") o.username = v;
         else if (a == "--password") o.password = v;
         else if (a == "--topics") o.topics = std::atoi(v);
+        else if (a == "--websocket") o.websocket_path = v;
         else {
             usage();
             return false;

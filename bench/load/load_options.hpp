@@ -38,6 +38,7 @@ struct LoadOptions {
     // retained scenario: `topics` retained messages, then `subs` clients
     // subscribe to `#` one after another.
     int topics = 100000;
+    std::string websocket_path;  // non-empty: MQTT over WebSocket to this path (--websocket PATH)
 };
 
 // Parses argv; prints usage and returns false on error.

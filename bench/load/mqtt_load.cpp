@@ -96,6 +96,7 @@ private:
             pubs_.push_back(&c);
         }
         cs_.set_handler([this](Conn& c, const FixedHeader& h, Bytes p, std::int64_t now) { on_packet(c, h, p, now); });
+        if (!o_.websocket_path.empty()) cs_.set_websocket(o_.websocket_path);
         for (auto& c : cs_.conns()) {
             const bool elsewhere = c->role == Role::subscriber && o_.sub_port != 0;
             cs_.start_connect(*c, o_.host, elsewhere ? o_.sub_port : o_.port);
