@@ -15,6 +15,7 @@
 #include "broker/auth/acl.hpp"
 #include "broker/auth/authenticator.hpp"
 #include "broker/auth/memory_guard.hpp"
+#include "broker/cluster_link.hpp"
 #include "broker/connection.hpp"
 #include "broker/deadline_wheel.hpp"
 #include "broker/counters.hpp"
@@ -103,6 +104,22 @@ public:
         std::uint64_t refused = 0;          // QoS 1/2 and retained refused while failing
     };
     const StoreCounters& store_counters() const noexcept { return store_stats_; }
+    // ---- cluster (cluster_routing.cpp): with a link this broker is one
+    // node of a cluster; without one it is exactly the single-node broker.
+    // Subscriptions already held (sessions loaded from the store) become
+    // the link's interest.
+    void set_cluster(ClusterLink* link);
+    ClusterLink* cluster() const noexcept { return cluster_; }
+    // A PUBLISH (MQTT 5 encoding) from another node. `shared` empty: for
+    // this node's non-shared subscribers; else the "$share/NAME/FILTER"
+    // group NATS picked this node for (one member gets it). False when the
+    // packet cannot be decoded or the group is gone (counted by the link).
+    bool route_from_cluster(Bytes packet, std::string_view shared);
+    // A retained update from the cluster's store, stored `age_seconds` ago.
+    bool retained_from_cluster(Bytes packet, std::uint32_t age_seconds);
+    // Another node accepted a CONNECT with this client id: a local
+    // connection is closed with 0x8E and the local session is let go.
+    void session_claimed_elsewhere(std::string_view client_id);
     net::Reactor& reactor() noexcept { return reactor_; }
 
     // ---- used by Connection
@@ -248,6 +265,7 @@ private:
 
     net::Reactor& reactor_;
     config::Config config_;
+    ClusterLink* cluster_ = nullptr;
     std::uint32_t max_packet_in_;
     std::vector<std::unique_ptr<Listener>> listeners_;
     std::vector<std::unique_ptr<Connection>> connections_;

@@ -162,6 +162,9 @@ void Broker::accept_connect(Connection& c, const ConnectPacket& p, bool assigned
         refuse_connect(c, c.version, ReasonCode::retain_not_supported);  // [MQTT-3.2.2-13]
         return;
     }
+    // Other nodes let go of this client id (cluster_link.hpp); an assigned
+    // id is new everywhere.
+    if (cluster_ && !assigned) cluster_->claim_session(c.client_id);
     ack.session_present = attach_session(c, p, expiry);
     Session& s = *c.session;
     bind_acl(c);
@@ -288,7 +291,9 @@ void Broker::end_session(Session& s) {
         will_message = s.will->message;
         will_expiry = s.will->expiry_interval;
     }
-    for (const auto& [filter, options] : s.subscriptions) trie_.unsubscribe(filter, &s);
+    for (const auto& [filter, options] : s.subscriptions) {
+        if (trie_.unsubscribe(filter, &s) && cluster_) cluster_->interest_removed(filter);
+    }
     if (s.stored) persist_session_end(s);
     if (s.connection) {
         s.connection->session = nullptr;
@@ -324,6 +329,7 @@ void Broker::send_will(const MessagePtr& message, std::optional<std::uint32_t> e
         }
         if (store_) persist_retained(view.topic, view.stored);
     }
+    if (cluster_) cluster_->publish(view);
     route(from, view);
 }
 

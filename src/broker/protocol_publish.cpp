@@ -121,7 +121,9 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
         // publishes now and then (most devices) never allocates it.
         RouteCache* cache = c.extras || c.published_recently ? &c.more().route : nullptr;
         c.published_recently = true;
-        if (collect_targets(&s, topic, cache) == 0) rc = ReasonCode::no_matching_subscribers;
+        // In a cluster, subscribers elsewhere are unknown here: no 0x10.
+        if (cluster_) cluster_->publish(m);
+        if (collect_targets(&s, topic, cache) == 0 && !cluster_) rc = ReasonCode::no_matching_subscribers;
         acknowledge_publish(c, p, rc);
         deliver(m);
         return;
@@ -162,6 +164,10 @@ std::size_t Broker::collect_targets(Session* from, std::string_view topic, Route
     targets_.clear();
     ids_.clear();
     trie_.match(topic, matches_, groups_);
+    // In a cluster a NATS queue group picks the member of a shared
+    // subscription (cluster_routing.cpp), so each message reaches one
+    // member cluster-wide.
+    if (cluster_) groups_.clear();
     merge_matches(from);
     if (cache && groups_.empty()) {
         cache->topic.assign(topic);

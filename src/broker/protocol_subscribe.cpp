@@ -58,7 +58,7 @@ void Broker::handle_subscribe(Connection& c, const FixedHeader& header, Bytes bo
             o.retain_as_published = sub.retain_as_published;
             o.retain_handling = sub.retain_handling;
             o.identifier = identifier;
-            trie_.subscribe(sub.filter, &s, o);
+            if (trie_.subscribe(sub.filter, &s, o) && cluster_) cluster_->interest_added(sub.filter);
             if (is_new) {
                 s.subscriptions.emplace(std::string(sub.filter), o);
             } else {
@@ -100,7 +100,7 @@ void Broker::handle_unsubscribe(Connection& c, const FixedHeader& header, Bytes 
             codes.push_back(static_cast<std::byte>(ReasonCode::no_subscription_existed));
             continue;
         }
-        trie_.unsubscribe(filter, &s);
+        if (trie_.unsubscribe(filter, &s) && cluster_) cluster_->interest_removed(filter);
         if (s.stored) persist_subscription(s, filter, nullptr);
         s.subscriptions.erase(it);
         codes.push_back(static_cast<std::byte>(ReasonCode::success));

@@ -19,6 +19,9 @@ struct Listener {
     std::string cafile;
     bool require_certificate = false;
     bool use_identity_as_username = false;
+    // SO_REUSEPORT: several nodes of a cluster on one host share the port
+    // (the kernel spreads new connections over them).
+    bool reuse_port = false;
     bool tls() const { return !certfile.empty(); }
     // MQTT over WebSocket (Mosquitto's `protocol = websockets`): ws, or wss
     // with certfile/keyfile. Then the upgrade request's head may be at most
@@ -100,6 +103,21 @@ struct Bridge {
     bool operator==(const Bridge&) const = default;
 };
 
+// [cluster] (config_cluster.cpp): this broker is one node of a cluster
+// whose nodes meet on NATS.
+struct Cluster {
+    bool enabled = false;                // a [cluster] table is present
+    std::vector<std::string> nats_urls;  // nats_url: one or several servers
+    std::string node_id;                 // unique per node; "" = hostname:port
+    std::string credentials;             // NATS .creds file (JWT + nkey)
+    std::string username;                // NATS user/password
+    std::string password;
+    std::string cafile;                  // TLS to NATS: trusted CAs
+    std::string certfile;                // TLS client certificate and key
+    std::string keyfile;
+    std::string subject_prefix = "mqtt"; // root of every NATS subject we use
+};
+
 enum class LogLevel { trace, debug, info, warning, error };
 enum class LogDest { stderr_, journal, file };
 
@@ -110,6 +128,7 @@ struct Config {
     Metrics metrics;
     Persistence persistence;
     std::vector<Bridge> bridges;  // [[bridge]] tables
+    Cluster cluster;
 
     // Authentication and authorization. allow_anonymous defaults to true only
     // when no listener is configured (Mosquitto 2's local-only mode).

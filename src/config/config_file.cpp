@@ -3,6 +3,7 @@
 // the key, so an operator fixes a file in one pass; a file with any problem
 // yields no Config at all, so the broker never half-starts.
 #include "config/config_file.hpp"
+#include "config/config_cluster.hpp"
 
 #include <arpa/inet.h>
 
@@ -38,7 +39,7 @@ const std::vector<std::string_view> kTopKeys = {
     "max_subscriptions_per_client", "max_topic_levels",
     "max_client_output_bytes", "stuck_client_timeout", "memory_limit",
     "connect_timeout",   "listener",
-    "metrics",
+    "metrics",           "cluster",
     "persistence", "persistence_location", "persistence_file", "persistence_sync",
     "bridge",
 };
@@ -47,6 +48,7 @@ const std::vector<std::string_view> kListenerKeys = {
     "port",    "bind",   "bind_address",        "certfile",
     "keyfile", "cafile", "require_certificate", "use_identity_as_username",
     "protocol", "websockets_headers_size", "websockets_origin",
+    "reuse_port",
 };
 const std::vector<std::string_view> kMetricsKeys = {"enabled", "port", "bind"};
 const std::vector<std::string_view> kLogLevels = {"trace", "debug", "info", "warning", "error"};
@@ -119,6 +121,8 @@ void check_listener(Checker& c, const toml::table& table, std::size_t index, Con
         } else if (k == "protocol" || k == "websockets_headers_size" || k == "websockets_origin") {
             check_listener_websockets(c, k, value, qk, l);
             ws_nodes.push_back({k, &value});
+        } else if (k == "reuse_port") {
+            c.get(value, qk, l.reuse_port);
         } else {
             c.unknown_key(key, "[[listener]]", kListenerKeys);
         }
@@ -194,6 +198,18 @@ void check_top(Checker& c, const toml::table& root, Config& cfg) {
                 check_metrics(c, *t, cfg);
             } else {
                 c.wrong_type(value, k, "a [metrics] table");
+            }
+        } else if (k == "cluster") {
+            if (auto* t = value.as_table()) {
+                SectionChecker sc{
+                    [&](const toml::source_region& at, std::string_view kk, const std::string& w) { c.error(at, kk, w); },
+                    [&](const toml::key& kk, std::string_view t2, const std::vector<std::string_view>& known) {
+                        c.unknown_key(kk, t2, known);
+                    },
+                    [&](const std::string& p) { return c.resolve(p); }};
+                check_cluster(*t, cfg.cluster, sc);
+            } else {
+                c.wrong_type(value, k, "a [cluster] table");
             }
         } else if (k == "allow_anonymous") {
             bool b = false;

@@ -39,7 +39,7 @@ bool open_listeners(broker::Broker& broker, const config::Config& config) {
             }
         } else {
             std::string error;
-            fd = net::listen_tcp(l.bind, l.port, error);
+            fd = net::listen_tcp(l.bind, l.port, error, l.reuse_port);
             if (!fd) {
                 spdlog::error("{}", error);
                 return false;
@@ -92,6 +92,12 @@ BrokerStats collect_stats(const broker::Broker& broker) {
     for (const auto& b : broker.bridge_counters()) {
         s.bridges.push_back({b.name, b.state, b.connected, b.messages_sent, b.messages_received, b.bytes_sent,
                              b.bytes_received, b.reconnects, b.queued, b.dropped});
+    }
+    if (const broker::ClusterLink* link = broker.cluster()) {
+        const broker::ClusterCounters k = link->counters();
+        s.cluster = ClusterStats{true, link->node_id(), k.links_up, k.links_total, k.messages_out, k.messages_in,
+                                 k.messages_lost_out, k.messages_lost_in, k.disconnects, k.reconnects,
+                                 k.remote_interest, k.retained_in, k.takeovers_in};
     }
     return s;
 }

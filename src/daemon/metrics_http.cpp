@@ -125,6 +125,25 @@ std::string render_metrics(const BrokerStats& s, double uptime_seconds, std::str
         p.metric("persistence_refused_total", "counter",
                  "QoS 1/2 and retained PUBLISH refused while the store could not write.", s.persistence_refused);
     }
+    if (s.cluster.enabled) {
+        const ClusterStats& k = s.cluster;
+        p.head("cluster_node_info", "gauge", "This node's cluster id.");
+        p.sample("cluster_node_info", label("node_id", k.node_id), "1");
+        p.metric("cluster_links_up", "gauge", "NATS connections up (of cluster_links_total).", k.links_up);
+        p.metric("cluster_links_total", "gauge", "NATS connections this node keeps.", k.links_total);
+        p.metric("cluster_messages_sent_total", "counter", "Messages handed to NATS for other nodes.", k.messages_out);
+        p.metric("cluster_messages_received_total", "counter", "Messages received from other nodes.", k.messages_in);
+        p.metric("cluster_messages_lost_sending_total", "counter",
+                 "Messages that could not cross to other nodes (NATS down, buffers full).", k.messages_lost_out);
+        p.metric("cluster_messages_lost_receiving_total", "counter",
+                 "Messages from other nodes dropped here (slow consumer).", k.messages_lost_in);
+        p.metric("cluster_disconnects_total", "counter", "NATS connections lost.", k.disconnects);
+        p.metric("cluster_reconnects_total", "counter", "NATS connections re-established.", k.reconnects);
+        p.metric("cluster_interest", "gauge", "NATS subscriptions held for local filters.", k.remote_interest);
+        p.metric("cluster_retained_received_total", "counter", "Retained updates applied from the cluster.",
+                 k.retained_in);
+        p.metric("cluster_takeovers_total", "counter", "Local sessions taken over by another node.", k.takeovers_in);
+    }
     if (!s.listeners.empty()) {
         p.head("listener_connections_total", "counter", "TCP connections accepted per listener.");
         for (const auto& l : s.listeners) {

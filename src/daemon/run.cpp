@@ -16,6 +16,7 @@
 
 #include "broker/broker.hpp"
 #include "store/sqlite_store.hpp"
+#include "cluster/nats_cluster.hpp"
 #include "net/reactor.hpp"
 #include "net/socket.hpp"
 
@@ -80,6 +81,19 @@ static void raise_descriptor_limit() {
     }
 }
 
+// [cluster] node_id, by default HOSTNAME:PORT of the first listener (and
+// the process id when that port is shared through reuse_port, since the
+// nodes sharing it run on one host).
+static std::string cluster_node_id(const config::Config& config) {
+    if (!config.cluster.node_id.empty()) return config.cluster.node_id;
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "localhost");
+    const config::Listener first = config.listeners.empty() ? config::Listener{} : config.listeners.front();
+    std::string id = std::string(host) + ":" + std::to_string(first.port);
+    if (first.reuse_port) id += "-" + std::to_string(::getpid());
+    return id;
+}
+
 int run_broker(const config::Config& config, const RunOptions& options) {
     ::signal(SIGPIPE, SIG_IGN);
     raise_descriptor_limit();
@@ -124,6 +138,16 @@ int run_broker(const config::Config& config, const RunOptions& options) {
 
     // Inherited (socket activation) and configured listeners: deploy_hooks.cpp.
     if (!open_listeners(broker, config)) return 1;
+    std::unique_ptr<cluster::NatsCluster> cluster_link;
+    if (config.cluster.enabled) {
+        std::string error;
+        cluster_link = cluster::NatsCluster::start(reactor, broker, config.cluster, cluster_node_id(config), error);
+        if (!cluster_link) {
+            spdlog::error("{}", error);
+            return 1;
+        }
+        broker.set_cluster(cluster_link.get());
+    }
     // Watchdog, STATUS=, $SYS and /metrics, served by this reactor.
     auto runtime = DeployRuntime::create(reactor, broker, config, options);
     if (!runtime) return 1;
@@ -132,6 +156,8 @@ int run_broker(const config::Config& config, const RunOptions& options) {
     runtime->ready();  // READY=1: every listener is bound and signals are handled
     reactor.run();
     if (durable) durable->drain();
+    broker.set_cluster(nullptr);
+    cluster_link.reset();  // publishes what shutdown left for NATS (wills), then closes
     spdlog::info("mqttoolsd stopped.");
     return 0;
 }

@@ -30,6 +30,23 @@ struct BridgeStats {
     std::uint64_t dropped = 0;
 };
 
+// A cluster node's link (issue 13); enabled only with a [cluster] table.
+struct ClusterStats {
+    bool enabled = false;
+    std::string node_id;
+    std::uint64_t links_up = 0;          // NATS connections up
+    std::uint64_t links_total = 0;
+    std::uint64_t messages_out = 0;      // handed to NATS for other nodes
+    std::uint64_t messages_in = 0;       // received from other nodes
+    std::uint64_t messages_lost_out = 0; // could not cross (NATS down and its buffer full, queue bound)
+    std::uint64_t messages_lost_in = 0;  // dropped on the way in (slow consumer)
+    std::uint64_t disconnects = 0;
+    std::uint64_t reconnects = 0;
+    std::uint64_t remote_interest = 0;   // NATS subscriptions for local filters
+    std::uint64_t retained_in = 0;       // retained updates applied from the cluster
+    std::uint64_t takeovers_in = 0;      // local sessions taken over by other nodes
+};
+
 struct BrokerStats {
     std::uint64_t clients_connected = 0;     // sessions with a live connection
     std::uint64_t clients_disconnected = 0;  // persistent sessions without one
@@ -58,6 +75,7 @@ struct BrokerStats {
 
     std::vector<ListenerStats> listeners;
     std::vector<BridgeStats> bridges;
+    ClusterStats cluster;
 
     // Persistence (only reported when it is on).
     bool persistence = false;

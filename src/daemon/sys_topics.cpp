@@ -101,6 +101,21 @@ std::vector<SysMessage> SysTopics::update(const BrokerStats& s, Clock::time_poin
         add(out, base + "queued", n(b.queued));
         add(out, base + "dropped", n(b.dropped));
     }
+    if (s.cluster.enabled) {
+        const ClusterStats& k = s.cluster;
+        add(out, "$SYS/broker/cluster/node_id", k.node_id);
+        add(out, "$SYS/broker/cluster/links/up", n(k.links_up));
+        add(out, "$SYS/broker/cluster/links/total", n(k.links_total));
+        add(out, "$SYS/broker/cluster/messages/sent", n(k.messages_out));
+        add(out, "$SYS/broker/cluster/messages/received", n(k.messages_in));
+        add(out, "$SYS/broker/cluster/messages/lost_sending", n(k.messages_lost_out));
+        add(out, "$SYS/broker/cluster/messages/lost_receiving", n(k.messages_lost_in));
+        add(out, "$SYS/broker/cluster/disconnects", n(k.disconnects));
+        add(out, "$SYS/broker/cluster/reconnects", n(k.reconnects));
+        add(out, "$SYS/broker/cluster/interest/count", n(k.remote_interest));
+        add(out, "$SYS/broker/cluster/retained/received", n(k.retained_in));
+        add(out, "$SYS/broker/cluster/takeovers", n(k.takeovers_in));
+    }
 
     // Loads need an interval; the first call only records the baselines.
     if (first_) {

@@ -35,7 +35,7 @@ std::string format_address(const sockaddr_storage& addr) {
     return "unix";
 }
 
-UniqueFd listen_tcp(std::string_view bind, std::uint16_t port, std::string& error) {
+UniqueFd listen_tcp(std::string_view bind, std::uint16_t port, std::string& error, bool reuse_port) {
     std::string host(bind);
     if (host == "*") host.clear();
     addrinfo hints{};
@@ -70,6 +70,10 @@ UniqueFd listen_tcp(std::string_view bind, std::uint16_t port, std::string& erro
         }
         int one = 1;
         ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (reuse_port && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+            error = std::string("SO_REUSEPORT: ") + std::strerror(errno);
+            continue;
+        }
         if (ai->ai_family == AF_INET6 && host.empty()) {
             int zero = 0;
             ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);

@@ -16,7 +16,9 @@ namespace mqttools::net {
 
 // Binds and listens on bind:port ("" binds every address, IPv6 dual-stack
 // when available). On failure returns an invalid fd and sets `error`.
-UniqueFd listen_tcp(std::string_view bind, std::uint16_t port, std::string& error);
+// reuse_port: SO_REUSEPORT, so several processes (cluster nodes on one
+// host) can listen on the same port and the kernel spreads connections.
+UniqueFd listen_tcp(std::string_view bind, std::uint16_t port, std::string& error, bool reuse_port = false);
 
 // The port a socket is bound to (for port 0 listeners in tests).
 std::uint16_t local_port(int fd) noexcept;

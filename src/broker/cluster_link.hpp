@@ -1,0 +1,54 @@
+// The broker's narrow view of a cluster (src/cluster implements it over
+// NATS). A broker without a [cluster] table has no link and routes exactly
+// as a single node; with one, the router tells the link which filters its
+// sessions hold, hands it every message a local client (or will) publishes,
+// and announces session claims. What arrives from other nodes comes back
+// through Broker::*_from_cluster (cluster_routing.cpp). All calls are on
+// the reactor thread and never block.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "broker/message.hpp"
+
+namespace mqttools::broker {
+
+struct ClusterCounters {
+    std::uint64_t nodes_connected = 0;   // 1 while this node's link to NATS is up
+    std::uint64_t links_up = 0;          // NATS connections up (of links_total)
+    std::uint64_t links_total = 0;
+    std::uint64_t messages_out = 0;      // published to other nodes
+    std::uint64_t messages_in = 0;       // received from other nodes
+    std::uint64_t messages_lost_out = 0; // could not be handed to NATS (down, buffer full)
+    std::uint64_t messages_lost_in = 0;  // dropped by NATS as a slow consumer
+    std::uint64_t disconnects = 0;
+    std::uint64_t reconnects = 0;
+    std::uint64_t remote_interest = 0;   // NATS subscriptions held for local filters
+    std::uint64_t retained_in = 0;       // retained updates applied from the cluster
+    std::uint64_t takeovers_in = 0;      // local sessions taken over by another node
+};
+
+class ClusterLink {
+public:
+    virtual ~ClusterLink() = default;
+    // A session on this node gained / lost `filter` (as subscribed,
+    // "$share/NAME/..." included). Reference counting is the link's job.
+    virtual void interest_added(std::string_view filter) = 0;
+    virtual void interest_removed(std::string_view filter) = 0;
+    // A message published on this node (by a client or as a will), for the
+    // other nodes; a retained one also updates the cluster's retained copy
+    // (an empty payload deletes it).
+    virtual void publish(const MessageView& message) = 0;
+    // A client connected here with `client_id`: other nodes holding it
+    // close it (0x8E, Session taken over) and hand its session over.
+    virtual void claim_session(std::string_view client_id) = 0;
+    virtual ClusterCounters counters() const = 0;
+    // Shared subscriptions are delivered by the cluster (a NATS queue group
+    // picks one node), never by the local router alone.
+    virtual bool owns_shared_delivery() const { return true; }
+    virtual const std::string& node_id() const = 0;
+};
+
+}  // namespace mqttools::broker

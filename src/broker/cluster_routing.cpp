@@ -1,0 +1,136 @@
+// Messages, retained updates and session claims that arrive from other
+// nodes of a cluster (broker/cluster_link.hpp). A message from NATS is the
+// MQTT 5 PUBLISH the sending node encoded: decoded here like a client's,
+// then routed through this node's trie, which applies the MQTT matching
+// rules exactly (the NATS subjects only choose which nodes get it).
+#include <spdlog/spdlog.h>
+
+#include "broker/broker.hpp"
+
+namespace mqttools::broker {
+
+namespace {
+
+struct Decoded {
+    PublishPacket packet;
+    bool ok = false;
+};
+
+Decoded decode(Bytes packet) {
+    Decoded d;
+    const Frame f = read_frame(packet);
+    if (f.status != FrameStatus::complete || f.header.type != PacketType::publish ||
+        f.header.packet_size() != packet.size()) {
+        return d;
+    }
+    auto p = decode_publish(f.header, packet.subspan(f.header.header_size), ProtocolVersion::v5, Sender::server);
+    if (!p) return d;
+    d.packet = *p;
+    d.ok = true;
+    return d;
+}
+
+MessageView view_of_packet(const PublishPacket& p) {
+    MessageView m;
+    m.topic = p.topic;
+    m.payload = p.payload;
+    m.properties = p.properties.raw;
+    m.qos = p.qos;
+    m.retain = p.retain;
+    m.expiry_interval = p.properties.message_expiry_interval;
+    return m;
+}
+
+}  // namespace
+
+void Broker::set_cluster(ClusterLink* link) {
+    cluster_ = link;
+    if (!cluster_) return;
+    sessions_.for_each([this](Session& s) {
+        for (const auto& [filter, options] : s.subscriptions) cluster_->interest_added(filter);
+    });
+}
+
+bool Broker::route_from_cluster(Bytes packet, std::string_view shared) {
+    const Decoded d = decode(packet);
+    if (!d.ok || d.packet.topic.empty()) {
+        spdlog::warn("Cluster: undecodable message from another node dropped.");
+        return false;
+    }
+    MessageView m = view_of_packet(d.packet);
+    if (m.qos == QoS::at_most_once) {
+        // The very bytes another node encoded: an MQTT 5 subscriber of the
+        // same wire form gets them without an encode (deliver_qos0).
+        m.raw = packet;
+        m.raw_version = ProtocolVersion::v5;
+    }
+    if (shared.empty()) {
+        collect_targets(nullptr, m.topic);
+        deliver(m);
+        return true;
+    }
+    // The one group NATS picked this node for: same name and filter.
+    const auto sf = parse_shared_filter(shared);
+    if (!sf) return false;
+    forms_.clear();
+    matches_.clear();
+    groups_.clear();
+    targets_.clear();
+    ids_.clear();
+    trie_.match(m.topic, matches_, groups_);
+    matches_.clear();
+    SharedGroup* group = nullptr;
+    for (SharedGroup* g : groups_) {
+        if (g->name != sf->share_name || g->members.empty()) continue;
+        const auto& subs = g->members.front().session->subscriptions;
+        if (subs.find(shared) != subs.end()) {
+            group = g;
+            break;
+        }
+    }
+    groups_.clear();
+    if (!group) return false;  // its last member left while the message crossed
+    groups_.push_back(group);
+    merge_matches(nullptr);
+    deliver(m);
+    return true;
+}
+
+bool Broker::retained_from_cluster(Bytes packet, std::uint32_t age_seconds) {
+    const Decoded d = decode(packet);
+    if (!d.ok || d.packet.topic.empty()) return false;
+    if (!config_.retain_available) return true;
+    MessageView m = view_of_packet(d.packet);
+    m.retain = true;
+    if (m.payload.empty()) {
+        retained_.erase(m.topic);  // a delete from any node [MQTT-3.3.1-6]
+        return true;
+    }
+    if (m.expiry_interval) {
+        // The Message Expiry Interval counts from the publication.
+        if (*m.expiry_interval <= age_seconds) {
+            retained_.erase(m.topic);
+            return true;
+        }
+        *m.expiry_interval -= age_seconds;
+    }
+    retained_.set(make_message(m, reactor_.now()));
+    return true;
+}
+
+void Broker::session_claimed_elsewhere(std::string_view client_id) {
+    Session* s = sessions_.find(std::string(client_id));
+    if (!s) return;
+    spdlog::info("Client {} connected to another node: closing here (session taken over).", s->client_id);
+    if (s->connection) close_connection(*s->connection, ReasonCode::session_taken_over, true);  // [MQTT-3.1.4-3]
+    s = sessions_.find(std::string(client_id));
+    if (!s) return;  // ended with its connection (Session Expiry 0)
+    // The session lives on at the other node: no delayed will from here
+    // ([MQTT-3.1.3-9]: it reconnected in time), and no copy left behind.
+    reactor_.cancel_timer(s->will_timer);
+    s->will_timer = {};
+    s->will.reset();
+    end_session(*s);
+}
+
+}  // namespace mqttools::broker

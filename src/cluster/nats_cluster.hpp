@@ -1,0 +1,106 @@
+// One node's link to the others over NATS (issue 13), behind
+// broker::ClusterLink. The reactor thread never calls into libnats:
+//
+//   reactor --(out queue: publish / subscribe / unsubscribe)--> link thread --> libnats
+//   libnats delivery thread --(in queue + eventfd)--> reactor --> Broker::*_from_cluster
+//   JetStream setup (blocking requests) --> its own thread, retried until it works
+//
+// Two NATS connections: "data" publishes this node's messages and holds its
+// non-shared interest with No Echo, so a node never gets its own message
+// back (it delivered it locally already); "control" holds the queue
+// subscriptions of shared subscriptions (our own messages must reach them:
+// the queue group, not the publisher, picks the member), the retained
+// consumer and the JetStream context.
+//
+// Subjects (subject_map.hpp), PREFIX = [cluster] subject_prefix:
+//   PREFIX.m.{t|s}.LEVELS  live messages (the MQTT 5 PUBLISH as encoded by us)
+//   PREFIX.r.{t|s}.LEVELS  retained updates, kept by the JetStream stream
+//                          PREFIX_RETAINED (one message per subject: the latest)
+//   PREFIX.claim           "STAMP NODE CLIENT_ID": session ownership claims
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/broker.hpp"
+#include "broker/cluster_link.hpp"
+#include "config/config.hpp"
+#include "net/reactor.hpp"
+#include "net/unique_fd.hpp"
+
+namespace mqttools::cluster {
+
+class NatsCluster final : public broker::ClusterLink, public net::IoHandler {
+public:
+    // Starts the link; connecting happens in the background, so a node
+    // whose NATS is down serves its local clients and keeps trying (with
+    // back-off). Null with `error` set when the link cannot be set up at
+    // all (bad credentials file, no eventfd...).
+    static std::unique_ptr<NatsCluster> start(net::Reactor& reactor, broker::Broker& broker,
+                                              const config::Cluster& config, std::string node_id,
+                                              std::string& error);
+    ~NatsCluster() override;
+    NatsCluster(const NatsCluster&) = delete;
+    NatsCluster& operator=(const NatsCluster&) = delete;
+
+    // broker::ClusterLink
+    void interest_added(std::string_view filter) override;
+    void interest_removed(std::string_view filter) override;
+    void publish(const broker::MessageView& message) override;
+    void claim_session(std::string_view client_id) override;
+    broker::ClusterCounters counters() const override;
+    const std::string& node_id() const override { return node_id_; }
+
+    // The in queue's eventfd.
+    void on_io(std::uint32_t events) override;
+
+    struct Shared;  // state shared with the libnats and link threads
+
+private:
+    NatsCluster(net::Reactor& reactor, broker::Broker& broker, const config::Cluster& config, std::string node_id);
+    void change_interest(std::string_view filter, bool add);
+    void drain_inbound();
+    void on_claim(std::string_view payload);
+
+    net::Reactor& reactor_;
+    broker::Broker& broker_;
+    std::string node_id_;
+    std::string prefix_;
+    std::unique_ptr<Shared> shared_;
+    net::UniqueFd eventfd_;
+
+    // Reactor-side interest: NATS subscription key (subject, queue) ->
+    // how many local subscriptions need it and the id the link thread
+    // knows it by.
+    struct Interest {
+        std::uint32_t count = 0;
+        std::uint32_t id = 0;
+    };
+    std::unordered_map<std::string, Interest> interest_;
+    std::uint32_t next_interest_id_ = 1;
+    // Shared subscriptions: "$share/NAME/FILTER" <-> tag on NATS messages.
+    std::unordered_map<std::string, std::uint32_t> shared_tags_;
+    std::vector<std::string> shared_filters_;
+
+    // Session claims made here recently: client id -> (stamp); a remote
+    // claim older than ours loses (see claim_session).
+    struct Claim {
+        std::uint64_t stamp;
+        net::Clock::time_point at;
+    };
+    std::unordered_map<std::string, Claim> claims_;
+    std::size_t claims_since_prune_ = 0;
+
+    std::string subject_;             // reused per message
+    std::vector<std::byte> encoded_;  // reused per message
+    std::vector<char> inbound_;       // swapped with the in queue
+    std::unordered_map<std::uint64_t, std::uint64_t> last_seq_;  // origin -> last sequence seen
+    std::uint64_t retained_in_ = 0;
+    std::uint64_t takeovers_in_ = 0;
+};
+
+}  // namespace mqttools::cluster

@@ -1,0 +1,99 @@
+// [cluster]: nats_url (a string or an array of strings), node_id,
+// credentials / username / password, cafile / certfile / keyfile for TLS
+// to NATS, subject_prefix.
+#include "config/config_cluster.hpp"
+
+namespace mqttools::config {
+
+namespace {
+
+const std::vector<std::string_view> kClusterKeys = {
+    "nats_url", "node_id", "credentials", "username", "password",
+    "cafile",   "certfile", "keyfile",    "subject_prefix",
+};
+
+bool has_space(std::string_view s) {
+    for (const char ch : s) {
+        if (static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f) return true;
+    }
+    return false;
+}
+
+bool get_string(const toml::node& node, std::string_view key, std::string& out, const SectionChecker& c) {
+    auto v = node.value_exact<std::string>();
+    if (!v) {
+        c.error(node.source(), key, "expected a string");
+        return false;
+    }
+    out = *v;
+    return true;
+}
+
+void add_url(const toml::node& node, std::string_view key, Cluster& out, const SectionChecker& c) {
+    std::string url;
+    if (!get_string(node, key, url, c)) return;
+    const bool scheme = url.rfind("nats://", 0) == 0 || url.rfind("tls://", 0) == 0;
+    if (!scheme || url.size() <= (url[0] == 'n' ? 7u : 6u) || has_space(url)) {
+        c.error(node.source(), key, "'" + url + "' is not a NATS URL (nats://HOST:PORT or tls://HOST:PORT)");
+        return;
+    }
+    out.nats_urls.push_back(std::move(url));
+}
+
+}  // namespace
+
+void check_cluster(const toml::table& table, Cluster& out, const SectionChecker& c) {
+    out.enabled = true;
+    for (auto&& [key, value] : table) {
+        const std::string k(key.str());
+        const std::string qk = "cluster." + k;
+        if (k == "nats_url") {
+            if (auto* arr = value.as_array()) {
+                if (arr->empty()) c.error(value.source(), qk, "needs at least one URL");
+                for (auto& item : *arr) add_url(item, qk, out, c);
+            } else {
+                add_url(value, qk, out, c);
+            }
+        } else if (k == "node_id") {
+            if (get_string(value, qk, out.node_id, c)) {
+                // It names this node in NATS messages and in $SYS.
+                if (out.node_id.empty() || out.node_id.size() > 128 || has_space(out.node_id)) {
+                    c.error(value.source(), qk, "must be 1 to 128 characters without spaces");
+                }
+            }
+        } else if (k == "credentials" || k == "cafile" || k == "certfile" || k == "keyfile") {
+            std::string path;
+            if (get_string(value, qk, path, c)) {
+                path = path.empty() ? path : c.resolve(path);
+                if (k == "credentials") out.credentials = path;
+                if (k == "cafile") out.cafile = path;
+                if (k == "certfile") out.certfile = path;
+                if (k == "keyfile") out.keyfile = path;
+            }
+        } else if (k == "username") {
+            get_string(value, qk, out.username, c);
+        } else if (k == "password") {
+            get_string(value, qk, out.password, c);
+        } else if (k == "subject_prefix") {
+            if (get_string(value, qk, out.subject_prefix, c)) {
+                // One or more plain NATS tokens: no wildcard, no empty token.
+                bool ok = !out.subject_prefix.empty() && !has_space(out.subject_prefix) &&
+                          out.subject_prefix.front() != '.' && out.subject_prefix.back() != '.' &&
+                          out.subject_prefix.find("..") == std::string::npos;
+                for (const char ch : out.subject_prefix) ok = ok && ch != '*' && ch != '>';
+                if (!ok) c.error(value.source(), qk, "must be NATS subject tokens like \"mqtt\" or \"site1.mqtt\"");
+            }
+        } else {
+            c.unknown_key(key, "[cluster]", kClusterKeys);
+        }
+    }
+    if (out.nats_urls.empty() && !table.contains("nats_url")) out.nats_urls.push_back("nats://127.0.0.1:4222");
+    if (out.certfile.empty() != out.keyfile.empty()) {
+        c.error(table.source(), "cluster", "certfile and keyfile go together (TLS client certificate)");
+    }
+    if (!out.credentials.empty() && !out.username.empty()) {
+        c.error(table.source(), "cluster", "credentials and username are two ways to log in: use one");
+    }
+}
+
+}  // namespace mqttools::config

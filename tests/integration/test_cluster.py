@@ -1,0 +1,501 @@
+"""Cluster over NATS (issue 13): real mqttoolsd nodes and a real nats-server
+(with JetStream) on free loopback ports. Each client's peers are on other
+nodes. A node's interest reaches NATS asynchronously (a few ms after the
+SUBACK), so each test first waits until a probe message crosses."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import Broker, SANITIZED, free_port, wait_for_port
+from mqttwire import (CONNACK, DISCONNECT, MESSAGE_EXPIRY_INTERVAL, PUBLISH, SESSION_EXPIRY_INTERVAL,
+                      SUBSCRIPTION_IDENTIFIER, TOPIC_ALIAS, TOPIC_ALIAS_MAXIMUM, USER_PROPERTY,
+                      WILL_DELAY_INTERVAL, Client, Closed, sub_options)
+
+NATS_SERVER = shutil.which("nats-server") or "/usr/bin/nats-server"
+pytestmark = pytest.mark.skipif(not os.path.exists(NATS_SERVER), reason="nats-server is not installed")
+SLOW = 3 if SANITIZED else 1
+
+
+class Nats:
+    """nats-server with JetStream on a free loopback port; restartable on
+    the same port and store directory."""
+
+    def __init__(self, tmp_path):
+        self.port = free_port()
+        self.store = tmp_path / "nats-js"
+        self.log_path = tmp_path / f"nats-{self.port}.log"
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-js",
+                                      "-sd", str(self.store)], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, proc=self.proc)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    @property
+    def url(self):
+        return f"nats://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def nats(tmp_path):
+    n = Nats(tmp_path)
+    yield n
+    n.stop()
+
+
+def node_config(nats, node_id, shared_port=None, extra=""):
+    listener = ""
+    if shared_port:
+        listener = f"[[listener]]\nport = {shared_port}\nreuse_port = true\n"
+    return (f"allow_anonymous = true\nsys_interval = 1\n{extra}\n{listener}"
+            f"[cluster]\nnats_url = \"{nats.url}\"\nnode_id = \"{node_id}\"\n")
+
+
+@pytest.fixture
+def nodes(tmp_path, nats):
+    """Factory: nodes(n) -> [Broker] on separate ports, one cluster."""
+    started = []
+
+    def start(n=3, shared_port=None, extra=""):
+        out = []
+        for i in range(n):
+            b = Broker(tmp_path, config=node_config(nats, f"node{len(started) + 1}", shared_port, extra))
+            started.append(b)
+            out.append(b)
+        return out
+
+    yield start
+    for b in started:
+        code = b.stop()
+        if code not in (0, -9):
+            pytest.fail(f"node exited with {code}:\n{b.log_path.read_text(errors='replace')[-3000:]}")
+
+
+def connect(port, cid, version=5, **kw):
+    c = Client(port, version=version)
+    ack = c.connect(cid, **kw)
+    assert ack.reason == 0
+    return c
+
+
+def wait_until(fn, timeout=10.0, step=0.05):
+    deadline = time.monotonic() + timeout * SLOW
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(step)
+    return fn()
+
+
+def link(pub, sub, topic="probe/x", timeout=10.0):
+    """Publishes probes on `pub` until `sub` (subscribed to `topic`) gets
+    one: the subscription has reached NATS. Drains the probes."""
+    deadline = time.monotonic() + timeout * SLOW
+    while time.monotonic() < deadline:
+        pub.publish(topic, b"probe")
+        try:
+            p = sub.recv(0.1)
+        except TimeoutError:
+            continue
+        if p.type == PUBLISH and p.payload == b"probe":
+            sub.messages(quiet=0.2)
+            return
+    raise AssertionError(f"no message crossed on {topic}")
+
+
+def read_for(client, seconds):
+    """The PUBLISH packets `client` receives during `seconds` (bounded
+    even under continuous traffic)."""
+    got = []
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return got
+        try:
+            p = client.recv(left)
+        except TimeoutError:
+            return got
+        if p.type == PUBLISH:
+            got.append(p)
+
+
+def sys_value(port, topic, timeout=5.0):
+    """The value of a $SYS topic: its retained copy, or the live update
+    that follows within a sys_interval (1 s; a value is re-sent only when
+    it changed)."""
+    c = connect(port, "")
+    c.subscribe([(topic, sub_options(0))])
+    p = c.expect(PUBLISH, timeout * SLOW)
+    for q in c.messages(quiet=1.3):
+        p = q
+    c.disconnect()
+    return p.payload.decode()
+
+
+# ------------------------------------------------------------------ routing
+
+
+def test_wildcards_and_dollar_rules_across_nodes(nodes):
+    n1, n2, n3 = nodes(3)
+    sub = connect(n2.port, "sub")
+    sub.subscribe([("probe/x", sub_options(0))])
+    sub.subscribe([("a/+/c", sub_options(0))], packet_id=2, properties=[(SUBSCRIPTION_IDENTIFIER, 1)])
+    sub.subscribe([("#", sub_options(0))], packet_id=3, properties=[(SUBSCRIPTION_IDENTIFIER, 2)])
+    sub.subscribe([("$foo/#", sub_options(0))], packet_id=4, properties=[(SUBSCRIPTION_IDENTIFIER, 3)])
+    sub.subscribe([("x/#", sub_options(0))], packet_id=5, properties=[(SUBSCRIPTION_IDENTIFIER, 4)])
+    pub = connect(n1.port, "pub")
+    link(pub, sub)
+    for t in ["a/b/c", "$foo/bar", "x", "a.b/ c*/>", "/", "é/ü"]:
+        pub.publish(t, t.encode())
+    got = {p.topic: sorted(p.prop_all(SUBSCRIPTION_IDENTIFIER)) for p in sub.messages(quiet=0.5 * SLOW)}
+    assert got == {"a/b/c": [1, 2], "$foo/bar": [3], "x": [2, 4], "a.b/ c*/>": [2], "/": [2], "é/ü": [2]}
+    # The publisher's own node has no subscriber: nothing comes back to it.
+    pub.nothing(0.2)
+
+
+def test_each_message_once_per_node_and_no_echo(nodes):
+    n1, n2 = nodes(2)
+    local = connect(n1.port, "local")
+    local.subscribe([("t/#", sub_options(1))])
+    remote = connect(n2.port, "remote")
+    remote.subscribe([("t/#", sub_options(1)), ("t/+", sub_options(0))])
+    pub = connect(n1.port, "pub")
+    link(pub, remote, "t/probe")
+    local.messages(quiet=0.2)
+    for i in range(20):
+        pub.publish("t/x", str(i).encode(), qos=1, packet_id=i + 1)
+    for c in (local, remote):
+        got = [p.payload for p in c.messages(quiet=0.5 * SLOW)]
+        assert got == [str(i).encode() for i in range(20)]
+
+
+def test_properties_qos_and_expiry_survive_the_crossing(nodes):
+    n1, n2 = nodes(2)
+    sub = connect(n2.port, "sub")
+    sub.subscribe([("p/#", sub_options(2))])
+    pub = connect(n1.port, "pub")
+    link(pub, sub, "p/probe")
+    props = [(USER_PROPERTY, ("k", "v")), (MESSAGE_EXPIRY_INTERVAL, 100)]
+    pub.publish("p/1", b"q2", qos=2, packet_id=7, properties=props)
+    p = sub.expect(PUBLISH, 5 * SLOW)
+    assert (p.topic, p.payload, p.qos) == ("p/1", b"q2", 2)
+    assert p.prop(USER_PROPERTY) == ("k", "v")
+    assert 98 <= p.prop(MESSAGE_EXPIRY_INTERVAL) <= 100
+    sub.ack(p)
+    pub.publish("p/2", b"q1", qos=1, packet_id=8)
+    p = sub.expect(PUBLISH, 5 * SLOW)
+    assert (p.topic, p.payload, p.qos) == ("p/2", b"q1", 1)
+    sub.ack(p)
+
+
+def test_topic_aliases_and_mqtt311_mixed(nodes):
+    n1, n2 = nodes(2)
+    v5 = connect(n2.port, "v5", properties=[(TOPIC_ALIAS_MAXIMUM, 5)])
+    v5.subscribe([("m/#", sub_options(1))])
+    v3 = connect(n2.port, "v3", version=4)
+    v3.subscribe([("m/#", sub_options(1))])
+    pub = connect(n1.port, "pub")
+    link(pub, v5, "m/probe")
+    v3.messages(quiet=0.3)
+    # Client -> broker alias on node 1; broker -> client alias on node 2.
+    pub.publish("m/a", b"1", properties=[(TOPIC_ALIAS, 1)])
+    pub.publish("", b"2", properties=[(TOPIC_ALIAS, 1)])
+    got5 = v5.messages(quiet=0.5 * SLOW)
+    assert [p.payload for p in got5] == [b"1", b"2"]
+    alias = got5[0].prop(TOPIC_ALIAS)
+    assert got5[0].topic == "m/a" and alias
+    assert got5[1].topic == "" and got5[1].prop(TOPIC_ALIAS) == alias
+    assert [(p.topic, p.payload) for p in v3.messages(quiet=0.3)] == [("m/a", b"1"), ("m/a", b"2")]
+    # A 3.1.1 publisher on node 2, MQTT 5 subscriber on node 1.
+    back = connect(n1.port, "back")
+    back.subscribe([("r/#", sub_options(1))])
+    link(v3, back, "r/probe")
+    v3.publish("r/1", b"from 3.1.1", qos=1, packet_id=3)
+    p = back.expect(PUBLISH, 5 * SLOW)
+    assert (p.topic, p.payload, p.qos) == ("r/1", b"from 3.1.1", 1)
+
+
+def test_shared_subscription_delivered_once_cluster_wide(nodes):
+    ns = nodes(3)
+    members = []
+    for i, n in enumerate(ns):
+        c = connect(n.port, f"m{i}")
+        c.subscribe([("$share/g/jobs/#", sub_options(1)), ("probe/" + str(i), sub_options(0))])
+        members.append(c)
+    pub = connect(ns[0].port, "pub")
+    for i, c in enumerate(members):
+        link(pub, c, "probe/" + str(i))
+    # The queue groups are joined when the probes crossed on the same link;
+    # give the last SUBs a moment, then count.
+    time.sleep(0.3)
+    for c in members:
+        c.messages(quiet=0.2)
+    total = 90
+    for i in range(total):
+        pub.publish(f"jobs/{i}", str(i).encode(), qos=1, packet_id=i + 1)
+    counts = []
+    seen = []
+    for c in members:
+        got = [p.payload for p in c.messages(quiet=0.7 * SLOW)]
+        counts.append(len(got))
+        seen += got
+    assert sorted(seen, key=int) == [str(i).encode() for i in range(total)], counts
+    assert sum(1 for n in counts if n > 0) >= 2, counts  # spread over nodes
+
+
+# ------------------------------------------------------------------ retained
+
+
+def retained_on(port, topic, quiet=0.3):
+    c = connect(port, "")
+    c.subscribe([(topic, sub_options(1))])
+    got = c.messages(quiet=quiet)
+    c.disconnect()
+    return [(p.topic, p.payload, p.retain) for p in got]
+
+
+def test_retained_set_replace_delete_across_nodes(nodes):
+    n1, n2, n3 = nodes(3)
+    pub1 = connect(n1.port, "p1")
+    pub1.publish("status/a", b"one", qos=1, retain=True)
+    assert wait_until(lambda: retained_on(n2.port, "status/#") == [("status/a", b"one", True)])
+    assert wait_until(lambda: retained_on(n3.port, "status/#") == [("status/a", b"one", True)])
+    pub2 = connect(n2.port, "p2")
+    pub2.publish("status/a", b"two", qos=1, retain=True)
+    for n in (n1, n2, n3):
+        assert wait_until(lambda: retained_on(n.port, "status/#") == [("status/a", b"two", True)])
+    pub3 = connect(n3.port, "p3")
+    pub3.publish("status/a", b"", qos=1, retain=True)
+    for n in (n1, n2, n3):
+        assert wait_until(lambda: retained_on(n.port, "status/#", quiet=0.2) == [])
+
+
+def test_retained_reaches_a_node_started_later(nodes):
+    (n1,) = nodes(1)
+    pub = connect(n1.port, "p")
+    pub.publish("late/a", b"kept", qos=1, retain=True)
+    pub.publish("late/b", b"gone", qos=1, retain=True)
+    pub.publish("late/b", b"", qos=1, retain=True)
+    # Wait until the stream has it (node 1's own copy comes back from it).
+    time.sleep(0.5)
+    (n2,) = nodes(1)
+    assert wait_until(lambda: retained_on(n2.port, "late/#") == [("late/a", b"kept", True)])
+
+
+# ------------------------------------------------------------------ sessions and wills
+
+
+def test_will_and_will_delay_cross_nodes(nodes):
+    n1, n2 = nodes(2)
+    sub = connect(n2.port, "watch")
+    sub.subscribe([("will/#", sub_options(1))])
+    probe = connect(n1.port, "probe")
+    link(probe, sub, "will/probe")
+    c = Client(n1.port)
+    assert c.connect("w0", will_topic="will/now", will_payload=b"bye", will_qos=1).reason == 0
+    c.close()  # no DISCONNECT: the will is due
+    p = sub.expect(PUBLISH, 5 * SLOW)
+    assert (p.topic, p.payload) == ("will/now", b"bye")
+    sub.ack(p)
+    d = Client(n1.port)
+    ack = d.connect("w1", properties=[(SESSION_EXPIRY_INTERVAL, 30)],
+                    will_topic="will/late", will_payload=b"later", will_qos=1,
+                    will_properties=[(WILL_DELAY_INTERVAL, 2)])
+    assert ack.reason == 0
+    t0 = time.monotonic()
+    d.close()
+    p = sub.expect(PUBLISH, 10 * SLOW)
+    assert (p.topic, p.payload) == ("will/late", b"later")
+    assert time.monotonic() - t0 >= 1.5
+    sub.ack(p)
+    sub.nothing(0.5)  # each will once
+
+
+def test_takeover_across_nodes_closes_the_old_connection(nodes):
+    n1, n2 = nodes(2)
+    old = connect(n1.port, "same", properties=[(SESSION_EXPIRY_INTERVAL, 60)])
+    old.subscribe([("tk/#", sub_options(1))])
+    # Let node 1's claim settle, then connect the same id to node 2.
+    time.sleep(0.2)
+    new = connect(n2.port, "same", properties=[(SESSION_EXPIRY_INTERVAL, 60)])
+    packets = old.expect_closed(5 * SLOW)
+    assert [(p.type, p.reason) for p in packets] == [(DISCONNECT, 0x8E)]
+    new.ping()
+    # Node 1 let the session go: its subscription no longer takes messages.
+    pub = connect(n1.port, "pub")
+    pub.publish("tk/x", b"1", qos=1)
+    assert wait_until(lambda: sys_value(n1.port, "$SYS/broker/clients/disconnected") == "0")
+    assert sys_value(n1.port, "$SYS/broker/cluster/takeovers") == "1"
+
+
+def test_simultaneous_connects_end_with_one_owner_100_times(nodes):
+    n1, n2 = nodes(2)
+    owners = []
+    for i in range(100):
+        cid = f"race{i}"
+        clients = [Client(n1.port), Client(n2.port)]
+        barrier = threading.Barrier(2)
+        acks = [None, None]
+
+        def go(k):
+            barrier.wait()
+            acks[k] = clients[k].connect(cid).reason
+
+        threads = [threading.Thread(target=go, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert acks == [0, 0]
+
+        def alive(c):
+            try:
+                c.ping(timeout=0.5 * SLOW)
+                return True
+            except (Closed, AssertionError, OSError):
+                return False
+            except TimeoutError:
+                return True
+
+        # Both claims cross within milliseconds; then exactly one remains.
+        deadline = time.monotonic() + 5 * SLOW
+        while True:
+            state = [alive(c) for c in clients]
+            if sum(state) == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        owners.append(state)
+        assert sum(state) == 1, f"round {i}: {state}"
+        for c in clients:
+            c.close()
+    # Both nodes won some rounds: the order is by claim, not by node.
+    assert any(s[0] for s in owners) and any(s[1] for s in owners)
+
+
+# ------------------------------------------------------------------ reuse_port
+
+
+def test_three_nodes_share_one_port(nodes):
+    shared = free_port()
+    ns = nodes(3, shared_port=shared)
+    clients = []
+    for i in range(30):
+        c = connect(shared, f"c{i}")
+        c.subscribe([("share/#", sub_options(0))])
+        clients.append(c)
+    # Which node took each client: their logs.
+    per_node = [sum(1 for i in range(30) if f" as c{i} (" in n.output()) for n in ns]
+    assert sum(per_node) == 30 and sum(1 for k in per_node if k > 0) >= 2, per_node
+    pub = connect(shared, "publisher")
+    for c in clients:
+        link(pub, c, "share/probe")
+    for c in clients:
+        c.messages(quiet=0.1)
+    pub.publish("share/x", b"all")
+    for c in clients:
+        assert [p.payload for p in c.messages(quiet=0.3)] == [b"all"]
+
+
+# ------------------------------------------------------------------ faults
+
+
+def test_nats_restart_under_traffic(nodes, nats):
+    n1, n2 = nodes(2)
+    local = connect(n1.port, "local")
+    local.subscribe([("f/#", sub_options(0))])
+    remote = connect(n2.port, "remote")
+    remote.subscribe([("f/#", sub_options(0))])
+    pub = connect(n1.port, "pub")
+    link(pub, remote, "f/probe")
+    local.messages(quiet=0.2)
+
+    stop = threading.Event()
+    sent = [0]
+
+    def traffic():
+        while not stop.is_set():
+            pub.publish(f"f/{sent[0]}", b"x")
+            sent[0] += 1
+            time.sleep(0.002)
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        time.sleep(0.3)
+        nats.stop(signal.SIGKILL)
+        time.sleep(1.0)
+        # NATS down: local delivery goes on.
+        read_for(local, 0.3)
+        during = read_for(local, 1.0)
+        assert len(during) > 50
+        nats.start()
+        # The nodes reconnect (back-off at most 5 s) and re-subscribe.
+        assert wait_until(lambda: sys_value(n1.port, "$SYS/broker/cluster/reconnects") != "0", timeout=15)
+        after = read_for(local, 0.5)
+        assert len(after) > 20
+    finally:
+        stop.set()
+        t.join()
+    local.messages(quiet=0.3)
+    remote.messages(quiet=0.3)
+    link(pub, remote, "f/probe", timeout=15)
+    pub.publish("f/after", b"again")
+    assert [p.payload for p in remote.messages(quiet=0.5)] == [b"again"]
+    assert int(sys_value(n1.port, "$SYS/broker/cluster/disconnects")) >= 1
+    assert sys_value(n1.port, "$SYS/broker/cluster/links/up") == "2"
+
+
+def test_node_killed_under_traffic(nodes):
+    n1, n2, n3 = nodes(3)
+    sub = connect(n2.port, "sub")
+    sub.subscribe([("k/#", sub_options(0))])
+    pub = connect(n1.port, "pub")
+    link(pub, sub, "k/probe")
+    victim = connect(n3.port, "victim")
+    victim.subscribe([("k/#", sub_options(0))])
+    link(pub, victim, "k/probe")
+    sub.messages(quiet=0.2)
+    for i in range(50):
+        pub.publish("k/x", str(i).encode())
+        if i == 25:
+            n3.proc.kill()
+            n3.proc.wait()
+    got = [p.payload for p in sub.messages(quiet=0.5 * SLOW)]
+    assert got == [str(i).encode() for i in range(50)]
+    # The victim's client reconnects to a surviving node and is served.
+    again = connect(n1.port, "victim")
+    again.subscribe([("k/#", sub_options(0))])
+    pub.publish("k/y", b"back")
+    assert [p.payload for p in again.messages(quiet=0.3)] == [b"back"]
+
+
+def test_cluster_config_errors_name_file_line_and_key(tmp_path):
+    from conftest import MQTTOOLSD
+    conf = tmp_path / "bad.toml"
+    conf.write_text('[cluster]\nnats_url = "http://x"\nnode_id = "a b"\nbogus = 1\n')
+    r = subprocess.run([str(MQTTOOLSD), "-c", str(conf)], capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0
+    err = r.stderr + r.stdout
+    assert f"{conf}:2:" in err and "cluster.nats_url" in err and "not a NATS URL" in err
+    assert f"{conf}:3:" in err and "cluster.node_id" in err
+    assert f"{conf}:4:" in err and "unknown key 'bogus' in [cluster]" in err
