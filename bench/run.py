@@ -666,9 +666,17 @@ def main():
     p.add_argument("--idle", choices=["poll", "halt"], default="poll",
                    help="poll (default): hold /dev/cpu_dma_latency at 0 for the run, so idle CPUs poll "
                         "instead of halting (cyclictest does the same); halt: leave the idle policy alone")
+    p.add_argument("--cluster", action="store_true",
+                   help="only the cluster scenarios (bench/cluster.py: nodes over nats-server, issue 13)")
     p.add_argument("--perf", action="store_true",
                    help="record a perf profile of mqttoolsd in each traffic run (BUILD/perf-SCENARIO-RUN.data)")
     args = p.parse_args()
+    if args.cluster:
+        # Registered here, run in its own file: its setups (several nodes and
+        # nats-server per run) differ from the single-broker ones.
+        cmd = [sys.executable, os.path.join(TOP, "bench", "cluster.py"), "--build", args.build,
+               "--runs", str(1 if args.quick else args.runs), "--duration", str(2.0 if args.quick else args.duration)]
+        sys.exit(subprocess.call(cmd))
     if args.quick:
         args.runs, args.duration, args.warmup = 1, 2.0, 0.5
     names = [n for n in args.scenarios.split(",") if n]

@@ -1,4 +1,5 @@
 #include "load_client.hpp"
+#include "load_options.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -17,8 +18,8 @@ namespace {
 
 template <class P>
 std::vector<std::byte> encode_v5(const P& p) {
-    std::vector<std::byte> out(encoded_size(p, ProtocolVersion::v5));
-    out.resize(encode(p, ProtocolVersion::v5, out));
+    std::vector<std::byte> out(encoded_size(p, wire_version));
+    out.resize(encode(p, wire_version, out));
     return out;
 }
 
@@ -126,7 +127,7 @@ void ClientSet::on_connected(Conn& c) {
 
 void ClientSet::send_connect(Conn& c) {
     ConnectPacket p;
-    p.version = ProtocolVersion::v5;
+    p.version = wire_version;
     p.clean_start = true;
     p.keep_alive = c.keep_alive;
     p.client_id = c.client_id;
@@ -189,7 +190,7 @@ void ClientSet::dispatch(Conn& c, const FixedHeader& h, Bytes packet, std::int64
             close(c, "expected CONNACK");
             return;
         }
-        auto ack = decode_connack(h, body, ProtocolVersion::v5);
+        auto ack = decode_connack(h, body, wire_version);
         if (!ack || ack.value().reason != ReasonCode::success) {
             close(c, "CONNACK refused");
             return;
@@ -213,7 +214,7 @@ void ClientSet::dispatch(Conn& c, const FixedHeader& h, Bytes packet, std::int64
     }
     if (c.state == ConnState::wait_suback) {
         if (h.type != PacketType::suback) return;
-        auto ack = decode_suback(h, body, ProtocolVersion::v5);
+        auto ack = decode_suback(h, body, wire_version);
         if (!ack || ack.value().reason_codes.empty() ||
             is_error(static_cast<ReasonCode>(ack.value().reason_codes[0]))) {
             close(c, "SUBSCRIBE refused");
@@ -225,7 +226,7 @@ void ClientSet::dispatch(Conn& c, const FixedHeader& h, Bytes packet, std::int64
         return;
     }
     if (h.type == PacketType::disconnect) {
-        auto d = decode_disconnect(h, body, ProtocolVersion::v5, Sender::server);
+        auto d = decode_disconnect(h, body, wire_version, Sender::server);
         close(c, std::string("DISCONNECT from the broker: ") +
                      std::string(d ? reason_code_name(d.value().reason) : "malformed"));
         return;

@@ -26,6 +26,8 @@ void usage() {
                  "  --username U --password P   credentials in every CONNECT\n"
                  "  --topics N          retained: retained topics, then --subs clients subscribe to #\n"
                  "  --websocket PATH    MQTT over WebSocket (ws://HOST:PORT/PATH), a frame per packet\n"
+                 "  --extra-pids P,Q    processes whose CPU time counts with the broker's\n"
+                 "  --mqtt-version 4|5  protocol of every connection (default 5)\n"
                  "  --connect-timeout S --label NAME\n");
 }
 
@@ -86,6 +88,15 @@ bool parse_load_options(int argc, char** argv, LoadOptions& o) {
         else if (a == "--session-expiry") o.session_expiry = std::atoll(v);
         else if (a == "--connect-timeout") o.connect_timeout_s = std::atof(v);
         else if (a == "--handshake-window") o.handshake_window = std::atoi(v);
+        else if (a == "--extra-pids") o.extra_pids = v;
+        else if (a == "--mqtt-version") {
+            const int level = std::atoi(v);
+            if (level != 4 && level != 5) {
+                usage();
+                return false;
+            }
+            wire_version = level == 4 ? mqttools::ProtocolVersion::v311 : mqttools::ProtocolVersion::v5;
+        }
         else if (a == "--username") o.username = v;
         else if (a == "--password") o.password = v;
         else if (a == "--topics") o.topics = std::atoi(v);

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "mqttools/packets.hpp"
+
 namespace bench {
 
 enum class Scenario { pairs, fanin, fanout, idle, retained };
@@ -39,7 +41,12 @@ struct LoadOptions {
     // subscribe to `#` one after another.
     int topics = 100000;
     std::string websocket_path;  // non-empty: MQTT over WebSocket to this path (--websocket PATH)
+    std::string extra_pids;     // "PID,PID": their CPU adds to the broker's (cluster nodes, nats-server)
 };
+
+// --mqtt-version 4|5: the protocol every connection speaks (4 = 3.1.1, to
+// compare with brokers that speak only that, e.g. nats-server's MQTT).
+inline mqttools::ProtocolVersion wire_version = mqttools::ProtocolVersion::v5;
 
 // Parses argv; prints usage and returns false on error.
 bool parse_load_options(int argc, char** argv, LoadOptions& out);

@@ -23,6 +23,7 @@
 #include <cinttypes>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -34,6 +35,30 @@
 
 using namespace mqttools;
 using namespace bench;
+
+namespace {
+
+// The broker's CPU time plus that of --extra-pids (a cluster: every node
+// and nats-server), summed; RSS is the broker's.
+ProcSample sample_all(const LoadOptions& o) {
+    ProcSample s = sample_process(o.broker_pid);
+    std::size_t start = 0;
+    while (start < o.extra_pids.size()) {
+        std::size_t comma = o.extra_pids.find(',', start);
+        if (comma == std::string::npos) comma = o.extra_pids.size();
+        const int pid = std::atoi(o.extra_pids.substr(start, comma - start).c_str());
+        if (pid > 0) {
+            const ProcSample e = sample_process(pid);
+            s.cpu_s += e.cpu_s;
+            s.user_s += e.user_s;
+            s.system_s += e.system_s;
+        }
+        start = comma + 1;
+    }
+    return s;
+}
+
+}  // namespace
 
 namespace {
 
@@ -120,8 +145,8 @@ private:
         p.topic = topic;
         p.packet_id = o_.qos > 0 ? 1 : 0;
         p.payload = payload;
-        c.tmpl.resize(encoded_size(p, ProtocolVersion::v5));
-        c.tmpl.resize(encode(p, ProtocolVersion::v5, c.tmpl));
+        c.tmpl.resize(encoded_size(p, wire_version));
+        c.tmpl.resize(encode(p, wire_version, c.tmpl));
         Frame f = read_frame(c.tmpl);
         c.payload_off = c.tmpl.size() - payload.size();
         c.packet_id_off = f.header.header_size + 2 + topic.size();
@@ -159,7 +184,7 @@ private:
     void on_packet(Conn& c, const FixedHeader& h, Bytes packet, std::int64_t now) {
         Bytes body = packet.subspan(h.header_size);
         if (h.type == PacketType::publish && c.role == Role::subscriber) {
-            auto p = decode_publish(h, body, ProtocolVersion::v5, Sender::server);
+            auto p = decode_publish(h, body, wire_version, Sender::server);
             if (!p) {
                 ++bad_packets_;
                 return;
@@ -169,7 +194,7 @@ private:
                 std::byte buf[8];
                 AckPacket ack;
                 ack.packet_id = pub.packet_id;
-                cs_.queue(c, Bytes(buf, encode(ack, ProtocolVersion::v5, buf)));
+                cs_.queue(c, Bytes(buf, encode(ack, wire_version, buf)));
             }
             if (pub.payload.size() < 16) {
                 ++bad_packets_;
@@ -191,7 +216,7 @@ private:
             return;
         }
         if (h.type == PacketType::puback && c.role == Role::publisher) {
-            auto a = decode_ack(h, body, ProtocolVersion::v5);
+            auto a = decode_ack(h, body, wire_version);
             if (!a || c.id_in_use.empty() || c.id_in_use[a.value().packet_id] == 0) {
                 ++bad_packets_;
                 return;
@@ -222,7 +247,7 @@ private:
         std::int64_t now = now_ns();
         while (now < m1_) {
             if (!sampled && now >= m0_) {
-                start_ = sample_process(o_.broker_pid);
+                start_ = sample_all(o_);
                 gen_cpu0_ = self_cpu_s();
                 sampled = true;
             }
@@ -255,7 +280,7 @@ private:
             if (cs_.closed_count() > 0) break;
         }
         if (!sampled) {
-            start_ = sample_process(o_.broker_pid);
+            start_ = sample_all(o_);
             gen_cpu0_ = self_cpu_s();
         }
         m1_ = std::min(m1_, now);
@@ -266,7 +291,7 @@ private:
             now = now_ns();
         }
         end_time_ = now;
-        end_ = sample_process(o_.broker_pid);
+        end_ = sample_all(o_);
         gen_cpu1_ = self_cpu_s();
         if (cs_.closed_count() > 0) error_ = "connection lost: " + cs_.last_error();
     }

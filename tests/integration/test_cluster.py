@@ -489,6 +489,34 @@ def test_node_killed_under_traffic(nodes):
     assert [p.payload for p in again.messages(quiet=0.3)] == [b"back"]
 
 
+def test_persistent_session_survives_its_node_restart(tmp_path, nats):
+    """A node's persistent sessions come back from its store at start-up, and
+    their subscriptions become the node's NATS interest again."""
+    store = tmp_path / "store1"
+    store.mkdir()
+    extra = f'persistence = true\npersistence_location = "{store}"\n'
+    n1 = Broker(tmp_path, config=node_config(nats, "p1", extra=extra))
+    n2 = Broker(tmp_path, config=node_config(nats, "p2"))
+    try:
+        c = connect(n1.port, "keeper", clean_start=True, properties=[(SESSION_EXPIRY_INTERVAL, 300)])
+        c.subscribe([("keep/#", sub_options(1))])
+        c.disconnect()
+        assert n1.stop() == 0
+        n1 = Broker(tmp_path, config=node_config(nats, "p1", extra=extra))
+        c = Client(n1.port)
+        ack = c.connect("keeper", clean_start=False, properties=[(SESSION_EXPIRY_INTERVAL, 300)])
+        assert ack.reason == 0 and ack.session_present
+        pub = connect(n2.port, "pub")
+        link(pub, c, "keep/probe")
+        pub.publish("keep/x", b"after restart", qos=1)
+        p = c.expect(PUBLISH, 5 * SLOW)
+        assert (p.topic, p.payload) == ("keep/x", b"after restart")
+        c.ack(p)
+    finally:
+        assert n1.stop() == 0
+        assert n2.stop() == 0
+
+
 def test_cluster_config_errors_name_file_line_and_key(tmp_path):
     from conftest import MQTTOOLSD
     conf = tmp_path / "bad.toml"

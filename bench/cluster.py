@@ -1,0 +1,258 @@
+#!/usr/bin/python3
+"""Cluster benchmarks (issue 13): mqttoolsd nodes over NATS, same run.
+
+  pairs        100 one-to-one pairs at 10,000 msg/s: one node (publishers and
+               subscribers on it) vs two nodes (publishers on node 1,
+               subscribers on node 2); CPU per delivered message of every
+               process involved (nodes + nats-server), p99 latency
+  pairs-sat    the same, saturated (16 in flight per publisher): msg/s
+  pairs-311    MQTT 3.1.1 pairs at 10,000 msg/s: our 2-node cluster vs
+               nats-server's own MQTT listener on the same NATS
+
+Every broker process is pinned to CPU 0 and the generator (mqtt_load) to
+CPU 1 for the fixed-rate runs; saturated runs are not pinned (the two nodes
+may then use both cores, as a cluster on one host would). Runs interleave,
+a fresh set of processes per run; the table holds medians and the per-run
+ratios. Only 127.0.0.1 is used, and only processes started here are stopped,
+by their PID. Figures from a shared machine are noisy: compare ratios.
+
+    bench/cluster.py --build build-release [--runs 3] [--duration 5]
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOST = "127.0.0.1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Setup:
+    """The processes of one run: nats-server (optional), N mqttoolsd nodes."""
+
+    def __init__(self, bench, nodes, nats, pin):
+        self.bench, self.procs, self.ports = bench, [], []
+        self.nats = self.nats_mqtt_port = None
+        self.pin = pin
+        if nats:
+            self.start_nats()
+        for i in range(nodes):
+            self.start_node(i)
+
+    def pinned(self, argv):
+        return (["taskset", "-c", "0"] + argv) if self.pin and shutil.which("taskset") else argv
+
+    def start_nats(self):
+        port, mqtt = free_port(), free_port()
+        d = tempfile.mkdtemp(dir=self.bench.tmp)
+        conf = os.path.join(d, "nats.conf")
+        with open(conf, "w") as f:
+            f.write(f"listen: {HOST}:{port}\nserver_name: bench\n"
+                    f"jetstream {{ store_dir: \"{d}\" }}\nmqtt {{ listen: \"{HOST}:{mqtt}\" }}\n")
+        log = open(os.path.join(d, "nats.log"), "ab")
+        p = subprocess.Popen(self.pinned([self.bench.nats_server, "-c", conf]), stdout=log, stderr=log,
+                             stdin=subprocess.DEVNULL)
+        log.close()
+        self.procs.append(p)
+        if not wait_port(port, p) or not wait_port(mqtt, p):
+            raise RuntimeError("nats-server did not start: " + d)
+        self.nats, self.nats_port, self.nats_mqtt_port = p, port, mqtt
+
+    def start_node(self, i):
+        port = free_port()
+        conf = os.path.join(self.bench.tmp, f"node-{port}.toml")
+        with open(conf, "w") as f:
+            f.write("allow_anonymous = true\nmax_queued_messages = 1000000\nmax_connections = -1\n"
+                    "log_level = \"warning\"\n")
+            if self.nats:
+                f.write(f"[cluster]\nnats_url = \"nats://{HOST}:{self.nats_port}\"\nnode_id = \"bench{i}\"\n")
+        log = open(os.path.join(self.bench.tmp, f"node-{port}.log"), "ab")
+        p = subprocess.Popen(self.pinned([self.bench.mqttoolsd, "-c", conf, "-p", str(port)]), stdout=log,
+                             stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        self.procs.append(p)
+        if not wait_port(port, p):
+            raise RuntimeError("mqttoolsd did not start: " + conf)
+        self.ports.append(port)
+
+    def close(self):
+        for p in reversed(self.procs):
+            stop(p)
+
+
+# name -> (description, setups) ; setup = (label, nodes, nats, target, load args)
+RATE = ["--scenario", "pairs", "--pairs", "100", "--rate", "10000"]
+SAT = ["--scenario", "pairs", "--pairs", "100", "--rate", "0", "--window", "16"]
+SCENARIOS = {
+    "pairs": ("one-to-one, 100 pairs at 10,000 msg/s",
+              [("1 node", 1, False, "local", RATE), ("2 nodes", 2, True, "cross", RATE)]),
+    "pairs-sat": ("one-to-one, 100 pairs saturated (16 in flight each)",
+                  [("1 node", 1, False, "local", SAT), ("2 nodes", 2, True, "cross", SAT)]),
+    "pairs-311": ("MQTT 3.1.1, 100 pairs at 10,000 msg/s",
+                  [("2 nodes", 2, True, "cross", RATE + ["--mqtt-version", "4"]),
+                   ("nats-server MQTT", 0, True, "nats", RATE + ["--mqtt-version", "4"])]),
+}
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        build = os.path.abspath(args.build)
+        self.load = os.path.join(build, "bench", "load", "mqtt_load")
+        self.mqttoolsd = os.path.join(build, "src", "daemon", "mqttoolsd")
+        self.nats_server = shutil.which("nats-server") or "/usr/bin/nats-server"
+        self.tmp = tempfile.mkdtemp(prefix="mqttools-cluster-bench-")
+        self.results = {}  # (scenario, label) -> [json]
+
+    def run_one(self, scenario, label, nodes, nats, target, load_args):
+        saturated = "0" == load_args[load_args.index("--rate") + 1]
+        s = Setup(self, nodes, nats, pin=not saturated)
+        try:
+            if target == "nats":
+                port, sub_port, pid, extra = s.nats_mqtt_port, None, s.nats.pid, []
+            else:
+                port = s.ports[0]
+                sub_port = s.ports[1] if target == "cross" else None
+                pid = s.procs[1 if nats else 0].pid
+                extra = [p.pid for p in s.procs if p.pid != pid]
+            argv = [self.load, "--host", HOST, "--port", str(port), "--broker-pid", str(pid),
+                    "--label", f"{scenario}/{label}", "--warmup", str(self.args.warmup),
+                    "--duration", str(self.args.duration), "--drain", "2"] + load_args
+            if sub_port:
+                argv += ["--sub-port", str(sub_port)]
+            if extra:
+                argv += ["--extra-pids", ",".join(map(str, extra))]
+            if not saturated and shutil.which("taskset"):
+                argv = ["taskset", "-c", "1"] + argv
+            # A cluster's interest reaches NATS a few ms after the SUBACKs:
+            # the warm-up covers it.
+            r = subprocess.run(argv, capture_output=True, text=True,
+                               timeout=self.args.warmup + self.args.duration + 120)
+            lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
+            res = json.loads(lines[-1]) if lines else {"ok": False, "error": r.stderr[-300:]}
+            alive = all(p.poll() is None for p in s.procs)
+            if not alive:
+                res["ok"] = False
+                res["error"] = (res.get("error") or "") + " a process exited"
+            return res
+        finally:
+            s.close()
+
+    def run(self, names):
+        for i in range(self.args.runs):
+            for name in names:
+                for label, nodes, nats, target, load_args in SCENARIOS[name][1]:
+                    try:
+                        r = self.run_one(name, label, nodes, nats, target, load_args)
+                    except Exception as e:  # a process that did not start: recorded, not fatal
+                        r = {"ok": False, "error": str(e)}
+                    self.results.setdefault((name, label), []).append(r)
+                    print(f"  {name} / {label} run {i + 1}: "
+                          + (f"{r.get('delivered_per_s', 0):.0f} msg/s, {r.get('cpu_us_per_msg', 0):.2f} µs CPU/msg, "
+                             f"p99 {r.get('lat_us', {}).get('p99', 0):.0f} µs, lost {r.get('lost', 0)}"
+                             if r.get("ok") else "FAILED " + str(r.get("error"))), file=sys.stderr)
+
+    def med(self, name, label, key, sub=None):
+        vals = []
+        for r in self.results.get((name, label), []):
+            if not r.get("ok"):
+                continue
+            v = r.get(key)
+            if sub is not None and isinstance(v, dict):
+                v = v.get(sub)
+            if isinstance(v, (int, float)):
+                vals.append(v)
+        return statistics.median(vals) if vals else None
+
+    def ratios(self, name, a, b, key):
+        out = []
+        for ra, rb in zip(self.results.get((name, a), []), self.results.get((name, b), [])):
+            if ra.get("ok") and rb.get("ok") and rb.get(key):
+                out.append(ra[key] / rb[key])
+        return out
+
+    def table(self, names):
+        rows = ["| scenario | setup | delivered msg/s | CPU µs/msg (all processes) | p99 µs | lost |",
+                "|---|---|---|---|---|---|"]
+        for name in names:
+            for label, *_ in SCENARIOS[name][1]:
+                f = lambda v, d=2: "–" if v is None else f"{v:.{d}f}"
+                rows.append(f"| {SCENARIOS[name][0]} | {label} | {f(self.med(name, label, 'delivered_per_s'), 0)} | "
+                            f"{f(self.med(name, label, 'cpu_us_per_msg'))} | "
+                            f"{f(self.med(name, label, 'lat_us', 'p99'), 0)} | "
+                            f"{f(self.med(name, label, 'lost'), 0)} |")
+        rows.append("")
+        for name, a, b, key, what in [
+                ("pairs", "2 nodes", "1 node", "cpu_us_per_msg", "CPU/msg, 2 nodes + nats-server vs 1 node (target ≤ 3)"),
+                ("pairs-sat", "2 nodes", "1 node", "delivered_per_s", "saturated msg/s, 2 nodes vs 1 node"),
+                ("pairs-311", "2 nodes", "nats-server MQTT", "cpu_us_per_msg",
+                 "3.1.1 CPU/msg, our 2 nodes + nats-server vs nats-server's MQTT")]:
+            if name in names:
+                rs = self.ratios(name, a, b, key)
+                rows.append(f"- {what}: per-run ratios {', '.join(f'{r:.2f}' for r in rs) or '–'}"
+                            + (f", median {statistics.median(rs):.2f}" if rs else ""))
+        return "\n".join(rows)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build", default=os.path.join(TOP, "build-release"))
+    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--warmup", type=float, default=1.5)
+    p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--json", help="write the raw runs here")
+    args = p.parse_args()
+    names = [n for n in args.scenarios.split(",") if n]
+    for n in names:
+        if n not in SCENARIOS:
+            p.error(f"unknown scenario {n}")
+    b = Bench(args)
+    for path in (b.load, b.mqttoolsd, b.nats_server):
+        if not os.access(path, os.X_OK):
+            p.error(f"{path} is missing")
+    b.run(names)
+    print(b.table(names))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({f"{k[0]}/{k[1]}": v for k, v in b.results.items()}, f, indent=1)
+    shutil.rmtree(b.tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
