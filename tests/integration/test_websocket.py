@@ -409,3 +409,22 @@ def test_socket_activation_gives_the_inherited_socket_its_websocket_listener(tmp
         code = proc.wait(timeout=10)
         log.close()
         assert code == 0, (tmp_path / "activated.log").read_text()
+
+
+def test_mqttools_cli_over_ws_and_wss_urls(wsb, certs):  # noqa: F811
+    import subprocess
+    from conftest import MQTTOOLS
+    watcher = Paho(wsb.port, "cli-watcher", transport="tcp")
+    watcher.subscribe("cli/#")
+    watcher.publish("cli/kept", b"retained for the cli", retain=True)
+    r = subprocess.run([str(MQTTOOLS), "subscribe", "-L", f"ws://127.0.0.1:{wsb.ws}/mqtt", "-C", "1",
+                        "-t", "cli/kept"], capture_output=True, timeout=WAIT + 10)
+    assert r.returncode == 0, r.stderr
+    assert b"retained for the cli" in r.stdout
+    r = subprocess.run([str(MQTTOOLS), "publish", "-L", f"wss://localhost:{wsb.wss}/", "--cafile",
+                        str(certs / "ca.crt"), "-q", "1", "-t", "cli/over-wss", "-m", "from the cli"],
+                       capture_output=True, timeout=WAIT + 10)
+    assert r.returncode == 0, r.stderr
+    assert ("cli/over-wss", b"from the cli", False) in watcher.wait_messages(2)
+    assert "(wss)" in wsb.b.output()
+    watcher.close()
