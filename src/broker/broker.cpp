@@ -249,7 +249,9 @@ void Broker::before_sleep() {
     }
     // One turn's changes, one transaction (group commit); the answers they
     // hold go out when the store reports the batch durable.
-    if (store_) store_->submit();
+    if (store_ && store_->submit() != 0) {
+        for (Connection* c : held_) c->pause_reads(true);  // until their batch is on disk
+    }
     for (Connection* c : closing_) {
         if (c->held) release_held(*c);  // its held output is dropped with it
         // Swap-remove from the table; the unique_ptr destroys it.

@@ -223,7 +223,7 @@ private:
     void persist_inbound(Session& s, std::uint16_t packet_id, bool insert);
     void persist_retained(std::string_view topic, const MessagePtr& message);
     void persist_message(const MessagePtr& message);
-    void store_changed(Session* s);
+    void store_changed(Session* s, bool output_depends = true);
     void hold(Connection& c);
     void on_store_result(const CommitResult& result);
     void restore_session(LoadedSession& loaded, Clock::time_point now, WallTime wall);

@@ -76,7 +76,8 @@ void Connection::on_io(std::uint32_t events) {
     if (events & EPOLLOUT) {
         if (!flush()) return;
     }
-    if (!reading_paused_ && (events & (EPOLLIN | EPOLLERR | EPOLLHUP))) on_readable();
+    if ((events & (EPOLLERR | EPOLLHUP)) || ((events & EPOLLIN) && !reading_paused_ && !reads_paused))
+        on_readable();
     // TLS handshake records the socket did not take while reading: have the
     // before-sleep flush arm EPOLLOUT for them.
     if (state != State::closing && !dirty && transport_->wants_write()) broker_.mark_dirty(*this);
@@ -159,7 +160,7 @@ bool Connection::flush() {
         // store thread it waits for). The release marks it dirty again.
         if (want_write_ && state != State::closing) {
             want_write_ = false;
-            broker_.reactor().modify(fd(), reading_paused_ ? EPOLLRDHUP : EPOLLIN, this);
+            broker_.reactor().modify(fd(), input_events(), this);
         }
         return true;
     }
@@ -198,10 +199,11 @@ void Connection::update_events(bool force) {
     const bool want = !output_.empty() || transport_->has_pending() || transport_->wants_write();
     if (want == want_write_ && !force) return;
     want_write_ = want;
-    const std::uint32_t in = reading_paused_ ? EPOLLRDHUP : EPOLLIN;
-    broker_.reactor().modify(fd(), in | (want ? EPOLLOUT : 0u), this);
+    broker_.reactor().modify(fd(), input_events() | (want ? EPOLLOUT : 0u), this);
 }
 
+// Waiting for credentials: only a hang-up is of interest (it ends the
+// connection); the peer's further packets stay in the socket.
 void Connection::pause_reading() {
     if (reading_paused_) return;
     reading_paused_ = true;
@@ -223,7 +225,16 @@ void Connection::resume_reading() {
     }
     // A transport (TLS, WebSocket) may hold input epoll cannot report: one
     // read now, which costs a would-block at most.
-    if (state != State::closing && !reading_paused_) on_readable();
+    if (state != State::closing && !reading_paused_ && !reads_paused) on_readable();
+}
+
+// Waiting for a store commit: no input is read (errors and hang-ups are
+// still reported by epoll and read), so the connection's next packets wait
+// behind the batch that holds its acknowledgements.
+void Connection::pause_reads(bool pause) {
+    if (pause == reads_paused || state == State::closing) return;
+    reads_paused = pause;
+    broker_.reactor().modify(fd(), input_events() | (want_write_ ? EPOLLOUT : 0u), this);
 }
 
 }  // namespace mqttools::broker

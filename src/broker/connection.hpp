@@ -6,6 +6,8 @@
 // queued once per reactor turn.
 #pragma once
 
+#include <sys/epoll.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -140,6 +142,16 @@ public:
     // Output waits for a store batch (broker/persistence.hpp) to reach the
     // disk: what it acknowledges must be durable first.
     bool held = false;
+    // While its batch is being committed the connection is not read: what
+    // it sends next would need a later batch, and holding its output for
+    // ever later batches could starve it under steady traffic.
+    bool reads_paused = false;
+    void pause_reads(bool pause);
+    // The epoll interest besides EPOLLOUT: EPOLLRDHUP while waiting for
+    // credentials, nothing while a commit holds the connection, else EPOLLIN.
+    std::uint32_t input_events() const noexcept {
+        return reading_paused_ ? std::uint32_t{EPOLLRDHUP} : reads_paused ? 0u : std::uint32_t{EPOLLIN};
+    }
 
 private:
     bool want_write_ = false;  // EPOLLOUT armed (declared here to pack with the flags)

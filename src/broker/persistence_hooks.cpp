@@ -38,11 +38,14 @@ Clock::time_point from_wall(WallTime t, Clock::time_point now, WallTime wall) no
     return now + std::chrono::milliseconds(t - wall);
 }
 
-void Broker::store_changed(Session* s) {
+void Broker::store_changed(Session* s, bool output_depends) {
     ++store_ops_;
     // A connected client's output carries what depends on this change
-    // (its PUBLISH with a durable packet id, a PUBREL).
-    if (s && s->connection && s->connection->state != Connection::State::closing) hold(*s->connection);
+    // (its PUBLISH with a durable packet id, a PUBREL). A message only
+    // queued for it changes nothing it is sent.
+    if (output_depends && s && s->connection && s->connection->state != Connection::State::closing) {
+        hold(*s->connection);
+    }
 }
 
 void Broker::hold(Connection& c) {
@@ -72,7 +75,11 @@ void Broker::on_store_result(const CommitResult& r) {
     for (Connection* c : held) {
         if (batch_done(c->held_batch, store_durable_)) {
             c->held = false;
+            c->pause_reads(false);
             mark_dirty(*c);
+            // Messages that queued meanwhile go out now (pump() waits while
+            // the connection's batch is being committed).
+            if (c->session && c->session->outbound && c->state == Connection::State::connected) pump(*c->session);
         } else if (r.failed != 0 && batch_done(c->held_batch, r.failed)) {
             // Its answers claim what did not reach the disk: never send
             // them. The client resends (QoS 1/2) on its next connection.
@@ -162,7 +169,7 @@ void Broker::persist_enqueued(Session& s, OutboundMessage& m) {
     persist_message(m.message);
     m.store_seq = s.out().next_store_seq++;
     store_->put_outbound(s.client_id, m.store_seq, m);
-    store_changed(&s);
+    store_changed(&s, false);
 }
 
 void Broker::persist_outbound_state(Session& s, const OutboundMessage& m) {
@@ -174,7 +181,7 @@ void Broker::persist_outbound_state(Session& s, const OutboundMessage& m) {
 void Broker::persist_outbound_done(Session& s, const OutboundMessage& m) {
     if (!s.stored || m.store_seq == 0) return;
     store_->erase_outbound(s.client_id, m.store_seq);
-    store_changed(&s);
+    store_changed(&s, false);
 }
 
 void Broker::persist_inbound(Session& s, std::uint16_t packet_id, bool insert) {

@@ -62,6 +62,9 @@ void Broker::enqueue(Session& s, OutboundMessage&& m) {
 void Broker::pump(Session& s) {
     Connection* c = s.connection;
     if (!c || c->state != Connection::State::connected || !s.outbound) return;
+    // Its output waits for a batch being committed: what would go out now
+    // needs the next one; on_store_result() pumps again (persistence_hooks.cpp).
+    if (c->held && store_ && c->held_batch != static_cast<std::uint32_t>(store_->current_batch())) return;
     OutboundState& o = *s.outbound;
     std::size_t window = c->receive_maximum_out;
     if (config_.max_inflight_messages != 0) window = std::min<std::size_t>(window, config_.max_inflight_messages);

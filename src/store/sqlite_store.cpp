@@ -95,7 +95,10 @@ SqliteStore::~SqliteStore() {
         stop_ = true;
     }
     wake_.notify_all();
+    checkpoint_wake_.notify_all();
     if (thread_.joinable()) thread_.join();
+    if (checkpointer_.joinable()) checkpointer_.join();
+    checkpoint_db_.close();
     if (event_fd_) reactor_.remove(event_fd_.get());
     if (!retry_.empty()) {
         spdlog::error("Persistence: {} changes could not be written to {} before the stop.", retry_.size(), path_);
@@ -242,6 +245,43 @@ void SqliteStore::deliver() {
     r.healthy = healthy_.load();
     r.failures = failures_.load();
     if (result_fn_) result_fn_(r);
+}
+
+// ---- checkpoints
+
+int SqliteStore::on_wal(void* self, sqlite3*, const char*, int pages) {
+    // Called on the store thread after each commit with the WAL's size.
+    auto* s = static_cast<SqliteStore*>(self);
+    if (pages >= 1000) {
+        {
+            std::lock_guard lock(s->mu_);
+            s->checkpoint_due_ = true;
+        }
+        s->checkpoint_wake_.notify_one();
+    }
+    return SQLITE_OK;
+}
+
+void SqliteStore::run_checkpoints() {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    std::unique_lock lock(mu_);
+    while (!stop_) {
+        // PASSIVE: never waits for the writer, which keeps appending to the
+        // WAL meanwhile and starts it over once everything is copied.
+        checkpoint_wake_.wait_for(lock, std::chrono::seconds(1), [&] { return stop_ || checkpoint_due_; });
+        if (stop_) break;
+        checkpoint_due_ = false;
+        lock.unlock();
+        int log = 0;
+        int done = 0;
+        const int rc = sqlite3_wal_checkpoint_v2(checkpoint_db_.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+            spdlog::debug("Persistence: checkpoint of {}: {}", path_, checkpoint_db_.message());
+        }
+        lock.lock();
+    }
 }
 
 // ---- store thread

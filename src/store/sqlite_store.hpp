@@ -112,6 +112,8 @@ private:
     bool prepare_statements(std::string& error);
     Op& add(Op::Kind kind);
     void run();
+    void run_checkpoints();
+    static int on_wal(void* self, sqlite3* db, const char* name, int pages);
     bool commit(std::vector<Op>& ops);
     bool apply(Op& op);
     void deliver();
@@ -147,6 +149,14 @@ private:
     std::vector<Op> retry_;  // changes of failed commits, oldest first
     std::string last_error_;
     std::thread thread_;
+
+    // Checkpoints (copying the WAL into the database file, with its fsync)
+    // run on their own thread and connection, so a slow disk delays no
+    // commit: SQLite's automatic checkpoint would run inside a commit.
+    Db checkpoint_db_;
+    std::condition_variable checkpoint_wake_;
+    bool checkpoint_due_ = false;  // guarded by mu_
+    std::thread checkpointer_;
 };
 
 }  // namespace mqttools::store

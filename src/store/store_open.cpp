@@ -367,7 +367,14 @@ std::unique_ptr<SqliteStore> SqliteStore::open(net::Reactor& reactor, const Opti
     store->event_fd_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     if (!store->event_fd_ || !reactor.add(store->event_fd_.get(), EPOLLIN, store.get()))
         return failed(std::string("eventfd: ") + std::strerror(errno));
+    // Checkpoints on their own connection and thread (sqlite_store.cpp).
+    if (store->checkpoint_db_.open(path, SQLITE_OPEN_READWRITE) != SQLITE_OK ||
+        !store->checkpoint_db_.exec("PRAGMA busy_timeout=5000") ||
+        !store->db_.exec("PRAGMA wal_autocheckpoint=0; PRAGMA busy_timeout=5000"))
+        return failed("checkpoint connection: " + store->checkpoint_db_.message());
+    sqlite3_wal_hook(store->db_.get(), &SqliteStore::on_wal, store.get());
     store->thread_ = std::thread([s = store.get()] { s->run(); });
+    store->checkpointer_ = std::thread([s = store.get()] { s->run_checkpoints(); });
     return store;
 }
 

@@ -436,3 +436,36 @@ def test_cli_subscriber_resumes_its_session_across_a_restart(tmp_path):
             second.terminate()
             second.wait(timeout=10)
     d.stop()
+
+
+def test_loaded_counts_in_metrics_and_log(tmp_path):
+    import urllib.request
+    from conftest import free_port
+    mport = free_port()
+    d = DurableBroker(tmp_path, extra=f'[metrics]\nport = {mport}\nbind = "127.0.0.1"\n')
+    d.start()
+    c = Client(d.port)
+    c.connect("kept", properties=KEEP)
+    c.subscribe([("m/#", sub_options(qos=1))])
+    c.disconnect()
+    p = Client(d.port)
+    p.connect("p")
+    for i in range(3):
+        assert p.publish(f"m/{i}", b"x", qos=1, retain=i == 0, packet_id=i + 1).reason == 0
+    p.disconnect()
+    d.stop()
+    d.start()
+    assert wait_until(lambda: "1 sessions, 3 queued messages, 1 retained messages" in d.output()), d.output()
+
+    def metrics():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            return ""
+    text = wait_until(lambda: "mqttools_persistence_loaded_sessions" in metrics() and metrics())
+    assert "mqttools_persistence_loaded_sessions 1\n" in text, text
+    assert "mqttools_persistence_loaded_messages 3\n" in text, text
+    assert "mqttools_persistence_loaded_retained 1\n" in text, text
+    assert "mqttools_persistence_healthy 1\n" in text, text
+    d.stop()
