@@ -167,15 +167,7 @@ def main(argv):
     lines += ["", END]
     print("\n".join(lines))
     if not args.no_docs:
-        path = os.path.join(R.TOP, "docs", "benchmarks.md")
-        text = open(path).read() if os.path.exists(path) else ""
-        block = "\n".join(lines)
-        if BEGIN in text and END in text:
-            text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-        with open(path, "w") as f:
-            f.write(text)
+        R.replace_docs_section(BEGIN, END, "\n".join(lines[1:-1]))
     return 0
 
 

@@ -262,19 +262,6 @@ def table(bench, names):
     return lines
 
 
-def write_docs(text):
-    path = os.path.join(os.path.dirname(HERE), "docs", "benchmarks.md")
-    with open(path) as f:
-        doc = f.read()
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc and END in doc:
-        doc = doc[:doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(doc)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", default="build-release")
@@ -331,7 +318,7 @@ def main(argv=None):
     text = "\n".join(lines)
     print(text)
     if not args.no_docs:
-        write_docs(text)
+        R.replace_docs_section(BEGIN, END, text)
 
 
 if __name__ == "__main__":

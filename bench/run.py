@@ -369,6 +369,21 @@ def ratio(a, b):
     return a / b
 
 
+def replace_docs_section(begin, end, text):
+    """Puts `text` between the `begin` and `end` markers of docs/benchmarks.md
+    (appended with its markers when they are not there yet): each scenario
+    family's script owns one section of that file."""
+    path = os.path.join(TOP, "docs", "benchmarks.md")
+    doc = open(path).read() if os.path.exists(path) else ""
+    block = f"{begin}\n{text}\n{end}"
+    if begin in doc and end in doc:
+        doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(doc)
+
+
 def build_table(bench, names, brokers):
     cols = [b for b in BROKERS if b in brokers]
     head = "| scenario | metric | " + " | ".join(cols) + " | mqttoolsd/mosquitto | mqttoolsd/forwarder |"
