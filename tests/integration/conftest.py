@@ -81,6 +81,22 @@ def broker(tmp_path):
     assert code == 0, b.output()
 
 
+# Deadlines stretch under ASan+UBSan, which slows the broker about threefold.
+SLOW = 3.0 if SANITIZED else 1.0
+
+
+def wait_until(predicate, timeout=10.0, step=0.02):
+    """Polls `predicate` until it returns something true (returned) or
+    timeout * SLOW seconds pass (then its last value)."""
+    deadline = time.monotonic() + timeout * SLOW
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return predicate()
+
+
 @pytest.fixture
 def start_broker(tmp_path):
     """Factory: start_broker(args=(...), config="toml text") -> Broker."""

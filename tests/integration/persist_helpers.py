@@ -5,9 +5,8 @@ import pathlib
 import subprocess
 import time
 
-from conftest import MQTTOOLSD, SANITIZED, Broker, free_port
+from conftest import MQTTOOLSD, SANITIZED, SLOW, Broker, free_port, wait_until  # noqa: F401 (re-exported)
 
-SLOW = 3.0 if SANITIZED else 1.0
 
 
 def persistence_config(location, sync="full", extra=""):
@@ -60,13 +59,3 @@ def run_refused(tmp_path, config, timeout=20):
     p = subprocess.run([str(MQTTOOLSD), "-p", str(port), "-c", str(conf)],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
     return p.returncode, p.stdout.decode(errors="replace")
-
-
-def wait_until(predicate, timeout=10.0, step=0.02):
-    deadline = time.monotonic() + timeout * SLOW
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()

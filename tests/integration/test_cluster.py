@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import Broker, SANITIZED, free_port, wait_for_port
+from conftest import Broker, SANITIZED, free_port, wait_for_port, wait_until
 from mqttwire import (CONNACK, DISCONNECT, MESSAGE_EXPIRY_INTERVAL, PUBLISH, SESSION_EXPIRY_INTERVAL,
                       SUBSCRIPTION_IDENTIFIER, TOPIC_ALIAS, TOPIC_ALIAS_MAXIMUM, USER_PROPERTY,
                       WILL_DELAY_INTERVAL, Client, Closed, sub_options)
@@ -94,16 +94,6 @@ def connect(port, cid, version=5, **kw):
     ack = c.connect(cid, **kw)
     assert ack.reason == 0
     return c
-
-
-def wait_until(fn, timeout=10.0, step=0.05):
-    deadline = time.monotonic() + timeout * SLOW
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(step)
-    return fn()
 
 
 def link(pub, sub, topic="probe/x", timeout=10.0):
