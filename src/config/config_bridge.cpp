@@ -56,13 +56,7 @@ bool has_wildcard(std::string_view s) { return s.find_first_of("+#") != std::str
 std::string parse_topic(std::string_view line, BridgeTopic& t) {
     const auto words = split_words(line);
     if (words.empty()) return "empty topic line (expected \"pattern [out|in|both [qos [local-prefix remote-prefix]]]\")";
-    if (words.size() > 5) {
-        // Built with append: gcc 12 at -O3 warns (-Wrestrict, a false
-        // positive) on `"literal" + std::string&&` here.
-        std::string error(1, '\'');
-        error.append(line).append("' has more than 5 words (pattern direction qos local-prefix remote-prefix)");
-        return error;
-    }
+    if (words.size() > 5) return "'" + std::string(line) + "' has more than 5 words (pattern direction qos local-prefix remote-prefix)";
     t.pattern = unquote(words[0]);
     if (words.size() > 1) {
         const std::string& d = words[1];
