@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -568,8 +569,17 @@ def write_markdown(path, bench, env, table, targets, names, png_ok):
     if bench.notes:
         out += ["## Notes from this run", ""] + [f"- {n}" for n in bench.notes] + [""]
     out += METHOD.splitlines()
+    text = "\n".join(out) + "\n"
+    # The other scenario scripts (bridge, production, persistence, websocket)
+    # own marked sections after the method (replace_docs_section): a run of
+    # the main scenarios rewrites its own part and keeps theirs.
+    if os.path.exists(path):
+        old = open(path).read()
+        marks = [m.start() for m in re.finditer(r"^<!-- [a-z-]+:begin -->$", old, re.M)]
+        if marks:
+            text += "\n" + old[marks[0]:]
     with open(path, "w") as f:
-        f.write("\n".join(out) + "\n")
+        f.write(text)
 
 
 IDLE_TEXT = {
@@ -749,11 +759,25 @@ def main():
     print(f"\n({elapsed:.0f} s)")
     if not args.no_docs:
         docs = os.path.join(TOP, "docs")
-        png = os.path.join(docs, "benchmarks.png")
-        png_ok = plot(bench, medians, names, brokers, png)
-        write_markdown(os.path.join(docs, "benchmarks.md"), bench, environment(bench), table, targets, names,
-                       png_ok)
-        log(f"wrote docs/benchmarks.md{' and docs/benchmarks.png' if png_ok else ''}")
+        env = environment(bench)
+        main_names = [n for n in names if base(n) != ws_bench.SCENARIO[0]]
+        # The main table is rewritten only by a run of all of its scenarios
+        # (a `--scenarios pairs,ws-pairs` run must not shrink it to two rows).
+        wanted = {n for n in DEFAULT_SCENARIOS if n != ws_bench.SCENARIO[0]}
+        if args.quick:
+            wanted.discard("idle-100k")
+        if wanted <= {base(n) for n in main_names}:
+            m_table, _ = build_table(bench, main_names, brokers)
+            png = os.path.join(docs, "benchmarks.png")
+            png_ok = plot(bench, medians, main_names, brokers, png)
+            write_markdown(os.path.join(docs, "benchmarks.md"), bench, env, m_table,
+                           check_targets(bench, medians, main_names), main_names, png_ok)
+            log(f"wrote docs/benchmarks.md{' and docs/benchmarks.png' if png_ok else ''}")
+        else:
+            log("not every main scenario ran: the main table of docs/benchmarks.md is left as it was")
+        if any(base(n) == ws_bench.SCENARIO[0] for n in names):
+            ws_bench.write_docs(bench, env, names, table, targets, replace_docs_section, describe)
+            log("wrote the WebSocket section of docs/benchmarks.md")
     shutil.rmtree(bench.tmp, ignore_errors=True)
 
 

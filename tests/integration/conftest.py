@@ -97,6 +97,14 @@ def wait_until(predicate, timeout=10.0, step=0.02):
     return predicate()
 
 
+def wait_or_fail(predicate, what, timeout=10.0, step=0.05):
+    """wait_until() for the tests that want a failure naming what never came."""
+    value = wait_until(predicate, timeout, step)
+    if not value:
+        raise AssertionError(f"timed out waiting for {what}")
+    return value
+
+
 @pytest.fixture
 def start_broker(tmp_path):
     """Factory: start_broker(args=(...), config="toml text") -> Broker."""

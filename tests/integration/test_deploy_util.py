@@ -10,7 +10,7 @@ import struct
 import subprocess
 import time
 
-from conftest import MQTTOOLSD, free_port
+from conftest import MQTTOOLSD, free_port, wait_until
 
 TOP = pathlib.Path(__file__).resolve().parents[2]
 
@@ -228,15 +228,6 @@ def port_accepts(port):
             return True
     except OSError:
         return False
-
-
-def wait_until(predicate, timeout=5.0, step=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 __all__ = ["Client", "Daemon", "NotifySocket", "free_port", "parse_publish", "port_accepts",

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import MQTTOOLS, MQTTOOLSD, SANITIZED, free_port, wait_for_port
+from conftest import MQTTOOLS, MQTTOOLSD, SANITIZED, free_port, wait_for_port, wait_or_fail
 from test_tools_subscribe_publish import PUBLISHED_RE, block, mqttools, publish
 from test_tools_subscribe_publish import subscribers  # noqa: F401 (fixture)
 
@@ -20,14 +20,6 @@ pytestmark = pytest.mark.skipif(not (MQTTOOLS.exists() and MQTTOOLSD.exists()),
                                 reason="mqttools or mqttoolsd not built")
 
 WAIT = 20.0 if SANITIZED else 10.0
-
-
-def wait_until(predicate, what, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def pub(port, *args, input=None):
@@ -162,7 +154,7 @@ def test_ctrl_c_on_subscribe_sends_disconnect_and_exits_0(broker, subscribers):
     assert code == 0, err
     # A normal DISCONNECT: the broker says so, and the will is not sent
     # [MQTT-3.1.2-10].
-    wait_until(lambda: "Client ctrlc disconnected." in broker.output(), "the broker's disconnect line")
+    wait_or_fail(lambda: "Client ctrlc disconnected." in broker.output(), "the broker's disconnect line")
     code, out, err = will_watch.finish(timeout=WAIT)
     assert (code, out) == (27, ""), err
 
@@ -171,7 +163,7 @@ def test_ctrl_c_on_publish_count_sends_disconnect_and_exits_0(broker):
     p = subprocess.Popen([str(MQTTOOLS), "publish", "-p", str(broker.port), "-i", "counter", "-q", "1",
                           "--count", "100000000", "cc/t"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait_until(lambda: "as counter" in broker.output(), "the publisher's connection")
+        wait_or_fail(lambda: "as counter" in broker.output(), "the publisher's connection")
         time.sleep(0.3)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=WAIT)
@@ -182,7 +174,7 @@ def test_ctrl_c_on_publish_count_sends_disconnect_and_exits_0(broker):
     assert p.returncode == 0, err
     m = PUBLISHED_RE.match(out.decode().splitlines()[0])
     assert m and 0 < int(m.group(1)) < 100000000, out
-    wait_until(lambda: "Client counter disconnected." in broker.output(), "the broker's disconnect line")
+    wait_or_fail(lambda: "Client counter disconnected." in broker.output(), "the broker's disconnect line")
 
 
 # ---------------------------------------------------------------- 10: usage
@@ -291,7 +283,7 @@ def test_broker_logs_each_packet_at_debug_without_payloads_or_passwords(start_br
     r = pub(b.port, "-i", "logged", "-u", "someone", "-P", "s3cret-pw", "-q", "1", "-t", "log/t", "-m",
             "payload-text")
     assert r.returncode == 0, r.stderr
-    wait_until(lambda: "Received DISCONNECT from logged" in b.output(), "the DISCONNECT line")
+    wait_or_fail(lambda: "Received DISCONNECT from logged" in b.output(), "the DISCONNECT line")
     log = b.output()
     assert re.search(r"debug: Received CONNECT from 127\.0\.0\.1:\d+ \(p5, c1, k0, 'logged', u'someone'\)", log), log
     assert "debug: Sending CONNACK to logged (0 Success, session present 0)" in log
@@ -303,7 +295,7 @@ def test_broker_logs_each_packet_at_debug_without_payloads_or_passwords(start_br
 def test_broker_logs_nothing_per_packet_at_info(broker):
     r = pub(broker.port, "-i", "quietly", "-t", "log/t", "-m", "x")
     assert r.returncode == 0, r.stderr
-    wait_until(lambda: "Client quietly disconnected." in broker.output(), "the disconnect line")
+    wait_or_fail(lambda: "Client quietly disconnected." in broker.output(), "the disconnect line")
     assert "Received PUBLISH" not in broker.output()
 
 

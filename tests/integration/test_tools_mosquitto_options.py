@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import MQTTOOLS, MQTTOOLSD, SANITIZED, free_port
+from conftest import MQTTOOLS, MQTTOOLSD, SANITIZED, free_port, wait_or_fail
 from test_tools_subscribe_publish import mqttools
 from test_tools_subscribe_publish import subscribers  # noqa: F401 (fixture)
 
@@ -24,14 +24,6 @@ def pub(port, *args, input=None):
     r = mqttools("publish", "-p", port, "--quiet", *args, input=input)
     assert r.returncode == 0, r.stderr
     return r
-
-
-def wait_until(predicate, what, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- subscribe output
@@ -227,7 +219,7 @@ def test_k_I_and_connect_properties(broker):
     r = mqttools("publish", "-p", broker.port, "-I", "pfx-", "-k", "7", "-t", "k/t", "-m", "x", "-d",
                  "-D", "connect", "user-property", "who", "me", "-D", "connect", "session-expiry-interval", "60")
     assert r.returncode == 0, r.stderr
-    wait_until(lambda: re.search(r"as pfx-\d+ \(p5, c1, k7\)", broker.output()), "the connect line")
+    wait_or_fail(lambda: re.search(r"as pfx-\d+ \(p5, c1, k7\)", broker.output()), "the connect line")
     assert re.search(r"sending CONNECT \(p5, c1, k7, 'pfx-\d+', session expiry 60\)", r.stderr.decode())
 
 
@@ -238,7 +230,7 @@ def test_V_311(broker, subscribers):
     pub(broker.port, "-V", "311", "-q", "2", "-t", "v3/b", "-m", "two")
     code, out, err = s.finish()
     assert (code, out) == (0, "v3/a one\nv3/b two\n"), err
-    wait_until(lambda: "(p4, c1, k0)" in broker.output(), "a 3.1.1 connection")
+    wait_or_fail(lambda: "(p4, c1, k0)" in broker.output(), "a 3.1.1 connection")
 
 
 def test_A_binds_the_local_address(broker):
@@ -360,8 +352,8 @@ def test_broker_logs_a_failed_tls_handshake_with_the_peer_address(tls_broker, ce
     assert r.returncode == 1
     err = r.stderr.decode()
     assert "port expects TLS, use --cafile, --capath or an mqtts:// URL" in err, err
-    wait_until(lambda: re.search(r"info: TLS handshake with 127\.0\.0\.1:\d+ failed: .+", b.output()),
+    wait_or_fail(lambda: re.search(r"info: TLS handshake with 127\.0\.0\.1:\d+ failed: .+", b.output()),
                "the broker's handshake line")
     before = b.output().count("TLS handshake with")
     mqttools("publish", "-p", b.tls_port, "--cafile", certs / "ca.crt", "-t", "t", "-m", "no cert")
-    wait_until(lambda: b.output().count("TLS handshake with") > before, "a second handshake line")
+    wait_or_fail(lambda: b.output().count("TLS handshake with") > before, "a second handshake line")

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import MQTTOOLSD, SANITIZED, free_port, wait_for_port
+from conftest import MQTTOOLSD, SANITIZED, free_port, wait_for_port, wait_until
 from mqttwire import (CONNACK, PUBLISH, SUBACK, connect_packet, disconnect_packet, publish_packet,
                       subscribe_packet)
 from test_security_tls import certs  # noqa: F401  (module fixture: a CA and server certificates)
@@ -52,15 +52,6 @@ def start_ws_broker(start_broker, tmp_path, certs, extra="", ws_extra="", metric
 @pytest.fixture
 def wsb(start_broker, tmp_path, certs):  # noqa: F811
     return start_ws_broker(start_broker, tmp_path, certs)
-
-
-def wait_until(pred, timeout=WAIT, step=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def mqtt_connect(conn, client_id, version=5, split=False, **kwargs):
