@@ -80,7 +80,7 @@ class BridgeBench(R.Bench):
         out.close()
         return proc if R.wait_port(port, proc) else None
 
-    def start_broker(self, broker, port, log_path, rt=False):
+    def start_broker(self, broker, port, log_path, rt=False, websocket=False):
         remote_port = R.free_port()
         self.remote = self.start_remote(remote_port, log_path + ".remote")
         if self.remote is None:

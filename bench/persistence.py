@@ -66,7 +66,7 @@ class PersistBench(R.Bench):
         os.makedirs(d, exist_ok=True)
         return d
 
-    def start_broker(self, broker, port, log_path, rt=False, state=None, notify=None):
+    def start_broker(self, broker, port, log_path, rt=False, websocket=False, state=None, notify=None):
         env = dict(os.environ)
         if notify:
             env["NOTIFY_SOCKET"] = notify

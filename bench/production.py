@@ -82,7 +82,7 @@ class ProductionBench(R.Bench):
         os.chmod(self.tmp, 0o755)
         os.chmod(self.pwfile, 0o644)
 
-    def start_broker(self, broker, port, log_path, rt=False, password=False):
+    def start_broker(self, broker, port, log_path, rt=False, websocket=False, password=False):
         if broker == "mqttoolsd":
             conf = os.path.join(self.tmp, f"mqttoolsd-{port}.toml")
             with open(conf, "w") as f:

@@ -229,7 +229,7 @@ class Bench:
         port = free_port()
         log_path = os.path.join(self.tmp, f"{broker}-{name}-{run_index}.log")
         rt = is_rt(name)
-        proc = self.start_broker(broker, port, log_path, rt, ws_bench.is_websocket(load_args))
+        proc = self.start_broker(broker, port, log_path, rt, websocket=ws_bench.is_websocket(load_args))
         if proc is None:
             log(f"{broker} did not start (log: {log_path})")
             return {"ok": False, "error": "broker did not start"}
