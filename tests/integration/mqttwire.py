@@ -346,16 +346,15 @@ class Closed(Exception):
     """The broker closed the connection."""
 
 
-class Client:
-    """A raw MQTT connection to 127.0.0.1:port."""
+class Wire:
+    """A connected socket and its receive buffer: the I/O under every raw
+    client of these tests (Client here, the security tests' RawClient,
+    wsclient's WsConn)."""
 
-    def __init__(self, port, version=5, timeout=5.0, host="127.0.0.1"):
-        self.version = version
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, sock):
+        self.sock = sock
         self.buf = b""
 
-    # -- raw I/O
     def send(self, data):
         self.sock.sendall(data)
 
@@ -381,8 +380,9 @@ class Client:
                 raise Closed()
             self.buf += chunk
 
-    def recv(self, timeout=5.0):
-        """The next packet (a Packet); raises Closed at EOF, TimeoutError."""
+    def read_packet(self, timeout=5.0):
+        """(first byte, body) of the next packet; raises Closed at EOF,
+        TimeoutError."""
         deadline = time.monotonic() + timeout
         self._fill(2, deadline)
         length, pos, mult = 0, 1, 1
@@ -399,6 +399,20 @@ class Client:
         body = self.buf[pos:pos + length]
         self.raw_last = self.buf[:pos + length]
         self.buf = self.buf[pos + length:]
+        return first, body
+
+
+class Client(Wire):
+    """A raw MQTT connection to 127.0.0.1:port."""
+
+    def __init__(self, port, version=5, timeout=5.0, host="127.0.0.1"):
+        super().__init__(socket.create_connection((host, port), timeout=timeout))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.version = version
+
+    def recv(self, timeout=5.0):
+        """The next packet (a Packet); raises Closed at EOF, TimeoutError."""
+        first, body = self.read_packet(timeout)
         return Packet(first >> 4, first & 0x0F, body, self.version)
 
     def expect(self, ptype, timeout=5.0):

@@ -11,29 +11,15 @@ import subprocess
 import time
 
 from conftest import MQTTOOLSD, free_port, wait_until
+from mqttwire import utf8 as mqtt_str, vbi
 
 TOP = pathlib.Path(__file__).resolve().parents[2]
 
 
 # --- MQTT 5 packets -------------------------------------------------------
 
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n % 128
-        n //= 128
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def mqtt_str(s):
-    b = s.encode() if isinstance(s, str) else s
-    return struct.pack("!H", len(b)) + b
-
-
 def packet(first_byte, body):
-    return bytes([first_byte]) + varint(len(body)) + body
+    return bytes([first_byte]) + vbi(len(body)) + body
 
 
 def connect_packet(client_id, keepalive=60, will=None, clean_start=True, username=None,

@@ -7,62 +7,22 @@ import time
 
 # Framing primitives are the shared raw-socket helper's (tests/integration/mqttwire.py).
 from mqttwire import (AUTH, CONNACK, CONNECT, DISCONNECT, PINGREQ, PINGRESP, PUBACK, PUBCOMP,  # noqa: F401
-                      PUBLISH, PUBREC, PUBREL, SUBACK, SUBSCRIBE, UNSUBACK, UNSUBSCRIBE, Closed, packet,
-                      read_vbi, utf8, vbi)
+                      PUBLISH, PUBREC, PUBREL, SUBACK, SUBSCRIBE, UNSUBACK, UNSUBSCRIBE, Closed, Wire,
+                      packet, read_vbi, utf8, vbi)
 
 
-class RawClient:
+class RawClient(Wire):
     def __init__(self, port, version=5, tls=None, server_hostname="localhost", timeout=5.0):
-        self.version = version
         sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         if tls is not None:
             sock = tls.wrap_socket(sock, server_hostname=server_hostname)
-        self.sock = sock
-        self.buf = b""
+        super().__init__(sock)
+        self.version = version
         self.stash = []  # packets that arrived while waiting for another type
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def _fill(self, n, deadline):
-        while len(self.buf) < n:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("no packet from the broker in time")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                raise TimeoutError("no packet from the broker in time") from None
-            except (ConnectionResetError, BrokenPipeError):
-                chunk = b""
-            if not chunk:
-                raise Closed()
-            self.buf += chunk
 
     def recv(self, timeout=5.0):
         """Next packet as (type, flags, body); raises Closed at EOF."""
-        deadline = time.monotonic() + timeout
-        self._fill(2, deadline)
-        length, pos, mult = 0, 1, 1
-        while True:
-            self._fill(pos + 1, deadline)
-            b = self.buf[pos]
-            pos += 1
-            length += (b & 0x7F) * mult
-            mult *= 128
-            if not b & 0x80:
-                break
-        self._fill(pos + length, deadline)
-        first = self.buf[0]
-        body = self.buf[pos:pos + length]
-        self.buf = self.buf[pos + length:]
+        first, body = self.read_packet(timeout)
         return first >> 4, first & 0x0F, body
 
     def recv_type(self, wanted, timeout=5.0):

@@ -9,6 +9,8 @@ import socket
 import struct
 import time
 
+from mqttwire import Wire
+
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -44,24 +46,14 @@ def frame(payload, opcode=0x2, fin=True, mask=True, length=None, rsv=0):
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-class WsConn:
+class WsConn(Wire):
     """A socket after (or during) the upgrade. recv_* raise TimeoutError
     when the broker says nothing in time."""
 
     def __init__(self, port, timeout=10.0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = b""
+        super().__init__(socket.create_connection(("127.0.0.1", port), timeout=timeout))
         self.mqtt = b""  # MQTT bytes received but not yet asked for
         self.timeout = timeout
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def send(self, data):
-        self.sock.sendall(data)
 
     def _more(self, deadline):
         remaining = deadline - time.monotonic()
