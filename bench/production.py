@@ -22,6 +22,20 @@ that the other, already connected clients see: its p99 and max.
   fanout-10k   1 -> 10,000 subscribers at 10 msg/s (100,000 deliveries/s):
                CPU per delivery (compare with fanout-100: 1 -> 100 at
                1,000 msg/s, the same delivery rate)
+  slow-base    100 pairs at 1,000 msg/s, 1 KiB payloads: the healthy p99
+  stuck        the same plus 10 subscribers to every topic that stop
+               reading: healthy p99 (vs slow-base), broker peak RSS, stuck
+               ones dropped (mqttoolsd runs with max_client_output_bytes
+               1 MiB and stuck_client_timeout 5 s here; Mosquitto has no
+               equivalent and runs as configured)
+  tls-pairs    100 pairs at 10,000 msg/s over TLS 1.3: CPU per message
+               (compare with tcp-pairs, the same over plain TCP)
+  storm-tls    10,000 TLS 1.3 handshakes + CONNECTs at once: handshakes/s
+  tree-empty   100 pairs at 10,000 msg/s publishing under tree/: CPU per
+               message with no other subscriptions
+  tree         the same while 10,000 clients hold 100 subscriptions each
+               (1,000,000; 8 in 10 exact, 2 in 10 with + or #, all under
+               tree/): SUBSCRIBE rate, RSS per subscription, CPU per message
 
 Shared-machine numbers are noisy: compare the columns of one run (ratios).
 Results are printed and written to docs/benchmarks.md between the
@@ -65,7 +79,32 @@ SCENARIOS = {
     "fanout-10k": ("fan-out 1 -> 10,000 at 10 msg/s (100,000 deliveries/s)",
                    ["--scenario", "fanout", "--subs", "10000", "--rate", "10", "--connect-timeout", "120"],
                    "traffic"),
+    "slow-base": ("100 pairs at 1,000 msg/s, 1 KiB (baseline of stuck)",
+                  ["--scenario", "pairs", "--pairs", "100", "--rate", "1000", "--size", "1024"], "stuck"),
+    "stuck": ("100 pairs at 1,000 msg/s, 1 KiB, + 10 stuck subscribers to all",
+              ["--scenario", "pairs", "--pairs", "100", "--rate", "1000", "--size", "1024", "--stuck", "10"],
+              "stuck"),
+    "tcp-pairs": ("100 pairs at 10,000 msg/s over TCP (baseline of tls-pairs)",
+                  ["--scenario", "pairs", "--pairs", "100", "--rate", "10000"], "traffic"),
+    "tls-pairs": ("100 pairs at 10,000 msg/s over TLS 1.3",
+                  ["--scenario", "pairs", "--pairs", "100", "--rate", "10000", "--tls", "1.3"], "traffic"),
+    "storm-tls": ("reconnect storm over TLS 1.3: 10,000 handshakes + CONNECTs at once",
+                  ["--scenario", "idle", "--conns", "10000", "--src-addrs", "4", "--hold", "0.5",
+                   "--handshake-window", "10000", "--connect-timeout", "120", "--tls", "1.3"], "storm"),
+    "tree-empty": ("100 pairs at 10,000 msg/s under tree/, no other subscriptions",
+                   ["--scenario", "pairs", "--pairs", "100", "--rate", "10000", "--topic-prefix", "tree/"], "traffic"),
+    "tree": ("the same with 1,000,000 subscriptions (10,000 clients × 100)",
+             ["--scenario", "pairs", "--pairs", "100", "--rate", "10000", "--topic-prefix", "tree/"], "tree"),
 }
+# The subscription tree: held by a second mqtt_load while the traffic runs.
+TREE = ["--scenario", "idle", "--conns", "10000", "--subs-per-conn", "100", "--src-addrs", "4",
+        "--handshake-window", "512", "--connect-timeout", "300"]
+# Measured seconds per scenario where --duration does not fit: a stuck
+# subscriber is over 1 MiB after about a second, then dropped after 5 s.
+DURATION = {"slow-base": 10.0, "stuck": 10.0}
+# mqttoolsd settings per scenario (Mosquitto has no stuck-client timeout).
+MQTTOOLSD_CONF = {"stuck": "max_client_output_bytes = 1048576\nstuck_client_timeout = 5\n",
+                  "slow-base": "max_client_output_bytes = 1048576\nstuck_client_timeout = 5\n"}
 BACKGROUND = ["--scenario", "pairs", "--pairs", "100", "--rate", "1000"]
 BEGIN, END = "<!-- production:begin -->", "<!-- production:end -->"
 
@@ -81,15 +120,26 @@ class ProductionBench(R.Bench):
         # Mosquitto started as root reads it after switching to its own user.
         os.chmod(self.tmp, 0o755)
         os.chmod(self.pwfile, 0o644)
+        # A throw-away certificate for the TLS listeners (clients do not check it).
+        self.cert = os.path.join(self.tmp, "server.crt")
+        self.key = os.path.join(self.tmp, "server.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", self.key, "-out", self.cert, "-days", "2", "-subj", "/CN=localhost"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.chmod(self.key, 0o644)
 
-    def start_broker(self, broker, port, log_path, rt=False, websocket=False, password=False):
+    def start_broker(self, broker, port, log_path, rt=False, websocket=False, password=False, extra="",
+                     tls_port=None):
         if broker == "mqttoolsd":
             conf = os.path.join(self.tmp, f"mqttoolsd-{port}.toml")
             with open(conf, "w") as f:
                 f.write("allow_anonymous = true\nmax_queued_messages = 1000000\nmax_connections = -1\n"
-                        "log_level = \"warning\"\n")
+                        "log_level = \"warning\"\n" + extra)
                 if password:
                     f.write(f"password_file = \"{self.pwfile}\"\n")
+                if tls_port:  # besides the plain -p port
+                    f.write(f"[[listener]]\nport = {tls_port}\nbind = \"{R.HOST}\"\n"
+                            f"certfile = \"{self.cert}\"\nkeyfile = \"{self.key}\"\n")
             argv = [self.binaries[broker], "-c", conf, "-p", str(port)]
         else:
             conf = os.path.join(self.tmp, f"mosquitto-{port}.conf")
@@ -99,11 +149,14 @@ class ProductionBench(R.Bench):
                         "log_dest stderr\nlog_type error\nlog_type warning\n")
                 if password:
                     f.write(f"password_file {self.pwfile}\n")
+                if tls_port:
+                    f.write(f"listener {tls_port} {R.HOST}\ncertfile {self.cert}\nkeyfile {self.key}\n"
+                            "tls_version tlsv1.3\n")
             argv = [self.binaries[broker], "-c", conf]
         out = open(log_path, "ab")
         proc = subprocess.Popen(self.pinned(0, argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         out.close()
-        if not R.wait_port(port, proc):
+        if not R.wait_port(port, proc) or (tls_port and not R.wait_port(tls_port, proc)):
             R.stop(proc)
             return None
         return proc
@@ -113,6 +166,13 @@ class ProductionBench(R.Bench):
                 "--label", label] + args
         return subprocess.Popen(self.pinned(1, argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
+
+    @staticmethod
+    def flatten_latency(result):
+        lat = result.get("lat_us") or {}
+        result["p99_us"] = lat.get("p99")
+        result["max_us"] = lat.get("max")
+        return result
 
     @staticmethod
     def result_of(gen, timeout):
@@ -129,17 +189,24 @@ class ProductionBench(R.Bench):
         desc, load_args, kind = SCENARIOS[name]
         port = R.free_port()
         log_path = os.path.join(self.tmp, f"{broker}-{name}-{i}.log")
-        proc = self.start_broker(broker, port, log_path, password=name == "storm-pw")
+        tls = "--tls" in load_args
+        tls_port = R.free_port() if tls else None
+        proc = self.start_broker(broker, port, log_path, password=name == "storm-pw",
+                                 extra=MQTTOOLSD_CONF.get(name, ""), tls_port=tls_port)
+        # The scenario's own clients use the TLS port; the background load stays plain.
+        gen_port = tls_port or port
         if proc is None:
             return {"ok": False, "error": "broker did not start"}
         result = {"ok": False}
         try:
-            if kind == "traffic":
-                d = self.args.duration
-                gen = self.generator(port, proc, f"{name}/{broker}/{i}",
+            if kind == "tree":
+                return self.run_tree(name, broker, i, port, proc, load_args)
+            if kind in ("traffic", "stuck"):
+                d = DURATION.get(name, self.args.duration)
+                gen = self.generator(gen_port, proc, f"{name}/{broker}/{i}",
                                      load_args + ["--warmup", str(self.args.warmup), "--duration", str(d),
                                                   "--drain", "3"])
-                result = self.result_of(gen, self.args.warmup + d + 240)
+                result = self.flatten_latency(self.result_of(gen, self.args.warmup + d + 240))
                 if result.get("delivered_per_s") and "--size" in load_args:
                     size = int(load_args[load_args.index("--size") + 1])
                     result["mb_per_s"] = result["delivered_per_s"] * size / 1e6
@@ -152,8 +219,10 @@ class ProductionBench(R.Bench):
                 bg_args += ["--username", PASSWORD_USER, "--password", PASSWORD]
             bg = self.generator(port, proc, f"{name}/{broker}/{i}/background", bg_args)
             time.sleep(2.0)
-            gen = self.generator(port, proc, f"{name}/{broker}/{i}", load_args)
+            gen = self.generator(gen_port, proc, f"{name}/{broker}/{i}", load_args)
             result = self.result_of(gen, 400)
+            if result.get("connect_s"):
+                result["conns_per_s"] = result.get("held", 0) / result["connect_s"]
             if bg.poll() is None and time.monotonic() and result.get("ok") is not None:
                 pass
             background = self.result_of(bg, self.args.background + 120)
@@ -168,6 +237,32 @@ class ProductionBench(R.Bench):
         finally:
             R.stop(proc)
 
+    def run_tree(self, name, broker, i, port, proc, load_args):
+        """Loads the subscription tree (a held idle mqtt_load), then runs the
+        traffic while it is in place."""
+        d = self.args.duration
+        hold = self.args.warmup + d + 30
+        tree = self.generator(port, proc, f"{name}/{broker}/{i}/tree", TREE + ["--hold", str(hold)])
+        deadline = time.monotonic() + 330
+        loaded = False
+        while time.monotonic() < deadline and tree.poll() is None:
+            line = tree.stderr.readline()
+            if line.startswith("connected"):
+                loaded = True
+                break
+        if not loaded:
+            return {"ok": False, "error": "tree: " + self.result_of(tree, 30).get("error", "not loaded")}
+        gen = self.generator(port, proc, f"{name}/{broker}/{i}",
+                             load_args + ["--warmup", str(self.args.warmup), "--duration", str(d), "--drain", "3"])
+        result = self.flatten_latency(self.result_of(gen, self.args.warmup + d + 120))
+        loaded = self.result_of(tree, hold + 60)
+        for key in ("subscriptions", "rss_per_sub_bytes", "subs_per_s", "connect_s"):
+            result[key] = loaded.get(key)
+        if not loaded.get("ok"):
+            result["ok"] = False
+            result["error"] = "tree: " + str(loaded.get("error"))
+        return result
+
     def run_all(self, names, brokers):
         for name in names:
             for i in range(self.args.runs):
@@ -177,12 +272,14 @@ class ProductionBench(R.Bench):
                     R.log(f"{name} {broker} run {i}: " + json.dumps(
                         {k: r.get(k) for k in ("ok", "connect_s", "deliver_s", "delivered_per_s", "mb_per_s",
                                                "cpu_us_per_msg", "broker_rss_kb", "rss_peak_kb", "bg_p99_us",
-                                               "bg_max_us", "error", "bg_error") if r.get(k) is not None}))
+                                               "bg_max_us", "stuck_dropped", "rss_per_sub_bytes", "subs_per_s",
+                                               "error", "bg_error") if r.get(k) is not None}))
 
 
 # Per kind: (result key, label, digits, scale)
 METRICS = {
     "storm": [("connect_s", "seconds until all 10,000 connected", 2, 1),
+              ("conns_per_s", "connections (TLS: handshakes) / s", 0, 1),
               ("broker_cpu_us_per_conn", "broker CPU µs / connection", 0, 1),
               ("bg_p99_us", "background p99 ms", 2, 1e-3), ("bg_max_us", "background max ms", 2, 1e-3)],
     "retained": [("deliver_s", "seconds until 100 × 100,000 delivered", 2, 1),
@@ -192,6 +289,13 @@ METRICS = {
     "traffic": [("mb_per_s", "payload MB/s delivered", 0, 1), ("delivered_per_s", "delivered msg/s", 0, 1),
                 ("cpu_us_per_msg", "broker CPU µs / delivery", 2, 1), ("p99_us", "latency p99 µs", 0, 1),
                 ("broker_rss_kb", "broker RSS MiB at the end", 0, 1 / 1024), ("lost", "lost", 0, 1)],
+    "stuck": [("p99_us", "healthy latency p99 µs", 0, 1), ("max_us", "healthy latency max µs", 0, 1),
+              ("delivered_per_s", "healthy delivered msg/s", 0, 1), ("lost", "healthy lost", 0, 1),
+              ("rss_peak_kb", "broker peak RSS MiB", 1, 1 / 1024), ("stuck_dropped", "stuck ones dropped", 0, 1)],
+    "tree": [("subs_per_s", "subscriptions/s while loading", 0, 1),
+             ("rss_per_sub_bytes", "broker RSS bytes / subscription (connections included)", 0, 1),
+             ("cpu_us_per_msg", "broker CPU µs / message", 2, 1), ("p99_us", "latency p99 µs", 0, 1),
+             ("lost", "lost", 0, 1)],
 }
 
 

@@ -64,9 +64,10 @@ ProcSample sample_process(int pid) noexcept {
     std::snprintf(path, sizeof path, "/proc/%d/status", pid);
     std::ifstream status(path);
     while (status && std::getline(status, line)) {
+        if (line.rfind("VmHWM:", 0) == 0) s.hwm_kb = std::stol(line.substr(6));
         if (line.rfind("VmRSS:", 0) == 0) {
             s.rss_kb = std::stol(line.substr(6));
-            break;
+            break;  // after VmHWM
         }
     }
     s.ok = true;

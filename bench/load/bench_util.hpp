@@ -43,6 +43,7 @@ struct ProcSample {
     double user_s = 0;     // from /proc/PID/stat (clock ticks)
     double system_s = 0;
     long rss_kb = 0;       // VmRSS from /proc/PID/status
+    long hwm_kb = 0;       // VmHWM: the peak RSS so far
 };
 
 // CPU time comes from the process CPU clock (clock_getcpuclockid, exact to

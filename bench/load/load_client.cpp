@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -24,6 +25,15 @@ std::vector<std::byte> encode_v5(const P& p) {
 }
 
 }  // namespace
+
+std::string tree_filter(std::uint32_t n, std::uint32_t j) {
+    const std::string base = "tree/" + std::to_string(n) + "/";
+    switch (j % 10) {
+    case 8: return base + "+/w" + std::to_string(j);
+    case 9: return base + std::to_string(j) + "/#";
+    default: return base + std::to_string(j) + "/state";
+    }
+}
 
 ClientSet::ClientSet() : ep_(epoll_create1(EPOLL_CLOEXEC)) {}
 
@@ -49,6 +59,7 @@ bool ClientSet::start_connect(Conn& c, const std::string& host, int port) {
         return false;
     }
     set_nodelay(c.fd.get());
+    if (c.rcvbuf > 0) setsockopt(c.fd.get(), SOL_SOCKET, SO_RCVBUF, &c.rcvbuf, sizeof c.rcvbuf);
     if (!source.empty()) {
         // Let connect() pick the port for the full 4-tuple, so each source
         // address gets its own ephemeral port range towards the broker.
@@ -113,6 +124,16 @@ void ClientSet::on_event(Conn& c, std::uint32_t events, std::int64_t now) {
 
 void ClientSet::on_connected(Conn& c) {
     c.state = ConnState::wait_connack;
+    if (tls_) {
+        c.tls = std::make_unique<net::TlsSession>(tls_);
+        if (!c.tls->valid() || c.tls->handshake() == net::TlsStatus::error) {
+            close(c, "TLS: " + c.tls->last_error());
+            return;
+        }
+        tls_output(c);
+        flush(c);
+        return;  // CONNECT once the handshake is done (tls_input)
+    }
     if (!ws_path_.empty()) {
         c.ws_upgrading = true;
         c.ws_reader = std::make_unique<net::ws::FrameReader>(false, std::uint64_t{1} << 32);
@@ -155,7 +176,9 @@ void ClientSet::read_all(Conn& c, std::int64_t now) {
             close(c, std::string("read: ") + std::strerror(errno));
             return;
         }
-        if (ws_path_.empty()) {
+        if (c.tls) {
+            c.in_len += tls_input(c, c.in_len, static_cast<std::size_t>(n));
+        } else if (ws_path_.empty()) {
             c.in_len += static_cast<std::size_t>(n);
         } else {
             c.in_len += ws_input(c, c.in_len, static_cast<std::size_t>(n));
@@ -196,14 +219,19 @@ void ClientSet::dispatch(Conn& c, const FixedHeader& h, Bytes packet, std::int64
             return;
         }
         if (ack.value().properties.receive_maximum) c.receive_maximum = *ack.value().properties.receive_maximum;
-        if (c.role == Role::subscriber) {
+        if (c.role == Role::subscriber || c.tree_filters > 0) {
             c.state = ConnState::wait_suback;
-            Subscription s;
-            s.filter = c.filter;
-            s.qos = static_cast<QoS>(c.sub_qos);
+            std::vector<std::string> names;
+            if (c.role == Role::subscriber) names.push_back(c.filter);
+            for (std::uint32_t j = 0; j < c.tree_filters; ++j) names.push_back(tree_filter(c.role_index, j));
+            std::vector<Subscription> subs(names.size());
+            for (std::size_t k = 0; k < names.size(); ++k) {
+                subs[k].filter = names[k];
+                subs[k].qos = static_cast<QoS>(c.sub_qos);
+            }
             SubscribePacket sp;
             sp.packet_id = 1;
-            sp.subscriptions = SubscriptionList(std::span<const Subscription>(&s, 1));
+            sp.subscriptions = SubscriptionList(std::span<const Subscription>(subs));
             send(c, encode_v5(sp));
         } else {
             c.state = ConnState::ready;
@@ -216,7 +244,8 @@ void ClientSet::dispatch(Conn& c, const FixedHeader& h, Bytes packet, std::int64
         if (h.type != PacketType::suback) return;
         auto ack = decode_suback(h, body, wire_version);
         if (!ack || ack.value().reason_codes.empty() ||
-            is_error(static_cast<ReasonCode>(ack.value().reason_codes[0]))) {
+            std::any_of(ack.value().reason_codes.begin(), ack.value().reason_codes.end(),
+                        [](std::byte code) { return is_error(static_cast<ReasonCode>(code)); })) {
             close(c, "SUBSCRIBE refused");
             return;
         }
@@ -241,6 +270,14 @@ void ClientSet::send(Conn& c, Bytes data) {
 
 void ClientSet::queue(Conn& c, Bytes data) {
     if (c.state == ConnState::closed) return;
+    if (c.tls) {
+        if (c.tls->write_plain(data).status == net::TlsStatus::error) {
+            close(c, "TLS: " + c.tls->last_error());
+            return;
+        }
+        tls_output(c);
+        return;
+    }
     if (ws_path_.empty()) {
         c.out.insert(c.out.end(), data.begin(), data.end());
         return;
@@ -257,6 +294,44 @@ void ClientSet::queue(Conn& c, Bytes data) {
     const std::size_t h = net::ws::encode_header(c.out.data() + at, net::ws::Opcode::binary, true, data.size(), mask);
     net::ws::mask_copy(c.out.data() + at + h, data.data(), data.size(), mask, 0);
     c.out.resize(at + h + data.size());
+}
+
+std::size_t ClientSet::tls_input(Conn& c, std::size_t at, std::size_t n) {
+    net::TlsSession& t = *c.tls;
+    t.feed(Bytes(c.in.data() + at, n));  // copied into the session: the bytes may be overwritten
+    if (!t.handshake_done()) {
+        const net::TlsStatus st = t.handshake();
+        tls_output(c);
+        if (st == net::TlsStatus::error) {
+            close(c, "TLS handshake: " + t.last_error());
+            return 0;
+        }
+        if (!t.handshake_done()) return 0;
+        send_connect(c);
+        if (c.state == ConnState::closed) return 0;
+    }
+    std::size_t got = 0;
+    for (;;) {
+        if (c.in.size() - at - got < 4096) c.in.resize(c.in.size() * 2 + 4096);
+        const net::TlsIo r = t.read_plain(MutableBytes(c.in.data() + at + got, c.in.size() - at - got));
+        if (r.status == net::TlsStatus::ok && r.bytes > 0) {
+            got += r.bytes;
+            continue;
+        }
+        if (r.status == net::TlsStatus::want_read || r.status == net::TlsStatus::ok) break;
+        close(c, r.status == net::TlsStatus::closed ? "TLS close_notify from the broker" : "TLS: " + t.last_error());
+        return 0;
+    }
+    tls_output(c);  // session tickets, key updates
+    return got;
+}
+
+void ClientSet::tls_output(Conn& c) {
+    while (c.tls->pending_output() > 0) {
+        const std::size_t at = c.out.size();
+        c.out.resize(at + c.tls->pending_output());
+        c.out.resize(at + c.tls->take_output(MutableBytes(c.out.data() + at, c.out.size() - at)));
+    }
 }
 
 std::size_t ClientSet::ws_input(Conn& c, std::size_t at, std::size_t n) {
@@ -308,6 +383,11 @@ void ClientSet::flush(Conn& c) {
         c.out_off = 0;
     }
     update_events(c);
+}
+
+void ClientSet::detach(Conn& c) {
+    if (c.fd.valid()) epoll_ctl(ep_.get(), EPOLL_CTL_DEL, c.fd.get(), nullptr);
+    c.stuck = true;
 }
 
 void ClientSet::update_events(Conn& c) {

@@ -11,6 +11,7 @@
 
 #include "bench_util.hpp"
 #include "mqttools/codec.hpp"
+#include "net/tls.hpp"
 #include "net/websocket.hpp"
 
 namespace bench {
@@ -36,6 +37,9 @@ struct Conn {
     std::uint16_t receive_maximum = 65535;  // from the CONNACK
     std::uint16_t keep_alive = 600;
     std::uint32_t session_expiry = 0;  // Session Expiry Interval in CONNECT
+    int rcvbuf = 0;               // SO_RCVBUF before connect (a stuck consumer's small window); 0: default
+    std::uint16_t tree_filters = 0;  // SUBSCRIBE these many tree_filter()s after the CONNACK
+    bool stuck = false;           // never read once ready (ClientSet::detach)
 
     // Publisher state.
     std::vector<std::byte> tmpl;  // encoded PUBLISH, patched per message
@@ -56,8 +60,17 @@ struct Conn {
     std::unique_ptr<mqttools::net::ws::FrameReader> ws_reader;
     std::uint32_t ws_mask = 0x9e3779b9u;
 
+    // MQTT over TLS (ClientSet::set_tls): CONNECT goes out once the
+    // handshake is done; `in` and `out` hold plaintext and ciphertext
+    // respectively around the session.
+    std::unique_ptr<mqttools::net::TlsSession> tls;
+
     std::size_t pending_out() const noexcept { return out.size() - out_off; }
 };
+
+// The j-th of connection n's filters in a subscription tree: 8 in 10 exact
+// ("tree/N/J/state"), one "tree/N/+/wJ" and one "tree/N/J/#".
+std::string tree_filter(std::uint32_t n, std::uint32_t j);
 
 // Called for each packet other than the handshake's: (connection, header,
 // whole packet bytes, receive time).
@@ -84,12 +97,17 @@ public:
     // Queues without writing (flush() later): batches several packets.
     void queue(Conn& c, mqttools::Bytes data);
     void flush(Conn& c);
+    // Leaves the epoll set for good: nothing is read from it any more (a
+    // stuck consumer); its socket stays open.
+    void detach(Conn& c);
 
     std::vector<std::unique_ptr<Conn>>& conns() noexcept { return conns_; }
     // Every connection upgrades to WebSocket first (GET `path`, subprotocol
     // mqtt) and then sends each queued packet as one masked binary frame.
     void set_websocket(std::string path) { ws_path_ = std::move(path); }
     void set_handler(PacketHandler h) { handler_ = std::move(h); }
+    // Every connection speaks TLS (no certificate check: loopback benchmarks).
+    void set_tls(std::shared_ptr<const mqttools::net::TlsContext> context) { tls_ = std::move(context); }
     // User Name and Password for every CONNECT (empty username: none).
     void set_credentials(std::string username, std::string password) {
         username_ = std::move(username);
@@ -113,8 +131,13 @@ private:
     // WebSocket: n bytes just read at c.in[at]; returns the MQTT bytes left
     // there after the handshake and frame headers are taken out.
     std::size_t ws_input(Conn& c, std::size_t at, std::size_t n);
+    // TLS: the same for n bytes of ciphertext at c.in[at] (the plaintext
+    // may be longer: c.in grows).
+    std::size_t tls_input(Conn& c, std::size_t at, std::size_t n);
+    void tls_output(Conn& c);  // ciphertext from the session to c.out
 
     std::string ws_path_;  // empty: plain MQTT
+    std::shared_ptr<const mqttools::net::TlsContext> tls_;
 
     UniqueFd ep_;
     std::vector<std::unique_ptr<Conn>> conns_;

@@ -28,6 +28,10 @@ void usage() {
                  "  --websocket PATH    MQTT over WebSocket (ws://HOST:PORT/PATH), a frame per packet\n"
                  "  --extra-pids P,Q    processes whose CPU time counts with the broker's\n"
                  "  --mqtt-version 4|5  protocol of every connection (default 5)\n"
+                 "  --stuck N           traffic: N more subscribers to every topic that stop reading\n"
+                 "  --subs-per-conn K   idle: each connection subscribes to K filters (exact and wildcard)\n"
+                 "  --topic-prefix P    traffic: topics start with P\n"
+                 "  --tls 1.2|1.3       every connection over TLS (certificates not checked)\n"
                  "  --connect-timeout S --label NAME\n");
 }
 
@@ -101,6 +105,16 @@ bool parse_load_options(int argc, char** argv, LoadOptions& o) {
         else if (a == "--password") o.password = v;
         else if (a == "--topics") o.topics = std::atoi(v);
         else if (a == "--websocket") o.websocket_path = v;
+        else if (a == "--stuck") o.stuck = std::atoi(v);
+        else if (a == "--subs-per-conn") o.subs_per_conn = std::atoi(v);
+        else if (a == "--topic-prefix") o.topic_prefix = v;
+        else if (a == "--tls") {
+            o.tls = v;
+            if (o.tls != "1.2" && o.tls != "1.3") {
+                usage();
+                return false;
+            }
+        }
         else {
             usage();
             return false;
@@ -117,7 +131,8 @@ bool parse_load_options(int argc, char** argv, LoadOptions& o) {
         o.warmup_s < 0 || o.warmup_s > 60 || o.drain_s < 0 || o.drain_s > 60 || o.window < 1 ||
         o.window > 60000 || o.conns < 1 || o.conns > 200000 || o.src_addrs < 1 || o.src_addrs > 250 ||
         o.hold_s < 0 || o.hold_s > 600 || o.keep_alive < 0 || o.keep_alive > 65535 || o.session_expiry < 0 || o.session_expiry > 0xFFFFFFFFLL || o.connect_timeout_s <= 0 || o.connect_timeout_s > 600 ||
-        o.handshake_window < 1 || o.port <= 0 || o.port > 65535 || o.sub_port < 0 || o.sub_port > 65535) {
+        o.handshake_window < 1 || o.stuck < 0 || o.stuck > 1000 || o.subs_per_conn < 0 ||
+        o.subs_per_conn > 1000 || o.port <= 0 || o.port > 65535 || o.sub_port < 0 || o.sub_port > 65535) {
         std::fprintf(stderr, "mqtt_load: option out of range\n");
         return false;
     }

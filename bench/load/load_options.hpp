@@ -42,6 +42,14 @@ struct LoadOptions {
     int topics = 100000;
     std::string websocket_path;  // non-empty: MQTT over WebSocket to this path (--websocket PATH)
     std::string extra_pids;     // "PID,PID": their CPU adds to the broker's (cluster nodes, nats-server)
+    // Traffic scenarios: this many more subscribers to every topic (PREFIX
+    // "bench/#") that stop reading once subscribed (slow/stuck consumers).
+    int stuck = 0;
+    // Idle scenario: each connection subscribes to this many filters (a
+    // subscription tree: see tree_filter()) before it counts as connected.
+    int subs_per_conn = 0;
+    std::string tls;            // "1.2" / "1.3": every connection over TLS of that version; "": plain
+    std::string topic_prefix;   // traffic topics: PREFIX + "bench/..." (e.g. "tree/" to publish into a tree)
 };
 
 // --mqtt-version 4|5: the protocol every connection speaks (4 = 3.1.1, to

@@ -20,11 +20,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cinttypes>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -62,6 +65,10 @@ ProcSample sample_all(const LoadOptions& o) {
 
 namespace {
 
+// --tls: one client context for every connection (and the idle workers
+// forked later).
+std::shared_ptr<const net::TlsContext> tls_context;
+
 constexpr std::int64_t ns_per_s = 1'000'000'000;
 constexpr std::size_t max_latency_samples = 30'000'000;
 constexpr std::size_t max_pending_per_pub = 1u << 20;
@@ -98,9 +105,9 @@ public:
 private:
     std::string topic_for(std::uint32_t i) const {
         switch (o_.scenario) {
-        case Scenario::pairs: return "bench/p/" + std::to_string(i);
-        case Scenario::fanin: return "bench/in";
-        default: return "bench/out";
+        case Scenario::pairs: return o_.topic_prefix + "bench/p/" + std::to_string(i);
+        case Scenario::fanin: return o_.topic_prefix + "bench/in";
+        default: return o_.topic_prefix + "bench/out";
         }
     }
 
@@ -120,8 +127,19 @@ private:
             make_template(c);
             pubs_.push_back(&c);
         }
+        for (int i = 0; i < o_.stuck; ++i) {
+            // A small receive window: the broker's socket to it fills at once,
+            // then its output queue grows.
+            Conn& c = cs_.add(Role::subscriber, static_cast<std::uint32_t>(i), prefix + "x" + std::to_string(i), "",
+                              4096);
+            c.filter = o_.topic_prefix + "bench/#";
+            c.sub_qos = o_.qos;
+            c.rcvbuf = 16 * 1024;
+            stuck_.push_back(&c);
+        }
         cs_.set_handler([this](Conn& c, const FixedHeader& h, Bytes p, std::int64_t now) { on_packet(c, h, p, now); });
         if (!o_.websocket_path.empty()) cs_.set_websocket(o_.websocket_path);
+        if (tls_context) cs_.set_tls(tls_context);
         for (auto& c : cs_.conns()) {
             const bool elsewhere = c->role == Role::subscriber && o_.sub_port != 0;
             cs_.start_connect(*c, o_.host, elsewhere ? o_.sub_port : o_.port);
@@ -134,7 +152,29 @@ private:
                      " connections ready; " + cs_.last_error();
             return false;
         }
+        for (Conn* c : stuck_) cs_.detach(*c);
         return true;
+    }
+
+    // After the run: a stuck subscriber the broker dropped reads to EOF (or
+    // a reset) once it reads again; one still connected keeps getting data.
+    // Reads and discards for at most 3 s in all.
+    void check_stuck() {
+        const std::int64_t end = now_ns() + seconds_ns(3);
+        std::vector<std::byte> sink(256 * 1024);
+        for (Conn* c : stuck_) {
+            while (now_ns() < end) {
+                pollfd p{c->fd.get(), POLLIN, 0};
+                const int ms = static_cast<int>(std::max<std::int64_t>((end - now_ns()) / 1'000'000, 1));
+                if (::poll(&p, 1, std::min(ms, 500)) <= 0) break;  // quiet: still connected
+                const ssize_t n = ::read(c->fd.get(), sink.data(), sink.size());
+                if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+                if (n <= 0) {
+                    ++stuck_dropped_;
+                    break;
+                }
+            }
+        }
     }
 
     void make_template(Conn& c) {
@@ -293,6 +333,7 @@ private:
         end_time_ = now;
         end_ = sample_all(o_);
         gen_cpu1_ = self_cpu_s();
+        check_stuck();
         if (cs_.closed_count() > 0) error_ = "connection lost: " + cs_.last_error();
     }
 
@@ -353,7 +394,7 @@ private:
             "\"broker_cpu_s\": %.6f, \"broker_user_s\": %.2f, \"broker_sys_s\": %.2f, \"cpu_us_per_msg\": %.3f, "
             "\"broker_rss_kb\": %ld, \"gen_cpu_pct\": %.1f, \"skipped\": %" PRIu64 ", \"behind\": %" PRIu64
             ", \"stalls\": %" PRIu64 ", \"unacked\": %" PRIu64 ", \"acked\": %" PRIu64 ", \"bad_packets\": %" PRIu64
-            ", \"drain_s\": %.3f, \"error\": \"%s\"}\n",
+            ", \"drain_s\": %.3f, \"stuck\": %d, \"stuck_dropped\": %d, \"rss_peak_kb\": %ld, \"error\": \"%s\"}\n",
             ok && error_.empty() ? "true" : "false", json_escape(o_.label).c_str(), scenario_name(o_.scenario), o_.qos,
             o_.pubs, o_.subs, o_.rate, o_.size, window_s, sent_window_, expected, received_window_, lost,
             window_s > 0 ? static_cast<double>(sent_window_) / window_s : 0,
@@ -361,7 +402,8 @@ private:
             lat.empty() ? 0.0 : static_cast<double>(lat.back()) / 1000.0, cpu_s, end_.user_s - start_.user_s,
             end_.system_s - start_.system_s, cpu_us_per_msg, end_.rss_kb,
             gen_wall > 0 ? (gen_cpu1_ - gen_cpu0_) / gen_wall * 100 : 0, skipped_, behind_, stalls_, unacked(), acked,
-            bad_packets_, static_cast<double>(end_time_ - send_end_) / 1e9, json_escape(error_).c_str());
+            bad_packets_, static_cast<double>(end_time_ - send_end_) / 1e9, o_.stuck, stuck_dropped_, end_.hwm_kb,
+            json_escape(error_).c_str());
         std::fflush(stdout);
         return ok && error_.empty() ? 0 : 1;
     }
@@ -369,6 +411,8 @@ private:
     const LoadOptions& o_;
     ClientSet cs_;
     std::vector<Conn*> pubs_;
+    std::vector<Conn*> stuck_;
+    int stuck_dropped_ = 0;
     std::uint64_t fanout_ = 1;
     std::int64_t t0_ = 0, m0_ = 0, m1_ = 0, send_end_ = 0, end_time_ = 0;
     std::uint64_t scheduled_ = 0, sent_total_ = 0, sent_window_ = 0, received_window_ = 0, received_total_ = 0;
@@ -388,12 +432,14 @@ private:
 [[noreturn]] void idle_worker(const LoadOptions& o, int first, int count, int report_fd, int control_fd) {
     ClientSet cs;
     cs.set_credentials(o.username, o.password);
+    if (tls_context) cs.set_tls(tls_context);
     std::string prefix = "bi" + std::to_string(getpid()) + "-";
     for (int i = 0; i < count; ++i) {
         int n = first + i;
         std::string src = "127.0.0." + std::to_string(2 + n % o.src_addrs);
         Conn& c = cs.add(Role::idle, static_cast<std::uint32_t>(n), prefix + std::to_string(n), src, 64);
         c.keep_alive = static_cast<std::uint16_t>(o.keep_alive);  // default 0: no PINGREQ while idle
+        c.tree_filters = static_cast<std::uint16_t>(o.subs_per_conn);
     }
     std::int64_t start = now_ns();
     std::int64_t deadline = start + seconds_ns(o.connect_timeout_s);
@@ -500,6 +546,10 @@ int run_idle(const LoadOptions& o) {
         }
     }
     ProcSample cpu_after_connect = sample_process(o.broker_pid);
+    // For a caller that loads the broker meanwhile (bench/production.py's
+    // subscription tree: traffic with the tree in place).
+    std::fprintf(stderr, "connected %ld\n", held);
+    std::fflush(stderr);
     // Let the broker finish whatever follows the CONNACKs before reading RSS.
     usleep(500'000);
     ProcSample after = sample_process(o.broker_pid);
@@ -519,14 +569,19 @@ int run_idle(const LoadOptions& o) {
     }
     double per_conn = held > 0 ? static_cast<double>(after.rss_kb - before.rss_kb) * 1024.0 / static_cast<double>(held) : 0;
     double cpu_per_conn_us = held > 0 ? (cpu_after_connect.cpu_s - before.cpu_s) * 1e6 / static_cast<double>(held) : 0;
+    // With --subs-per-conn: per subscription, the connections' own cost included.
+    const double subs = static_cast<double>(held) * o.subs_per_conn;
+    const double per_sub = subs > 0 ? static_cast<double>(after.rss_kb - before.rss_kb) * 1024.0 / subs : 0;
+    const double subs_per_s = subs > 0 && connect_s > 0 ? subs / connect_s : 0;
     std::printf(
         "{\"ok\": %s, \"label\": \"%s\", \"scenario\": \"idle\", \"conns\": %d, \"held\": %ld, \"failed\": %ld, "
         "\"closed_during_hold\": %ld, \"workers\": %d, \"nofile\": %" PRIu64 ", \"src_addrs\": %d, "
         "\"connect_s\": %.3f, \"rss_before_kb\": %ld, \"rss_after_kb\": %ld, \"rss_after_hold_kb\": %ld, "
-        "\"rss_per_conn_bytes\": %.1f, \"broker_cpu_us_per_conn\": %.2f, \"error\": \"%s\"}\n",
+        "\"rss_per_conn_bytes\": %.1f, \"broker_cpu_us_per_conn\": %.2f, \"subscriptions\": %.0f, "
+        "\"rss_per_sub_bytes\": %.1f, \"subs_per_s\": %.0f, \"error\": \"%s\"}\n",
         held == o.conns && closed == 0 ? "true" : "false", json_escape(o.label).c_str(), o.conns, held, failed, closed,
         workers, nofile, o.src_addrs, connect_s, before.rss_kb, after.rss_kb, after_hold.rss_kb, per_conn,
-        cpu_per_conn_us, json_escape(error).c_str());
+        cpu_per_conn_us, subs, per_sub, subs_per_s, json_escape(error).c_str());
     std::fflush(stdout);
     return held == o.conns && closed == 0 ? 0 : 1;
 }
@@ -538,6 +593,17 @@ int main(int argc, char** argv) {
     if (!parse_load_options(argc, argv, o)) return 2;
     std::signal(SIGPIPE, SIG_IGN);
     raise_nofile_limit();
+    if (!o.tls.empty()) {
+        net::TlsClientSettings settings;
+        settings.verify_peer = false;
+        settings.tls_version = o.tls == "1.3" ? "tlsv1.3" : "tlsv1.2";
+        try {
+            tls_context = net::TlsContext::make_client(settings);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "mqtt_load: TLS: %s\n", e.what());
+            return 2;
+        }
+    }
     if (o.scenario == Scenario::idle) return run_idle(o);
     if (o.scenario == Scenario::retained) return run_retained(o);
     if (o.scenario == Scenario::fanout) o.pubs = 1;

@@ -105,6 +105,10 @@ std::size_t encoded_size(const ConnackPacket& p, ProtocolVersion v) noexcept;
 std::size_t encode(const ConnackPacket& p, ProtocolVersion v, MutableBytes out) noexcept;
 std::size_t encoded_size(const PublishPacket& p, ProtocolVersion v) noexcept;
 std::size_t encode(const PublishPacket& p, ProtocolVersion v, MutableBytes out) noexcept;
+// PUBLISH up to its payload (the Remaining Length counts the payload), for
+// a sender that queues the payload bytes by reference: writes and returns
+// encoded_size(p, v) - p.payload.size() bytes, or 0 as encode().
+std::size_t encode_publish_head(const PublishPacket& p, ProtocolVersion v, MutableBytes out) noexcept;
 std::size_t encoded_size(const AckPacket& p, ProtocolVersion v) noexcept;
 std::size_t encode(const AckPacket& p, ProtocolVersion v, MutableBytes out) noexcept;
 std::size_t encoded_size(const SubscribePacket& p, ProtocolVersion v) noexcept;

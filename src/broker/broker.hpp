@@ -311,6 +311,7 @@ private:
     std::vector<WireForm> forms_;
     std::uint64_t match_generation_ = 0;
     std::vector<MessagePtr> retained_scratch_;
+    SharedRetainedMatch retained_shared_;  // retained_delivery.cpp
 
     // Durable store (persistence_hooks.cpp); null without persistence.
     Persistence* store_ = nullptr;

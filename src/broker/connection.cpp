@@ -40,6 +40,18 @@ void Connection::send_shared(const net::BufferRef& buffer, std::uint32_t size) {
     queued_packet();
 }
 
+bool Connection::send_publish(const PublishPacket& packet, const net::BufferRef& payload) {
+    const std::size_t size = encoded_size(packet, version);
+    if (size == 0 || size > max_packet_size_out) return false;
+    const std::size_t head = size - packet.payload.size();
+    auto space = output_.reserve(head);
+    output_.commit(encode_publish_head(packet, version, space));
+    output_.append(payload, 0, static_cast<std::uint32_t>(packet.payload.size()));
+    if (packet_debug) [[unlikely]] log_packet(false, Packet(packet));
+    queued_packet();
+    return true;
+}
+
 void Connection::log_packet(bool received, const Packet& packet) const {
     // Before CONNECT is handled the client has no id yet: the address says
     // who it is.
@@ -110,6 +122,14 @@ void Connection::on_readable() {
         } else {
             // A packet bigger than the shared buffer: grow this
             // connection's own buffer (bounded by the maximum packet size).
+            // Once its header is in, to the whole packet at once: doubling
+            // up to a 16 MB payload would copy it a dozen times and leave
+            // the smaller buffers behind in the heap.
+            // (Plus a chunk: the last read may ask for more than the rest.)
+            const Frame frame = read_frame({pending_.data(), tail}, broker_.max_packet_size_in());
+            if (frame.status == FrameStatus::need_more && frame.header.header_size != 0 &&
+                frame.header.packet_size() + read_chunk > pending_.capacity())
+                pending_.reserve(frame.header.packet_size() + read_chunk);
             pending_.resize(tail + read_chunk);
             r = transport_->read({pending_.data() + tail, read_chunk});
             if (r.status != net::IoStatus::ok) {

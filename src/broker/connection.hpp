@@ -63,6 +63,10 @@ public:
         queued_packet();
         return true;
     }
+    // A PUBLISH whose payload is queued by reference to `payload` (a big
+    // stored message's bytes, shared by every subscriber's output): only the
+    // head is encoded here. False as for send().
+    bool send_publish(const PublishPacket& packet, const net::BufferRef& payload);
     // "Received PUBLISH from ID (d0, q1, ...)" / "Sending ... to ID": never
     // payloads or passwords (describe.hpp).
     void log_packet(bool received, const Packet& packet) const;

@@ -2,7 +2,11 @@
 // messages, QoS 1/2 deliveries, queued messages of offline sessions, wills.
 // Copied once from the receive buffer, then shared (immutable) by every
 // session that holds it. QoS 0 messages to online subscribers never become
-// a Message: they are encoded straight from the receive buffer.
+// a Message: they are encoded straight from the receive buffer. A big
+// payload is not copied into the subscribers' output either: their output
+// queues refer to it (Broker::send_publish), so it exists once however many
+// subscribers are still reading it. Immutable once shared: the queues and
+// the store thread read it without a lock.
 #pragma once
 
 #include <cstdint>

@@ -15,6 +15,12 @@ std::size_t queued_size(const OutboundMessage& m) {
     return m.message ? m.message->memory_size() : sizeof(OutboundMessage);
 }
 
+// From this size on a payload is not copied into each subscriber's output
+// but referred to there (one small allocation per delivery instead of a
+// copy): a 16 MB message to ten subscribers stays one 16 MB buffer, however
+// slowly each of them reads it.
+constexpr std::size_t shared_payload_min = 16 * 1024;
+
 }  // namespace
 
 std::uint16_t Broker::next_packet_id(Session& s) {
@@ -112,7 +118,10 @@ bool Broker::send_publish(Connection& c, OutboundMessage& m, bool dup) {
         p.properties.subscription_identifiers = m.subscription_ids;
     }
     p.topic = topic_included ? std::string_view(msg.topic) : std::string_view{};
-    if (!c.send(p)) {
+    const bool queued = msg.payload.size() >= shared_payload_min
+                            ? c.send_publish(p, net::BufferRef::external(m.message, msg.payload_bytes()))
+                            : c.send(p);
+    if (!queued) {
         // Larger than the client's Maximum Packet Size: discarded as if
         // delivered ([MQTT-3.1.2-25]).
         if (alias != 0 && topic_included) c.extras->aliases.out.forget(msg.topic);

@@ -28,24 +28,33 @@ constexpr std::size_t output_high_water = 512 * 1024;
 void Broker::deliver_retained(Connection& c, std::string_view filter, const SubscriptionOptions& options) {
     const auto now = reactor_.now();
     const bool backlog = c.extras && c.extras->retained;
-    if (!backlog) {
+    // The previous subscriber to this filter left a snapshot that is still
+    // being sent and the store has not changed since: share it (no trie
+    // walk, no second list). Messages that expired since are skipped when
+    // their turn comes, as in any backlog.
+    RetainedSnapshot snapshot;
+    if (retained_shared_.generation == retained_.generation() && retained_shared_.filter == filter)
+        snapshot = retained_shared_.messages.lock();
+    if (!snapshot) {
         retained_scratch_.clear();
         retained_.match(filter, now, retained_scratch_);
-        if (retained_scratch_.size() <= inline_limit) {
+        if (!backlog && retained_scratch_.size() <= inline_limit) {
             for (const MessagePtr& msg : retained_scratch_) send_retained(c, msg, options);
             retained_scratch_.clear();
             return;
         }
+        // Behind an earlier backlog, even a small set waits its turn: the
+        // retained messages keep their SUBSCRIBE order.
+        if (retained_scratch_.empty()) return;
+        auto made = std::make_shared<std::vector<MessagePtr>>();
+        made->swap(retained_scratch_);
+        snapshot = std::move(made);
+        retained_shared_.filter.assign(filter);
+        retained_shared_.generation = retained_.generation();
+        retained_shared_.messages = snapshot;
     }
-    // Behind an earlier backlog, even a small set waits its turn: the
-    // retained messages keep their SUBSCRIBE order.
     RetainedBacklog::Batch batch;
-    if (backlog) {
-        retained_.match(filter, now, batch.messages);
-    } else {
-        batch.messages.swap(retained_scratch_);
-    }
-    if (batch.messages.empty()) return;
+    batch.messages = std::move(snapshot);
     batch.options = options;
     auto& owner = c.more().retained;
     if (!owner) {
@@ -96,19 +105,20 @@ std::size_t Broker::feed_retained(Connection& c, std::size_t budget) {
     std::size_t taken = 0;
     while (taken < budget && !backlog.batches.empty()) {
         RetainedBacklog::Batch& batch = backlog.batches.front();
-        if (batch.next == batch.messages.size()) {
+        if (batch.next == batch.messages->size()) {
             backlog.batches.pop_front();
             continue;
         }
-        const MessagePtr& msg = batch.messages[batch.next];
         // A QoS 0 copy would be dropped at the output bound and a QoS 1/2
         // one at the queue bound: wait for the client to read instead.
         if (retained_blocked(c)) break;
         ++taken;
+        // A reference of its own: the snapshot may be shared, and the batch
+        // goes if the connection does.
+        const MessagePtr msg = (*batch.messages)[batch.next++];
         // Replaced or deleted since the SUBSCRIBE: the subscriber got the
         // newer state live, and must not see the older one after it.
         if (!msg->superseded && !msg->expired(now)) send_retained(c, msg, batch.options);
-        batch.messages[batch.next++].reset();  // memory goes back as we go
         if (c.state == Connection::State::closing || !c.extras || !c.extras->retained) return taken;
     }
     return taken;

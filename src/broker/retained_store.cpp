@@ -23,6 +23,7 @@ RetainedStore::~RetainedStore() {
 }
 
 void RetainedStore::set(MessagePtr message) {
+    ++generation_;
     Node* node = root_.get();
     bool at_end = false;
     std::string_view rest = message->topic;
@@ -58,6 +59,7 @@ void RetainedStore::erase(std::string_view topic) {
         node = it->second.get();
     }
     if (!node->message) return;
+    ++generation_;
     bytes_ -= node->message->memory_size();
     --count_;
     node->message->superseded = true;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -32,6 +33,9 @@ public:
     void match(std::string_view filter, Clock::time_point now, std::vector<MessagePtr>& out);
 
     std::size_t size() const noexcept { return count_; }
+    // Changes with every set() and erase(): equal generations, same matches
+    // (but for messages expiring meanwhile).
+    std::uint64_t generation() const noexcept { return generation_; }
     std::size_t bytes() const noexcept { return bytes_; }
 
 private:
@@ -43,6 +47,7 @@ private:
     std::unique_ptr<Node> root_;
     std::size_t count_ = 0;
     std::size_t bytes_ = 0;
+    std::uint64_t generation_ = 0;
 };
 
 }  // namespace mqttools::broker

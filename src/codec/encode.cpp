@@ -207,17 +207,42 @@ std::size_t encoded_size(const PublishPacket& p, ProtocolVersion v) noexcept {
     return total_size(body_size(p, v, is_v5(v) ? properties_size(p.properties) : 0));
 }
 
-std::size_t encode(const PublishPacket& p, ProtocolVersion v, MutableBytes out) noexcept {
+namespace {
+
+std::uint8_t publish_flags(const PublishPacket& p) noexcept {
     std::uint8_t flags = static_cast<std::uint8_t>(static_cast<unsigned>(p.qos) << 1);
     if (p.dup) flags |= 0x08;
     if (p.retain) flags |= 0x01;
-    const std::size_t props = is_v5(v) ? properties_size(p.properties) : 0;
-    Writer w{nullptr};
-    if (!start(out, body_size(p, v, props), first_byte(PacketType::publish, flags), w)) return 0;
+    return flags;
+}
+
+// Fixed header, topic, packet id and properties: everything before the payload.
+void write_publish_head(const PublishPacket& p, ProtocolVersion v, std::size_t props, Writer& w) noexcept {
     w.string(p.topic);
     if (p.qos != QoS::at_most_once) w.u16(p.packet_id);
     if (is_v5(v)) write_block(p.properties, props, w);
+}
+
+}  // namespace
+
+std::size_t encode(const PublishPacket& p, ProtocolVersion v, MutableBytes out) noexcept {
+    const std::size_t props = is_v5(v) ? properties_size(p.properties) : 0;
+    Writer w{nullptr};
+    if (!start(out, body_size(p, v, props), first_byte(PacketType::publish, publish_flags(p)), w)) return 0;
+    write_publish_head(p, v, props, w);
     w.bytes(p.payload.data(), p.payload.size());
+    return written(out, w);
+}
+
+std::size_t encode_publish_head(const PublishPacket& p, ProtocolVersion v, MutableBytes out) noexcept {
+    const std::size_t props = is_v5(v) ? properties_size(p.properties) : 0;
+    const std::size_t body = body_size(p, v, props);
+    const std::size_t total = total_size(body);
+    if (total == 0 || out.size() < total - p.payload.size()) return 0;
+    Writer w{out.data()};
+    w.u8(first_byte(PacketType::publish, publish_flags(p)));
+    w.varint(static_cast<std::uint32_t>(body));
+    write_publish_head(p, v, props, w);
     return written(out, w);
 }
 

@@ -10,6 +10,7 @@ namespace {
 // freed at once (they are rare: big payloads).
 constexpr std::array<std::uint32_t, 5> class_sizes{256, 1024, 4096, 16384, 65536};
 constexpr std::uint8_t unpooled = 0xFF;
+constexpr std::uint8_t external = 0xFE;
 // Each class keeps at most this many idle bytes, so a burst does not pin
 // its peak memory forever.
 constexpr std::size_t max_pooled_bytes_per_class = 4u << 20;
@@ -23,12 +24,29 @@ std::array<Pool, class_sizes.size()> pools;
 SharedBuffer* make(std::uint32_t capacity, std::uint8_t size_class) {
     void* mem = ::operator new(sizeof(SharedBuffer) + capacity);
     auto* b = new (mem) SharedBuffer{};
+    b->bytes = reinterpret_cast<std::byte*>(b + 1);
     b->capacity = capacity;
     b->size_class = size_class;
     return b;
 }
 
+// The header of an external buffer and what keeps its bytes alive.
+struct ExternalBuffer : SharedBuffer {
+    std::shared_ptr<const void> owner;
+};
+
 }  // namespace
+
+SharedBuffer* external_buffer(std::shared_ptr<const void> owner, const std::byte* data, std::size_t size) {
+    auto* b = new ExternalBuffer;
+    b->owner = std::move(owner);
+    // Read-only in fact: only OutputQueue's private buffers are written.
+    b->bytes = const_cast<std::byte*>(data);
+    b->capacity = static_cast<std::uint32_t>(size);
+    b->size_class = external;
+    b->refs = 1;
+    return b;
+}
 
 SharedBuffer* acquire_buffer(std::size_t capacity) {
     for (std::uint8_t c = 0; c < class_sizes.size(); ++c) {
@@ -52,6 +70,10 @@ SharedBuffer* acquire_buffer(std::size_t capacity) {
 
 void release_buffer(SharedBuffer* b) noexcept {
     if (--b->refs != 0) return;
+    if (b->size_class == external) {
+        delete static_cast<ExternalBuffer*>(b);
+        return;
+    }
     if (b->size_class != unpooled) {
         Pool& pool = pools[b->size_class];
         if (pool.bytes + b->capacity <= max_pooled_bytes_per_class) {

@@ -4,10 +4,15 @@
 // per-size-class free lists, so after warm-up the forward path allocates
 // nothing. Single-threaded by design (the reactor's thread): the count is
 // a plain integer.
+//
+// An external buffer refers to bytes something else owns (a big stored
+// message's payload): it keeps that owner alive through a shared_ptr, so a
+// 16 MB payload queued to ten subscribers is in memory once.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <utility>
 
 #include "mqttools/packets.hpp"
@@ -16,16 +21,21 @@ namespace mqttools::net {
 
 struct SharedBuffer {
     SharedBuffer* next_free = nullptr;  // free list link while pooled
+    std::byte* bytes = nullptr;         // right behind this header, or the owner's bytes
     std::uint32_t refs = 0;
     std::uint32_t capacity = 0;
     std::uint8_t size_class = 0;
 
-    std::byte* data() noexcept { return reinterpret_cast<std::byte*>(this + 1); }
+    std::byte* data() noexcept { return bytes; }
 };
 
 // Returns a buffer with at least `capacity` bytes and one reference.
 SharedBuffer* acquire_buffer(std::size_t capacity);
 void release_buffer(SharedBuffer* buffer) noexcept;  // drops one reference
+// A read-only buffer over `size` bytes at `data`, which `owner` keeps
+// alive until the last reference is released (on the reactor thread; the
+// owner's own count is atomic, so other threads may hold it too).
+SharedBuffer* external_buffer(std::shared_ptr<const void> owner, const std::byte* data, std::size_t size);
 
 class BufferRef {
 public:
@@ -36,6 +46,11 @@ public:
         BufferRef r;
         r.buf_ = b;
         return r;
+    }
+    // See external_buffer(): never written through (OutputQueue only
+    // appends it; it writes into its own private buffers).
+    static BufferRef external(std::shared_ptr<const void> owner, Bytes bytes) {
+        return adopt(external_buffer(std::move(owner), bytes.data(), bytes.size()));
     }
     ~BufferRef() { reset(); }
     BufferRef(const BufferRef& o) noexcept : buf_(o.buf_) {

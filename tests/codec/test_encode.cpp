@@ -101,6 +101,30 @@ TEST_CASE("PUBLISH bytes", "[encode][publish]") {
     CHECK(enc(d, V3) == "3c 09 00 03 61 2f 62 00 0a 68 69");
 }
 
+TEST_CASE("PUBLISH head: the whole packet but its payload", "[encode][publish]") {
+    // A big payload is queued by reference behind the head (the broker's
+    // shared payloads): head + payload must be exactly encode()'s bytes.
+    std::string payload(200, 'x');  // 2-byte Remaining Length
+    PublishPacket p;
+    p.qos = QoS::at_least_once;
+    p.topic = "a/b";
+    p.packet_id = 10;
+    p.payload = as_bytes(payload);
+    p.properties.message_expiry_interval = 5;
+    for (auto v : {V5, V3}) {
+        const std::string whole = enc(p, v);
+        std::vector<std::byte> head(encoded_size(p, v));
+        const std::size_t n = encode_publish_head(p, v, head);
+        REQUIRE(n == encoded_size(p, v) - payload.size());
+        head.resize(n);
+        head.insert(head.end(), p.payload.begin(), p.payload.end());
+        CHECK(to_hex(head) == whole);
+        // Room for the head is enough; less is refused.
+        std::vector<std::byte> small(n - 1);
+        CHECK(encode_publish_head(p, v, small) == 0);
+    }
+}
+
 TEST_CASE("PUBACK PUBREC PUBREL PUBCOMP bytes", "[encode][ack]") {
     AckPacket a;
     a.type = PacketType::puback;

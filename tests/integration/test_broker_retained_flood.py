@@ -113,3 +113,35 @@ def test_replaced_topics_are_never_seen_older_after_newer(start_broker):
     assert old < n
     pub.disconnect()
     sub.disconnect()
+
+
+def test_later_subscribers_share_the_matches_until_the_store_changes(start_broker):
+    """Subscribers to the same filter while a backlog is being sent share
+    one snapshot of the matches; a retained message set between two
+    SUBSCRIBEs must not be missed by the later subscribers (it is in
+    neither the earlier snapshot nor their live traffic)."""
+    n = 10_000 if SANITIZED else 20_000
+    b = start_broker(config="max_client_output_bytes = 131072\n")
+    pub = publish_all(b.port, [(f"s/{i:06d}", b"v" * 40) for i in range(n)])
+    subs = []
+    for k in range(6):
+        if k == 3:
+            pub.send(publish_packet("s/new", b"late", retain=True))
+            pub.ping()
+        c = Client(b.port, timeout=60)
+        assert c.connect(f"share-{k}").reason == 0
+        c.send(subscribe_packet([("s/#", 0)], packet_id=3))
+        assert c.expect(SUBACK, timeout=60).codes == [0]
+        subs.append(c)
+    for k, c in enumerate(subs):
+        got = read_publishes(c, n + 1)
+        topics = {p.topic for p in got}
+        assert len(got) == n + 1 and len(topics) == n + 1, k
+        late = [p for p in got if p.topic == "s/new"]
+        # Live (retain cleared) to those subscribed before it was set,
+        # retained to the later ones.
+        assert late[0].payload == b"late" and late[0].retain == (k >= 3), k
+        c.nothing(timeout=0.2)
+    pub.disconnect()
+    for c in subs:
+        c.disconnect()

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,34 @@ TEST_CASE("output queue grows past its ring size", "[net]") {
     CHECK(q.bytes() == 999);
     q.clear();
     CHECK(shared.get()->refs == 1);
+}
+
+TEST_CASE("an external buffer refers to its owner's bytes and keeps the owner alive", "[net]") {
+    // A big stored payload queued to several outputs: no copy, and the
+    // owner lives until the last queue has written its slice.
+    auto owner = std::make_shared<const std::string>("PAYLOAD-BYTES");
+    std::weak_ptr<const std::string> watch = owner;
+    const Bytes bytes(reinterpret_cast<const std::byte*>(owner->data()), owner->size());
+    OutputQueue q1;
+    OutputQueue q2;
+    {
+        BufferRef ref = BufferRef::external(owner, bytes);
+        CHECK(ref.data() == bytes.data());
+        auto head = q1.reserve(2);
+        std::memcpy(head.data(), "h1", 2);
+        q1.commit(2);
+        q1.append(ref, 0, static_cast<std::uint32_t>(bytes.size()));
+        q2.append(BufferRef::external(owner, bytes), 8, 5);
+        auto tail = q1.reserve(1);  // not written into the external slice
+        std::memcpy(tail.data(), "!", 1);
+        q1.commit(1);
+    }
+    owner.reset();
+    CHECK(!watch.expired());
+    CHECK(drain(q1, 4) == "h1PAYLOAD-BYTES!");
+    CHECK(!watch.expired());  // q2 still refers to it
+    CHECK(drain(q2, 1000) == "BYTES");
+    CHECK(watch.expired());
 }
 
 TEST_CASE("shared buffers are recycled", "[net]") {
