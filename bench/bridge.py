@@ -37,6 +37,8 @@ SCENARIOS = {
 }
 BEGIN, END = "<!-- bridge:begin -->", "<!-- bridge:end -->"
 CLIENT_ID = "bench-edge"
+# Set explicitly on both edges: Mosquitto's default names the client id,
+# ours the bridge name (as the issue asks).
 STATE = f"$SYS/broker/connection/{CLIENT_ID}/state"
 
 
@@ -92,7 +94,8 @@ class BridgeBench(R.Bench):
                 f.write("allow_anonymous = true\nmax_queued_messages = 1000000\nmax_connections = -1\n"
                         "log_level = \"warning\"\n"
                         f"[[bridge]]\nname = \"bench\"\naddress = \"{R.HOST}:{remote_port}\"\n"
-                        f"topic = [\"bench/# out {self.qos}\"]\nremote_clientid = \"{CLIENT_ID}\"\n")
+                        f"topic = [\"bench/# out {self.qos}\"]\nremote_clientid = \"{CLIENT_ID}\"\n"
+                        f"notification_topic = \"{STATE}\"\n")
             argv = [self.binaries[broker], "-c", conf, "-p", str(port)]
         else:
             conf = os.path.join(self.tmp, f"edge-{port}.conf")
@@ -101,7 +104,8 @@ class BridgeBench(R.Bench):
                         "persistence false\nmax_queued_messages 1000000\nmax_connections -1\n"
                         "log_dest stderr\nlog_type error\nlog_type warning\n"
                         f"connection bench\naddress {R.HOST}:{remote_port}\n"
-                        f"topic bench/# out {self.qos}\nremote_clientid {CLIENT_ID}\n")
+                        f"topic bench/# out {self.qos}\nremote_clientid {CLIENT_ID}\n"
+                        f"notification_topic {STATE}\n")
             argv = [self.binaries[broker], "-c", conf]
         out = open(log_path, "ab")
         proc = subprocess.Popen(self.pinned(0, argv, rt), stdin=subprocess.DEVNULL, stdout=out, stderr=out)

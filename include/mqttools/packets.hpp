@@ -177,6 +177,10 @@ struct ConnectPacket {
     std::optional<std::string_view> username;
     std::optional<Bytes> password;
     Properties properties;  // v5 only
+    // Mosquitto's try_private: a 3.1.1 bridge sends protocol level 0x84
+    // (0x80 | 4) so the server knows it is a bridge (no echo of its own
+    // messages, retain flags kept). Decoded from and encoded as 0x84.
+    bool bridge = false;
 };
 
 // In 3.1.1 the return code is mapped to the v5 reason code of the same

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -29,6 +30,8 @@ namespace {
 // Longest a TCP connect plus TLS handshake plus CONNACK may take.
 constexpr auto connect_deadline = std::chrono::seconds(20);
 constexpr auto resolve_poll = std::chrono::milliseconds(20);
+// How long a primary probe's TCP connect may take before it counts as down.
+constexpr auto probe_wait = std::chrono::seconds(1);
 
 }  // namespace
 
@@ -39,13 +42,63 @@ struct Bridge::Resolve {
     std::string service;
 };
 
+namespace {
+
+// Starts resolving `host` without blocking; null when it cannot start.
+template <class R>
+std::unique_ptr<R> start_resolve(const std::string& host, std::uint16_t port) {
+    auto r = std::make_unique<R>();
+    r->host = host;
+    r->service = std::to_string(port);
+    r->hints.ai_family = AF_UNSPEC;
+    r->hints.ai_socktype = SOCK_STREAM;
+    r->hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
+    r->request.ar_name = r->host.c_str();
+    r->request.ar_service = r->service.c_str();
+    r->request.ar_request = &r->hints;
+    gaicb* requests[] = {&r->request};
+    sigevent none{};
+    none.sigev_notify = SIGEV_NONE;
+    if (getaddrinfo_a(GAI_NOWAIT, requests, 1, &none) != 0) return nullptr;
+    return r;
+}
+
+// A numeric address needs no lookup: the list, or null for a name.
+addrinfo* numeric_address(const std::string& host, std::uint16_t port) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    addrinfo* list = nullptr;
+    const std::string service = std::to_string(port);
+    if (::getaddrinfo(host.c_str(), service.c_str(), &hints, &list) != 0) return nullptr;
+    return list;
+}
+
+// A lookup still running owns its request: if it cannot be cancelled it is
+// left to finish into memory we no longer look at (one small leak on an
+// unusual path beats a write into freed memory).
+template <class R>
+void abandon(std::unique_ptr<R>& r) {
+    if (!r) return;
+    if (gai_cancel(&r->request) != EAI_CANCELED && gai_error(&r->request) == EAI_INPROGRESS) {
+        (void)r.release();
+        return;
+    }
+    if (r->request.ar_result) freeaddrinfo(r->request.ar_result);
+    r.reset();
+}
+
+}  // namespace
+
 Bridge::Bridge(Broker& broker, config::Bridge settings)
     : broker_(broker),
       cfg_(std::move(settings)),
-      session_(*this, cfg_.remote_clientid),
+      session_(*this, cfg_.local_clientid),
       version_(cfg_.mqtt5 ? ProtocolVersion::v5 : ProtocolVersion::v311),
       keepalive_(cfg_.keepalive_interval) {
     stats_.name = cfg_.name;
+    store_key_ = "\xFF" "bridge/" + cfg_.name;  // bridge_store.cpp
 }
 
 Bridge::~Bridge() {
@@ -55,16 +108,8 @@ Bridge::~Bridge() {
     r.cancel_timer(keepalive_timer_);
     r.cancel_timer(idle_timer_);
     r.cancel_timer(resolve_timer_);
-    if (resolve_) {
-        // A lookup still running owns its request: if it cannot be cancelled
-        // it is left to finish into memory we no longer look at (one small
-        // leak on an unusual path beats a write into freed memory).
-        if (gai_cancel(&resolve_->request) != EAI_CANCELED && gai_error(&resolve_->request) == EAI_INPROGRESS) {
-            (void)resolve_.release();
-        } else if (resolve_->request.ar_result) {
-            freeaddrinfo(resolve_->request.ar_result);
-        }
-    }
+    abandon(resolve_);
+    stop_probe();
     close_socket();
     unsubscribe_local();
 }
@@ -85,17 +130,7 @@ void Bridge::stop() {
     broker_.reactor().cancel_timer(restart_timer_);
     restart_timer_ = {};
     if (state_ == State::connected) {
-        if (cfg_.notifications) {
-            // A clean DISCONNECT suppresses our will: say 0 ourselves.
-            PublishPacket p;
-            p.qos = QoS::at_most_once;
-            p.retain = remote_retain_;
-            p.topic = cfg_.notification_topic;
-            p.payload = as_bytes("0");
-            send(p);
-        }
-        send(DisconnectPacket{});
-        flush();
+        say_goodbye();
         spdlog::info("Bridge {}: disconnected from {}.", cfg_.name, address_text_);
     }
     // A write that failed just now scheduled a reconnection: not wanted.
@@ -104,6 +139,20 @@ void Bridge::stop() {
     close_socket();
     notify_local(false);
     state_ = State::stopped;
+}
+
+void Bridge::say_goodbye() {
+    if (cfg_.notifications && !cfg_.notifications_local_only) {
+        // A clean DISCONNECT suppresses our will: say 0 ourselves.
+        PublishPacket p;
+        p.qos = QoS::at_most_once;
+        p.retain = remote_retain_;
+        p.topic = cfg_.notification_topic;
+        p.payload = as_bytes("0");
+        send(p);
+    }
+    send(DisconnectPacket{});
+    flush();
 }
 
 void Bridge::notify_local(bool up) {
@@ -118,33 +167,15 @@ void Bridge::connect_next() {
     address_text_ = (a.host.find(':') != std::string::npos ? "[" + a.host + "]" : a.host) + ":" + std::to_string(a.port);
     // Numeric addresses need no lookup; names go to getaddrinfo_a so the
     // reactor never waits on DNS.
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-    addrinfo* list = nullptr;
-    const std::string service = std::to_string(a.port);
-    if (::getaddrinfo(a.host.c_str(), service.c_str(), &hints, &list) == 0) {
+    if (addrinfo* list = numeric_address(a.host, a.port)) {
         resolved(list);
         return;
     }
-    auto r = std::make_unique<Resolve>();
-    r->host = a.host;
-    r->service = service;
-    r->hints.ai_family = AF_UNSPEC;
-    r->hints.ai_socktype = SOCK_STREAM;
-    r->hints.ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG;
-    r->request.ar_name = r->host.c_str();
-    r->request.ar_service = r->service.c_str();
-    r->request.ar_request = &r->hints;
-    gaicb* requests[] = {&r->request};
-    sigevent none{};
-    none.sigev_notify = SIGEV_NONE;
-    if (getaddrinfo_a(GAI_NOWAIT, requests, 1, &none) != 0) {
+    resolve_ = start_resolve<Resolve>(a.host, a.port);
+    if (!resolve_) {
         fail("cannot start resolving " + a.host);
         return;
     }
-    resolve_ = std::move(r);
     state_ = State::resolving;
     resolve_timer_ = broker_.reactor().add_timer_after(resolve_poll, [this] { poll_resolver(); });
 }
@@ -187,6 +218,7 @@ void Bridge::start_tcp(const sockaddr* addr, socklen_t len) {
     }
     const int one = 1;
     ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (!cfg_.bind_address.empty() && !bind_local(fd.get(), addr->sa_family)) return;
     if (::connect(fd.get(), addr, len) != 0 && errno != EINPROGRESS) {
         fail(std::string("connect: ") + std::strerror(errno));
         return;
@@ -206,6 +238,30 @@ void Bridge::start_tcp(const sockaddr* addr, socklen_t len) {
     });
 }
 
+bool Bridge::bind_local(int fd, int family) {
+    sockaddr_storage local{};
+    socklen_t len = 0;
+    if (family == AF_INET) {
+        auto* a = reinterpret_cast<sockaddr_in*>(&local);
+        a->sin_family = AF_INET;
+        if (::inet_pton(AF_INET, cfg_.bind_address.c_str(), &a->sin_addr) == 1) len = sizeof *a;
+    } else if (family == AF_INET6) {
+        auto* a = reinterpret_cast<sockaddr_in6*>(&local);
+        a->sin6_family = AF_INET6;
+        if (::inet_pton(AF_INET6, cfg_.bind_address.c_str(), &a->sin6_addr) == 1) len = sizeof *a;
+    }
+    if (len == 0) {
+        fail("bridge_bind_address " + cfg_.bind_address + " is not of the remote's address family", true);
+        return false;
+    }
+    // Port 0: the kernel picks one, as for any outgoing connection.
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&local), len) != 0) {
+        fail("bind to bridge_bind_address " + cfg_.bind_address + ": " + std::strerror(errno), true);
+        return false;
+    }
+    return true;
+}
+
 void Bridge::tcp_connected() {
     int err = 0;
     socklen_t len = sizeof err;
@@ -219,8 +275,11 @@ void Bridge::tcp_connected() {
             // Made per attempt: renewed certificate files are picked up.
             net::TlsClientSettings t;
             t.cafile = cfg_.cafile;
+            t.capath = cfg_.capath;
             t.certfile = cfg_.certfile;
             t.keyfile = cfg_.keyfile;
+            t.tls_version = cfg_.tls_version;
+            t.alpn = cfg_.alpn;
             tls_ = net::TlsContext::make_client(t);
         } catch (const std::exception& e) {
             fail(std::string("TLS: ") + e.what(), true);
@@ -246,7 +305,7 @@ void Bridge::send_connect() {
     c.client_id = cfg_.remote_clientid;
     if (cfg_.remote_username) c.username = *cfg_.remote_username;
     if (cfg_.remote_password) c.password = as_bytes(*cfg_.remote_password);
-    if (cfg_.notifications) {
+    if (cfg_.notifications && !cfg_.notifications_local_only) {
         // The remote publishes 0 for us when we vanish.
         mqttools::Will w;
         w.topic = cfg_.notification_topic;
@@ -255,10 +314,18 @@ void Bridge::send_connect() {
         w.retain = true;
         c.will = w;
     }
+    // try_private: protocol level 0x84 tells a Mosquitto-style remote that
+    // this is a bridge (it then does not echo our messages back and keeps
+    // their retain flags: our 3.1.1 SUBSCRIBE cannot ask for that).
+    c.bridge = version_ == ProtocolVersion::v311 && cfg_.try_private;
+    const StringPair hello[] = {{bridge_property, broker_.broker_id_text()}};
     if (version_ == ProtocolVersion::v5) {
         // Without cleansession the remote keeps our subscriptions and
         // queues for us while we are away (as a 3.1.1 persistent session).
         if (!cfg_.cleansession) c.properties.session_expiry_interval = 0xFFFFFFFFu;
+        // Which broker we are (bridge.hpp): a remote mqttoolsd then never
+        // sends back what came from us, even over its own bridge to us.
+        if (cfg_.try_private) c.properties.user_properties = hello;
         c.properties.receive_maximum = broker_.config().receive_maximum;
         if (broker_.config().max_packet_size != 0) c.properties.maximum_packet_size = broker_.config().max_packet_size;
     }
@@ -270,23 +337,14 @@ void Bridge::send_connect() {
     const std::size_t at = out_.size();
     out_.resize(at + size);
     encode(c, MutableBytes(out_.data() + at, size));
-    if (version_ == ProtocolVersion::v311 && cfg_.try_private) {
-        // try_private: protocol level 0x80 | 4 tells a Mosquitto-style
-        // remote that this is a bridge (it then does not echo our messages
-        // back and keeps their retain flag). Fixed header, length, then the
-        // protocol name "MQTT" (2 + 4 bytes), then the level.
-        std::size_t pos = at + 1;
-        while (std::to_integer<unsigned>(out_[pos]) & 0x80u) ++pos;
-        out_[pos + 1 + 6] = std::byte{0x84};
-    }
 }
 
 void Bridge::on_connack(const FixedHeader& header, Bytes body) {
     auto decoded = decode_connack(header, body, version_);
     if (!decoded && version_ == ProtocolVersion::v311) {
         // A server that did not accept our protocol level may answer in
-        // MQTT 5's form (mqttoolsd does for try_private's 0x84): read the
-        // refusal so the log can say what it was.
+        // MQTT 5's form (mqttoolsd before try_private support did for
+        // 0x84): read the refusal so the log can say what it was.
         auto v5 = decode_connack(header, body, ProtocolVersion::v5);
         if (v5 && v5->reason != ReasonCode::success) decoded = std::move(v5);
     }
@@ -322,8 +380,23 @@ void Bridge::on_connack(const FixedHeader& header, Bytes body) {
         inbound_qos2_ = PacketIdSet{};
     }
     const Properties& p = ack.properties;
+    // A remote mqttoolsd answers our handshake with its broker id.
+    std::uint64_t remote_id = 0;
+    if (p.user_property_count != 0) {
+        PropertyReader r(p.raw);
+        Property prop;
+        while (r.next(prop)) {
+            if (prop.id == PropertyId::user_property && prop.string == bridge_property) {
+                remote_id = parse_broker_id(prop.value);
+                break;
+            }
+        }
+    }
+    session_.peer_broker = remote_id == broker_.broker_id() ? 0 : remote_id;
     remote_receive_maximum_ = p.receive_maximum.value_or(65535);
     remote_max_packet_ = p.maximum_packet_size.value_or(max_packet_size_limit);
+    // bridge_max_packet_size: our own limit on what we send; the smaller wins.
+    if (cfg_.max_packet_size != 0) remote_max_packet_ = std::min(remote_max_packet_, cfg_.max_packet_size);
     remote_max_qos_ = p.maximum_qos ? static_cast<QoS>(*p.maximum_qos) : QoS::exactly_once;
     remote_retain_ = p.retain_available.value_or(1) != 0;
     keepalive_ = p.server_keep_alive.value_or(cfg_.keepalive_interval);
@@ -340,7 +413,8 @@ void Bridge::on_connack(const FixedHeader& header, Bytes body) {
     }
     subscribe_remote();
     resume_inflight(ack.session_present);
-    if (cfg_.notifications) {
+    schedule_primary_probe();
+    if (cfg_.notifications && !cfg_.notifications_local_only) {
         auto m = std::make_shared<Message>();
         m->topic = cfg_.notification_topic;
         m->payload = "1";
@@ -394,7 +468,11 @@ void Bridge::fail(const std::string& why, bool log_as_error) {
     close_socket();
     if (was_connected) notify_local(false);
     ++failures_;
-    ++address_index_;  // fail over to the next address
+    if (was_connected && !cfg_.round_robin) {
+        address_index_ = 0;  // a lost link: the primary first again
+    } else {
+        ++address_index_;  // fail over to the next address
+    }
     schedule_restart();
 }
 
@@ -427,12 +505,111 @@ void Bridge::schedule_restart() {
     });
 }
 
+void Bridge::schedule_primary_probe() {
+    stop_probe();
+    const std::size_t n = cfg_.addresses.size();
+    if (cfg_.round_robin || n < 2 || address_index_ % n == 0) return;
+    // Mosquitto's rule for round_robin false: while on a secondary, keep
+    // trying the primary; every restart_timeout (at least 5 s).
+    const auto every = std::chrono::seconds(std::max<std::uint32_t>(cfg_.restart_timeout, 5));
+    probe_timer_ = broker_.reactor().add_timer_after(every, [this] {
+        probe_timer_ = {};
+        probe_primary();
+    });
+}
+
+void Bridge::probe_primary() {
+    if (state_ != State::connected) return;
+    const config::BridgeAddress& a = cfg_.addresses.front();
+    if (addrinfo* list = numeric_address(a.host, a.port)) {
+        probe_resolved(list);
+        return;
+    }
+    probe_resolve_ = start_resolve<Resolve>(a.host, a.port);
+    if (!probe_resolve_) {
+        schedule_primary_probe();
+        return;
+    }
+    probe_timer_ = broker_.reactor().add_timer_after(resolve_poll, [this] {
+        probe_timer_ = {};
+        probe_check();
+    });
+}
+
+void Bridge::probe_resolved(addrinfo* list) {
+    net::UniqueFd fd(::socket(list->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    const bool started = fd.valid() && (::connect(fd.get(), list->ai_addr, list->ai_addrlen) == 0 || errno == EINPROGRESS);
+    freeaddrinfo(list);
+    if (!started) {
+        schedule_primary_probe();
+        return;
+    }
+    probe_fd_ = std::move(fd);
+    probe_timer_ = broker_.reactor().add_timer_after(probe_wait, [this] {
+        probe_timer_ = {};
+        probe_check();
+    });
+}
+
+void Bridge::probe_check() {
+    if (state_ != State::connected) {
+        stop_probe();
+        return;
+    }
+    if (probe_resolve_) {
+        const int rc = gai_error(&probe_resolve_->request);
+        if (rc == EAI_INPROGRESS) {
+            probe_timer_ = broker_.reactor().add_timer_after(resolve_poll, [this] {
+                probe_timer_ = {};
+                probe_check();
+            });
+            return;
+        }
+        addrinfo* list = probe_resolve_->request.ar_result;
+        probe_resolve_.reset();
+        if (rc != 0 || list == nullptr) {
+            if (list) freeaddrinfo(list);
+            schedule_primary_probe();
+            return;
+        }
+        probe_resolved(list);
+        return;
+    }
+    // Connected (writable, no error) within probe_wait: the primary is back.
+    pollfd p{probe_fd_.get(), POLLOUT, 0};
+    int err = 0;
+    socklen_t len = sizeof err;
+    const bool up = ::poll(&p, 1, 0) == 1 && (p.revents & POLLOUT) &&
+                    ::getsockopt(probe_fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+    probe_fd_ = net::UniqueFd();
+    if (!up) {
+        schedule_primary_probe();
+        return;
+    }
+    spdlog::info("Bridge {}: the primary address {}:{} answers again, moving back to it.", cfg_.name,
+                 cfg_.addresses.front().host, cfg_.addresses.front().port);
+    say_goodbye();
+    close_socket();
+    notify_local(false);
+    address_index_ = 0;
+    failures_ = 0;
+    connect_next();
+}
+
+void Bridge::stop_probe() {
+    broker_.reactor().cancel_timer(probe_timer_);
+    probe_timer_ = {};
+    abandon(probe_resolve_);
+    probe_fd_ = net::UniqueFd();
+}
+
 void Bridge::close_socket() {
     net::Reactor& r = broker_.reactor();
     r.cancel_timer(deadline_timer_);
     r.cancel_timer(keepalive_timer_);
     r.cancel_timer(idle_timer_);
     deadline_timer_ = keepalive_timer_ = idle_timer_ = {};
+    stop_probe();
     if (registered_) {
         r.remove(transport_ ? transport_->fd() : connecting_fd_);
         registered_ = false;

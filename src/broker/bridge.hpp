@@ -40,6 +40,15 @@ namespace mqttools::broker {
 class Broker;
 class Bridge;
 
+// The bridge handshake between mqttoolsd brokers (MQTT 5): the bridge's
+// CONNECT and the remote's CONNACK each carry this User Property with the
+// broker's id (16 hex digits), so each side knows which broker a bridge
+// link leads to and never routes a message back to the broker it came
+// from (Broker::bridge_loop). Other brokers ignore it.
+inline constexpr std::string_view bridge_property = "mqttools-bridge";
+// 0 when `hex` is not 16 hex digits.
+std::uint64_t parse_broker_id(std::string_view hex) noexcept;
+
 // The bridge's local session: Session::bridge is set, so the router knows
 // to cast and call owner.forward().
 struct BridgeSession final : Session {
@@ -78,6 +87,10 @@ public:
     void stop();
 
     const config::Bridge& settings() const noexcept { return cfg_; }
+    // The remote's broker id (bridge_property), 0 when it did not say.
+    std::uint64_t remote_broker() const noexcept { return session_.peer_broker; }
+    // One of the out topics matches this local topic.
+    bool sends(std::string_view local) const;
     BridgeCounters counters() const;
 
     // bridge_flow.cpp. The router: a message matched one of the out topics.
@@ -88,6 +101,19 @@ public:
 
     void on_io(std::uint32_t events) override;
 
+    // bridge_store.cpp: with persistence on, the outbound QoS 1/2 queue is
+    // stored like a client's, under a key no client id can be (so it
+    // survives a restart); these move it between Bridge objects.
+    const std::string& store_key() const noexcept { return store_key_; }
+    static bool is_store_key(std::string_view client_id) noexcept;
+    // Start-up: the session the broker restored under store_key().
+    void adopt_stored(Session& restored);
+    // The configuration of this bridge changed (same name): the new one
+    // takes the old one's queue (and its stored rows).
+    void take_queue(Bridge& old);
+    // Removed from the configuration: its stored rows go.
+    void forget_stored();
+
 private:
     struct Outgoing {
         enum class Step : std::uint8_t { queued, puback, pubrec, pubcomp };
@@ -97,6 +123,7 @@ private:
         bool retain = false;
         Step step = Step::queued;
         std::uint16_t packet_id = 0;
+        std::uint64_t store_seq = 0;  // its row in the durable store; 0 = none
     };
 
     // bridge.cpp: life cycle.
@@ -104,6 +131,7 @@ private:
     void resolved(addrinfo* list);
     void poll_resolver();
     void start_tcp(const sockaddr* addr, socklen_t len);
+    bool bind_local(int fd, int family);  // bridge_bind_address; false: failed (and said so)
     void tcp_connected();
     void send_connect();
     void on_connack(const FixedHeader& header, Bytes body);
@@ -112,7 +140,15 @@ private:
     void schedule_restart();
     void on_keepalive();
     void on_idle_check();
+    // round_robin = false: while on a secondary address, probe the primary
+    // (a TCP connect, checked a second later) and go back once it answers.
+    void schedule_primary_probe();
+    void probe_primary();
+    void probe_resolved(addrinfo* list);
+    void probe_check();
+    void stop_probe();
     void notify_local(bool up);
+    void say_goodbye();  // state 0 to the remote (notifications), DISCONNECT
     void update_events();
     void on_readable();
     void handle_packet(const FixedHeader& header, Bytes body);
@@ -131,6 +167,11 @@ private:
     bool send_publish(Outgoing& o, bool dup);
     std::uint16_t next_packet_id();
     void drop(const char* why);
+    // bridge_store.cpp: the queue's rows (no-ops without persistence).
+    void store_enqueued(Outgoing& o);
+    void store_state(const Outgoing& o);
+    void store_done(Outgoing& o);
+    bool requeue(Outgoing& o);  // remote topic under the current topics; false: not bridged any more
     // local topic -> remote topic (out) and back (in): false when no topic
     // entry maps it.
     bool map_out(std::string_view local, std::string& remote) const;
@@ -167,6 +208,9 @@ private:
     net::Reactor::TimerId keepalive_timer_ = {};
     net::Reactor::TimerId idle_timer_ = {};
     net::Reactor::TimerId resolve_timer_ = {};
+    net::Reactor::TimerId probe_timer_ = {};
+    net::UniqueFd probe_fd_;
+    std::unique_ptr<Resolve> probe_resolve_;
     std::uint32_t failures_ = 0;  // consecutive, for the back-off
     bool ever_connected_ = false;
     Clock::time_point last_received_{};
@@ -197,6 +241,11 @@ private:
 
     // Inbound QoS 2 ids received and not yet released by PUBREL.
     PacketIdSet inbound_qos2_;
+
+    // The durable store's rows of the queue (bridge_store.cpp).
+    std::string store_key_;
+    bool stored_ = false;  // the session row is written
+    std::uint64_t next_store_seq_ = 1;
 
     BridgeCounters stats_;
 };

@@ -35,6 +35,33 @@ template bool Bridge::send(const PingreqPacket&);
 
 // ---- topics
 
+std::uint64_t parse_broker_id(std::string_view hex) noexcept {
+    if (hex.size() != 16) return 0;
+    std::uint64_t v = 0;
+    for (char ch : hex) {
+        unsigned d;
+        if (ch >= '0' && ch <= '9') d = static_cast<unsigned>(ch - '0');
+        else if (ch >= 'a' && ch <= 'f') d = static_cast<unsigned>(ch - 'a' + 10);
+        else return 0;
+        v = (v << 4) | d;
+    }
+    return v;
+}
+
+bool Bridge::sends(std::string_view local) const {
+    for (const config::BridgeTopic& t : cfg_.topics) {
+        if (!t.sends()) continue;
+        if (t.pattern.empty()) {
+            if (local == t.local_prefix) return true;
+            continue;
+        }
+        if (local.substr(0, t.local_prefix.size()) != t.local_prefix) continue;
+        const std::string_view rest = local.substr(t.local_prefix.size());
+        if (!rest.empty() && topic_matches(t.pattern, rest)) return true;
+    }
+    return false;
+}
+
 bool Bridge::map_out(std::string_view local, std::string& remote) const {
     for (const config::BridgeTopic& t : cfg_.topics) {
         if (!t.sends()) continue;
@@ -140,7 +167,9 @@ void Bridge::subscribe_remote() {
 
 void Bridge::forward(MessageView& m, QoS qos, bool retain) {
     if (!map_out(m.topic, out_topic_)) return;
-    if (!remote_retain_) retain = false;
+    // bridge_outgoing_retain = false: for remotes that mishandle retained
+    // messages from bridges (Mosquitto's key).
+    if (!remote_retain_ || !cfg_.outgoing_retain) retain = false;
     qos = std::min(qos, remote_max_qos_);
     last_activity_ = broker_.reactor().now();
     if (qos == QoS::at_most_once) {
@@ -202,6 +231,8 @@ void Bridge::enqueue(Outgoing&& o, bool front) {
         }
     }
     queued_bytes_ += size;
+    // The state message (front) is made again on each connection: not stored.
+    if (!front) store_enqueued(o);
     if (front) {
         queue_.push_front(std::move(o));
     } else {
@@ -240,14 +271,17 @@ void Bridge::pump() {
         queued_bytes_ -= std::min(queued_bytes_, queued_size(o.message));
         if (o.message->expired(now)) {
             drop("message expired while queued");  // spec 3.3.2.3.3
+            store_done(o);
             continue;
         }
         o.packet_id = next_packet_id();
         o.step = o.qos == QoS::at_least_once ? Outgoing::Step::puback : Outgoing::Step::pubrec;
         if (!send_publish(o, false)) {
             drop("larger than the remote's Maximum Packet Size");
+            store_done(o);
             continue;
         }
+        store_state(o);
         inflight_ids_.insert(o.packet_id);
         inflight_.push_back(std::move(o));
     }
@@ -284,6 +318,7 @@ void Bridge::resume_inflight(bool session_present) {
         if (it->step == Outgoing::Step::pubcomp) {
             if (!session_present) {
                 inflight_ids_.erase(it->packet_id);
+                store_done(*it);
                 it = inflight_.erase(it);
                 continue;
             }
@@ -309,6 +344,7 @@ void Bridge::on_ack(const FixedHeader& header, Bytes body) {
     };
     auto finish = [&](std::deque<Outgoing>::iterator it) {
         inflight_ids_.erase(it->packet_id);
+        store_done(*it);
         inflight_.erase(it);
         pump();
     };
@@ -330,6 +366,7 @@ void Bridge::on_ack(const FixedHeader& header, Bytes body) {
             }
             it->step = Outgoing::Step::pubcomp;
             it->message.reset();
+            store_state(*it);
             send(AckPacket{PacketType::pubrel, a.packet_id, ReasonCode::success, {}});
             return;
         }

@@ -144,6 +144,18 @@ private:
 
     // bridge_hooks.cpp
     void sync_bridges(const std::vector<config::Bridge>& wanted);
+    // This broker's id in the bridge handshake (random per process, never 0).
+    std::uint64_t broker_id();
+    const std::string& broker_id_text();
+    // CONNECT: a 3.1.1 bridge (try_private) or a remote mqttoolsd's bridge
+    // announcing its broker id; the CONNACK then carries ours.
+    void accept_bridge(Connection& c, const ConnectPacket& p, ConnackPacket& ack);
+    // deliver(): true when this message must not go to `target` (a bridge,
+    // target.peer_broker != 0) because it would loop.
+    bool bridge_loop(const Session& target, std::string_view topic);
+    // bridge_store.cpp, from set_persistence: the bridges take their stored
+    // queues back from the sessions restored under their keys.
+    void adopt_bridge_queues();
 
     // broker.cpp
     void accept_from(Listener& listener);
@@ -323,6 +335,10 @@ private:
     Clock::time_point next_sweep_{};
     StoreCounters store_stats_;
     std::vector<std::unique_ptr<Bridge>> bridges_;
+    std::uint64_t broker_id_ = 0;     // broker_id()
+    std::string broker_id_text_;
+    StringPair bridge_ack_[1];        // the CONNACK's user property (accept_bridge)
+    Session* route_from_ = nullptr;   // the publisher of the message being routed
     std::vector<Connection*> retained_work_;  // connections with a RetainedBacklog
 };
 

@@ -142,6 +142,9 @@ public:
     bool identity_as_username = false;  // TLS listener with use_identity_as_username
     bool drop_logged = false;
     bool published_recently = false;  // since the last housekeeping pass (route cache)
+    // A Mosquitto-style 3.1.1 bridge (try_private's protocol level 0x84):
+    // its subscriptions get No Local and Retain As Published.
+    bool bridge_peer = false;
 
     // Output waits for a store batch (broker/persistence.hpp) to reach the
     // disk: what it acknowledges must be durable first.

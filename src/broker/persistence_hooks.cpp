@@ -231,6 +231,7 @@ void Broker::set_persistence(Persistence* store, LoadedState&& loaded) {
     for (Session* s : restored) {
         if (!s->expiry_timer && s->expiry_interval != never_expires) expire_session(*s);
     }
+    adopt_bridge_queues();  // bridge_store.cpp
     store_->submit();
     // The loaded rows were copied into sessions: give their memory back
     // rather than keep the start-up peak (as after mass session expiry).

@@ -194,6 +194,7 @@ void Broker::accept_connect(Connection& c, const ConnectPacket& p, bool assigned
         if (config_.max_packet_size != 0) a.maximum_packet_size = config_.max_packet_size;
         if (assigned) a.assigned_client_identifier = c.client_id;
     }
+    accept_bridge(c, p, ack);
     if (store_) persist_session(s);  // CONNACK waits for it (Session Present)
     c.state = Connection::State::connected;
     ++clients_connected_;

@@ -153,6 +153,7 @@ std::size_t Broker::route(Session* from, MessageView& m) {
 
 std::size_t Broker::collect_targets(Session* from, std::string_view topic, RouteCache* cache) {
     forms_.clear();
+    route_from_ = from;
     const std::uint64_t generation = trie_.generation();
     if (cache && cache->generation == generation && cache->topic == topic) {
         targets_.assign(cache->targets.begin(), cache->targets.end());
@@ -179,6 +180,7 @@ std::size_t Broker::collect_targets(Session* from, std::string_view topic, Route
 }
 
 void Broker::merge_matches(Session* from) {
+    route_from_ = from;
     if (matches_.empty() && groups_.empty()) return;
 
     // One delivery per session however many of its subscriptions match:
@@ -234,6 +236,8 @@ void Broker::deliver(MessageView& m) {
         // Retain As Published, else the flag is cleared on forwarding
         // ([MQTT-3.3.1-12], [MQTT-3.3.1-13]).
         const bool retain = t.retain_as_published && m.retain;
+        // A bridge to or from another mqttoolsd: not back where it came from.
+        if (s.peer_broker != 0 && bridge_loop(s, m.topic)) [[unlikely]] continue;
         if (s.bridge) [[unlikely]] {
             // A bridge's out topics: the bridge sends or queues it.
             static_cast<BridgeSession&>(s).owner.forward(m, qos, retain);

@@ -56,6 +56,13 @@ void Broker::handle_subscribe(Connection& c, const FixedHeader& header, Bytes bo
             o.qos = sub.qos;
             o.no_local = sub.no_local;
             o.retain_as_published = sub.retain_as_published;
+            if (c.bridge_peer) {
+                // A 3.1.1 bridge cannot ask for these: its own messages are
+                // not sent back to it, and retain flags cross as published
+                // (what Mosquitto does for try_private).
+                o.no_local = true;
+                o.retain_as_published = true;
+            }
             o.retain_handling = sub.retain_handling;
             o.identifier = identifier;
             if (trie_.subscribe(sub.filter, &s, o) && cluster_) cluster_->interest_added(sub.filter);

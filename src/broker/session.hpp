@@ -111,6 +111,11 @@ public:
     // SessionStore. Sits in the padding after expiry_interval: free.
     bool bridge = false;
     net::Reactor::TimerId expiry_timer = {};
+    // The broker at the other end when this session is a bridge (ours to a
+    // remote, or a remote mqttoolsd's bridge connected here): its id from
+    // the bridge handshake (bridge.hpp), 0 otherwise. A message is never
+    // routed back to the broker it came from.
+    std::uint64_t peer_broker = 0;
 
     // Outbound QoS 1/2, allocated with the session's first QoS 1/2 message:
     // a session that only ever gets QoS 0 (or nothing) does not pay for it.

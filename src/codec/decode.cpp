@@ -165,6 +165,10 @@ ReasonCode decode_connect_into(const FixedHeader& header, Bytes body, ConnectPac
     // [MQTT-3.1.2-1]: another protocol name may be refused with 0x84;
     // [MQTT-3.1.2-2]: an unsupported level is answered with 0x84.
     if (name != "MQTT") return ReasonCode::unsupported_protocol_version;
+    if (level == 0x84) {
+        p.bridge = true;  // try_private (Mosquitto): a 3.1.1 bridge
+        level = 4;
+    }
     if (level != 4 && level != 5) return ReasonCode::unsupported_protocol_version;
     p.version = static_cast<ProtocolVersion>(level);
     const bool v5 = p.version == ProtocolVersion::v5;

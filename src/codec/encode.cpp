@@ -160,7 +160,8 @@ std::size_t encode(const ConnectPacket& p, MutableBytes out) noexcept {
     if (!start(out, body, first_byte(PacketType::connect), w)) return 0;
     const bool v5 = is_v5(p.version);
     w.string("MQTT");
-    w.u8(static_cast<std::uint8_t>(p.version));
+    const auto level = static_cast<std::uint8_t>(p.version);
+    w.u8(p.bridge && !v5 ? static_cast<std::uint8_t>(level | 0x80) : level);
     std::uint8_t flags = 0;
     if (p.clean_start) flags |= 0x02;
     if (p.will) {

@@ -91,15 +91,24 @@ struct Bridge {
     bool mqtt5 = false;                     // bridge_protocol_version = "mqttv50"
     bool try_private = true;
     bool notifications = true;
-    std::string notification_topic;         // default "$SYS/broker/connection/<remote_clientid>/state"
+    std::string notification_topic;         // default "$SYS/broker/connection/<name>/state"
+    bool notifications_local_only = false;  // the state only here, not on the remote
+    std::string local_clientid;             // default "local.<remote_clientid>"
     std::string cafile;                     // bridge_cafile: TLS when set
+    std::string capath;                     // bridge_capath: TLS when set
     std::string certfile;
     std::string keyfile;
+    std::string tls_version;                // bridge_tls_version: "" (1.2 or 1.3), "tlsv1.2", "tlsv1.3"
+    std::string alpn;                       // bridge_alpn: one protocol name
     bool insecure = false;                  // bridge_insecure: no host name check
+    bool round_robin = false;               // false: the first address is the primary
+    bool outgoing_retain = true;            // bridge_outgoing_retain: false clears retain out
+    std::uint32_t max_packet_size = 0;      // bridge_max_packet_size (what we accept); 0 = the broker's
+    std::string bind_address;               // bridge_bind_address: local IP to connect from
     BridgeStart start_type = BridgeStart::automatic;
     std::uint32_t threshold = 10;           // lazy: queued messages that start it
     std::uint32_t idle_timeout = 60;        // lazy: seconds idle before it stops
-    bool tls() const { return !cafile.empty(); }
+    bool tls() const { return !cafile.empty() || !capath.empty(); }
     bool operator==(const Bridge&) const = default;
 };
 

@@ -5,8 +5,10 @@
 // with "" for an empty pattern or prefix (man mosquitto.conf, "Bridges").
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include <string>
 #include <string_view>
@@ -23,8 +25,23 @@ const std::vector<std::string_view> kBridgeKeys = {
     "name", "connection", "address", "addresses", "topic", "remote_clientid", "remote_username",
     "remote_password", "cleansession", "keepalive_interval", "restart_timeout", "bridge_protocol_version",
     "try_private", "notifications", "notification_topic", "bridge_cafile", "bridge_certfile",
-    "bridge_keyfile", "bridge_insecure", "start_type", "threshold", "idle_timeout",
+    "bridge_keyfile", "bridge_insecure", "start_type", "threshold", "idle_timeout", "bridge_capath",
+    "bridge_tls_version", "bridge_alpn", "local_clientid", "round_robin", "bridge_outgoing_retain",
+    "notifications_local_only", "bridge_max_packet_size", "bridge_bind_address",
 };
+// Mosquitto keys an operator may copy that mqttoolsd does not implement:
+// refused by name rather than ignored (each changes what the bridge does).
+const std::vector<std::pair<std::string_view, std::string_view>> kUnsupportedKeys = {
+    {"local_username", "the bridge is inside the broker and has no local connection to authenticate"},
+    {"local_password", "the bridge is inside the broker and has no local connection to authenticate"},
+    {"bridge_attempt_unsubscribe", "remote subscriptions are not unsubscribed"},
+    {"bridge_identity", "TLS-PSK is not supported; use bridge_certfile/bridge_keyfile"},
+    {"bridge_psk", "TLS-PSK is not supported; use bridge_certfile/bridge_keyfile"},
+    {"bridge_require_ocsp", "OCSP stapling is not checked"},
+    {"bridge_tls_use_os_certs", "set bridge_capath = \"/etc/ssl/certs\" instead"},
+    {"bridge_reload_type", "a changed [[bridge]] always restarts on SIGHUP"},
+};
+const std::vector<std::string_view> kTlsVersions = {"tlsv1.2", "tlsv1.3"};
 const std::vector<std::string_view> kDirections = {"out", "in", "both"};
 const std::vector<std::string_view> kVersions = {"mqttv311", "mqttv50"};
 const std::vector<std::string_view> kStartTypes = {"automatic", "lazy", "once"};
@@ -152,6 +169,7 @@ void check_bridge(detail::Checker& c, const toml::table& table, std::size_t inde
     const toml::node* certfile_node = nullptr;
     const toml::node* keyfile_node = nullptr;
     const toml::node* cafile_node = nullptr;
+    const toml::node* capath_node = nullptr;
     for (auto&& [key, value] : table) {
         const std::string k(key.str());
         const std::string qk = label + "." + k;
@@ -266,6 +284,32 @@ void check_bridge(detail::Checker& c, const toml::table& table, std::size_t inde
             c.get_int(value, qk, 1, 1'000'000, b.threshold);
         } else if (k == "idle_timeout") {
             c.get_int(value, qk, 1, 86400, b.idle_timeout);
+        } else if (k == "bridge_capath") {
+            if (c.get_path(value, qk, b.capath)) capath_node = &value;
+        } else if (k == "bridge_tls_version") {
+            c.get_word(value, qk, kTlsVersions, b.tls_version);
+        } else if (k == "bridge_alpn") {
+            if (c.get(value, qk, b.alpn) && (b.alpn.empty() || b.alpn.size() > 255)) {
+                c.error(value.source(), qk, "an ALPN protocol name is 1 to 255 bytes");
+            }
+        } else if (k == "local_clientid") {
+            if (c.get(value, qk, b.local_clientid) && b.local_clientid.empty()) {
+                c.error(value.source(), qk, "must not be empty");
+            }
+        } else if (k == "round_robin") {
+            c.get(value, qk, b.round_robin);
+        } else if (k == "bridge_outgoing_retain") {
+            c.get(value, qk, b.outgoing_retain);
+        } else if (k == "notifications_local_only") {
+            c.get(value, qk, b.notifications_local_only);
+        } else if (k == "bridge_max_packet_size") {
+            c.get_int(value, qk, 0, max_packet_size_limit, b.max_packet_size);
+        } else if (k == "bridge_bind_address") {
+            c.get_address(value, qk, b.bind_address);
+        } else if (auto u = std::find_if(kUnsupportedKeys.begin(), kUnsupportedKeys.end(),
+                                         [&](const auto& e) { return e.first == k; });
+                   u != kUnsupportedKeys.end()) {
+            c.error(key.source(), qk, "Mosquitto's '" + k + "' is not supported by mqttoolsd (" + std::string(u->second) + ")");
         } else {
             c.unknown_key(key, "[[bridge]]", kBridgeKeys);
         }
@@ -284,14 +328,19 @@ void check_bridge(detail::Checker& c, const toml::table& table, std::size_t inde
     readable(cafile_node, b.cafile, "bridge_cafile");
     readable(certfile_node, b.certfile, "bridge_certfile");
     readable(keyfile_node, b.keyfile, "bridge_keyfile");
+    readable(capath_node, b.capath, "bridge_capath");
     if (!b.certfile.empty() && b.keyfile.empty()) c.error(table.source(), label, "bridge_certfile is set but bridge_keyfile is not");
     if (b.certfile.empty() && !b.keyfile.empty()) c.error(table.source(), label, "bridge_keyfile is set but bridge_certfile is not");
-    if (!b.certfile.empty() && b.cafile.empty()) {
-        c.error(table.source(), label, "bridge_certfile needs bridge_cafile (TLS to the remote is on when bridge_cafile is set)");
+    if (!b.certfile.empty() && !b.tls()) {
+        c.error(table.source(), label, "bridge_certfile needs bridge_cafile or bridge_capath (TLS to the remote is on when one is set)");
     }
+    if (!b.tls_version.empty() && !b.tls()) c.error(table.source(), label, "bridge_tls_version needs bridge_cafile or bridge_capath (TLS)");
+    if (!b.alpn.empty() && !b.tls()) c.error(table.source(), label, "bridge_alpn needs bridge_cafile or bridge_capath (TLS)");
     if (b.remote_password && !b.remote_username) c.error(table.source(), label, "remote_password needs remote_username");
     if (b.remote_clientid.empty()) b.remote_clientid = local_hostname() + "." + b.name;
-    if (b.notification_topic.empty()) b.notification_topic = "$SYS/broker/connection/" + b.remote_clientid + "/state";
+    // Mosquitto's: the connection name, not the client id.
+    if (b.notification_topic.empty()) b.notification_topic = "$SYS/broker/connection/" + b.name + "/state";
+    if (b.local_clientid.empty()) b.local_clientid = "local." + b.remote_clientid;
     for (std::size_t i = 0; i < cfg.bridges.size(); ++i) {
         if (have_name && cfg.bridges[i].name == b.name) {
             c.error(table.source(), label + ".name", "'" + b.name + "' is already the name of bridge[" + std::to_string(i) + "]");

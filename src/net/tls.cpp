@@ -132,6 +132,17 @@ std::shared_ptr<const TlsContext> TlsContext::make_client(const TlsClientSetting
         SSL_CTX_set_verify(owner.ctx, SSL_VERIFY_NONE, nullptr);
     }
     if (!s.certfile.empty()) load_identity(owner.ctx, s.certfile, s.keyfile);
+    if (!s.alpn.empty()) {
+        if (s.alpn.size() > 255) throw std::runtime_error("ALPN protocol name over 255 bytes");
+        // The wire form: a length byte, then the name (RFC 7301, 3.1).
+        std::string wire(1, static_cast<char>(s.alpn.size()));
+        wire += s.alpn;
+        // Returns 0 on success (unlike most of OpenSSL).
+        if (SSL_CTX_set_alpn_protos(owner.ctx, reinterpret_cast<const unsigned char*>(wire.data()),
+                                    static_cast<unsigned>(wire.size())) != 0) {
+            throw_tls("cannot set ALPN '" + s.alpn + "'");
+        }
+    }
     return std::shared_ptr<const TlsContext>(new TlsContext(owner.release(), false));
 }
 

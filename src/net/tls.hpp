@@ -53,6 +53,7 @@ struct TlsClientSettings {
     bool verify_peer = true;   // false = --insecure: no certificate check at all
     std::string capath{};      // a directory of hashed CA certificates (with or instead of cafile)
     std::string tls_version{};  // "" : TLS 1.2 or 1.3; "tlsv1.2" / "tlsv1.3": only that one
+    std::string alpn{};         // one ALPN protocol to offer (1 to 255 bytes); "" : none
 };
 
 class TlsContext {

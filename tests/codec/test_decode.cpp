@@ -72,6 +72,26 @@ TEST_CASE("CONNECT with the spec's variable header (3.1.1 3.1.2.10)", "[decode][
     CHECK(e.p.client_id.empty());
 }
 
+TEST_CASE("CONNECT from a 3.1.1 bridge: try_private's protocol level 0x84", "[decode][connect]") {
+    // Mosquitto's bridge flag: 0x80 | 4, a 3.1.1 CONNECT in every other way.
+    auto d = dec<ConnectPacket>("10 0f 00 04 4d 51 54 54 84 02 00 3c 00 03 63 69 64", V5, Sender::client);
+    CHECK(d.p.version == V3);
+    CHECK(d.p.bridge);
+    CHECK(d.p.client_id == "cid");
+    auto plain = dec<ConnectPacket>("10 0f 00 04 4d 51 54 54 04 02 00 3c 00 03 63 69 64", V5, Sender::client);
+    CHECK_FALSE(plain.p.bridge);
+    // Only 3.1.1 has the flag: 0x85 is not a protocol level.
+    Buffer v5 = hex("10 10 00 04 4d 51 54 54 85 02 00 3c 00 00 03 63 69 64");
+    auto r = decode_all(v5, V5, Sender::client);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error() == ReasonCode::unsupported_protocol_version);
+    // And the encoder writes it back.
+    ConnectPacket c = d.p;
+    Buffer out(encoded_size(c));
+    REQUIRE(encode(c, MutableBytes(out.data(), out.size())) == out.size());
+    CHECK(out == d.wire);
+}
+
 TEST_CASE("CONNACK", "[decode][connack]") {
     auto a = dec<ConnackPacket>("20 06 01 00 03 22 00 0a", V5, Sender::server);
     CHECK(a.p.session_present);

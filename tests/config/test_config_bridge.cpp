@@ -48,7 +48,14 @@ TEST_CASE("a bridge with only the required keys gets Mosquitto's defaults") {
     CHECK(b.topics[0].direction == BridgeTopic::Direction::out);
     CHECK(b.topics[0].qos == 0);
     CHECK(b.remote_clientid == hostname() + ".cloud");
-    CHECK(b.notification_topic == "$SYS/broker/connection/" + hostname() + ".cloud/state");
+    // The (and Mosquitto's documented) NAME: the connection name.
+    CHECK(b.notification_topic == "$SYS/broker/connection/cloud/state");
+    CHECK(b.local_clientid == "local." + hostname() + ".cloud");
+    CHECK_FALSE(b.notifications_local_only);
+    CHECK_FALSE(b.round_robin);
+    CHECK(b.outgoing_retain);
+    CHECK(b.max_packet_size == 0);
+    CHECK(b.bind_address.empty());
     CHECK_FALSE(b.cleansession);
     CHECK(b.keepalive_interval == 60);
     CHECK_FALSE(b.mqtt5);
@@ -87,7 +94,9 @@ TEST_CASE("every bridge key") {
         "cleansession = true\nkeepalive_interval = 30\nrestart_timeout = \"2 40\"\n"
         "bridge_protocol_version = \"mqttv50\"\ntry_private = false\nnotifications = false\n"
         "notification_topic = \"edge/state\"\nbridge_insecure = true\nstart_type = \"lazy\"\n"
-        "threshold = 5\nidle_timeout = 9\n");
+        "threshold = 5\nidle_timeout = 9\nbridge_capath = \"/etc/ssl/certs\"\nbridge_tls_version = \"tlsv1.3\"\n"
+        "bridge_alpn = \"mqtt\"\nlocal_clientid = \"here\"\nround_robin = true\nbridge_outgoing_retain = false\n"
+        "notifications_local_only = true\nbridge_max_packet_size = 4096\nbridge_bind_address = \"127.0.0.2\"\n");
     const Bridge& b = only_bridge(r);
     REQUIRE(b.addresses.size() == 3);
     CHECK(b.addresses[1].host == "::1");
@@ -108,6 +117,34 @@ TEST_CASE("every bridge key") {
     CHECK(b.start_type == BridgeStart::lazy);
     CHECK(b.threshold == 5);
     CHECK(b.idle_timeout == 9);
+    CHECK(b.capath == "/etc/ssl/certs");
+    CHECK(b.tls());  // bridge_capath alone turns TLS on, as in Mosquitto
+    CHECK(b.tls_version == "tlsv1.3");
+    CHECK(b.alpn == "mqtt");
+    CHECK(b.local_clientid == "here");
+    CHECK(b.round_robin);
+    CHECK_FALSE(b.outgoing_retain);
+    CHECK(b.notifications_local_only);
+    CHECK(b.max_packet_size == 4096);
+    CHECK(b.bind_address == "127.0.0.2");
+}
+
+TEST_CASE("Mosquitto bridge keys mqttoolsd does not implement are refused by name") {
+    const std::string head = "[[bridge]]\nname = \"b\"\naddress = \"127.0.0.1\"\ntopic = \"a\"\n";
+    CHECK(only_error(head + "local_username = \"u\"\n") ==
+          "/etc/mqttools/test.toml:5:1: bridge[0].local_username: Mosquitto's 'local_username' is not supported "
+          "by mqttoolsd (the bridge is inside the broker and has no local connection to authenticate)");
+    for (const char* key : {"local_password", "bridge_attempt_unsubscribe", "bridge_identity", "bridge_psk",
+                            "bridge_require_ocsp", "bridge_tls_use_os_certs", "bridge_reload_type"}) {
+        CAPTURE(key);
+        CHECK(only_error(head + key + " = \"x\"\n").find("is not supported by mqttoolsd") != std::string::npos);
+    }
+    CHECK(only_error(head + "bridge_tls_version = \"tlsv1.1\"\n").find("'tlsv1.1' is not one of tlsv1.2, tlsv1.3") !=
+          std::string::npos);
+    CHECK(only_error(head + "bridge_tls_version = \"tlsv1.2\"\n")
+              .find("bridge[0]: bridge_tls_version needs bridge_cafile or bridge_capath (TLS)") != std::string::npos);
+    CHECK(only_error(head + "bridge_bind_address = \"nowhere\"\n").find("is not an IPv4 or IPv6 address") !=
+          std::string::npos);
 }
 
 TEST_CASE("bad bridge topics, addresses and files are reported with file, line and key") {

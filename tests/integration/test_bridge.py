@@ -2,7 +2,6 @@
 Mosquitto's `connection` settings. The remote is Debian's real `mosquitto`
 (on a free loopback port, with a temporary config) or a second mqttoolsd;
 clients are raw MQTT connections (mqttwire) on either side."""
-import os
 import shutil
 import signal
 import subprocess
@@ -10,28 +9,16 @@ import time
 
 import pytest
 
-from conftest import MQTTOOLSD, SANITIZED, Broker, free_port, wait_for_port
+from conftest import MQTTOOLSD, SLOW, free_port, wait_for_port, wait_or_fail
 from mqttwire import (Client, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, CONTENT_TYPE, CORRELATION_DATA,
-                      MESSAGE_EXPIRY_INTERVAL, RESPONSE_TOPIC, SESSION_EXPIRY_INTERVAL, USER_PROPERTY, ack_packet)
+                      MESSAGE_EXPIRY_INTERVAL, RESPONSE_TOPIC, USER_PROPERTY, ack_packet)
+from persist_helpers import DurableBroker
 from test_security_tls import make_ca, make_cert
 
 pytestmark = [
     pytest.mark.skipif(not MQTTOOLSD.exists(), reason="mqttoolsd not built"),
     pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto not installed"),
 ]
-
-SLOW = 3 if SANITIZED else 1
-
-
-def wait_until(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout * SLOW
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 class Mosquitto:
     """Debian's mosquitto on a free loopback port; restartable on the same
@@ -98,24 +85,28 @@ def bridge_toml(port, topics, name="b", version="mqttv311", extra=""):
 
 
 def state_topic(name="b"):
-    return f"$SYS/broker/connection/edge-{name}/state"
+    # The issue's NAME: the bridge's name, not its client id.
+    return f"$SYS/broker/connection/{name}/state"
 
 
-def wait_state(port, want, name="b", version=5):
-    """Polls the retained notification on a broker until it reads `want`."""
-    def read():
-        c = Client(port, version=version)
+def read_retained(port, topic, version=5):
+    """The retained payload on `topic` (None when there is none)."""
+    c = Client(port, version=version)
+    try:
+        c.connect("")
+        c.subscribe([(topic, 0)])
         try:
-            c.connect("")
-            c.subscribe([(state_topic(name), 0)])
-            try:
-                p = c.expect(PUBLISH, timeout=0.5)
-                return p.payload == want
-            except TimeoutError:
-                return False
-        finally:
-            c.close()
-    wait_until(read, what=f"{state_topic(name)} = {want!r} on port {port}")
+            return c.expect(PUBLISH, timeout=0.5).payload
+        except TimeoutError:
+            return None
+    finally:
+        c.close()
+
+
+def wait_state(port, want, name="b", version=5, topic=None):
+    """Polls the retained notification on a broker until it reads `want`."""
+    topic = topic or state_topic(name)
+    wait_or_fail(lambda: read_retained(port, topic, version) == want, what=f"{topic} = {want!r} on port {port}")
 
 
 def sub(port, filters, version=5, client_id="", clean=True, props=None):
@@ -321,7 +312,7 @@ def test_qos_across_a_remote_restart(start_broker, remotes, qos):
         if i == 200:
             remote.start()
             # The subscriber comes back to its persistent session first.
-            wait_until(lambda: _try_resume(rsub), what="the remote subscriber to resume")
+            wait_or_fail(lambda: _try_resume(rsub), what="the remote subscriber to resume")
     deadline = time.monotonic() + 20 * SLOW
     while len(set(rsub.got)) < n and time.monotonic() < deadline:
         rsub.pump(0.3)
@@ -331,6 +322,47 @@ def test_qos_across_a_remote_restart(start_broker, remotes, qos):
         dups = [p for p in set(rsub.got) if rsub.got.count(p) > 1]
         assert dups == [], f"QoS 2 duplicates: {dups[:10]}"
     assert edge.stop() == 0, edge.output()
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_queue_survives_a_restart_with_persistence(remotes, tmp_path, qos):
+    """Remote down, QoS 1/2 published and acknowledged here, our broker
+    stopped (SIGTERM) and started again on its database, then the remote
+    back: every acknowledged message arrives (QoS 2 once)."""
+    remote = remotes(persistence=True)
+    edge = DurableBroker(tmp_path, extra="allow_anonymous = true\n" +
+                         bridge_toml(remote.port, [f"q/# out {qos}"], version="mqttv50"))
+    edge.start()
+    wait_state(remote.port, b"1")
+    rsub = RemoteSubscriber(remote.port, qos)
+    remote.stop()
+    wait_state(edge.port, b"0")
+    pub = Client(edge.port)
+    pub.connect("lpub")
+    acked = []
+    for i in range(50):
+        ack = pub.publish("q/x", str(i).encode(), qos=qos, packet_id=i + 1)
+        assert ack.reason == 0
+        acked.append(str(i).encode())
+    pub.close()
+    edge.stop()
+    edge.start()
+    wait_or_fail(lambda: "50 stored messages loaded for the remote" in edge.output(), what="the queue loaded")
+    remote.start()
+    wait_or_fail(lambda: _try_resume(rsub), what="the remote subscriber to resume")
+    deadline = time.monotonic() + 15 * SLOW
+    while len(set(rsub.got)) < len(acked) and time.monotonic() < deadline:
+        rsub.pump(0.3)
+    rsub.pump(0.5)
+    assert set(acked) <= set(rsub.got), f"missing {sorted(set(acked) - set(rsub.got), key=int)[:10]}"
+    if qos == 2:
+        assert len(rsub.got) == len(set(rsub.got)), "QoS 2 duplicates"
+    # Delivered: the stored queue is empty, a restart brings nothing back.
+    edge.stop()
+    edge.start()
+    wait_state(remote.port, b"1")
+    assert "stored messages loaded for the remote" not in edge.output()
+    edge.stop()
 
 
 def _try_resume(rsub):
@@ -364,15 +396,25 @@ def test_tls_to_the_remote_with_a_test_ca(start_broker, remotes, certs):
     wrong_ca = bridge_toml(tls_port, ["secure/# out 1"], name="wrongca",
                            extra=f"bridge_cafile = \"{certs}/ca2.crt\"\nbridge_certfile = \"{certs}/edge.crt\"\n"
                                  f"bridge_keyfile = \"{certs}/edge.key\"\n")
-    edge = start_edge(start_broker, good + wrong_ca)
+    capath = certs / "capath"
+    if not capath.exists():
+        capath.mkdir()
+        shutil.copy(certs / "ca.crt", capath / "ca.crt")
+        subprocess.run(["openssl", "rehash", str(capath)], check=True, capture_output=True)
+    by_capath = bridge_toml(tls_port, ["secure/# out 1"], name="capath",
+                            extra=f"bridge_capath = \"{capath}\"\nbridge_certfile = \"{certs}/edge.crt\"\n"
+                                  f"bridge_keyfile = \"{certs}/edge.key\"\nbridge_tls_version = \"tlsv1.2\"\n"
+                                  "bridge_alpn = \"mqtt\"\n")
+    edge = start_edge(start_broker, good + wrong_ca + by_capath)
     wait_state(remote.port, b"1", name="good")
+    wait_state(remote.port, b"1", name="capath")
     rsub = sub(remote.port, [("secure/#", 1)])
     pub = Client(edge.port)
     pub.connect("lpub")
     pub.publish("secure/a", b"over tls", qos=1)
     expect_pub(rsub, "secure/a", b"over tls")
     # The bridge that does not trust the server's CA never connects, and says why.
-    wait_until(lambda: "Bridge wrongca" in edge.output() and "certificate verify failed" in edge.output(),
+    wait_or_fail(lambda: "Bridge wrongca" in edge.output() and "certificate verify failed" in edge.output(),
                what="the certificate error in the log")
     assert "Bridge wrongca: 127.0.0.1" in edge.output()
     assert "connected to" not in "\n".join(l for l in edge.output().splitlines() if "wrongca" in l)
@@ -416,7 +458,7 @@ def test_remote_refusing_the_credentials(start_broker, remotes, tmp_path):
     remote = remotes(extra=f"allow_anonymous false\npassword_file {pw}\n")
     edge = start_edge(start_broker, bridge_toml(remote.port, ["a/# out 1"], version="mqttv50",
                                                 extra='remote_username = "edge"\nremote_password = "wrong"\n'))
-    wait_until(lambda: "refused the connection" in edge.output(), what="the refusal in the log")
+    wait_or_fail(lambda: "refused the connection" in edge.output(), what="the refusal in the log")
     time.sleep(3)
     out = edge.output()
     refusals = out.count("refused the connection")
@@ -473,7 +515,7 @@ def test_sighup_adds_changes_and_removes_bridges(start_broker, remotes, tmp_path
     # Changed: the topics now map r/ to z/.
     conf.write_text("allow_anonymous = true\n" + bridge_toml(remote.port, ["# out 1 r/ z/"]))
     edge.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: "configuration changed, restarting" in edge.output(), what="the restart")
+    wait_or_fail(lambda: "configuration changed, restarting" in edge.output(), what="the restart")
     wait_state(remote.port, b"1")
 
     def arrives():
@@ -484,7 +526,7 @@ def test_sighup_adds_changes_and_removes_bridges(start_broker, remotes, tmp_path
             return p.topic == "z/2"
         except TimeoutError:
             return False
-    wait_until(arrives, what="r/2 as z/2 on the remote")
+    wait_or_fail(arrives, what="r/2 as z/2 on the remote")
     # Removed: the remote sees the state go to 0 and nothing more is bridged.
     conf.write_text("allow_anonymous = true\n")
     edge.proc.send_signal(signal.SIGHUP)
@@ -500,14 +542,14 @@ def test_sighup_adds_changes_and_removes_bridges(start_broker, remotes, tmp_path
 
 # ---------------------------------------------------------------- counters, queue bounds, start types
 
-def metrics(port):
+def metrics(port, name="b"):
     import urllib.request
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     out = {}
     for line in text.splitlines():
-        if line.startswith("mqttools_bridge_") and '{bridge="b"}' in line:
-            name, value = line.split(" ")
-            out[name.split("{")[0][len("mqttools_bridge_"):]] = int(value)
+        if line.startswith("mqttools_bridge_") and f'{{bridge="{name}"}}' in line:
+            metric, value = line.split(" ")
+            out[metric.split("{")[0][len("mqttools_bridge_"):]] = int(value)
     return out
 
 
@@ -528,7 +570,7 @@ def test_counters_queue_bound_and_qos0_drops(start_broker, remotes):
     rpub = Client(remote.port)
     rpub.connect("rpub")
     rpub.publish("in/1", b"abc")
-    wait_until(lambda: metrics(mport).get("messages_received_total") == 1, what="one message received")
+    wait_or_fail(lambda: metrics(mport).get("messages_received_total") == 1, what="one message received")
     m = metrics(mport)
     # Sent: three messages and the state notification "1".
     assert (m["connected"], m["messages_sent_total"], m["bytes_sent_total"], m["bytes_received_total"]) == (1, 4, 4, 3)
@@ -540,7 +582,7 @@ def test_counters_queue_bound_and_qos0_drops(start_broker, remotes):
         pub.publish("z/x", b"q0")
     for i in range(8):
         assert pub.publish("m/y", b"q1", qos=1, packet_id=i + 1).reason == 0
-    wait_until(lambda: metrics(mport).get("dropped_total") == 5, what="5 dropped")
+    wait_or_fail(lambda: metrics(mport).get("dropped_total") == 5, what="5 dropped")
     m = metrics(mport)
     assert (m["connected"], m["queued_messages"], m["reconnects_total"]) == (0, 5, 0)
     # The same in $SYS.
@@ -558,13 +600,13 @@ def test_counters_queue_bound_and_qos0_drops(start_broker, remotes):
             pass
         return got
     vals = {}
-    wait_until(lambda: vals.update(sys_values()) or vals.get("$SYS/broker/bridge/b/queued") == b"5",
+    wait_or_fail(lambda: vals.update(sys_values()) or vals.get("$SYS/broker/bridge/b/queued") == b"5",
                what="$SYS queued = 5")
     assert vals["$SYS/broker/bridge/b/dropped"] == b"5"
     assert vals["$SYS/broker/bridge/b/connected"] == b"0"
     # Back: the queue drains, and the reconnection is counted.
     remote.start()
-    wait_until(lambda: metrics(mport).get("queued_messages") == 0 and metrics(mport).get("connected") == 1,
+    wait_or_fail(lambda: metrics(mport).get("queued_messages") == 0 and metrics(mport).get("connected") == 1,
                what="the queue drained after reconnecting")
     assert metrics(mport)["reconnects_total"] == 1
     assert edge.stop() == 0, edge.output()
@@ -614,14 +656,134 @@ def test_address_failover(start_broker, remotes):
     pub.connect("lpub")
     pub.publish("f/1", b"x", qos=1)
     expect_pub(rsub, "f/1", b"x")
+    # round_robin = false (the default): the primary comes back, the bridge
+    # moves back to it (probed every max(restart_timeout, 5) seconds).
+    primary = remotes(port=dead)
+    wait_or_fail(lambda: "answers again, moving back to it" in edge.output(), timeout=15,
+               what="the move back to the primary")
+    wait_state(primary.port, b"1")
     assert edge.stop() == 0, edge.output()
 
 
-def test_try_private_refused_by_mqttoolsd_is_explained(start_broker):
-    """mqttoolsd, like some other brokers, refuses the 3.1.1 bridge flag
-    (protocol level 0x84): the log says what to change."""
+def test_notification_topic_local_only_and_outgoing_retain(start_broker, remotes):
+    remote = remotes()
+    edge = start_edge(start_broker, bridge_toml(remote.port, ["r/# out 1"], extra=(
+        'notification_topic = "edge/up"\nnotifications_local_only = true\nbridge_outgoing_retain = false\n')))
+    wait_state(edge.port, b"1", topic="edge/up")
+    # Local only: the remote has no state message (and no will of ours).
+    assert read_retained(remote.port, "edge/up") is None
+    rsub = sub(remote.port, [("r/#", 1)])
+    pub = Client(edge.port)
+    pub.connect("lpub")
+    pub.publish("r/x", b"v", qos=1, retain=True)
+    expect_pub(rsub, "r/x", b"v")
+    # bridge_outgoing_retain = false: it crossed, but not as retained.
+    assert read_retained(remote.port, "r/x") is None
+    assert read_retained(edge.port, "r/x") == b"v"
+    assert edge.stop() == 0, edge.output()
+
+
+# ---------------------------------------------------------------- loops (try_private, No Local, broker ids)
+
+def test_try_private_to_mqttoolsd_both_ways(start_broker):
+    """A 3.1.1 bridge with try_private (protocol level 0x84) is accepted and
+    treated as a bridge: its subscriptions get No Local (no echo) and Retain
+    As Published (a retained message crosses as retained)."""
     cloud = start_broker(config="allow_anonymous = true\n")
-    edge = start_edge(start_broker, bridge_toml(cloud.port, ["a/# out 1"]))
-    wait_until(lambda: "set try_private = false" in edge.output(), what="the hint in the log")
-    assert "refused the connection: Unsupported Protocol Version (0x84)" in edge.output(), edge.output()
+    edge = start_edge(start_broker, bridge_toml(cloud.port, ["t/# both 1"]))
+    wait_state(cloud.port, b"1")
+    assert "is a bridge (try_private)" in cloud.output(), cloud.output()
+    csub = sub(cloud.port, [("t/#", 1)])
+    lsub = sub(edge.port, [("t/#", 1)])
+    lpub = Client(edge.port)
+    lpub.connect("lpub")
+    cpub = Client(cloud.port)
+    cpub.connect("cpub")
+    lpub.publish("t/e", b"1", qos=1)
+    cpub.publish("t/c", b"2", qos=1)
+    want = ["t/c", "t/e"]
+    assert sorted(m.topic for m in lsub.messages(quiet=1.0 * SLOW)) == want
+    assert sorted(m.topic for m in csub.messages(quiet=0.5 * SLOW)) == want
+    # Retained on the cloud: comes down retained, so the edge keeps it too.
+    cpub.publish("t/r", b"kept", qos=1, retain=True, packet_id=2)
+    expect_pub(lsub, "t/r", b"kept")
+    wait_or_fail(lambda: read_retained(edge.port, "t/r") == b"kept", what="t/r retained on the edge")
     assert edge.stop() == 0, edge.output()
+
+
+def test_mosquitto_bridging_into_mqttoolsd_with_try_private(start_broker, remotes):
+    """The receiving side: Debian's mosquitto bridges `t/# both` into
+    mqttoolsd with try_private; each message reaches each side once."""
+    edge = start_broker(config="allow_anonymous = true\n")
+    remote = remotes(extra=(f"connection m\naddress 127.0.0.1:{edge.port}\ntopic t/# both 1\n"
+                            "bridge_protocol_version mqttv311\ntry_private true\nnotifications false\n"
+                            "cleansession true\nrestart_timeout 1\nremote_clientid from-mosquitto\n"))
+    wait_or_fail(lambda: "from-mosquitto is a bridge (try_private)" in edge.output(), what="the bridge on mqttoolsd")
+    lsub = sub(edge.port, [("t/#", 1)])
+    rsub = sub(remote.port, [("t/#", 1)])
+
+    def crossed():
+        # Mosquitto subscribes after its CONNACK: probe until a message crosses.
+        rpub = Client(remote.port)
+        rpub.connect("")
+        rpub.publish("t/probe", b"", qos=1)
+        rpub.close()
+        try:
+            return any(m.topic == "t/probe" for m in lsub.messages(quiet=0.3))
+        finally:
+            rsub.messages(quiet=0.2)
+    wait_or_fail(crossed, what="mosquitto's bridge to subscribe")
+    lpub = Client(edge.port)
+    lpub.connect("lpub")
+    rpub = Client(remote.port)
+    rpub.connect("rpub")
+    lpub.publish("t/e", b"1", qos=1)
+    rpub.publish("t/m", b"2", qos=1)
+    want = ["t/e", "t/m"]
+    assert sorted(m.topic for m in lsub.messages(quiet=1.0 * SLOW)) == want
+    assert sorted(m.topic for m in rsub.messages(quiet=0.5 * SLOW)) == want
+    remote.stop()
+    assert edge.stop() == 0, edge.output()
+
+
+def test_two_mqttoolsd_bridging_each_other(start_broker, tmp_path):
+    """A bridges `t/# both` to B and B bridges `t/# both` to A (MQTT 5):
+    the broker ids of the bridge handshake keep every message to one link
+    and never back where it came from: each subscriber gets each message
+    once and the bridge counters stop growing."""
+    a_metrics, b_metrics = free_port(), free_port()
+    a = start_broker(config=f"allow_anonymous = true\n[metrics]\nport = {a_metrics}\n")
+    b = start_edge(start_broker, f"[metrics]\nport = {b_metrics}\n" +
+                   bridge_toml(a.port, ["t/# both 1"], name="ba", version="mqttv50"))
+    # A's configuration names B's port: added by SIGHUP.
+    (tmp_path / f"mqttoolsd-{a.port}.toml").write_text(
+        f"allow_anonymous = true\n[metrics]\nport = {a_metrics}\n" +
+        bridge_toml(b.port, ["t/# both 1"], name="ab", version="mqttv50"))
+    a.proc.send_signal(signal.SIGHUP)
+    wait_state(b.port, b"1", name="ab")
+    wait_state(a.port, b"1", name="ba")
+    assert "is the bridge of mqttoolsd" in a.output() and "is the bridge of mqttoolsd" in b.output()
+    asub = sub(a.port, [("t/#", 1)])
+    bsub = sub(b.port, [("t/#", 1)])
+    apub = Client(a.port)
+    apub.connect("apub")
+    bpub = Client(b.port)
+    bpub.connect("bpub")
+    apub.publish("t/a", b"1", qos=1)
+    bpub.publish("t/b", b"2", qos=1)
+    apub.publish("t/a0", b"3", qos=0)
+    want = ["t/a", "t/a0", "t/b"]
+    assert sorted(m.topic for m in asub.messages(quiet=1.0 * SLOW)) == want
+    assert sorted(m.topic for m in bsub.messages(quiet=0.5 * SLOW)) == want
+
+    def counters():
+        return metrics(a_metrics, "ab"), metrics(b_metrics, "ba")
+    first = counters()
+    time.sleep(1.0 * SLOW)
+    assert counters() == first
+    # Each message crossed once: two from A (plus the state "1"), one from B.
+    (ab, ba) = first
+    assert (ab["messages_sent_total"], ba["messages_sent_total"]) == (3, 2), first
+    assert (ab["messages_received_total"], ba["messages_received_total"]) == (0, 0), first
+    assert b.stop() == 0, b.output()
+    assert a.stop() == 0, a.output()
