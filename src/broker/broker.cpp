@@ -408,7 +408,10 @@ void Broker::connection_lost(Connection& c) {
 
 void Broker::close_connection(Connection& c, ReasonCode reason, bool send_disconnect) {
     if (c.state == Connection::State::closing) return;
-    if (c.state == Connection::State::connect_pending) abandon_pending_connect(c);
+    if (c.state == Connection::State::connect_pending) {
+        abandon_pending_connect(c);
+        if (!parked_.empty()) drop_parked(c);
+    }
     if (c.extras && c.extras->retained) drop_retained_backlog(c);
     const bool was_connected = c.state == Connection::State::connected;
     if (send_disconnect && was_connected && c.version == ProtocolVersion::v5) {

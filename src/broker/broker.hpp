@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "broker/auth/acl.hpp"
@@ -117,9 +118,20 @@ public:
     bool route_from_cluster(Bytes packet, std::string_view shared);
     // A retained update from the cluster's store, stored `age_seconds` ago.
     bool retained_from_cluster(Bytes packet, std::uint32_t age_seconds);
-    // Another node accepted a CONNECT with this client id: a local
-    // connection is closed with 0x8E and the local session is let go.
-    void session_claimed_elsewhere(std::string_view client_id);
+    // Another node (`node`) accepted a CONNECT with this client id: a local
+    // connection is closed with 0x8E and the local session is let go; with
+    // `wants_state` its state goes to that node (session_transfer.cpp). A
+    // CONNECT parked here for that id lost the race: it is accepted, then
+    // taken over. True when something here was let go.
+    bool session_claimed_elsewhere(std::string_view client_id, std::string_view node, bool wants_state);
+    // This node's claim for `client_id` is settled (this node owns it now):
+    // the CONNECT parked for it goes on, or with `wait_for_state` (another
+    // node held the session) keeps waiting for session_arrived.
+    void claim_settled(std::string_view client_id, bool wait_for_state);
+    // session_transfer.cpp: the state of a session another node let go, for
+    // a CONNECT parked here; applied and the CONNECT goes on (Session
+    // Present 1). Ignored when no CONNECT waits for it any more.
+    void session_arrived(std::string_view client_id, std::string_view state);
     net::Reactor& reactor() noexcept { return reactor_; }
 
     // ---- used by Connection
@@ -167,8 +179,10 @@ private:
     // protocol_connect.cpp
     void handle_connect(Connection& c, const FixedHeader& header, Bytes body);
     // The CONNECT after its credentials: `verified` is the AuthPool's
-    // answer (null: check them here). Sends CONNACK or refuses.
-    void accept_connect(Connection& c, const ConnectPacket& p, bool assigned, const ReasonCode* verified);
+    // answer (null: check them here). Sends CONNACK or refuses, or parks
+    // it (session_transfer.cpp: the packet is `header` + `body`).
+    void accept_connect(Connection& c, const ConnectPacket& p, bool assigned, const ReasonCode* verified,
+                        const FixedHeader& header, Bytes body);
     void refuse_connect(Connection& c, ProtocolVersion version, ReasonCode reason);
     bool attach_session(Connection& c, const ConnectPacket& connect, std::uint32_t session_expiry);
     void detach_session(Connection& c, bool publish_will);
@@ -196,6 +210,26 @@ private:
     void finish_pending_connects(const std::string& client_id);
     // A connect_pending connection closes: its answer is discarded.
     void abandon_pending_connect(Connection& c);
+
+    // session_transfer.cpp: in a cluster a CONNECT waits ("parked",
+    // reading paused, in State::connect_pending) until its claim on the
+    // client id is settled and, with Clean Start 0, until the node that
+    // held the session sent it; then, or after a bounded wait, it goes on
+    // in accept_connect.
+    struct Parked {
+        std::string client_id;
+        FixedHeader header;
+        std::vector<std::byte> body;  // the CONNECT's body (wiped when dropped: password)
+        bool assigned = false;
+        bool settled = false;   // its claim is settled (claim_settled)
+        std::uint64_t seq = 0;  // parking order
+        net::Reactor::TimerId timer = {};
+    };
+    bool park_connect(Connection& c, const FixedHeader& header, Bytes body, bool assigned);
+    void resume_parked(Connection& c);
+    void drop_parked(Connection& c);
+    std::string export_session(Session& s);
+    bool import_session(std::string_view client_id, std::string_view state);
 
     // protocol_publish.cpp
     void handle_publish(Connection& c, const FixedHeader& header, Bytes body);
@@ -302,6 +336,9 @@ private:
     Clock::time_point memory_sampled_{};
     std::vector<std::string> startup_errors_;
     std::unique_ptr<PendingConnects> pending_connects_;  // made on first use
+    std::unordered_map<Connection*, Parked> parked_;     // session_transfer.cpp
+    Connection* resuming_ = nullptr;  // a parked CONNECT going on (not parked again)
+    std::uint64_t parked_seq_ = 0;
 
     // Reused per message so routing allocates nothing after warm-up.
     std::vector<std::byte> scratch_;

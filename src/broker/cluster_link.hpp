@@ -27,7 +27,10 @@ struct ClusterCounters {
     std::uint64_t reconnects = 0;
     std::uint64_t remote_interest = 0;   // NATS subscriptions held for local filters
     std::uint64_t retained_in = 0;       // retained updates applied from the cluster
+    std::uint64_t retained_stored = 0;   // this node's retained updates acknowledged by the stream
     std::uint64_t takeovers_in = 0;      // local sessions taken over by another node
+    std::uint64_t sessions_sent = 0;     // session states handed to the node that took them over
+    std::uint64_t sessions_received = 0; // session states taken over from another node
 };
 
 class ClusterLink {
@@ -41,9 +44,14 @@ public:
     // other nodes; a retained one also updates the cluster's retained copy
     // (an empty payload deletes it).
     virtual void publish(const MessageView& message) = 0;
-    // A client connected here with `client_id`: other nodes holding it
-    // close it (0x8E, Session taken over) and hand its session over.
-    virtual void claim_session(std::string_view client_id) = 0;
+    // A client connects here with `client_id`: other nodes holding it
+    // close it (0x8E, Session taken over); with `want_state` (Clean Start
+    // 0) the node that held the session sends it back through
+    // send_session, and it arrives here as Broker::session_arrived.
+    virtual void claim_session(std::string_view client_id, bool want_state) = 0;
+    // The state of a session this node let go (session_transfer.cpp's
+    // format), for the node `node` that claimed it.
+    virtual void send_session(std::string_view node, std::string_view client_id, std::string_view state) = 0;
     virtual ClusterCounters counters() const = 0;
     // Shared subscriptions are delivered by the cluster (a NATS queue group
     // picks one node), never by the local router alone.

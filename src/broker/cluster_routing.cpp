@@ -118,19 +118,38 @@ bool Broker::retained_from_cluster(Bytes packet, std::uint32_t age_seconds) {
     return true;
 }
 
-void Broker::session_claimed_elsewhere(std::string_view client_id) {
+bool Broker::session_claimed_elsewhere(std::string_view client_id, std::string_view node, bool wants_state) {
+    // A CONNECT parked here for this id lost the race to a newer claim: it
+    // was first, so it is accepted and then taken over, as on one node
+    // when two CONNECTs with one id follow each other ([MQTT-3.1.4-3]).
+    std::vector<Connection*> lost;
+    for (auto& [conn, p] : parked_) {
+        if (p.client_id == client_id) lost.push_back(conn);
+    }
+    for (Connection* conn : lost) resume_parked(*conn);
     Session* s = sessions_.find(std::string(client_id));
-    if (!s) return;
+    if (!s) return !lost.empty();
     spdlog::info("Client {} connected to another node: closing here (session taken over).", s->client_id);
     if (s->connection) close_connection(*s->connection, ReasonCode::session_taken_over, true);  // [MQTT-3.1.4-3]
     s = sessions_.find(std::string(client_id));
-    if (!s) return;  // ended with its connection (Session Expiry 0)
+    if (!s) {
+        // It ended with its connection (Session Expiry 0): nothing to hand
+        // over, but the waiting node need not wait any longer.
+        if (wants_state && cluster_) cluster_->send_session(node, client_id, {});
+        return true;
+    }
     // The session lives on at the other node: no delayed will from here
     // ([MQTT-3.1.3-9]: it reconnected in time), and no copy left behind.
     reactor_.cancel_timer(s->will_timer);
     s->will_timer = {};
     s->will.reset();
+    if (wants_state && cluster_) {
+        // Subscriptions, queued and in-flight messages, inbound QoS 2 ids
+        // go to the node that claimed it (session_transfer.cpp).
+        cluster_->send_session(node, s->client_id, export_session(*s));
+    }
     end_session(*s);
+    return true;
 }
 
 }  // namespace mqttools::broker

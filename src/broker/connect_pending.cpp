@@ -107,8 +107,10 @@ void Broker::finish_pending_connects(const std::string& client_id) {
             close_connection(*c, decoded.error(), false);
             continue;
         }
-        accept_connect(*c, *decoded, entry.assigned, &entry.reason);
-        // Accepted: what the client sent behind its CONNECT is processed now.
+        accept_connect(*c, *decoded, entry.assigned, &entry.reason, entry.header,
+                       Bytes(entry.body.data(), entry.body.size()));
+        // Accepted: what the client sent behind its CONNECT is processed now
+        // (a CONNECT parked for a session from another node stays paused).
         if (c->state == Connection::State::connected) c->resume_reading();
     }
 }

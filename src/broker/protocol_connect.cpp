@@ -123,10 +123,11 @@ void Broker::handle_connect(Connection& c, const FixedHeader& header, Bytes body
         start_pending_connect(c, header, body);
         return;
     }
-    accept_connect(c, p, assigned, nullptr);
+    accept_connect(c, p, assigned, nullptr, header, body);
 }
 
-void Broker::accept_connect(Connection& c, const ConnectPacket& p, bool assigned, const ReasonCode* verified) {
+void Broker::accept_connect(Connection& c, const ConnectPacket& p, bool assigned, const ReasonCode* verified,
+                            const FixedHeader& header, Bytes body) {
     const bool v5 = p.version == ProtocolVersion::v5;
     if (ReasonCode rc = authenticate(c, p, verified); is_error(rc)) {
         refuse_connect(c, c.version, rc);
@@ -163,8 +164,14 @@ void Broker::accept_connect(Connection& c, const ConnectPacket& p, bool assigned
         return;
     }
     // Other nodes let go of this client id (cluster_link.hpp); an assigned
-    // id is new everywhere.
-    if (cluster_ && !assigned) cluster_->claim_session(c.client_id);
+    // id is new everywhere. The CONNECT waits until this node's claim is
+    // settled and, with Clean Start 0 and no session here, for the session
+    // from the node that held it (session_transfer.cpp); a parked CONNECT
+    // going on has claimed already.
+    if (cluster_ && !assigned && resuming_ != &c && park_connect(c, header, body, assigned)) {
+        cluster_->claim_session(c.client_id, !p.clean_start && !sessions_.find(c.client_id));
+        return;
+    }
     ack.session_present = attach_session(c, p, expiry);
     Session& s = *c.session;
     bind_acl(c);

@@ -1,11 +1,21 @@
-// Session takeover across cluster nodes (broker/cluster_link.hpp): a
-// CONNECT with Clean Start 0 for a client id this node does not hold waits
-// ("parked") while the claim crosses; the node that held the session sends
-// it over — subscriptions, queued and in-flight QoS 1/2 messages, inbound
-// QoS 2 state — and the CONNECT then goes on as if the session had always
-// been here (Session Present 1, [MQTT-3.2.2-2]). No answer within
-// handover_wait: nobody had it, and the CONNECT goes on with a new session.
+// Session takeover across cluster nodes (broker/cluster_link.hpp). In a
+// cluster every CONNECT (but one with an assigned id) waits ("parked")
+// until the link settled its claim on the client id. With Clean Start 0 and
+// no session here, when another node held the id, it waits on: that node
+// sends the session over — subscriptions, queued and in-flight QoS 1/2
+// messages, inbound QoS 2 state — and the CONNECT then goes on as if the
+// session had always been here (Session Present 1, [MQTT-3.2.2-2]). No
+// answer within handover_wait: the node that had it is gone, and the
+// CONNECT goes on with a new session.
+//
+// The CONNECT parks after its credentials were checked (an unauthenticated
+// client must not pull a session away from another node), in
+// State::connect_pending with reading paused, like a CONNECT waiting for
+// the AuthPool (connect_pending.cpp); nothing it sent after CONNECT is
+// processed before its CONNACK ([MQTT-3.1.4-5]).
 #include <cstring>
+
+#include <openssl/crypto.h>
 
 #include <spdlog/spdlog.h>
 
@@ -15,7 +25,15 @@ namespace mqttools::broker {
 
 namespace {
 
-constexpr auto handover_wait = std::chrono::milliseconds(300);
+// The bound on a CONNECT's wait for its claim (a compare-and-set on the
+// NATS KV bucket) and the session from the node that held it: long enough
+// for both on a loaded host. Beyond it the CONNECT goes on unsettled (NATS
+// down or slow; the claim still goes out) or with a new session (the node
+// that held it is gone).
+constexpr auto handover_wait = std::chrono::milliseconds(1500);
+// A NATS message is at most 1 MiB by default (max_payload): the queued
+// messages beyond this budget stay behind (counted as dropped, logged).
+constexpr std::size_t state_budget = 900u << 10;
 
 class Writer {
 public:
@@ -27,6 +45,7 @@ public:
         out_.append(s);
     }
     std::string take() { return std::move(out_); }
+    std::size_t size() const noexcept { return out_.size(); }
 
 private:
     void raw(const void* p, std::size_t n) { out_.append(static_cast<const char*>(p), n); }
@@ -99,36 +118,56 @@ void write_message(Writer& w, const OutboundMessage& m, Clock::time_point now) {
 
 }  // namespace
 
-std::string Broker::export_session(std::string_view client_id) {
-    Session* s = sessions_.find(client_id);
-    // Session Expiry 0: the session ends with its connection, nothing to
-    // hand over ([MQTT-3.1.2-23] as for a takeover on one node).
-    if (!s || s->expiry_interval == 0) return {};
+std::string Broker::export_session(Session& s) {
     const auto now = reactor_.now();
     Writer w;
     w.u8(1);  // format version
-    w.u32(s->expiry_interval);
-    w.u32(static_cast<std::uint32_t>(s->subscriptions.size()));
-    for (const auto& [filter, o] : s->subscriptions) {
+    w.u32(s.expiry_interval);
+    w.u32(static_cast<std::uint32_t>(s.subscriptions.size()));
+    for (const auto& [filter, o] : s.subscriptions) {
         w.bytes(filter);
         w.u8(static_cast<std::uint8_t>(o.qos));
         w.u8(static_cast<std::uint8_t>((o.no_local ? 1 : 0) | (o.retain_as_published ? 2 : 0) | (o.retain_handling << 2)));
         w.u32(o.identifier);
     }
-    const OutboundState* out = s->outbound.get();
+    const OutboundState* out = s.outbound.get();
     w.u16(out ? out->last_packet_id : 0);
+    // In flight first: those keep their packet ids and state (PUBREL
+    // pending included) and are resent with DUP by the new node.
     w.u32(out ? static_cast<std::uint32_t>(out->inflight.size()) : 0);
     if (out) {
         for (const OutboundMessage& m : out->inflight) write_message(w, m, now);
     }
-    w.u32(out ? static_cast<std::uint32_t>(out->queue.size()) : 0);
+    std::uint32_t queued = 0;
+    std::size_t left_behind = 0;
     if (out) {
-        for (const OutboundMessage& m : out->queue) write_message(w, m, now);
+        for (const OutboundMessage& m : out->queue) {
+            if (w.size() + (m.message ? m.message->memory_size() : 0) > state_budget) {
+                ++left_behind;
+            } else {
+                ++queued;
+            }
+        }
+    }
+    w.u32(queued);
+    if (out) {
+        std::uint32_t written = 0;
+        for (const OutboundMessage& m : out->queue) {
+            if (written == queued) break;
+            if (w.size() + (m.message ? m.message->memory_size() : 0) > state_budget) continue;
+            write_message(w, m, now);
+            ++written;
+        }
+    }
+    if (left_behind) {
+        stats_.publish_dropped += left_behind;
+        spdlog::warn("Client {}: {} queued message(s) did not fit in the session handed over and were dropped.",
+                     s.client_id, left_behind);
     }
     std::vector<std::uint16_t> qos2;
-    if (s->inbound_qos2.size() > 0) {
+    if (s.inbound_qos2.size() > 0) {
         for (std::uint32_t id = 1; id <= 0xFFFF; ++id) {
-            if (s->inbound_qos2.contains(static_cast<std::uint16_t>(id))) qos2.push_back(static_cast<std::uint16_t>(id));
+            if (s.inbound_qos2.contains(static_cast<std::uint16_t>(id))) qos2.push_back(static_cast<std::uint16_t>(id));
         }
     }
     w.u32(static_cast<std::uint32_t>(qos2.size()));
@@ -167,7 +206,10 @@ bool Broker::import_session(std::string_view client_id, std::string_view state) 
             m.retain = r.u8() != 0;
             m.packet_id = r.u16();
             const std::uint32_t ids = r.u32();
-            for (std::uint32_t k = 0; k < ids && k < 64 && r.ok(); ++k) m.subscription_ids.push_back(r.u32());
+            for (std::uint32_t k = 0; k < ids && r.ok(); ++k) {
+                const std::uint32_t id = r.u32();
+                if (k < 64) m.subscription_ids.push_back(id);
+            }
             if (r.u8()) {
                 MessageView v;
                 v.topic = r.bytes();
@@ -182,44 +224,46 @@ bool Broker::import_session(std::string_view client_id, std::string_view state) 
                 m.message = make_message(v, now);
             }
             if (!m.message && m.state != OutboundMessage::State::awaiting_pubcomp) continue;
-            auto& o = s->out();
-            (list == 0 ? o.inflight : o.queue).push_back(std::move(m));
+            OutboundState& o = s->out();
+            if (list == 0) {
+                o.inflight.push_back(std::move(m));
+            } else if (m.message) {
+                m.state = OutboundMessage::State::queued;
+                o.queued_bytes += m.message->memory_size();
+                o.queue.push_back(std::move(m));
+            }
         }
     }
     if (s->outbound) s->outbound->last_packet_id = last_id;
     const std::uint32_t qos2 = r.u32();
     for (std::uint32_t i = 0; i < qos2 && r.ok(); ++i) s->inbound_qos2.insert(r.u16());
     if (!r.ok()) spdlog::warn("Cluster: the session of {} arrived damaged; kept what was readable.", s->client_id);
+    // The session arrives disconnected: its CONNECT attaches it next.
+    // With persistence it becomes durable there (persist_session); the
+    // queued messages it brought are kept in RAM only.
     return true;
 }
 
-bool Broker::park_connect(Connection& c, const FixedHeader& header, Bytes body) {
-    if (!cluster_ || resuming_ == &c || parked_.size() >= 100000) return false;
+bool Broker::park_connect(Connection& c, const FixedHeader& header, Bytes body, bool assigned) {
+    if (!cluster_ || resuming_ == &c) return false;
     Parked p;
-    p.connection = &c;
     p.client_id = c.client_id;
-    const std::size_t n = header.packet_size();
-    p.connect.assign(body.data() - header.header_size, body.data() - header.header_size + n);
+    p.header = header;
+    p.body.assign(body.begin(), body.end());
+    p.assigned = assigned;
+    p.seq = ++parked_seq_;
     Connection* cp = &c;
-    p.timer = reactor_.add_timer_after(handover_wait, [this, cp] { resume_parked(*cp); });
-    if (auto it = parked_.find(&c); it != parked_.end()) reactor_.cancel_timer(it->second.timer);
-    parked_[&c] = std::move(p);
-    return true;
-}
-
-bool Broker::park_more(Connection& c, const FixedHeader& header, Bytes body) {
-    auto it = parked_.find(&c);
-    if (it == parked_.end()) return false;
-    // Packets sent right after CONNECT wait with it (a client need not
-    // wait for CONNACK, spec 3.1.4); bounded like one client's input.
-    const std::size_t n = header.packet_size();
-    if (it->second.later_bytes + n > max_packet_in_ + 65536) {
-        drop_parked(c);
-        close_connection(c, ReasonCode::quota_exceeded, false);
-        return true;
-    }
-    it->second.later.emplace_back(body.data() - header.header_size, body.data() - header.header_size + n);
-    it->second.later_bytes += n;
+    p.timer = reactor_.add_timer_after(handover_wait, [this, cp] {
+        auto it = parked_.find(cp);
+        if (it == parked_.end()) return;
+        it->second.timer = {};
+        spdlog::debug("Client {}: no node handed a session over; starting a new one.", it->second.client_id);
+        resume_parked(*cp);
+    });
+    if (auto it = parked_.find(&c); it != parked_.end()) drop_parked(c);
+    parked_.emplace(&c, std::move(p));
+    c.state = Connection::State::connect_pending;
+    c.pause_reading();
     return true;
 }
 
@@ -227,19 +271,51 @@ void Broker::drop_parked(Connection& c) {
     auto it = parked_.find(&c);
     if (it == parked_.end()) return;
     reactor_.cancel_timer(it->second.timer);
+    if (!it->second.body.empty()) OPENSSL_cleanse(it->second.body.data(), it->second.body.size());
     parked_.erase(it);
 }
 
-void Broker::session_arrived(std::string_view client_id, std::string_view state) {
-    Connection* waiting = nullptr;
+void Broker::claim_settled(std::string_view client_id, bool wait_for_state) {
+    // Claims settle in the order they were made: the oldest unsettled
+    // CONNECT for this id is the one.
+    Connection* first = nullptr;
+    std::uint64_t oldest = ~std::uint64_t{0};
     for (auto& [conn, p] : parked_) {
-        if (p.client_id == client_id) waiting = conn;
+        if (p.client_id == client_id && !p.settled && p.seq < oldest) {
+            first = conn;
+            oldest = p.seq;
+        }
     }
-    if (!waiting) return;  // it gave up waiting (or left): the session is not kept
-    if (import_session(client_id, state)) {
-        spdlog::info("Client {}: session taken over from another node.", std::string(client_id));
+    if (!first) return;  // it stopped waiting
+    parked_[first].settled = true;
+    if (!wait_for_state) resume_parked(*first);
+}
+
+void Broker::session_arrived(std::string_view client_id, std::string_view state) {
+    // The latest CONNECT parked for this id gets it (an earlier one would
+    // be taken over by it at once anyway).
+    Connection* waiting = nullptr;
+    std::uint64_t latest = 0;
+    for (auto& [conn, p] : parked_) {
+        if (p.client_id == client_id && p.seq > latest) {
+            waiting = conn;
+            latest = p.seq;
+        }
     }
+    if (!waiting) {
+        // It gave up waiting (or left): the session is not kept.
+        if (state.empty()) return;
+        spdlog::warn("Cluster: the session of {} arrived after its CONNECT stopped waiting; dropped.",
+                     std::string(client_id));
+        return;
+    }
+    const bool imported = import_session(client_id, state);
+    if (imported) spdlog::info("Client {}: session taken over from another node.", std::string(client_id));
     resume_parked(*waiting);
+    if (!imported) return;
+    // Refused after all (memory limit): the session has no connection and
+    // no expiry timer; it is not kept.
+    if (Session* s = sessions_.find(client_id); s && !s->connection) end_session(*s);
 }
 
 void Broker::resume_parked(Connection& c) {
@@ -248,17 +324,21 @@ void Broker::resume_parked(Connection& c) {
     Parked p = std::move(it->second);
     reactor_.cancel_timer(p.timer);
     parked_.erase(it);
-    if (c.state != Connection::State::awaiting_connect) return;
-    resuming_ = &c;
-    const Frame f = read_frame(Bytes(p.connect.data(), p.connect.size()));
-    dispatch_packet(c, f.header, Bytes(p.connect.data() + f.header.header_size, f.header.remaining_length));
-    resuming_ = nullptr;
-    for (const auto& packet : p.later) {
-        if (c.state != Connection::State::connected) break;
-        const Frame g = read_frame(Bytes(packet.data(), packet.size()));
-        handle_packet(c, g.header, Bytes(packet.data() + g.header.header_size, g.header.remaining_length));
+    if (c.state != Connection::State::connect_pending) return;
+    c.state = Connection::State::awaiting_connect;
+    auto decoded = decode_connect(p.header, Bytes(p.body.data(), p.body.size()));
+    if (decoded) {
+        // Its credentials were checked before it parked.
+        const ReasonCode verified = ReasonCode::success;
+        resuming_ = &c;
+        accept_connect(c, *decoded, p.assigned, &verified, p.header, Bytes(p.body.data(), p.body.size()));
+        resuming_ = nullptr;
+    } else {
+        close_connection(c, decoded.error(), false);  // cannot happen: it decoded before
     }
-    mark_dirty(c);
+    OPENSSL_cleanse(p.body.data(), p.body.size());
+    // Accepted: what the client sent behind its CONNECT is processed now.
+    if (c.state == Connection::State::connected) c.resume_reading();
 }
 
 }  // namespace mqttools::broker

@@ -30,6 +30,17 @@ constexpr std::uint32_t tag_live = 0;
 constexpr std::uint32_t tag_retained = 1;
 constexpr std::uint32_t tag_claim = 2;
 constexpr std::uint32_t tag_log = 3;
+constexpr std::uint32_t tag_session = 4;
+constexpr std::uint32_t tag_claimed = 5;  // this node's claim settled: seq = stamp, age = flags
+
+// Flags of a settled claim (InHeader::age).
+constexpr std::uint32_t claim_wants_state = 1;
+constexpr std::uint32_t claim_other_owner = 2;  // another node (or maybe one) held the id
+
+// Claim stamps: a KV revision with the top bit set, so that a claim ordered
+// by the bucket always beats one made while the bucket was unreachable
+// (ordered by wall-clock time, below 2^63 until the year 2262).
+constexpr std::uint64_t kv_stamp_bit = std::uint64_t{1} << 63;
 constexpr std::uint32_t tag_shared_base = 16;
 
 // Queue bounds: beyond them a message is counted as lost instead of
@@ -91,11 +102,41 @@ std::uint64_t wall_ns() {
             .count());
 }
 
-std::string stream_name(std::string_view prefix) {
+std::string stream_name(std::string_view prefix, std::string_view kind = "MQTT_RETAINED_") {
     // Stream names may not hold '.', '*', '>' or spaces.
-    std::string name = "MQTT_RETAINED_";
+    std::string name(kind);
     for (const char ch : prefix) name.push_back(ch == '.' ? '_' : ch);
     return name;
+}
+
+// A client id as a KV key ([-/_=.A-Za-z0-9]+): the bytes [A-Za-z0-9_-]
+// stay, every other one becomes =XX (injective). An id whose key would be
+// long (a subject must fit NATS' control line) becomes a 64-bit FNV-1a
+// hash: two ids sharing a key only share the order of their claims.
+std::string kv_key(std::string_view client_id) {
+    static const char* hex = "0123456789ABCDEF";
+    std::string key;
+    if (client_id.size() <= 256) {
+        for (const char ch : client_id) {
+            const auto b = static_cast<unsigned char>(ch);
+            if ((b >= 'A' && b <= 'Z') || (b >= 'a' && b <= 'z') || (b >= '0' && b <= '9') || b == '_' || b == '-') {
+                key.push_back(ch);
+            } else {
+                key.push_back('=');
+                key.push_back(hex[b >> 4]);
+                key.push_back(hex[b & 15]);
+            }
+        }
+        if (key.size() <= 512) return key;
+    }
+    std::uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char ch : client_id) {
+        h ^= static_cast<unsigned char>(ch);
+        h *= 0x100000001b3ULL;
+    }
+    key = "=H";
+    for (int i = 60; i >= 0; i -= 4) key.push_back(hex[(h >> i) & 15]);
+    return key;
 }
 
 }  // namespace
@@ -131,19 +172,36 @@ struct NatsCluster::Shared {
     std::deque<SubContext> shared_contexts;
     std::unordered_map<std::uint32_t, SubContext*> context_by_tag;
     std::int64_t dropped_by_gone_subs = 0;
+    std::uint64_t unsent_control = 0;
 
     SubContext live_context{this, tag_live};
     SubContext retained_context{this, tag_retained};
     SubContext claim_context{this, tag_claim};
+    SubContext session_context{this, tag_session};
 
     std::thread link_thread;
     std::thread js_thread;
+    // Session claims (client id, wants state) for the KV thread; under kv_mutex.
+    std::thread kv_thread;
+    std::mutex kv_mutex;
+    std::condition_variable kv_cv;
+    std::deque<std::pair<std::string, bool>> kv_jobs;
+    std::atomic<std::uint64_t> unsent_claims{0};
     std::mutex js_mutex;
     std::condition_variable js_cv;
     natsSubscription* retained_sub = nullptr;  // js thread, destroyed by the link thread after it ended
     jsCtx* js = nullptr;
+    // Retained updates (subject, PUBLISH) for the stream, in the order the
+    // reactor published them; under js_mutex. The js thread sends them
+    // once the stream exists: sent earlier, NATS would have dropped them
+    // for want of a stream, and a node started later would never see them.
+    std::deque<std::pair<std::string, std::string>> retained_out;
+    std::size_t retained_out_bytes = 0;
+    enum class RetainedMode { waiting, stream, live_only };
+    RetainedMode retained_mode = RetainedMode::waiting;  // js thread
 
     std::atomic<std::uint64_t> messages_out{0};
+    std::atomic<std::uint64_t> retained_stored{0};  // acknowledged by the stream
     std::atomic<std::uint64_t> messages_in{0};
     std::atomic<std::uint64_t> lost_out{0};
     std::atomic<std::uint64_t> lost_in_queue{0};
@@ -180,7 +238,7 @@ struct NatsCluster::Shared {
         bool wake = false;
         {
             std::lock_guard lock(out_mutex);
-            if (op == Op::publish && out.size() + len > max_out_bytes) return false;
+            if ((op == Op::publish || op == Op::publish_live) && out.size() + len > max_out_bytes) return false;
             wake = out.empty();
             const OutHeader h{op, id, tag, static_cast<std::uint32_t>(subject.size() + 1),
                               queue.empty() ? 0u : static_cast<std::uint32_t>(queue.size() + 1),
@@ -206,6 +264,28 @@ struct NatsCluster::Shared {
     natsConnection* connect(bool no_echo);
     void link_main();
     void js_main();
+    bool js_setup();
+    void js_serve();
+    void kv_main();
+    void push_claim(std::string_view client_id, bool want_state) {
+        {
+            std::lock_guard lock(kv_mutex);
+            kv_jobs.emplace_back(std::string(client_id), want_state);
+        }
+        kv_cv.notify_one();
+    }
+    // From the reactor: a retained update for the stream (false: over the
+    // queue's bound, lost).
+    bool push_retained(std::string_view subject, const void* data, std::size_t len) {
+        {
+            std::lock_guard lock(js_mutex);
+            if (retained_out_bytes + len > max_out_bytes) return false;
+            retained_out.emplace_back(std::string(subject), std::string(static_cast<const char*>(data), len));
+            retained_out_bytes += len;
+        }
+        js_cv.notify_one();
+        return true;
+    }
     void run_batch(std::vector<char>& batch);
     void refresh_dropped();
 };
@@ -230,7 +310,9 @@ void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure)
     std::uint64_t origin = 0;
     std::uint64_t seq = 0;
     if (ctx->tag == tag_live && !parse_origin(natsMsg_GetReply(msg), origin, seq)) origin = 0;
-    ctx->shared->messages_in.fetch_add(1, std::memory_order_relaxed);
+    if (ctx->tag == tag_live || ctx->tag >= tag_shared_base) {
+        ctx->shared->messages_in.fetch_add(1, std::memory_order_relaxed);
+    }
     ctx->shared->push_in(ctx->tag, age, natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)),
                          origin, seq);
     natsMsg_Destroy(msg);
@@ -250,6 +332,24 @@ void on_reconnected(natsConnection*, void* closure) {
 
 void on_connected(natsConnection*, void* closure) {
     static_cast<NatsCluster::Shared*>(closure)->log("Cluster: connected to NATS.");
+}
+
+// The stream's answer to a retained update. One it did not acknowledge is
+// lost for nodes that start later (the live copy went to every node's
+// retained store already).
+void on_retained_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
+    auto* s = static_cast<NatsCluster::Shared*>(closure);
+    natsMsg_Destroy(msg);
+    if (pa) {
+        s->retained_stored.fetch_add(1, std::memory_order_relaxed);
+        return;
+    }
+    const std::uint64_t n = s->lost_out.fetch_add(1, std::memory_order_relaxed) + 1;
+    if ((n & (n - 1)) == 0) {  // 1, 2, 4, 8...: a failing stream does not flood the log
+        s->log(std::string("Cluster: the retained stream did not store an update: ") +
+               (pae && pae->ErrText ? pae->ErrText : natsStatus_GetText(pae ? pae->Err : NATS_ERR)) +
+               " (lost so far: " + std::to_string(n) + ")");
+    }
 }
 
 void on_error(natsConnection*, natsSubscription*, natsStatus err, void* closure) {
@@ -320,6 +420,12 @@ natsConnection* NatsCluster::Shared::connect(bool no_echo) {
 void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
     natsConnection* d = data.load();
     natsConnection* c = control.load();
+    // While the data connection is down a message is counted as lost
+    // rather than left in libnats' reconnect buffer: sent after the
+    // reconnect it would reach only the nodes that re-subscribed by then,
+    // and nobody could say which. So lost_sending counts exactly what this
+    // node published during an outage (tests: test_nats_restart_under_traffic).
+    const bool up = d && natsConnection_Status(d) == NATS_CONN_STATUS_CONNECTED;
     std::size_t pos = 0;
     while (pos + sizeof(OutHeader) <= batch.size()) {
         OutHeader h;
@@ -336,8 +442,8 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
                 char reply[64];
                 std::snprintf(reply, sizeof reply, "_o.%llx.%llu", static_cast<unsigned long long>(origin),
                               static_cast<unsigned long long>(++live_seq));
-                if (d && natsConnection_PublishRequest(d, subject, reply, payload, static_cast<int>(h.data_len)) ==
-                             NATS_OK) {
+                if (up && natsConnection_PublishRequest(d, subject, reply, payload, static_cast<int>(h.data_len)) ==
+                              NATS_OK) {
                     messages_out.fetch_add(1, std::memory_order_relaxed);
                 } else {
                     lost_out.fetch_add(1, std::memory_order_relaxed);
@@ -345,10 +451,15 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
                 break;
             }
             case Op::publish:
-                if (d && natsConnection_Publish(d, subject, payload, static_cast<int>(h.data_len)) == NATS_OK) {
-                    messages_out.fetch_add(1, std::memory_order_relaxed);
-                } else {
-                    lost_out.fetch_add(1, std::memory_order_relaxed);
+                // Claims and session hand-overs: not messages of clients,
+                // so not in the message counters; the node that waits for
+                // one goes on after its bounded wait.
+                if (!up || natsConnection_Publish(d, subject, payload, static_cast<int>(h.data_len)) != NATS_OK) {
+                    ++unsent_control;
+                    if ((unsent_control & (unsent_control - 1)) == 0) {
+                        log("Cluster: NATS is down: session claims/hand-overs not sent so far: " +
+                            std::to_string(unsent_control));
+                    }
                 }
                 break;
             case Op::subscribe:
@@ -405,11 +516,18 @@ void NatsCluster::Shared::link_main() {
     data.store(connect(true));
     control.store(connect(false));
     natsSubscription* claims = nullptr;
+    natsSubscription* handovers = nullptr;
     if (natsConnection* d = data.load()) {
         const std::string subject = prefix + ".claim";
         natsConnection_Subscribe(&claims, d, subject.c_str(), on_message, &claim_context);
+        std::string mine = prefix + ".session.";
+        append_level_token(mine, node_id);
+        natsConnection_Subscribe(&handovers, d, mine.c_str(), on_message, &session_context);
+        // A session's state can be large (its queued messages).
+        if (handovers) natsSubscription_SetPendingLimits(handovers, 100'000, 256 << 20);
     }
     js_thread = std::thread([this] { js_main(); });
+    kv_thread = std::thread([this] { kv_main(); });
     std::vector<char> batch;
     for (;;) {
         {
@@ -426,12 +544,18 @@ void NatsCluster::Shared::link_main() {
         std::lock_guard lock(js_mutex);
         js_cv.notify_all();
     }
+    {
+        std::lock_guard lock(kv_mutex);
+        kv_cv.notify_all();
+    }
     js_thread.join();
+    kv_thread.join();
     // Wills published during shutdown still go out (best effort, 1 s).
     if (natsConnection* d = data.load()) natsConnection_FlushTimeout(d, 1000);
     for (auto& [id, sub] : subs) natsSubscription_Destroy(sub);
     subs.clear();
     if (claims) natsSubscription_Destroy(claims);
+    if (handovers) natsSubscription_Destroy(handovers);
     if (retained_sub) natsSubscription_Destroy(retained_sub);
     if (js) jsCtx_Destroy(js);
     for (auto* conn : {data.exchange(nullptr), control.exchange(nullptr)}) {
@@ -445,8 +569,9 @@ void NatsCluster::Shared::link_main() {
 // PREFIX.r.> subject (an empty payload = deleted); an ordered push consumer
 // per node delivers the last of each subject, then every update, in stream
 // order on every node (so all nodes converge to the same value). The setup
-// calls are requests that block: this thread retries them until they work.
-void NatsCluster::Shared::js_main() {
+// calls are requests that block: this thread retries them until they work
+// (true), or until the link stops (false).
+bool NatsCluster::Shared::js_setup() {
     const std::string subjects = prefix + ".r.>";
     const std::string name = stream_name(prefix);
     int attempt = 0;
@@ -457,14 +582,19 @@ void NatsCluster::Shared::js_main() {
     };
     while (!stopping()) {
         natsConnection* c = control.load();
-        if (!c) return;
+        if (!c) return false;
         if (natsConnection_Status(c) != NATS_CONN_STATUS_CONNECTED) {
-            if (!wait(std::chrono::milliseconds(100))) return;
+            if (!wait(std::chrono::milliseconds(100))) return false;
             continue;
         }
-        if (!js && natsConnection_JetStream(&js, c, nullptr) != NATS_OK) {
+        jsOptions jo;
+        jsOptions_Init(&jo);
+        jo.PublishAsync.AckHandler = on_retained_ack;
+        jo.PublishAsync.AckHandlerClosure = this;
+        jo.PublishAsync.StallWait = 1000;
+        if (!js && natsConnection_JetStream(&js, c, &jo) != NATS_OK) {
             js = nullptr;
-            if (!wait(std::chrono::milliseconds(500))) return;
+            if (!wait(std::chrono::milliseconds(500))) return false;
             continue;
         }
         jsStreamConfig cfg;
@@ -486,12 +616,13 @@ void NatsCluster::Shared::js_main() {
                 log("Cluster: JetStream is not enabled on the NATS server: retained messages are shared live only "
                     "(start nats-server with -js).");
                 natsConnection_Subscribe(&retained_sub, c, subjects.c_str(), on_message, &retained_context);
-                return;
+                retained_mode = RetainedMode::live_only;
+                return true;
             }
             if (++attempt % 10 == 1) {
                 log(std::string("Cluster: cannot create the retained stream: ") + natsStatus_GetText(st));
             }
-            if (!wait(std::chrono::milliseconds(std::min(200 * attempt, 2000)))) return;
+            if (!wait(std::chrono::milliseconds(std::min(200 * attempt, 2000)))) return false;
             continue;
         }
         jsSubOptions so;
@@ -501,14 +632,218 @@ void NatsCluster::Shared::js_main() {
         st = js_Subscribe(&retained_sub, js, subjects.c_str(), on_message, &retained_context, nullptr, &so, &jerr);
         if (st == NATS_OK) {
             natsSubscription_SetPendingLimits(retained_sub, 1'000'000, 512 << 20);
-            return;
+            retained_mode = RetainedMode::stream;
+            return true;
         }
         retained_sub = nullptr;
         if (++attempt % 10 == 1) {
             log(std::string("Cluster: cannot subscribe to retained messages: ") + natsStatus_GetText(st));
         }
-        if (!wait(std::chrono::milliseconds(std::min(200 * attempt, 2000)))) return;
+        if (!wait(std::chrono::milliseconds(std::min(200 * attempt, 2000)))) return false;
     }
+    return false;
+}
+
+void NatsCluster::Shared::js_main() {
+    if (js_setup()) js_serve();
+    // Updates still waiting when the link stops were never sent.
+    std::lock_guard lock(js_mutex);
+    lost_out.fetch_add(retained_out.size(), std::memory_order_relaxed);
+    retained_out.clear();
+}
+
+// Sends the retained updates in order: one thread, one connection, so the
+// stream stores a topic's set and its later delete in the order they were
+// published (a delete never overtakes its set). With JetStream they go as
+// asynchronous JetStream publishes (a failed acknowledgement is counted as
+// lost); without it, live on the control connection.
+void NatsCluster::Shared::js_serve() {
+    std::deque<std::pair<std::string, std::string>> work;
+    for (;;) {
+        {
+            std::unique_lock lock(js_mutex);
+            js_cv.wait(lock, [&] { return stopping() || !retained_out.empty(); });
+            if (retained_out.empty()) break;  // stopping
+            work.swap(retained_out);
+            retained_out_bytes = 0;
+        }
+        natsConnection* c = control.load();
+        for (auto& [subject, data] : work) {
+            natsStatus st = NATS_ERR;
+            if (retained_mode == RetainedMode::stream) {
+                st = js_PublishAsync(js, subject.c_str(), data.data(), static_cast<int>(data.size()), nullptr);
+            } else if (c) {
+                st = natsConnection_Publish(c, subject.c_str(), data.data(), static_cast<int>(data.size()));
+            }
+            if (st == NATS_OK) {
+                messages_out.fetch_add(1, std::memory_order_relaxed);
+            } else {
+                lost_out.fetch_add(1, std::memory_order_relaxed);
+            }
+        }
+        work.clear();
+    }
+    if (retained_mode == RetainedMode::stream) {
+        // Wills and last updates published during shutdown: wait (bounded)
+        // for the stream to acknowledge them.
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MaxWait = 1000;
+        js_PublishAsyncComplete(js, &po);
+    }
+}
+
+// Session ownership by compare-and-set on a JetStream KV bucket (one key
+// per client id, value = owning node): a claim reads the key's revision and
+// writes this node with kvStore_Update(last = that revision), or
+// kvStore_Create when the key does not exist; when another node wrote in
+// between, the write fails and the claim reads again. Each successful
+// write gets a new, higher revision, so every claim has a place in one
+// total order that no clock can disturb; the revision is the claim's stamp
+// on PREFIX.claim, and a node whose claim has the lower revision gives way
+// (on_claim). The requests block: they run here, never on the reactor.
+// Without the bucket (no JetStream, NATS down) a claim falls back to a
+// wall-clock stamp and the old owner is unknown.
+void NatsCluster::Shared::kv_main() {
+    const std::string bucket = stream_name(prefix, "MQTT_OWNERS_");
+    const std::string claim_subject = prefix + ".claim";
+    jsCtx* kjs = nullptr;
+    kvStore* kv = nullptr;
+    auto next_setup = std::chrono::steady_clock::now();
+    bool warned = false;
+    std::uint64_t kv_failures = 0;
+    // Keys this node wrote last, with that revision: a client reconnecting
+    // to the same node settles with one request.
+    std::unordered_map<std::string, std::uint64_t> mine;
+    std::deque<std::pair<std::string, bool>> jobs;
+    for (;;) {
+        {
+            std::unique_lock lock(kv_mutex);
+            kv_cv.wait(lock, [&] { return stopping() || !kv_jobs.empty(); });
+            if (kv_jobs.empty()) break;  // stopping
+            jobs.swap(kv_jobs);
+        }
+        natsConnection* c = control.load();
+        natsConnection* d = data.load();
+        const bool up = c && natsConnection_Status(c) == NATS_CONN_STATUS_CONNECTED;
+        if (up && !kv && std::chrono::steady_clock::now() >= next_setup) {
+            next_setup = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+            // A CONNECT waits at most handover_wait (1.5 s) for its claim:
+            // a request that takes longer is not worth waiting for.
+            jsOptions jo;
+            jsOptions_Init(&jo);
+            jo.Wait = 1500;
+            if (!kjs && natsConnection_JetStream(&kjs, c, &jo) != NATS_OK) kjs = nullptr;
+            if (kjs) {
+                kvConfig cfg;
+                kvConfig_Init(&cfg);
+                cfg.Bucket = bucket.c_str();
+                cfg.History = 1;
+                cfg.StorageType = js_FileStorage;
+                if (js_CreateKeyValue(&kv, kjs, &cfg) != NATS_OK) {
+                    kv = nullptr;
+                    if (js_KeyValue(&kv, kjs, bucket.c_str()) != NATS_OK) kv = nullptr;
+                }
+            }
+            if (!kv && !warned) {
+                warned = true;
+                log("Cluster: no JetStream key/value bucket " + bucket +
+                    ": session claims are ordered by wall-clock time (start nats-server with -js).");
+            }
+            if (kv) warned = false;
+        }
+        if (mine.size() > 200000) mine.clear();
+        for (auto& [client_id, want_state] : jobs) {
+            std::uint64_t stamp = 0;
+            bool other_owner = true;  // unknown counts as another
+            std::string previous = "?";
+            if (up && kv) {
+                const std::string key = kv_key(client_id);
+                const void* value = node_id.data();
+                const int value_len = static_cast<int>(node_id.size());
+                // NATS_ERR: the server refused the write (another node
+                // wrote first: wrong last sequence): read again. Anything
+                // else (a timeout, the connection gone): give up at once.
+                for (int attempt = 0; attempt < 8 && stamp == 0; ++attempt) {
+                    std::uint64_t rev = 0;
+                    natsStatus st = NATS_OK;
+                    if (auto it = mine.find(key); it != mine.end()) {
+                        st = kvStore_Update(&rev, kv, key.c_str(), value, value_len, it->second);
+                        if (st == NATS_OK) {
+                            it->second = rev;
+                            stamp = rev;
+                            other_owner = false;
+                            previous = node_id;
+                            break;
+                        }
+                        mine.erase(it);  // another node wrote since
+                        if (st != NATS_ERR) break;
+                    }
+                    kvEntry* e = nullptr;
+                    st = kvStore_Get(&e, kv, key.c_str());
+                    if (st == NATS_NOT_FOUND) {
+                        st = kvStore_Create(&rev, kv, key.c_str(), value, value_len);
+                        if (st == NATS_OK) {
+                            mine[key] = rev;
+                            stamp = rev;
+                            other_owner = false;
+                            previous = "-";
+                        }
+                        if (st != NATS_OK && st != NATS_ERR) break;
+                        continue;  // created by another node meanwhile: read again
+                    }
+                    if (st != NATS_OK) break;
+                    const std::string_view owner(static_cast<const char*>(kvEntry_Value(e)),
+                                                 static_cast<std::size_t>(kvEntry_ValueLen(e)));
+                    const bool other = owner != node_id;
+                    const std::string owner_copy(owner.substr(0, 128).find(' ') == owner.npos ? owner.substr(0, 128)
+                                                                                             : "?");
+                    const std::uint64_t last = kvEntry_Revision(e);
+                    kvEntry_Destroy(e);
+                    st = kvStore_Update(&rev, kv, key.c_str(), value, value_len, last);
+                    if (st == NATS_OK) {
+                        mine[key] = rev;
+                        stamp = rev;
+                        other_owner = other;
+                        previous.assign(owner_copy);
+                    } else if (st != NATS_ERR) {
+                        break;
+                    }
+                }
+                if (stamp != 0) {
+                    stamp |= kv_stamp_bit;
+                } else {
+                    ++kv_failures;
+                    if ((kv_failures & (kv_failures - 1)) == 0) {
+                        const char* why = nats_GetLastError(nullptr);
+                        log("Cluster: session claims not settled by the KV bucket so far: " +
+                            std::to_string(kv_failures) + " (last: " + (why ? why : "?") +
+                            "); ordered by wall-clock time");
+                    }
+                }
+            }
+            if (stamp == 0) {
+                stamp = wall_ns() & ~kv_stamp_bit;
+                other_owner = true;
+                previous = "?";
+            }
+            // Tell the other nodes, then the reactor.
+            std::string payload = std::to_string(stamp);
+            payload.append(1, ' ').append(node_id).append(want_state ? " s " : " - ");
+            payload.append(previous.empty() ? "?" : previous).append(1, ' ').append(client_id);
+            if (!d || natsConnection_Status(d) != NATS_CONN_STATUS_CONNECTED ||
+                natsConnection_Publish(d, claim_subject.c_str(), payload.data(), static_cast<int>(payload.size())) !=
+                    NATS_OK) {
+                const std::uint64_t n = unsent_claims.fetch_add(1, std::memory_order_relaxed) + 1;
+                if ((n & (n - 1)) == 0) log("Cluster: NATS is down: session claims not sent so far: " + std::to_string(n));
+            }
+            const std::uint32_t flags = (want_state ? claim_wants_state : 0) | (other_owner ? claim_other_owner : 0);
+            push_in(tag_claimed, flags, client_id.data(), client_id.size(), 0, stamp);
+        }
+        jobs.clear();
+    }
+    if (kv) kvStore_Destroy(kv);
+    if (kjs) jsCtx_Destroy(kjs);
 }
 
 // ---------------------------------------------------------------- reactor side
@@ -630,29 +965,69 @@ void NatsCluster::publish(const broker::MessageView& m) {
         // The retained stream keeps it (or, empty, the deletion) for every
         // node, including nodes that start later.
         topic_subject(subject_, prefix_ + ".r", m.topic);
-        if (!shared_->push_out(Op::publish, 0, 0, subject_, {}, bytes.data(), bytes.size())) {
+        if (!shared_->push_retained(subject_, bytes.data(), bytes.size())) {
             shared_->lost_out.fetch_add(1, std::memory_order_relaxed);
         }
     }
 }
 
-// Session ownership: the last claim wins, ordered by (wall-clock stamp,
-// node id), the same total order on every node. Two simultaneous CONNECTs
-// with one client id on two nodes: each node gets the other's claim; the
-// node whose own claim is newer keeps its client, the other closes its
-// client with 0x8E, so exactly one owner remains (while NATS carries the
-// claims; see docs/cluster.md for what a partition does).
-void NatsCluster::claim_session(std::string_view client_id) {
-    const std::uint64_t stamp = wall_ns();
+// Session ownership: the last claim wins, ordered by (stamp, node id), the
+// same total order on every node; the stamp is the KV revision the claim's
+// compare-and-set got (kv_main). Two simultaneous CONNECTs with one client
+// id on two nodes: the bucket orders their writes; each node gets the
+// other's claim; the node whose claim is newer keeps its client, the other
+// accepts its client and closes it with 0x8E, so exactly one owner remains
+// (while NATS carries the claims; see docs/cluster.md for partitions).
+void NatsCluster::claim_session(std::string_view client_id, bool want_state) {
+    ++pending_claims_[std::string(client_id)].count;
+    shared_->push_claim(client_id, want_state);
+}
+
+void NatsCluster::on_claimed(std::string_view client_id, std::uint64_t stamp, std::uint32_t flags) {
     const auto now = reactor_.now();
-    claims_[std::string(client_id)] = Claim{stamp, now};
+    std::string id(client_id);
+    PendingClaim pending;
+    if (auto it = pending_claims_.find(id); it != pending_claims_.end()) {
+        pending = it->second;
+        if (--it->second.count == 0) pending_claims_.erase(it);
+    }
+    claims_[id] = Claim{stamp, now};
     if (++claims_since_prune_ >= 1024) {
         claims_since_prune_ = 0;
         std::erase_if(claims_, [&](const auto& kv) { return now - kv.second.at > std::chrono::seconds(60); });
     }
-    std::string payload = std::to_string(stamp);
-    payload.append(1, ' ').append(node_id_).append(1, ' ').append(client_id);
-    shared_->push_out(Op::publish, 0, 0, prefix_ + ".claim", {}, payload.data(), payload.size());
+    if (pending.remote_stamp != 0 && std::pair(pending.remote_stamp, std::string_view(pending.remote_node)) >
+                                         std::pair(stamp, std::string_view(node_id_))) {
+        // A newer claim from another node came while ours was settling.
+        claims_.erase(id);
+        if (broker_.session_claimed_elsewhere(client_id, pending.remote_node, pending.remote_wants_state)) {
+            ++takeovers_in_;
+        }
+        return;
+    }
+    broker_.claim_settled(client_id, (flags & claim_wants_state) != 0 && (flags & claim_other_owner) != 0);
+}
+
+void NatsCluster::send_session(std::string_view node, std::string_view client_id, std::string_view state) {
+    // MQTT strings never hold U+0000 [MQTT-1.5.4-2]: NUL ends the client id.
+    std::string payload;
+    payload.reserve(client_id.size() + 1 + state.size());
+    payload.append(client_id).append(1, '\0').append(state);
+    std::string subject = prefix_ + ".session.";
+    append_level_token(subject, node);
+    if (shared_->push_out(Op::publish, 0, 0, subject, {}, payload.data(), payload.size())) {
+        ++sessions_sent_;
+    } else {
+        spdlog::warn("Cluster: the session of {} could not be handed to {} (queue full).", std::string(client_id),
+                     std::string(node));
+    }
+}
+
+void NatsCluster::on_session(std::string_view payload) {
+    const std::size_t nul = payload.find('\0');
+    if (nul == payload.npos) return;
+    ++sessions_received_;
+    broker_.session_arrived(payload.substr(0, nul), payload.substr(nul + 1));
 }
 
 void NatsCluster::on_claim(std::string_view payload) {
@@ -665,15 +1040,35 @@ void NatsCluster::on_claim(std::string_view payload) {
         stamp = stamp * 10 + static_cast<std::uint64_t>(ch - '0');
     }
     const std::string_view node = payload.substr(a + 1, b - a - 1);
-    const std::string_view client_id = payload.substr(b + 1);
+    if (payload.size() < b + 3 || payload[b + 2] != ' ') return;
+    const bool wants_state = payload[b + 1] == 's';
+    const std::size_t c = payload.find(' ', b + 3);
+    if (c == payload.npos) return;
+    const std::string_view previous = payload.substr(b + 3, c - b - 3);
+    const std::string_view client_id = payload.substr(c + 1);
     if (node == node_id_) return;
+    if (auto p = pending_claims_.find(std::string(client_id)); p != pending_claims_.end()) {
+        // Ours is still settling: compared when its stamp is known.
+        PendingClaim& pc = p->second;
+        if (std::pair(stamp, node) > std::pair(pc.remote_stamp, std::string_view(pc.remote_node))) {
+            pc.remote_stamp = stamp;
+            pc.remote_node.assign(node);
+            pc.remote_wants_state = wants_state;
+        }
+        return;
+    }
     auto it = claims_.find(std::string(client_id));
     if (it != claims_.end() && std::pair(it->second.stamp, std::string_view(node_id_)) > std::pair(stamp, node)) {
         return;  // our claim is the newer one: the other node gives way
     }
     if (it != claims_.end()) claims_.erase(it);
-    ++takeovers_in_;
-    broker_.session_claimed_elsewhere(client_id);
+    if (broker_.session_claimed_elsewhere(client_id, node, wants_state)) {
+        ++takeovers_in_;
+    } else if (wants_state && previous == node_id_) {
+        // The bucket says we held it, but the session is gone (expired,
+        // or ended with its connection): the claimer need not wait.
+        send_session(node, client_id, {});
+    }
 }
 
 void NatsCluster::on_io(std::uint32_t) {
@@ -715,6 +1110,12 @@ void NatsCluster::drain_inbound() {
             case tag_claim:
                 on_claim(std::string_view(data, h.len));
                 break;
+            case tag_session:
+                on_session(std::string_view(data, h.len));
+                break;
+            case tag_claimed:
+                on_claimed(std::string_view(data, h.len), h.seq, h.age);
+                break;
             case tag_log:
                 spdlog::warn("{}", std::string_view(data, h.len));
                 break;
@@ -747,6 +1148,9 @@ broker::ClusterCounters NatsCluster::counters() const {
     c.remote_interest = shared_->subscriptions.load();
     c.retained_in = retained_in_;
     c.takeovers_in = takeovers_in_;
+    c.retained_stored = shared_->retained_stored.load();
+    c.sessions_sent = sessions_sent_;
+    c.sessions_received = sessions_received_;
     return c;
 }
 

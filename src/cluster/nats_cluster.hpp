@@ -16,7 +16,14 @@
 //   PREFIX.m.{t|s}.LEVELS  live messages (the MQTT 5 PUBLISH as encoded by us)
 //   PREFIX.r.{t|s}.LEVELS  retained updates, kept by the JetStream stream
 //                          PREFIX_RETAINED (one message per subject: the latest)
-//   PREFIX.claim           "STAMP NODE CLIENT_ID": session ownership claims
+//   PREFIX.claim           "STAMP NODE FLAG PREVIOUS CLIENT_ID": session
+//                          ownership claims; FLAG "s": send me the session's
+//                          state; PREVIOUS: the owner the bucket named ("-"
+//                          none, "?" unknown)
+//   KV bucket PREFIX_OWNERS (JetStream key/value): client id -> owning node,
+//                          written by compare-and-set (claim_session)
+//   PREFIX.session.NODE    CLIENT_ID NUL STATE: a session handed over to NODE
+//                          (NODE as one subject token, subject_map.hpp)
 #pragma once
 
 #include <cstdint>
@@ -51,7 +58,8 @@ public:
     void interest_added(std::string_view filter) override;
     void interest_removed(std::string_view filter) override;
     void publish(const broker::MessageView& message) override;
-    void claim_session(std::string_view client_id) override;
+    void claim_session(std::string_view client_id, bool want_state) override;
+    void send_session(std::string_view node, std::string_view client_id, std::string_view state) override;
     broker::ClusterCounters counters() const override;
     const std::string& node_id() const override { return node_id_; }
 
@@ -65,6 +73,8 @@ private:
     void change_interest(std::string_view filter, bool add);
     void drain_inbound();
     void on_claim(std::string_view payload);
+    void on_claimed(std::string_view client_id, std::uint64_t stamp, std::uint32_t flags);
+    void on_session(std::string_view payload);
 
     net::Reactor& reactor_;
     broker::Broker& broker_;
@@ -94,6 +104,16 @@ private:
     };
     std::unordered_map<std::string, Claim> claims_;
     std::size_t claims_since_prune_ = 0;
+    // Claims whose compare-and-set is still running on the KV thread, and
+    // the newest remote claim for the id that arrived meanwhile: it is
+    // compared with ours once our stamp is known.
+    struct PendingClaim {
+        std::uint32_t count = 0;
+        std::uint64_t remote_stamp = 0;
+        std::string remote_node;
+        bool remote_wants_state = false;
+    };
+    std::unordered_map<std::string, PendingClaim> pending_claims_;
 
     std::string subject_;             // reused per message
     std::vector<std::byte> encoded_;  // reused per message
@@ -101,6 +121,8 @@ private:
     std::unordered_map<std::uint64_t, std::uint64_t> last_seq_;  // origin -> last sequence seen
     std::uint64_t retained_in_ = 0;
     std::uint64_t takeovers_in_ = 0;
+    std::uint64_t sessions_sent_ = 0;
+    std::uint64_t sessions_received_ = 0;
 };
 
 }  // namespace mqttools::cluster

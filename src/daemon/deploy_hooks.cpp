@@ -97,7 +97,8 @@ BrokerStats collect_stats(const broker::Broker& broker) {
         const broker::ClusterCounters k = link->counters();
         s.cluster = ClusterStats{true, link->node_id(), k.links_up, k.links_total, k.messages_out, k.messages_in,
                                  k.messages_lost_out, k.messages_lost_in, k.disconnects, k.reconnects,
-                                 k.remote_interest, k.retained_in, k.takeovers_in};
+                                 k.remote_interest, k.retained_in, k.retained_stored, k.takeovers_in,
+                                 k.sessions_sent, k.sessions_received};
     }
     return s;
 }

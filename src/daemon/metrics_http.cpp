@@ -142,7 +142,13 @@ std::string render_metrics(const BrokerStats& s, double uptime_seconds, std::str
         p.metric("cluster_interest", "gauge", "NATS subscriptions held for local filters.", k.remote_interest);
         p.metric("cluster_retained_received_total", "counter", "Retained updates applied from the cluster.",
                  k.retained_in);
+        p.metric("cluster_retained_stored_total", "counter",
+                 "Retained updates of this node acknowledged by the cluster's stream.", k.retained_stored);
         p.metric("cluster_takeovers_total", "counter", "Local sessions taken over by another node.", k.takeovers_in);
+        p.metric("cluster_sessions_sent_total", "counter", "Session states handed over to the node that took them.",
+                 k.sessions_sent);
+        p.metric("cluster_sessions_received_total", "counter", "Session states taken over from another node.",
+                 k.sessions_received);
     }
     if (!s.listeners.empty()) {
         p.head("listener_connections_total", "counter", "TCP connections accepted per listener.");

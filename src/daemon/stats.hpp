@@ -44,7 +44,10 @@ struct ClusterStats {
     std::uint64_t reconnects = 0;
     std::uint64_t remote_interest = 0;   // NATS subscriptions for local filters
     std::uint64_t retained_in = 0;       // retained updates applied from the cluster
+    std::uint64_t retained_stored = 0;   // this node's retained updates the stream acknowledged
     std::uint64_t takeovers_in = 0;      // local sessions taken over by other nodes
+    std::uint64_t sessions_sent = 0;     // session states handed over to other nodes
+    std::uint64_t sessions_received = 0; // session states taken over from other nodes
 };
 
 struct BrokerStats {

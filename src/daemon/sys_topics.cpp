@@ -114,7 +114,10 @@ std::vector<SysMessage> SysTopics::update(const BrokerStats& s, Clock::time_poin
         add(out, "$SYS/broker/cluster/reconnects", n(k.reconnects));
         add(out, "$SYS/broker/cluster/interest/count", n(k.remote_interest));
         add(out, "$SYS/broker/cluster/retained/received", n(k.retained_in));
+        add(out, "$SYS/broker/cluster/retained/stored", n(k.retained_stored));
         add(out, "$SYS/broker/cluster/takeovers", n(k.takeovers_in));
+        add(out, "$SYS/broker/cluster/sessions/sent", n(k.sessions_sent));
+        add(out, "$SYS/broker/cluster/sessions/received", n(k.sessions_received));
     }
 
     // Loads need an interval; the first call only records the baselines.

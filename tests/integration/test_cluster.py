@@ -13,9 +13,9 @@ import time
 import pytest
 
 from conftest import Broker, SANITIZED, free_port, wait_for_port, wait_until
-from mqttwire import (CONNACK, DISCONNECT, MESSAGE_EXPIRY_INTERVAL, PUBLISH, SESSION_EXPIRY_INTERVAL,
-                      SUBSCRIPTION_IDENTIFIER, TOPIC_ALIAS, TOPIC_ALIAS_MAXIMUM, USER_PROPERTY,
-                      WILL_DELAY_INTERVAL, Client, Closed, sub_options)
+from mqttwire import (CONNACK, DISCONNECT, MESSAGE_EXPIRY_INTERVAL, PUBCOMP, PUBLISH, PUBREL, RECEIVE_MAXIMUM,
+                      SESSION_EXPIRY_INTERVAL, SUBSCRIPTION_IDENTIFIER, TOPIC_ALIAS, TOPIC_ALIAS_MAXIMUM,
+                      USER_PROPERTY, WILL_DELAY_INTERVAL, Client, Closed, ack_packet, sub_options)
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/bin/nats-server"
 pytestmark = pytest.mark.skipif(not os.path.exists(NATS_SERVER), reason="nats-server is not installed")
@@ -281,13 +281,17 @@ def test_retained_set_replace_delete_across_nodes(nodes):
 
 
 def test_retained_reaches_a_node_started_later(nodes):
+    # Published at once, before node 1 has created the retained stream on
+    # this fresh NATS: the updates wait for it (they used to go out before
+    # it existed and were lost for later nodes), in order (the delete after
+    # its set).
     (n1,) = nodes(1)
     pub = connect(n1.port, "p")
     pub.publish("late/a", b"kept", qos=1, retain=True)
     pub.publish("late/b", b"gone", qos=1, retain=True)
     pub.publish("late/b", b"", qos=1, retain=True)
-    # Wait until the stream has it (node 1's own copy comes back from it).
-    time.sleep(0.5)
+    # The stream acknowledged all three.
+    assert wait_until(lambda: sys_value(n1.port, "$SYS/broker/cluster/retained/stored") == "3")
     (n2,) = nodes(1)
     assert wait_until(lambda: retained_on(n2.port, "late/#") == [("late/a", b"kept", True)])
 
@@ -336,6 +340,97 @@ def test_takeover_across_nodes_closes_the_old_connection(nodes):
     pub.publish("tk/x", b"1", qos=1)
     assert wait_until(lambda: sys_value(n1.port, "$SYS/broker/clients/disconnected") == "0")
     assert sys_value(n1.port, "$SYS/broker/cluster/takeovers") == "1"
+
+
+
+def test_session_moves_to_the_node_the_client_reconnects_to(nodes):
+    """Clean Start 0 on node 2 takes the session over from node 1: the old
+    connection gets 0x8E, node 2 answers Session Present 1 and delivers the
+    in-flight (DUP) and queued QoS 1 messages in order, knows the inbound
+    QoS 2 id, and the moved subscription takes new messages."""
+    n1, n2 = nodes(2)
+    old = connect(n1.port, "mover", properties=[(SESSION_EXPIRY_INTERVAL, 60), (RECEIVE_MAXIMUM, 2)])
+    old.subscribe([("mv/#", sub_options(1, no_local=True)), ("mv2/+", sub_options(2))])
+    old.publish("elsewhere/q2", b"half", qos=2, packet_id=7, complete=False)  # PUBREC, no PUBREL yet
+    pub = connect(n1.port, "pub")
+    for i in range(5):
+        pub.publish("mv/x", f"m{i}".encode(), qos=1)
+    inflight = [old.expect(PUBLISH, 5 * SLOW) for _ in range(2)]  # not acknowledged
+    assert [p.payload for p in inflight] == [b"m0", b"m1"]
+    old.nothing(0.2)  # the other three wait behind Receive Maximum 2
+
+    new = Client(n2.port)
+    ack = new.connect("mover", clean_start=False, properties=[(SESSION_EXPIRY_INTERVAL, 60)])
+    assert ack.reason == 0 and ack.session_present
+    packets = old.expect_closed(5 * SLOW)
+    assert [(p.type, p.reason) for p in packets] == [(DISCONNECT, 0x8E)]
+    got = [new.expect(PUBLISH, 5 * SLOW) for _ in range(5)]
+    assert [(p.payload, p.dup, p.qos) for p in got] == [
+        (b"m0", True, 1), (b"m1", True, 1), (b"m2", False, 1), (b"m3", False, 1), (b"m4", False, 1)]
+    assert got[0].packet_id == inflight[0].packet_id and got[1].packet_id == inflight[1].packet_id
+    for p in got:
+        new.ack(p)
+    # The QoS 2 flow begun on node 1 completes on node 2 [MQTT-4.3.3-9].
+    new.send(ack_packet(PUBREL, 7))
+    comp = new.expect(PUBCOMP, 5 * SLOW)
+    assert (comp.packet_id, comp.reason) == (7, 0)
+    # The subscriptions moved: node 2 holds the interest now.
+    link(pub, new, "mv/probe")
+    pub.publish("mv2/y", b"two", qos=1)
+    p = new.expect(PUBLISH, 5 * SLOW)
+    assert (p.topic, p.payload, p.qos) == ("mv2/y", b"two", 1)
+    new.ack(p)
+    # No Local survived the move: its own message does not come back.
+    new.publish("mv/own", b"mine", qos=1, packet_id=9)
+    new.nothing(0.3)
+    assert sys_value(n1.port, "$SYS/broker/cluster/sessions/sent") == "1"
+    assert sys_value(n2.port, "$SYS/broker/cluster/sessions/received") == "1"
+    # Node 1 let it go: no session left there.
+    assert wait_until(lambda: sys_value(n1.port, "$SYS/broker/clients/disconnected") == "0")
+
+
+def test_offline_session_with_queued_messages_moves(nodes):
+    """A persistent session whose client is away on node 1 collects QoS 1
+    messages; its client reconnects on node 2 with Clean Start 0 and gets
+    all of them (Session Present 1). A new id with Clean Start 0 gets a new
+    session within the bounded wait."""
+    n1, n2 = nodes(2)
+    c = connect(n1.port, "away", properties=[(SESSION_EXPIRY_INTERVAL, 120)])
+    c.subscribe([("q/#", sub_options(1))])
+    c.disconnect()
+    pub = connect(n1.port, "pub")
+    for i in range(20):
+        pub.publish("q/x", f"{i}".encode(), qos=1)
+    c = Client(n2.port)
+    ack = c.connect("away", clean_start=False, properties=[(SESSION_EXPIRY_INTERVAL, 120)])
+    assert ack.reason == 0 and ack.session_present
+    got = c.messages(quiet=0.5 * SLOW)
+    assert [p.payload for p in got] == [f"{i}".encode() for i in range(20)]
+    # Nobody held this id (the ownership bucket has no key): no waiting.
+    fresh = Client(n2.port)
+    t0 = time.monotonic()
+    ack = fresh.connect("nobody-had-it", clean_start=False, properties=[(SESSION_EXPIRY_INTERVAL, 120)])
+    assert ack.reason == 0 and not ack.session_present
+    assert time.monotonic() - t0 < 1.0 * SLOW
+
+
+def test_session_expiry_across_nodes(nodes):
+    """A session that expired on node 1 is not resumed on node 2, and node 1
+    (the owner the bucket names) says so at once: no wait for a hand-over."""
+    n1, n2 = nodes(2)
+    c = connect(n1.port, "short", properties=[(SESSION_EXPIRY_INTERVAL, 1)])
+    c.subscribe([("exp/#", sub_options(1))])
+    c.disconnect()
+    assert wait_until(lambda: sys_value(n1.port, "$SYS/broker/clients/expired") == "1")
+    c = Client(n2.port)
+    t0 = time.monotonic()
+    ack = c.connect("short", clean_start=False, properties=[(SESSION_EXPIRY_INTERVAL, 60)])
+    assert ack.reason == 0 and not ack.session_present
+    assert time.monotonic() - t0 < 1.0 * SLOW
+    # The new session on node 2 has no subscription from the old one.
+    pub = connect(n1.port, "pub")
+    pub.publish("exp/x", b"nobody", qos=1)
+    c.nothing(0.5)
 
 
 def test_simultaneous_connects_end_with_one_owner_100_times(nodes):
@@ -420,10 +515,14 @@ def test_nats_restart_under_traffic(nodes, nats):
     local.messages(quiet=0.2)
 
     stop = threading.Event()
+    running = threading.Event()
+    running.set()
     sent = [0]
 
     def traffic():
         while not stop.is_set():
+            if not running.wait(0.05):
+                continue
             pub.publish(f"f/{sent[0]}", b"x")
             sent[0] += 1
             time.sleep(0.002)
@@ -433,11 +532,23 @@ def test_nats_restart_under_traffic(nodes, nats):
     try:
         time.sleep(0.3)
         nats.stop(signal.SIGKILL)
-        time.sleep(1.0)
+        assert wait_until(lambda: sys_value(n1.port, "$SYS/broker/cluster/links/up") == "0")
         # NATS down: local delivery goes on.
         read_for(local, 0.3)
         during = read_for(local, 1.0)
         assert len(during) > 50
+        # What node 1 takes while NATS is down is counted as lost, exactly.
+        running.clear()
+        time.sleep(0.1)
+        lost_before = int(sys_value(n1.port, "$SYS/broker/cluster/messages/lost_sending"))
+        assert lost_before > 0
+        local.messages(quiet=0.3)
+        for i in range(200):
+            pub.publish(f"f/counted/{i}", b"y")
+        assert len(local.messages(quiet=0.5)) == 200
+        assert wait_until(lambda: int(sys_value(n1.port, "$SYS/broker/cluster/messages/lost_sending"))
+                          == lost_before + 200)
+        running.set()
         nats.start()
         # The nodes reconnect (back-off at most 5 s) and re-subscribe.
         assert wait_until(lambda: sys_value(n1.port, "$SYS/broker/cluster/reconnects") != "0", timeout=15)
