@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -43,21 +44,13 @@ struct StoredSession {
     WallTime will_at = 0;  // disconnected: when the delayed will is due
 };
 
-// One outbound QoS 1/2 message as loaded (state queued or in flight).
-struct StoredOutbound {
-    std::uint64_t seq = 0;
-    MessagePtr message;  // null once PUBREC'd (awaiting_pubcomp)
-    QoS qos = QoS::at_least_once;
-    bool retain = false;
-    OutboundMessage::State state = OutboundMessage::State::queued;
-    std::uint16_t packet_id = 0;
-    std::vector<std::uint32_t> subscription_ids;
-};
-
 struct LoadedSession {
     StoredSession session;
     std::vector<std::pair<std::string, SubscriptionOptions>> subscriptions;
-    std::vector<StoredOutbound> outbound;  // in seq order
+    // Its queue rows in seq order, as the broker keeps them (store_seq set;
+    // message null once PUBREC'd): spliced into the session's lists, not
+    // copied (a restart may load millions).
+    std::list<OutboundMessage> outbound;
     std::vector<std::uint16_t> inbound_qos2;
 };
 

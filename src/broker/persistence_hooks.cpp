@@ -2,11 +2,13 @@
 // the store on each change to durable state, the output held until the
 // store reports the batch on disk, and the state loaded at start-up.
 // Only sessions with a Session Expiry Interval > 0 are stored: one that
-// ends with its connection has nothing to resume.
+// ends with its connection has nothing to resume, except the will of a
+// connected client (a crash must not lose it).
 #include <malloc.h>
 
 #include <algorithm>
 #include <chrono>
+#include <iterator>
 
 #include <spdlog/spdlog.h>
 
@@ -112,18 +114,24 @@ void Broker::persist_message(const MessagePtr& m) {
 }
 
 void Broker::persist_session(Session& s) {
+    Connection* c = s.connection;
+    const bool connected = c != nullptr && c->state != Connection::State::closing;
     if (s.expiry_interval == 0) {
         // No longer kept beyond its connection (reconnected with expiry 0).
         if (s.stored) persist_session_end(s);
-        return;
+        // Its will is, while the client is connected: after a crash the
+        // session is one whose connection closed without DISCONNECT, so the
+        // will goes out at start-up (spec 3.1.2.5); a clean disconnect or
+        // the session's end deletes the row (end_session).
+        if (!s.will || !connected) return;
+        s.will_stored = true;
     }
-    const bool first = !s.stored;
-    s.stored = true;
+    const bool first = !s.stored && s.expiry_interval != 0;
+    if (s.expiry_interval != 0) s.stored = true;
     StoredSession row;
     row.client_id = s.client_id;
     row.expiry_interval = s.expiry_interval;
-    Connection* c = s.connection;
-    row.connected = c != nullptr && c->state != Connection::State::closing;
+    row.connected = connected;
     if (c && c->has_username) row.username = c->username;
     const WallTime wall = wall_now();
     if (!row.connected && s.expiry_interval != never_expires) {
@@ -145,6 +153,7 @@ void Broker::persist_session(Session& s) {
 
 void Broker::persist_session_end(Session& s) {
     s.stored = false;
+    s.will_stored = false;
     store_->erase_session(s.client_id);
     if (s.outbound) {
         for (auto* list : {&s.outbound->inflight, &s.outbound->queue}) {
@@ -175,13 +184,22 @@ void Broker::persist_enqueued(Session& s, OutboundMessage& m) {
 void Broker::persist_outbound_state(Session& s, const OutboundMessage& m) {
     if (!s.stored || m.store_seq == 0) return;
     store_->update_outbound(s.client_id, m.store_seq, m.state, m.packet_id);
+    // A QoS 1 PUBLISH goes out at once: if a crash loses its row, the
+    // message is sent again from the row committed before (at least once)
+    // or, never acknowledged to its publisher, resent by it. Its PUBACK
+    // may then come before the row is written, and the store writes
+    // neither (sqlite_store.cpp). QoS 2 packet ids and PUBREL pending must
+    // be on disk first: a redelivery after a crash must reuse them.
+    if (m.qos == QoS::at_least_once && m.state == OutboundMessage::State::awaiting_puback) return;
     store_changed(&s);
 }
 
 void Broker::persist_outbound_done(Session& s, const OutboundMessage& m) {
     if (!s.stored || m.store_seq == 0) return;
+    // Nothing is answered for it (a PUBACK, a PUBCOMP): its connection is
+    // not held. A packet id it frees is reused only in a later change,
+    // which commits after this one.
     store_->erase_outbound(s.client_id, m.store_seq);
-    store_changed(&s, false);
 }
 
 void Broker::persist_inbound(Session& s, std::uint16_t packet_id, bool insert) {
@@ -255,26 +273,23 @@ void Broker::restore_session(LoadedSession& ls, Clock::time_point now, WallTime 
         s.subscriptions.emplace(std::move(filter), options);
     }
     std::uint64_t last_seq = 0;
-    for (StoredOutbound& o : ls.outbound) {
-        OutboundMessage m;
-        m.message = std::move(o.message);
-        m.qos = o.qos;
-        m.retain = o.retain;
-        m.state = o.state;
-        m.packet_id = o.packet_id;
-        m.subscription_ids = std::move(o.subscription_ids);
-        m.store_seq = o.seq;
-        last_seq = std::max(last_seq, o.seq);
+    for (auto it = ls.outbound.begin(); it != ls.outbound.end();) {
+        // Moved node by node into the session's lists (splice: no copy).
+        auto next = std::next(it);
+        const OutboundMessage& m = *it;
+        last_seq = std::max(last_seq, m.store_seq);
         OutboundState& out = s.out();
         if (m.state == OutboundMessage::State::queued) {
-            if (!m.message) continue;
-            out.queued_bytes += m.message->memory_size();
-            out.queue.push_back(std::move(m));
-        } else {
-            if (!m.message && m.state != OutboundMessage::State::awaiting_pubcomp) continue;
-            out.inflight.push_back(std::move(m));
+            if (m.message) {
+                out.queued_bytes += m.message->memory_size();
+                out.queue.splice(out.queue.end(), ls.outbound, it);
+                ++store_stats_.messages_loaded;
+            }
+        } else if (m.message || m.state == OutboundMessage::State::awaiting_pubcomp) {
+            out.inflight.splice(out.inflight.end(), ls.outbound, it);
+            ++store_stats_.messages_loaded;
         }
-        ++store_stats_.messages_loaded;
+        it = next;
     }
     if (s.outbound) s.outbound->next_store_seq = last_seq + 1;
     for (std::uint16_t id : ls.inbound_qos2) s.inbound_qos2.insert(id);

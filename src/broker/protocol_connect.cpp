@@ -302,7 +302,7 @@ void Broker::end_session(Session& s) {
     for (const auto& [filter, options] : s.subscriptions) {
         if (trie_.unsubscribe(filter, &s) && cluster_) cluster_->interest_removed(filter);
     }
-    if (s.stored) persist_session_end(s);
+    if (s.stored || s.will_stored) persist_session_end(s);
     if (s.connection) {
         s.connection->session = nullptr;
         s.connection = nullptr;

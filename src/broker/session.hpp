@@ -110,6 +110,9 @@ public:
     // A bridge's session (bridge.hpp: a BridgeSession), never in the
     // SessionStore. Sits in the padding after expiry_interval: free.
     bool bridge = false;
+    // Expiry 0 with persistence: only the connected client's will is
+    // stored (persistence_hooks.cpp), deleted when the session ends.
+    bool will_stored = false;
     net::Reactor::TimerId expiry_timer = {};
     // The broker at the other end when this session is a bridge (ours to a
     // remote, or a remote mqttoolsd's bridge connected here): its id from

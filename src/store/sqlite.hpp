@@ -61,10 +61,10 @@ public:
     }
 
     void bind(int i, std::int64_t v) { sqlite3_bind_int64(s_, i, v); }
+    // Neither is copied: the bytes must live until step() and reset().
     void bind_text(int i, std::string_view v) {
-        sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+        sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
     }
-    // Not copied: the bytes must live until step() and reset().
     void bind_blob(int i, std::string_view v) {
         sqlite3_bind_blob(s_, i, v.empty() ? "" : v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
     }

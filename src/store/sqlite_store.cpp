@@ -56,16 +56,12 @@ public:
             {&erase_retained, "DELETE FROM retained WHERE topic = ?1 RETURNING msg_id"},
             {&put_inbound, "INSERT OR REPLACE INTO inbound_qos2(client_id, packet_id) VALUES(?1, ?2)"},
             {&erase_inbound, "DELETE FROM inbound_qos2 WHERE client_id = ?1 AND packet_id = ?2"},
-            {&collect,
-             "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM queue WHERE msg_id = ?1) "
-             "AND NOT EXISTS (SELECT 1 FROM retained WHERE msg_id = ?1)"},
+            {&erase_message, "DELETE FROM messages WHERE id = ?1"},
+            // Messages only queued are never swept: a queue row holds its
+            // message until it is delivered or dropped (expiry is checked then).
             {&sweep_retained,
              "DELETE FROM retained WHERE msg_id IN "
-             "(SELECT id FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?1)"},
-            {&sweep_messages,
-             "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?1 "
-             "AND NOT EXISTS (SELECT 1 FROM queue WHERE msg_id = messages.id) "
-             "AND NOT EXISTS (SELECT 1 FROM retained WHERE msg_id = messages.id)"},
+             "(SELECT id FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?1) RETURNING msg_id"},
         };
         for (const auto& [stmt, sql] : all) {
             if (stmt->prepare(db, sql) != SQLITE_OK) {
@@ -82,7 +78,7 @@ public:
     Stmt put_message, put_outbound, update_outbound, release_outbound, outbound_message, erase_outbound;
     Stmt retained_message, put_retained, erase_retained;
     Stmt put_inbound, erase_inbound;
-    Stmt collect, sweep_retained, sweep_messages;
+    Stmt erase_message, sweep_retained;
 };
 
 SqliteStore::SqliteStore(net::Reactor& reactor, Db db, std::string path)
@@ -212,11 +208,14 @@ void SqliteStore::sweep_expired(broker::WallTime now) { add(Op::Kind::sweep).num
 std::uint64_t SqliteStore::submit() {
     if (current_.empty()) return 0;
     const std::uint64_t number = next_batch_++;
+    const std::size_t size = current_.size();
     {
         std::lock_guard lock(mu_);
         waiting_.push_back(Batch{number, std::move(current_)});
     }
-    current_.clear();
+    // The next turn is likely as busy: no growing from empty op by op.
+    current_ = std::vector<Op>();
+    current_.reserve(size);
     wake_.notify_one();
     return number;
 }
@@ -338,52 +337,159 @@ void SqliteStore::run() {
     }
 }
 
-bool SqliteStore::commit(std::vector<Op>& ops) {
-    Statements& s = *stmts_;
-    if (s.begin.run() != SQLITE_DONE) {
-        last_error_ = db_.message();
-        return false;
+// ---- message references (store thread)
+
+std::int64_t SqliteStore::references(std::int64_t id) const {
+    auto it = refs_.find(id);
+    return it == refs_.end() ? 1 : it->second;
+}
+
+void SqliteStore::set_references(std::int64_t id, std::int64_t n) {
+    auto it = refs_.find(id);
+    refs_undo_.emplace_back(id, it == refs_.end() ? -1 : std::int64_t{it->second});
+    if (n == 1 || n < 0) {
+        // One reference is what an absent id means; < 0: the message is gone.
+        if (it != refs_.end()) refs_.erase(it);
+    } else if (it == refs_.end()) {
+        refs_.emplace(id, static_cast<std::uint32_t>(n));
+    } else {
+        it->second = static_cast<std::uint32_t>(n);
     }
-    for (Op& op : ops) {
-        if (!apply(op)) {
-            last_error_ = db_.message();
-            s.rollback.run();
-            return false;
+}
+
+bool SqliteStore::drop_reference(std::int64_t id) {
+    const std::int64_t n = references(id) - 1;
+    if (n > 0) {
+        set_references(id, n);
+        return true;
+    }
+    // Its last queue or retained row went: so does the message.
+    set_references(id, -1);
+    Stmt& q = stmts_->erase_message;
+    q.bind(1, id);
+    return q.run() == SQLITE_DONE;
+}
+
+// ---- store thread: the transaction
+
+void SqliteStore::cancel_pairs(std::vector<Op>& ops) {
+    // A queue row put and erased within one transaction is never written:
+    // its subscriber acknowledged the message before the batch that queued
+    // it was committed (QoS 1 goes out without waiting for it), which is
+    // what happens when commits fall behind under load. Nor is a message
+    // stored in it whose every row went that way.
+    pending_.clear();
+    fresh_.clear();
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+        Op& op = ops[i];
+        if (op.dead) continue;
+        switch (op.kind) {
+            case Op::Kind::put_message:
+                fresh_[static_cast<std::int64_t>(op.message->store_id)] = Fresh{i, 0, 0};
+                break;
+            case Op::Kind::put_outbound:
+            case Op::Kind::put_retained:
+                if (op.message) {
+                    auto f = fresh_.find(static_cast<std::int64_t>(op.message->store_id));
+                    if (f != fresh_.end()) ++f->second.live;
+                }
+                if (op.kind == Op::Kind::put_outbound) pending_[PendingKey{op.client, op.number}] = i;
+                break;
+            case Op::Kind::update_outbound: {
+                auto p = pending_.find(PendingKey{op.client, op.number});
+                if (p == pending_.end()) break;
+                if (op.state == static_cast<std::uint8_t>(OutboundMessage::State::awaiting_pubcomp)) {
+                    // Both are written (the update drops the message).
+                    pending_.erase(p);
+                    break;
+                }
+                Op& put = ops[p->second];
+                put.state = op.state;
+                put.packet_id = op.packet_id;
+                op.dead = true;
+                break;
+            }
+            case Op::Kind::erase_outbound: {
+                auto p = pending_.find(PendingKey{op.client, op.number});
+                if (p == pending_.end()) break;
+                Op& put = ops[p->second];
+                put.dead = true;
+                op.dead = true;
+                if (put.message) {
+                    auto f = fresh_.find(static_cast<std::int64_t>(put.message->store_id));
+                    if (f != fresh_.end()) {
+                        --f->second.live;
+                        ++f->second.cancelled;
+                    }
+                }
+                pending_.erase(p);
+                break;
+            }
+            case Op::Kind::erase_session:
+                // A session made again numbers its rows from 1 again.
+                pending_.clear();
+                break;
+            default:
+                break;
         }
     }
-    if (s.commit.run() != SQLITE_DONE) {
-        last_error_ = db_.message();
-        // A failed COMMIT may leave the transaction open (SQLITE_BUSY/FULL).
-        if (!sqlite3_get_autocommit(db_.get())) s.rollback.run();
-        return false;
+    for (const auto& [id, f] : fresh_) {
+        if (f.live == 0 && f.cancelled != 0) ops[f.op].dead = true;
     }
+}
+
+bool SqliteStore::commit(std::vector<Op>& ops) {
+    Statements& s = *stmts_;
+    cancel_pairs(ops);
+    refs_undo_.clear();
+    auto fail = [&] {
+        last_error_ = db_.message();
+        // A failed statement or COMMIT may leave the transaction open
+        // (SQLITE_BUSY/FULL); the references counted in it are undone.
+        if (!sqlite3_get_autocommit(db_.get())) s.rollback.run();
+        for (auto it = refs_undo_.rbegin(); it != refs_undo_.rend(); ++it) {
+            if (it->second < 0) {
+                refs_.erase(it->first);
+            } else {
+                refs_[it->first] = static_cast<std::uint32_t>(it->second);
+            }
+        }
+        refs_undo_.clear();
+        return false;
+    };
+    if (s.begin.run() != SQLITE_DONE) return fail();
+    for (Op& op : ops) {
+        if (!op.dead && !apply(op)) return fail();
+    }
+    if (s.commit.run() != SQLITE_DONE) return fail();
+    refs_undo_.clear();
     return true;
 }
 
 namespace {
 
-// Deletes a message no queue or retained row refers to any more.
-bool collect(Statements& s, std::int64_t id) {
-    s.collect.bind(1, id);
-    return s.collect.run() == SQLITE_DONE;
-}
-
-// Runs a statement whose RETURNING/SELECT gives a message id, then collects it.
-bool run_and_collect(Statements& s, Stmt& stmt) {
-    std::int64_t id = 0;
-    bool have = false;
+// Runs a statement whose RETURNING/SELECT gives at most one message id:
+// true with `id` (0: none, or NULL) when it worked.
+bool run_for_id(Stmt& stmt, std::int64_t& id) {
+    id = 0;
     int rc = stmt.step();
     if (rc == SQLITE_ROW) {
-        if (!stmt.null(0)) {
-            id = stmt.integer(0);
-            have = true;
-        }
+        if (!stmt.null(0)) id = stmt.integer(0);
         rc = stmt.run();
     } else {
         stmt.reset();
     }
-    if (rc != SQLITE_DONE) return false;
-    return !have || collect(s, id);
+    return rc == SQLITE_DONE;
+}
+
+// Every message id a statement returns (read before the messages change).
+bool run_for_ids(Stmt& stmt, std::vector<std::int64_t>& ids) {
+    int rc;
+    while ((rc = stmt.step()) == SQLITE_ROW) {
+        if (!stmt.null(0)) ids.push_back(stmt.integer(0));
+    }
+    stmt.reset();
+    return rc == SQLITE_DONE;
 }
 
 }  // namespace
@@ -414,16 +520,13 @@ bool SqliteStore::apply(Op& op) {
         case Op::Kind::erase_session: {
             std::vector<std::int64_t> ids;
             s.session_messages.bind_text(1, op.client);
-            int rc;
-            while ((rc = s.session_messages.step()) == SQLITE_ROW) ids.push_back(s.session_messages.integer(0));
-            s.session_messages.reset();
-            if (rc != SQLITE_DONE) return false;
+            if (!run_for_ids(s.session_messages, ids)) return false;
             for (Stmt* q : {&s.erase_session_queue, &s.erase_session_subs, &s.erase_session_inbound, &s.erase_session}) {
                 q->bind_text(1, op.client);
                 if (q->run() != SQLITE_DONE) return false;
             }
             for (std::int64_t id : ids) {
-                if (!collect(s, id)) return false;
+                if (!drop_reference(id)) return false;
             }
             return true;
         }
@@ -452,7 +555,9 @@ bool SqliteStore::apply(Op& op) {
             q.bind(5, static_cast<int>(m.qos));
             q.bind(6, m.retain ? 1 : 0);
             if (op.expires_at != 0) q.bind(7, op.expires_at);
-            return q.run() == SQLITE_DONE;
+            if (q.run() != SQLITE_DONE) return false;
+            set_references(static_cast<std::int64_t>(m.store_id), 0);
+            return true;
         }
         case Op::Kind::put_outbound: {
             Stmt& q = s.put_outbound;
@@ -464,25 +569,24 @@ bool SqliteStore::apply(Op& op) {
             q.bind(6, op.state);
             q.bind(7, op.packet_id);
             if (!op.key.empty()) q.bind_blob(8, op.key);
-            return q.run() == SQLITE_DONE;
+            if (q.run() != SQLITE_DONE) return false;
+            if (op.message) add_reference(static_cast<std::int64_t>(op.message->store_id));
+            return true;
         }
         case Op::Kind::update_outbound: {
             if (op.state == static_cast<std::uint8_t>(OutboundMessage::State::awaiting_pubcomp)) {
                 // PUBREC'd: only the PUBREL is left, the message goes.
+                std::int64_t id = 0;
                 s.outbound_message.bind_text(1, op.client);
                 s.outbound_message.bind(2, static_cast<std::int64_t>(op.number));
-                std::int64_t id = 0;
-                const int rc = s.outbound_message.step();
-                if (rc == SQLITE_ROW && !s.outbound_message.null(0)) id = s.outbound_message.integer(0);
-                s.outbound_message.reset();
-                if (rc != SQLITE_ROW && rc != SQLITE_DONE) return false;
+                if (!run_for_id(s.outbound_message, id)) return false;
                 Stmt& q = s.release_outbound;
                 q.bind_text(1, op.client);
                 q.bind(2, static_cast<std::int64_t>(op.number));
                 q.bind(3, op.state);
                 q.bind(4, op.packet_id);
                 if (q.run() != SQLITE_DONE) return false;
-                return id == 0 || collect(s, id);
+                return id == 0 || drop_reference(id);
             }
             Stmt& q = s.update_outbound;
             q.bind_text(1, op.client);
@@ -491,26 +595,31 @@ bool SqliteStore::apply(Op& op) {
             q.bind(4, op.packet_id);
             return q.run() == SQLITE_DONE;
         }
-        case Op::Kind::erase_outbound:
+        case Op::Kind::erase_outbound: {
+            std::int64_t id = 0;
             s.erase_outbound.bind_text(1, op.client);
             s.erase_outbound.bind(2, static_cast<std::int64_t>(op.number));
-            return run_and_collect(s, s.erase_outbound);
+            if (!run_for_id(s.erase_outbound, id)) return false;
+            return id == 0 || drop_reference(id);
+        }
         case Op::Kind::put_retained: {
-            s.retained_message.bind_text(1, op.client);
             std::int64_t old = 0;
-            const int rc = s.retained_message.step();
-            if (rc == SQLITE_ROW) old = s.retained_message.integer(0);
-            s.retained_message.reset();
-            if (rc != SQLITE_ROW && rc != SQLITE_DONE) return false;
+            s.retained_message.bind_text(1, op.client);
+            if (!run_for_id(s.retained_message, old)) return false;
             const auto id = static_cast<std::int64_t>(op.message->store_id);
+            if (old == id) return true;
             s.put_retained.bind_text(1, op.client);
             s.put_retained.bind(2, id);
             if (s.put_retained.run() != SQLITE_DONE) return false;
-            return old == 0 || old == id || collect(s, old);
+            add_reference(id);
+            return old == 0 || drop_reference(old);
         }
-        case Op::Kind::erase_retained:
+        case Op::Kind::erase_retained: {
+            std::int64_t id = 0;
             s.erase_retained.bind_text(1, op.client);
-            return run_and_collect(s, s.erase_retained);
+            if (!run_for_id(s.erase_retained, id)) return false;
+            return id == 0 || drop_reference(id);
+        }
         case Op::Kind::put_inbound:
             s.put_inbound.bind_text(1, op.client);
             s.put_inbound.bind(2, op.packet_id);
@@ -519,12 +628,15 @@ bool SqliteStore::apply(Op& op) {
             s.erase_inbound.bind_text(1, op.client);
             s.erase_inbound.bind(2, op.packet_id);
             return s.erase_inbound.run() == SQLITE_DONE;
-        case Op::Kind::sweep:
-            for (Stmt* q : {&s.sweep_retained, &s.sweep_messages}) {
-                q->bind(1, static_cast<std::int64_t>(op.number));
-                if (q->run() != SQLITE_DONE) return false;
+        case Op::Kind::sweep: {
+            std::vector<std::int64_t> ids;
+            s.sweep_retained.bind(1, static_cast<std::int64_t>(op.number));
+            if (!run_for_ids(s.sweep_retained, ids)) return false;
+            for (std::int64_t id : ids) {
+                if (!drop_reference(id)) return false;
             }
             return true;
+        }
     }
     return false;
 }

@@ -4,17 +4,22 @@
 // swap), the store thread commits everything waiting in one transaction
 // (group commit), and an eventfd wakes the reactor with the result.
 // Failed commits keep their changes and are retried (every second, and
-// with each new batch) until they succeed.
+// with each new batch) until they succeed. The store thread counts each
+// message's references itself (no lookups to find a message's last one),
+// and a queue row put and erased within one transaction is never written.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "broker/persistence.hpp"
@@ -26,7 +31,9 @@ namespace mqttools::store {
 
 // The schema this build reads and writes ("PRAGMA user_version"), and the
 // file's "PRAGMA application_id" ("MQTD"): a file without it is not ours.
-inline constexpr int schema_version = 1;
+// Version 1 (the same tables with two indexes for reference lookups) is
+// upgraded in place by dropping them.
+inline constexpr int schema_version = 2;
 inline constexpr std::int32_t application_id = 0x4D515444;
 
 struct Options {
@@ -55,6 +62,7 @@ struct Op {
     std::uint8_t qos = 0;
     std::uint8_t state = 0;
     bool flag = false;  // retain / no_local
+    bool dead = false;  // cancelled by a later change of the same transaction
     std::uint16_t packet_id = 0;
     std::uint64_t number = 0;  // queue seq, message id, sweep time
     std::string client;        // client id, or a retained topic
@@ -72,6 +80,7 @@ public:
     // Opens (or creates) and checks the file, then loads its state into
     // `loaded`. On any problem: null and `error` names the file and what is
     // wrong; a file that is not ours or not readable is left untouched.
+    // A second broker on the same file is refused (the file is locked).
     static std::unique_ptr<SqliteStore> open(net::Reactor& reactor, const Options& options,
                                              broker::LoadedState& loaded, std::string& error);
     ~SqliteStore() override;
@@ -114,11 +123,20 @@ private:
     void run();
     void run_checkpoints();
     static int on_wal(void* self, sqlite3* db, const char* name, int pages);
+    void cancel_pairs(std::vector<Op>& ops);
     bool commit(std::vector<Op>& ops);
     bool apply(Op& op);
     void deliver();
+    // Message references (store thread).
+    std::int64_t references(std::int64_t id) const;
+    void set_references(std::int64_t id, std::int64_t n);
+    bool drop_reference(std::int64_t id);
+    void add_reference(std::int64_t id) { set_references(id, references(id) + 1); }
 
     net::Reactor& reactor_;
+    // An exclusive flock on the file for the store's life (one broker per
+    // file); declared before db_ so it is released after the file closes.
+    net::UniqueFd lock_fd_;
     Db db_;
     std::string path_;
     std::unique_ptr<Statements> stmts_;
@@ -147,6 +165,33 @@ private:
 
     // Store thread only.
     std::vector<Op> retry_;  // changes of failed commits, oldest first
+    // References (queue and retained rows) to each message beyond its
+    // first: most messages have exactly one, which an absent id means; a
+    // message stored and not referenced yet has 0. So the map stays small
+    // unless many sessions queue the same messages.
+    std::unordered_map<std::int64_t, std::uint32_t> refs_;
+    // The transaction's changes to refs_ (id, old count or -1: absent),
+    // undone when it rolls back.
+    std::vector<std::pair<std::int64_t, std::int64_t>> refs_undo_;
+    struct PendingKey {
+        std::string_view client;
+        std::uint64_t seq;
+        bool operator==(const PendingKey&) const = default;
+    };
+    struct PendingHash {
+        std::size_t operator()(const PendingKey& k) const noexcept {
+            return std::hash<std::string_view>{}(k.client) ^ (k.seq * 0x9E3779B97F4A7C15ull);
+        }
+    };
+    // cancel_pairs(): queue rows put in this transaction, and messages
+    // stored in it (op index, live references, cancelled references).
+    std::unordered_map<PendingKey, std::size_t, PendingHash> pending_;
+    struct Fresh {
+        std::size_t op;
+        std::uint32_t live;
+        std::uint32_t cancelled;
+    };
+    std::unordered_map<std::int64_t, Fresh> fresh_;
     std::string last_error_;
     std::thread thread_;
 

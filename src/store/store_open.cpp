@@ -4,6 +4,7 @@
 // never touched, and then loaded completely before the broker serves.
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,7 +26,8 @@ using broker::LoadedState;
 using broker::Message;
 using broker::MessagePtr;
 
-// Messages are stored once; queue rows and retained rows refer to them.
+// Messages are stored once; queue rows and retained rows refer to them
+// (the store counts the references in memory: no index on msg_id).
 // Deadlines are wall-clock milliseconds (0 or NULL: none).
 const char* const schema_sql = R"sql(
 CREATE TABLE messages(
@@ -39,7 +41,6 @@ CREATE TABLE messages(
 CREATE TABLE retained(
   topic TEXT PRIMARY KEY,
   msg_id INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX retained_msg ON retained(msg_id);
 CREATE TABLE sessions(
   client_id TEXT PRIMARY KEY,
   username TEXT,
@@ -73,7 +74,6 @@ CREATE TABLE queue(
   packet_id INTEGER NOT NULL,
   subscription_ids BLOB,
   PRIMARY KEY(client_id, seq)) WITHOUT ROWID;
-CREATE INDEX queue_msg ON queue(msg_id);
 CREATE TABLE inbound_qos2(
   client_id TEXT NOT NULL,
   packet_id INTEGER NOT NULL,
@@ -137,7 +137,7 @@ bool check_existing(Db& db, std::string& error) {
     }
     const std::int64_t version = pragma_int(db, "PRAGMA user_version", error);
     if (version < 0) return false;
-    if (version != schema_version) {
+    if (version != schema_version && version != 1) {
         error = "schema version " + std::to_string(version) + ", this mqttoolsd reads version " +
                 std::to_string(schema_version);
         return false;
@@ -156,6 +156,14 @@ bool check_existing(Db& db, std::string& error) {
         error = "the file is read-only";
         return false;
     }
+    if (version == 1 &&
+        !db.exec("BEGIN; DROP INDEX IF EXISTS queue_msg; DROP INDEX IF EXISTS retained_msg; "
+                 "PRAGMA user_version=2; COMMIT;")) {
+        // Version 1 had indexes for finding a message's references; the
+        // store counts them in memory now.
+        error = "cannot upgrade from schema version 1: " + db.message();
+        return false;
+    }
     return true;
 }
 
@@ -163,7 +171,11 @@ bool check_existing(Db& db, std::string& error) {
 // damaged or edited; refuse rather than guess.
 bool valid_qos(std::int64_t q, bool zero_ok) { return q >= (zero_ok ? 0 : 1) && q <= 2; }
 
-bool load(Db& db, LoadedState& out, std::string& error) {
+// Also counts each message's queue and retained rows: `refs` gets those
+// with more than one, `orphans` those with none (not written since
+// version 2; deleted before the store starts).
+bool load(Db& db, LoadedState& out, std::unordered_map<std::int64_t, std::uint32_t>& refs,
+          std::vector<std::int64_t>& orphans, std::string& error) {
     const auto now = net::Clock::now();
     const broker::WallTime wall = broker::wall_now();
     auto fail = [&](const std::string& what) {
@@ -174,7 +186,11 @@ bool load(Db& db, LoadedState& out, std::string& error) {
     Stmt q;
 
     // Messages.
-    std::unordered_map<std::int64_t, MessagePtr> messages;
+    struct Stored {
+        MessagePtr message;
+        std::uint32_t refs = 0;
+    };
+    std::unordered_map<std::int64_t, Stored> messages;
     if (q.prepare(db, "SELECT count(*), coalesce(max(id), 0) FROM messages") != SQLITE_OK || q.step() != SQLITE_ROW)
         return sql_error();
     messages.reserve(static_cast<std::size_t>(q.integer(0)));
@@ -192,13 +208,15 @@ bool load(Db& db, LoadedState& out, std::string& error) {
         m->qos = static_cast<QoS>(q.integer(4));
         m->retain = q.integer(5) != 0;
         if (!q.null(6)) m->expires_at = broker::from_wall(q.integer(6), now, wall);
-        messages.emplace(q.integer(0), std::move(m));
+        messages.emplace(q.integer(0), Stored{std::move(m), 0});
     }
     if (rc != SQLITE_DONE) return sql_error();
     out.messages = messages.size();
     auto message = [&](std::int64_t id) -> MessagePtr {
         auto it = messages.find(id);
-        return it == messages.end() ? nullptr : it->second;
+        if (it == messages.end()) return nullptr;
+        ++it->second.refs;
+        return it->second.message;
     };
 
     // Retained.
@@ -276,12 +294,17 @@ bool load(Db& db, LoadedState& out, std::string& error) {
             current_id.assign(q.text(0));
             current = session(current_id);
         }
-        if (!current) continue;
-        broker::StoredOutbound o;
-        o.seq = static_cast<std::uint64_t>(q.integer(1));
+        if (!current) {
+            // A row without its session (never written that way) is not
+            // loaded, but its reference still counts.
+            if (!q.null(2)) message(q.integer(2));
+            continue;
+        }
         const std::int64_t state = q.integer(5);
         if (!valid_qos(q.integer(3), false) || state < 0 || state > 3 || q.integer(6) < 0 || q.integer(6) > 65535)
             return fail("queue: bad row for '" + current_id + "'");
+        broker::OutboundMessage& o = current->outbound.emplace_back();
+        o.store_seq = static_cast<std::uint64_t>(q.integer(1));
         o.qos = static_cast<QoS>(q.integer(3));
         o.retain = q.integer(4) != 0;
         o.state = static_cast<broker::OutboundMessage::State>(state);
@@ -291,9 +314,10 @@ bool load(Db& db, LoadedState& out, std::string& error) {
             if (!o.message) return fail("queue: a row of '" + current_id + "' refers to a missing message");
         }
         const std::string_view ids = q.blob(7);
-        o.subscription_ids.resize(ids.size() / 4);
-        if (!ids.empty()) std::memcpy(o.subscription_ids.data(), ids.data(), o.subscription_ids.size() * 4);
-        current->outbound.push_back(std::move(o));
+        if (ids.size() >= 4) {
+            o.subscription_ids.resize(ids.size() / 4);
+            std::memcpy(o.subscription_ids.data(), ids.data(), o.subscription_ids.size() * 4);
+        }
         ++out.queued;
     }
     if (rc != SQLITE_DONE) return sql_error();
@@ -303,6 +327,14 @@ bool load(Db& db, LoadedState& out, std::string& error) {
         if (LoadedSession* ls = session(q.text(0))) ls->inbound_qos2.push_back(static_cast<std::uint16_t>(q.integer(1)));
     }
     if (rc != SQLITE_DONE) return sql_error();
+    for (const auto& [id, stored] : messages) {
+        if (stored.refs == 0) {
+            orphans.push_back(id);
+        } else if (stored.refs > 1) {
+            refs.emplace(id, stored.refs);
+        }
+    }
+    out.messages -= orphans.size();
     return true;
 }
 
@@ -330,9 +362,33 @@ std::unique_ptr<SqliteStore> SqliteStore::open(net::Reactor& reactor, const Opti
         return nullptr;
     };
     struct stat st {};
-    const bool exists = ::stat(path.c_str(), &st) == 0;
+    bool exists = ::stat(path.c_str(), &st) == 0;
     if (!exists && errno != ENOENT) return failed(std::strerror(errno));
     if (exists && !S_ISREG(st.st_mode)) return failed("not a regular file");
+    // One broker per file: SQLite would let a second one share it (WAL
+    // works across processes), and each would overwrite the state the other
+    // keeps in memory. An exclusive flock held for the store's life; flock,
+    // not fcntl, because SQLite's own POSIX locks on the file vanish
+    // whenever any descriptor of it closes, and flock locks do not interact
+    // with them. A missing file is created here, empty (SQLite takes an
+    // empty file for a new database), so the lock covers making it too.
+    net::UniqueFd lock;
+    if (!exists) {
+        lock.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+        if (!lock && errno != EEXIST) return failed(std::string("cannot create it: ") + std::strerror(errno));
+        exists = !lock;  // made meanwhile by someone else: checked as any existing file
+    }
+    if (exists) {
+        lock.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!lock) return failed(std::string("cannot read it: ") + std::strerror(errno));
+    }
+    if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            return failed("in use by another process (another mqttoolsd with the same persistence_location and "
+                          "persistence_file?)");
+        }
+        return failed(std::string("cannot lock it: ") + std::strerror(errno));
+    }
     Db db;
     if (exists) {
         std::string why;
@@ -340,7 +396,12 @@ std::unique_ptr<SqliteStore> SqliteStore::open(net::Reactor& reactor, const Opti
         if (db.open(path, SQLITE_OPEN_READWRITE) != SQLITE_OK) return failed(db.message());
         if (!check_existing(db, why)) return failed(why);
     } else {
-        if (db.open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) != SQLITE_OK) return failed(db.message());
+        if (db.open(path, SQLITE_OPEN_READWRITE) != SQLITE_OK) {
+            const std::string why = db.message();
+            db.close();
+            ::unlink(path.c_str());  // ours, just made, empty
+            return failed(why);
+        }
         std::string why;
         if (!create_schema(db, why)) {
             db.close();
@@ -360,9 +421,24 @@ std::unique_ptr<SqliteStore> SqliteStore::open(net::Reactor& reactor, const Opti
             return failed("cannot use WAL mode: " + db.message());
     }
     std::string why;
-    if (!load(db, loaded, why)) return failed(why);
+    std::unordered_map<std::int64_t, std::uint32_t> refs;
+    std::vector<std::int64_t> orphans;
+    if (!load(db, loaded, refs, orphans, why)) return failed(why);
+    if (!orphans.empty()) {
+        Stmt del;
+        if (!db.exec("BEGIN") || del.prepare(db, "DELETE FROM messages WHERE id = ?1") != SQLITE_OK)
+            return failed(db.message());
+        for (std::int64_t id : orphans) {
+            del.bind(1, id);
+            if (del.run() != SQLITE_DONE) return failed(db.message());
+        }
+        if (!db.exec("COMMIT")) return failed(db.message());
+        spdlog::info("Persistence: {} deleted {} messages nothing referred to.", path, orphans.size());
+    }
 
     std::unique_ptr<SqliteStore> store(new SqliteStore(reactor, std::move(db), path));
+    store->lock_fd_ = std::move(lock);
+    store->refs_ = std::move(refs);
     if (!store->prepare_statements(why)) return failed(why);
     store->event_fd_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     if (!store->event_fd_ || !reactor.add(store->event_fd_.get(), EPOLLIN, store.get()))

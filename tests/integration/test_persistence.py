@@ -178,6 +178,58 @@ def test_crash_treats_connected_clients_as_gone(tmp_path):
     d.stop()
 
 
+def test_crash_publishes_the_will_of_a_client_without_session_expiry(tmp_path):
+    """A client with Session Expiry 0 connected at a kill -9: its session
+    ended with the crash, so its will goes out at start-up. A client that
+    disconnected cleanly before leaves no will, and nothing of either is
+    left in the file afterwards."""
+    d = DurableBroker(tmp_path)
+    d.start()
+    watcher = Client(d.port)
+    watcher.connect("watcher", properties=KEEP)
+    watcher.subscribe([("will/#", sub_options(qos=1))])
+    watcher.disconnect()
+    gone = Client(d.port)
+    gone.connect("zero", will_topic="will/zero", will_payload=b"zero gone", will_qos=1,
+                 will_properties={WILL_DELAY_INTERVAL: 30})  # the session's end comes first
+    polite = Client(d.port)
+    polite.connect("polite", will_topic="will/polite", will_payload=b"never", will_qos=1)
+    polite.disconnect()
+    assert wait_until(lambda: "Client polite disconnected" in d.output()), d.output()
+    d.crash()
+    d.start()
+    watcher = Client(d.port)
+    assert watcher.connect("watcher", clean_start=False, properties=KEEP).session_present
+    p = watcher.expect(PUBLISH, timeout=5)
+    watcher.ack(p)
+    assert (p.topic, p.payload) == ("will/zero", b"zero gone")
+    watcher.nothing(0.5)
+    again = Client(d.port)
+    assert not again.connect("zero", clean_start=False).session_present
+    again.disconnect()
+    watcher.disconnect()
+    d.stop()
+    db = sqlite3.connect(d.db)
+    rows = [r[0] for r in db.execute("SELECT client_id FROM sessions")]
+    db.close()
+    assert rows == ["watcher"]
+
+
+def test_a_second_broker_on_the_same_file_is_refused(tmp_path):
+    d = DurableBroker(tmp_path)
+    d.start()
+    c = Client(d.port)
+    c.connect("kept", properties=KEEP)
+    c.disconnect()
+    code, out = run_refused(tmp_path, persistence_config(tmp_path))
+    assert code != 0, out
+    assert str(d.db) in out and "in use by another process" in out, out
+    c = Client(d.port)  # the first one is unaffected
+    assert c.connect("kept", clean_start=False, properties=KEEP).session_present
+    c.disconnect()
+    d.stop()
+
+
 def test_session_expiry_counts_while_the_broker_is_down(tmp_path):
     d = DurableBroker(tmp_path)
     d.start()

@@ -176,17 +176,19 @@ TEST_CASE("store: sessions, subscriptions, queue, inbound ids and retained round
     CHECK(ls.subscriptions[0].second.retain_handling == 2);
     CHECK(ls.subscriptions[0].second.identifier == 42);
     REQUIRE(ls.outbound.size() == 3);
-    CHECK(ls.outbound[0].seq == 1);
-    CHECK(ls.outbound[0].state == OutboundMessage::State::awaiting_puback);
-    CHECK(ls.outbound[0].packet_id == 17);
-    CHECK(ls.outbound[0].message->payload == "first");
-    CHECK(ls.outbound[0].message->properties == std::string("\x01\x01", 2));
-    CHECK(ls.outbound[0].subscription_ids == std::vector<std::uint32_t>{42, 7});
-    CHECK(ls.outbound[1].state == OutboundMessage::State::awaiting_pubcomp);
-    CHECK(ls.outbound[1].packet_id == 18);
-    CHECK(ls.outbound[1].message == nullptr);  // PUBREC'd: only the PUBREL is left
-    CHECK(ls.outbound[2].state == OutboundMessage::State::queued);
-    CHECK(ls.outbound[2].message->payload == "third");
+    std::vector<const OutboundMessage*> out;
+    for (const OutboundMessage& o : ls.outbound) out.push_back(&o);
+    CHECK(out[0]->store_seq == 1);
+    CHECK(out[0]->state == OutboundMessage::State::awaiting_puback);
+    CHECK(out[0]->packet_id == 17);
+    CHECK(out[0]->message->payload == "first");
+    CHECK(out[0]->message->properties == std::string("\x01\x01", 2));
+    CHECK(out[0]->subscription_ids == std::vector<std::uint32_t>{42, 7});
+    CHECK(out[1]->state == OutboundMessage::State::awaiting_pubcomp);
+    CHECK(out[1]->packet_id == 18);
+    CHECK(out[1]->message == nullptr);  // PUBREC'd: only the PUBREL is left
+    CHECK(out[2]->state == OutboundMessage::State::queued);
+    CHECK(out[2]->message->payload == "third");
     CHECK(ls.inbound_qos2 == std::vector<std::uint16_t>{6});
     REQUIRE(back.retained.size() == 1);
     CHECK(back.retained[0]->topic == "status/x");
@@ -327,4 +329,127 @@ TEST_CASE("store: files that are not ours are refused and left untouched", "[sto
         CHECK_FALSE(open_store(reactor, path, loaded, error));
         CHECK(error.find("not a regular file") != std::string::npos);
     }
+}
+
+TEST_CASE("store: a queue row put and erased in one transaction is never written", "[store]") {
+    // A connected subscriber's PUBACK that arrives before the batch that
+    // queued its message was committed: neither the row nor a message left
+    // without rows reaches the file.
+    TempDir dir;
+    net::Reactor reactor;
+    LoadedState loaded;
+    std::string error;
+    auto s = open_store(reactor, dir.file(), loaded, error);
+    REQUIRE(s);
+    for (const char* id : {"a", "b"}) {
+        StoredSession row;
+        row.client_id = id;
+        row.expiry_interval = 60;
+        s->put_session(row);
+    }
+    auto alone = message(1, "t", "only a");
+    auto shared = message(2, "t", "a and b");
+    s->put_message(alone);
+    s->put_outbound("a", 1, outbound(alone));
+    s->update_outbound("a", 1, OutboundMessage::State::awaiting_puback, 7);
+    s->put_message(shared);
+    s->put_outbound("a", 2, outbound(shared));
+    s->put_outbound("b", 1, outbound(shared));
+    s->update_outbound("a", 2, OutboundMessage::State::awaiting_puback, 8);
+    s->erase_outbound("a", 1);
+    s->erase_outbound("a", 2);
+    s->drain();
+    CHECK(s->healthy());
+    CHECK(count(s->path(), "messages") == 1);
+    CHECK(count(s->path(), "queue") == 1);
+    // The message left with b's row is deleted with it later.
+    s->erase_outbound("b", 1);
+    s->drain();
+    CHECK(count(s->path(), "messages") == 0);
+    CHECK(count(s->path(), "queue") == 0);
+}
+
+TEST_CASE("store: references are counted again after a restart", "[store]") {
+    TempDir dir;
+    net::Reactor reactor;
+    LoadedState loaded;
+    std::string error;
+    {
+        auto s = open_store(reactor, dir.file(), loaded, error);
+        REQUIRE(s);
+        auto m = message(1, "t", "shared");
+        s->put_message(m);
+        s->put_retained(m);
+        for (const char* id : {"a", "b"}) {
+            StoredSession row;
+            row.client_id = id;
+            row.expiry_interval = 60;
+            s->put_session(row);
+            s->put_outbound(id, 1, outbound(m));
+        }
+    }
+    LoadedState back;
+    auto s = open_store(reactor, dir.file(), back, error);
+    REQUIRE(s);
+    CHECK(back.messages == 1);
+    CHECK(back.queued == 2);
+    s->erase_outbound("a", 1);
+    s->erase_retained("t");
+    s->drain();
+    CHECK(count(s->path(), "messages") == 1);
+    s->erase_session("b");
+    s->drain();
+    CHECK(count(s->path(), "messages") == 0);
+}
+
+TEST_CASE("store: a second store on the same file is refused", "[store]") {
+    TempDir dir;
+    net::Reactor reactor;
+    LoadedState loaded;
+    std::string error;
+    auto first = open_store(reactor, dir.file(), loaded, error);
+    REQUIRE(first);
+    LoadedState other;
+    CHECK_FALSE(open_store(reactor, dir.file(), other, error));
+    CHECK(error.find(dir.file()) != std::string::npos);
+    CHECK(error.find("in use by another process") != std::string::npos);
+    first.reset();
+    CHECK(open_store(reactor, dir.file(), other, error));
+}
+
+TEST_CASE("store: a version 1 file is upgraded in place", "[store]") {
+    TempDir dir;
+    net::Reactor reactor;
+    LoadedState loaded;
+    std::string error;
+    const std::string path = dir.file();
+    {
+        auto s = open_store(reactor, path, loaded, error);
+        REQUIRE(s);
+        auto m = message(1, "r", "kept");
+        s->put_message(m);
+        s->put_retained(m);
+    }
+    // What version 1 had beyond version 2: two indexes.
+    sqlite3* db = nullptr;
+    sqlite3_open(path.c_str(), &db);
+    REQUIRE(sqlite3_exec(db,
+                         "CREATE INDEX queue_msg ON queue(msg_id); CREATE INDEX retained_msg ON retained(msg_id); "
+                         "PRAGMA user_version=1;",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+    {
+        LoadedState back;
+        auto s = open_store(reactor, path, back, error);
+        REQUIRE(s);
+        CHECK(back.retained.size() == 1);
+    }
+    CHECK(count(path, "sqlite_schema WHERE type = 'index' AND name IN ('queue_msg', 'retained_msg')") == 0);
+    sqlite3_open(path.c_str(), &db);
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
+    REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+    CHECK(sqlite3_column_int(st, 0) == store::schema_version);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
 }
