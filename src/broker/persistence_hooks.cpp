@@ -269,7 +269,7 @@ void Broker::restore_session(LoadedSession& ls, Clock::time_point now, WallTime 
             acl_.bind(s.client_id, row.username ? std::optional<std::string_view>(*row.username) : std::nullopt));
     }
     for (auto& [filter, options] : ls.subscriptions) {
-        trie_.subscribe(filter, &s, options);
+        trie_.subscribe(filter, &s, options, true);  // a session just made has none
         s.subscriptions.emplace(std::move(filter), options);
     }
     std::uint64_t last_seq = 0;

@@ -2,6 +2,7 @@
 #include "broker/topic_levels.hpp"
 
 #include <algorithm>
+#include <span>
 
 #include "mqttools/codec.hpp"
 
@@ -62,7 +63,8 @@ SubscriptionTrie::Node* SubscriptionTrie::find_or_create(std::string_view filter
     return node;
 }
 
-bool SubscriptionTrie::subscribe(std::string_view filter, Session* session, const SubscriptionOptions& options) {
+bool SubscriptionTrie::subscribe(std::string_view filter, Session* session, const SubscriptionOptions& options,
+                                 bool known_new) {
     auto shared = parse_shared_filter(filter);
     ++generation_;  // new or replaced options alike
     Node* node = find_or_create(shared ? shared->filter : filter);
@@ -76,7 +78,7 @@ bool SubscriptionTrie::subscribe(std::string_view filter, Session* session, cons
         }
         list = &g->members;
     }
-    for (Subscriber& s : *list) {
+    for (Subscriber& s : known_new ? std::span<Subscriber>{} : std::span<Subscriber>(*list)) {
         if (s.session == session) {
             s.options = options;
             return false;

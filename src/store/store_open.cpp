@@ -294,23 +294,28 @@ bool load(Db& db, LoadedState& out, std::unordered_map<std::int64_t, std::uint32
             current_id.assign(q.text(0));
             current = session(current_id);
         }
+        // Each column read once (a million rows: the calls add up). A NULL
+        // msg_id reads 0, which no message has.
+        const std::int64_t msg_id = q.integer(2);
         if (!current) {
             // A row without its session (never written that way) is not
             // loaded, but its reference still counts.
-            if (!q.null(2)) message(q.integer(2));
+            if (msg_id != 0) message(msg_id);
             continue;
         }
+        const std::int64_t qos = q.integer(3);
         const std::int64_t state = q.integer(5);
-        if (!valid_qos(q.integer(3), false) || state < 0 || state > 3 || q.integer(6) < 0 || q.integer(6) > 65535)
+        const std::int64_t packet_id = q.integer(6);
+        if (!valid_qos(qos, false) || state < 0 || state > 3 || packet_id < 0 || packet_id > 65535)
             return fail("queue: bad row for '" + current_id + "'");
         broker::OutboundMessage& o = current->outbound.emplace_back();
         o.store_seq = static_cast<std::uint64_t>(q.integer(1));
-        o.qos = static_cast<QoS>(q.integer(3));
+        o.qos = static_cast<QoS>(qos);
         o.retain = q.integer(4) != 0;
         o.state = static_cast<broker::OutboundMessage::State>(state);
-        o.packet_id = static_cast<std::uint16_t>(q.integer(6));
-        if (!q.null(2)) {
-            o.message = message(q.integer(2));
+        o.packet_id = static_cast<std::uint16_t>(packet_id);
+        if (msg_id != 0) {
+            o.message = message(msg_id);
             if (!o.message) return fail("queue: a row of '" + current_id + "' refers to a missing message");
         }
         const std::string_view ids = q.blob(7);
