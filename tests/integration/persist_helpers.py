@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import time
 
+from mqttwire import Client
 from conftest import MQTTOOLSD, SANITIZED, SLOW, Broker, free_port, wait_until  # noqa: F401 (re-exported)
 
 
@@ -38,6 +39,19 @@ class DurableBroker:
         code = self.broker.stop()
         assert code == 0, f"exit {code}: " + self.output()
         return code
+
+    def committed(self):
+        """Returns once all the broker did before is on disk. A retained QoS 1
+        PUBLISH is acknowledged only after its transaction commits, and the one
+        store thread commits in order, so its PUBACK (and the second one, which
+        clears it again) follows every earlier change. A clean DISCONNECT has
+        no acknowledgement of its own: a test that crashes the broker right
+        after one calls this first."""
+        c = Client(self.port)
+        c.connect("")
+        assert c.publish("barrier/committed", b"x", qos=1, retain=True).reason < 0x80
+        assert c.publish("barrier/committed", b"", qos=1, retain=True, packet_id=2).reason < 0x80
+        c.disconnect()
 
     def crash(self):
         """kill -9: no shutdown code runs."""

@@ -196,6 +196,7 @@ def test_crash_publishes_the_will_of_a_client_without_session_expiry(tmp_path):
     polite.connect("polite", will_topic="will/polite", will_payload=b"never", will_qos=1)
     polite.disconnect()
     assert wait_until(lambda: "Client polite disconnected" in d.output()), d.output()
+    d.committed()  # the DISCONNECT erased the will in a transaction of its own
     d.crash()
     d.start()
     watcher = Client(d.port)
