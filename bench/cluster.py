@@ -8,6 +8,16 @@
   pairs-sat    the same, saturated (16 in flight per publisher): msg/s
   pairs-311    MQTT 3.1.1 pairs at 10,000 msg/s: our 2-node cluster vs
                nats-server's own MQTT listener on the same NATS
+  idle-100k    100,000 idle connections held across 6 nodes (one
+               nats-server), each node on its own port; the generator
+               forks 6 processes (each within the 20,000-file limit) and
+               connects from several 127.0.0.x source addresses. VmRSS of
+               every node before and after: bytes per connection per node,
+               connect time. Beside it, in the same run, one node without
+               a cluster and Mosquitto, each holding one node's share
+               (100,000 / 6): a single process cannot hold 100,000 under
+               the file limit. `--idle` runs only this one; `--idle-conns`
+               changes the count (bounded: 6 × 19,000).
 
 Every broker process is pinned to CPU 0 and the generator (mqtt_load) to
 CPU 1 for the fixed-rate runs; saturated runs are not pinned (the two nodes
@@ -17,10 +27,13 @@ ratios. Only 127.0.0.1 is used, and only processes started here are stopped,
 by their PID. Figures from a shared machine are noisy: compare ratios.
 
     bench/cluster.py --build build-release [--runs 3] [--duration 5]
+    bench/cluster.py --build build-release --idle [--idle-conns 100000]
 """
 import argparse
 import json
+import math
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -110,6 +123,21 @@ class Setup:
             raise RuntimeError("mqttoolsd did not start: " + conf)
         self.ports.append(port)
 
+    def start_mosquitto(self):
+        port = free_port()
+        conf = os.path.join(self.bench.tmp, f"mosquitto-{port}.conf")
+        with open(conf, "w") as f:
+            f.write(f"listener {port} {HOST}\nallow_anonymous true\npersistence false\nmax_connections -1\n"
+                    "log_dest stderr\nlog_type error\nlog_type warning\n")
+        log = open(os.path.join(self.bench.tmp, f"mosquitto-{port}.log"), "ab")
+        p = subprocess.Popen(self.pinned([self.bench.mosquitto, "-c", conf]), stdout=log, stderr=log,
+                             stdin=subprocess.DEVNULL)
+        log.close()
+        self.procs.append(p)
+        if not wait_port(port, p):
+            raise RuntimeError("mosquitto did not start: " + conf)
+        self.ports.append(port)
+
     def close(self):
         for p in reversed(self.procs):
             stop(p)
@@ -129,6 +157,15 @@ SCENARIOS = {
 }
 
 
+# The idle scenario: (label, nodes, nats, broker, share) ; share "all": every
+# connection, "node": one node's share (a single process' file limit).
+IDLE_NAME = "idle-100k"
+IDLE_SETUPS = [("6 nodes", 6, True, "mqttoolsd", "all"),
+               ("1 node, no cluster", 1, False, "mqttoolsd", "node"),
+               ("Mosquitto", 0, False, "mosquitto", "node")]
+IDLE_NODES = 6
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -136,6 +173,7 @@ class Bench:
         self.load = os.path.join(build, "bench", "load", "mqtt_load")
         self.mqttoolsd = os.path.join(build, "src", "daemon", "mqttoolsd")
         self.nats_server = shutil.which("nats-server") or "/usr/bin/nats-server"
+        self.mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.tmp = tempfile.mkdtemp(prefix="mqttools-cluster-bench-")
         self.results = {}  # (scenario, label) -> [json]
 
@@ -173,9 +211,50 @@ class Bench:
         finally:
             s.close()
 
+    def run_idle(self, label, nodes, nats, broker, share):
+        """One idle run: connect, hold, read every node's RSS (mqtt_load --scenario idle)."""
+        total = self.args.idle_conns
+        conns = total if share == "all" else math.ceil(total / IDLE_NODES)
+        s = Setup(self, nodes, nats, pin=False)
+        try:
+            if broker == "mosquitto":
+                s.start_mosquitto()
+            node_procs = [p for p in s.procs if p is not s.nats]
+            argv = [self.load, "--host", HOST, "--scenario", "idle", "--conns", str(conns),
+                    "--ports", ",".join(map(str, s.ports)), "--node-pids", ",".join(str(p.pid) for p in node_procs),
+                    "--procs", str(IDLE_NODES), "--src-addrs", "12", "--hold", str(self.args.idle_hold),
+                    "--keep-alive", "600", "--handshake-window", "512",
+                    "--connect-timeout", str(self.args.idle_timeout), "--label", f"{IDLE_NAME}/{label}"]
+            if s.nats:
+                argv += ["--extra-pids", str(s.nats.pid)]
+            r = subprocess.run(argv, capture_output=True, text=True,
+                               timeout=self.args.idle_timeout + self.args.idle_hold + 60)
+            lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
+            res = json.loads(lines[-1]) if lines else {"ok": False, "error": r.stderr[-300:]}
+            if not all(p.poll() is None for p in s.procs):
+                res["ok"] = False
+                res["error"] = (res.get("error") or "") + " a process exited"
+            return res
+        finally:
+            s.close()
+
     def run(self, names):
         for i in range(self.args.runs):
             for name in names:
+                if name == IDLE_NAME:
+                    if i > 0:
+                        continue  # about holding, not timing: one run
+                    for label, nodes, nats, broker, share in IDLE_SETUPS:
+                        try:
+                            r = self.run_idle(label, nodes, nats, broker, share)
+                        except Exception as e:  # recorded, not fatal
+                            r = {"ok": False, "error": str(e)}
+                        self.results.setdefault((name, label), []).append(r)
+                        print(f"  {name} / {label}: " + (
+                            f"{r.get('held', 0)} held in {r.get('connect_s', 0):.1f} s, "
+                            f"{r.get('rss_per_conn_bytes', 0):.0f} B RSS per connection per node"
+                            if r.get("ok") else "FAILED " + str(r.get("error"))), file=sys.stderr)
+                    continue
                 for label, nodes, nats, target, load_args in SCENARIOS[name][1]:
                     try:
                         r = self.run_one(name, label, nodes, nats, target, load_args)
@@ -206,7 +285,33 @@ class Bench:
                 out.append(ra[key] / rb[key])
         return out
 
+    def idle_table(self):
+        rows = ["| setup | connections held / asked | connect s | RSS bytes / connection per node: mean (min–max) "
+                "| CPU µs / connection (all nodes) | nats-server RSS growth MiB / CPU µs per connection |",
+                "|---|---|---|---|---|---|"]
+        for label, *_ in IDLE_SETUPS:
+            for r in self.results.get((IDLE_NAME, label), []):
+                nodes = [n["rss_per_conn_bytes"] for n in r.get("nodes", []) if n.get("held")]
+                spread = f" ({min(nodes):.0f}–{max(nodes):.0f})" if len(nodes) > 1 else ""
+                nats = "–"
+                if r.get("others"):
+                    o = r["others"][0]
+                    nats = (f"{(o['rss_after_kb'] - o['rss_before_kb']) / 1024:.0f} / "
+                            f"{r.get('extra_cpu_us_per_conn', 0):.0f}")
+                rows.append(f"| {label} | {r.get('held', 0):,} / {r.get('conns', 0):,}"
+                            f"{'' if r.get('ok') else ' (FAILED: ' + str(r.get('error'))[:80] + ')'} | "
+                            f"{r.get('connect_s', 0):.1f} | {r.get('rss_per_conn_bytes', 0):.0f}{spread} | "
+                            f"{r.get('broker_cpu_us_per_conn', 0):.0f} | {nats} |")
+        return "\n".join(rows)
+
     def table(self, names):
+        out = []
+        if IDLE_NAME in names:
+            out.append(self.idle_table())
+            names = [n for n in names if n != IDLE_NAME]
+            if not names:
+                return "\n".join(out)
+            out.append("")
         rows = ["| scenario | setup | delivered msg/s | CPU µs/msg (all processes) | p99 µs | lost |",
                 "|---|---|---|---|---|---|"]
         for name in names:
@@ -226,7 +331,7 @@ class Bench:
                 rs = self.ratios(name, a, b, key)
                 rows.append(f"- {what}: per-run ratios {', '.join(f'{r:.2f}' for r in rs) or '–'}"
                             + (f", median {statistics.median(rs):.2f}" if rs else ""))
-        return "\n".join(rows)
+        return "\n".join(out + rows)
 
 
 def main():
@@ -237,13 +342,26 @@ def main():
     p.add_argument("--warmup", type=float, default=1.5)
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--json", help="write the raw runs here")
+    p.add_argument("--idle", action="store_true", help=f"only {IDLE_NAME}")
+    p.add_argument("--idle-conns", type=int, default=100000, help="idle connections over the 6 nodes")
+    p.add_argument("--idle-hold", type=float, default=2.0, help="seconds the idle connections are held")
+    p.add_argument("--idle-timeout", type=float, default=150.0, help="seconds allowed for connecting")
     args = p.parse_args()
-    names = [n for n in args.scenarios.split(",") if n]
+    names = [IDLE_NAME] if args.idle else [n for n in args.scenarios.split(",") if n]
     for n in names:
-        if n not in SCENARIOS:
+        if n not in SCENARIOS and n != IDLE_NAME:
             p.error(f"unknown scenario {n}")
+    # Bounded in count and time: each node and each generator process stays
+    # within the 20,000-file limit of this machine.
+    if not (1 <= args.idle_conns <= IDLE_NODES * 19000 and 0 <= args.idle_hold <= 60
+            and 10 <= args.idle_timeout <= 600):
+        p.error(f"--idle-conns 1..{IDLE_NODES * 19000}, --idle-hold 0..60, --idle-timeout 10..600")
+    # Children (nodes, Mosquitto, the generator) inherit the raised soft
+    # file limit (the hard one needs CAP_SYS_RESOURCE).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     b = Bench(args)
-    for path in (b.load, b.mqttoolsd, b.nats_server):
+    for path in (b.load, b.mqttoolsd, b.nats_server) + ((b.mosquitto,) if IDLE_NAME in names else ()):
         if not os.access(path, os.X_OK):
             p.error(f"{path} is missing")
     b.run(names)

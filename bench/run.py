@@ -693,9 +693,14 @@ def main():
                         "instead of halting (cyclictest does the same); halt: leave the idle policy alone")
     p.add_argument("--cluster", action="store_true",
                    help="only the cluster scenarios (bench/cluster.py: nodes over nats-server, issue 13)")
+    p.add_argument("--cluster-idle", action="store_true",
+                   help="only the cluster's 100,000 idle connections over 6 nodes (bench/cluster.py --idle)")
     p.add_argument("--perf", action="store_true",
                    help="record a perf profile of mqttoolsd in each traffic run (BUILD/perf-SCENARIO-RUN.data)")
     args = p.parse_args()
+    if args.cluster_idle:
+        sys.exit(subprocess.call([sys.executable, os.path.join(TOP, "bench", "cluster.py"), "--build", args.build,
+                                  "--idle"]))
     if args.cluster:
         # Registered here, run in its own file: its setups (several nodes and
         # nats-server per run) differ from the single-broker ones.

@@ -2,12 +2,15 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -31,6 +34,23 @@ std::int64_t now_ns() noexcept {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+double self_cpu_s() noexcept {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
+std::string json_escape(const std::string& s) {
+    std::string out;
+    for (char ch : s) {
+        if (ch == '"' || ch == '\\') out += '\\';
+        if (static_cast<unsigned char>(ch) < 0x20) continue;
+        out += ch;
+    }
+    return out;
 }
 
 ProcSample sample_process(int pid) noexcept {
@@ -83,6 +103,39 @@ std::uint64_t raise_nofile_limit() noexcept {
         getrlimit(RLIMIT_NOFILE, &lim);
     }
     return lim.rlim_cur;
+}
+
+void write_line(int fd, const std::string& line) noexcept {
+    std::string out = line + "\n";
+    std::size_t off = 0;
+    while (off < out.size()) {
+        const ssize_t n = ::write(fd, out.data() + off, out.size() - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return;
+        off += static_cast<std::size_t>(n);
+    }
+}
+
+bool read_line(int fd, std::string& buf, std::string& line, std::int64_t deadline_ns) {
+    for (;;) {
+        const auto nl = buf.find('\n');
+        if (nl != std::string::npos) {
+            line = buf.substr(0, nl);
+            buf.erase(0, nl + 1);
+            return true;
+        }
+        const std::int64_t left = deadline_ns - now_ns();
+        if (left <= 0) return false;
+        pollfd p{fd, POLLIN, 0};
+        const int r = ::poll(&p, 1, static_cast<int>(std::min<std::int64_t>(left / 1'000'000 + 1, 1000)));
+        if (r < 0 && errno != EINTR) return false;
+        if (r <= 0) continue;
+        char tmp[65536];
+        const ssize_t n = ::read(fd, tmp, sizeof tmp);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        buf.append(tmp, static_cast<std::size_t>(n));
+    }
 }
 
 bool set_nonblocking(int fd) noexcept {

@@ -35,6 +35,13 @@ private:
 
 // CLOCK_MONOTONIC in nanoseconds: the send timestamp carried in payloads.
 std::int64_t now_ns() noexcept;
+inline std::int64_t seconds_ns(double s) noexcept { return static_cast<std::int64_t>(s * 1e9); }
+
+// This process' user + system CPU time in seconds (getrusage).
+double self_cpu_s() noexcept;
+
+// Quotes and backslashes escaped, control characters dropped: a JSON string body.
+std::string json_escape(const std::string& s);
 
 // A reading of a process' resource use.
 struct ProcSample {
@@ -57,6 +64,12 @@ std::uint64_t raise_nofile_limit() noexcept;
 
 bool set_nonblocking(int fd) noexcept;
 bool set_nodelay(int fd) noexcept;
+
+// Lines over a pipe between generator processes. write_line adds the '\n';
+// read_line takes the next line (without it) from `fd`, keeping what
+// follows in `buf`; false at EOF or once `deadline_ns` (now_ns()) passed.
+void write_line(int fd, const std::string& line) noexcept;
+bool read_line(int fd, std::string& buf, std::string& line, std::int64_t deadline_ns);
 
 // "127.0.0.1" + port -> listening/connected sockets; -1 on error (errno set).
 int listen_tcp(const std::string& host, int port, int backlog) noexcept;

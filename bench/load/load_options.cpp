@@ -1,5 +1,6 @@
 #include "load_options.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string_view>
@@ -32,10 +33,30 @@ void usage() {
                  "  --subs-per-conn K   idle: each connection subscribes to K filters (exact and wildcard)\n"
                  "  --topic-prefix P    traffic: topics start with P\n"
                  "  --tls 1.2|1.3       every connection over TLS (certificates not checked)\n"
+                 "  --ports P,Q,...     idle: connection n goes to the n-th port modulo their number (cluster nodes)\n"
+                 "  --node-pids A,B,... idle: the broker process of each --ports entry (RSS and CPU per node)\n"
+                 "  --procs N           generator processes (traffic: clients split, histograms merged; idle: workers)\n"
+                 "  --read-batch-us U   traffic with --procs > 1: subscriber-only processes read at most every U µs\n"
                  "  --connect-timeout S --label NAME\n");
 }
 
 }  // namespace
+
+bool parse_int_list(const std::string& text, std::vector<int>& out) {
+    out.clear();
+    std::size_t start = 0;
+    while (start <= text.size()) {
+        std::size_t comma = text.find(',', start);
+        if (comma == std::string::npos) comma = text.size();
+        const std::string item = text.substr(start, comma - start);
+        char* end = nullptr;
+        const long v = std::strtol(item.c_str(), &end, 10);
+        if (item.empty() || *end != '\0' || v <= 0 || v > 0x7fffffff) return false;
+        out.push_back(static_cast<int>(v));
+        start = comma + 1;
+    }
+    return !out.empty();
+}
 
 const char* scenario_name(Scenario s) noexcept {
     switch (s) {
@@ -108,6 +129,14 @@ bool parse_load_options(int argc, char** argv, LoadOptions& o) {
         else if (a == "--stuck") o.stuck = std::atoi(v);
         else if (a == "--subs-per-conn") o.subs_per_conn = std::atoi(v);
         else if (a == "--topic-prefix") o.topic_prefix = v;
+        else if (a == "--procs") o.procs = std::atoi(v);
+        else if (a == "--read-batch-us") o.read_batch_us = std::atoi(v);
+        else if (a == "--ports" || a == "--node-pids") {
+            if (!parse_int_list(v, a == "--ports" ? o.ports : o.node_pids)) {
+                usage();
+                return false;
+            }
+        }
         else if (a == "--tls") {
             o.tls = v;
             if (o.tls != "1.2" && o.tls != "1.3") {
@@ -132,7 +161,10 @@ bool parse_load_options(int argc, char** argv, LoadOptions& o) {
         o.window > 60000 || o.conns < 1 || o.conns > 200000 || o.src_addrs < 1 || o.src_addrs > 250 ||
         o.hold_s < 0 || o.hold_s > 600 || o.keep_alive < 0 || o.keep_alive > 65535 || o.session_expiry < 0 || o.session_expiry > 0xFFFFFFFFLL || o.connect_timeout_s <= 0 || o.connect_timeout_s > 600 ||
         o.handshake_window < 1 || o.stuck < 0 || o.stuck > 1000 || o.subs_per_conn < 0 ||
-        o.subs_per_conn > 1000 || o.port <= 0 || o.port > 65535 || o.sub_port < 0 || o.sub_port > 65535) {
+        o.subs_per_conn > 1000 || o.port <= 0 || o.port > 65535 || o.sub_port < 0 || o.sub_port > 65535 || o.procs < 1 || o.procs > 64 ||
+        o.read_batch_us < 0 || o.read_batch_us > 100000 || o.ports.size() > 64 ||
+        std::any_of(o.ports.begin(), o.ports.end(), [](int p) { return p > 65535; }) ||
+        (!o.node_pids.empty() && o.node_pids.size() != o.ports.size())) {
         std::fprintf(stderr, "mqtt_load: option out of range\n");
         return false;
     }

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "mqttools/packets.hpp"
 
@@ -50,7 +51,23 @@ struct LoadOptions {
     int subs_per_conn = 0;
     std::string tls;            // "1.2" / "1.3": every connection over TLS of that version; "": plain
     std::string topic_prefix;   // traffic topics: PREFIX + "bench/..." (e.g. "tree/" to publish into a tree)
+    // Idle scenario over several brokers (cluster nodes): connection n goes
+    // to ports[n % ports.size()]; node_pids (same order) are the processes
+    // whose RSS and CPU are read per node. Empty: --port and --broker-pid.
+    std::vector<int> ports;
+    std::vector<int> node_pids;
+    // Generator processes: traffic scenarios split their clients over this
+    // many forked processes (latency histograms merged); the idle scenario
+    // uses at least this many workers.
+    int procs = 1;
+    // Traffic with --procs > 1: a process holding only subscribers reads at
+    // most every this many µs (0: as soon as data arrives). Each read then
+    // finds several messages; their latency includes up to this delay.
+    int read_batch_us = 0;
 };
+
+// "1,2,3" -> {1, 2, 3}; false when an item is not a positive integer.
+bool parse_int_list(const std::string& text, std::vector<int>& out);
 
 // --mqtt-version 4|5: the protocol every connection speaks (4 = 3.1.1, to
 // compare with brokers that speak only that, e.g. nats-server's MQTT).

@@ -8,10 +8,15 @@
 // The broker's CPU time and RSS are read at the window's start and after the
 // drain, giving CPU microseconds per delivered message.
 //
-// The idle scenario opens many connections from several 127.0.0.x source
-// addresses (one address' ephemeral ports would run out), in worker
-// processes of at most RLIMIT_NOFILE connections each, and reports the
-// broker's RSS growth per connection.
+// With --procs N (fixed rate), the clients are split over N forked
+// processes sending on one schedule; this process reads the broker's CPU
+// and merges their counts and latency histograms. A process that holds
+// only subscribers may batch its reads (--read-batch-us).
+//
+// The idle scenario (idle_run.cpp) opens many connections from several
+// 127.0.0.x source addresses, in worker processes within RLIMIT_NOFILE, to
+// one broker or to the nodes of a cluster (--ports), and reports the RSS
+// growth per connection of each.
 //
 // The result is one JSON object on stdout; progress and errors go to stderr.
 #include <poll.h>
@@ -26,6 +31,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <exception>
 #include <memory>
 #include <string>
@@ -33,6 +39,8 @@
 
 #include "bench_util.hpp"
 #include "load_client.hpp"
+#include "idle_run.hpp"
+#include "latency_hist.hpp"
 #include "load_options.hpp"
 #include "retained_run.hpp"
 
@@ -69,40 +77,112 @@ namespace {
 // forked later).
 std::shared_ptr<const net::TlsContext> tls_context;
 
-constexpr std::int64_t ns_per_s = 1'000'000'000;
 constexpr std::size_t max_latency_samples = 30'000'000;
 constexpr std::size_t max_pending_per_pub = 1u << 20;
 
-std::int64_t seconds_ns(double s) { return static_cast<std::int64_t>(s * 1e9); }
+// What a traffic run reports (one process, or several merged).
+struct TrafficTotals {
+    bool ok = false;
+    double window_s = 0;
+    std::uint64_t sent = 0, expected = 0, received = 0;
+    double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;  // µs
+    ProcSample start, end;                                 // the broker(s)
+    double gen_cpu_s = 0, gen_wall_s = 0;                  // the generator process(es)
+    std::uint64_t skipped = 0, behind = 0, stalls = 0, unacked = 0, acked = 0, bad = 0;
+    double drain_s = 0;
+    int stuck_dropped = 0;
+    std::string gen_cpu_by_proc = "[]";  // --procs: JSON array of each process' CPU seconds
+    std::string error;
+};
 
-double self_cpu_s() {
-    rusage ru{};
-    getrusage(RUSAGE_SELF, &ru);
-    return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+int print_traffic(const LoadOptions& o, const TrafficTotals& t) {
+    const std::uint64_t lost = t.expected > t.received ? t.expected - t.received : 0;
+    const double cpu_s = t.end.ok && t.start.ok ? t.end.cpu_s - t.start.cpu_s : 0;
+    const double per_msg = t.received > 0 ? 1e6 / static_cast<double>(t.received) : 0;
+    std::printf(
+        "{\"ok\": %s, \"label\": \"%s\", \"scenario\": \"%s\", \"qos\": %d, \"pubs\": %d, \"subs\": %d, "
+        "\"rate_target\": %.0f, \"size\": %d, \"window_s\": %.3f, \"sent\": %" PRIu64 ", \"expected\": %" PRIu64
+        ", \"received\": %" PRIu64 ", \"lost\": %" PRIu64 ", \"sent_per_s\": %.1f, \"delivered_per_s\": %.1f, "
+        "\"lat_us\": {\"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f, \"p999\": %.1f, \"max\": %.1f}, "
+        "\"broker_cpu_s\": %.6f, \"broker_user_s\": %.2f, \"broker_sys_s\": %.2f, \"cpu_us_per_msg\": %.3f, "
+        "\"broker_rss_kb\": %ld, \"gen_cpu_pct\": %.1f, \"gen_cpu_us_per_msg\": %.3f, \"procs\": %d, "
+        "\"read_batch_us\": %d, \"gen_cpu_s_by_proc\": %s, \"skipped\": %" PRIu64 ", \"behind\": %" PRIu64 ", \"stalls\": %" PRIu64
+        ", \"unacked\": %" PRIu64 ", \"acked\": %" PRIu64 ", \"bad_packets\": %" PRIu64
+        ", \"drain_s\": %.3f, \"stuck\": %d, \"stuck_dropped\": %d, \"rss_peak_kb\": %ld, \"error\": \"%s\"}\n",
+        t.ok && t.error.empty() ? "true" : "false", json_escape(o.label).c_str(), scenario_name(o.scenario), o.qos,
+        o.pubs, o.subs, o.rate, o.size, t.window_s, t.sent, t.expected, t.received, lost,
+        t.window_s > 0 ? static_cast<double>(t.sent) / t.window_s : 0,
+        t.window_s > 0 ? static_cast<double>(t.received) / t.window_s : 0, t.p50, t.p90, t.p99, t.p999, t.max, cpu_s,
+        t.end.user_s - t.start.user_s, t.end.system_s - t.start.system_s, cpu_s * per_msg, t.end.rss_kb,
+        t.gen_wall_s > 0 ? t.gen_cpu_s / t.gen_wall_s * 100 : 0, t.gen_cpu_s * per_msg, o.procs,
+        o.procs > 1 ? o.read_batch_us : 0, t.gen_cpu_by_proc.c_str(), t.skipped, t.behind, t.stalls, t.unacked, t.acked, t.bad, t.drain_s,
+        o.stuck, t.stuck_dropped, t.end.hwm_kb, json_escape(t.error).c_str());
+    std::fflush(stdout);
+    return t.ok && t.error.empty() ? 0 : 1;
 }
 
-std::string json_escape(const std::string& s) {
-    std::string out;
-    for (char ch : s) {
-        if (ch == '"' || ch == '\\') out += '\\';
-        if (static_cast<unsigned char>(ch) < 0x20) continue;
-        out += ch;
-    }
-    return out;
-}
+// One process' part of a run split over --procs processes (run_procs is
+// the parent). count 1: the whole run in this process.
+struct Slice {
+    int index = 0;
+    int count = 1;
+    int to_parent = -1;
+    int from_parent = -1;
+};
 
 class TrafficRun {
 public:
-    explicit TrafficRun(const LoadOptions& o) : o_(o) {}
+    TrafficRun(const LoadOptions& o, Slice slice) : o_(o), slice_(slice) {}
 
     int run() {
+        if (slice_.count > 1) return run_child();
         if (!setup()) return report(false);
         traffic();
         return report(true);
     }
 
 private:
+    bool split() const noexcept { return slice_.count > 1; }
+
+    // Which clients this process holds. pairs: pair i in process i % count;
+    // fan-in and fan-out: the single client (the subscriber, the publisher)
+    // alone in process 0 and the many spread over the others, so that a
+    // process holding only subscribers can batch its reads.
+    bool mine(Role r, int i) const noexcept {
+        if (!split()) return true;
+        if (o_.scenario == Scenario::pairs) return i % slice_.count == slice_.index;
+        const bool single = (o_.scenario == Scenario::fanin) == (r == Role::subscriber);
+        if (single) return slice_.index == 0;
+        return slice_.index != 0 && i % (slice_.count - 1) == slice_.index - 1;
+    }
+
+    // The child's side of run_procs: "ready" once connected, "go T0" from
+    // the parent, "sent N" at the end of the window, "total N" (every
+    // process' sent messages) back, then the result lines.
+    int run_child() {
+        const bool ok = setup();
+        write_line(slice_.to_parent, ok ? "ready" : "fail " + error_);
+        if (!ok) return 1;
+        std::string buf, line;
+        if (!read_line(slice_.from_parent, buf, line, now_ns() + seconds_ns(o_.connect_timeout_s + 60)) ||
+            line.rfind("go ", 0) != 0) {
+            return 1;
+        }
+        t0_ = std::strtoll(line.c_str() + 3, nullptr, 10);
+        traffic();
+        const TrafficTotals t = totals(true);
+        char head[512];
+        std::snprintf(head, sizeof head,
+                      "result %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
+                      " %" PRIu64 " %" PRIu64 " %.6f %.6f %.6f",
+                      t.sent, t.expected, t.received, t.skipped, t.behind, t.stalls, t.unacked, t.acked, t.bad,
+                      t.gen_cpu_s, t.window_s, t.drain_s);
+        write_line(slice_.to_parent, head);
+        write_line(slice_.to_parent, "hist " + hist_.serialize());
+        write_line(slice_.to_parent, "error " + error_);
+        return 0;
+    }
+
     std::string topic_for(std::uint32_t i) const {
         switch (o_.scenario) {
         case Scenario::pairs: return o_.topic_prefix + "bench/p/" + std::to_string(i);
@@ -114,7 +194,10 @@ private:
     bool setup() {
         fanout_ = o_.scenario == Scenario::pairs ? 1 : static_cast<std::uint64_t>(o_.subs);
         std::string prefix = "bl" + std::to_string(getpid()) + "-";
+        by_index_.assign(static_cast<std::size_t>(o_.pubs), nullptr);
         for (int i = 0; i < o_.subs; ++i) {
+            if (!mine(Role::subscriber, i)) continue;
+            ++local_subs_;
             Conn& c = cs_.add(Role::subscriber, static_cast<std::uint32_t>(i), prefix + "s" + std::to_string(i), "",
                               65536);
             c.filter = topic_for(static_cast<std::uint32_t>(i));
@@ -122,11 +205,16 @@ private:
             c.session_expiry = static_cast<std::uint32_t>(o_.session_expiry);
         }
         for (int i = 0; i < o_.pubs; ++i) {
+            if (!mine(Role::publisher, i)) continue;
             Conn& c = cs_.add(Role::publisher, static_cast<std::uint32_t>(i), prefix + "p" + std::to_string(i), "",
                               4096);
             make_template(c);
             pubs_.push_back(&c);
+            by_index_[static_cast<std::size_t>(i)] = &c;
         }
+        // This process' share of the rate: its publishers' share.
+        rate_ = o_.rate * static_cast<double>(pubs_.size()) / static_cast<double>(o_.pubs);
+        if (split() && pubs_.empty() && o_.read_batch_us > 0) read_batch_ns_ = o_.read_batch_us * 1000LL;
         for (int i = 0; i < o_.stuck; ++i) {
             // A small receive window: the broker's socket to it fills at once,
             // then its output queue grows.
@@ -244,12 +332,14 @@ private:
             std::uint32_t idx = 0;
             std::memcpy(&ts, pub.payload.data(), 8);
             std::memcpy(&idx, pub.payload.data() + 8, 4);
-            if (idx < pubs_.size()) ++pubs_[idx]->delivered;
+            if (idx < by_index_.size() && by_index_[idx] != nullptr) ++by_index_[idx]->delivered;
             if (ts >= m0_ && ts < m1_) {
                 ++received_window_;
-                if (latencies_.size() < max_latency_samples) {
-                    std::int64_t lat = now - ts;
-                    latencies_.push_back(static_cast<std::uint32_t>(std::clamp<std::int64_t>(lat, 0, UINT32_MAX)));
+                const auto lat = static_cast<std::uint32_t>(std::clamp<std::int64_t>(now - ts, 0, UINT32_MAX));
+                if (split()) {
+                    hist_.add(lat);
+                } else if (latencies_.size() < max_latency_samples) {
+                    latencies_.push_back(lat);
                 }
             }
             ++received_total_;
@@ -269,12 +359,23 @@ private:
         }
     }
 
+    // --read-batch-us: after a wake-up that found data, let more gather.
+    void batch_pause(int events) const {
+        if (read_batch_ns_ <= 0 || events <= 0) return;
+        const timespec ts{0, static_cast<long>(read_batch_ns_)};
+        nanosleep(&ts, nullptr);
+    }
+
     void traffic() {
-        t0_ = now_ns();
+        if (!split()) t0_ = now_ns();
+        // Split: every process starts its schedule at the parent's t0.
+        for (std::int64_t now = now_ns(); now < t0_; now = now_ns()) cs_.poll(t0_ - now);
         m0_ = t0_ + seconds_ns(o_.warmup_s);
         m1_ = m0_ + seconds_ns(o_.duration_s);
         const std::int64_t drain_end = m1_ + seconds_ns(o_.drain_s);
-        if (o_.rate > 0) {
+        if (split()) {
+            // The histogram instead.
+        } else if (o_.rate > 0) {
             std::size_t expect = static_cast<std::size_t>(o_.rate * o_.duration_s * static_cast<double>(fanout_) * 1.05);
             latencies_.reserve(std::min(expect + 1024, max_latency_samples));
         } else {
@@ -287,15 +388,17 @@ private:
         std::int64_t now = now_ns();
         while (now < m1_) {
             if (!sampled && now >= m0_) {
-                start_ = sample_all(o_);
+                if (!split()) start_ = sample_all(o_);  // else the parent does
                 gen_cpu0_ = self_cpu_s();
                 sampled = true;
             }
             std::int64_t wait = 2'000'000;
-            if (o_.rate > 0) {
-                auto target = static_cast<std::uint64_t>(static_cast<double>(now - t0_) * o_.rate / 1e9);
+            if (o_.rate > 0 && pubs_.empty()) {
+                // Subscribers only (--procs): nothing to send.
+            } else if (o_.rate > 0) {
+                auto target = static_cast<std::uint64_t>(static_cast<double>(now - t0_) * rate_ / 1e9);
                 std::uint64_t due = target > scheduled_ ? target - scheduled_ : 0;
-                auto cap = static_cast<std::uint64_t>(o_.rate * 0.1) + 1;  // 100 ms of catch-up at most
+                auto cap = static_cast<std::uint64_t>(rate_ * 0.1) + 1;  // 100 ms of catch-up at most
                 if (due > cap) {
                     behind_ += due - cap;
                     scheduled_ += due - cap;
@@ -307,7 +410,7 @@ private:
                     ++scheduled_;
                     if (!send_one(c, now, true)) ++skipped_;
                 }
-                auto next = t0_ + static_cast<std::int64_t>(static_cast<double>(scheduled_ + 1) * 1e9 / o_.rate);
+                auto next = t0_ + static_cast<std::int64_t>(static_cast<double>(scheduled_ + 1) * 1e9 / rate_);
                 wait = std::clamp<std::int64_t>(next - now, 0, 2'000'000);
             } else {
                 saturate(now, last_progress, last_delivered);
@@ -315,23 +418,46 @@ private:
             }
             if (!sampled) wait = std::min(wait, std::max<std::int64_t>(m0_ - now, 0));
             wait = std::min(wait, std::max<std::int64_t>(m1_ - now, 0));
-            cs_.poll(wait);
+            batch_pause(cs_.poll(wait));
             now = now_ns();
             if (cs_.closed_count() > 0) break;
         }
         if (!sampled) {
-            start_ = sample_all(o_);
+            if (!split()) start_ = sample_all(o_);
             gen_cpu0_ = self_cpu_s();
         }
         m1_ = std::min(m1_, now);
         send_end_ = now;
-        const std::uint64_t expected = sent_window_ * fanout_;
-        while (now < drain_end && cs_.closed_count() == 0 && (received_window_ < expected || unacked() > 0)) {
-            cs_.poll(2'000'000);
+        expected_ = sent_window_ * fanout_;
+        if (split()) {
+            // Subscribers here get what every process' publishers sent
+            // (pairs: this process' own publishers).
+            write_line(slice_.to_parent, "sent " + std::to_string(sent_window_));
+            std::string buf, line;
+            std::uint64_t total = 0;
+            // Reading on meanwhile: a late message's latency must not
+            // include the wait for the other processes.
+            for (;;) {
+                pollfd p{slice_.from_parent, POLLIN, 0};
+                if (::poll(&p, 1, 0) > 0) {
+                    if (read_line(slice_.from_parent, buf, line, now_ns() + seconds_ns(1)) &&
+                        line.rfind("total ", 0) == 0) {
+                        total = std::strtoull(line.c_str() + 6, nullptr, 10);
+                    }
+                    break;
+                }
+                if (now_ns() > drain_end + seconds_ns(10)) break;
+                batch_pause(cs_.poll(1'000'000));
+            }
+            expected_ = o_.scenario == Scenario::pairs ? sent_window_ : total * local_subs_;
+            now = now_ns();
+        }
+        while (now < drain_end && cs_.closed_count() == 0 && (received_window_ < expected_ || unacked() > 0)) {
+            batch_pause(cs_.poll(2'000'000));
             now = now_ns();
         }
         end_time_ = now;
-        end_ = sample_all(o_);
+        if (!split()) end_ = sample_all(o_);
         gen_cpu1_ = self_cpu_s();
         check_stuck();
         if (cs_.closed_count() > 0) error_ = "connection lost: " + cs_.last_error();
@@ -370,47 +496,57 @@ private:
         return n;
     }
 
-    int report(bool ok) {
-        std::vector<std::uint32_t> lat = latencies_;
-        std::sort(lat.begin(), lat.end());
-        auto pct = [&](double p) -> double {
-            if (lat.empty()) return 0;
-            auto i = static_cast<std::size_t>(p / 100.0 * static_cast<double>(lat.size() - 1) + 0.5);
-            return static_cast<double>(lat[std::min(i, lat.size() - 1)]) / 1000.0;
-        };
-        double window_s = static_cast<double>(m1_ - m0_) / 1e9;
-        std::uint64_t expected = sent_window_ * fanout_;
-        std::uint64_t lost = expected > received_window_ ? expected - received_window_ : 0;
-        double cpu_s = end_.ok && start_.ok ? end_.cpu_s - start_.cpu_s : 0;
-        double cpu_us_per_msg = received_window_ > 0 ? cpu_s * 1e6 / static_cast<double>(received_window_) : 0;
-        double gen_wall = static_cast<double>(end_time_ - m0_) / 1e9;
-        std::uint64_t acked = 0;
-        for (const Conn* c : pubs_) acked += c->acked;
-        std::printf(
-            "{\"ok\": %s, \"label\": \"%s\", \"scenario\": \"%s\", \"qos\": %d, \"pubs\": %d, \"subs\": %d, "
-            "\"rate_target\": %.0f, \"size\": %d, \"window_s\": %.3f, \"sent\": %" PRIu64 ", \"expected\": %" PRIu64
-            ", \"received\": %" PRIu64 ", \"lost\": %" PRIu64 ", \"sent_per_s\": %.1f, \"delivered_per_s\": %.1f, "
-            "\"lat_us\": {\"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f, \"p999\": %.1f, \"max\": %.1f}, "
-            "\"broker_cpu_s\": %.6f, \"broker_user_s\": %.2f, \"broker_sys_s\": %.2f, \"cpu_us_per_msg\": %.3f, "
-            "\"broker_rss_kb\": %ld, \"gen_cpu_pct\": %.1f, \"skipped\": %" PRIu64 ", \"behind\": %" PRIu64
-            ", \"stalls\": %" PRIu64 ", \"unacked\": %" PRIu64 ", \"acked\": %" PRIu64 ", \"bad_packets\": %" PRIu64
-            ", \"drain_s\": %.3f, \"stuck\": %d, \"stuck_dropped\": %d, \"rss_peak_kb\": %ld, \"error\": \"%s\"}\n",
-            ok && error_.empty() ? "true" : "false", json_escape(o_.label).c_str(), scenario_name(o_.scenario), o_.qos,
-            o_.pubs, o_.subs, o_.rate, o_.size, window_s, sent_window_, expected, received_window_, lost,
-            window_s > 0 ? static_cast<double>(sent_window_) / window_s : 0,
-            window_s > 0 ? static_cast<double>(received_window_) / window_s : 0, pct(50), pct(90), pct(99), pct(99.9),
-            lat.empty() ? 0.0 : static_cast<double>(lat.back()) / 1000.0, cpu_s, end_.user_s - start_.user_s,
-            end_.system_s - start_.system_s, cpu_us_per_msg, end_.rss_kb,
-            gen_wall > 0 ? (gen_cpu1_ - gen_cpu0_) / gen_wall * 100 : 0, skipped_, behind_, stalls_, unacked(), acked,
-            bad_packets_, static_cast<double>(end_time_ - send_end_) / 1e9, o_.stuck, stuck_dropped_, end_.hwm_kb,
-            json_escape(error_).c_str());
-        std::fflush(stdout);
-        return ok && error_.empty() ? 0 : 1;
+    // This process' figures; exact percentiles unless split (the parent
+    // merges the histograms then).
+    TrafficTotals totals(bool ok) const {
+        TrafficTotals t;
+        t.ok = ok;
+        t.window_s = static_cast<double>(m1_ - m0_) / 1e9;
+        t.sent = sent_window_;
+        t.expected = expected_;
+        t.received = received_window_;
+        if (!split()) {
+            std::vector<std::uint32_t> lat = latencies_;
+            std::sort(lat.begin(), lat.end());
+            auto pct = [&](double p) -> double {
+                if (lat.empty()) return 0;
+                auto i = static_cast<std::size_t>(p / 100.0 * static_cast<double>(lat.size() - 1) + 0.5);
+                return static_cast<double>(lat[std::min(i, lat.size() - 1)]) / 1000.0;
+            };
+            t.p50 = pct(50);
+            t.p90 = pct(90);
+            t.p99 = pct(99);
+            t.p999 = pct(99.9);
+            t.max = lat.empty() ? 0.0 : static_cast<double>(lat.back()) / 1000.0;
+        }
+        t.start = start_;
+        t.end = end_;
+        t.gen_cpu_s = gen_cpu1_ - gen_cpu0_;
+        t.gen_wall_s = static_cast<double>(end_time_ - m0_) / 1e9;
+        t.skipped = skipped_;
+        t.behind = behind_;
+        t.stalls = stalls_;
+        t.unacked = unacked();
+        for (const Conn* c : pubs_) t.acked += c->acked;
+        t.bad = bad_packets_;
+        t.drain_s = static_cast<double>(end_time_ - send_end_) / 1e9;
+        t.stuck_dropped = stuck_dropped_;
+        t.error = error_;
+        return t;
     }
 
+    int report(bool ok) { return print_traffic(o_, totals(ok)); }
+
     const LoadOptions& o_;
+    Slice slice_;
     ClientSet cs_;
     std::vector<Conn*> pubs_;
+    std::vector<Conn*> by_index_;  // publisher index -> its connection here, or null
+    std::size_t local_subs_ = 0;
+    double rate_ = 0;
+    std::int64_t read_batch_ns_ = 0;
+    std::uint64_t expected_ = 0;
+    LatencyHistogram hist_;
     std::vector<Conn*> stuck_;
     int stuck_dropped_ = 0;
     std::uint64_t fanout_ = 1;
@@ -423,167 +559,128 @@ private:
     std::string error_;
 };
 
-// ------------------------------------------------------------------ idle
-
-// A worker holds connections [first, first + count). It writes
-// "held N failed M SECONDS ERROR" when its handshakes are over, keeps the
-// connections open until the parent closes `control`, then writes
-// "closed N" and exits.
-[[noreturn]] void idle_worker(const LoadOptions& o, int first, int count, int report_fd, int control_fd) {
-    ClientSet cs;
-    cs.set_credentials(o.username, o.password);
-    if (tls_context) cs.set_tls(tls_context);
-    std::string prefix = "bi" + std::to_string(getpid()) + "-";
-    for (int i = 0; i < count; ++i) {
-        int n = first + i;
-        std::string src = "127.0.0." + std::to_string(2 + n % o.src_addrs);
-        Conn& c = cs.add(Role::idle, static_cast<std::uint32_t>(n), prefix + std::to_string(n), src, 64);
-        c.keep_alive = static_cast<std::uint16_t>(o.keep_alive);  // default 0: no PINGREQ while idle
-        c.tree_filters = static_cast<std::uint16_t>(o.subs_per_conn);
+// --procs N: the clients split over N forked processes (TrafficRun::mine),
+// all sending on one schedule from the same t0; this process reads the
+// brokers' CPU around the window and merges the results: counts summed,
+// latency histograms merged.
+int run_procs(const LoadOptions& o) {
+    TrafficTotals t;
+    if (o.rate <= 0 || o.stuck > 0 || (o.scenario != Scenario::pairs && o.procs < 2)) {
+        t.error = "--procs needs a fixed --rate and no --stuck";
+        return print_traffic(o, t);
     }
-    std::int64_t start = now_ns();
-    std::int64_t deadline = start + seconds_ns(o.connect_timeout_s);
-    std::size_t next = 0;
-    auto& conns = cs.conns();
-    while (now_ns() < deadline) {
-        while (next < conns.size() && cs.handshaking() < static_cast<std::size_t>(o.handshake_window)) {
-            cs.start_connect(*conns[next++], o.host, o.port);
-        }
-        if (cs.ready_count() + cs.closed_count() >= conns.size()) break;
-        cs.poll(5'000'000);
-    }
-    std::size_t held = cs.ready_count();
-    std::size_t failed = conns.size() - held;
-    std::string why = cs.last_error();
-    if (cs.handshaking() > 0 || next < conns.size()) {
-        why = std::to_string(cs.handshaking()) + " handshakes unfinished and " + std::to_string(conns.size() - next) +
-              " not started after " + std::to_string(static_cast<int>(o.connect_timeout_s)) + " s" +
-              (why.empty() ? "" : "; last error: " + why);
-    }
-    std::string line = "held " + std::to_string(held) + " failed " + std::to_string(failed) + " " +
-                       std::to_string(static_cast<double>(now_ns() - start) / 1e9) + " " + why + "\n";
-    (void)!::write(report_fd, line.data(), line.size());
-    std::size_t closed_before = cs.closed_count();
-    // Hold until the parent closes the control pipe; bounded in time.
-    std::int64_t hold_end = now_ns() + seconds_ns(o.hold_s + o.connect_timeout_s + 30);
-    while (now_ns() < hold_end) {
-        pollfd p{control_fd, POLLIN, 0};
-        if (::poll(&p, 1, 0) > 0) break;
-        cs.poll(20'000'000);
-    }
-    line = "closed " + std::to_string(cs.closed_count() - closed_before) + "\n";
-    (void)!::write(report_fd, line.data(), line.size());
-    _exit(0);
-}
-
-int run_idle(const LoadOptions& o) {
-    std::uint64_t nofile = raise_nofile_limit();
-    int per_worker = static_cast<int>(std::max<std::uint64_t>(nofile, 200) - 100);
-    int workers = (o.conns + per_worker - 1) / per_worker;
-    ProcSample before = sample_process(o.broker_pid);
-    struct Worker {
-        pid_t pid;
-        int report;
-        int control;
+    struct Child {
+        pid_t pid = -1;
+        int in = -1;   // from the child
+        int out = -1;  // to the child
         std::string buf;
     };
-    std::vector<Worker> ws;
-    std::int64_t start = now_ns();
-    for (int w = 0; w < workers; ++w) {
-        int first = w * per_worker;
-        int count = std::min(per_worker, o.conns - first);
-        int rep[2], ctl[2];
-        if (pipe(rep) != 0 || pipe(ctl) != 0) return 1;
-        pid_t pid = fork();
+    std::vector<Child> kids;
+    for (int k = 0; k < o.procs; ++k) {
+        int up[2], down[2];
+        if (pipe(up) != 0 || pipe(down) != 0) return 1;
+        const pid_t pid = fork();
         if (pid == 0) {
-            ::close(rep[0]);
-            ::close(ctl[1]);
-            for (auto& other : ws) {
-                ::close(other.report);
-                ::close(other.control);
+            ::close(up[0]);
+            ::close(down[1]);
+            for (auto& other : kids) {
+                ::close(other.in);
+                ::close(other.out);
             }
-            idle_worker(o, first, count, rep[1], ctl[0]);
+            TrafficRun run(o, Slice{k, o.procs, up[1], down[0]});
+            const int rc = run.run();
+            std::fflush(stdout);
+            _exit(rc);
         }
-        ::close(rep[1]);
-        ::close(ctl[0]);
-        ws.push_back({pid, rep[0], ctl[1], {}});
+        ::close(up[1]);
+        ::close(down[0]);
+        kids.push_back({pid, up[0], down[1], {}});
     }
-    // Reads one line from every worker, waiting at most `limit_ns`.
-    auto read_lines = [&](std::int64_t limit_ns) {
-        std::int64_t end = now_ns() + limit_ns;
-        std::vector<std::string> lines(ws.size());
-        for (std::size_t i = 0; i < ws.size(); ++i) {
-            while (ws[i].buf.find('\n') == std::string::npos && now_ns() < end) {
-                pollfd p{ws[i].report, POLLIN, 0};
-                if (::poll(&p, 1, static_cast<int>((end - now_ns()) / 1'000'000) + 1) <= 0) continue;
-                char tmp[512];
-                ssize_t n = ::read(ws[i].report, tmp, sizeof tmp);
-                if (n <= 0) break;
-                ws[i].buf.append(tmp, static_cast<std::size_t>(n));
-            }
-            auto nl = ws[i].buf.find('\n');
-            if (nl != std::string::npos) {
-                lines[i] = ws[i].buf.substr(0, nl);
-                ws[i].buf.erase(0, nl + 1);
-            }
+    auto finish = [&](TrafficTotals& totals) {
+        for (auto& c : kids) ::close(c.out);  // a child still waiting reads EOF and ends
+        for (auto& c : kids) {
+            int status = 0;
+            waitpid(c.pid, &status, 0);
+            ::close(c.in);
         }
-        return lines;
+        return print_traffic(o, totals);
     };
-    auto first_lines = read_lines(seconds_ns(o.connect_timeout_s + 10));
-    double connect_s = static_cast<double>(now_ns() - start) / 1e9;
-    long held = 0, failed = 0;
-    std::string error;
-    for (auto& l : first_lines) {
-        long h = 0, f = 0;
-        double secs = 0;
-        int used = 0;
-        if (std::sscanf(l.c_str(), "held %ld failed %ld %lf %n", &h, &f, &secs, &used) >= 3) {
-            held += h;
-            failed += f;
-            if (f > 0 && error.empty()) error = l.substr(static_cast<std::size_t>(used));
-        } else if (error.empty()) {
-            error = "worker did not report";
+    std::string line;
+    for (auto& c : kids) {
+        if (!read_line(c.in, c.buf, line, now_ns() + seconds_ns(o.connect_timeout_s + 10)) || line != "ready") {
+            t.error = line.rfind("fail ", 0) == 0 ? line.substr(5) : "a generator process did not get ready";
+            return finish(t);
         }
     }
-    ProcSample cpu_after_connect = sample_process(o.broker_pid);
-    // For a caller that loads the broker meanwhile (bench/production.py's
-    // subscription tree: traffic with the tree in place).
-    std::fprintf(stderr, "connected %ld\n", held);
-    std::fflush(stderr);
-    // Let the broker finish whatever follows the CONNACKs before reading RSS.
-    usleep(500'000);
-    ProcSample after = sample_process(o.broker_pid);
-    usleep(static_cast<useconds_t>(o.hold_s * 1e6));
-    ProcSample after_hold = sample_process(o.broker_pid);
-    for (auto& w : ws) ::close(w.control);
-    auto second_lines = read_lines(seconds_ns(10));
-    long closed = 0;
-    for (auto& l : second_lines) {
-        long c = 0;
-        if (std::sscanf(l.c_str(), "closed %ld", &c) == 1) closed += c;
+    // Every process starts its schedule at t0; the window opens at t0 + warm-up.
+    const std::int64_t t0 = now_ns() + 20'000'000;
+    for (auto& c : kids) write_line(c.out, "go " + std::to_string(t0));
+    const std::int64_t m0 = t0 + seconds_ns(o.warmup_s);
+    const std::int64_t m1 = m0 + seconds_ns(o.duration_s);
+    while (now_ns() < m0) {
+        const std::int64_t left = m0 - now_ns();
+        const timespec ts{static_cast<time_t>(left / 1'000'000'000), static_cast<long>(left % 1'000'000'000)};
+        nanosleep(&ts, nullptr);
     }
-    for (auto& w : ws) {
-        int status = 0;
-        waitpid(w.pid, &status, 0);
-        ::close(w.report);
+    t.start = sample_all(o);
+    std::uint64_t total = 0;
+    for (auto& c : kids) {
+        if (!read_line(c.in, c.buf, line, m1 + seconds_ns(10)) || line.rfind("sent ", 0) != 0) {
+            t.error = "a generator process did not finish its window";
+            return finish(t);
+        }
+        total += std::strtoull(line.c_str() + 5, nullptr, 10);
     }
-    double per_conn = held > 0 ? static_cast<double>(after.rss_kb - before.rss_kb) * 1024.0 / static_cast<double>(held) : 0;
-    double cpu_per_conn_us = held > 0 ? (cpu_after_connect.cpu_s - before.cpu_s) * 1e6 / static_cast<double>(held) : 0;
-    // With --subs-per-conn: per subscription, the connections' own cost included.
-    const double subs = static_cast<double>(held) * o.subs_per_conn;
-    const double per_sub = subs > 0 ? static_cast<double>(after.rss_kb - before.rss_kb) * 1024.0 / subs : 0;
-    const double subs_per_s = subs > 0 && connect_s > 0 ? subs / connect_s : 0;
-    std::printf(
-        "{\"ok\": %s, \"label\": \"%s\", \"scenario\": \"idle\", \"conns\": %d, \"held\": %ld, \"failed\": %ld, "
-        "\"closed_during_hold\": %ld, \"workers\": %d, \"nofile\": %" PRIu64 ", \"src_addrs\": %d, "
-        "\"connect_s\": %.3f, \"rss_before_kb\": %ld, \"rss_after_kb\": %ld, \"rss_after_hold_kb\": %ld, "
-        "\"rss_per_conn_bytes\": %.1f, \"broker_cpu_us_per_conn\": %.2f, \"subscriptions\": %.0f, "
-        "\"rss_per_sub_bytes\": %.1f, \"subs_per_s\": %.0f, \"error\": \"%s\"}\n",
-        held == o.conns && closed == 0 ? "true" : "false", json_escape(o.label).c_str(), o.conns, held, failed, closed,
-        workers, nofile, o.src_addrs, connect_s, before.rss_kb, after.rss_kb, after_hold.rss_kb, per_conn,
-        cpu_per_conn_us, subs, per_sub, subs_per_s, json_escape(error).c_str());
-    std::fflush(stdout);
-    return held == o.conns && closed == 0 ? 0 : 1;
+    for (auto& c : kids) write_line(c.out, "total " + std::to_string(total));
+    LatencyHistogram hist;
+    bool ok = true;
+    for (auto& c : kids) {
+        std::string head, h, err;
+        if (!read_line(c.in, c.buf, head, m1 + seconds_ns(o.drain_s + 20)) ||
+            !read_line(c.in, c.buf, h, now_ns() + seconds_ns(5)) || !read_line(c.in, c.buf, err, now_ns() + seconds_ns(5))) {
+            t.error = "a generator process did not report";
+            return finish(t);
+        }
+        std::uint64_t v[9] = {};
+        double gen_cpu = 0, window = 0, drain = 0;
+        if (std::sscanf(head.c_str(),
+                        "result %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64
+                        " %" SCNu64 " %" SCNu64 " %lf %lf %lf",
+                        &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &gen_cpu, &window,
+                        &drain) != 12 ||
+            h.rfind("hist ", 0) != 0 || !hist.parse(h.substr(5))) {
+            t.error = "a generator process reported garbage";
+            return finish(t);
+        }
+        t.sent += v[0];
+        t.expected += v[1];
+        t.received += v[2];
+        t.skipped += v[3];
+        t.behind += v[4];
+        t.stalls += v[5];
+        t.unacked += v[6];
+        t.acked += v[7];
+        t.bad += v[8];
+        t.gen_cpu_s += gen_cpu;
+        char cpu[32];
+        std::snprintf(cpu, sizeof cpu, "%s%.4f", t.gen_cpu_by_proc.size() > 2 ? ", " : "", gen_cpu);
+        t.gen_cpu_by_proc.insert(t.gen_cpu_by_proc.size() - 1, cpu);
+        t.window_s = t.window_s == 0 ? window : std::min(t.window_s, window);
+        t.drain_s = std::max(t.drain_s, drain);
+        if (err.size() > 6 && t.error.empty()) {
+            t.error = err.substr(6);
+            ok = false;
+        }
+    }
+    t.end = sample_all(o);
+    t.gen_wall_s = static_cast<double>(now_ns() - m0) / 1e9;
+    t.ok = ok;
+    t.p50 = hist.percentile_us(50);
+    t.p90 = hist.percentile_us(90);
+    t.p99 = hist.percentile_us(99);
+    t.p999 = hist.percentile_us(99.9);
+    t.max = hist.max_us();
+    return finish(t);
 }
 
 }  // namespace
@@ -604,10 +701,11 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
-    if (o.scenario == Scenario::idle) return run_idle(o);
+    if (o.scenario == Scenario::idle) return run_idle(o, tls_context);
     if (o.scenario == Scenario::retained) return run_retained(o);
     if (o.scenario == Scenario::fanout) o.pubs = 1;
     if (o.scenario == Scenario::fanin) o.subs = 1;
-    TrafficRun run(o);
+    if (o.procs > 1) return run_procs(o);
+    TrafficRun run(o, Slice{});
     return run.run();
 }
