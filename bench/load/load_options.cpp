@@ -155,7 +155,7 @@ bool parse_load_options(int argc, char** argv, LoadOptions& o) {
         return false;
     }
     // Every load loop is bounded in count and time.
-    if (o.pubs < 1 || o.subs < 1 || o.pubs > 5000 || o.subs > 20000 || o.qos < 0 || o.qos > 1 || o.size < 16 ||
+    if (o.pubs < 1 || o.subs < 1 || o.pubs > 5000 || o.subs > 20000 * o.procs || o.qos < 0 || o.qos > 1 || o.size < 16 ||
         o.size > (64 << 20) || o.rate < 0 || o.rate > 5e6 || o.duration_s <= 0 || o.duration_s > 600 ||
         o.warmup_s < 0 || o.warmup_s > 60 || o.drain_s < 0 || o.drain_s > 60 || o.window < 1 ||
         o.window > 60000 || o.conns < 1 || o.conns > 200000 || o.src_addrs < 1 || o.src_addrs > 250 ||
