@@ -223,7 +223,7 @@ class Bench:
             argv = [self.load, "--host", HOST, "--scenario", "idle", "--conns", str(conns),
                     "--ports", ",".join(map(str, s.ports)), "--node-pids", ",".join(str(p.pid) for p in node_procs),
                     "--procs", str(IDLE_NODES), "--src-addrs", "12", "--hold", str(self.args.idle_hold),
-                    "--keep-alive", "600", "--handshake-window", "512",
+                    "--keep-alive", "600", "--handshake-window", str(self.args.idle_window),
                     "--connect-timeout", str(self.args.idle_timeout), "--label", f"{IDLE_NAME}/{label}"]
             if s.nats:
                 argv += ["--extra-pids", str(s.nats.pid)]
@@ -346,6 +346,8 @@ def main():
     p.add_argument("--idle-conns", type=int, default=100000, help="idle connections over the 6 nodes")
     p.add_argument("--idle-hold", type=float, default=2.0, help="seconds the idle connections are held")
     p.add_argument("--idle-timeout", type=float, default=150.0, help="seconds allowed for connecting")
+    p.add_argument("--idle-window", type=int, default=512,
+                   help="CONNECTs awaiting their CONNACK at once per generator process (6 processes)")
     args = p.parse_args()
     names = [IDLE_NAME] if args.idle else [n for n in args.scenarios.split(",") if n]
     for n in names:
@@ -354,8 +356,9 @@ def main():
     # Bounded in count and time: each node and each generator process stays
     # within the 20,000-file limit of this machine.
     if not (1 <= args.idle_conns <= IDLE_NODES * 19000 and 0 <= args.idle_hold <= 60
-            and 10 <= args.idle_timeout <= 600):
-        p.error(f"--idle-conns 1..{IDLE_NODES * 19000}, --idle-hold 0..60, --idle-timeout 10..600")
+            and 10 <= args.idle_timeout <= 600 and 1 <= args.idle_window <= 19000):
+        p.error(f"--idle-conns 1..{IDLE_NODES * 19000}, --idle-hold 0..60, --idle-timeout 10..600, "
+                "--idle-window 1..19000")
     # Children (nodes, Mosquitto, the generator) inherit the raised soft
     # file limit (the hard one needs CAP_SYS_RESOURCE).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
