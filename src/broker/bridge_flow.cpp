@@ -115,7 +115,7 @@ void Bridge::subscribe_local() {
         if (it != session_.subscriptions.end()) {
             if (o.qos <= it->second.qos) continue;
         }
-        session_.subscriptions[filter] = o;
+        session_.subscriptions.assign(filter, o);
         broker_.trie_.subscribe(filter, &session_, o);
     }
 }

@@ -270,7 +270,7 @@ void Broker::restore_session(LoadedSession& ls, Clock::time_point now, WallTime 
     }
     for (auto& [filter, options] : ls.subscriptions) {
         trie_.subscribe(filter, &s, options, true);  // a session just made has none
-        s.subscriptions.emplace(std::move(filter), options);
+        s.subscriptions.emplace(filter, options);
     }
     std::uint64_t last_seq = 0;
     for (auto it = ls.outbound.begin(); it != ls.outbound.end();) {

@@ -67,7 +67,7 @@ void Broker::handle_subscribe(Connection& c, const FixedHeader& header, Bytes bo
             o.identifier = identifier;
             if (trie_.subscribe(sub.filter, &s, o) && cluster_) cluster_->interest_added(sub.filter);
             if (is_new) {
-                s.subscriptions.emplace(std::string(sub.filter), o);
+                s.subscriptions.emplace(sub.filter, o);
             } else {
                 s.subscriptions.find(sub.filter)->second = o;
             }

@@ -15,6 +15,7 @@
 
 #include "broker/auth/acl.hpp"
 #include "broker/message.hpp"
+#include "broker/subscription_map.hpp"
 #include "mqttools/packets.hpp"
 #include "net/reactor.hpp"
 
@@ -51,14 +52,6 @@ private:
 };
 
 class Connection;
-
-struct SubscriptionOptions {
-    QoS qos = QoS::at_most_once;  // granted maximum QoS
-    bool no_local = false;
-    bool retain_as_published = false;
-    std::uint8_t retain_handling = 0;
-    std::uint32_t identifier = 0;  // Subscription Identifier, 0 = none
-};
 
 // One outbound QoS 1/2 message, queued or in flight.
 struct OutboundMessage {
@@ -100,8 +93,9 @@ public:
     std::string client_id;
     Connection* connection = nullptr;  // null while the client is away
 
-    // Topic filter (as subscribed, "$share/..." included) -> options.
-    std::map<std::string, SubscriptionOptions, std::less<>> subscriptions;
+    // Topic filter (as subscribed, "$share/..." included) -> options; the
+    // router's own copy is in the SubscriptionTrie.
+    SubscriptionMap subscriptions;
 
     std::uint32_t expiry_interval = 0;  // seconds; 0xFFFFFFFF = never
     // The session has rows in the durable store (persistence on and an

@@ -194,7 +194,7 @@ bool Broker::import_session(std::string_view client_id, std::string_view state) 
         o.identifier = r.u32();
         if (!r.ok() || check_topic_filter(filter) != ReasonCode::success) break;
         if (trie_.subscribe(filter, s, o) && cluster_) cluster_->interest_added(filter);
-        s->subscriptions.emplace(std::string(filter), o);
+        s->subscriptions.emplace(filter, o);
     }
     const std::uint16_t last_id = r.u16();
     for (int list = 0; list < 2 && r.ok(); ++list) {

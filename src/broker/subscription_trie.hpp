@@ -4,25 +4,21 @@
 // wildcards at the first level never match topics starting with '$'
 // ([MQTT-4.7.2-1]). Shared subscriptions ($share/NAME/filter, spec 4.8.2)
 // live at their filter's node as groups; the caller picks one member.
+// Nodes are compact (trie_node.hpp): a million subscriptions are about two
+// million nodes, so each holds its level inline and one child or one
+// subscriber without a container allocation.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "broker/session.hpp"
-#include "broker/string_hash.hpp"
+#include "broker/trie_node.hpp"
 
 namespace mqttools::broker {
-
-struct Subscriber {
-    Session* session = nullptr;
-    SubscriptionOptions options;
-};
 
 struct SharedGroup {
     std::string name;
@@ -62,7 +58,12 @@ public:
 
 private:
     struct Node;
+    struct Extra;
+    static Node* new_node(Node* parent, std::string_view level);
+    static void delete_node(Node* node) noexcept;
     Node* find_or_create(std::string_view filter);
+    Node* find(std::string_view filter) const noexcept;
+    void prune(Node* node) noexcept;
     void collect(Node& node, std::vector<const Subscriber*>& subscribers, std::vector<SharedGroup*>& groups);
 
     // match() walks with an explicit stack, not recursion: a topic or a
@@ -75,7 +76,7 @@ private:
     };
     std::vector<Frame> stack_;  // reused per message
 
-    std::unique_ptr<Node> root_;
+    Node* root_;
     std::size_t count_ = 0;
     std::uint64_t generation_ = 1;
     std::size_t shared_count_ = 0;
