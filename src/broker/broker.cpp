@@ -412,6 +412,7 @@ void Broker::close_connection(Connection& c, ReasonCode reason, bool send_discon
         abandon_pending_connect(c);
         if (!parked_.empty()) drop_parked(c);
     }
+    if (!held_subacks_.empty()) held_subacks_.erase(&c);
     if (c.extras && c.extras->retained) drop_retained_backlog(c);
     const bool was_connected = c.state == Connection::State::connected;
     if (send_disconnect && was_connected && c.version == ProtocolVersion::v5) {

@@ -118,6 +118,10 @@ public:
     bool route_from_cluster(Bytes packet, std::string_view shared);
     // A retained update from the cluster's store, stored `age_seconds` ago.
     bool retained_from_cluster(Bytes packet, std::uint32_t age_seconds);
+    // The link has in place every interest handed to it up to `ticket`
+    // (ClusterLink::interest_ticket): the SUBACKs held for it go out
+    // (protocol_subscribe.cpp).
+    void interest_confirmed(std::uint64_t ticket);
     // Another node (`node`) accepted a CONNECT with this client id: a local
     // connection is closed with 0x8E and the local session is let go; with
     // `wants_state` its state goes to that node (session_transfer.cpp). A
@@ -339,6 +343,16 @@ private:
     std::unordered_map<Connection*, Parked> parked_;     // session_transfer.cpp
     Connection* resuming_ = nullptr;  // a parked CONNECT going on (not parked again)
     std::uint64_t parked_seq_ = 0;
+    // SUBACKs held until the cluster confirms the interest they added
+    // (protocol_subscribe.cpp); the connection is not read meanwhile, so
+    // its later packets keep their order.
+    struct HeldSuback {
+        std::uint64_t ticket = 0;
+        std::uint16_t packet_id = 0;
+        std::vector<std::byte> codes;
+        std::vector<std::pair<std::string, SubscriptionOptions>> retained;  // sent after the SUBACK
+    };
+    std::unordered_map<Connection*, HeldSuback> held_subacks_;
 
     // Reused per message so routing allocates nothing after warm-up.
     std::vector<std::byte> scratch_;

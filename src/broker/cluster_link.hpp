@@ -40,6 +40,18 @@ public:
     // "$share/NAME/..." included). Reference counting is the link's job.
     virtual void interest_added(std::string_view filter) = 0;
     virtual void interest_removed(std::string_view filter) = 0;
+    // Interest reaches the cluster asynchronously. Nonzero: a ticket the
+    // SUBACK of the subscriptions just added waits for, so a message
+    // published on another node once the client has its SUBACK is not
+    // missed; the link calls Broker::interest_confirmed(ticket) when every
+    // interest handed to it before this call is in place and, with
+    // `retained` (retained messages follow the SUBACK), when this node's
+    // retained store holds what the cluster stored before the call. Zero:
+    // nothing to wait for.
+    virtual std::uint64_t interest_ticket(bool retained) {
+        (void)retained;
+        return 0;
+    }
     // A message published on this node (by a client or as a will), for the
     // other nodes; a retained one also updates the cluster's retained copy
     // (an empty payload deletes it).

@@ -82,11 +82,49 @@ void Broker::handle_subscribe(Connection& c, const FixedHeader& header, Bytes bo
         }
         codes.push_back(static_cast<std::byte>(rc));
     }
+    if (cluster_) {
+        if (const std::uint64_t ticket = cluster_->interest_ticket(!retained_for.empty())) {
+            // The node's NATS subscription is not in place yet (a client
+            // that publishes on another node once it has this SUBACK would
+            // miss its own message), or the retained store may lack what
+            // another node stored a moment ago. The SUBACK, its retained
+            // messages and the client's next packets wait for the link;
+            // matching messages may come first (allowed, spec 3.8.4).
+            HeldSuback& held = held_subacks_[&c];
+            held.ticket = ticket;
+            held.packet_id = p.packet_id;
+            held.codes = std::move(codes);
+            held.retained.clear();
+            for (const Pending& r : retained_for) held.retained.emplace_back(std::string(r.filter), r.options);
+            c.pause_reading();
+            return;
+        }
+    }
     SubackPacket ack;
     ack.packet_id = p.packet_id;
     ack.reason_codes = codes;
     c.send(ack);
     for (const Pending& r : retained_for) deliver_retained(c, r.filter, r.options);
+}
+
+void Broker::interest_confirmed(std::uint64_t ticket) {
+    std::vector<Connection*> ready;
+    for (const auto& [conn, held] : held_subacks_) {
+        if (held.ticket <= ticket) ready.push_back(conn);
+    }
+    for (Connection* conn : ready) {
+        auto it = held_subacks_.find(conn);
+        if (it == held_subacks_.end()) continue;  // closed meanwhile
+        HeldSuback held = std::move(it->second);
+        held_subacks_.erase(it);
+        Connection& c = *conn;
+        SubackPacket ack;
+        ack.packet_id = held.packet_id;
+        ack.reason_codes = held.codes;
+        c.send(ack);
+        for (const auto& [filter, options] : held.retained) deliver_retained(c, filter, options);
+        if (c.state == Connection::State::connected) c.resume_reading();
+    }
 }
 
 void Broker::handle_unsubscribe(Connection& c, const FixedHeader& header, Bytes body) {

@@ -32,6 +32,7 @@ constexpr std::uint32_t tag_claim = 2;
 constexpr std::uint32_t tag_log = 3;
 constexpr std::uint32_t tag_session = 4;
 constexpr std::uint32_t tag_claimed = 5;  // this node's claim settled: seq = stamp, age = flags
+constexpr std::uint32_t tag_confirmed = 6;  // interest up to barrier `seq` is in place
 
 // Flags of a settled claim (InHeader::age).
 constexpr std::uint32_t claim_wants_state = 1;
@@ -52,7 +53,9 @@ constexpr std::size_t max_in_bytes = 256u << 20;
 // filters overlap ("a/+" and "+/b") holds two NATS subscriptions that both
 // match "a/b", and NATS delivers one copy per subscription; the receiver
 // keeps the first (one delivery per node, spec 3.3.4).
-enum class Op : std::uint8_t { publish, publish_live, subscribe, queue_subscribe, unsubscribe };
+// barrier: data = a ticket (std::uint64_t) confirmed back to the reactor
+// once the server has every subscription sent before it.
+enum class Op : std::uint8_t { publish, publish_live, subscribe, queue_subscribe, unsubscribe, barrier };
 
 struct OutHeader {
     Op op;
@@ -200,6 +203,28 @@ struct NatsCluster::Shared {
     enum class RetainedMode { waiting, stream, live_only };
     RetainedMode retained_mode = RetainedMode::waiting;  // js thread
 
+    // SUBACK barriers (Op::barrier) the link thread passes on once the
+    // stream is in use, so that retained messages sent after a SUBACK are
+    // the cluster's (js_serve); under js_mutex, in order. `retained_ready`:
+    // set once by the js thread; before it barriers are confirmed by the
+    // link thread directly (either way in ticket order).
+    std::deque<std::pair<std::uint64_t, bool>> barriers;
+    std::atomic<bool> retained_ready{false};
+    bool unflushed_subs = false;  // link thread: SUBs sent since the last PING
+    // The highest stream sequence the retained consumer handed to the reactor.
+    std::mutex seen_mutex;
+    std::condition_variable seen_cv;
+    std::uint64_t retained_seen = 0;
+    void retained_seen_up_to(std::uint64_t seq) {
+        {
+            std::lock_guard lock(seen_mutex);
+            if (seq <= retained_seen) return;
+            retained_seen = seq;
+        }
+        seen_cv.notify_all();
+    }
+    void catch_up_retained();
+
     std::atomic<std::uint64_t> messages_out{0};
     std::atomic<std::uint64_t> retained_stored{0};  // acknowledged by the stream
     std::atomic<std::uint64_t> messages_in{0};
@@ -295,6 +320,7 @@ namespace {
 void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
     auto* ctx = static_cast<SubContext*>(closure);
     std::uint32_t age = 0;
+    std::uint64_t stream_seq = 0;
     if (ctx->tag == tag_retained) {
         // A retained message from the stream: its age counts against its
         // Message Expiry Interval.
@@ -304,6 +330,7 @@ void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure)
             if (meta->Timestamp > 0 && now > meta->Timestamp) {
                 age = static_cast<std::uint32_t>((now - meta->Timestamp) / 1'000'000'000);
             }
+            stream_seq = meta->Sequence.Stream;
             jsMsgMetaData_Destroy(meta);
         }
     }
@@ -316,6 +343,9 @@ void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure)
     ctx->shared->push_in(ctx->tag, age, natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)),
                          origin, seq);
     natsMsg_Destroy(msg);
+    // After push_in: once a catch-up sees this sequence, the message is
+    // ahead of its confirmation in the reactor's queue.
+    if (stream_seq != 0) ctx->shared->retained_seen_up_to(stream_seq);
 }
 
 void on_disconnected(natsConnection*, void* closure) {
@@ -387,6 +417,13 @@ natsConnection* NatsCluster::Shared::connect(bool no_echo) {
     if (st == NATS_OK) st = natsOptions_SetReconnectedCB(o, on_reconnected, this);
     if (st == NATS_OK) st = natsOptions_SetErrorHandler(o, on_error, this);
     if (st == NATS_OK) st = natsOptions_UseGlobalMessageDelivery(o, true);
+    // Write each publish (and SUB) at once: libnats otherwise leaves them to
+    // its flusher thread, which first sleeps 1 ms. That delay let a message a
+    // client published on this node (and had acknowledged) reach NATS after
+    // a subscription made afterwards on another node, and arrive after a
+    // later message of another client published there (cross-node
+    // conformance run, docs/cluster.md); it also added 1 ms to every hop.
+    if (st == NATS_OK) st = natsOptions_SetSendAsap(o, true);
     // While disconnected, publishes wait in this buffer (8 MiB); beyond
     // it they fail and are counted as lost.
     if (st == NATS_OK) st = natsOptions_SetReconnectBufSize(o, 8 << 20);
@@ -426,6 +463,8 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
     // and nobody could say which. So lost_sending counts exactly what this
     // node published during an outage (tests: test_nats_restart_under_traffic).
     const bool up = d && natsConnection_Status(d) == NATS_CONN_STATUS_CONNECTED;
+    std::uint64_t barrier = 0;
+    bool barrier_retained = false;
     std::size_t pos = 0;
     while (pos + sizeof(OutHeader) <= batch.size()) {
         OutHeader h;
@@ -495,7 +534,35 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
                 subscriptions.fetch_sub(1, std::memory_order_relaxed);
                 break;
             }
+            case Op::barrier:
+                if (h.data_len == sizeof barrier) std::memcpy(&barrier, payload, sizeof barrier);
+                barrier_retained = barrier_retained || h.tag != 0;
+                break;
         }
+        if (h.op == Op::subscribe || h.op == Op::queue_subscribe) unflushed_subs = true;
+    }
+    if (barrier == 0) return;
+    if (unflushed_subs) {
+        // A PING/PONG round trip on each connection: the server has
+        // processed every SUB sent before it, so a message another node
+        // publishes from now on reaches this node. A connection that is
+        // down confirms at once (its subscriptions are re-sent when it
+        // reconnects; docs/cluster.md says what is missed meanwhile).
+        unflushed_subs = false;
+        for (natsConnection* conn : {d, c}) {
+            if (conn && natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED) {
+                natsConnection_FlushTimeout(conn, 1000);
+            }
+        }
+    }
+    if (retained_ready.load()) {
+        {
+            std::lock_guard lock(js_mutex);
+            barriers.emplace_back(barrier, barrier_retained);
+        }
+        js_cv.notify_one();
+    } else {
+        push_in(tag_confirmed, 0, nullptr, 0, 0, barrier);
     }
 }
 
@@ -633,6 +700,7 @@ bool NatsCluster::Shared::js_setup() {
         if (st == NATS_OK) {
             natsSubscription_SetPendingLimits(retained_sub, 1'000'000, 512 << 20);
             retained_mode = RetainedMode::stream;
+            retained_ready.store(true);
             return true;
         }
         retained_sub = nullptr;
@@ -652,6 +720,28 @@ void NatsCluster::Shared::js_main() {
     retained_out.clear();
 }
 
+// A SUBSCRIBE whose retained messages go out after its SUBACK: the node's
+// copy must hold every update the stream stored before the SUBSCRIBE came
+// (a retained message a client set on another node and had acknowledged).
+// Asks the stream for its last sequence (one request for every SUBSCRIBE
+// waiting), then waits until the consumer has handed that far to the
+// reactor. Bounded: NATS down or slow, the SUBACK goes with what is here.
+void NatsCluster::Shared::catch_up_retained() {
+    natsConnection* c = control.load();
+    if (!js || !c || natsConnection_Status(c) != NATS_CONN_STATUS_CONNECTED) return;
+    const std::string name = stream_name(prefix);
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = 1000;
+    jsStreamInfo* si = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    if (js_GetStreamInfo(&si, js, name.c_str(), &jo, &jerr) != NATS_OK || !si) return;
+    const std::uint64_t last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    std::unique_lock lock(seen_mutex);
+    seen_cv.wait_for(lock, std::chrono::seconds(1), [&] { return retained_seen >= last || stopping(); });
+}
+
 // Sends the retained updates in order: one thread, one connection, so the
 // stream stores a topic's set and its later delete in the order they were
 // published (a delete never overtakes its set). With JetStream they go as
@@ -659,13 +749,15 @@ void NatsCluster::Shared::js_main() {
 // lost); without it, live on the control connection.
 void NatsCluster::Shared::js_serve() {
     std::deque<std::pair<std::string, std::string>> work;
+    std::deque<std::pair<std::uint64_t, bool>> tickets;
     for (;;) {
         {
             std::unique_lock lock(js_mutex);
-            js_cv.wait(lock, [&] { return stopping() || !retained_out.empty(); });
-            if (retained_out.empty()) break;  // stopping
+            js_cv.wait(lock, [&] { return stopping() || !retained_out.empty() || !barriers.empty(); });
+            if (retained_out.empty() && barriers.empty()) break;  // stopping
             work.swap(retained_out);
             retained_out_bytes = 0;
+            tickets.swap(barriers);
         }
         natsConnection* c = control.load();
         for (auto& [subject, data] : work) {
@@ -682,6 +774,13 @@ void NatsCluster::Shared::js_serve() {
             }
         }
         work.clear();
+        if (!tickets.empty()) {
+            bool retained = false;
+            for (const auto& t : tickets) retained = retained || t.second;
+            if (retained) catch_up_retained();
+            push_in(tag_confirmed, 0, nullptr, 0, 0, tickets.back().first);
+            tickets.clear();
+        }
     }
     if (retained_mode == RetainedMode::stream) {
         // Wills and last updates published during shutdown: wait (bounded)
@@ -923,6 +1022,7 @@ void NatsCluster::change_interest(std::string_view filter, bool add) {
             if (it == interest_.end()) it = interest_.emplace(std::move(key), Interest{}).first;
             if (it->second.count++ == 0) {
                 it->second.id = next_interest_id_++;
+                ++subscribes_pushed_;
                 shared_->push_out(queue.empty() ? Op::subscribe : Op::queue_subscribe, it->second.id, tag, subject,
                                   queue, nullptr, 0);
             }
@@ -931,6 +1031,17 @@ void NatsCluster::change_interest(std::string_view filter, bool add) {
             interest_.erase(it);
         }
     }
+}
+
+std::uint64_t NatsCluster::interest_ticket(bool retained) {
+    if (subscribes_pushed_ != subscribes_at_barrier_ || (retained && shared_->retained_ready.load())) {
+        subscribes_at_barrier_ = subscribes_pushed_;
+        ++barrier_;
+        shared_->push_out(Op::barrier, 0, retained ? 1 : 0, {}, {}, &barrier_, sizeof barrier_);
+    }
+    // An older barrier still pending covers interest this SUBSCRIBE shares
+    // (a filter another session subscribed to a moment ago).
+    return barrier_ > confirmed_ ? barrier_ : 0;
 }
 
 void NatsCluster::publish(const broker::MessageView& m) {
@@ -1115,6 +1226,12 @@ void NatsCluster::drain_inbound() {
                 break;
             case tag_claimed:
                 on_claimed(std::string_view(data, h.len), h.seq, h.age);
+                break;
+            case tag_confirmed:
+                if (h.seq > confirmed_) {
+                    confirmed_ = h.seq;
+                    broker_.interest_confirmed(confirmed_);
+                }
                 break;
             case tag_log:
                 spdlog::warn("{}", std::string_view(data, h.len));

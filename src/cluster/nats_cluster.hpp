@@ -57,6 +57,7 @@ public:
     // broker::ClusterLink
     void interest_added(std::string_view filter) override;
     void interest_removed(std::string_view filter) override;
+    std::uint64_t interest_ticket(bool retained) override;
     void publish(const broker::MessageView& message) override;
     void claim_session(std::string_view client_id, bool want_state) override;
     void send_session(std::string_view node, std::string_view client_id, std::string_view state) override;
@@ -92,6 +93,13 @@ private:
     };
     std::unordered_map<std::string, Interest> interest_;
     std::uint32_t next_interest_id_ = 1;
+    // NATS subscriptions handed to the link thread, and barriers behind
+    // them: the link confirms a barrier once the server answered a PING
+    // sent after those subscriptions (interest_ticket).
+    std::uint64_t subscribes_pushed_ = 0;
+    std::uint64_t subscribes_at_barrier_ = 0;
+    std::uint64_t barrier_ = 0;
+    std::uint64_t confirmed_ = 0;
     // Shared subscriptions: "$share/NAME/FILTER" <-> tag on NATS messages.
     std::unordered_map<std::string, std::uint32_t> shared_tags_;
     std::vector<std::string> shared_filters_;

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+import cluster_mode
+
 TOP = pathlib.Path(__file__).resolve().parents[2]
 BUILD = pathlib.Path(os.environ.get("MQTTOOLS_BUILD", TOP / "build"))
 MQTTOOLSD = BUILD / "src" / "daemon" / "mqttoolsd"
@@ -72,13 +74,21 @@ class Broker:
 
 @pytest.fixture
 def broker(tmp_path):
-    """A broker with default settings; yields the Broker (use .port)."""
-    b = Broker(tmp_path)
+    """A broker with default settings; yields the Broker (use .port). With
+    MQTTOOLS_CLUSTER set, a 3-node cluster (cluster_mode.py)."""
+    b = cluster_mode.make_broker(tmp_path) or Broker(tmp_path)
     yield b
     code = b.stop()
     # A clean stop is part of every test: SIGTERM must exit 0, and a
     # sanitizer report makes the exit status non-zero.
     assert code == 0, b.output()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cluster_nats():
+    """Cluster mode only: the session's nats-server is stopped at the end."""
+    yield
+    cluster_mode.NATS.stop()
 
 
 # Deadlines stretch under ASan+UBSan, which slows the broker about threefold.
@@ -111,7 +121,7 @@ def start_broker(tmp_path):
     started = []
 
     def start(**kwargs):
-        b = Broker(tmp_path, **kwargs)
+        b = cluster_mode.make_broker(tmp_path, **kwargs) or Broker(tmp_path, **kwargs)
         started.append(b)
         return b
 

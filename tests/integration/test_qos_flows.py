@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from cluster_mode import cluster_limit, single_node_only
 from conftest import MQTTOOLSD
 from mqttwire import (Client, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, MESSAGE_EXPIRY_INTERVAL,
                       RECEIVE_MAXIMUM, SESSION_EXPIRY_INTERVAL, ack_packet, publish_packet)
@@ -13,8 +14,11 @@ from mqttwire import (Client, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBR
 pytestmark = pytest.mark.skipif(not MQTTOOLSD.exists(), reason="mqttoolsd not built")
 
 KEEP = {SESSION_EXPIRY_INTERVAL: 300}
+NO_MATCHING = ("a node cannot know whether another node has a matching subscriber: its PUBACK/PUBREC "
+               "says Success, never 0x10 No matching subscribers (docs/cluster.md)")
 
 
+@cluster_limit(NO_MATCHING)
 def test_qos1_flow_and_no_matching_subscribers(broker):
     pub = Client(broker.port)
     pub.connect("pub")
@@ -79,6 +83,7 @@ def test_qos2_outbound_flow_and_unknown_pubrec(broker):
     assert (rel.packet_id, rel.reason) == (999, 0x92)
 
 
+@cluster_limit(NO_MATCHING)
 def test_receive_maximum_exceeded(start_broker):
     b = start_broker(config="receive_maximum = 2\n")
     c = Client(b.port)
@@ -131,6 +136,9 @@ def test_outbound_window(start_broker, client_max, config, window):
     assert sorted(set(payloads), key=int) == [str(i).encode() for i in range(8)]
 
 
+@single_node_only("m3 is published on another node while its subscriber's session moves between nodes; QoS 1 "
+                  "crosses nodes at most once and a message still on its way to the old node is lost "
+                  "(docs/cluster.md); it comes or not depending on timing, so not an xfail")
 def test_redelivery_with_dup_before_new_messages(broker):
     sub = Client(broker.port)
     sub.connect("resumer", clean_start=False, properties={**KEEP, RECEIVE_MAXIMUM: 2})
