@@ -14,6 +14,10 @@ that the other, already connected clients see: its p99 and max.
                seconds until all have their CONNACK
   storm-pw     the same with a Mosquitto $7$ password file (PBKDF2-SHA512,
                1,000 iterations) and every client authenticating
+  storm-pw-2cpu the same with the broker allowed on both CPUs (taskset -c
+               0,1; the generator stays on CPU 1 and does no hashing):
+               mqttoolsd's credential workers then use the second core,
+               Mosquitto hashes on its one thread either way
   retained     100,000 retained topics, then 100 clients subscribe to `#`
                one after another: seconds until all got every message, RSS
   big-1m       1 publisher -> 10 subscribers, 1 MB payloads, saturated
@@ -65,6 +69,10 @@ SCENARIOS = {
                  ["--scenario", "idle", "--conns", "10000", "--src-addrs", "4", "--hold", "0.5",
                   "--handshake-window", "10000", "--connect-timeout", "90",
                   "--username", PASSWORD_USER, "--password", PASSWORD], "storm"),
+    "storm-pw-2cpu": ("the same, the broker allowed on both CPUs",
+                      ["--scenario", "idle", "--conns", "10000", "--src-addrs", "4", "--hold", "0.5",
+                       "--handshake-window", "10000", "--connect-timeout", "90",
+                       "--username", PASSWORD_USER, "--password", PASSWORD], "storm"),
     "retained": ("retained flood: 100,000 topics, 100 `#` subscribers one after another",
                  ["--scenario", "retained", "--topics", "100000", "--subs", "100", "--size", "32",
                   "--connect-timeout", "300"], "retained"),
@@ -132,7 +140,7 @@ class ProductionBench(R.Bench):
         os.chmod(self.key, 0o644)
 
     def start_broker(self, broker, port, log_path, rt=False, websocket=False, password=False, extra="",
-                     tls_port=None):
+                     tls_port=None, cpus=0):
         if broker == "mqttoolsd":
             conf = os.path.join(self.tmp, f"mqttoolsd-{port}.toml")
             with open(conf, "w") as f:
@@ -157,7 +165,7 @@ class ProductionBench(R.Bench):
                             "tls_version tlsv1.3\n")
             argv = [self.binaries[broker], "-c", conf]
         out = open(log_path, "ab")
-        proc = subprocess.Popen(self.pinned(0, argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        proc = subprocess.Popen(self.pinned(cpus, argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         out.close()
         if not R.wait_port(port, proc) or (tls_port and not R.wait_port(tls_port, proc)):
             R.stop(proc)
@@ -194,7 +202,8 @@ class ProductionBench(R.Bench):
         log_path = os.path.join(self.tmp, f"{broker}-{name}-{i}.log")
         tls = "--tls" in load_args
         tls_port = R.free_port() if tls else None
-        proc = self.start_broker(broker, port, log_path, password=name == "storm-pw",
+        proc = self.start_broker(broker, port, log_path, password=name.startswith("storm-pw"),
+                                 cpus="0,1" if name == "storm-pw-2cpu" else 0,
                                  extra=MQTTOOLSD_CONF.get(name, ""), tls_port=tls_port)
         # The scenario's own clients use the TLS port; the background load stays plain.
         gen_port = tls_port or port
@@ -218,7 +227,7 @@ class ProductionBench(R.Bench):
             # is required), then the scenario inside its measured window.
             bg_args = BACKGROUND + ["--warmup", "1", "--duration", str(self.args.background), "--drain", "2",
                                     "--connect-timeout", "30"]
-            if name == "storm-pw":
+            if name.startswith("storm-pw"):
                 bg_args += ["--username", PASSWORD_USER, "--password", PASSWORD]
             bg = self.generator(port, proc, f"{name}/{broker}/{i}/background", bg_args)
             time.sleep(2.0)

@@ -227,6 +227,7 @@ void Broker::mark_dirty(Connection& c) {
 }
 
 void Broker::before_sleep() {
+    handshake_time_ = {};
     // Bridges first: a failed write may publish a state message locally.
     for (auto& b : bridges_) {
         if (b->has_output()) b->flush();

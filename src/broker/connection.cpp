@@ -88,8 +88,19 @@ void Connection::on_io(std::uint32_t events) {
     if (events & EPOLLOUT) {
         if (!flush()) return;
     }
-    if ((events & (EPOLLERR | EPOLLHUP)) || ((events & EPOLLIN) && !reading_paused_ && !reads_paused))
+    if (events & (EPOLLERR | EPOLLHUP)) {
         on_readable();
+    } else if ((events & EPOLLIN) && !reading_paused_ && !reads_paused) {
+        if (!transport_->tls_handshaking()) {
+            on_readable();
+        } else if (broker_.handshake_time_left()) {
+            const auto start = net::Clock::now();
+            on_readable();
+            broker_.spent_on_handshake(net::Clock::now() - start);
+        } else {
+            broker_.reactor().skip_next_wait();  // still readable: next turn
+        }
+    }
     // TLS handshake records the socket did not take while reading: have the
     // before-sleep flush arm EPOLLOUT for them.
     if (state != State::closing && !dirty && transport_->wants_write()) broker_.mark_dirty(*this);

@@ -189,3 +189,50 @@ def test_mqttools_client_over_tls(start_broker, certs, tmp_path):
     c.subscribe(["from/#"])
     assert c.next_publish()[:2] == ("from/mqttools", b"hi")
     c.disconnect()
+
+
+def test_many_simultaneous_handshakes_all_complete_while_plain_clients_are_served(start_broker, certs, tmp_path):
+    """TLS handshake steps are rationed per reactor turn (Broker::
+    handshake_time_left): the ones over the budget wait, readable, for the
+    next turn. 120 handshakes started together must all finish, each client
+    getting its CONNACK and its own message back, while a plain subscriber
+    keeps receiving a plain publisher's messages in between."""
+    import threading
+    b, port = tls_broker(start_broker, certs, tmp_path, extra="allow_anonymous = true")
+    ctx = client_context(certs / "ca.crt")
+    sub = RawClient(b.port)
+    assert sub.connect(client_id="plain-sub")[1] == 0
+    sub.subscribe(["plain/#"])
+    pub = RawClient(b.port)
+    assert pub.connect(client_id="plain-pub")[1] == 0
+    count = 120
+    start = threading.Barrier(count + 1)
+    results = [None] * count
+
+    def tls_client(i):
+        try:
+            start.wait(timeout=30)
+            c = RawClient(port, tls=ctx, timeout=60)
+            reason = c.connect(client_id=f"storm-{i}")[1]
+            c.subscribe([f"storm/{i}"])
+            c.publish(f"storm/{i}", str(i).encode())
+            got = c.next_publish(timeout=60)[:2]
+            c.disconnect()
+            results[i] = (reason, got)
+        except Exception as e:  # reported below with the client's number
+            results[i] = ("error", repr(e))
+
+    threads = [threading.Thread(target=tls_client, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    start.wait(timeout=30)
+    # While the handshakes run: plain messages keep flowing.
+    for n in range(20):
+        pub.publish(f"plain/{n}", b"x")
+        assert sub.next_publish(timeout=30)[:2] == (f"plain/{n}", b"x")
+    for t in threads:
+        t.join(timeout=120)
+    bad = [(i, r) for i, r in enumerate(results) if r != (0, (f"storm/{i}", str(i).encode()))]
+    assert not bad, bad[:5]
+    pub.disconnect()
+    sub.disconnect()
