@@ -332,6 +332,60 @@ def table(bench, names, brokers):
     return lines
 
 
+def plot(bench, names, brokers, outdir):
+    """One PNG per scenario (OUTDIR/NAME.png): a panel per headline metric,
+    mqttoolsd's median beside Mosquitto's, each run's value as a point.
+    Returns {name: path} of the plots written (none without gnuplot)."""
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        R.log("gnuplot not found: no plots")
+        return {}
+    os.makedirs(outdir, exist_ok=True)
+    written = {}
+    for name in names:
+        desc, _, kind = SCENARIOS[name]
+        metrics = [m for m in METRICS[kind] if m[0] != "lost" and not (kind == "traffic" and m[0] == "mb_per_s"
+                                                                       and not name.startswith("big"))]
+        metrics = [m for m in metrics if any(med(bench, name, b, m[0]) is not None for b in brokers)]
+        if not metrics:
+            continue
+        dat = os.path.join(bench.tmp, f"plot-{name}.dat")
+        with open(dat, "w") as f:
+            for key, label, digits, scale in metrics:
+                for i, b in enumerate(brokers):
+                    v = med(bench, name, b, key)
+                    runs = [r[key] * scale for r in bench.results.get((name, b), [])
+                            if r.get("ok") and r.get(key) is not None]
+                    f.write(f"{i} \"{b}\" {'NaN' if v is None else f'{v * scale:.6g}'} "
+                            + " ".join(f"{x:.6g}" for x in runs) + "\n")
+                f.write("\n\n")
+        png = os.path.join(outdir, f"{name}.png")
+        panels = []
+        for idx, (key, label, digits, scale) in enumerate(metrics):
+            label = label.replace("'", "")
+            panels.append(f"set title '{label}'\n"
+                          f"plot '{dat}' index {idx} using 1:3:xtic(2) with boxes lc rgb '#4477aa' notitle, "
+                          f"'' index {idx} using 1:4 with points pt 7 ps 0.6 lc rgb 'black' notitle, "
+                          f"'' index {idx} using 1:5 with points pt 7 ps 0.6 lc rgb 'black' notitle, "
+                          f"'' index {idx} using 1:6 with points pt 7 ps 0.6 lc rgb 'black' notitle")
+        script = f"""
+set terminal pngcairo noenhanced size {max(420, 260 * len(metrics))},300 font 'sans,9'
+set output '{png}'
+set multiplot layout 1,{len(metrics)} title '{desc.replace("'", "")} (bars: medians, points: runs)'
+set style fill solid 0.7 border -1
+set boxwidth 0.6
+set xrange [-0.6:{len(brokers) - 0.4}]
+set yrange [0:*]
+set grid ytics
+""" + "\n".join(panels) + "\nunset multiplot\n"
+        r = subprocess.run([gnuplot], input=script, text=True, capture_output=True)
+        if r.returncode != 0:
+            R.log(f"gnuplot failed for {name}: " + r.stderr.strip()[-300:])
+            continue
+        written[name] = png
+    return written
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", default="build-release")
@@ -344,6 +398,11 @@ def main(argv=None):
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--brokers", default=",".join(BROKERS))
     p.add_argument("--no-docs", action="store_true")
+    p.add_argument("--plots", default=os.path.join(R.TOP, "docs", "production"),
+                   help="directory for one PNG per scenario (docs/production)")
+    p.add_argument("--replot", nargs="+", metavar="JSON",
+                   help="run nothing: table and plots from saved bench-production.json files (later files "
+                        "add runs to earlier ones)")
     args = p.parse_args(argv)
     args.perf = False
     names = [n for n in args.scenarios.split(",") if n]
@@ -356,9 +415,20 @@ def main(argv=None):
     bench = ProductionBench(args)
     brokers = [b for b in args.brokers.split(",") if b in BROKERS and bench.available(b)]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    bench.run_all(names, brokers)
-    with open(os.path.join(bench.build, "bench-production.json"), "w") as f:
-        json.dump({f"{k[0]}/{k[1]}": v for k, v in bench.results.items()}, f, indent=1)
+    if args.replot:
+        for path in args.replot:
+            with open(path) as f:
+                for key, runs in json.load(f).items():
+                    name, broker = key.split("/", 1)
+                    bench.results.setdefault((name, broker), []).extend(runs)
+        have = {n for n, _ in bench.results}
+        names = [n for n in names if n in have] if args.scenarios != ",".join(SCENARIOS) else \
+            [n for n in SCENARIOS if n in have]
+        started = "replotted " + started
+    else:
+        bench.run_all(names, brokers)
+        with open(os.path.join(bench.build, "bench-production.json"), "w") as f:
+            json.dump({f"{k[0]}/{k[1]}": v for k, v in bench.results.items()}, f, indent=1)
     lines = ["## Production workloads (issue 17)", "",
              f"`bench/production.py`, {started}, {args.runs} interleaved run(s) per cell, medians of the runs "
              "that completed; broker on CPU 0, generators on CPU 1, on a shared 2-core VM with other jobs "
@@ -370,6 +440,11 @@ def main(argv=None):
               for r in rs if not r.get("ok") or r.get("bg_error")]
     if failed:
         lines += ["", "Runs that failed (left out of the medians):", ""] + [f"- {f}" for f in failed]
+    plots = plot(bench, names, brokers, args.plots)
+    if plots:
+        lines += ["", "Plots (bars: medians, points: the runs):", ""]
+        rel = os.path.relpath(args.plots, os.path.join(R.TOP, "docs"))
+        lines += [f"![{SCENARIOS[n][0]}]({rel}/{os.path.basename(path)})" for n, path in plots.items()]
     text = "\n".join(lines)
     print(text)
     if not args.no_docs:
