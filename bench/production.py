@@ -60,19 +60,16 @@ import run as R  # noqa: E402
 
 BROKERS = ["mqttoolsd", "mosquitto"]
 PASSWORD_USER, PASSWORD = "bench", "storm-password"
+PASSWORD_STORM = ["--scenario", "idle", "--conns", "10000", "--src-addrs", "4", "--hold", "0.5",
+                  "--handshake-window", "10000", "--connect-timeout", "90",
+                  "--username", PASSWORD_USER, "--password", PASSWORD]
 # name -> (description, mqtt_load arguments, kind, headline metrics)
 SCENARIOS = {
     "storm": ("reconnect storm: 10,000 CONNECTs at once",
               ["--scenario", "idle", "--conns", "10000", "--src-addrs", "4", "--hold", "0.5",
                "--handshake-window", "10000", "--connect-timeout", "60"], "storm"),
-    "storm-pw": ("reconnect storm with a $7$ password file (1,000 iterations)",
-                 ["--scenario", "idle", "--conns", "10000", "--src-addrs", "4", "--hold", "0.5",
-                  "--handshake-window", "10000", "--connect-timeout", "90",
-                  "--username", PASSWORD_USER, "--password", PASSWORD], "storm"),
-    "storm-pw-2cpu": ("the same, the broker allowed on both CPUs",
-                      ["--scenario", "idle", "--conns", "10000", "--src-addrs", "4", "--hold", "0.5",
-                       "--handshake-window", "10000", "--connect-timeout", "90",
-                       "--username", PASSWORD_USER, "--password", PASSWORD], "storm"),
+    "storm-pw": ("reconnect storm with a $7$ password file (1,000 iterations)", PASSWORD_STORM, "storm"),
+    "storm-pw-2cpu": ("the same, the broker allowed on both CPUs", PASSWORD_STORM, "storm"),
     "retained": ("retained flood: 100,000 topics, 100 `#` subscribers one after another",
                  ["--scenario", "retained", "--topics", "100000", "--subs", "100", "--size", "32",
                   "--connect-timeout", "300"], "retained"),
