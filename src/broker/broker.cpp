@@ -227,6 +227,7 @@ void Broker::mark_dirty(Connection& c) {
 }
 
 void Broker::before_sleep() {
+    if (!handshake_queue_.empty()) resume_handshakes();
     handshake_time_ = {};
     // Bridges first: a failed write may publish a state message locally.
     for (auto& b : bridges_) {
@@ -415,6 +416,11 @@ void Broker::close_connection(Connection& c, ReasonCode reason, bool send_discon
     }
     if (!held_subacks_.empty()) held_subacks_.erase(&c);
     if (c.extras && c.extras->retained) drop_retained_backlog(c);
+    if (c.handshake_queued) {
+        // Rare (the peer gave up, or the CONNECT timeout): a linear erase.
+        std::erase(handshake_queue_, &c);
+        c.handshake_queued = false;
+    }
     const bool was_connected = c.state == Connection::State::connected;
     if (send_disconnect && was_connected && c.version == ProtocolVersion::v5) {
         DisconnectPacket d;

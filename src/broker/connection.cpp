@@ -93,12 +93,8 @@ void Connection::on_io(std::uint32_t events) {
     } else if ((events & EPOLLIN) && !reading_paused_ && !reads_paused) {
         if (!transport_->tls_handshaking()) {
             on_readable();
-        } else if (broker_.handshake_time_left()) {
-            const auto start = net::Clock::now();
-            on_readable();
-            broker_.spent_on_handshake(net::Clock::now() - start);
         } else {
-            broker_.reactor().skip_next_wait();  // still readable: next turn
+            broker_.handshake_readable(*this);
         }
     }
     // TLS handshake records the socket did not take while reading: have the
@@ -262,6 +258,14 @@ void Connection::resume_reading() {
 // Waiting for a store commit: no input is read (errors and hang-ups are
 // still reported by epoll and read), so the connection's next packets wait
 // behind the batch that holds its acknowledgements.
+void Connection::read_handshake() { on_readable(); }
+
+void Connection::queue_handshake(bool queued) {
+    if (queued == handshake_queued || state == State::closing) return;
+    handshake_queued = queued;
+    broker_.reactor().modify(fd(), input_events() | (want_write_ ? EPOLLOUT : 0u), this);
+}
+
 void Connection::pause_reads(bool pause) {
     if (pause == reads_paused || state == State::closing) return;
     reads_paused = pause;
