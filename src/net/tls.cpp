@@ -300,31 +300,54 @@ std::string_view TlsSession::version() const noexcept {
 
 namespace {
 constexpr std::size_t stage_size = 16 * 1024 + 512;  // one TLS record and then some
+
+// Every transport on a thread stages through the same buffer: it only
+// holds ciphertext between take_output() and send().
+std::byte* stage_buffer() {
+    thread_local std::unique_ptr<std::byte[]> buffer;
+    if (!buffer) buffer.reset(new std::byte[stage_size]);
+    return buffer.get();
 }
+}  // namespace
 
 TlsTransport::TlsTransport(UniqueFd fd, std::shared_ptr<const TlsContext> context, std::string_view server_name)
-    : fd_(std::move(fd)), session_(std::move(context), server_name), stage_(new std::byte[stage_size]) {}
+    : fd_(std::move(fd)), session_(std::move(context), server_name) {}
 
-bool TlsTransport::has_pending() const noexcept {
-    return stage_end_ > stage_begin_ || session_.pending_output() > 0;
-}
+bool TlsTransport::has_pending() const noexcept { return unsent() > 0 || session_.pending_output() > 0; }
 
-IoStatus TlsTransport::send_pending() noexcept {
-    while (true) {
-        if (stage_begin_ == stage_end_) {
-            stage_begin_ = 0;
-            stage_end_ = session_.take_output(MutableBytes(stage_.get(), stage_size));
-            if (stage_end_ == 0) return IoStatus::ok;
-        }
-        const ssize_t n = ::send(fd_.get(), stage_.get() + stage_begin_, stage_end_ - stage_begin_,
-                                 MSG_NOSIGNAL);
+bool TlsTransport::send_some(const std::byte* data, std::size_t size, std::size_t& sent) noexcept {
+    sent = 0;
+    while (sent < size) {
+        const ssize_t n = ::send(fd_.get(), data + sent, size - sent, MSG_NOSIGNAL);
         if (n > 0) {
-            stage_begin_ += static_cast<std::size_t>(n);
+            sent += static_cast<std::size_t>(n);
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return IoStatus::would_block;
-        return IoStatus::error;
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    }
+    return true;
+}
+
+IoStatus TlsTransport::send_pending() noexcept {
+    std::size_t sent = 0;
+    if (unsent() > 0) {
+        if (!send_some(unsent_.data() + unsent_begin_, unsent(), sent)) return IoStatus::error;
+        unsent_begin_ += sent;
+        if (unsent() > 0) return IoStatus::would_block;
+        std::vector<std::byte>().swap(unsent_);
+        unsent_begin_ = 0;
+    }
+    std::byte* stage = stage_buffer();
+    while (true) {
+        const std::size_t size = session_.take_output(MutableBytes(stage, stage_size));
+        if (size == 0) return IoStatus::ok;
+        if (!send_some(stage, size, sent)) return IoStatus::error;
+        if (sent < size) {
+            // The socket is full: keep the rest (at most one stage) here.
+            unsent_.assign(stage + sent, stage + size);
+            return IoStatus::would_block;
+        }
     }
 }
 
@@ -399,7 +422,7 @@ IoResult TlsTransport::write(const iovec* iov, int count) noexcept {
     if (st == IoStatus::error) return {0, IoStatus::error};
     std::size_t taken = 0;
     for (int i = 0; i < count; ++i) {
-        if (session_.pending_output() + (stage_end_ - stage_begin_) >= max_pending) break;
+        if (session_.pending_output() + unsent() >= max_pending) break;
         const auto* base = static_cast<const std::byte*>(iov[i].iov_base);
         const TlsIo io = session_.write_plain(Bytes(base, iov[i].iov_len));
         if (io.status == TlsStatus::error) return {0, IoStatus::error};
