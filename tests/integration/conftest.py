@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from port_pool import PortPool
+
 import cluster_mode
 
 TOP = pathlib.Path(__file__).resolve().parents[2]
@@ -19,34 +21,8 @@ MQTTOOLS = BUILD / "src" / "tools" / "mqttools"
 SANITIZED = os.environ.get("MQTTOOLS_SANITIZED") == "1"
 
 
-# Ports for brokers come from below the kernel's ephemeral range
-# (ip_local_port_range starts at 32768): a port taken with bind(0) is an
-# ephemeral port, and between its release and the broker's bind any client
-# connection's source port could take it (CI saw a broker exit with "address
-# in use" under ASan). Each port is handed out once per session.
-_PORT_RANGE = (20000, 29999)
-_ports_given = set()
-_next_port = [_PORT_RANGE[0] + (os.getpid() * 7919) % (_PORT_RANGE[1] - _PORT_RANGE[0])]
-
-
-def free_port():
-    lo, hi = _PORT_RANGE
-    for _ in range(hi - lo + 1):
-        port = _next_port[0]
-        _next_port[0] = lo if port >= hi else port + 1
-        if port in _ports_given:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _ports_given.add(port)
-        return port
-    _ports_given.clear()  # a very long session: start the cycle again
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Integration tests take 20000-29999, interop 30000-32767 (port_pool.py).
+free_port = PortPool(20000, 29999).free_port
 
 
 def wait_for_port(port, timeout=10.0, proc=None):

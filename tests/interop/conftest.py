@@ -16,7 +16,12 @@ import socket
 import subprocess
 import time
 
+import sys
+
 import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "integration"))
+from port_pool import PortPool  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 TOP = HERE.parents[1]
@@ -32,34 +37,8 @@ WAIT = 15.0 if SANITIZED else 10.0
 NODE_MODULES = HERE / "node_modules"
 
 
-# Ports for brokers come from below the kernel's ephemeral range
-# (ip_local_port_range starts at 32768): a port taken with bind(0) is an
-# ephemeral port, and between its release and the broker's bind any client
-# connection's source port could take it (CI saw a broker exit with "address
-# in use" under ASan). Each port is handed out once per session.
-_PORT_RANGE = (30000, 32767)
-_ports_given = set()
-_next_port = [_PORT_RANGE[0] + (os.getpid() * 7919) % (_PORT_RANGE[1] - _PORT_RANGE[0])]
-
-
-def free_port():
-    lo, hi = _PORT_RANGE
-    for _ in range(hi - lo + 1):
-        port = _next_port[0]
-        _next_port[0] = lo if port >= hi else port + 1
-        if port in _ports_given:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _ports_given.add(port)
-        return port
-    _ports_given.clear()  # a very long session: start the cycle again
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Integration tests take 20000-29999, interop 30000-32767 (port_pool.py).
+free_port = PortPool(30000, 32767).free_port
 
 
 def wait_for_port(port, timeout=10.0, proc=None):
