@@ -272,7 +272,7 @@ void Broker::before_sleep() {
 // and rebuilding the cache on the next burst is one trie walk.
 void Broker::release_idle_extras(Connection& c) {
     const auto& aliases = c.extras->aliases;
-    if (aliases.in.empty() && aliases.out.empty() && !c.extras->retained) {
+    if (aliases.in.empty() && aliases.out.empty() && !c.extras->retained && !c.output_deferred) {
         c.extras.reset();
     } else {
         c.extras->route = RouteCache{};
@@ -415,6 +415,10 @@ void Broker::close_connection(Connection& c, ReasonCode reason, bool send_discon
         if (!parked_.empty()) drop_parked(c);
     }
     if (!held_subacks_.empty()) held_subacks_.erase(&c);
+    // What collected behind a held SUBACK is dropped with the connection
+    // (its QoS 1/2 messages stay in flight in the session, resent with
+    // DUP on the next connection); the DISCONNECT below must go out.
+    if (c.output_deferred) c.end_deferral();
     if (c.extras && c.extras->retained) drop_retained_backlog(c);
     if (c.handshake_queued) {
         // Rare (the peer gave up, or the CONNECT timeout): a linear erase.

@@ -24,8 +24,27 @@ Connection::Connection(Broker& broker, std::unique_ptr<net::Transport> transport
 
 Connection::~Connection() = default;
 
+void Connection::begin_deferral() {
+    if (output_deferred) return;
+    auto& queue = more().deferred;
+    if (!queue) queue = std::make_unique<net::OutputQueue>();
+    output_deferred = true;
+}
+
+std::unique_ptr<net::OutputQueue> Connection::end_deferral() {
+    if (!output_deferred) return nullptr;
+    output_deferred = false;
+    return std::move(extras->deferred);
+}
+
+void Connection::append_output(net::OutputQueue& collected) {
+    if (collected.empty()) return;
+    output_.splice(collected);
+    queued_packet();
+}
+
 void Connection::send_shared(const net::BufferRef& buffer, std::uint32_t size) {
-    output_.append(buffer, 0, size);
+    sink().append(buffer, 0, size);
     if (packet_debug) [[unlikely]] {
         // Already encoded (shared by many subscribers): decode it back for
         // the line, at debug only.
@@ -44,9 +63,10 @@ bool Connection::send_publish(const PublishPacket& packet, const net::BufferRef&
     const std::size_t size = encoded_size(packet, version);
     if (size == 0 || size > max_packet_size_out) return false;
     const std::size_t head = size - packet.payload.size();
-    auto space = output_.reserve(head);
-    output_.commit(encode_publish_head(packet, version, space));
-    output_.append(payload, 0, static_cast<std::uint32_t>(packet.payload.size()));
+    net::OutputQueue& out = sink();
+    auto space = out.reserve(head);
+    out.commit(encode_publish_head(packet, version, space));
+    out.append(payload, 0, static_cast<std::uint32_t>(packet.payload.size()));
     if (packet_debug) [[unlikely]] log_packet(false, Packet(packet));
     queued_packet();
     return true;

@@ -57,8 +57,9 @@ public:
     bool send(const P& packet) {
         const std::size_t size = encoded_size(packet, version);
         if (size == 0 || size > max_packet_size_out) return false;
-        auto space = output_.reserve(size);
-        output_.commit(encode(packet, version, space));
+        net::OutputQueue& out = sink();
+        auto space = out.reserve(size);
+        out.commit(encode(packet, version, space));
         if (packet_debug) [[unlikely]] log_packet(false, Packet(packet));
         queued_packet();
         return true;
@@ -77,7 +78,17 @@ public:
     // Writes queued output (writev); arms EPOLLOUT only when the socket is
     // full. Returns false when the connection failed and was closed.
     bool flush();
-    std::size_t output_bytes() const noexcept { return output_.bytes(); }
+    std::size_t output_bytes() const noexcept {
+        return output_deferred ? output_.bytes() + extras->deferred->bytes() : output_.bytes();
+    }
+    // While a SUBACK waits (Broker::interest_confirmed), what is sent to the
+    // connection collects aside so that nothing overtakes the SUBACK: a
+    // client whose SUBACK is late gets it before the messages its new
+    // subscription matched, as from a single node. end_deferral() stops
+    // collecting and returns what was collected; append_output() queues it.
+    void begin_deferral();
+    std::unique_ptr<net::OutputQueue> end_deferral();
+    void append_output(net::OutputQueue& collected);
     // Stops decoding input: bytes read after the current packet are kept
     // and epoll watches only for a hang-up (EPOLLRDHUP), which closes the
     // connection as lost. resume_reading() decodes what was kept and reads on.
@@ -113,6 +124,7 @@ public:
         RouteCache route;  // the last topic this client published to
         std::uint64_t connect_ticket = 0;  // while State::connect_pending
         std::unique_ptr<RetainedBacklog> retained;  // on the broker's retained_work_ list
+        std::unique_ptr<net::OutputQueue> deferred;  // with output_deferred
     };
     std::unique_ptr<Extras> extras;
     Extras& more() {
@@ -145,6 +157,7 @@ public:
     // A Mosquitto-style 3.1.1 bridge (try_private's protocol level 0x84):
     // its subscriptions get No Local and Retain As Published.
     bool bridge_peer = false;
+    bool output_deferred = false;  // see begin_deferral()
 
     // Output waits for a store batch (broker/persistence.hpp) to reach the
     // disk: what it acknowledges must be durable first.
@@ -181,6 +194,7 @@ private:
     std::size_t process(std::byte* data, std::size_t size);
     void queued_packet();
     void update_events(bool force = false);
+    net::OutputQueue& sink() noexcept { return output_deferred ? *extras->deferred : output_; }
 
     Broker& broker_;
     std::unique_ptr<net::Transport> transport_;

@@ -88,8 +88,10 @@ void Broker::handle_subscribe(Connection& c, const FixedHeader& header, Bytes bo
             // that publishes on another node once it has this SUBACK would
             // miss its own message), or the retained store may lack what
             // another node stored a moment ago. The SUBACK, its retained
-            // messages and the client's next packets wait for the link;
-            // matching messages may come first (allowed, spec 3.8.4).
+            // messages and the client's next packets wait for the link.
+            // Spec 3.8.4 would let matching messages go first, but clients
+            // written against single-node brokers expect the SUBACK first:
+            // what is sent to the client meanwhile collects behind it.
             HeldSuback& held = held_subacks_[&c];
             held.ticket = ticket;
             held.packet_id = p.packet_id;
@@ -97,6 +99,7 @@ void Broker::handle_subscribe(Connection& c, const FixedHeader& header, Bytes bo
             held.retained.clear();
             for (const Pending& r : retained_for) held.retained.emplace_back(std::string(r.filter), r.options);
             c.pause_reading();
+            c.begin_deferral();
             return;
         }
     }
@@ -118,11 +121,13 @@ void Broker::interest_confirmed(std::uint64_t ticket) {
         HeldSuback held = std::move(it->second);
         held_subacks_.erase(it);
         Connection& c = *conn;
+        const std::unique_ptr<net::OutputQueue> collected = c.end_deferral();
         SubackPacket ack;
         ack.packet_id = held.packet_id;
         ack.reason_codes = held.codes;
         c.send(ack);
         for (const auto& [filter, options] : held.retained) deliver_retained(c, filter, options);
+        if (collected) c.append_output(*collected);
         if (c.state == Connection::State::connected) c.resume_reading();
     }
 }

@@ -65,6 +65,18 @@ void OutputQueue::commit(std::size_t n) noexcept {
     bytes_ += n;
 }
 
+void OutputQueue::splice(OutputQueue& other) {
+    for (std::uint32_t i = 0; i < other.count_; ++i) {
+        Segment& s = other.at(i);
+        push(s);  // the reference moves with the segment
+        s = Segment{};
+    }
+    bytes_ += other.bytes_;
+    other.count_ = 0;
+    other.head_ = 0;
+    other.bytes_ = 0;
+}
+
 int OutputQueue::fill_iov(iovec* iov, int max) const noexcept {
     int n = 0;
     for (std::uint32_t i = 0; i < count_ && n < max; ++i) {

@@ -27,6 +27,9 @@ public:
     // Space for `n` bytes at the tail; write into it, then commit(written).
     MutableBytes reserve(std::size_t n);
     void commit(std::size_t n) noexcept;
+    // Moves every segment of `other` to this queue's tail (no copy);
+    // `other` is left empty.
+    void splice(OutputQueue& other);
 
     std::size_t bytes() const noexcept { return bytes_; }
     bool empty() const noexcept { return bytes_ == 0; }

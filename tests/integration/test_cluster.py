@@ -15,7 +15,8 @@ import pytest
 from conftest import Broker, SANITIZED, free_port, wait_for_port, wait_until
 from mqttwire import (CONNACK, DISCONNECT, MESSAGE_EXPIRY_INTERVAL, PUBCOMP, PUBLISH, PUBREL, RECEIVE_MAXIMUM,
                       SESSION_EXPIRY_INTERVAL, SUBSCRIPTION_IDENTIFIER, TOPIC_ALIAS, TOPIC_ALIAS_MAXIMUM,
-                      USER_PROPERTY, WILL_DELAY_INTERVAL, Client, Closed, ack_packet, sub_options)
+                      USER_PROPERTY, WILL_DELAY_INTERVAL, SUBACK, Client, Closed, ack_packet, publish_packet,
+                      sub_options, subscribe_packet)
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/bin/nats-server"
 pytestmark = pytest.mark.skipif(not os.path.exists(NATS_SERVER), reason="nats-server is not installed")
@@ -278,6 +279,52 @@ def test_retained_set_replace_delete_across_nodes(nodes):
     pub3.publish("status/a", b"", qos=1, retain=True)
     for n in (n1, n2, n3):
         assert wait_until(lambda: retained_on(n.port, "status/#", quiet=0.2) == [])
+
+
+def test_suback_comes_before_the_messages_it_matched(nodes):
+    # A SUBACK that waits for NATS (here: for the retained store) used to
+    # let live messages matching the new subscription overtake it: allowed
+    # by spec 3.8.4, but clients written against one broker read the
+    # PUBLISH as a protocol error. Now they collect behind the SUBACK.
+    # A local publisher keeps QoS 0 and QoS 1 messages flowing while fresh
+    # clients subscribe; each must see its SUBACK first.
+    (n1,) = nodes(1)
+    pub = connect(n1.port, "flow")
+    pub.publish("flow/r", b"kept", qos=1, retain=True)
+    stop = threading.Event()
+
+    def flow():
+        end = time.monotonic() + 60
+        i = 0
+        while not stop.is_set() and time.monotonic() < end and i < 200000:
+            pub.send(publish_packet("flow/a", b"x%d" % i, qos=i % 2, packet_id=1 + i % 60000))
+            i += 1
+            if i % 20 == 0:
+                time.sleep(0.001)
+
+    t = threading.Thread(target=flow)
+    t.start()
+    try:
+        for k in range(30):
+            c = connect(n1.port, f"s{k}")
+            c.send(subscribe_packet([("flow/#", sub_options(1))], 7))
+            first = c.recv(5 * SLOW)
+            assert first.type == SUBACK, f"round {k}: {first!r} before the SUBACK"
+            assert first.packet_id == 7
+            got = []
+            deadline = time.monotonic() + 3 * SLOW
+            while time.monotonic() < deadline and not any(p.topic == "flow/r" for p in got):
+                more = read_for(c, 0.05)
+                for p in more:
+                    if p.qos:
+                        c.ack(p)  # QoS 1 messages that matched meanwhile fill the in-flight window
+                got += more
+            assert any(p.topic == "flow/r" and p.retain for p in got), \
+                f"round {k}: retained message missing among {len(got)}: {got[:5]!r}"
+            c.close()
+    finally:
+        stop.set()
+        t.join()
 
 
 def test_retained_reaches_a_node_started_later(nodes):
@@ -546,8 +593,9 @@ def test_nats_restart_under_traffic(nodes, nats):
         for i in range(200):
             pub.publish(f"f/counted/{i}", b"y")
         assert len(local.messages(quiet=0.5)) == 200
-        assert wait_until(lambda: int(sys_value(n1.port, "$SYS/broker/cluster/messages/lost_sending"))
-                          == lost_before + 200)
+        seen = []
+        assert wait_until(lambda: seen.append(int(sys_value(n1.port, "$SYS/broker/cluster/messages/lost_sending")))
+                          or seen[-1] == lost_before + 200), f"lost_sending {seen}, expected {lost_before} + 200"
         running.set()
         nats.start()
         # The nodes reconnect (back-off at most 5 s) and re-subscribe.

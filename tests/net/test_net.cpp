@@ -75,6 +75,36 @@ TEST_CASE("output queue grows past its ring size", "[net]") {
     CHECK(shared.get()->refs == 1);
 }
 
+TEST_CASE("output queue splice moves another queue's bytes behind its own", "[net]") {
+    // A connection collects output behind a held SUBACK, then appends it.
+    BufferRef shared(8);
+    std::memcpy(shared.data(), "LIVE", 4);
+    OutputQueue out;
+    OutputQueue aside;
+    auto a = out.reserve(2);
+    std::memcpy(a.data(), "ok", 2);
+    out.commit(2);
+    for (int i = 0; i < 5; ++i) aside.append(shared, 0, 4);  // past the inline ring
+    auto t = aside.reserve(1);
+    std::memcpy(t.data(), "!", 1);
+    aside.commit(1);
+    auto s = out.reserve(3);  // the SUBACK, queued after the hold ended
+    std::memcpy(s.data(), "ACK", 3);
+    out.commit(3);
+    out.splice(aside);
+    CHECK(aside.empty());
+    CHECK(aside.bytes() == 0);
+    CHECK(out.bytes() == 26);
+    auto more = out.reserve(1);  // still appends at the tail
+    std::memcpy(more.data(), ".", 1);
+    out.commit(1);
+    CHECK(shared.get()->refs == 6);  // moved, not shared again
+    CHECK(drain(out, 5) == "okACKLIVELIVELIVELIVELIVE!.");
+    CHECK(shared.get()->refs == 1);
+    aside.append(shared, 0, 2);  // the emptied queue is usable
+    CHECK(drain(aside, 10) == "LI");
+}
+
 TEST_CASE("an external buffer refers to its owner's bytes and keeps the owner alive", "[net]") {
     // A big stored payload queued to several outputs: no copy, and the
     // owner lives until the last queue has written its slice.
