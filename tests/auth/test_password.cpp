@@ -3,6 +3,12 @@
 #include "broker/auth/authenticator.hpp"
 #include "broker/auth/password_file.hpp"
 #include "broker/auth/password_hash.hpp"
+#include "broker/auth/pbkdf2_sha512.hpp"
+
+#include <openssl/evp.h>
+
+#include <cstring>
+#include <random>
 #include "test_support.hpp"
 
 using namespace mqttools;
@@ -78,6 +84,31 @@ TEST_CASE("a file made by the installed mosquitto_passwd at test time verifies",
     CHECK(file.find("u3")->kind == HashKind::sha512);
     CHECK(verify_password(*file.find("u3"), "third"));
     CHECK_FALSE(verify_password(*file.find("u3"), "second"));
+}
+
+TEST_CASE("pbkdf2_sha512 gives OpenSSL's PKCS5_PBKDF2_HMAC bytes", "[auth][password]") {
+    // Passwords around HMAC's 128-byte block (longer ones are hashed
+    // first), empty ones, salts of several lengths, iteration counts 1..,
+    // against OpenSSL's own PBKDF2 as the reference.
+    std::mt19937 rng(1234);
+    for (std::size_t password_size : {0u, 1u, 11u, 64u, 127u, 128u, 129u, 300u}) {
+        for (std::size_t salt_size : {0u, 12u, 16u, 200u}) {
+            for (int iterations : {1, 2, 3, 101, 1000}) {
+                std::string password(password_size, '\0');
+                for (char& ch : password) ch = static_cast<char>(rng());
+                std::vector<unsigned char> salt(salt_size);
+                for (unsigned char& b : salt) b = static_cast<unsigned char>(rng());
+                unsigned char expected[64];
+                REQUIRE(PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()), salt.data(),
+                                          static_cast<int>(salt.size()), iterations, EVP_sha512(), 64,
+                                          expected) == 1);
+                unsigned char got[64];
+                pbkdf2_sha512(password, salt, iterations, got);
+                INFO("password " << password_size << " salt " << salt_size << " iterations " << iterations);
+                CHECK(std::memcmp(got, expected, 64) == 0);
+            }
+        }
+    }
 }
 
 TEST_CASE("new hashes: 12-byte salt, configurable iterations, round trip", "[auth][password]") {
