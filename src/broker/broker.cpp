@@ -414,11 +414,7 @@ void Broker::close_connection(Connection& c, ReasonCode reason, bool send_discon
         abandon_pending_connect(c);
         if (!parked_.empty()) drop_parked(c);
     }
-    if (!held_subacks_.empty()) held_subacks_.erase(&c);
-    // What collected behind a held SUBACK is dropped with the connection
-    // (its QoS 1/2 messages stay in flight in the session, resent with
-    // DUP on the next connection); the DISCONNECT below must go out.
-    if (c.output_deferred) c.end_deferral();
+    drop_holds(c);
     if (c.extras && c.extras->retained) drop_retained_backlog(c);
     if (c.handshake_queued) {
         // Rare (the peer gave up, or the CONNECT timeout): a linear erase.

@@ -123,6 +123,10 @@ public:
     // (ClusterLink::interest_ticket): the SUBACKs held for it go out
     // (protocol_subscribe.cpp).
     void interest_confirmed(std::uint64_t ticket);
+    // NATS has every message published here up to `ticket`
+    // (ClusterLink::publish_ticket): the PUBACKs/PUBRECs held for them go
+    // out (cluster_holds.cpp).
+    void publishes_confirmed(std::uint64_t ticket);
     // Another node (`node`) accepted a CONNECT with this client id: a local
     // connection is closed with 0x8E and the local session is let go; with
     // `wants_state` its state goes to that node (session_transfer.cpp). A
@@ -256,7 +260,7 @@ private:
     // matches_/groups_ -> targets_/ids_: one target per session.
     void merge_matches(Session* from);
     void deliver(MessageView& message);
-    void acknowledge_publish(Connection& c, const PublishPacket& p, ReasonCode rc);
+    void acknowledge_publish(Connection& c, const PublishPacket& p, ReasonCode rc, std::uint64_t ticket);
     void deliver_qos0(Connection& c, const MessageView& message, bool retain, std::span<const std::uint32_t> ids);
     // Topic alias for an outbound PUBLISH: 0 = none; topic_included tells
     // whether the topic must be sent along.
@@ -363,6 +367,23 @@ private:
         std::vector<std::pair<std::string, SubscriptionOptions>> retained;  // sent after the SUBACK
     };
     std::unordered_map<Connection*, HeldSuback> held_subacks_;
+    // PUBACKs/PUBRECs held until NATS has the message (cluster_holds.cpp),
+    // in the order the PUBLISH packets came ([MQTT-4.6.0-2], [MQTT-4.6.0-3]).
+    // While a connection has a SUBACK or an acknowledgement held, what else
+    // is sent to it collects behind them (Connection::begin_deferral).
+    struct HeldAck {
+        Connection* connection;
+        std::uint64_t ticket;
+        AckPacket ack;
+    };
+    std::deque<HeldAck> held_acks_;
+    // Sends an acknowledgement of a client's PUBLISH: at once, or behind
+    // `ticket` (nonzero) or behind those already held for the connection.
+    void send_publish_ack(Connection& c, const AckPacket& ack, std::uint64_t ticket);
+    // Ends the connection's deferral when nothing is held for it any more
+    // (else starts a fresh one), appending what collected meanwhile.
+    void release_deferred(Connection& c);
+    void drop_holds(Connection& c);
 
     // Reused per message so routing allocates nothing after warm-up.
     std::vector<std::byte> scratch_;

@@ -56,6 +56,13 @@ public:
     // other nodes; a retained one also updates the cluster's retained copy
     // (an empty payload deletes it).
     virtual void publish(const MessageView& message) = 0;
+    // Right after publish() of a QoS 1/2 message: nonzero is a ticket that
+    // the link confirms (Broker::publishes_confirmed) once NATS has the
+    // message, i.e. every node with interest gets it unless NATS itself
+    // fails; the publisher's PUBACK/PUBREC waits for it, so a node killed
+    // before its messages left loses none that it acknowledged. Zero:
+    // nothing to wait for.
+    virtual std::uint64_t publish_ticket() const { return 0; }
     // A client connects here with `client_id`: other nodes holding it
     // close it (0x8E, Session taken over); with `want_state` (Clean Start
     // 0) the node that held the session sends it back through

@@ -64,6 +64,15 @@ public:
         queued_packet();
         return true;
     }
+    // send(), ahead of what collects during a deferral (begin_deferral).
+    template <class P>
+    bool send_now(const P& packet) {
+        const bool deferred = output_deferred;
+        output_deferred = false;
+        const bool queued = send(packet);
+        output_deferred = deferred;
+        return queued;
+    }
     // A PUBLISH whose payload is queued by reference to `payload` (a big
     // stored message's bytes, shared by every subscriber's output): only the
     // head is encoded here. False as for send().
@@ -125,6 +134,7 @@ public:
         std::uint64_t connect_ticket = 0;  // while State::connect_pending
         std::unique_ptr<RetainedBacklog> retained;  // on the broker's retained_work_ list
         std::unique_ptr<net::OutputQueue> deferred;  // with output_deferred
+        std::uint32_t acks_held = 0;  // Broker::held_acks_ entries for this connection
     };
     std::unique_ptr<Extras> extras;
     Extras& more() {

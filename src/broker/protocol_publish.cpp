@@ -62,7 +62,7 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
         if (s.inbound_qos2.contains(p.packet_id)) {
             // Already received and routed: acknowledge again, route nothing
             // (exactly once, method B of spec 4.3.3).
-            c.send(AckPacket{PacketType::pubrec, p.packet_id, ReasonCode::success, {}});
+            send_publish_ack(c, AckPacket{PacketType::pubrec, p.packet_id, ReasonCode::success, {}}, 0);
             return;
         }
         // More unreleased QoS 2 messages than our Receive Maximum
@@ -122,24 +122,28 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
         RouteCache* cache = c.extras || c.published_recently ? &c.more().route : nullptr;
         c.published_recently = true;
         // In a cluster, subscribers elsewhere are unknown here: no 0x10.
-        if (cluster_) cluster_->publish(m);
+        std::uint64_t ticket = 0;
+        if (cluster_) {
+            cluster_->publish(m);
+            ticket = cluster_->publish_ticket();
+        }
         if (collect_targets(&s, topic, cache) == 0 && !cluster_) rc = ReasonCode::no_matching_subscribers;
-        acknowledge_publish(c, p, rc);
+        acknowledge_publish(c, p, rc, ticket);
         deliver(m);
         return;
     }
-    acknowledge_publish(c, p, rc);
+    acknowledge_publish(c, p, rc, 0);
 }
 
-void Broker::acknowledge_publish(Connection& c, const PublishPacket& p, ReasonCode rc) {
+void Broker::acknowledge_publish(Connection& c, const PublishPacket& p, ReasonCode rc, std::uint64_t ticket) {
     if (p.qos == QoS::at_least_once) {
-        c.send(AckPacket{PacketType::puback, p.packet_id, rc, {}});
+        send_publish_ack(c, AckPacket{PacketType::puback, p.packet_id, rc, {}}, ticket);
     } else if (p.qos == QoS::exactly_once) {
         if (!is_error(rc)) {
             c.session->inbound_qos2.insert(p.packet_id);
             if (c.session->stored) persist_inbound(*c.session, p.packet_id, true);
         }
-        c.send(AckPacket{PacketType::pubrec, p.packet_id, rc, {}});
+        send_publish_ack(c, AckPacket{PacketType::pubrec, p.packet_id, rc, {}}, ticket);
     } else if (is_error(rc)) {
         ++stats_.publish_dropped;
     }

@@ -110,28 +110,6 @@ void Broker::handle_subscribe(Connection& c, const FixedHeader& header, Bytes bo
     for (const Pending& r : retained_for) deliver_retained(c, r.filter, r.options);
 }
 
-void Broker::interest_confirmed(std::uint64_t ticket) {
-    std::vector<Connection*> ready;
-    for (const auto& [conn, held] : held_subacks_) {
-        if (held.ticket <= ticket) ready.push_back(conn);
-    }
-    for (Connection* conn : ready) {
-        auto it = held_subacks_.find(conn);
-        if (it == held_subacks_.end()) continue;  // closed meanwhile
-        HeldSuback held = std::move(it->second);
-        held_subacks_.erase(it);
-        Connection& c = *conn;
-        const std::unique_ptr<net::OutputQueue> collected = c.end_deferral();
-        SubackPacket ack;
-        ack.packet_id = held.packet_id;
-        ack.reason_codes = held.codes;
-        c.send(ack);
-        for (const auto& [filter, options] : held.retained) deliver_retained(c, filter, options);
-        if (collected) c.append_output(*collected);
-        if (c.state == Connection::State::connected) c.resume_reading();
-    }
-}
-
 void Broker::handle_unsubscribe(Connection& c, const FixedHeader& header, Bytes body) {
     auto decoded = decode_unsubscribe(header, body, c.version);
     if (!decoded) {

@@ -33,6 +33,7 @@ constexpr std::uint32_t tag_log = 3;
 constexpr std::uint32_t tag_session = 4;
 constexpr std::uint32_t tag_claimed = 5;  // this node's claim settled: seq = stamp, age = flags
 constexpr std::uint32_t tag_confirmed = 6;  // interest up to barrier `seq` is in place
+constexpr std::uint32_t tag_sent = 7;       // NATS has the first `seq` QoS 1/2 publishes
 
 // Flags of a settled claim (InHeader::age).
 constexpr std::uint32_t claim_wants_state = 1;
@@ -53,6 +54,9 @@ constexpr std::size_t max_in_bytes = 256u << 20;
 // filters overlap ("a/+" and "+/b") holds two NATS subscriptions that both
 // match "a/b", and NATS delivers one copy per subscription; the receiver
 // keeps the first (one delivery per node, spec 3.3.4).
+// publish_live with tag 1: a QoS 1/2 message whose PUBACK waits until NATS
+// has it; the link thread counts them in order (the reactor's tickets are
+// the same count) and confirms after a flush.
 // barrier: data = a ticket (std::uint64_t) confirmed back to the reactor
 // once the server has every subscription sent before it.
 enum class Op : std::uint8_t { publish, publish_live, subscribe, queue_subscribe, unsubscribe, barrier };
@@ -156,6 +160,7 @@ struct NatsCluster::Shared {
     int eventfd = -1;
     std::uint64_t origin = 0;    // random per process: names this node's messages
     std::uint64_t live_seq = 0;  // link thread
+    std::uint64_t publishes_confirmable = 0;  // link thread: QoS 1/2 publish_live ops taken (tag 1)
 
     std::atomic<natsConnection*> data{nullptr};     // No Echo: publishes, non-shared interest, claims
     std::atomic<natsConnection*> control{nullptr};  // queue groups, JetStream
@@ -465,6 +470,7 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
     const bool up = d && natsConnection_Status(d) == NATS_CONN_STATUS_CONNECTED;
     std::uint64_t barrier = 0;
     bool barrier_retained = false;
+    bool confirm_sent = false;
     std::size_t pos = 0;
     while (pos + sizeof(OutHeader) <= batch.size()) {
         OutHeader h;
@@ -481,6 +487,10 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
                 char reply[64];
                 std::snprintf(reply, sizeof reply, "_o.%llx.%llu", static_cast<unsigned long long>(origin),
                               static_cast<unsigned long long>(++live_seq));
+                if (h.tag != 0) {
+                    ++publishes_confirmable;
+                    confirm_sent = true;
+                }
                 if (up && natsConnection_PublishRequest(d, subject, reply, payload, static_cast<int>(h.data_len)) ==
                               NATS_OK) {
                     messages_out.fetch_add(1, std::memory_order_relaxed);
@@ -540,6 +550,15 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
                 break;
         }
         if (h.op == Op::subscribe || h.op == Op::queue_subscribe) unflushed_subs = true;
+    }
+    if (confirm_sent) {
+        // A PING/PONG round trip: the server has processed every PUB sent
+        // before it, so each node subscribed has its copy on the way. Down
+        // (or no PONG within a second): confirmed all the same, the
+        // messages counted as lost above; the publisher must not wait for
+        // NATS to come back (local clients are served meanwhile).
+        if (up) natsConnection_FlushTimeout(d, 1000);
+        push_in(tag_sent, 0, nullptr, 0, 0, publishes_confirmable);
     }
     if (barrier == 0) return;
     if (unflushed_subs) {
@@ -1049,6 +1068,7 @@ std::uint64_t NatsCluster::interest_ticket(bool retained) {
 }
 
 void NatsCluster::publish(const broker::MessageView& m) {
+    last_publish_ticket_ = 0;
     Bytes bytes;
     if (m.qos == QoS::at_most_once && !m.raw.empty() && m.raw_version == ProtocolVersion::v5) {
         // A v5 QoS 0 PUBLISH without a topic alias, as the client sent it.
@@ -1073,8 +1093,11 @@ void NatsCluster::publish(const broker::MessageView& m) {
         bytes = {encoded_.data(), size};
     }
     topic_subject(subject_, prefix_ + ".m", m.topic);
-    if (!shared_->push_out(Op::publish_live, 0, 0, subject_, {}, bytes.data(), bytes.size())) {
+    const bool confirm = m.qos != QoS::at_most_once;
+    if (!shared_->push_out(Op::publish_live, 0, confirm ? 1 : 0, subject_, {}, bytes.data(), bytes.size())) {
         shared_->lost_out.fetch_add(1, std::memory_order_relaxed);
+    } else if (confirm) {
+        last_publish_ticket_ = ++publishes_pushed_;
     }
     if (m.retain) {
         // The retained stream keeps it (or, empty, the deletion) for every
@@ -1230,6 +1253,12 @@ void NatsCluster::drain_inbound() {
                 break;
             case tag_claimed:
                 on_claimed(std::string_view(data, h.len), h.seq, h.age);
+                break;
+            case tag_sent:
+                if (h.seq > publishes_confirmed_) {
+                    publishes_confirmed_ = h.seq;
+                    broker_.publishes_confirmed(publishes_confirmed_);
+                }
                 break;
             case tag_confirmed:
                 if (h.seq > confirmed_) {

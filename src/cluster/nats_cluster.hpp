@@ -58,6 +58,9 @@ public:
     void interest_added(std::string_view filter) override;
     void interest_removed(std::string_view filter) override;
     std::uint64_t interest_ticket(bool retained) override;
+    std::uint64_t publish_ticket() const override {
+        return last_publish_ticket_ > publishes_confirmed_ ? last_publish_ticket_ : 0;
+    }
     void publish(const broker::MessageView& message) override;
     void claim_session(std::string_view client_id, bool want_state) override;
     void send_session(std::string_view node, std::string_view client_id, std::string_view state) override;
@@ -100,6 +103,11 @@ private:
     std::uint64_t subscribes_at_barrier_ = 0;
     std::uint64_t barrier_ = 0;
     std::uint64_t confirmed_ = 0;
+    // QoS 1/2 messages handed to the link thread (tag 1), the one publish()
+    // just pushed (0: none, or lost), and how many NATS has (tag_sent).
+    std::uint64_t publishes_pushed_ = 0;
+    std::uint64_t last_publish_ticket_ = 0;
+    std::uint64_t publishes_confirmed_ = 0;
     // Shared subscriptions: "$share/NAME/FILTER" <-> tag on NATS messages.
     std::unordered_map<std::string, std::uint32_t> shared_tags_;
     std::vector<std::string> shared_filters_;

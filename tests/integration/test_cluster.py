@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import Broker, SANITIZED, free_port, wait_for_port, wait_until
-from mqttwire import (CONNACK, DISCONNECT, MESSAGE_EXPIRY_INTERVAL, PUBCOMP, PUBLISH, PUBREL, RECEIVE_MAXIMUM,
+from mqttwire import (CONNACK, DISCONNECT, PUBACK, MESSAGE_EXPIRY_INTERVAL, PUBCOMP, PUBLISH, PUBREL, RECEIVE_MAXIMUM,
                       SESSION_EXPIRY_INTERVAL, SUBSCRIPTION_IDENTIFIER, TOPIC_ALIAS, TOPIC_ALIAS_MAXIMUM,
                       USER_PROPERTY, WILL_DELAY_INTERVAL, SUBACK, Client, Closed, ack_packet, publish_packet,
                       sub_options, subscribe_packet)
@@ -636,6 +636,79 @@ def test_node_killed_under_traffic(nodes):
     again.subscribe([("k/#", sub_options(0))])
     pub.publish("k/y", b"back")
     assert [p.payload for p in again.messages(quiet=0.3)] == [b"back"]
+
+
+def test_what_a_killed_node_acknowledged_reaches_the_other_nodes(nodes):
+    # A node's PUBACK waits until NATS has the message: kill -9 the
+    # publisher's node at a random moment under QoS 1 traffic (20 in
+    # flight), five times; every message it acknowledged reaches the
+    # subscriber on another node. (Before, a PUBACK went out while the
+    # message still sat in the node's queue to NATS.)
+    import random
+    (n2,) = nodes(1)
+    sub = connect(n2.port, "sub")
+    sub.subscribe([("k/#", sub_options(1))])
+    rng = random.Random(7)
+    got = []  # appended by the reader; list() copies it atomically
+    reading = threading.Event()
+    done = threading.Event()
+
+    def read_sub():
+        # Concurrently, acknowledging: the subscriber's node queues at
+        # most max_queued_messages (1,000) for it.
+        end = time.monotonic() + 120
+        while not done.is_set() and time.monotonic() < end:
+            try:
+                p = sub.recv(0.1)
+            except TimeoutError:
+                continue
+            if p.type == PUBLISH:
+                if reading.is_set() and p.topic.startswith("k/r"):
+                    got.append((p.topic, int(p.payload)))
+                if p.qos:
+                    sub.ack(p)
+
+    for round_ in range(5):
+        (n1,) = nodes(1)
+        pub = connect(n1.port, f"pub{round_}")
+        link(pub, sub, f"k/probe{round_}")
+        if round_ == 0:
+            reading.set()
+            reader = threading.Thread(target=read_sub)
+            reader.start()
+        acked, sent = set(), 0
+        in_flight = {}
+        deadline = time.monotonic() + rng.uniform(0.2, 0.8) * SLOW
+        try:
+            while time.monotonic() < deadline and sent < 20000:
+                while len(in_flight) < 20:
+                    sent += 1
+                    pid = 1 + sent % 60000
+                    in_flight[pid] = sent
+                    pub.send(publish_packet(f"k/r{round_}", b"%d" % sent, qos=1, packet_id=pid))
+                p = pub.recv(5 * SLOW)
+                if p.type == PUBACK:
+                    acked.add(in_flight.pop(p.packet_id))
+            n1.proc.kill()
+            n1.proc.wait()
+            while True:  # PUBACKs already in the socket count too
+                p = pub.recv(1)
+                if p.type == PUBACK:
+                    acked.add(in_flight.pop(p.packet_id))
+        except (Closed, TimeoutError, OSError):
+            pass
+        if n1.proc.poll() is None:
+            n1.proc.kill()
+            n1.proc.wait()
+        assert len(acked) > 20, f"round {round_}: only {len(acked)} acknowledged"
+        arrived = lambda: {n for t, n in list(got) if t == f"k/r{round_}"}  # noqa: E731
+        wait_until(lambda: acked <= arrived(), timeout=3 * SLOW)
+        missing = sorted(acked - arrived())
+        if missing:
+            done.set()
+        assert not missing, f"round {round_}: {len(missing)} of {len(acked)} acknowledged never arrived: {missing[:10]}"
+    done.set()
+    reader.join()
 
 
 def test_persistent_session_survives_its_node_restart(tmp_path, nats):

@@ -1,0 +1,94 @@
+// What a cluster node holds back until NATS confirms (cluster_link.hpp): a
+// SUBACK until the node's new interest is in place, a PUBACK/PUBREC until
+// the message it acknowledges has reached NATS. Whatever else is sent to
+// the client meanwhile collects behind them (Connection::begin_deferral):
+// the client sees its SUBACK before the messages its subscription matched
+// and its PUBACK before its own message comes back, as from one broker.
+#include <algorithm>
+
+#include "broker/broker.hpp"
+
+namespace mqttools::broker {
+
+void Broker::release_deferred(Connection& c) {
+    const bool holding = held_subacks_.contains(&c) || (c.extras && c.extras->acks_held != 0);
+    if (!c.output_deferred) return;
+    const std::unique_ptr<net::OutputQueue> collected = c.end_deferral();
+    if (collected) c.append_output(*collected);
+    // Still waiting for a later ticket: what comes from now on is behind
+    // that one; what came so far goes out (a client that publishes without
+    // waiting may then see a copy of its message before the PUBACK, which
+    // MQTT allows; holding it all could delay its output without end).
+    if (holding) c.begin_deferral();
+}
+
+void Broker::interest_confirmed(std::uint64_t ticket) {
+    std::vector<Connection*> ready;
+    for (const auto& [conn, held] : held_subacks_) {
+        if (held.ticket <= ticket) ready.push_back(conn);
+    }
+    for (Connection* conn : ready) {
+        auto it = held_subacks_.find(conn);
+        if (it == held_subacks_.end()) continue;  // closed meanwhile
+        HeldSuback held = std::move(it->second);
+        held_subacks_.erase(it);
+        Connection& c = *conn;
+        // The SUBACK, then its retained messages, then what matched the
+        // subscription meanwhile.
+        const std::unique_ptr<net::OutputQueue> collected = c.end_deferral();
+        SubackPacket ack;
+        ack.packet_id = held.packet_id;
+        ack.reason_codes = held.codes;
+        c.send(ack);
+        for (const auto& [filter, options] : held.retained) deliver_retained(c, filter, options);
+        if (collected) c.append_output(*collected);
+        if (c.extras && c.extras->acks_held != 0) c.begin_deferral();
+        if (c.state == Connection::State::connected) c.resume_reading();
+    }
+}
+
+void Broker::send_publish_ack(Connection& c, const AckPacket& ack, std::uint64_t ticket) {
+    const std::uint32_t held = c.extras ? c.extras->acks_held : 0;
+    if (ticket == 0 && held == 0) {
+        c.send_now(ack);
+        return;
+    }
+    // Behind the acknowledgements already held for this client: they go
+    // out in the order of the PUBLISH packets.
+    if (ticket == 0) ticket = held_acks_.back().ticket;
+    held_acks_.push_back(HeldAck{&c, ticket, ack});
+    ++c.more().acks_held;
+    c.begin_deferral();
+}
+
+void Broker::publishes_confirmed(std::uint64_t ticket) {
+    // Tickets only grow, so the front is the oldest.
+    std::vector<Connection*> touched;
+    while (!held_acks_.empty() && held_acks_.front().ticket <= ticket) {
+        HeldAck h = held_acks_.front();
+        held_acks_.pop_front();
+        Connection& c = *h.connection;
+        --c.extras->acks_held;
+        c.send_now(h.ack);
+        if (touched.empty() || touched.back() != &c) touched.push_back(&c);
+    }
+    // Once per connection: a client with many acknowledgements released
+    // at once appears in runs.
+    std::sort(touched.begin(), touched.end());
+    touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+    for (Connection* c : touched) release_deferred(*c);
+}
+
+void Broker::drop_holds(Connection& c) {
+    if (!held_subacks_.empty()) held_subacks_.erase(&c);
+    if (c.extras && c.extras->acks_held != 0) {
+        std::erase_if(held_acks_, [&c](const HeldAck& h) { return h.connection == &c; });
+        c.extras->acks_held = 0;
+    }
+    // What collected is dropped with the connection (its QoS 1/2 messages
+    // stay in flight in the session, resent with DUP on the next
+    // connection); the DISCONNECT that follows must go out.
+    if (c.output_deferred) c.end_deferral();
+}
+
+}  // namespace mqttools::broker
