@@ -89,6 +89,8 @@ public:
     const config::Bridge& settings() const noexcept { return cfg_; }
     // The remote's broker id (bridge_property), 0 when it did not say.
     std::uint64_t remote_broker() const noexcept { return session_.peer_broker; }
+    // Broker::set_cluster: the out topics subscribed before the link existed.
+    void add_cluster_interest();
     // One of the out topics matches this local topic.
     bool sends(std::string_view local) const;
     BridgeCounters counters() const;

@@ -116,13 +116,25 @@ void Bridge::subscribe_local() {
             if (o.qos <= it->second.qos) continue;
         }
         session_.subscriptions.assign(filter, o);
-        broker_.trie_.subscribe(filter, &session_, o);
+        // In a cluster the out topics are interest like a client's: what
+        // other nodes publish comes here to be sent to the remote.
+        if (broker_.trie_.subscribe(filter, &session_, o) && broker_.cluster_) {
+            broker_.cluster_->interest_added(filter);
+        }
     }
 }
 
 void Bridge::unsubscribe_local() {
-    for (const auto& [filter, options] : session_.subscriptions) broker_.trie_.unsubscribe(filter, &session_);
+    for (const auto& [filter, options] : session_.subscriptions) {
+        if (broker_.trie_.unsubscribe(filter, &session_) && broker_.cluster_) {
+            broker_.cluster_->interest_removed(filter);
+        }
+    }
     session_.subscriptions.clear();
+}
+
+void Bridge::add_cluster_interest() {
+    for (const auto& [filter, options] : session_.subscriptions) broker_.cluster_->interest_added(filter);
 }
 
 void Bridge::subscribe_remote() {
@@ -444,6 +456,10 @@ std::size_t Bridge::route_in(MessageView& m) {
     }
     ++broker_.stats_.publish_received;
     broker_.stats_.publish_bytes_received += m.payload.size();
+    // In a cluster, what the remote sends is for every node's clients, as
+    // a local client's message is (docs/cluster.md: a bridge runs on one
+    // node; that node's bridge also forwards what other nodes publish).
+    if (broker_.cluster_) broker_.cluster_->publish(m);
     return broker_.route(&session_, m);
 }
 

@@ -5,6 +5,7 @@
 // rules exactly (the NATS subjects only choose which nodes get it).
 #include <spdlog/spdlog.h>
 
+#include "broker/bridge.hpp"
 #include "broker/broker.hpp"
 
 namespace mqttools::broker {
@@ -49,6 +50,7 @@ void Broker::set_cluster(ClusterLink* link) {
     sessions_.for_each([this](Session& s) {
         for (const auto& [filter, options] : s.subscriptions) cluster_->interest_added(filter);
     });
+    for (const auto& b : bridges_) b->add_cluster_interest();
 }
 
 bool Broker::route_from_cluster(Bytes packet, std::string_view shared) {

@@ -711,6 +711,47 @@ def test_what_a_killed_node_acknowledged_reaches_the_other_nodes(nodes):
     reader.join()
 
 
+def test_a_bridge_on_one_node_serves_the_whole_cluster(tmp_path, nodes):
+    # A bridge configured on node 1 only: what the remote broker sends in
+    # reaches clients on node 2, and what a client publishes on node 2
+    # goes out to the remote through node 1's bridge, once each way.
+    remote = Broker(tmp_path, config="allow_anonymous = true\n")
+    bridge = (f'[[bridge]]\nname = "up"\naddress = "127.0.0.1:{remote.port}"\n'
+              f'topic = ["down/# in 1", "up/# out 1"]\nremote_clientid = "cluster-up"\n'
+              f'restart_timeout = 1\n')
+    try:
+        n1, = nodes(1, extra=bridge)
+        n2, = nodes(1)
+        local = connect(n2.port, "local")
+        local.subscribe([("down/#", sub_options(1))])
+        far = connect(remote.port, "far")
+        far.subscribe([("up/#", sub_options(1))])
+        probe = connect(n1.port, "probe")
+        link(probe, local, "down/probe")
+        assert wait_until(lambda: sys_value(n1.port, "$SYS/broker/connection/up/state") == "1")
+        # In: remote -> node 1's bridge -> NATS -> node 2.
+        deadline = time.monotonic() + 10 * SLOW
+        got = []
+        while time.monotonic() < deadline and not got:
+            far.publish("down/x", b"from-remote", qos=1)
+            got = [p.payload for p in local.messages(quiet=0.3) if p.topic == "down/x"]
+        assert got and set(got) == {b"from-remote"}
+        # Out: node 2 -> NATS -> node 1's bridge -> remote, once.
+        pub = connect(n2.port, "pub")
+        deadline = time.monotonic() + 10 * SLOW
+        out = []
+        while time.monotonic() < deadline and not out:
+            pub.publish("up/y", b"to-remote", qos=1)
+            out = [p.payload for p in far.messages(quiet=0.3) if p.topic == "up/y"]
+        assert out
+        pub.publish("up/z", b"once", qos=1)
+        assert [p.payload for p in far.messages(quiet=0.5 * SLOW) if p.topic == "up/z"] == [b"once"]
+        far.publish("down/z", b"once", qos=1)
+        assert [p.payload for p in local.messages(quiet=0.5 * SLOW) if p.topic == "down/z"] == [b"once"]
+    finally:
+        remote.stop()
+
+
 def test_persistent_session_survives_its_node_restart(tmp_path, nats):
     """A node's persistent sessions come back from its store at start-up, and
     their subscriptions become the node's NATS interest again."""
