@@ -260,7 +260,8 @@ private:
     // matches_/groups_ -> targets_/ids_: one target per session.
     void merge_matches(Session* from);
     void deliver(MessageView& message);
-    void acknowledge_publish(Connection& c, const PublishPacket& p, ReasonCode rc, std::uint64_t ticket);
+    void acknowledge_publish(Connection& c, const PublishPacket& p, ReasonCode rc, std::uint64_t ticket,
+                             bool no_local_match = false);
     void deliver_qos0(Connection& c, const MessageView& message, bool retain, std::span<const std::uint32_t> ids);
     // Topic alias for an outbound PUBLISH: 0 = none; topic_included tells
     // whether the topic must be sent along.
@@ -375,11 +376,12 @@ private:
         Connection* connection;
         std::uint64_t ticket;
         AckPacket ack;
+        bool no_local_match;  // 0x10 if no other node took it either
     };
     std::deque<HeldAck> held_acks_;
     // Sends an acknowledgement of a client's PUBLISH: at once, or behind
     // `ticket` (nonzero) or behind those already held for the connection.
-    void send_publish_ack(Connection& c, const AckPacket& ack, std::uint64_t ticket);
+    void send_publish_ack(Connection& c, const AckPacket& ack, std::uint64_t ticket, bool no_local_match = false);
     // Ends the connection's deferral when nothing is held for it any more
     // (else starts a fresh one), appending what collected meanwhile.
     void release_deferred(Connection& c);

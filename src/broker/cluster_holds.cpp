@@ -47,7 +47,7 @@ void Broker::interest_confirmed(std::uint64_t ticket) {
     }
 }
 
-void Broker::send_publish_ack(Connection& c, const AckPacket& ack, std::uint64_t ticket) {
+void Broker::send_publish_ack(Connection& c, const AckPacket& ack, std::uint64_t ticket, bool no_local_match) {
     const std::uint32_t held = c.extras ? c.extras->acks_held : 0;
     if (ticket == 0 && held == 0) {
         c.send_now(ack);
@@ -55,8 +55,11 @@ void Broker::send_publish_ack(Connection& c, const AckPacket& ack, std::uint64_t
     }
     // Behind the acknowledgements already held for this client: they go
     // out in the order of the PUBLISH packets.
-    if (ticket == 0) ticket = held_acks_.back().ticket;
-    held_acks_.push_back(HeldAck{&c, ticket, ack});
+    if (ticket == 0) {
+        ticket = held_acks_.back().ticket;
+        no_local_match = false;  // not a message of its own
+    }
+    held_acks_.push_back(HeldAck{&c, ticket, ack, no_local_match});
     ++c.more().acks_held;
     c.begin_deferral();
 }
@@ -69,6 +72,12 @@ void Broker::publishes_confirmed(std::uint64_t ticket) {
         held_acks_.pop_front();
         Connection& c = *h.connection;
         --c.extras->acks_held;
+        // Nobody here and, as NATS answered, no other node: what a single
+        // node says ([MQTT-3.4.2.1] 0x10 No matching subscribers).
+        if (h.no_local_match && h.ack.reason == ReasonCode::success && cluster_ &&
+            cluster_->reached_no_node(h.ticket)) {
+            h.ack.reason = ReasonCode::no_matching_subscribers;
+        }
         c.send_now(h.ack);
         if (touched.empty() || touched.back() != &c) touched.push_back(&c);
     }

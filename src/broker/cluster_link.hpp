@@ -63,6 +63,13 @@ public:
     // before its messages left loses none that it acknowledged. Zero:
     // nothing to wait for.
     virtual std::uint64_t publish_ticket() const { return 0; }
+    // Once `ticket` is confirmed, asked in ticket order: did NATS say that
+    // no other node has interest in that message? Then a publisher with no
+    // local subscriber either gets 0x10 No matching subscribers.
+    virtual bool reached_no_node(std::uint64_t ticket) {
+        (void)ticket;
+        return false;
+    }
     // A client connects here with `client_id`: other nodes holding it
     // close it (0x8E, Session taken over); with `want_state` (Clean Start
     // 0) the node that held the session sends it back through

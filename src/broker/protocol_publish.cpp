@@ -127,23 +127,25 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
             cluster_->publish(m);
             ticket = cluster_->publish_ticket();
         }
-        if (collect_targets(&s, topic, cache) == 0 && !cluster_) rc = ReasonCode::no_matching_subscribers;
-        acknowledge_publish(c, p, rc, ticket);
+        const bool no_local_match = collect_targets(&s, topic, cache) == 0;
+        if (no_local_match && !cluster_) rc = ReasonCode::no_matching_subscribers;
+        acknowledge_publish(c, p, rc, ticket, no_local_match && ticket != 0);
         deliver(m);
         return;
     }
     acknowledge_publish(c, p, rc, 0);
 }
 
-void Broker::acknowledge_publish(Connection& c, const PublishPacket& p, ReasonCode rc, std::uint64_t ticket) {
+void Broker::acknowledge_publish(Connection& c, const PublishPacket& p, ReasonCode rc, std::uint64_t ticket,
+                                 bool no_local_match) {
     if (p.qos == QoS::at_least_once) {
-        send_publish_ack(c, AckPacket{PacketType::puback, p.packet_id, rc, {}}, ticket);
+        send_publish_ack(c, AckPacket{PacketType::puback, p.packet_id, rc, {}}, ticket, no_local_match);
     } else if (p.qos == QoS::exactly_once) {
         if (!is_error(rc)) {
             c.session->inbound_qos2.insert(p.packet_id);
             if (c.session->stored) persist_inbound(*c.session, p.packet_id, true);
         }
-        send_publish_ack(c, AckPacket{PacketType::pubrec, p.packet_id, rc, {}}, ticket);
+        send_publish_ack(c, AckPacket{PacketType::pubrec, p.packet_id, rc, {}}, ticket, no_local_match);
     } else if (is_error(rc)) {
         ++stats_.publish_dropped;
     }

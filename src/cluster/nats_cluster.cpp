@@ -34,6 +34,7 @@ constexpr std::uint32_t tag_session = 4;
 constexpr std::uint32_t tag_claimed = 5;  // this node's claim settled: seq = stamp, age = flags
 constexpr std::uint32_t tag_confirmed = 6;  // interest up to barrier `seq` is in place
 constexpr std::uint32_t tag_sent = 7;       // NATS has the first `seq` QoS 1/2 publishes
+constexpr std::uint32_t tag_unreceived = 8; // QoS 1/2 publish number `seq` reached no other node
 
 // Flags of a settled claim (InHeader::age).
 constexpr std::uint32_t claim_wants_state = 1;
@@ -78,9 +79,11 @@ struct InHeader {
     std::uint64_t seq;     // its message sequence number
 };
 
-// "_o.ORIGIN.SEQ" (hex, decimal) -> origin, seq; false for anything else.
+// "_o.ORIGIN.SEQ" or "_p.ORIGIN.SEQ.TICKET" (hex, decimal, decimal) ->
+// origin, seq; false for anything else. `_p` marks a QoS 1/2 message whose
+// PUBACK waits: its "no responders" answer comes back to the sending node.
 bool parse_origin(const char* reply, std::uint64_t& origin, std::uint64_t& seq) {
-    if (!reply || std::strncmp(reply, "_o.", 3) != 0) return false;
+    if (!reply || (std::strncmp(reply, "_o.", 3) != 0 && std::strncmp(reply, "_p.", 3) != 0)) return false;
     const char* p = reply + 3;
     origin = 0;
     for (; *p && *p != '.'; ++p) {
@@ -91,9 +94,21 @@ bool parse_origin(const char* reply, std::uint64_t& origin, std::uint64_t& seq) 
     }
     if (*p != '.') return false;
     seq = 0;
-    for (++p; *p; ++p) {
+    for (++p; *p && *p != '.'; ++p) {
         if (*p < '0' || *p > '9') return false;
         seq = seq * 10 + static_cast<std::uint64_t>(*p - '0');
+    }
+    return *p == '\0' || reply[1] == 'p';
+}
+
+// The decimal after the last '.' of `s`; false when there is none.
+bool last_number(const char* s, std::uint64_t& n) {
+    const char* dot = std::strrchr(s, '.');
+    if (!dot || dot[1] == '\0') return false;
+    n = 0;
+    for (const char* p = dot + 1; *p; ++p) {
+        if (*p < '0' || *p > '9') return false;
+        n = n * 10 + static_cast<std::uint64_t>(*p - '0');
     }
     return true;
 }
@@ -161,6 +176,35 @@ struct NatsCluster::Shared {
     std::uint64_t origin = 0;    // random per process: names this node's messages
     std::uint64_t live_seq = 0;  // link thread
     std::uint64_t publishes_confirmable = 0;  // link thread: QoS 1/2 publish_live ops taken (tag 1)
+    // "No responders" answers to this node's QoS 1/2 publishes and barriers
+    // ("_p.ORIGIN.>", libnats' delivery thread: on_unreceived), and the
+    // barriers sent and not yet answered (link thread; sweep_barriers).
+    natsSubscription* unreceived_sub = nullptr;
+    std::string nobody_subject;  // subscribed by nobody: barriers go there
+    std::mutex barrier_mutex;
+    std::deque<std::pair<std::uint64_t, std::chrono::steady_clock::time_point>> sent_barriers;
+    std::atomic<std::uint64_t> sent_confirmed{0};
+    // Confirms the first n QoS 1/2 publishes to the reactor (once; from the
+    // link thread or the delivery thread).
+    void confirm_sent_upto(std::uint64_t n) {
+        std::uint64_t seen = sent_confirmed.load();
+        while (seen < n && !sent_confirmed.compare_exchange_weak(seen, n)) {
+        }
+        if (seen < n) push_in(tag_sent, 0, nullptr, 0, 0, n);
+    }
+    void sweep_barriers() {
+        const auto too_old = std::chrono::steady_clock::now() - std::chrono::seconds(2);
+        std::uint64_t upto = 0;
+        {
+            std::lock_guard lock(barrier_mutex);
+            while (!sent_barriers.empty() &&
+                   (sent_barriers.front().first <= sent_confirmed.load() || sent_barriers.front().second < too_old)) {
+                if (sent_barriers.front().second < too_old) upto = sent_barriers.front().first;
+                sent_barriers.pop_front();
+            }
+        }
+        if (upto != 0) confirm_sent_upto(upto);
+    }
 
     std::atomic<natsConnection*> data{nullptr};     // No Echo: publishes, non-shared interest, claims
     std::atomic<natsConnection*> control{nullptr};  // queue groups, JetStream
@@ -387,6 +431,24 @@ void on_retained_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void*
     }
 }
 
+// "_p.ORIGIN.SEQ.TICKET": QoS 1/2 message number TICKET reached no other
+// node; "_p.ORIGIN.b.N": the barrier after message N, answered after every
+// answer to the messages before it.
+void on_unreceived(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+    auto* s = static_cast<NatsCluster::Shared*>(closure);
+    const char* subject = natsMsg_GetSubject(msg);
+    std::uint64_t n = 0;
+    if (natsMsg_IsNoResponders(msg) && subject && last_number(subject, n)) {
+        const char* p = std::strchr(subject + 3, '.');
+        if (p && p[1] == 'b' && p[2] == '.') {
+            s->confirm_sent_upto(n);
+        } else if (n > s->sent_confirmed.load()) {
+            s->push_in(tag_unreceived, 0, nullptr, 0, 0, n);
+        }
+    }
+    natsMsg_Destroy(msg);
+}
+
 void on_error(natsConnection*, natsSubscription*, natsStatus err, void* closure) {
     auto* s = static_cast<NatsCluster::Shared*>(closure);
     s->log(std::string("Cluster: NATS error: ") + natsStatus_GetText(err));
@@ -490,6 +552,10 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
                 if (h.tag != 0) {
                     ++publishes_confirmable;
                     confirm_sent = true;
+                    // Its "no responders" answer (no other node has interest)
+                    // names it: the PUBACK can then say 0x10.
+                    std::snprintf(reply, sizeof reply, "_p.%llx.%llu.%llu", static_cast<unsigned long long>(origin),
+                                  static_cast<unsigned long long>(live_seq), static_cast<unsigned long long>(publishes_confirmable));
                 }
                 if (up && natsConnection_PublishRequest(d, subject, reply, payload, static_cast<int>(h.data_len)) ==
                               NATS_OK) {
@@ -552,13 +618,24 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
         if (h.op == Op::subscribe || h.op == Op::queue_subscribe) unflushed_subs = true;
     }
     if (confirm_sent) {
-        // A PING/PONG round trip: the server has processed every PUB sent
-        // before it, so each node subscribed has its copy on the way. Down
-        // (or no PONG within a second): confirmed all the same, the
-        // messages counted as lost above; the publisher must not wait for
-        // NATS to come back (local clients are served meanwhile).
-        if (up) natsConnection_FlushTimeout(d, 1000);
-        push_in(tag_sent, 0, nullptr, 0, 0, publishes_confirmable);
+        // A request to a subject nobody subscribes to: its "no responders"
+        // answer comes after those of every PUB before it (the server
+        // handles a connection's commands in order), and when it comes
+        // each node subscribed has its copy on the way (on_unreceived
+        // confirms). Down: confirmed at once, the messages counted as lost
+        // above; the publisher must not wait for NATS to come back (local
+        // clients are served meanwhile). No answer within 2 s: confirmed
+        // by sweep_barriers().
+        char reply[64];
+        std::snprintf(reply, sizeof reply, "_p.%llx.b.%llu", static_cast<unsigned long long>(origin),
+                      static_cast<unsigned long long>(publishes_confirmable));
+        if (up && unreceived_sub &&
+            natsConnection_PublishRequest(d, nobody_subject.c_str(), reply, nullptr, 0) == NATS_OK) {
+            std::lock_guard lock(barrier_mutex);
+            sent_barriers.emplace_back(publishes_confirmable, std::chrono::steady_clock::now());
+        } else {
+            confirm_sent_upto(publishes_confirmable);
+        }
     }
     if (barrier == 0) return;
     if (unflushed_subs) {
@@ -611,6 +688,12 @@ void NatsCluster::Shared::link_main() {
         natsConnection_Subscribe(&handovers, d, mine.c_str(), on_message, &session_context);
         // A session's state can be large (its queued messages).
         if (handovers) natsSubscription_SetPendingLimits(handovers, 100'000, 256 << 20);
+        char origin_hex[24];
+        std::snprintf(origin_hex, sizeof origin_hex, "%llx", static_cast<unsigned long long>(origin));
+        const std::string answers = std::string("_p.") + origin_hex + ".>";
+        nobody_subject = std::string("_n.") + origin_hex;
+        natsConnection_Subscribe(&unreceived_sub, d, answers.c_str(), on_unreceived, this);
+        if (unreceived_sub) natsSubscription_SetPendingLimits(unreceived_sub, -1, -1);
     }
     js_thread = std::thread([this] { js_main(); });
     kv_thread = std::thread([this] { kv_main(); });
@@ -625,6 +708,7 @@ void NatsCluster::Shared::link_main() {
         run_batch(batch);
         batch.clear();
         refresh_dropped();
+        sweep_barriers();
     }
     {
         std::lock_guard lock(js_mutex);
@@ -642,6 +726,7 @@ void NatsCluster::Shared::link_main() {
     subs.clear();
     if (claims) natsSubscription_Destroy(claims);
     if (handovers) natsSubscription_Destroy(handovers);
+    if (unreceived_sub) natsSubscription_Destroy(unreceived_sub);
     if (retained_sub) natsSubscription_Destroy(retained_sub);
     if (js) jsCtx_Destroy(js);
     for (auto* conn : {data.exchange(nullptr), control.exchange(nullptr)}) {
@@ -1067,6 +1152,12 @@ std::uint64_t NatsCluster::interest_ticket(bool retained) {
     return barrier_ > confirmed_ ? barrier_ : 0;
 }
 
+bool NatsCluster::reached_no_node(std::uint64_t ticket) {
+    // Asked in ticket order while the acknowledgements are released.
+    while (!unreceived_.empty() && unreceived_.front() < ticket) unreceived_.pop_front();
+    return !unreceived_.empty() && unreceived_.front() == ticket;
+}
+
 void NatsCluster::publish(const broker::MessageView& m) {
     last_publish_ticket_ = 0;
     Bytes bytes;
@@ -1254,10 +1345,14 @@ void NatsCluster::drain_inbound() {
             case tag_claimed:
                 on_claimed(std::string_view(data, h.len), h.seq, h.age);
                 break;
+            case tag_unreceived:
+                if (h.seq > publishes_confirmed_) unreceived_.push_back(h.seq);
+                break;
             case tag_sent:
                 if (h.seq > publishes_confirmed_) {
                     publishes_confirmed_ = h.seq;
                     broker_.publishes_confirmed(publishes_confirmed_);
+                    while (!unreceived_.empty() && unreceived_.front() <= publishes_confirmed_) unreceived_.pop_front();
                 }
                 break;
             case tag_confirmed:

@@ -27,6 +27,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -61,6 +62,7 @@ public:
     std::uint64_t publish_ticket() const override {
         return last_publish_ticket_ > publishes_confirmed_ ? last_publish_ticket_ : 0;
     }
+    bool reached_no_node(std::uint64_t ticket) override;
     void publish(const broker::MessageView& message) override;
     void claim_session(std::string_view client_id, bool want_state) override;
     void send_session(std::string_view node, std::string_view client_id, std::string_view state) override;
@@ -108,6 +110,7 @@ private:
     std::uint64_t publishes_pushed_ = 0;
     std::uint64_t last_publish_ticket_ = 0;
     std::uint64_t publishes_confirmed_ = 0;
+    std::deque<std::uint64_t> unreceived_;  // tickets NATS said no other node wanted
     // Shared subscriptions: "$share/NAME/FILTER" <-> tag on NATS messages.
     std::unordered_map<std::string, std::uint32_t> shared_tags_;
     std::vector<std::string> shared_filters_;

@@ -587,7 +587,14 @@ def test_nats_restart_under_traffic(nodes, nats):
         # What node 1 takes while NATS is down is counted as lost, exactly.
         running.clear()
         time.sleep(0.1)
+        # Settled: two readings a sys_interval apart agree (a reading can
+        # predate the last publishes' count by one interval).
         lost_before = int(sys_value(n1.port, "$SYS/broker/cluster/messages/lost_sending"))
+        for _ in range(5):
+            again = int(sys_value(n1.port, "$SYS/broker/cluster/messages/lost_sending"))
+            if again == lost_before:
+                break
+            lost_before = again
         assert lost_before > 0
         local.messages(quiet=0.3)
         for i in range(200):
@@ -709,6 +716,29 @@ def test_what_a_killed_node_acknowledged_reaches_the_other_nodes(nodes):
         assert not missing, f"round {round_}: {len(missing)} of {len(acked)} acknowledged never arrived: {missing[:10]}"
     done.set()
     reader.join()
+
+
+def test_no_matching_subscribers_is_known_across_nodes(nodes):
+    # 0x10 only when no node has a matching subscriber: NATS answers "no
+    # responders" to the node's QoS 1/2 message before the PUBACK goes.
+    n1, n2 = nodes(2)
+    pub = connect(n1.port, "pub")
+    assert pub.publish("nm/x", b"a", qos=1, packet_id=1).reason == 0x10
+    ack = pub.publish("nm/x", b"a", qos=2, packet_id=2, complete=False)
+    assert ack.reason == 0x10
+    pub.send(ack_packet(PUBREL, 2))
+    pub.expect(PUBCOMP)
+    sub = connect(n2.port, "sub")
+    sub.subscribe([("nm/#", sub_options(1))])  # the SUBACK waits for NATS
+    assert pub.publish("nm/x", b"b", qos=1, packet_id=3).reason == 0
+    assert pub.publish("nm/y", b"c", qos=2, packet_id=4).reason == 0
+    assert [p.payload for p in sub.messages(quiet=0.3 * SLOW)] == [b"b", b"c"]
+    sub.unsubscribe(["nm/#"])
+    assert wait_until(lambda: pub.publish("nm/x", b"d", qos=1, packet_id=5).reason == 0x10)
+    # A local subscriber alone is enough, as on one node.
+    local = connect(n1.port, "local")
+    local.subscribe([("nm/#", sub_options(0))])
+    assert pub.publish("nm/x", b"e", qos=1, packet_id=6).reason == 0
 
 
 def test_a_bridge_on_one_node_serves_the_whole_cluster(tmp_path, nodes):
