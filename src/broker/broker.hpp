@@ -385,6 +385,8 @@ private:
     // Ends the connection's deferral when nothing is held for it any more
     // (else starts a fresh one), appending what collected meanwhile.
     void release_deferred(Connection& c);
+    void release_suback(Connection& c);
+    std::uint64_t interest_confirmed_ = 0;  // the highest interest_confirmed() ticket
     void drop_holds(Connection& c);
 
     // Reused per message so routing allocates nothing after warm-up.

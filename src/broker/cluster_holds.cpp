@@ -11,40 +11,51 @@
 namespace mqttools::broker {
 
 void Broker::release_deferred(Connection& c) {
-    const bool holding = held_subacks_.contains(&c) || (c.extras && c.extras->acks_held != 0);
     if (!c.output_deferred) return;
+    const bool acks_held = c.extras && c.extras->acks_held != 0;
+    if (auto it = held_subacks_.find(&c); it != held_subacks_.end()) {
+        // A SUBACK still held: what collected may match its subscription
+        // and waits for it. Confirmed already, it waited only for these
+        // acknowledgements (of PUBLISH packets sent before the SUBSCRIBE).
+        if (!acks_held && it->second.ticket <= interest_confirmed_) release_suback(c);
+        return;
+    }
     const std::unique_ptr<net::OutputQueue> collected = c.end_deferral();
     if (collected) c.append_output(*collected);
     // Still waiting for a later ticket: what comes from now on is behind
     // that one; what came so far goes out (a client that publishes without
     // waiting may then see a copy of its message before the PUBACK, which
     // MQTT allows; holding it all could delay its output without end).
-    if (holding) c.begin_deferral();
+    if (acks_held) c.begin_deferral();
 }
 
 void Broker::interest_confirmed(std::uint64_t ticket) {
+    interest_confirmed_ = std::max(interest_confirmed_, ticket);
     std::vector<Connection*> ready;
     for (const auto& [conn, held] : held_subacks_) {
-        if (held.ticket <= ticket) ready.push_back(conn);
+        // A SUBACK goes after the PUBACKs still held for the client's
+        // earlier PUBLISH packets (publishes_confirmed releases it then).
+        if (held.ticket <= ticket && !(conn->extras && conn->extras->acks_held != 0)) ready.push_back(conn);
     }
     for (Connection* conn : ready) {
-        auto it = held_subacks_.find(conn);
-        if (it == held_subacks_.end()) continue;  // closed meanwhile
-        HeldSuback held = std::move(it->second);
-        held_subacks_.erase(it);
-        Connection& c = *conn;
-        // The SUBACK, then its retained messages, then what matched the
-        // subscription meanwhile.
-        const std::unique_ptr<net::OutputQueue> collected = c.end_deferral();
-        SubackPacket ack;
-        ack.packet_id = held.packet_id;
-        ack.reason_codes = held.codes;
-        c.send(ack);
-        for (const auto& [filter, options] : held.retained) deliver_retained(c, filter, options);
-        if (collected) c.append_output(*collected);
-        if (c.extras && c.extras->acks_held != 0) c.begin_deferral();
-        if (c.state == Connection::State::connected) c.resume_reading();
+        if (held_subacks_.contains(conn)) release_suback(*conn);  // else closed meanwhile
     }
+}
+
+void Broker::release_suback(Connection& c) {
+    auto it = held_subacks_.find(&c);
+    HeldSuback held = std::move(it->second);
+    held_subacks_.erase(it);
+    // The SUBACK, then its retained messages, then what matched the
+    // subscription meanwhile.
+    const std::unique_ptr<net::OutputQueue> collected = c.end_deferral();
+    SubackPacket ack;
+    ack.packet_id = held.packet_id;
+    ack.reason_codes = held.codes;
+    c.send(ack);
+    for (const auto& [filter, options] : held.retained) deliver_retained(c, filter, options);
+    if (collected) c.append_output(*collected);
+    if (c.state == Connection::State::connected) c.resume_reading();
 }
 
 void Broker::send_publish_ack(Connection& c, const AckPacket& ack, std::uint64_t ticket, bool no_local_match) {
