@@ -97,6 +97,13 @@ def connect(port, cid, version=5, **kw):
     return c
 
 
+def subscribed(port, cid, flt, qos=0):
+    """A client connected as `cid` and subscribed to `flt`."""
+    c = connect(port, cid)
+    c.subscribe([(flt, sub_options(qos))])
+    return c
+
+
 def link(pub, sub, topic="probe/x", timeout=10.0):
     """Publishes probes on `pub` until `sub` (subscribed to `topic`) gets
     one: the subscription has reached NATS. Drains the probes."""
@@ -561,10 +568,8 @@ def test_three_nodes_share_one_port(nodes):
 
 def test_nats_restart_under_traffic(nodes, nats):
     n1, n2 = nodes(2)
-    local = connect(n1.port, "local")
-    local.subscribe([("f/#", sub_options(0))])
-    remote = connect(n2.port, "remote")
-    remote.subscribe([("f/#", sub_options(0))])
+    local = subscribed(n1.port, "local", "f/#")
+    remote = subscribed(n2.port, "remote", "f/#")
     pub = connect(n1.port, "pub")
     link(pub, remote, "f/probe")
     local.messages(quiet=0.2)
@@ -760,10 +765,8 @@ def test_a_bridge_on_one_node_serves_the_whole_cluster(tmp_path, nodes):
     try:
         n1, = nodes(1, extra=bridge)
         n2, = nodes(1)
-        local = connect(n2.port, "local")
-        local.subscribe([("down/#", sub_options(1))])
-        far = connect(remote.port, "far")
-        far.subscribe([("up/#", sub_options(1))])
+        local = subscribed(n2.port, "local", "down/#", 1)
+        far = subscribed(remote.port, "far", "up/#", 1)
         probe = connect(n1.port, "probe")
         link(probe, local, "down/probe")
         assert wait_until(lambda: sys_value(n1.port, "$SYS/broker/connection/up/state") == "1")
