@@ -118,18 +118,12 @@ void Bridge::subscribe_local() {
         session_.subscriptions.assign(filter, o);
         // In a cluster the out topics are interest like a client's: what
         // other nodes publish comes here to be sent to the remote.
-        if (broker_.trie_.subscribe(filter, &session_, o) && broker_.cluster_) {
-            broker_.cluster_->interest_added(filter);
-        }
+        broker_.add_subscription(filter, &session_, o);
     }
 }
 
 void Bridge::unsubscribe_local() {
-    for (const auto& [filter, options] : session_.subscriptions) {
-        if (broker_.trie_.unsubscribe(filter, &session_) && broker_.cluster_) {
-            broker_.cluster_->interest_removed(filter);
-        }
-    }
+    for (const auto& [filter, options] : session_.subscriptions) broker_.remove_subscription(filter, &session_);
     session_.subscriptions.clear();
 }
 

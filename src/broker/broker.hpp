@@ -121,7 +121,7 @@ public:
     bool retained_from_cluster(Bytes packet, std::uint32_t age_seconds);
     // The link has in place every interest handed to it up to `ticket`
     // (ClusterLink::interest_ticket): the SUBACKs held for it go out
-    // (protocol_subscribe.cpp).
+    // (cluster_holds.cpp).
     void interest_confirmed(std::uint64_t ticket);
     // NATS has every message published here up to `ticket`
     // (ClusterLink::publish_ticket): the PUBACKs/PUBRECs held for them go
@@ -248,6 +248,12 @@ private:
     void drop_parked(Connection& c);
     std::string export_session(Session& s);
     bool import_session(std::string_view client_id, std::string_view state);
+
+    // A session's filter in the subscription tree and, in a cluster, in
+    // this node's interest (reference-counted by the link). True when the
+    // session did not hold the filter before / held it (protocol_subscribe.cpp).
+    bool add_subscription(std::string_view filter, Session* s, const SubscriptionOptions& options);
+    bool remove_subscription(std::string_view filter, Session* s);
 
     // protocol_publish.cpp
     void handle_publish(Connection& c, const FixedHeader& header, Bytes body);

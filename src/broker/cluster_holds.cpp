@@ -12,7 +12,7 @@ namespace mqttools::broker {
 
 void Broker::release_deferred(Connection& c) {
     if (!c.output_deferred) return;
-    const bool acks_held = c.extras && c.extras->acks_held != 0;
+    const bool acks_held = c.held_acks() != 0;
     if (auto it = held_subacks_.find(&c); it != held_subacks_.end()) {
         // A SUBACK still held: what collected may match its subscription
         // and waits for it. Confirmed already, it waited only for these
@@ -35,7 +35,7 @@ void Broker::interest_confirmed(std::uint64_t ticket) {
     for (const auto& [conn, held] : held_subacks_) {
         // A SUBACK goes after the PUBACKs still held for the client's
         // earlier PUBLISH packets (publishes_confirmed releases it then).
-        if (held.ticket <= ticket && !(conn->extras && conn->extras->acks_held != 0)) ready.push_back(conn);
+        if (held.ticket <= ticket && conn->held_acks() == 0) ready.push_back(conn);
     }
     for (Connection* conn : ready) {
         if (held_subacks_.contains(conn)) release_suback(*conn);  // else closed meanwhile
@@ -59,7 +59,7 @@ void Broker::release_suback(Connection& c) {
 }
 
 void Broker::send_publish_ack(Connection& c, const AckPacket& ack, std::uint64_t ticket, bool no_local_match) {
-    const std::uint32_t held = c.extras ? c.extras->acks_held : 0;
+    const std::uint32_t held = c.held_acks();
     if (ticket == 0 && held == 0) {
         c.send_now(ack);
         return;
@@ -101,7 +101,7 @@ void Broker::publishes_confirmed(std::uint64_t ticket) {
 
 void Broker::drop_holds(Connection& c) {
     if (!held_subacks_.empty()) held_subacks_.erase(&c);
-    if (c.extras && c.extras->acks_held != 0) {
+    if (c.held_acks() != 0) {
         std::erase_if(held_acks_, [&c](const HeldAck& h) { return h.connection == &c; });
         c.extras->acks_held = 0;
     }

@@ -90,10 +90,10 @@ public:
     std::size_t output_bytes() const noexcept {
         return output_deferred ? output_.bytes() + extras->deferred->bytes() : output_.bytes();
     }
-    // While a SUBACK waits (Broker::interest_confirmed), what is sent to the
-    // connection collects aside so that nothing overtakes the SUBACK: a
-    // client whose SUBACK is late gets it before the messages its new
-    // subscription matched, as from a single node. end_deferral() stops
+    // While a SUBACK or a PUBACK waits for the cluster (cluster_holds.cpp),
+    // what is sent to the connection collects aside so that nothing
+    // overtakes it: a client whose SUBACK is late gets it before the
+    // messages its new subscription matched, as from a single node. end_deferral() stops
     // collecting and returns what was collected; append_output() queues it.
     void begin_deferral();
     std::unique_ptr<net::OutputQueue> end_deferral();
@@ -142,6 +142,7 @@ public:
         return *extras;
     }
     TopicAliases& topic_aliases() { return more().aliases; }
+    std::uint32_t held_acks() const noexcept { return extras ? extras->acks_held : 0; }
 
     // Slow consumer accounting (drops are counted broker-wide in $SYS).
     Clock::time_point over_bound_since{};

@@ -299,9 +299,7 @@ void Broker::end_session(Session& s) {
         will_message = s.will->message;
         will_expiry = s.will->expiry_interval;
     }
-    for (const auto& [filter, options] : s.subscriptions) {
-        if (trie_.unsubscribe(filter, &s) && cluster_) cluster_->interest_removed(filter);
-    }
+    for (const auto& [filter, options] : s.subscriptions) remove_subscription(filter, &s);
     if (s.stored || s.will_stored) persist_session_end(s);
     if (s.connection) {
         s.connection->session = nullptr;

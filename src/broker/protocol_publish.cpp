@@ -121,7 +121,8 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
         // publishes now and then (most devices) never allocates it.
         RouteCache* cache = c.extras || c.published_recently ? &c.more().route : nullptr;
         c.published_recently = true;
-        // In a cluster, subscribers elsewhere are unknown here: no 0x10.
+        // In a cluster 0x10 waits for NATS to say whether another node
+        // took it (cluster_holds.cpp).
         std::uint64_t ticket = 0;
         if (cluster_) {
             cluster_->publish(m);

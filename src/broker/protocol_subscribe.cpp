@@ -18,6 +18,18 @@ std::size_t filter_levels(std::string_view filter) {
 
 }  // namespace
 
+bool Broker::add_subscription(std::string_view filter, Session* s, const SubscriptionOptions& options) {
+    if (!trie_.subscribe(filter, s, options)) return false;
+    if (cluster_) cluster_->interest_added(filter);
+    return true;
+}
+
+bool Broker::remove_subscription(std::string_view filter, Session* s) {
+    if (!trie_.unsubscribe(filter, s)) return false;
+    if (cluster_) cluster_->interest_removed(filter);
+    return true;
+}
+
 void Broker::handle_subscribe(Connection& c, const FixedHeader& header, Bytes body) {
     auto decoded = decode_subscribe(header, body, c.version);
     if (!decoded) {
@@ -65,7 +77,7 @@ void Broker::handle_subscribe(Connection& c, const FixedHeader& header, Bytes bo
             }
             o.retain_handling = sub.retain_handling;
             o.identifier = identifier;
-            if (trie_.subscribe(sub.filter, &s, o) && cluster_) cluster_->interest_added(sub.filter);
+            add_subscription(sub.filter, &s, o);
             if (is_new) {
                 s.subscriptions.emplace(sub.filter, o);
             } else {
@@ -128,7 +140,7 @@ void Broker::handle_unsubscribe(Connection& c, const FixedHeader& header, Bytes 
             codes.push_back(static_cast<std::byte>(ReasonCode::no_subscription_existed));
             continue;
         }
-        if (trie_.unsubscribe(filter, &s) && cluster_) cluster_->interest_removed(filter);
+        remove_subscription(filter, &s);
         if (s.stored) persist_subscription(s, filter, nullptr);
         s.subscriptions.erase(it);
         codes.push_back(static_cast<std::byte>(ReasonCode::success));

@@ -193,7 +193,7 @@ bool Broker::import_session(std::string_view client_id, std::string_view state) 
         o.retain_handling = static_cast<std::uint8_t>((flags >> 2) & 3);
         o.identifier = r.u32();
         if (!r.ok() || check_topic_filter(filter) != ReasonCode::success) break;
-        if (trie_.subscribe(filter, s, o) && cluster_) cluster_->interest_added(filter);
+        add_subscription(filter, s, o);
         s->subscriptions.emplace(filter, o);
     }
     const std::uint16_t last_id = r.u16();

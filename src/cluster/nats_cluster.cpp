@@ -57,7 +57,8 @@ constexpr std::size_t max_in_bytes = 256u << 20;
 // keeps the first (one delivery per node, spec 3.3.4).
 // publish_live with tag 1: a QoS 1/2 message whose PUBACK waits until NATS
 // has it; the link thread counts them in order (the reactor's tickets are
-// the same count) and confirms after a flush.
+// the same count) and confirms when the barrier request after its batch is
+// answered (run_batch, on_unreceived).
 // barrier: data = a ticket (std::uint64_t) confirmed back to the reactor
 // once the server has every subscription sent before it.
 enum class Op : std::uint8_t { publish, publish_live, subscribe, queue_subscribe, unsubscribe, barrier };
@@ -547,15 +548,18 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
         switch (h.op) {
             case Op::publish_live: {
                 char reply[64];
-                std::snprintf(reply, sizeof reply, "_o.%llx.%llu", static_cast<unsigned long long>(origin),
-                              static_cast<unsigned long long>(++live_seq));
-                if (h.tag != 0) {
-                    ++publishes_confirmable;
-                    confirm_sent = true;
+                ++live_seq;
+                if (h.tag == 0) {
+                    std::snprintf(reply, sizeof reply, "_o.%llx.%llu", static_cast<unsigned long long>(origin),
+                                  static_cast<unsigned long long>(live_seq));
+                } else {
                     // Its "no responders" answer (no other node has interest)
                     // names it: the PUBACK can then say 0x10.
+                    ++publishes_confirmable;
+                    confirm_sent = true;
                     std::snprintf(reply, sizeof reply, "_p.%llx.%llu.%llu", static_cast<unsigned long long>(origin),
-                                  static_cast<unsigned long long>(live_seq), static_cast<unsigned long long>(publishes_confirmable));
+                                  static_cast<unsigned long long>(live_seq),
+                                  static_cast<unsigned long long>(publishes_confirmable));
                 }
                 if (up && natsConnection_PublishRequest(d, subject, reply, payload, static_cast<int>(h.data_len)) ==
                               NATS_OK) {
