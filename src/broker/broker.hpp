@@ -145,15 +145,19 @@ public:
 
     // ---- used by Connection
     MutableBytes read_scratch() noexcept { return {scratch_.data(), scratch_.size()}; }
-    // TLS handshake steps share a budget of reactor time per turn: 500
+    // Setting connections up (TLS handshake steps, WebSocket upgrades,
+    // CONNECT packets) shares a budget of reactor time per turn: 500 TLS
     // handshakes arriving together would otherwise be worked through in one
-    // turn, a quarter of a second in which no connected client is served.
-    // A readable handshaking connection over the budget (or behind others)
-    // waits in a FIFO queue with its EPOLLIN off, so that thousands of them
-    // do not crowd the connected clients out of epoll_wait's 256 events;
-    // before_sleep resumes them within the next budget (handshake_queue.cpp).
-    static constexpr net::Clock::duration handshake_time_per_turn = std::chrono::milliseconds(2);
-    void handshake_readable(Connection& c);
+    // turn, a quarter of a second in which no connected client is served,
+    // and 10,000 plain CONNECTs at once fill every turn with 255 of them
+    // and their CONNACKs (5-8 ms). A readable connection in set-up over the
+    // budget (or behind others) waits in a FIFO queue with its EPOLLIN off,
+    // so that thousands of them neither crowd the connected clients out of
+    // epoll_wait's 256 events nor keep their events waiting behind
+    // thousands in epoll's ready list; before_sleep resumes them within the
+    // next budget (setup_queue.cpp).
+    static constexpr net::Clock::duration setup_time_per_turn = std::chrono::milliseconds(2);
+    void setup_readable(Connection& c);
     Counters& stats() noexcept { return stats_; }
     std::uint32_t max_packet_size_in() const noexcept { return max_packet_in_; }
     void handle_packet(Connection& c, const FixedHeader& header, Bytes body);
@@ -342,6 +346,11 @@ private:
     std::vector<std::unique_ptr<Connection>> connections_;
     std::vector<Connection*> dirty_;
     std::vector<Connection*> closing_;
+    // Closed connections whose sockets are still to be closed, a budget of
+    // close_time_per_turn at a time (destroy_closed in broker.cpp).
+    std::deque<std::unique_ptr<Connection>> closed_;
+    static constexpr net::Clock::duration close_time_per_turn = std::chrono::milliseconds(1);
+    void destroy_closed();
     SessionStore sessions_;
     SubscriptionTrie trie_;
     RetainedStore retained_;
@@ -397,10 +406,10 @@ private:
 
     // Reused per message so routing allocates nothing after warm-up.
     std::vector<std::byte> scratch_;
-    net::Clock::duration handshake_time_{};  // this turn's, see handshake_readable()
-    std::deque<Connection*> handshake_queue_;
-    void run_handshake_step(Connection& c);
-    void resume_handshakes();
+    net::Clock::duration setup_time_{};  // this turn's, see setup_readable()
+    std::deque<Connection*> setup_queue_;
+    void run_setup_step(Connection& c);
+    void resume_setups();
     std::vector<const Subscriber*> matches_;
     std::vector<SharedGroup*> groups_;
     using Target = RouteTarget;

@@ -111,10 +111,10 @@ void Connection::on_io(std::uint32_t events) {
     if (events & (EPOLLERR | EPOLLHUP)) {
         on_readable();
     } else if ((events & EPOLLIN) && !reading_paused_ && !reads_paused) {
-        if (!transport_->tls_handshaking()) {
+        if (state != State::awaiting_connect) {
             on_readable();
         } else {
-            broker_.handshake_readable(*this);
+            broker_.setup_readable(*this);  // TLS handshake, WebSocket upgrade or CONNECT
         }
     }
     // TLS handshake records the socket did not take while reading: have the
@@ -278,11 +278,11 @@ void Connection::resume_reading() {
 // Waiting for a store commit: no input is read (errors and hang-ups are
 // still reported by epoll and read), so the connection's next packets wait
 // behind the batch that holds its acknowledgements.
-void Connection::read_handshake() { on_readable(); }
+void Connection::read_setup() { on_readable(); }
 
-void Connection::queue_handshake(bool queued) {
-    if (queued == handshake_queued || state == State::closing) return;
-    handshake_queued = queued;
+void Connection::queue_setup(bool queued) {
+    if (queued == setup_queued || state == State::closing) return;
+    setup_queued = queued;
     broker_.reactor().modify(fd(), input_events() | (want_write_ ? EPOLLOUT : 0u), this);
 }
 

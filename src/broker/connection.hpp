@@ -178,17 +178,18 @@ public:
     // ever later batches could starve it under steady traffic.
     bool reads_paused = false;
     void pause_reads(bool pause);
-    // In the broker's TLS handshake queue (Broker::handshake_readable): not
-    // read until its turn comes; read_handshake() is that turn.
-    bool handshake_queued = false;
-    void queue_handshake(bool queued);
-    void read_handshake();
+    // In the broker's queue of connections being set up (TLS handshake,
+    // WebSocket upgrade, CONNECT; Broker::setup_readable): not read until
+    // its turn comes; read_setup() is that turn.
+    bool setup_queued = false;
+    void queue_setup(bool queued);
+    void read_setup();
     // The epoll interest besides EPOLLOUT: EPOLLRDHUP while waiting for
     // credentials, nothing while a commit holds the connection or while it
     // waits in the handshake queue, else EPOLLIN.
     std::uint32_t input_events() const noexcept {
         return reading_paused_ ? std::uint32_t{EPOLLRDHUP}
-               : (reads_paused || handshake_queued) ? 0u
+               : (reads_paused || setup_queued) ? 0u
                                                     : std::uint32_t{EPOLLIN};
     }
 

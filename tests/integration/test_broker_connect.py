@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import MQTTOOLSD, SANITIZED
+from conftest import MQTTOOLSD, SANITIZED, SLOW
 from mqttwire import (Client, Closed, CONNACK, DISCONNECT, PUBLISH, MAXIMUM_PACKET_SIZE, SERVER_KEEP_ALIVE,
                       SESSION_EXPIRY_INTERVAL, RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM, connect_packet, packet,
                       publish_packet, utf8, vbi, CONNECT)
@@ -210,3 +210,69 @@ def test_garbage_after_connect_gets_disconnect(broker):
     other = Client(broker.port)
     assert other.connect("fine").reason == 0
     other.disconnect()
+
+
+def test_a_connect_storm_waits_behind_connected_clients_and_every_client_is_answered(broker):
+    """Connection set-up (CONNECT and its CONNACK, like TLS handshakes)
+    shares a budget of reactor time per turn; the rest waits in a FIFO queue
+    with EPOLLIN off (Broker::setup_readable). 2,000 sockets send CONNECT
+    at once, then a connected client publishes: its message reaches the
+    subscriber while part of the storm still waits for CONNACK (without the
+    queue, its event sits behind all 2,000 in epoll's ready list and comes
+    after every CONNACK). Then every storm client is answered, and after
+    DISCONNECT every one sees the broker close its socket (closes, too, are
+    spread over turns: Broker::destroy_closed)."""
+    import os
+    import select
+    import signal
+    import socket
+    from mqttwire import SUBACK, Wire, disconnect_packet, subscribe_packet
+    sub = Client(broker.port)
+    assert sub.connect("bg-sub").reason == 0
+    sub.subscribe([("bg/#", 0)])
+    pub = Client(broker.port)
+    assert pub.connect("bg-pub").reason == 0
+    count = 2000
+    storm = [socket.create_connection(("127.0.0.1", broker.port), timeout=30) for _ in range(count)]
+    subscribe = subscribe_packet([(f"storm/{n}/+/level", 1) for n in range(30)])
+    poller = select.poll()
+    for s in storm:
+        poller.register(s.fileno(), select.POLLIN)
+    # All at once, as after an outage: the broker is stopped while every
+    # CONNECT and then the publish are written, so none is read early.
+    os.kill(broker.proc.pid, signal.SIGSTOP)
+    try:
+        for i, s in enumerate(storm):
+            # A SUBSCRIBE of 30 filters in the same write makes each
+            # client's set-up step long enough (some 40 us) that the budget
+            # covers a fraction of one turn's 256 events on any machine.
+            s.sendall(connect_packet(f"storm-{i}") + subscribe)
+        pub.send(publish_packet("bg/1", b"x"))
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)
+    got = sub.recv(timeout=30 * SLOW)
+    answered = len(poller.poll(0))
+    assert (got.type, got.topic) == (PUBLISH, "bg/1")
+    assert answered < count, "the connected client's message came after every CONNACK of the storm"
+    wires = [Wire(s) for s in storm]
+    for i, w in enumerate(wires):
+        first, body = w.read_packet(timeout=30 * SLOW)
+        assert first >> 4 == CONNACK and body[1] == 0, (i, first, body)
+        first, body = w.read_packet(timeout=30 * SLOW)
+        assert first >> 4 == SUBACK and list(body[3:]) == [1] * 30, (i, first, body)
+    for w in wires:
+        w.send(disconnect_packet())
+    for i, w in enumerate(wires):
+        with pytest.raises(Closed):
+            w.read_packet(timeout=30 * SLOW)
+        w.close()
+    # The broker serves on: a fresh client with a storm client's id.
+    again = Client(broker.port)
+    ack = again.connect("storm-7")
+    assert ack.reason == 0 and not ack.session_present
+    pub.publish("bg/2", b"y")
+    got = sub.recv()
+    assert (got.type, got.topic) == (PUBLISH, "bg/2")
+    again.disconnect()
+    pub.disconnect()
+    sub.disconnect()

@@ -193,8 +193,8 @@ def test_mqttools_client_over_tls(start_broker, certs, tmp_path):
 
 def test_many_simultaneous_handshakes_all_complete_while_plain_clients_are_served(start_broker, certs, tmp_path):
     """TLS handshake steps are rationed per reactor turn (Broker::
-    handshake_time_left): the ones over the budget wait, readable, for the
-    next turn. 120 handshakes started together must all finish, each client
+    setup_readable): the ones over the budget wait in a FIFO queue for
+    the next turns. 120 handshakes started together must all finish, each client
     getting its CONNACK and its own message back, while a plain subscriber
     keeps receiving a plain publisher's messages in between."""
     import threading
