@@ -437,6 +437,13 @@ void Bridge::on_remote_publish(const FixedHeader& header, Bytes body) {
 
 std::size_t Bridge::route_in(MessageView& m) {
     if (m.retain && !broker_.config().retain_available) m.retain = false;
+    // In a cluster, what the remote sends is for every node's clients, as
+    // a local client's message is (docs/cluster.md: a bridge runs on one
+    // node; that node's bridge also forwards what other nodes publish).
+    if (broker_.cluster_) {
+        broker_.cluster_->publish(m);
+        broker_.stamp_cluster_id(m);
+    }
     if (m.retain) {
         // A retained message from the remote is retained here too, as a
         // local publisher's would be ([MQTT-3.3.1-5], [MQTT-3.3.1-6]).
@@ -450,10 +457,6 @@ std::size_t Bridge::route_in(MessageView& m) {
     }
     ++broker_.stats_.publish_received;
     broker_.stats_.publish_bytes_received += m.payload.size();
-    // In a cluster, what the remote sends is for every node's clients, as
-    // a local client's message is (docs/cluster.md: a bridge runs on one
-    // node; that node's bridge also forwards what other nodes publish).
-    if (broker_.cluster_) broker_.cluster_->publish(m);
     return broker_.route(&session_, m);
 }
 

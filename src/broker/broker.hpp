@@ -116,7 +116,8 @@ public:
     // this node's non-shared subscribers; else the "$share/NAME/FILTER"
     // group NATS picked this node for (one member gets it). False when the
     // packet cannot be decoded or the group is gone (counted by the link).
-    bool route_from_cluster(Bytes packet, std::string_view shared);
+    // `origin`, `seq`: its name on NATS (ClusterMessageId), 0 when unknown.
+    bool route_from_cluster(Bytes packet, std::string_view shared, std::uint64_t origin = 0, std::uint64_t seq = 0);
     // A retained update from the cluster's store, stored `age_seconds` ago.
     bool retained_from_cluster(Bytes packet, std::uint32_t age_seconds);
     // The link has in place every interest handed to it up to `ticket`
@@ -251,7 +252,39 @@ private:
     void resume_parked(Connection& c);
     void drop_parked(Connection& c);
     std::string export_session(Session& s);
-    bool import_session(std::string_view client_id, std::string_view state);
+    bool import_session(std::string_view client_id, std::string_view state, std::string& from_node);
+    // A session moving between nodes: its NATS interest reaches the
+    // cluster some milliseconds after the node that let it go sent its
+    // state, and what NATS delivered to that node meanwhile would be lost.
+    // So that node keeps the session's subscriptions and collects what
+    // arrives (sending); the node that took it holds the session's queue
+    // (Session::handing_over stops pump) until its own interest is in place,
+    // then asks for what was collected (the tail), merges it in before the
+    // messages it got directly (dropping those it got both ways, by
+    // ClusterMessageId) and releases the queue. Bounded by timers on both
+    // sides (session_transfer.cpp).
+    struct Handover {
+        std::string node;           // the other node
+        bool sending = false;       // this node let the session go
+        bool tail_asked = false;    // taking: the tail was asked for
+        std::uint64_t ticket = 0;   // taking: the interest ticket it waits for
+        std::size_t held_from = 0;  // taking: queue entries before this came with the state
+        net::Reactor::TimerId timer = {};
+    };
+    std::unordered_map<Session*, Handover> handovers_;
+    void begin_sending_handover(Session& s, std::string_view node);
+    void begin_taking_handover(Session& s, std::string_view node);
+    void ask_for_tail(Session& s, Handover& h);
+    void send_tail(std::string_view client_id, std::string_view node);
+    void take_tail(std::string_view client_id, std::string_view state);
+    void end_handover(Session& s);
+    // In a cluster, the id the message just published goes to other nodes
+    // under (ClusterLink::last_publish_id), so a Message made of it has it.
+    void stamp_cluster_id(MessageView& m) const {
+        const ClusterMessageId id = cluster_->last_publish_id();
+        m.cluster_origin = id.origin;
+        m.cluster_seq = id.seq;
+    }
 
     // A session's filter in the subscription tree and, in a cluster, in
     // this node's interest (reference-counted by the link). True when the

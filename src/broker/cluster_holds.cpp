@@ -40,6 +40,11 @@ void Broker::interest_confirmed(std::uint64_t ticket) {
     for (Connection* conn : ready) {
         if (held_subacks_.contains(conn)) release_suback(*conn);  // else closed meanwhile
     }
+    // Sessions taken over from another node: their interest is in place,
+    // so what that node collected meanwhile can come (session_transfer.cpp).
+    for (auto& [session, h] : handovers_) {
+        if (!h.sending && !h.tail_asked && h.ticket <= ticket) ask_for_tail(*session, h);
+    }
 }
 
 void Broker::release_suback(Connection& c) {

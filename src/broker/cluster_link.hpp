@@ -33,6 +33,13 @@ struct ClusterCounters {
     std::uint64_t sessions_received = 0; // session states taken over from another node
 };
 
+// A message's name on NATS: the publishing node's instance and its
+// sequence number there, unique cluster-wide; {0, 0} = none.
+struct ClusterMessageId {
+    std::uint64_t origin = 0;
+    std::uint64_t seq = 0;
+};
+
 class ClusterLink {
 public:
     virtual ~ClusterLink() = default;
@@ -63,6 +70,10 @@ public:
     // before its messages left loses none that it acknowledged. Zero:
     // nothing to wait for.
     virtual std::uint64_t publish_ticket() const { return 0; }
+    // Right after publish(): the name the other nodes receive it under
+    // (Broker::route_from_cluster's origin and seq); {0, 0} when it did not
+    // go out.
+    virtual ClusterMessageId last_publish_id() const { return {}; }
     // Once `ticket` is confirmed, asked in ticket order: did NATS say that
     // no other node has interest in that message? Then a publisher with no
     // local subscriber either gets 0x10 No matching subscribers.

@@ -53,13 +53,15 @@ void Broker::set_cluster(ClusterLink* link) {
     for (const auto& b : bridges_) b->add_cluster_interest();
 }
 
-bool Broker::route_from_cluster(Bytes packet, std::string_view shared) {
+bool Broker::route_from_cluster(Bytes packet, std::string_view shared, std::uint64_t origin, std::uint64_t seq) {
     const Decoded d = decode(packet);
     if (!d.ok || d.packet.topic.empty()) {
         spdlog::warn("Cluster: undecodable message from another node dropped.");
         return false;
     }
     MessageView m = view_of_packet(d.packet);
+    m.cluster_origin = origin;
+    m.cluster_seq = seq;
     if (m.qos == QoS::at_most_once) {
         // The very bytes another node encoded: an MQTT 5 subscriber of the
         // same wire form gets them without an encode (deliver_qos0).
@@ -147,8 +149,12 @@ bool Broker::session_claimed_elsewhere(std::string_view client_id, std::string_v
     s->will.reset();
     if (wants_state && cluster_) {
         // Subscriptions, queued and in-flight messages, inbound QoS 2 ids
-        // go to the node that claimed it (session_transfer.cpp).
+        // go to the node that claimed it (session_transfer.cpp); what
+        // still arrives here follows when that node asks.
+        if (s->handing_over) end_handover(*s);
         cluster_->send_session(node, s->client_id, export_session(*s));
+        begin_sending_handover(*s, node);
+        return true;
     }
     end_session(*s);
     return true;

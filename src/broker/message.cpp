@@ -18,6 +18,8 @@ MessagePtr make_message(const MessageView& view, Clock::time_point now) {
     m->qos = view.qos;
     m->retain = view.retain;
     if (view.expiry_interval) m->expires_at = now + std::chrono::seconds(*view.expiry_interval);
+    m->cluster_origin = view.cluster_origin;
+    m->cluster_seq = view.cluster_seq;
     return m;
 }
 
@@ -30,6 +32,8 @@ MessageView view_of(const MessagePtr& message, Clock::time_point now) {
     v.retain = message->retain;
     v.expiry_interval = message->remaining_expiry(now);
     v.stored = message;
+    v.cluster_origin = message->cluster_origin;
+    v.cluster_seq = message->cluster_seq;
     return v;
 }
 

@@ -44,6 +44,12 @@ struct Message {
     // replaced this one: a paced retained delivery not yet at it skips it,
     // because the subscriber got the replacement live.
     mutable bool superseded = false;
+    // In a cluster: the publishing node's instance and that node's sequence
+    // number on NATS (0, 0 = none), unique cluster-wide. A session moving
+    // between nodes gets messages from both for a moment; these tell which
+    // it already has (session_transfer.cpp).
+    std::uint64_t cluster_origin = 0;
+    std::uint64_t cluster_seq = 0;
 
     Bytes payload_bytes() const noexcept { return as_bytes(payload); }
     Bytes property_bytes() const noexcept { return as_bytes(properties); }
@@ -71,6 +77,8 @@ struct MessageView {
     // copied instead of encoded (deliver_qos0). Empty otherwise.
     Bytes raw;
     ProtocolVersion raw_version = ProtocolVersion::v5;
+    std::uint64_t cluster_origin = 0;  // as in Message
+    std::uint64_t cluster_seq = 0;
 };
 
 MessagePtr make_message(const MessageView& view, Clock::time_point now);

@@ -168,6 +168,14 @@ void Broker::accept_connect(Connection& c, const ConnectPacket& p, bool assigned
     // settled and, with Clean Start 0 and no session here, for the session
     // from the node that held it (session_transfer.cpp); a parked CONNECT
     // going on has claimed already.
+    if (cluster_ && !handovers_.empty() && resuming_ != &c) {
+        // Back here while this node hands its session to another: that
+        // node has it now (and the claim below asks it back).
+        Session* old = sessions_.find(c.client_id);
+        if (auto it = old ? handovers_.find(old) : handovers_.end(); it != handovers_.end() && it->second.sending) {
+            end_session(*old);
+        }
+    }
     if (cluster_ && !assigned && resuming_ != &c && park_connect(c, header, body, assigned)) {
         cluster_->claim_session(c.client_id, !p.clean_start && !sessions_.find(c.client_id));
         return;
@@ -291,6 +299,7 @@ void Broker::expire_session(Session& session) {
 }
 
 void Broker::end_session(Session& s) {
+    if (s.handing_over) end_handover(s);
     reactor_.cancel_timer(s.expiry_timer);
     reactor_.cancel_timer(s.will_timer);
     MessagePtr will_message;
@@ -326,6 +335,10 @@ void Broker::send_will(const MessagePtr& message, std::optional<std::uint32_t> e
     MessageView view = view_of(message, reactor_.now());
     view.stored = nullptr;  // its Message Expiry starts now
     view.expiry_interval = expiry;
+    if (cluster_) {
+        cluster_->publish(view);
+        stamp_cluster_id(view);
+    }
     if (view.retain && config_.retain_available) {
         if (view.payload.empty()) {
             retained_.erase(view.topic);
@@ -335,7 +348,6 @@ void Broker::send_will(const MessagePtr& message, std::optional<std::uint32_t> e
         }
         if (store_) persist_retained(view.topic, view.stored);
     }
-    if (cluster_) cluster_->publish(view);
     route(from, view);
 }
 

@@ -106,6 +106,14 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
             m.raw = Bytes(body.data() - header.header_size, header.packet_size());
             m.raw_version = c.version;
         }
+        // In a cluster 0x10 waits for NATS to say whether another node
+        // took it (cluster_holds.cpp).
+        std::uint64_t ticket = 0;
+        if (cluster_) {
+            cluster_->publish(m);
+            ticket = cluster_->publish_ticket();
+            stamp_cluster_id(m);  // before a Message is made of it
+        }
         if (p.retain) {
             if (p.payload.empty()) {
                 retained_.erase(topic);  // [MQTT-3.3.1-6]
@@ -121,13 +129,6 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
         // publishes now and then (most devices) never allocates it.
         RouteCache* cache = c.extras || c.published_recently ? &c.more().route : nullptr;
         c.published_recently = true;
-        // In a cluster 0x10 waits for NATS to say whether another node
-        // took it (cluster_holds.cpp).
-        std::uint64_t ticket = 0;
-        if (cluster_) {
-            cluster_->publish(m);
-            ticket = cluster_->publish_ticket();
-        }
         const bool no_local_match = collect_targets(&s, topic, cache) == 0;
         if (no_local_match && !cluster_) rc = ReasonCode::no_matching_subscribers;
         acknowledge_publish(c, p, rc, ticket, no_local_match && ticket != 0);

@@ -67,7 +67,8 @@ void Broker::enqueue(Session& s, OutboundMessage&& m) {
 
 void Broker::pump(Session& s) {
     Connection* c = s.connection;
-    if (!c || c->state != Connection::State::connected || !s.outbound) return;
+    // Moving between nodes: held until the tail from the old node is in.
+    if (!c || c->state != Connection::State::connected || !s.outbound || s.handing_over) return;
     // Its output waits for a batch being committed: what would go out now
     // needs the next one; on_store_result() pumps again (persistence_hooks.cpp).
     if (c->held && store_ && c->held_batch != static_cast<std::uint32_t>(store_->current_batch())) return;

@@ -107,6 +107,10 @@ public:
     // Expiry 0 with persistence: only the connected client's will is
     // stored (persistence_hooks.cpp), deleted when the session ends.
     bool will_stored = false;
+    // Moving between cluster nodes (Broker::handovers_): on the node that
+    // let it go, collecting the messages that still arrive there; on the
+    // node that took it, holding its queue until those come.
+    bool handing_over = false;
     net::Reactor::TimerId expiry_timer = {};
     // The broker at the other end when this session is a bridge (ours to a
     // remote, or a remote mqttoolsd's bridge connected here): its id from

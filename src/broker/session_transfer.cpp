@@ -8,12 +8,22 @@
 // answer within handover_wait: the node that had it is gone, and the
 // CONNECT goes on with a new session.
 //
+// Then the tail (Broker::Handover in broker.hpp): the old node keeps the
+// session's subscriptions and collects what still reaches it until the new
+// node's interest is in place; the new node asks for it ("ready") and
+// merges it in before what it got directly. Messages kinds on the session
+// subject, by their first byte: 1/2 the state (2 names the sending node),
+// 3 ready (names the asking node), 4 the tail; empty = nothing to hand over.
+//
 // The CONNECT parks after its credentials were checked (an unauthenticated
 // client must not pull a session away from another node), in
 // State::connect_pending with reading paused, like a CONNECT waiting for
 // the AuthPool (connect_pending.cpp); nothing it sent after CONNECT is
 // processed before its CONNACK ([MQTT-3.1.4-5]).
+#include <algorithm>
 #include <cstring>
+#include <iterator>
+#include <list>
 
 #include <openssl/crypto.h>
 
@@ -34,12 +44,18 @@ constexpr auto handover_wait = std::chrono::milliseconds(1500);
 // A NATS message is at most 1 MiB by default (max_payload): the queued
 // messages beyond this budget stay behind (counted as dropped, logged).
 constexpr std::size_t state_budget = 900u << 10;
+// How long the old node collects a session's tail for the new node, and
+// how long the new node holds the session's queue for it.
+constexpr auto tail_collect_wait = std::chrono::milliseconds(3000);
+constexpr auto tail_hold_wait = std::chrono::milliseconds(2000);
+constexpr std::uint8_t kind_state_v1 = 1, kind_state = 2, kind_ready = 3, kind_tail = 4;
 
 class Writer {
 public:
     void u8(std::uint8_t v) { out_.push_back(static_cast<char>(v)); }
     void u16(std::uint16_t v) { raw(&v, sizeof v); }
     void u32(std::uint32_t v) { raw(&v, sizeof v); }
+    void u64(std::uint64_t v) { raw(&v, sizeof v); }
     void bytes(std::string_view s) {
         u32(static_cast<std::uint32_t>(s.size()));
         out_.append(s);
@@ -71,6 +87,11 @@ public:
         raw(&v, sizeof v);
         return v;
     }
+    std::uint64_t u64() {
+        std::uint64_t v = 0;
+        raw(&v, sizeof v);
+        return v;
+    }
     std::string_view bytes() {
         const std::uint32_t n = u32();
         if (!ok_ || n > in_.size() - pos_) {
@@ -96,7 +117,8 @@ private:
     bool ok_ = true;
 };
 
-void write_message(Writer& w, const OutboundMessage& m, Clock::time_point now) {
+// `with_ids`: the message's ClusterMessageId too (the tail's messages).
+void write_message(Writer& w, const OutboundMessage& m, Clock::time_point now, bool with_ids = false) {
     w.u8(static_cast<std::uint8_t>(m.state));
     w.u8(static_cast<std::uint8_t>(m.qos));
     w.u8(m.retain ? 1 : 0);
@@ -114,6 +136,41 @@ void write_message(Writer& w, const OutboundMessage& m, Clock::time_point now) {
     const auto left = msg.remaining_expiry(now);
     w.u8(left ? 1 : 0);
     w.u32(left.value_or(0));
+    if (with_ids) {
+        w.u64(msg.cluster_origin);
+        w.u64(msg.cluster_seq);
+    }
+}
+
+// write_message's counterpart; false when the input ended early.
+bool read_message(Reader& r, OutboundMessage& m, Clock::time_point now, bool with_ids = false) {
+    m.state = static_cast<OutboundMessage::State>(r.u8() & 3);
+    m.qos = static_cast<QoS>(r.u8() & 3);
+    m.retain = r.u8() != 0;
+    m.packet_id = r.u16();
+    const std::uint32_t ids = r.u32();
+    for (std::uint32_t k = 0; k < ids && r.ok(); ++k) {
+        const std::uint32_t id = r.u32();
+        if (k < 64) m.subscription_ids.push_back(id);
+    }
+    if (r.u8()) {
+        MessageView v;
+        v.topic = r.bytes();
+        v.payload = as_bytes(r.bytes());
+        v.properties = as_bytes(r.bytes());
+        v.qos = static_cast<QoS>(r.u8() & 3);
+        v.retain = r.u8() != 0;
+        const bool has_expiry = r.u8() != 0;
+        const std::uint32_t left = r.u32();
+        if (has_expiry) v.expiry_interval = left;
+        if (with_ids) {
+            v.cluster_origin = r.u64();
+            v.cluster_seq = r.u64();
+        }
+        if (!r.ok()) return false;
+        m.message = make_message(v, now);
+    }
+    return r.ok();
 }
 
 }  // namespace
@@ -121,7 +178,8 @@ void write_message(Writer& w, const OutboundMessage& m, Clock::time_point now) {
 std::string Broker::export_session(Session& s) {
     const auto now = reactor_.now();
     Writer w;
-    w.u8(1);  // format version
+    w.u8(kind_state);
+    w.bytes(cluster_ ? std::string_view(cluster_->node_id()) : std::string_view{});
     w.u32(s.expiry_interval);
     w.u32(static_cast<std::uint32_t>(s.subscriptions.size()));
     for (const auto& [filter, o] : s.subscriptions) {
@@ -175,10 +233,12 @@ std::string Broker::export_session(Session& s) {
     return w.take();
 }
 
-bool Broker::import_session(std::string_view client_id, std::string_view state) {
+bool Broker::import_session(std::string_view client_id, std::string_view state, std::string& from_node) {
     if (sessions_.find(client_id)) return false;  // one arrived here meanwhile: it wins
     Reader r(state);
-    if (r.u8() != 1) return false;
+    const std::uint8_t kind = r.u8();
+    if (kind != kind_state && kind != kind_state_v1) return false;
+    if (kind == kind_state) from_node = r.bytes();
     const auto now = reactor_.now();
     Session* s = sessions_.create(client_id);
     s->expiry_interval = r.u32();
@@ -201,28 +261,7 @@ bool Broker::import_session(std::string_view client_id, std::string_view state) 
         const std::uint32_t n = r.u32();
         for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
             OutboundMessage m;
-            m.state = static_cast<OutboundMessage::State>(r.u8() & 3);
-            m.qos = static_cast<QoS>(r.u8() & 3);
-            m.retain = r.u8() != 0;
-            m.packet_id = r.u16();
-            const std::uint32_t ids = r.u32();
-            for (std::uint32_t k = 0; k < ids && r.ok(); ++k) {
-                const std::uint32_t id = r.u32();
-                if (k < 64) m.subscription_ids.push_back(id);
-            }
-            if (r.u8()) {
-                MessageView v;
-                v.topic = r.bytes();
-                v.payload = as_bytes(r.bytes());
-                v.properties = as_bytes(r.bytes());
-                v.qos = static_cast<QoS>(r.u8() & 3);
-                v.retain = r.u8() != 0;
-                const bool has_expiry = r.u8() != 0;
-                const std::uint32_t left = r.u32();
-                if (has_expiry) v.expiry_interval = left;
-                if (!r.ok()) break;
-                m.message = make_message(v, now);
-            }
+            if (!read_message(r, m, now)) break;
             if (!m.message && m.state != OutboundMessage::State::awaiting_pubcomp) continue;
             OutboundState& o = s->out();
             if (list == 0) {
@@ -292,6 +331,16 @@ void Broker::claim_settled(std::string_view client_id, bool wait_for_state) {
 }
 
 void Broker::session_arrived(std::string_view client_id, std::string_view state) {
+    if (!state.empty() && static_cast<std::uint8_t>(state[0]) == kind_ready) {
+        Reader r(state.substr(1));
+        const std::string_view node = r.bytes();
+        if (r.ok()) send_tail(client_id, node);
+        return;
+    }
+    if (!state.empty() && static_cast<std::uint8_t>(state[0]) == kind_tail) {
+        take_tail(client_id, state.substr(1));
+        return;
+    }
     // The latest CONNECT parked for this id gets it (an earlier one would
     // be taken over by it at once anyway).
     Connection* waiting = nullptr;
@@ -309,8 +358,13 @@ void Broker::session_arrived(std::string_view client_id, std::string_view state)
                      std::string(client_id));
         return;
     }
-    const bool imported = import_session(client_id, state);
-    if (imported) spdlog::info("Client {}: session taken over from another node.", std::string(client_id));
+    std::string from_node;
+    const bool imported = import_session(client_id, state, from_node);
+    if (imported) {
+        spdlog::info("Client {}: session taken over from another node.", std::string(client_id));
+        Session* s = sessions_.find(client_id);
+        if (s && cluster_ && !from_node.empty()) begin_taking_handover(*s, from_node);
+    }
     resume_parked(*waiting);
     if (!imported) return;
     // Refused after all (memory limit): the session has no connection and
@@ -339,6 +393,156 @@ void Broker::resume_parked(Connection& c) {
     OPENSSL_cleanse(p.body.data(), p.body.size());
     // Accepted: what the client sent behind its CONNECT is processed now.
     if (c.state == Connection::State::connected) c.resume_reading();
+}
+
+// ---- the tail (Broker::Handover in broker.hpp)
+
+void Broker::begin_sending_handover(Session& s, std::string_view node) {
+    // The state sent has the queue, the in-flight messages and the QoS 2
+    // ids: from here on the session here holds only what arrives after.
+    s.outbound.reset();
+    s.inbound_qos2 = PacketIdSet{};
+    s.handing_over = true;
+    Handover& h = handovers_[&s];
+    h.node = node;
+    h.sending = true;
+    Session* sp = &s;
+    h.timer = reactor_.add_timer_after(tail_collect_wait, [this, sp] {
+        // The new node never asked (gone, or NATS down): the tail is lost.
+        auto it = handovers_.find(sp);
+        if (it == handovers_.end()) return;
+        it->second.timer = {};
+        const std::size_t lost = sp->outbound ? sp->outbound->queue.size() : 0;
+        if (lost) {
+            stats_.publish_dropped += lost;
+            spdlog::warn("Client {}: the node that took the session over did not ask for the {} message(s) "
+                         "that arrived here meanwhile; dropped.", sp->client_id, lost);
+        }
+        end_session(*sp);
+    });
+}
+
+void Broker::begin_taking_handover(Session& s, std::string_view node) {
+    s.handing_over = true;
+    Handover& h = handovers_[&s];
+    h.node = node;
+    h.held_from = s.outbound ? s.outbound->queue.size() : 0;
+    // The tail is asked for once this node's interest in the session's
+    // filters is in place at NATS: from then on every message reaches
+    // this node directly, and the old node got every earlier one.
+    h.ticket = cluster_->interest_ticket(false);
+    Session* sp = &s;
+    h.timer = reactor_.add_timer_after(tail_hold_wait, [this, sp] {
+        auto it = handovers_.find(sp);
+        if (it == handovers_.end()) return;
+        it->second.timer = {};
+        spdlog::warn("Client {}: no messages came from the node that held the session; going on without.",
+                     sp->client_id);
+        end_handover(*sp);
+        pump(*sp);
+    });
+    if (h.ticket == 0 || h.ticket <= interest_confirmed_) ask_for_tail(s, h);
+}
+
+void Broker::ask_for_tail(Session& s, Handover& h) {
+    h.tail_asked = true;
+    Writer w;
+    w.u8(kind_ready);
+    w.bytes(cluster_->node_id());
+    cluster_->send_session(h.node, s.client_id, w.take());
+}
+
+void Broker::send_tail(std::string_view client_id, std::string_view node) {
+    Session* s = sessions_.find(client_id);
+    auto it = s ? handovers_.find(s) : handovers_.end();
+    Writer w;
+    w.u8(kind_tail);
+    if (it == handovers_.end() || !it->second.sending || it->second.node != node) {
+        // Nothing collected for that node (it ended, or went elsewhere):
+        // an empty tail, so that it need not wait.
+        w.u32(0);
+        cluster_->send_session(node, client_id, w.take());
+        return;
+    }
+    const auto now = reactor_.now();
+    std::uint32_t count = 0;
+    std::size_t left_behind = 0;
+    if (s->outbound) {
+        for (const OutboundMessage& m : s->outbound->queue) {
+            if (m.message && w.size() + m.message->memory_size() <= state_budget) {
+                ++count;
+            } else {
+                ++left_behind;
+            }
+        }
+    }
+    w.u32(count);
+    if (s->outbound) {
+        std::uint32_t written = 0;
+        for (const OutboundMessage& m : s->outbound->queue) {
+            if (written == count) break;
+            if (!m.message || w.size() + m.message->memory_size() > state_budget) continue;
+            write_message(w, m, now, true);
+            ++written;
+        }
+    }
+    if (left_behind) {
+        stats_.publish_dropped += left_behind;
+        spdlog::warn("Client {}: {} message(s) that arrived during the hand-over did not fit and were dropped.",
+                     s->client_id, left_behind);
+    }
+    cluster_->send_session(node, client_id, w.take());
+    end_session(*s);
+}
+
+void Broker::take_tail(std::string_view client_id, std::string_view tail) {
+    Session* s = sessions_.find(client_id);
+    auto it = s ? handovers_.find(s) : handovers_.end();
+    if (it == handovers_.end() || it->second.sending) return;  // stopped waiting
+    const std::size_t held_from = it->second.held_from;
+    end_handover(*s);
+    Reader r(tail);
+    const std::uint32_t n = r.u32();
+    if (n > 0) {
+        OutboundState& o = s->out();
+        const auto from = std::next(o.queue.begin(), static_cast<std::ptrdiff_t>(std::min(held_from, o.queue.size())));
+        // What came here directly since the state: the tail's copies of
+        // those are dropped.
+        std::vector<ClusterMessageId> direct;
+        for (auto q = from; q != o.queue.end(); ++q) {
+            const Message* msg = q->message.get();
+            if (msg && msg->cluster_origin != 0) direct.push_back({msg->cluster_origin, msg->cluster_seq});
+        }
+        const auto now = reactor_.now();
+        std::list<OutboundMessage> older;
+        for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
+            OutboundMessage m;
+            if (!read_message(r, m, now, true) || !m.message) break;
+            const Message& msg = *m.message;
+            const bool twice = msg.cluster_origin != 0 &&
+                               std::any_of(direct.begin(), direct.end(), [&](const ClusterMessageId& d) {
+                                   return d.origin == msg.cluster_origin && d.seq == msg.cluster_seq;
+                               });
+            if (twice) continue;
+            m.state = OutboundMessage::State::queued;
+            m.packet_id = 0;
+            o.queued_bytes += m.message->memory_size();
+            older.push_back(std::move(m));
+        }
+        if (!r.ok()) spdlog::warn("Cluster: the tail of {}'s session arrived damaged; kept what was readable.",
+                                  s->client_id);
+        // Older than what came directly: in before it, after the state's.
+        o.queue.splice(from, older);
+    }
+    pump(*s);
+}
+
+void Broker::end_handover(Session& s) {
+    s.handing_over = false;
+    auto it = handovers_.find(&s);
+    if (it == handovers_.end()) return;
+    reactor_.cancel_timer(it->second.timer);
+    handovers_.erase(it);
 }
 
 }  // namespace mqttools::broker

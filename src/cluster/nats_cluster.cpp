@@ -102,6 +102,13 @@ bool parse_origin(const char* reply, std::uint64_t& origin, std::uint64_t& seq) 
     return *p == '\0' || reply[1] == 'p';
 }
 
+// A session's state (or "nothing to hand over"), not the tail that follows
+// it or the request for that tail: the broker's format marks them by the
+// first byte (broker/session_transfer.cpp). Only states are counted.
+bool is_session_state(std::string_view state) {
+    return state.empty() || static_cast<std::uint8_t>(state[0]) <= 2;
+}
+
 // The decimal after the last '.' of `s`; false when there is none.
 bool last_number(const char* s, std::uint64_t& n) {
     const char* dot = std::strrchr(s, '.');
@@ -386,7 +393,8 @@ void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure)
     }
     std::uint64_t origin = 0;
     std::uint64_t seq = 0;
-    if (ctx->tag == tag_live && !parse_origin(natsMsg_GetReply(msg), origin, seq)) origin = 0;
+    const bool live = ctx->tag == tag_live || ctx->tag >= tag_shared_base;
+    if (live && !parse_origin(natsMsg_GetReply(msg), origin, seq)) origin = seq = 0;
     if (ctx->tag == tag_live || ctx->tag >= tag_shared_base) {
         ctx->shared->messages_in.fetch_add(1, std::memory_order_relaxed);
     }
@@ -1164,6 +1172,7 @@ bool NatsCluster::reached_no_node(std::uint64_t ticket) {
 
 void NatsCluster::publish(const broker::MessageView& m) {
     last_publish_ticket_ = 0;
+    last_publish_id_ = {};
     Bytes bytes;
     if (m.qos == QoS::at_most_once && !m.raw.empty() && m.raw_version == ProtocolVersion::v5) {
         // A v5 QoS 0 PUBLISH without a topic alias, as the client sent it.
@@ -1191,8 +1200,11 @@ void NatsCluster::publish(const broker::MessageView& m) {
     const bool confirm = m.qos != QoS::at_most_once;
     if (!shared_->push_out(Op::publish_live, 0, confirm ? 1 : 0, subject_, {}, bytes.data(), bytes.size())) {
         shared_->lost_out.fetch_add(1, std::memory_order_relaxed);
-    } else if (confirm) {
-        last_publish_ticket_ = ++publishes_pushed_;
+    } else {
+        // The link thread numbers publish_live ops in the order pushed
+        // (live_seq): the same count.
+        last_publish_id_ = {shared_->origin, ++live_pushed_};
+        if (confirm) last_publish_ticket_ = ++publishes_pushed_;
     }
     if (m.retain) {
         // The retained stream keeps it (or, empty, the deletion) for every
@@ -1249,7 +1261,7 @@ void NatsCluster::send_session(std::string_view node, std::string_view client_id
     std::string subject = prefix_ + ".session.";
     append_level_token(subject, node);
     if (shared_->push_out(Op::publish, 0, 0, subject, {}, payload.data(), payload.size())) {
-        ++sessions_sent_;
+        if (is_session_state(state)) ++sessions_sent_;
     } else {
         spdlog::warn("Cluster: the session of {} could not be handed to {} (queue full).", std::string(client_id),
                      std::string(node));
@@ -1259,7 +1271,7 @@ void NatsCluster::send_session(std::string_view node, std::string_view client_id
 void NatsCluster::on_session(std::string_view payload) {
     const std::size_t nul = payload.find('\0');
     if (nul == payload.npos) return;
-    ++sessions_received_;
+    if (is_session_state(payload.substr(nul + 1))) ++sessions_received_;
     broker_.session_arrived(payload.substr(0, nul), payload.substr(nul + 1));
 }
 
@@ -1334,7 +1346,7 @@ void NatsCluster::drain_inbound() {
                     if (h.seq <= last) break;
                     last = h.seq;
                 }
-                if (!broker_.route_from_cluster(bytes, {})) shared_->lost_in_queue.fetch_add(1);
+                if (!broker_.route_from_cluster(bytes, {}, h.origin, h.seq)) shared_->lost_in_queue.fetch_add(1);
                 break;
             }
             case tag_retained:
@@ -1370,7 +1382,7 @@ void NatsCluster::drain_inbound() {
                 break;
             default:
                 if (h.tag >= tag_shared_base && h.tag - tag_shared_base < shared_filters_.size()) {
-                    if (!broker_.route_from_cluster(bytes, shared_filters_[h.tag - tag_shared_base])) {
+                    if (!broker_.route_from_cluster(bytes, shared_filters_[h.tag - tag_shared_base], h.origin, h.seq)) {
                         shared_->lost_in_queue.fetch_add(1);
                     }
                 }

@@ -63,6 +63,7 @@ public:
         return last_publish_ticket_ > publishes_confirmed_ ? last_publish_ticket_ : 0;
     }
     bool reached_no_node(std::uint64_t ticket) override;
+    broker::ClusterMessageId last_publish_id() const override { return last_publish_id_; }
     void publish(const broker::MessageView& message) override;
     void claim_session(std::string_view client_id, bool want_state) override;
     void send_session(std::string_view node, std::string_view client_id, std::string_view state) override;
@@ -108,6 +109,8 @@ private:
     // QoS 1/2 messages handed to the link thread (tag 1), the one publish()
     // just pushed (0: none, or lost), and how many NATS has (tag_sent).
     std::uint64_t publishes_pushed_ = 0;
+    std::uint64_t live_pushed_ = 0;  // publish_live ops pushed (the link thread's live_seq)
+    broker::ClusterMessageId last_publish_id_;
     std::uint64_t last_publish_ticket_ = 0;
     std::uint64_t publishes_confirmed_ = 0;
     std::deque<std::uint64_t> unreceived_;  // tickets NATS said no other node wanted

@@ -476,6 +476,91 @@ def test_offline_session_with_queued_messages_moves(nodes):
     assert time.monotonic() - t0 < 1.0 * SLOW
 
 
+def test_no_message_is_lost_while_a_session_moves_between_nodes(nodes):
+    """A QoS 1 subscriber moves between node 1 and node 2 six times
+    (Clean Start 0, its socket simply dropped) while a publisher on node 3
+    keeps 10 QoS 1 messages in flight. Every message the publisher got a
+    PUBACK for arrives, and none arrives twice without DUP. The old node
+    keeps collecting what NATS still delivers to it until the new node's
+    interest is in place, then sends that tail; the new node drops the
+    copies it got both ways (before, the messages of each move's few
+    milliseconds were lost)."""
+    import random
+    n1, n2, n3 = nodes(3)
+    homes = [n1, n2]
+    props = [(SESSION_EXPIRY_INTERVAL, 300)]
+    sub = connect(n1.port, "mover-under-load", properties=props)
+    sub.subscribe([("mv/#", sub_options(1))])
+    pub = connect(n3.port, "mover-pub")
+    link(pub, sub, "mv/probe")
+    acked = set()
+    stop = threading.Event()
+    failure = []
+
+    def publish():
+        sent, in_flight = 0, {}
+        end = time.monotonic() + 60 * SLOW
+        try:
+            while not stop.is_set() and time.monotonic() < end:
+                while len(in_flight) < 10:
+                    sent += 1
+                    pid = 1 + sent % 60000
+                    in_flight[pid] = sent
+                    pub.send(publish_packet("mv/n", b"%d" % sent, qos=1, packet_id=pid))
+                p = pub.recv(5 * SLOW)
+                if p.type == PUBACK:
+                    acked.add(in_flight.pop(p.packet_id))
+            while in_flight:
+                p = pub.recv(5 * SLOW)
+                if p.type == PUBACK:
+                    acked.add(in_flight.pop(p.packet_id))
+        except Exception as e:  # reported by the main thread
+            failure.append(repr(e))
+
+    received = []  # (number, dup)
+
+    def read(client, seconds):
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                p = client.recv(left)
+            except TimeoutError:
+                return
+            if p.type == PUBLISH and p.topic == "mv/n":
+                received.append((int(p.payload), p.dup))
+                client.ack(p)
+
+    rng = random.Random(13)
+    writer = threading.Thread(target=publish)
+    writer.start()
+    try:
+        for move in range(6):
+            read(sub, rng.uniform(0.15, 0.4))
+            sub.close()  # gone without a word: its unacknowledged ones are in flight
+            sub = Client(homes[(move + 1) % 2].port)
+            ack = sub.connect("mover-under-load", clean_start=False, properties=props)
+            assert ack.reason == 0 and ack.session_present, f"move {move}"
+        read(sub, 0.3)
+    finally:
+        stop.set()
+        writer.join()
+    assert not failure, failure
+    assert len(acked) > 300, f"only {len(acked)} acknowledged"
+    wait_until(lambda: read(sub, 0.2) or acked <= {n for n, _ in received}, timeout=5 * SLOW)
+    missing = sorted(acked - {n for n, _ in received})
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged never arrived: {missing[:10]}"
+    seen, twice = set(), []
+    for n, dup in received:
+        if n in seen and not dup:
+            twice.append(n)
+        seen.add(n)
+    assert not twice, f"{len(twice)} arrived twice without DUP: {twice[:10]}"
+    sub.disconnect()
+
+
 def test_session_expiry_across_nodes(nodes):
     """A session that expired on node 1 is not resumed on node 2, and node 1
     (the owner the bucket names) says so at once: no wait for a hand-over."""

@@ -134,9 +134,6 @@ def test_outbound_window(start_broker, client_max, config, window):
     assert sorted(set(payloads), key=int) == [str(i).encode() for i in range(8)]
 
 
-@single_node_only("m3 is published on another node while its subscriber's session moves between nodes; QoS 1 "
-                  "crosses nodes at most once and a message still on its way to the old node is lost "
-                  "(docs/cluster.md); it comes or not depending on timing, so not an xfail")
 def test_redelivery_with_dup_before_new_messages(broker):
     sub = Client(broker.port)
     sub.connect("resumer", clean_start=False, properties={**KEEP, RECEIVE_MAXIMUM: 2})
