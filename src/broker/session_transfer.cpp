@@ -11,7 +11,7 @@
 // Then the tail (Broker::Handover in broker.hpp): the old node keeps the
 // session's subscriptions and collects what still reaches it until the new
 // node's interest is in place; the new node asks for it ("ready") and
-// merges it in before what it got directly. Messages kinds on the session
+// merges it in before what it got directly. Message kinds on the session
 // subject, by their first byte: 1/2 the state (2 names the sending node),
 // 3 ready (names the asking node), 4 the tail; empty = nothing to hand over.
 //
@@ -400,6 +400,9 @@ void Broker::resume_parked(Connection& c) {
 void Broker::begin_sending_handover(Session& s, std::string_view node) {
     // The state sent has the queue, the in-flight messages and the QoS 2
     // ids: from here on the session here holds only what arrives after.
+    // It is the other node's now: no longer durable here (what it collects
+    // meanwhile lives in RAM until the tail goes).
+    if (s.stored || s.will_stored) persist_session_end(s);
     s.outbound.reset();
     s.inbound_qos2 = PacketIdSet{};
     s.handing_over = true;
