@@ -186,7 +186,7 @@ public:
     void read_setup();
     // The epoll interest besides EPOLLOUT: EPOLLRDHUP while waiting for
     // credentials, nothing while a commit holds the connection or while it
-    // waits in the handshake queue, else EPOLLIN.
+    // waits in the set-up queue, else EPOLLIN.
     std::uint32_t input_events() const noexcept {
         return reading_paused_ ? std::uint32_t{EPOLLRDHUP}
                : (reads_paused || setup_queued) ? 0u
