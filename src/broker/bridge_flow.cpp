@@ -440,10 +440,7 @@ std::size_t Bridge::route_in(MessageView& m) {
     // In a cluster, what the remote sends is for every node's clients, as
     // a local client's message is (docs/cluster.md: a bridge runs on one
     // node; that node's bridge also forwards what other nodes publish).
-    if (broker_.cluster_) {
-        broker_.cluster_->publish(m);
-        broker_.stamp_cluster_id(m);
-    }
+    if (broker_.cluster_) broker_.publish_to_cluster(m);
     if (m.retain) {
         // A retained message from the remote is retained here too, as a
         // local publisher's would be ([MQTT-3.3.1-5], [MQTT-3.3.1-6]).

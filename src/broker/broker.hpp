@@ -278,9 +278,11 @@ private:
     void send_tail(std::string_view client_id, std::string_view node);
     void take_tail(std::string_view client_id, std::string_view state);
     void end_handover(Session& s);
-    // In a cluster, the id the message just published goes to other nodes
-    // under (ClusterLink::last_publish_id), so a Message made of it has it.
-    void stamp_cluster_id(MessageView& m) const {
+    // In a cluster: hands a message published on this node to the other
+    // nodes and names it as they receive it (ClusterLink::last_publish_id),
+    // so that a Message made of it afterwards carries that name.
+    void publish_to_cluster(MessageView& m) {
+        cluster_->publish(m);
         const ClusterMessageId id = cluster_->last_publish_id();
         m.cluster_origin = id.origin;
         m.cluster_seq = id.seq;

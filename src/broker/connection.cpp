@@ -275,9 +275,6 @@ void Connection::resume_reading() {
     if (state != State::closing && !reading_paused_ && !reads_paused) on_readable();
 }
 
-// Waiting for a store commit: no input is read (errors and hang-ups are
-// still reported by epoll and read), so the connection's next packets wait
-// behind the batch that holds its acknowledgements.
 void Connection::read_setup() { on_readable(); }
 
 void Connection::queue_setup(bool queued) {
@@ -286,6 +283,9 @@ void Connection::queue_setup(bool queued) {
     broker_.reactor().modify(fd(), input_events() | (want_write_ ? EPOLLOUT : 0u), this);
 }
 
+// Waiting for a store commit: no input is read (errors and hang-ups are
+// still reported by epoll and read), so the connection's next packets wait
+// behind the batch that holds its acknowledgements.
 void Connection::pause_reads(bool pause) {
     if (pause == reads_paused || state == State::closing) return;
     reads_paused = pause;

@@ -190,7 +190,7 @@ public:
     std::uint32_t input_events() const noexcept {
         return reading_paused_ ? std::uint32_t{EPOLLRDHUP}
                : (reads_paused || setup_queued) ? 0u
-                                                    : std::uint32_t{EPOLLIN};
+                                                : std::uint32_t{EPOLLIN};
     }
 
 private:

@@ -335,10 +335,7 @@ void Broker::send_will(const MessagePtr& message, std::optional<std::uint32_t> e
     MessageView view = view_of(message, reactor_.now());
     view.stored = nullptr;  // its Message Expiry starts now
     view.expiry_interval = expiry;
-    if (cluster_) {
-        cluster_->publish(view);
-        stamp_cluster_id(view);
-    }
+    if (cluster_) publish_to_cluster(view);
     if (view.retain && config_.retain_available) {
         if (view.payload.empty()) {
             retained_.erase(view.topic);

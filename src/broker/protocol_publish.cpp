@@ -110,9 +110,8 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
         // took it (cluster_holds.cpp).
         std::uint64_t ticket = 0;
         if (cluster_) {
-            cluster_->publish(m);
+            publish_to_cluster(m);  // before a Message is made of it
             ticket = cluster_->publish_ticket();
-            stamp_cluster_id(m);  // before a Message is made of it
         }
         if (p.retain) {
             if (p.payload.empty()) {

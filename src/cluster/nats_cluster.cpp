@@ -395,9 +395,7 @@ void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure)
     std::uint64_t seq = 0;
     const bool live = ctx->tag == tag_live || ctx->tag >= tag_shared_base;
     if (live && !parse_origin(natsMsg_GetReply(msg), origin, seq)) origin = seq = 0;
-    if (ctx->tag == tag_live || ctx->tag >= tag_shared_base) {
-        ctx->shared->messages_in.fetch_add(1, std::memory_order_relaxed);
-    }
+    if (live) ctx->shared->messages_in.fetch_add(1, std::memory_order_relaxed);
     ctx->shared->push_in(ctx->tag, age, natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)),
                          origin, seq);
     natsMsg_Destroy(msg);

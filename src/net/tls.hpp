@@ -159,7 +159,6 @@ public:
     bool has_pending() const noexcept override;
     IoResult flush() noexcept override;
     bool wants_write() const noexcept override { return has_pending(); }
-    bool tls_handshaking() const noexcept override { return !session_.handshake_done(); }
 
     TlsSession& session() noexcept { return session_; }
     const TlsSession& session() const noexcept { return session_; }

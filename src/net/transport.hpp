@@ -44,10 +44,6 @@ public:
     // Does the transport want EPOLLOUT even with no application output
     // (a TLS handshake in progress)?
     virtual bool wants_write() const noexcept { return false; }
-    // Is a TLS handshake still in progress? Its steps are the expensive
-    // ones (key exchange and signature, about half a millisecond of CPU),
-    // which the broker rations per reactor turn.
-    virtual bool tls_handshaking() const noexcept { return false; }
     // The connection is ending by our choice: queue and try to send what
     // this layer says on an orderly end (a WebSocket Close frame, or an
     // HTTP 408 to an upgrade request that never completed).

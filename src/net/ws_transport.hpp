@@ -39,7 +39,6 @@ public:
     bool has_pending() const noexcept override;
     IoResult flush() noexcept override;
     bool wants_write() const noexcept override { return inner_->wants_write() || has_pending(); }
-    bool tls_handshaking() const noexcept override { return inner_->tls_handshaking(); }
     void close_gracefully() noexcept override;
     std::string_view label() const noexcept override { return secure_ ? "wss" : "ws"; }
     std::string_view error() const noexcept override { return error_; }
