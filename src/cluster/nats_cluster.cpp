@@ -292,6 +292,24 @@ struct NatsCluster::Shared {
     std::atomic<std::uint64_t> reconnects{0};
     std::atomic<std::uint64_t> subscriptions{0};
 
+    // Subscriptions whose close libnats' delivery thread has not handled
+    // yet (natsSubscription_SetOnCompleteCB). At shutdown the link thread
+    // waits for it to reach 0 before closing the connections: a close still
+    // queued then was never handled, and its control message leaked.
+    std::mutex subs_open_mutex;
+    std::condition_variable subs_open_cv;
+    int subs_open = 0;
+    static void on_subscription_complete(void* closure) {
+        auto* s = static_cast<Shared*>(closure);
+        std::lock_guard lock(s->subs_open_mutex);
+        if (--s->subs_open == 0) s->subs_open_cv.notify_all();
+    }
+    void track(natsSubscription* sub) {
+        if (!sub || natsSubscription_SetOnCompleteCB(sub, on_subscription_complete, this) != NATS_OK) return;
+        std::lock_guard lock(subs_open_mutex);
+        ++subs_open;
+    }
+
     // From any thread: one record for the reactor.
     void push_in(std::uint32_t tag, std::uint32_t age, const char* data, std::size_t len, std::uint64_t from = 0,
                  std::uint64_t seq = 0) {
@@ -602,6 +620,7 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
                     // Generous pending limits: a burst must not be dropped
                     // while the reactor is busy for a moment.
                     natsSubscription_SetPendingLimits(sub, 1'000'000, 512 << 20);
+                    track(sub);
                     subs[h.id] = sub;
                     subscriptions.fetch_add(1, std::memory_order_relaxed);
                 } else {
@@ -693,9 +712,11 @@ void NatsCluster::Shared::link_main() {
     if (natsConnection* d = data.load()) {
         const std::string subject = prefix + ".claim";
         natsConnection_Subscribe(&claims, d, subject.c_str(), on_message, &claim_context);
+        track(claims);
         std::string mine = prefix + ".session.";
         append_level_token(mine, node_id);
         natsConnection_Subscribe(&handovers, d, mine.c_str(), on_message, &session_context);
+        track(handovers);
         // A session's state can be large (its queued messages).
         if (handovers) natsSubscription_SetPendingLimits(handovers, 100'000, 256 << 20);
         char origin_hex[24];
@@ -703,6 +724,7 @@ void NatsCluster::Shared::link_main() {
         const std::string answers = std::string("_p.") + origin_hex + ".>";
         nobody_subject = std::string("_n.") + origin_hex;
         natsConnection_Subscribe(&unreceived_sub, d, answers.c_str(), on_unreceived, this);
+        track(unreceived_sub);
         if (unreceived_sub) natsSubscription_SetPendingLimits(unreceived_sub, -1, -1);
     }
     js_thread = std::thread([this] { js_main(); });
@@ -739,6 +761,10 @@ void NatsCluster::Shared::link_main() {
     if (unreceived_sub) natsSubscription_Destroy(unreceived_sub);
     if (retained_sub) natsSubscription_Destroy(retained_sub);
     if (js) jsCtx_Destroy(js);
+    {
+        std::unique_lock lock(subs_open_mutex);
+        subs_open_cv.wait_for(lock, std::chrono::seconds(1), [&] { return subs_open == 0; });
+    }
     for (auto* conn : {data.exchange(nullptr), control.exchange(nullptr)}) {
         if (!conn) continue;
         natsConnection_Close(conn);
@@ -797,6 +823,7 @@ bool NatsCluster::Shared::js_setup() {
                 log("Cluster: JetStream is not enabled on the NATS server: retained messages are shared live only "
                     "(start nats-server with -js).");
                 natsConnection_Subscribe(&retained_sub, c, subjects.c_str(), on_message, &retained_context);
+                track(retained_sub);
                 retained_mode = RetainedMode::live_only;
                 return true;
             }
@@ -813,6 +840,7 @@ bool NatsCluster::Shared::js_setup() {
         st = js_Subscribe(&retained_sub, js, subjects.c_str(), on_message, &retained_context, nullptr, &so, &jerr);
         if (st == NATS_OK) {
             natsSubscription_SetPendingLimits(retained_sub, 1'000'000, 512 << 20);
+            track(retained_sub);
             retained_mode = RetainedMode::stream;
             retained_ready.store(true);
             return true;
