@@ -35,6 +35,7 @@ constexpr std::uint32_t tag_claimed = 5;  // this node's claim settled: seq = st
 constexpr std::uint32_t tag_confirmed = 6;  // interest up to barrier `seq` is in place
 constexpr std::uint32_t tag_sent = 7;       // NATS has the first `seq` QoS 1/2 publishes
 constexpr std::uint32_t tag_unreceived = 8; // QoS 1/2 publish number `seq` reached no other node
+constexpr std::uint32_t tag_stored = 9;      // the stream has the retained QoS 1/2 publishes up to number `seq`
 
 // Flags of a settled claim (InHeader::age).
 constexpr std::uint32_t claim_wants_state = 1;
@@ -222,6 +223,19 @@ struct NatsCluster::Shared {
     std::condition_variable out_cv;
     std::vector<char> out;
     bool stop = false;
+    bool link_wake = false;  // the retained stream's state changed (pass_early_barriers)
+    void retained_state(bool ready) {
+        if (ready) {
+            retained_ready.store(true);
+        } else {
+            retained_soon.store(false);
+        }
+        {
+            std::lock_guard lock(out_mutex);
+            link_wake = true;
+        }
+        out_cv.notify_one();
+    }
 
     // In queue (libnats delivery thread -> reactor).
     std::mutex in_mutex;
@@ -255,7 +269,14 @@ struct NatsCluster::Shared {
     // reactor published them; under js_mutex. The js thread sends them
     // once the stream exists: sent earlier, NATS would have dropped them
     // for want of a stream, and a node started later would never see them.
-    std::deque<std::pair<std::string, std::string>> retained_out;
+    // `ticket`: the publish's QoS 1/2 number (0 for QoS 0), whose PUBACK
+    // waits for the stream (tag_stored).
+    struct RetainedUpdate {
+        std::string subject;
+        std::string data;
+        std::uint64_t ticket;
+    };
+    std::deque<RetainedUpdate> retained_out;
     std::size_t retained_out_bytes = 0;
     enum class RetainedMode { waiting, stream, live_only };
     RetainedMode retained_mode = RetainedMode::waiting;  // js thread
@@ -264,9 +285,16 @@ struct NatsCluster::Shared {
     // stream is in use, so that retained messages sent after a SUBACK are
     // the cluster's (js_serve); under js_mutex, in order. `retained_ready`:
     // set once by the js thread; before it barriers are confirmed by the
-    // link thread directly (either way in ticket order).
+    // link thread directly (either way in ticket order), but those of
+    // SUBSCRIBEs that want retained messages wait while `retained_soon`
+    // (the js thread is setting the stream up and has not failed yet),
+    // at most 3 s: a node just started must not answer a SUBSCRIBE
+    // without the retained messages the cluster has.
     std::deque<std::pair<std::uint64_t, bool>> barriers;
     std::atomic<bool> retained_ready{false};
+    std::atomic<bool> retained_soon{true};
+    std::deque<std::pair<std::uint64_t, std::chrono::steady_clock::time_point>> early_barriers;  // link thread
+    void pass_early_barriers();
     bool unflushed_subs = false;  // link thread: SUBs sent since the last PING
     // The highest stream sequence the retained consumer handed to the reactor.
     std::mutex seen_mutex;
@@ -376,11 +404,11 @@ struct NatsCluster::Shared {
     }
     // From the reactor: a retained update for the stream (false: over the
     // queue's bound, lost).
-    bool push_retained(std::string_view subject, const void* data, std::size_t len) {
+    bool push_retained(std::string_view subject, const void* data, std::size_t len, std::uint64_t ticket) {
         {
             std::lock_guard lock(js_mutex);
             if (retained_out_bytes + len > max_out_bytes) return false;
-            retained_out.emplace_back(std::string(subject), std::string(static_cast<const char*>(data), len));
+            retained_out.push_back({std::string(subject), std::string(static_cast<const char*>(data), len), ticket});
             retained_out_bytes += len;
         }
         js_cv.notify_one();
@@ -686,9 +714,35 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
             barriers.emplace_back(barrier, barrier_retained);
         }
         js_cv.notify_one();
-    } else {
+    } else if (barrier_retained && retained_soon.load()) {
+        early_barriers.emplace_back(barrier, std::chrono::steady_clock::now());
+    } else if (early_barriers.empty()) {
         push_in(tag_confirmed, 0, nullptr, 0, 0, barrier);
+    } else {
+        early_barriers.emplace_back(barrier, std::chrono::steady_clock::time_point{});  // behind the waiting ones
     }
+}
+
+// Barriers that waited for the retained stream: to the js thread once it
+// serves them, confirmed here once it gave up or after 3 s (in order).
+void NatsCluster::Shared::pass_early_barriers() {
+    if (early_barriers.empty()) return;
+    if (retained_ready.load()) {
+        {
+            std::lock_guard lock(js_mutex);
+            for (const auto& b : early_barriers) barriers.emplace_back(b.first, true);
+        }
+        early_barriers.clear();
+        js_cv.notify_one();
+        return;
+    }
+    const auto too_old = std::chrono::steady_clock::now() - std::chrono::seconds(3);
+    std::uint64_t upto = 0;
+    while (!early_barriers.empty() && (!retained_soon.load() || early_barriers.front().second < too_old)) {
+        upto = early_barriers.front().first;
+        early_barriers.pop_front();
+    }
+    if (upto != 0) push_in(tag_confirmed, 0, nullptr, 0, 0, upto);
 }
 
 void NatsCluster::Shared::refresh_dropped() {
@@ -733,7 +787,8 @@ void NatsCluster::Shared::link_main() {
     for (;;) {
         {
             std::unique_lock lock(out_mutex);
-            out_cv.wait_for(lock, std::chrono::seconds(1), [&] { return stop || !out.empty(); });
+            out_cv.wait_for(lock, std::chrono::seconds(1), [&] { return stop || !out.empty() || link_wake; });
+            link_wake = false;
             batch.swap(out);
             if (stop && batch.empty()) break;
         }
@@ -741,6 +796,7 @@ void NatsCluster::Shared::link_main() {
         batch.clear();
         refresh_dropped();
         sweep_barriers();
+        pass_early_barriers();
     }
     {
         std::lock_guard lock(js_mutex);
@@ -782,8 +838,15 @@ bool NatsCluster::Shared::js_setup() {
     const std::string subjects = prefix + ".r.>";
     const std::string name = stream_name(prefix);
     int attempt = 0;
+    // A failed attempt: SUBSCRIBEs stop waiting for the stream, and
+    // PUBACKs of retained updates queued for it go (the updates are sent
+    // when the stream is there; meanwhile they reached the nodes live).
     auto wait = [&](std::chrono::milliseconds ms) {
+        if (retained_soon.load()) retained_state(false);
         std::unique_lock lock(js_mutex);
+        std::uint64_t ticket = 0;
+        for (const auto& u : retained_out) ticket = std::max(ticket, u.ticket);
+        if (ticket != 0) push_in(tag_stored, 0, nullptr, 0, 0, ticket);
         js_cv.wait_for(lock, ms, [&] { return stopping(); });
         return !stopping();
     };
@@ -825,6 +888,7 @@ bool NatsCluster::Shared::js_setup() {
                 natsConnection_Subscribe(&retained_sub, c, subjects.c_str(), on_message, &retained_context);
                 track(retained_sub);
                 retained_mode = RetainedMode::live_only;
+                retained_state(false);
                 return true;
             }
             if (++attempt % 10 == 1) {
@@ -842,7 +906,7 @@ bool NatsCluster::Shared::js_setup() {
             natsSubscription_SetPendingLimits(retained_sub, 1'000'000, 512 << 20);
             track(retained_sub);
             retained_mode = RetainedMode::stream;
-            retained_ready.store(true);
+            retained_state(true);
             return true;
         }
         retained_sub = nullptr;
@@ -888,9 +952,12 @@ void NatsCluster::Shared::catch_up_retained() {
 // stream stores a topic's set and its later delete in the order they were
 // published (a delete never overtakes its set). With JetStream they go as
 // asynchronous JetStream publishes (a failed acknowledgement is counted as
-// lost); without it, live on the control connection.
+// lost); without it, live on the control connection. A batch with QoS 1/2
+// updates waits (at most 2 s) for the stream's acknowledgements before it
+// releases their PUBACKs (tag_stored): a SUBSCRIBE on another node after
+// the PUBACK finds the update in the stream (catch_up_retained).
 void NatsCluster::Shared::js_serve() {
-    std::deque<std::pair<std::string, std::string>> work;
+    std::deque<RetainedUpdate> work;
     std::deque<std::pair<std::uint64_t, bool>> tickets;
     for (;;) {
         {
@@ -902,7 +969,9 @@ void NatsCluster::Shared::js_serve() {
             tickets.swap(barriers);
         }
         natsConnection* c = control.load();
-        for (auto& [subject, data] : work) {
+        std::uint64_t ticket = 0;
+        for (const auto& [subject, data, update_ticket] : work) {
+            ticket = std::max(ticket, update_ticket);
             natsStatus st = NATS_ERR;
             if (retained_mode == RetainedMode::stream) {
                 st = js_PublishAsync(js, subject.c_str(), data.data(), static_cast<int>(data.size()), nullptr);
@@ -916,6 +985,15 @@ void NatsCluster::Shared::js_serve() {
             }
         }
         work.clear();
+        if (ticket != 0) {
+            if (retained_mode == RetainedMode::stream) {
+                jsPubOptions po;
+                jsPubOptions_Init(&po);
+                po.MaxWait = 2000;
+                js_PublishAsyncComplete(js, &po);
+            }
+            push_in(tag_stored, 0, nullptr, 0, 0, ticket);
+        }
         if (!tickets.empty()) {
             bool retained = false;
             for (const auto& t : tickets) retained = retained || t.second;
@@ -1180,7 +1258,8 @@ void NatsCluster::change_interest(std::string_view filter, bool add) {
 }
 
 std::uint64_t NatsCluster::interest_ticket(bool retained) {
-    if (subscribes_pushed_ != subscribes_at_barrier_ || (retained && shared_->retained_ready.load())) {
+    if (subscribes_pushed_ != subscribes_at_barrier_ ||
+        (retained && (shared_->retained_ready.load() || shared_->retained_soon.load()))) {
         subscribes_at_barrier_ = subscribes_pushed_;
         ++barrier_;
         shared_->push_out(Op::barrier, 0, retained ? 1 : 0, {}, {}, &barrier_, sizeof barrier_);
@@ -1236,8 +1315,10 @@ void NatsCluster::publish(const broker::MessageView& m) {
         // The retained stream keeps it (or, empty, the deletion) for every
         // node, including nodes that start later.
         topic_subject(subject_, prefix_ + ".r", m.topic);
-        if (!shared_->push_retained(subject_, bytes.data(), bytes.size())) {
+        if (!shared_->push_retained(subject_, bytes.data(), bytes.size(), last_publish_ticket_)) {
             shared_->lost_out.fetch_add(1, std::memory_order_relaxed);
+        } else if (last_publish_ticket_ != 0) {
+            retained_pending_.push_back(last_publish_ticket_);
         }
     }
 }
@@ -1391,11 +1472,12 @@ void NatsCluster::drain_inbound() {
                 if (h.seq > publishes_confirmed_) unreceived_.push_back(h.seq);
                 break;
             case tag_sent:
-                if (h.seq > publishes_confirmed_) {
-                    publishes_confirmed_ = h.seq;
-                    broker_.publishes_confirmed(publishes_confirmed_);
-                    while (!unreceived_.empty() && unreceived_.front() <= publishes_confirmed_) unreceived_.pop_front();
-                }
+                live_sent_ = std::max(live_sent_, h.seq);
+                release_publishes();
+                break;
+            case tag_stored:
+                while (!retained_pending_.empty() && retained_pending_.front() <= h.seq) retained_pending_.pop_front();
+                release_publishes();
                 break;
             case tag_confirmed:
                 if (h.seq > confirmed_) {
@@ -1417,6 +1499,17 @@ void NatsCluster::drain_inbound() {
     }
     // Keep the larger buffer's capacity on this side; hand an empty one back.
     if (inbound_.capacity() > (4u << 20)) std::vector<char>().swap(inbound_);
+}
+
+// QoS 1/2 publishes are confirmed to the broker (their PUBACKs go) in
+// order, once NATS has them and, for retained ones, the stream too.
+void NatsCluster::release_publishes() {
+    std::uint64_t upto = live_sent_;
+    if (!retained_pending_.empty()) upto = std::min(upto, retained_pending_.front() - 1);
+    if (upto <= publishes_confirmed_) return;
+    publishes_confirmed_ = upto;
+    broker_.publishes_confirmed(publishes_confirmed_);
+    while (!unreceived_.empty() && unreceived_.front() <= publishes_confirmed_) unreceived_.pop_front();
 }
 
 broker::ClusterCounters NatsCluster::counters() const {

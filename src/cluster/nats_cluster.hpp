@@ -113,6 +113,9 @@ private:
     broker::ClusterMessageId last_publish_id_;
     std::uint64_t last_publish_ticket_ = 0;
     std::uint64_t publishes_confirmed_ = 0;
+    std::uint64_t live_sent_ = 0;  // NATS has the publishes up to this one (tag_sent)
+    std::deque<std::uint64_t> retained_pending_;  // retained QoS 1/2 publishes the stream has not acknowledged
+    void release_publishes();
     std::deque<std::uint64_t> unreceived_;  // tickets NATS said no other node wanted
     // Shared subscriptions: "$share/NAME/FILTER" <-> tag on NATS messages.
     std::unordered_map<std::string, std::uint32_t> shared_tags_;

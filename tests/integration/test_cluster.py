@@ -358,6 +358,35 @@ def test_retained_reaches_a_node_started_later(nodes):
     assert wait_until(lambda: retained_on(n2.port, "late/#") == [("late/a", b"kept", True)])
 
 
+def test_an_acknowledged_retained_message_is_in_every_later_subscribe(nodes, nats):
+    """A retained QoS 1 message whose PUBACK came is in the answer to any
+    SUBSCRIBE made afterwards on any node: right after the PUBACK on another
+    node (the PUBACK waits for the cluster's stream as well as for NATS),
+    and on a node just started whose NATS link is still being set up (its
+    SUBACK waits for the stream's copy)."""
+    n1, n2 = nodes(2)
+    pub = connect(n1.port, "p")
+    expected = sorted((f"ack/{i}", b"%d" % i, True) for i in range(30))
+    for i in range(30):
+        pub.publish(f"ack/{i}", b"%d" % i, qos=1, retain=True)
+        assert retained_on(n2.port, f"ack/{i}", quiet=0.05) == [(f"ack/{i}", b"%d" % i, True)]
+    (n3,) = nodes(1)
+    assert sorted(retained_on(n3.port, "ack/#")) == expected
+    # NATS answers nothing for 0.5 s while a node starts and a client
+    # subscribes there.
+    got = []
+    os.kill(nats.proc.pid, signal.SIGSTOP)
+    try:
+        (n4,) = nodes(1)
+        reader = threading.Thread(target=lambda: got.append(retained_on(n4.port, "ack/#", quiet=0.5)))
+        reader.start()
+        time.sleep(0.5)
+    finally:
+        os.kill(nats.proc.pid, signal.SIGCONT)
+    reader.join(30)
+    assert got and sorted(got[0]) == expected
+
+
 # ------------------------------------------------------------------ sessions and wills
 
 
