@@ -1,0 +1,200 @@
+// The KV thread (issue 13): session ownership by compare-and-set on a
+// JetStream key-value bucket.
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+
+#include "cluster/nats_shared.hpp"
+
+namespace mqttools::cluster {
+
+namespace {
+
+// A client id as a KV key ([-/_=.A-Za-z0-9]+): the bytes [A-Za-z0-9_-]
+// stay, every other one becomes =XX (injective). An id whose key would be
+// long (a subject must fit NATS' control line) becomes a 64-bit FNV-1a
+// hash: two ids sharing a key only share the order of their claims.
+std::string kv_key(std::string_view client_id) {
+    static const char* hex = "0123456789ABCDEF";
+    std::string key;
+    if (client_id.size() <= 256) {
+        for (const char ch : client_id) {
+            const auto b = static_cast<unsigned char>(ch);
+            if ((b >= 'A' && b <= 'Z') || (b >= 'a' && b <= 'z') || (b >= '0' && b <= '9') || b == '_' || b == '-') {
+                key.push_back(ch);
+            } else {
+                key.push_back('=');
+                key.push_back(hex[b >> 4]);
+                key.push_back(hex[b & 15]);
+            }
+        }
+        if (key.size() <= 512) return key;
+    }
+    std::uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char ch : client_id) {
+        h ^= static_cast<unsigned char>(ch);
+        h *= 0x100000001b3ULL;
+    }
+    key = "=H";
+    for (int i = 60; i >= 0; i -= 4) key.push_back(hex[(h >> i) & 15]);
+    return key;
+}
+
+}  // namespace
+
+
+// Session ownership by compare-and-set on a JetStream KV bucket (one key
+// per client id, value = owning node): a claim reads the key's revision and
+// writes this node with kvStore_Update(last = that revision), or
+// kvStore_Create when the key does not exist; when another node wrote in
+// between, the write fails and the claim reads again. Each successful
+// write gets a new, higher revision, so every claim has a place in one
+// total order that no clock can disturb; the revision is the claim's stamp
+// on PREFIX.claim, and a node whose claim has the lower revision gives way
+// (on_claim). The requests block: they run here, never on the reactor.
+// Without the bucket (no JetStream, NATS down) a claim falls back to a
+// wall-clock stamp and the old owner is unknown.
+void NatsCluster::Shared::kv_main() {
+    const std::string bucket = stream_name(prefix, "MQTT_OWNERS_");
+    const std::string claim_subject = prefix + ".claim";
+    jsCtx* kjs = nullptr;
+    kvStore* kv = nullptr;
+    auto next_setup = std::chrono::steady_clock::now();
+    bool warned = false;
+    std::uint64_t kv_failures = 0;
+    // Keys this node wrote last, with that revision: a client reconnecting
+    // to the same node settles with one request.
+    std::unordered_map<std::string, std::uint64_t> mine;
+    std::deque<std::pair<std::string, bool>> jobs;
+    for (;;) {
+        {
+            std::unique_lock lock(kv_mutex);
+            kv_cv.wait(lock, [&] { return stopping() || !kv_jobs.empty(); });
+            if (kv_jobs.empty()) break;  // stopping
+            jobs.swap(kv_jobs);
+        }
+        natsConnection* c = control.load();
+        natsConnection* d = data.load();
+        const bool up = c && natsConnection_Status(c) == NATS_CONN_STATUS_CONNECTED;
+        if (up && !kv && std::chrono::steady_clock::now() >= next_setup) {
+            next_setup = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+            // A CONNECT waits at most handover_wait (1.5 s) for its claim:
+            // a request that takes longer is not worth waiting for.
+            jsOptions jo;
+            jsOptions_Init(&jo);
+            jo.Wait = 1500;
+            if (!kjs && natsConnection_JetStream(&kjs, c, &jo) != NATS_OK) kjs = nullptr;
+            if (kjs) {
+                kvConfig cfg;
+                kvConfig_Init(&cfg);
+                cfg.Bucket = bucket.c_str();
+                cfg.History = 1;
+                cfg.StorageType = js_FileStorage;
+                if (js_CreateKeyValue(&kv, kjs, &cfg) != NATS_OK) {
+                    kv = nullptr;
+                    if (js_KeyValue(&kv, kjs, bucket.c_str()) != NATS_OK) kv = nullptr;
+                }
+            }
+            if (!kv && !warned) {
+                warned = true;
+                log("Cluster: no JetStream key/value bucket " + bucket +
+                    ": session claims are ordered by wall-clock time (start nats-server with -js).");
+            }
+            if (kv) warned = false;
+        }
+        if (mine.size() > 200000) mine.clear();
+        for (auto& [client_id, want_state] : jobs) {
+            std::uint64_t stamp = 0;
+            bool other_owner = true;  // unknown counts as another
+            std::string previous = "?";
+            if (up && kv) {
+                const std::string key = kv_key(client_id);
+                const void* value = node_id.data();
+                const int value_len = static_cast<int>(node_id.size());
+                // NATS_ERR: the server refused the write (another node
+                // wrote first: wrong last sequence): read again. Anything
+                // else (a timeout, the connection gone): give up at once.
+                for (int attempt = 0; attempt < 8 && stamp == 0; ++attempt) {
+                    std::uint64_t rev = 0;
+                    natsStatus st = NATS_OK;
+                    if (auto it = mine.find(key); it != mine.end()) {
+                        st = kvStore_Update(&rev, kv, key.c_str(), value, value_len, it->second);
+                        if (st == NATS_OK) {
+                            it->second = rev;
+                            stamp = rev;
+                            other_owner = false;
+                            previous = node_id;
+                            break;
+                        }
+                        mine.erase(it);  // another node wrote since
+                        if (st != NATS_ERR) break;
+                    }
+                    kvEntry* e = nullptr;
+                    st = kvStore_Get(&e, kv, key.c_str());
+                    if (st == NATS_NOT_FOUND) {
+                        st = kvStore_Create(&rev, kv, key.c_str(), value, value_len);
+                        if (st == NATS_OK) {
+                            mine[key] = rev;
+                            stamp = rev;
+                            other_owner = false;
+                            previous = "-";
+                        }
+                        if (st != NATS_OK && st != NATS_ERR) break;
+                        continue;  // created by another node meanwhile: read again
+                    }
+                    if (st != NATS_OK) break;
+                    const std::string_view owner(static_cast<const char*>(kvEntry_Value(e)),
+                                                 static_cast<std::size_t>(kvEntry_ValueLen(e)));
+                    const bool other = owner != node_id;
+                    const std::string owner_copy(owner.substr(0, 128).find(' ') == owner.npos ? owner.substr(0, 128)
+                                                                                             : "?");
+                    const std::uint64_t last = kvEntry_Revision(e);
+                    kvEntry_Destroy(e);
+                    st = kvStore_Update(&rev, kv, key.c_str(), value, value_len, last);
+                    if (st == NATS_OK) {
+                        mine[key] = rev;
+                        stamp = rev;
+                        other_owner = other;
+                        previous.assign(owner_copy);
+                    } else if (st != NATS_ERR) {
+                        break;
+                    }
+                }
+                if (stamp != 0) {
+                    stamp |= kv_stamp_bit;
+                } else {
+                    ++kv_failures;
+                    if ((kv_failures & (kv_failures - 1)) == 0) {
+                        const char* why = nats_GetLastError(nullptr);
+                        log("Cluster: session claims not settled by the KV bucket so far: " +
+                            std::to_string(kv_failures) + " (last: " + (why ? why : "?") +
+                            "); ordered by wall-clock time");
+                    }
+                }
+            }
+            if (stamp == 0) {
+                stamp = wall_ns() & ~kv_stamp_bit;
+                other_owner = true;
+                previous = "?";
+            }
+            // Tell the other nodes, then the reactor.
+            std::string payload = std::to_string(stamp);
+            payload.append(1, ' ').append(node_id).append(want_state ? " s " : " - ");
+            payload.append(previous.empty() ? "?" : previous).append(1, ' ').append(client_id);
+            if (!d || natsConnection_Status(d) != NATS_CONN_STATUS_CONNECTED ||
+                natsConnection_Publish(d, claim_subject.c_str(), payload.data(), static_cast<int>(payload.size())) !=
+                    NATS_OK) {
+                const std::uint64_t n = unsent_claims.fetch_add(1, std::memory_order_relaxed) + 1;
+                if ((n & (n - 1)) == 0) log("Cluster: NATS is down: session claims not sent so far: " + std::to_string(n));
+            }
+            const std::uint32_t flags = (want_state ? claim_wants_state : 0) | (other_owner ? claim_other_owner : 0);
+            push_in(tag_claimed, flags, client_id.data(), client_id.size(), 0, stamp);
+        }
+        jobs.clear();
+    }
+    if (kv) kvStore_Destroy(kv);
+    if (kjs) jsCtx_Destroy(kjs);
+}
+
+}  // namespace mqttools::cluster

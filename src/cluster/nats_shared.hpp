@@ -1,0 +1,360 @@
+// The threads' side of the NATS cluster link (issue 13), private to
+// src/cluster: the state the reactor shares with the link thread (NATS
+// subscriptions and publishes, nats_link.cpp), the JetStream thread
+// (retained stream, nats_retained.cpp) and the KV thread (session
+// ownership, nats_owners.cpp), and the queues between them. Everything
+// here is reached from those threads or through the queues' mutexes; the
+// broker's state stays on the reactor (nats_cluster.cpp).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <nats/nats.h>
+
+#include "cluster/nats_cluster.hpp"
+
+namespace mqttools::cluster {
+
+// Tags on messages crossing to the reactor.
+constexpr std::uint32_t tag_live = 0;
+constexpr std::uint32_t tag_retained = 1;
+constexpr std::uint32_t tag_claim = 2;
+constexpr std::uint32_t tag_log = 3;
+constexpr std::uint32_t tag_session = 4;
+constexpr std::uint32_t tag_claimed = 5;  // this node's claim settled: seq = stamp, age = flags
+constexpr std::uint32_t tag_confirmed = 6;  // interest up to barrier `seq` is in place
+constexpr std::uint32_t tag_sent = 7;       // NATS has the first `seq` QoS 1/2 publishes
+constexpr std::uint32_t tag_unreceived = 8; // QoS 1/2 publish number `seq` reached no other node
+constexpr std::uint32_t tag_stored = 9;      // the stream has the retained QoS 1/2 publishes up to number `seq`
+
+// Flags of a settled claim (InHeader::age).
+constexpr std::uint32_t claim_wants_state = 1;
+constexpr std::uint32_t claim_other_owner = 2;  // another node (or maybe one) held the id
+
+// Claim stamps: a KV revision with the top bit set, so that a claim ordered
+// by the bucket always beats one made while the bucket was unreachable
+// (ordered by wall-clock time, below 2^63 until the year 2262).
+constexpr std::uint64_t kv_stamp_bit = std::uint64_t{1} << 63;
+constexpr std::uint32_t tag_shared_base = 16;
+
+// Queue bounds: beyond them a message is counted as lost instead of
+// growing memory without limit while NATS or the reactor lags.
+constexpr std::size_t max_out_bytes = 64u << 20;
+constexpr std::size_t max_in_bytes = 256u << 20;
+
+// publish_live carries (origin, sequence) in the reply subject: a node whose
+// filters overlap ("a/+" and "+/b") holds two NATS subscriptions that both
+// match "a/b", and NATS delivers one copy per subscription; the receiver
+// keeps the first (one delivery per node, spec 3.3.4).
+// publish_live with tag 1: a QoS 1/2 message whose PUBACK waits until NATS
+// has it; the link thread counts them in order (the reactor's tickets are
+// the same count) and confirms when the barrier request after its batch is
+// answered (run_batch, on_unreceived).
+// barrier: data = a ticket (std::uint64_t) confirmed back to the reactor
+// once the server has every subscription sent before it.
+enum class Op : std::uint8_t { publish, publish_live, subscribe, queue_subscribe, unsubscribe, barrier };
+
+struct OutHeader {
+    Op op;
+    std::uint32_t id;
+    std::uint32_t tag;
+    std::uint32_t subject_len;  // with the terminating NUL
+    std::uint32_t queue_len;    // with the terminating NUL, 0 = none
+    std::uint32_t data_len;
+};
+
+struct InHeader {
+    std::uint32_t tag;
+    std::uint32_t age;  // seconds since a retained message was stored
+    std::uint32_t len;
+    std::uint64_t origin;  // the sending node's instance, 0 = unknown
+    std::uint64_t seq;     // its message sequence number
+};
+
+// A session's state (or "nothing to hand over"), not the tail that follows
+// it or the request for that tail: the broker's format marks them by the
+// first byte (broker/session_transfer.cpp). Only states are counted.
+inline bool is_session_state(std::string_view state) {
+    return state.empty() || static_cast<std::uint8_t>(state[0]) <= 2;
+}
+
+inline void append(std::vector<char>& buf, const void* data, std::size_t n) {
+    const auto* p = static_cast<const char*>(data);
+    buf.insert(buf.end(), p, p + n);
+}
+
+inline std::uint64_t wall_ns() {
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count());
+}
+
+inline std::string stream_name(std::string_view prefix, std::string_view kind = "MQTT_RETAINED_") {
+    // Stream names may not hold '.', '*', '>' or spaces.
+    std::string name(kind);
+    for (const char ch : prefix) name.push_back(ch == '.' ? '_' : ch);
+    return name;
+}
+
+struct SubContext {
+    NatsCluster::Shared* shared;
+    std::uint32_t tag;
+};
+
+struct NatsCluster::Shared {
+    config::Cluster config;
+    std::string node_id;
+    std::string prefix;
+    int eventfd = -1;
+    std::uint64_t origin = 0;    // random per process: names this node's messages
+    std::uint64_t live_seq = 0;  // link thread
+    std::uint64_t publishes_confirmable = 0;  // link thread: QoS 1/2 publish_live ops taken (tag 1)
+    // "No responders" answers to this node's QoS 1/2 publishes and barriers
+    // ("_p.ORIGIN.>", libnats' delivery thread: on_unreceived), and the
+    // barriers sent and not yet answered (link thread; sweep_barriers).
+    natsSubscription* unreceived_sub = nullptr;
+    std::string nobody_subject;  // subscribed by nobody: barriers go there
+    std::mutex barrier_mutex;
+    std::deque<std::pair<std::uint64_t, std::chrono::steady_clock::time_point>> sent_barriers;
+    std::atomic<std::uint64_t> sent_confirmed{0};
+    // Confirms the first n QoS 1/2 publishes to the reactor (once; from the
+    // link thread or the delivery thread).
+    void confirm_sent_upto(std::uint64_t n) {
+        std::uint64_t seen = sent_confirmed.load();
+        while (seen < n && !sent_confirmed.compare_exchange_weak(seen, n)) {
+        }
+        if (seen < n) push_in(tag_sent, 0, nullptr, 0, 0, n);
+    }
+    void sweep_barriers() {
+        const auto too_old = std::chrono::steady_clock::now() - std::chrono::seconds(2);
+        std::uint64_t upto = 0;
+        {
+            std::lock_guard lock(barrier_mutex);
+            while (!sent_barriers.empty() &&
+                   (sent_barriers.front().first <= sent_confirmed.load() || sent_barriers.front().second < too_old)) {
+                if (sent_barriers.front().second < too_old) upto = sent_barriers.front().first;
+                sent_barriers.pop_front();
+            }
+        }
+        if (upto != 0) confirm_sent_upto(upto);
+    }
+
+    std::atomic<natsConnection*> data{nullptr};     // No Echo: publishes, non-shared interest, claims
+    std::atomic<natsConnection*> control{nullptr};  // queue groups, JetStream
+
+    // Out queue (reactor -> link thread).
+    std::mutex out_mutex;
+    std::condition_variable out_cv;
+    std::vector<char> out;
+    bool stop = false;
+    bool link_wake = false;  // the retained stream's state changed (pass_early_barriers)
+    void retained_state(bool ready) {
+        if (ready) {
+            retained_ready.store(true);
+        } else {
+            retained_soon.store(false);
+        }
+        {
+            std::lock_guard lock(out_mutex);
+            link_wake = true;
+        }
+        out_cv.notify_one();
+    }
+
+    // In queue (libnats delivery thread -> reactor).
+    std::mutex in_mutex;
+    std::vector<char> in;
+
+    // Link thread only.
+    std::unordered_map<std::uint32_t, natsSubscription*> subs;
+    std::deque<SubContext> shared_contexts;
+    std::unordered_map<std::uint32_t, SubContext*> context_by_tag;
+    std::int64_t dropped_by_gone_subs = 0;
+    std::uint64_t unsent_control = 0;
+
+    SubContext live_context{this, tag_live};
+    SubContext retained_context{this, tag_retained};
+    SubContext claim_context{this, tag_claim};
+    SubContext session_context{this, tag_session};
+
+    std::thread link_thread;
+    std::thread js_thread;
+    // Session claims (client id, wants state) for the KV thread; under kv_mutex.
+    std::thread kv_thread;
+    std::mutex kv_mutex;
+    std::condition_variable kv_cv;
+    std::deque<std::pair<std::string, bool>> kv_jobs;
+    std::atomic<std::uint64_t> unsent_claims{0};
+    std::mutex js_mutex;
+    std::condition_variable js_cv;
+    natsSubscription* retained_sub = nullptr;  // js thread, destroyed by the link thread after it ended
+    jsCtx* js = nullptr;
+    // Retained updates (subject, PUBLISH) for the stream, in the order the
+    // reactor published them; under js_mutex. The js thread sends them
+    // once the stream exists: sent earlier, NATS would have dropped them
+    // for want of a stream, and a node started later would never see them.
+    // `ticket`: the publish's QoS 1/2 number (0 for QoS 0), whose PUBACK
+    // waits for the stream (tag_stored).
+    struct RetainedUpdate {
+        std::string subject;
+        std::string data;
+        std::uint64_t ticket;
+    };
+    std::deque<RetainedUpdate> retained_out;
+    std::size_t retained_out_bytes = 0;
+    enum class RetainedMode { waiting, stream, live_only };
+    RetainedMode retained_mode = RetainedMode::waiting;  // js thread
+
+    // SUBACK barriers (Op::barrier) the link thread passes on once the
+    // stream is in use, so that retained messages sent after a SUBACK are
+    // the cluster's (js_serve); under js_mutex, in order. `retained_ready`:
+    // set once by the js thread; before it barriers are confirmed by the
+    // link thread directly (either way in ticket order), but those of
+    // SUBSCRIBEs that want retained messages wait while `retained_soon`
+    // (the js thread is setting the stream up and has not failed yet),
+    // at most 3 s: a node just started must not answer a SUBSCRIBE
+    // without the retained messages the cluster has.
+    std::deque<std::pair<std::uint64_t, bool>> barriers;
+    std::atomic<bool> retained_ready{false};
+    std::atomic<bool> retained_soon{true};
+    std::deque<std::pair<std::uint64_t, std::chrono::steady_clock::time_point>> early_barriers;  // link thread
+    void pass_early_barriers();
+    bool unflushed_subs = false;  // link thread: SUBs sent since the last PING
+    // The highest stream sequence the retained consumer handed to the reactor.
+    std::mutex seen_mutex;
+    std::condition_variable seen_cv;
+    std::uint64_t retained_seen = 0;
+    void retained_seen_up_to(std::uint64_t seq) {
+        {
+            std::lock_guard lock(seen_mutex);
+            if (seq <= retained_seen) return;
+            retained_seen = seq;
+        }
+        seen_cv.notify_all();
+    }
+    void catch_up_retained();
+
+    std::atomic<std::uint64_t> messages_out{0};
+    std::atomic<std::uint64_t> retained_stored{0};  // acknowledged by the stream
+    std::atomic<std::uint64_t> messages_in{0};
+    std::atomic<std::uint64_t> lost_out{0};
+    std::atomic<std::uint64_t> lost_in_queue{0};
+    std::atomic<std::uint64_t> lost_in_nats{0};
+    std::atomic<std::uint64_t> disconnects{0};
+    std::atomic<std::uint64_t> reconnects{0};
+    std::atomic<std::uint64_t> subscriptions{0};
+
+    // Subscriptions whose close libnats' delivery thread has not handled
+    // yet (natsSubscription_SetOnCompleteCB). At shutdown the link thread
+    // waits for it to reach 0 before closing the connections: a close still
+    // queued then was never handled, and its control message leaked.
+    std::mutex subs_open_mutex;
+    std::condition_variable subs_open_cv;
+    int subs_open = 0;
+    static void on_subscription_complete(void* closure) {
+        auto* s = static_cast<Shared*>(closure);
+        std::lock_guard lock(s->subs_open_mutex);
+        if (--s->subs_open == 0) s->subs_open_cv.notify_all();
+    }
+    void track(natsSubscription* sub) {
+        if (!sub || natsSubscription_SetOnCompleteCB(sub, on_subscription_complete, this) != NATS_OK) return;
+        std::lock_guard lock(subs_open_mutex);
+        ++subs_open;
+    }
+
+    // From any thread: one record for the reactor.
+    void push_in(std::uint32_t tag, std::uint32_t age, const char* data, std::size_t len, std::uint64_t from = 0,
+                 std::uint64_t seq = 0) {
+        bool wake = false;
+        {
+            std::lock_guard lock(in_mutex);
+            if (in.size() + len > max_in_bytes) {
+                lost_in_queue.fetch_add(1, std::memory_order_relaxed);
+                return;
+            }
+            wake = in.empty();
+            const InHeader h{tag, age, static_cast<std::uint32_t>(len), from, seq};
+            append(in, &h, sizeof h);
+            append(in, data, len);
+        }
+        if (wake) {
+            const std::uint64_t one = 1;
+            [[maybe_unused]] ssize_t n = ::write(eventfd, &one, sizeof one);
+        }
+    }
+    void log(const std::string& line) { push_in(tag_log, 0, line.data(), line.size()); }
+
+    // Pushes one command; false when the queue is over its bound.
+    bool push_out(Op op, std::uint32_t id, std::uint32_t tag, std::string_view subject, std::string_view queue,
+                  const void* data, std::size_t len) {
+        bool wake = false;
+        {
+            std::lock_guard lock(out_mutex);
+            if ((op == Op::publish || op == Op::publish_live) && out.size() + len > max_out_bytes) return false;
+            wake = out.empty();
+            const OutHeader h{op, id, tag, static_cast<std::uint32_t>(subject.size() + 1),
+                              queue.empty() ? 0u : static_cast<std::uint32_t>(queue.size() + 1),
+                              static_cast<std::uint32_t>(len)};
+            append(out, &h, sizeof h);
+            append(out, subject.data(), subject.size());
+            out.push_back('\0');
+            if (!queue.empty()) {
+                append(out, queue.data(), queue.size());
+                out.push_back('\0');
+            }
+            if (len) append(out, data, len);
+        }
+        if (wake) out_cv.notify_one();
+        return true;
+    }
+
+    bool stopping() {
+        std::lock_guard lock(out_mutex);
+        return stop;
+    }
+
+    natsConnection* connect(bool no_echo);
+    void link_main();
+    void js_main();
+    bool js_setup();
+    void js_serve();
+    void kv_main();
+    void push_claim(std::string_view client_id, bool want_state) {
+        {
+            std::lock_guard lock(kv_mutex);
+            kv_jobs.emplace_back(std::string(client_id), want_state);
+        }
+        kv_cv.notify_one();
+    }
+    // From the reactor: a retained update for the stream (false: over the
+    // queue's bound, lost).
+    bool push_retained(std::string_view subject, const void* data, std::size_t len, std::uint64_t ticket) {
+        {
+            std::lock_guard lock(js_mutex);
+            if (retained_out_bytes + len > max_out_bytes) return false;
+            retained_out.push_back({std::string(subject), std::string(static_cast<const char*>(data), len), ticket});
+            retained_out_bytes += len;
+        }
+        js_cv.notify_one();
+        return true;
+    }
+    void run_batch(std::vector<char>& batch);
+    void refresh_dropped();
+};
+
+// libnats' message callback for every subscription whose closure is a
+// SubContext (nats_link.cpp).
+void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure);
+
+}  // namespace mqttools::cluster
