@@ -381,7 +381,11 @@ void Broker::dispatch_packet(Connection& c, const FixedHeader& header, Bytes bod
                 close_connection(c, ReasonCode::malformed_packet, true);
                 return;
             }
+            // In a cluster a PINGRESP waits behind the PUBACKs held for
+            // NATS: a client that pings to know its publishes are done
+            // gets the answer after their acknowledgements (cluster_holds.cpp).
             c.send(PingrespPacket{});
+            if (c.held_acks() != 0) hold_pingresp(c);
             return;
         case PacketType::disconnect:
             handle_disconnect(c, header, body);

@@ -427,8 +427,10 @@ private:
         std::uint64_t ticket;
         AckPacket ack;
         bool no_local_match;  // 0x10 if no other node took it either
+        bool pingresp = false;  // marks a PINGRESP collected behind the held acknowledgements
     };
     std::deque<HeldAck> held_acks_;
+    void hold_pingresp(Connection& c);
     // Sends an acknowledgement of a client's PUBLISH: at once, or behind
     // `ticket` (nonzero) or behind those already held for the connection.
     void send_publish_ack(Connection& c, const AckPacket& ack, std::uint64_t ticket, bool no_local_match = false);

@@ -13,6 +13,7 @@ namespace mqttools::broker {
 void Broker::release_deferred(Connection& c) {
     if (!c.output_deferred) return;
     const bool acks_held = c.held_acks() != 0;
+    if (acks_held && c.extras->pings_held != 0) return;  // hold_pingresp
     if (auto it = held_subacks_.find(&c); it != held_subacks_.end()) {
         // A SUBACK still held: what collected may match its subscription
         // and waits for it. Confirmed already, it waited only for these
@@ -80,6 +81,16 @@ void Broker::send_publish_ack(Connection& c, const AckPacket& ack, std::uint64_t
     c.begin_deferral();
 }
 
+// A PINGREQ while acknowledgements are held: its PINGRESP is collected
+// behind them, and nothing collected is released until they have all gone
+// (a client that pings to know its publishes are done gets the PINGRESP
+// after their PUBACKs and after the messages that came meanwhile).
+void Broker::hold_pingresp(Connection& c) {
+    held_acks_.push_back(HeldAck{&c, held_acks_.back().ticket, AckPacket{}, false, true});
+    ++c.more().acks_held;
+    ++c.more().pings_held;
+}
+
 void Broker::publishes_confirmed(std::uint64_t ticket) {
     // Tickets only grow, so the front is the oldest.
     std::vector<Connection*> touched;
@@ -94,7 +105,11 @@ void Broker::publishes_confirmed(std::uint64_t ticket) {
             cluster_->reached_no_node(h.ticket)) {
             h.ack.reason = ReasonCode::no_matching_subscribers;
         }
-        c.send_now(h.ack);
+        if (h.pingresp) {
+            --c.extras->pings_held;
+        } else {
+            c.send_now(h.ack);
+        }
         if (touched.empty() || touched.back() != &c) touched.push_back(&c);
     }
     // Once per connection: a client with many acknowledgements released
@@ -109,6 +124,7 @@ void Broker::drop_holds(Connection& c) {
     if (c.held_acks() != 0) {
         std::erase_if(held_acks_, [&c](const HeldAck& h) { return h.connection == &c; });
         c.extras->acks_held = 0;
+        c.extras->pings_held = 0;
     }
     // What collected is dropped with the connection (its QoS 1/2 messages
     // stay in flight in the session, resent with DUP on the next

@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "broker/message.hpp"
+#include "mqttools/reason_code.hpp"
 
 namespace mqttools::broker {
 
@@ -58,6 +59,23 @@ public:
     virtual std::uint64_t interest_ticket(bool retained) {
         (void)retained;
         return 0;
+    }
+    // Before a client's PUBLISH is accepted: can the cluster carry a message
+    // to `topic` whose PUBLISH is about `size` bytes? Success, or what the
+    // publisher is told: 0x90 Topic Name invalid (its name on the cluster
+    // would be longer than the cluster allows), 0x95 Packet too large (over
+    // the cluster's largest message). A node never delivers locally what
+    // the other nodes cannot get.
+    virtual ReasonCode publish_refusal(std::string_view topic, std::size_t size) const {
+        (void)topic;
+        (void)size;
+        return ReasonCode::success;
+    }
+    // Before a SUBSCRIBE is granted: can the cluster carry interest in
+    // `filter` (false: its name on the cluster would be too long; 0x8F)?
+    virtual bool accepts_filter(std::string_view filter) const {
+        (void)filter;
+        return true;
     }
     // A message published on this node (by a client or as a will), for the
     // other nodes; a retained one also updates the cluster's retained copy

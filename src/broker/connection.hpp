@@ -135,6 +135,7 @@ public:
         std::unique_ptr<RetainedBacklog> retained;  // on the broker's retained_work_ list
         std::unique_ptr<net::OutputQueue> deferred;  // with output_deferred
         std::uint32_t acks_held = 0;  // Broker::held_acks_ entries for this connection
+        std::uint32_t pings_held = 0;  // of them, PINGRESP marks
     };
     std::unique_ptr<Extras> extras;
     Extras& more() {

@@ -80,6 +80,16 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
         rc = ReasonCode::quota_exceeded;
     } else if (!authorize_publish(c, topic)) {
         rc = ReasonCode::not_authorized;
+    } else if (const ReasonCode refused =
+                   cluster_ ? cluster_->publish_refusal(topic, p.payload.size() + p.properties.raw.size() + topic.size())
+                            : ReasonCode::success;
+               refused != ReasonCode::success) {
+        // The other nodes could not get it (docs/cluster.md, "Limits").
+        rc = refused;
+        if (c.version != ProtocolVersion::v5 && p.qos != QoS::at_most_once) {
+            close_connection(c, rc, false);  // 3.1.1: no negative PUBACK ([MQTT-3.3.5-2])
+            return;
+        }
     } else if (!p.payload.empty() && memory_exceeded()) {
         // memory_limit: refuse new work; an empty retained message only frees memory.
         rc = ReasonCode::quota_exceeded;

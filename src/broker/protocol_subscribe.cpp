@@ -54,7 +54,8 @@ void Broker::handle_subscribe(Connection& c, const FixedHeader& header, Bytes bo
     while (p.subscriptions.next(cursor, sub)) {
         ReasonCode rc;
         const bool is_new = s.subscriptions.find(sub.filter) == s.subscriptions.end();
-        if (check_topic_filter(sub.filter) != ReasonCode::success) {
+        if (check_topic_filter(sub.filter) != ReasonCode::success ||
+            (cluster_ && !cluster_->accepts_filter(sub.filter))) {
             rc = ReasonCode::topic_filter_invalid;
         } else if (!authorize_subscribe(c, sub.filter)) {
             rc = ReasonCode::not_authorized;

@@ -99,6 +99,11 @@ void NatsCluster::change_interest(std::string_view filter, bool add) {
         tag = it->second;
     }
     for (std::string& subject : filter_subjects(prefix_ + ".m", plain)) {
+        if (subject.size() + queue.size() > max_subject_bytes) {
+            // Refused for clients (accepts_filter); a bridge's topic: local only.
+            if (add) spdlog::warn("Cluster: interest in {:.64}... is too long for NATS; it stays on this node.", filter);
+            continue;
+        }
         std::string key = subject;
         if (!queue.empty()) key.append(1, ' ').append(queue);  // ' ' never occurs in either
         auto it = interest_.find(key);
@@ -115,6 +120,32 @@ void NatsCluster::change_interest(std::string_view filter, bool add) {
             interest_.erase(it);
         }
     }
+}
+
+ReasonCode NatsCluster::publish_refusal(std::string_view topic, std::size_t size) const {
+    if (static_cast<std::int64_t>(size + 32) > shared_->max_payload.load()) return ReasonCode::packet_too_large;
+    // A subject is at most 3 bytes per topic byte (%XX): measure only when
+    // that bound is over the limit.
+    if (prefix_.size() + 5 + 3 * topic.size() > max_subject_bytes) {
+        std::string subject;
+        topic_subject(subject, prefix_ + ".m", topic);
+        if (subject.size() > max_subject_bytes) return ReasonCode::topic_name_invalid;
+    }
+    return ReasonCode::success;
+}
+
+bool NatsCluster::accepts_filter(std::string_view filter) const {
+    std::string_view plain = filter;
+    std::string queue;
+    if (auto sf = parse_shared_filter(filter)) {
+        plain = sf->filter;
+        queue = queue_name(sf->share_name, sf->filter);
+    }
+    if (prefix_.size() + 5 + 3 * plain.size() + queue.size() <= max_subject_bytes) return true;
+    for (const std::string& subject : filter_subjects(prefix_ + ".m", plain)) {
+        if (subject.size() + queue.size() > max_subject_bytes) return false;
+    }
+    return true;
 }
 
 std::uint64_t NatsCluster::interest_ticket(bool retained) {
@@ -162,6 +193,17 @@ void NatsCluster::publish(const broker::MessageView& m) {
         bytes = {encoded_.data(), size};
     }
     topic_subject(subject_, prefix_ + ".m", m.topic);
+    if (subject_.size() > max_subject_bytes || static_cast<std::int64_t>(bytes.size()) > shared_->max_payload.load()) {
+        // Refused before it reached here for clients (publish_refusal);
+        // a will or a bridge's message that NATS would not take (a long
+        // subject would even cost the connection) stays on this node.
+        const std::uint64_t n = shared_->lost_out.fetch_add(1, std::memory_order_relaxed) + 1;
+        if ((n & (n - 1)) == 0) {
+            spdlog::warn("Cluster: a message too large for NATS stays on this node ({} bytes, subject {} bytes).",
+                         bytes.size(), subject_.size());
+        }
+        return;
+    }
     const bool confirm = m.qos != QoS::at_most_once;
     if (!shared_->push_out(Op::publish_live, 0, confirm ? 1 : 0, subject_, {}, bytes.data(), bytes.size())) {
         shared_->lost_out.fetch_add(1, std::memory_order_relaxed);

@@ -63,6 +63,8 @@ public:
         return last_publish_ticket_ > publishes_confirmed_ ? last_publish_ticket_ : 0;
     }
     bool reached_no_node(std::uint64_t ticket) override;
+    ReasonCode publish_refusal(std::string_view topic, std::size_t size) const override;
+    bool accepts_filter(std::string_view filter) const override;
     broker::ClusterMessageId last_publish_id() const override { return last_publish_id_; }
     void publish(const broker::MessageView& message) override;
     void claim_session(std::string_view client_id, bool want_state) override;

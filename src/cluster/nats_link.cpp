@@ -88,14 +88,17 @@ void on_disconnected(natsConnection*, void* closure) {
     s->log("Cluster: lost the connection to NATS; serving local clients, reconnecting.");
 }
 
-void on_reconnected(natsConnection*, void* closure) {
+void on_reconnected(natsConnection* nc, void* closure) {
     auto* s = static_cast<NatsCluster::Shared*>(closure);
     s->reconnects.fetch_add(1, std::memory_order_relaxed);
+    s->learn_max_payload(nc);
     s->log("Cluster: reconnected to NATS (interest re-subscribed).");
 }
 
-void on_connected(natsConnection*, void* closure) {
-    static_cast<NatsCluster::Shared*>(closure)->log("Cluster: connected to NATS.");
+void on_connected(natsConnection* nc, void* closure) {
+    auto* s = static_cast<NatsCluster::Shared*>(closure);
+    s->learn_max_payload(nc);
+    s->log("Cluster: connected to NATS.");
 }
 
 // "_p.ORIGIN.SEQ.TICKET": QoS 1/2 message number TICKET reached no other
@@ -374,6 +377,7 @@ void NatsCluster::Shared::link_main() {
     // reactor in the order NATS sent them (the duplicate check relies on it).
     nats_SetMessageDeliveryPoolSize(1);
     data.store(connect(true));
+    learn_max_payload(data.load());
     control.store(connect(false));
     natsSubscription* claims = nullptr;
     natsSubscription* handovers = nullptr;

@@ -53,6 +53,12 @@ constexpr std::uint32_t tag_shared_base = 16;
 constexpr std::size_t max_out_bytes = 64u << 20;
 constexpr std::size_t max_in_bytes = 256u << 20;
 
+// The longest subject (with a queue name, both) this node puts on NATS:
+// nats-server refuses a protocol line longer than its max_control_line
+// (4 KiB by default) and closes the connection, which would cut the whole
+// node off. 128 bytes are left for the verb, reply subject and sizes.
+constexpr std::size_t max_subject_bytes = 4096 - 128;
+
 // publish_live carries (origin, sequence) in the reply subject: a node whose
 // filters overlap ("a/+" and "+/b") holds two NATS subscriptions that both
 // match "a/b", and NATS delivers one copy per subscription; the receiver
@@ -254,6 +260,12 @@ struct NatsCluster::Shared {
     std::atomic<std::uint64_t> disconnects{0};
     std::atomic<std::uint64_t> reconnects{0};
     std::atomic<std::uint64_t> subscriptions{0};
+    // The server's max_payload (its INFO; 1 MiB, nats-server's default,
+    // until known): the largest message that crosses.
+    std::atomic<std::int64_t> max_payload{1 << 20};
+    void learn_max_payload(natsConnection* nc) {
+        if (nc && natsConnection_GetMaxPayload(nc) > 0) max_payload.store(natsConnection_GetMaxPayload(nc));
+    }
 
     // Subscriptions whose close libnats' delivery thread has not handled
     // yet (natsSubscription_SetOnCompleteCB). At shutdown the link thread

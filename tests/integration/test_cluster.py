@@ -264,6 +264,38 @@ def test_shared_subscription_delivered_once_cluster_wide(nodes):
 # ------------------------------------------------------------------ retained
 
 
+def test_what_nats_cannot_carry_is_refused_and_the_link_stays_up(nodes):
+    """A topic whose NATS subject would pass nats-server's 4 KiB protocol
+    line (which would close the node's connection to NATS) and a message
+    over its max_payload (1 MiB) cannot cross: the publisher and subscriber
+    are told (0x90, 0x95, 0x8F; a 3.1.1 publisher is disconnected rather
+    than falsely acknowledged), nobody gets them, and the node's link stays
+    up for everything else."""
+    n1, n2 = nodes(2)
+    long_topic = "long/" + "." * 1400     # 1,405 bytes; over 4,200 as a subject ("." is %2E)
+    big = bytes(range(256)) * 4096       # 1 MiB payload: the PUBLISH is over 1 MiB
+    sub1 = subscribed(n1.port, "s1", "long/#", qos=1)
+    sub2 = subscribed(n2.port, "s2", "long/#", qos=1)
+    pub = connect(n1.port, "p")
+    link(pub, sub2, "long/probe")
+    sub1.messages(quiet=0.2)
+    s = connect(n2.port, "s3")
+    assert s.subscribe([(long_topic, sub_options(1)), ("long/ok", sub_options(1))]).codes == [0x8F, 1]
+    assert pub.publish(long_topic, b"t", qos=1).reason == 0x90
+    pub.publish(long_topic, b"t", qos=0)
+    assert pub.publish("long/big", big, qos=1, packet_id=2).reason == 0x95
+    assert pub.publish("long/big", big[:900_000], qos=1, packet_id=3).reason == 0
+    assert pub.publish("long/ok", b"after", qos=1, packet_id=4).reason == 0
+    for sub in (sub1, sub2):
+        got = [(p.topic, len(p.payload)) for p in sub.messages(quiet=0.5)]
+        assert got == [("long/big", 900_000), ("long/ok", 5)]
+    v311 = connect(n1.port, "p311", version=4)
+    v311.send(publish_packet(long_topic, b"t", 1, False, False, 1, 4))
+    v311.expect_closed()
+    assert sys_value(n1.port, "$SYS/broker/cluster/disconnects") == "0"
+    link(pub, sub2, "long/probe")
+
+
 def retained_on(port, topic, quiet=0.3):
     c = connect(port, "")
     c.subscribe([(topic, sub_options(1))])

@@ -10,6 +10,7 @@ import socket
 import struct
 import time
 
+from cluster_mode import cluster_limit
 from conformance_probe import (CONNACK, PINGRESP, PUBACK, PUBLISH, P_MAXIMUM_PACKET_SIZE, SUBACK, Conn, client,
                                connect, h, opts, probe, probe_factory, prop, props, publish, subscribe,
                                unsubscribe)
@@ -244,6 +245,8 @@ def test_connection_churn_and_resets(probe):
     assert_still_serves(probe.port)
 
 
+@cluster_limit("a PUBLISH over nats-server's max_payload (1 MiB by default) cannot cross nodes: refused with "
+               "0x95 at QoS 1/2, dropped at QoS 0 (docs/cluster.md, Limits)")
 def test_large_packets_across_read_buffers(probe):
     """[MQTT-7.1.1-1]: three 100 KiB PUBLISHes in one send() and a 1 MiB one
     (each larger than any sensible read buffer) arrive intact and in order."""
@@ -303,6 +306,8 @@ def test_mutated_sessions_from_many_clients(probe):
     assert_still_serves(probe.port)
 
 
+@cluster_limit("a topic whose NATS subject would pass nats-server's 4 KiB protocol line cannot cross nodes: "
+               "0x90 at QoS 1/2, dropped at QoS 0, its filter refused with 0x8F (docs/cluster.md, Limits)")
 def test_very_deep_topics_and_filters(probe):
     """[MQTT-4.7.3-3] Topic Names and Filters may be up to 65,535 bytes: a
     32,000-level filter of `+`, a 32,000-level filter of `a` and a 32,000-level
