@@ -340,10 +340,8 @@ void NatsCluster::drain_inbound() {
     }
     reactor_.refresh_now();
     std::size_t pos = 0;
-    while (pos + sizeof(InHeader) <= inbound_.size()) {
-        InHeader h;
-        std::memcpy(&h, inbound_.data() + pos, sizeof h);
-        pos += sizeof h;
+    InHeader h;
+    while (next_header(inbound_, pos, h)) {
         const char* data = inbound_.data() + pos;
         pos += h.len;
         const Bytes bytes(reinterpret_cast<const std::byte*>(data), h.len);

@@ -204,10 +204,8 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
     bool barrier_retained = false;
     bool confirm_sent = false;
     std::size_t pos = 0;
-    while (pos + sizeof(OutHeader) <= batch.size()) {
-        OutHeader h;
-        std::memcpy(&h, batch.data() + pos, sizeof h);
-        pos += sizeof h;
+    OutHeader h;
+    while (next_header(batch, pos, h)) {
         const char* subject = batch.data() + pos;
         pos += h.subject_len;
         const char* queue = h.queue_len ? batch.data() + pos : nullptr;
@@ -325,7 +323,12 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
             }
         }
     }
-    if (retained_ready.load()) {
+    // One reading of `retained_ready` for both steps: the barriers that
+    // waited go to the js thread before this one, never after it (a later
+    // barrier confirmed first would release their SUBACKs too early).
+    const bool ready = retained_ready.load();
+    pass_early_barriers(ready);
+    if (ready) {
         {
             std::lock_guard lock(js_mutex);
             barriers.emplace_back(barrier, barrier_retained);
@@ -342,9 +345,9 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
 
 // Barriers that waited for the retained stream: to the js thread once it
 // serves them, confirmed here once it gave up or after 3 s (in order).
-void NatsCluster::Shared::pass_early_barriers() {
+void NatsCluster::Shared::pass_early_barriers(bool ready) {
     if (early_barriers.empty()) return;
-    if (retained_ready.load()) {
+    if (ready) {
         {
             std::lock_guard lock(js_mutex);
             for (const auto& b : early_barriers) barriers.emplace_back(b.first, true);
@@ -414,7 +417,7 @@ void NatsCluster::Shared::link_main() {
         batch.clear();
         refresh_dropped();
         sweep_barriers();
-        pass_early_barriers();
+        pass_early_barriers(retained_ready.load());
     }
     {
         std::lock_guard lock(js_mutex);

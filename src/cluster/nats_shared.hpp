@@ -88,6 +88,16 @@ struct InHeader {
     std::uint64_t seq;     // its message sequence number
 };
 
+// The next record's header of a queue's packed bytes (copied out: records
+// are not aligned); false at the end. `pos` moves past the header.
+template <class Header>
+bool next_header(const std::vector<char>& queue, std::size_t& pos, Header& h) {
+    if (pos + sizeof h > queue.size()) return false;
+    std::memcpy(&h, queue.data() + pos, sizeof h);
+    pos += sizeof h;
+    return true;
+}
+
 // A session's state (or "nothing to hand over"), not the tail that follows
 // it or the request for that tail: the broker's format marks them by the
 // first byte (broker/session_transfer.cpp). Only states are counted.
@@ -235,7 +245,7 @@ struct NatsCluster::Shared {
     std::atomic<bool> retained_ready{false};
     std::atomic<bool> retained_soon{true};
     std::deque<std::pair<std::uint64_t, std::chrono::steady_clock::time_point>> early_barriers;  // link thread
-    void pass_early_barriers();
+    void pass_early_barriers(bool ready);
     bool unflushed_subs = false;  // link thread: SUBs sent since the last PING
     // The highest stream sequence the retained consumer handed to the reactor.
     std::mutex seen_mutex;
