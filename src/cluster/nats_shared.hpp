@@ -274,7 +274,8 @@ struct NatsCluster::Shared {
     // until known): the largest message that crosses.
     std::atomic<std::int64_t> max_payload{1 << 20};
     void learn_max_payload(natsConnection* nc) {
-        if (nc && natsConnection_GetMaxPayload(nc) > 0) max_payload.store(natsConnection_GetMaxPayload(nc));
+        const std::int64_t n = nc ? natsConnection_GetMaxPayload(nc) : 0;
+        if (n > 0) max_payload.store(n);
     }
 
     // Subscriptions whose close libnats' delivery thread has not handled
