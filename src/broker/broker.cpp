@@ -1,5 +1,5 @@
 #include "broker/broker.hpp"
-#include "broker/bridge.hpp"
+#include "bridge/bridge.hpp"
 #include "broker/connect_pending.hpp"
 
 #include <malloc.h>

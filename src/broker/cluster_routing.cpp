@@ -5,7 +5,7 @@
 // rules exactly (the NATS subjects only choose which nodes get it).
 #include <spdlog/spdlog.h>
 
-#include "broker/bridge.hpp"
+#include "bridge/bridge.hpp"
 #include "broker/broker.hpp"
 
 namespace mqttools::broker {

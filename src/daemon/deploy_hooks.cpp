@@ -4,7 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "broker/bridge.hpp"
+#include "bridge/bridge.hpp"
 #include "broker/broker.hpp"
 #include "config/config_file.hpp"
 #include "daemon/logging.hpp"

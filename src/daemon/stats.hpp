@@ -16,7 +16,7 @@ struct ListenerStats {
     std::uint64_t connections_total = 0;  // sockets accepted since start
 };
 
-// One [[bridge]] (broker/bridge.hpp has the meaning of each field).
+// One [[bridge]] (bridge/bridge.hpp has the meaning of each field).
 struct BridgeStats {
     std::string name;
     std::string state;  // connected, connecting, waiting, stopped

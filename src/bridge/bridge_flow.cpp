@@ -7,7 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "broker/bridge.hpp"
+#include "bridge/bridge.hpp"
 #include "broker/broker.hpp"
 
 namespace mqttools::broker {

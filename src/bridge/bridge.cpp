@@ -2,7 +2,7 @@
 // optional TLS, CONNECT/CONNACK, keep alive, and the back-off between
 // attempts (Mosquitto's restart_timeout: a constant, or base and cap with
 // exponential back-off and jitter). Addresses are tried in turn.
-#include "broker/bridge.hpp"
+#include "bridge/bridge.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
