@@ -428,6 +428,7 @@ private:
         AckPacket ack;
         bool no_local_match;  // 0x10 if no other node took it either
         bool pingresp = false;  // marks a PINGRESP collected behind the held acknowledgements
+        bool own = true;        // `ticket` is its own message's (not borrowed from the one before)
     };
     std::deque<HeldAck> held_acks_;
     void hold_pingresp(Connection& c);

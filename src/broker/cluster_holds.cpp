@@ -72,11 +72,12 @@ void Broker::send_publish_ack(Connection& c, const AckPacket& ack, std::uint64_t
     }
     // Behind the acknowledgements already held for this client: they go
     // out in the order of the PUBLISH packets.
+    const bool own = ticket != 0;
     if (ticket == 0) {
         ticket = held_acks_.back().ticket;
         no_local_match = false;  // not a message of its own
     }
-    held_acks_.push_back(HeldAck{&c, ticket, ack, no_local_match});
+    held_acks_.push_back(HeldAck{&c, ticket, ack, no_local_match, false, own});
     ++c.more().acks_held;
     c.begin_deferral();
 }
@@ -86,7 +87,7 @@ void Broker::send_publish_ack(Connection& c, const AckPacket& ack, std::uint64_t
 // (a client that pings to know its publishes are done gets the PINGRESP
 // after their PUBACKs and after the messages that came meanwhile).
 void Broker::hold_pingresp(Connection& c) {
-    held_acks_.push_back(HeldAck{&c, held_acks_.back().ticket, AckPacket{}, false, true});
+    held_acks_.push_back(HeldAck{&c, held_acks_.back().ticket, AckPacket{}, false, true, false});
     ++c.more().acks_held;
     ++c.more().pings_held;
 }
@@ -94,11 +95,28 @@ void Broker::hold_pingresp(Connection& c) {
 void Broker::publishes_confirmed(std::uint64_t ticket) {
     // Tickets only grow, so the front is the oldest.
     std::vector<Connection*> touched;
+    std::vector<Connection*> refused_311;
     while (!held_acks_.empty() && held_acks_.front().ticket <= ticket) {
         HeldAck h = held_acks_.front();
         held_acks_.pop_front();
         Connection& c = *h.connection;
         --c.extras->acks_held;
+        // Not stored durably in time (sessions = "replicated"): refused,
+        // never acknowledged into the void; the publisher sends it again.
+        const ReasonCode refused = h.own && !h.pingresp && cluster_ ? cluster_->publish_refused(h.ticket)
+                                                                    : ReasonCode::success;
+        if (refused != ReasonCode::success && h.ack.reason == ReasonCode::success) {
+            if (h.ack.type == PacketType::pubrec && c.session) {
+                c.session->inbound_qos2.erase(h.ack.packet_id);  // not received: a resend is new
+                if (c.session->stored) persist_inbound(*c.session, h.ack.packet_id, false);
+            }
+            if (c.version != ProtocolVersion::v5) {
+                // 3.1.1 has no negative PUBACK: close instead ([MQTT-3.3.5-2]).
+                if (refused_311.empty() || refused_311.back() != &c) refused_311.push_back(&c);
+                continue;
+            }
+            h.ack.reason = refused;
+        }
         // Nobody here and, as NATS answered, no other node: what a single
         // node says ([MQTT-3.4.2.1] 0x10 No matching subscribers).
         if (h.no_local_match && h.ack.reason == ReasonCode::success && cluster_ &&
@@ -117,6 +135,11 @@ void Broker::publishes_confirmed(std::uint64_t ticket) {
     std::sort(touched.begin(), touched.end());
     touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
     for (Connection* c : touched) release_deferred(*c);
+    std::sort(refused_311.begin(), refused_311.end());
+    refused_311.erase(std::unique(refused_311.begin(), refused_311.end()), refused_311.end());
+    for (Connection* c : refused_311) {
+        if (c->state == Connection::State::connected) close_connection(*c, ReasonCode::unspecified_error, false);
+    }
 }
 
 void Broker::drop_holds(Connection& c) {

@@ -99,6 +99,13 @@ public:
         (void)ticket;
         return false;
     }
+    // Once `ticket` is confirmed, asked in ticket order: was the message
+    // refused (not stored durably within the bound)? Then its publisher
+    // gets this reason code instead of a false acknowledgement.
+    virtual ReasonCode publish_refused(std::uint64_t ticket) {
+        (void)ticket;
+        return ReasonCode::success;
+    }
     // A client connects here with `client_id`: other nodes holding it
     // close it (0x8E, Session taken over); with `want_state` (Clean Start
     // 0) the node that held the session sends it back through

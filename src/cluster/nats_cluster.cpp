@@ -18,6 +18,7 @@
 #include <nats/nats.h>
 #include <spdlog/spdlog.h>
 
+#include "cluster/nats_durable.hpp"
 #include "cluster/nats_shared.hpp"
 #include "cluster/subject_map.hpp"
 #include "mqttools/codec.hpp"
@@ -49,6 +50,7 @@ std::unique_ptr<NatsCluster> NatsCluster::start(net::Reactor& reactor, broker::B
     Shared* s = c->shared_.get();
     s->origin = (wall_ns() * 0x9E3779B97F4A7C15ULL) ^ static_cast<std::uint64_t>(::getpid());
     if (s->origin == 0) s->origin = 1;
+    if (config.replicated) s->durable = new Durable(*s);
     // The link thread and every thread libnats starts from it block all
     // signals: SIGTERM/SIGHUP must reach the reactor's signalfd, never a
     // libnats thread (whose default action would kill the process).
@@ -73,6 +75,8 @@ NatsCluster::~NatsCluster() {
         shared_->js_cv.notify_all();
     }
     if (shared_->link_thread.joinable()) shared_->link_thread.join();
+    delete shared_->durable;
+    shared_->durable = nullptr;
     if (eventfd_) reactor_.remove(eventfd_.get());
     // Every connection and subscription is destroyed above; wait (bounded)
     // for libnats' own threads to release what they still hold. nats_Close()
@@ -212,6 +216,14 @@ void NatsCluster::publish(const broker::MessageView& m) {
         // (live_seq): the same count.
         last_publish_id_ = {shared_->origin, ++live_pushed_};
         if (confirm) last_publish_ticket_ = ++publishes_pushed_;
+        if (confirm && shared_->durable) {
+            // Also into the message stream; the PUBACK waits for it too.
+            std::string durable_subject;
+            topic_subject(durable_subject, prefix_ + ".q", m.topic);
+            shared_->durable->push(std::move(durable_subject), bytes.data(), bytes.size(), last_publish_ticket_,
+                                   shared_->origin, live_pushed_);
+            durable_pending_.emplace_back(last_publish_ticket_, false);
+        }
     }
     if (m.retain) {
         // The retained stream keeps it (or, empty, the deletion) for every
@@ -375,6 +387,9 @@ void NatsCluster::drain_inbound() {
                 live_sent_ = std::max(live_sent_, h.seq);
                 release_publishes();
                 break;
+            case tag_durable:
+                durable_result(h.seq, h.age == 0);
+                break;
             case tag_stored:
                 while (!retained_pending_.empty() && retained_pending_.front() <= h.seq) retained_pending_.pop_front();
                 release_publishes();
@@ -406,6 +421,7 @@ void NatsCluster::drain_inbound() {
 void NatsCluster::release_publishes() {
     std::uint64_t upto = live_sent_;
     if (!retained_pending_.empty()) upto = std::min(upto, retained_pending_.front() - 1);
+    if (!durable_pending_.empty()) upto = std::min(upto, durable_pending_.front().first - 1);
     if (upto <= publishes_confirmed_) return;
     publishes_confirmed_ = upto;
     broker_.publishes_confirmed(publishes_confirmed_);
@@ -432,6 +448,28 @@ broker::ClusterCounters NatsCluster::counters() const {
     c.sessions_sent = sessions_sent_;
     c.sessions_received = sessions_received_;
     return c;
+}
+
+}  // namespace mqttools::cluster
+namespace mqttools::cluster {
+
+// The stream's answer for one durable QoS 1/2 publish (tag_durable): its
+// acknowledgement may go once every earlier one's has (release_publishes).
+void NatsCluster::durable_result(std::uint64_t ticket, bool stored) {
+    auto it = std::lower_bound(durable_pending_.begin(), durable_pending_.end(), ticket,
+                               [](const auto& p, std::uint64_t t) { return p.first < t; });
+    if (it == durable_pending_.end() || it->first != ticket) return;
+    it->second = true;
+    if (!stored) refused_.push_back(ticket);
+    while (!durable_pending_.empty() && durable_pending_.front().second) durable_pending_.pop_front();
+    release_publishes();
+}
+
+ReasonCode NatsCluster::publish_refused(std::uint64_t ticket) {
+    auto it = std::find(refused_.begin(), refused_.end(), ticket);
+    if (it == refused_.end()) return ReasonCode::success;
+    refused_.erase(it);
+    return ReasonCode::unspecified_error;
 }
 
 }  // namespace mqttools::cluster

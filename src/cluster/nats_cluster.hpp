@@ -63,6 +63,7 @@ public:
         return last_publish_ticket_ > publishes_confirmed_ ? last_publish_ticket_ : 0;
     }
     bool reached_no_node(std::uint64_t ticket) override;
+    ReasonCode publish_refused(std::uint64_t ticket) override;
     ReasonCode publish_refusal(std::string_view topic, std::size_t size) const override;
     bool accepts_filter(std::string_view filter) const override;
     broker::ClusterMessageId last_publish_id() const override { return last_publish_id_; }
@@ -118,6 +119,12 @@ private:
     std::uint64_t live_sent_ = 0;  // NATS has the publishes up to this one (tag_sent)
     std::deque<std::uint64_t> retained_pending_;  // retained QoS 1/2 publishes the stream has not acknowledged
     void release_publishes();
+    // sessions = "replicated": QoS 1/2 publishes the message stream has not
+    // answered yet (ticket, answered), in ticket order, and those it did
+    // not store in time (nats_durable.hpp).
+    std::deque<std::pair<std::uint64_t, bool>> durable_pending_;
+    std::vector<std::uint64_t> refused_;
+    void durable_result(std::uint64_t ticket, bool stored);
     std::deque<std::uint64_t> unreceived_;  // tickets NATS said no other node wanted
     // Shared subscriptions: "$share/NAME/FILTER" <-> tag on NATS messages.
     std::unordered_map<std::string, std::uint32_t> shared_tags_;

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <string>
 
+#include "cluster/nats_durable.hpp"
 #include "cluster/nats_shared.hpp"
 #include "cluster/subject_map.hpp"
 
@@ -402,6 +403,7 @@ void NatsCluster::Shared::link_main() {
         track(unreceived_sub);
         if (unreceived_sub) natsSubscription_SetPendingLimits(unreceived_sub, -1, -1);
     }
+    if (durable) durable->start();
     js_thread = std::thread([this] { js_main(); });
     kv_thread = std::thread([this] { kv_main(); });
     std::vector<char> batch;
@@ -429,6 +431,7 @@ void NatsCluster::Shared::link_main() {
     }
     js_thread.join();
     kv_thread.join();
+    if (durable) durable->stop();
     // Wills published during shutdown still go out (best effort, 1 s).
     if (natsConnection* d = data.load()) natsConnection_FlushTimeout(d, 1000);
     for (auto& [id, sub] : subs) natsSubscription_Destroy(sub);

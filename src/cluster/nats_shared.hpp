@@ -123,6 +123,8 @@ inline std::string stream_name(std::string_view prefix, std::string_view kind = 
     return name;
 }
 
+struct Durable;  // nats_durable.hpp
+
 struct SubContext {
     NatsCluster::Shared* shared;
     std::uint32_t tag;
@@ -203,6 +205,8 @@ struct NatsCluster::Shared {
     SubContext retained_context{this, tag_retained};
     SubContext claim_context{this, tag_claim};
     SubContext session_context{this, tag_session};
+
+    Durable* durable = nullptr;  // sessions = "replicated" (issue 25); owned by NatsCluster
 
     std::thread link_thread;
     std::thread js_thread;

@@ -125,6 +125,12 @@ struct Cluster {
     std::string certfile;                // TLS client certificate and key
     std::string keyfile;
     std::string subject_prefix = "mqtt"; // root of every NATS subject we use
+    // sessions: "replicated" (issue 25: QoS 1/2 messages and persistent
+    // sessions live in JetStream, any node resumes them) or "local"
+    // (sessions live and die with their node).
+    bool replicated = true;
+    std::uint32_t replicas = 1;          // JetStream stream/KV replicas (1..5)
+    std::uint32_t hold_timeout = 5000;   // ms a PUBACK waits for JetStream before it is refused
 };
 
 enum class LogLevel { trace, debug, info, warning, error };

@@ -9,7 +9,7 @@ namespace {
 
 const std::vector<std::string_view> kClusterKeys = {
     "nats_url", "node_id", "credentials", "username", "password",
-    "cafile",   "certfile", "keyfile",    "subject_prefix",
+    "cafile",   "certfile", "keyfile",    "subject_prefix", "sessions", "replicas", "hold_timeout",
 };
 
 bool has_space(std::string_view s) {
@@ -82,6 +82,26 @@ void check_cluster(const toml::table& table, Cluster& out, const SectionChecker&
                           out.subject_prefix.find("..") == std::string::npos;
                 for (const char ch : out.subject_prefix) ok = ok && ch != '*' && ch != '>';
                 if (!ok) c.error(value.source(), qk, "must be NATS subject tokens like \"mqtt\" or \"site1.mqtt\"");
+            }
+        } else if (k == "sessions") {
+            std::string mode;
+            if (get_string(value, qk, mode, c)) {
+                if (mode == "replicated" || mode == "local") {
+                    out.replicated = mode == "replicated";
+                } else {
+                    c.error(value.source(), qk, "must be \"replicated\" or \"local\"");
+                }
+            }
+        } else if (k == "replicas" || k == "hold_timeout") {
+            auto v = value.value_exact<std::int64_t>();
+            const std::int64_t lo = 1, hi = k == "replicas" ? 5 : 600000;
+            if (!v || *v < lo || *v > hi) {
+                c.error(value.source(), qk,
+                        k == "replicas" ? "must be an integer from 1 to 5" : "must be milliseconds from 1 to 600000");
+            } else if (k == "replicas") {
+                out.replicas = static_cast<std::uint32_t>(*v);
+            } else {
+                out.hold_timeout = static_cast<std::uint32_t>(*v);
             }
         } else {
             c.unknown_key(key, "[cluster]", kClusterKeys);

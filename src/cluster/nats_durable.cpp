@@ -1,0 +1,228 @@
+// The durable thread (issue 25): QoS 1/2 messages into the JetStream
+// stream PREFIX_MSGS, acknowledged back to the reactor in ticket terms
+// (nats_durable.hpp says why and how).
+
+#include "cluster/nats_durable.hpp"
+
+#include <cstdio>
+#include <cstring>
+
+#include "cluster/nats_shared.hpp"
+
+namespace mqttools::cluster {
+
+namespace {
+
+// "_d.ORIGIN.TICKET": the stream's answer to one durable publish.
+void on_answer(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+    auto* d = static_cast<Durable*>(closure);
+    const char* subject = natsMsg_GetSubject(msg);
+    const char* dot = subject ? std::strrchr(subject, '.') : nullptr;
+    std::uint64_t ticket = 0;
+    for (const char* p = dot ? dot + 1 : ""; *p >= '0' && *p <= '9'; ++p) ticket = ticket * 10 + (*p - '0');
+    // A PubAck is {"stream":"..","seq":N[,"duplicate":true]}; a failure
+    // {"error":{...}} or a "no responders" status (no stream).
+    const std::string_view body(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+    const bool stored = !natsMsg_IsNoResponders(msg) && body.find("\"error\"") == body.npos &&
+                        body.find("\"seq\"") != body.npos;
+    natsMsg_Destroy(msg);
+    if (ticket != 0) d->answered(ticket, stored);
+}
+
+}  // namespace
+
+Durable::Durable(NatsCluster::Shared& s) : stream(stream_name(s.prefix, "MQTT_MSGS_")), shared(s) {
+    char origin_hex[24];
+    std::snprintf(origin_hex, sizeof origin_hex, "%llx", static_cast<unsigned long long>(s.origin));
+    reply_prefix_ = std::string("_d.") + origin_hex + ".";
+}
+
+Durable::~Durable() { stop(); }
+
+void Durable::push(std::string subject, const void* data, std::size_t len, std::uint64_t ticket,
+                   std::uint64_t origin, std::uint64_t seq) {
+    char id[48];
+    std::snprintf(id, sizeof id, "%llx.%llu", static_cast<unsigned long long>(origin),
+                  static_cast<unsigned long long>(seq));
+    Item item{std::move(subject), std::string(static_cast<const char*>(data), len), id,
+              std::chrono::steady_clock::now(), {}};
+    {
+        std::lock_guard lock(mutex_);
+        incoming_.emplace_back(ticket, std::move(item));
+    }
+    cv_.notify_one();
+}
+
+void Durable::answered(std::uint64_t ticket, bool stored) {
+    {
+        std::lock_guard lock(mutex_);
+        answers_.emplace_back(ticket, stored);
+    }
+    cv_.notify_one();
+}
+
+void Durable::post(std::function<void(jsCtx*)> job) {
+    {
+        std::lock_guard lock(mutex_);
+        jobs_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+}
+
+void Durable::start() {
+    natsConnection* c = shared.control.load();
+    if (!c) return;
+    const std::string answers = reply_prefix_ + "*";
+    natsConnection_Subscribe(&answer_sub_, c, answers.c_str(), on_answer, this);
+    shared.track(answer_sub_);
+    if (answer_sub_) natsSubscription_SetPendingLimits(answer_sub_, -1, -1);
+    thread_ = std::thread([this] { main(); });
+}
+
+void Durable::stop() {
+    {
+        std::lock_guard lock(mutex_);
+        stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    if (answer_sub_) {
+        natsSubscription_Unsubscribe(answer_sub_);
+        natsSubscription_Destroy(answer_sub_);
+        answer_sub_ = nullptr;
+    }
+    if (js_) {
+        jsCtx_Destroy(js_);
+        js_ = nullptr;
+    }
+}
+
+// The stream: file storage, `replicas` copies, a message kept a week at
+// most (a session offline longer than that finds the older ones gone), a
+// two-minute duplicate window for the resends. True once it exists (or
+// the server has no JetStream: then the path is passed through, logged).
+bool Durable::setup() {
+    natsConnection* c = shared.control.load();
+    if (!c || natsConnection_Status(c) != NATS_CONN_STATUS_CONNECTED) return false;
+    if (!js_) {
+        jsOptions jo;
+        jsOptions_Init(&jo);
+        jo.Wait = 2000;
+        if (natsConnection_JetStream(&js_, c, &jo) != NATS_OK) {
+            js_ = nullptr;
+            return false;
+        }
+    }
+    const std::string subjects = shared.prefix + ".q.>";
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = stream.c_str();
+    const char* subject_list[] = {subjects.c_str()};
+    cfg.Subjects = subject_list;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_FileStorage;
+    cfg.Replicas = shared.config.replicas;
+    cfg.MaxAge = std::int64_t{7} * 24 * 3600 * 1'000'000'000LL;
+    cfg.Duplicates = std::int64_t{120} * 1'000'000'000LL;
+    jsStreamInfo* si = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    const natsStatus st = js_AddStream(&si, js_, &cfg, nullptr, &jerr);
+    if (si) jsStreamInfo_Destroy(si);
+    if (st == NATS_OK || jerr == JSStreamNameExistErr) return true;
+    if (st == NATS_NO_RESPONDERS || jerr == JSNotEnabledErr || jerr == JSNotEnabledForAccountErr) {
+        shared.log("Cluster: JetStream is not enabled on the NATS server: QoS 1/2 messages and sessions are not "
+                   "replicated (sessions = \"replicated\" needs nats-server -js).");
+        passthrough_ = true;
+        return false;
+    }
+    static int attempts = 0;
+    if (attempts++ % 20 == 0) {
+        shared.log(std::string("Cluster: cannot create the message stream ") + stream + ": " +
+                   natsStatus_GetText(st) + " (JetStream error " + std::to_string(jerr) + ")");
+    }
+    return false;
+}
+
+void Durable::send(std::uint64_t ticket) {
+    auto it = pending_.find(ticket);
+    if (it == pending_.end()) return;
+    Item& item = it->second;
+    natsConnection* c = shared.control.load();
+    item.sent = std::chrono::steady_clock::now();
+    if (!c || natsConnection_Status(c) != NATS_CONN_STATUS_CONNECTED) return;
+    const std::string reply = reply_prefix_ + std::to_string(ticket);
+    natsMsg* m = nullptr;
+    if (natsMsg_Create(&m, item.subject.c_str(), reply.c_str(), item.data.data(),
+                       static_cast<int>(item.data.size())) != NATS_OK) {
+        return;
+    }
+    natsMsgHeader_Set(m, "Nats-Msg-Id", item.msg_id.c_str());
+    natsConnection_PublishMsg(c, m);
+    natsMsg_Destroy(m);
+}
+
+void Durable::main() {
+    using namespace std::chrono;
+    const auto hold = milliseconds(shared.config.hold_timeout);
+    auto next_setup = steady_clock::now();
+    std::deque<std::pair<std::uint64_t, Item>> incoming;
+    std::deque<std::pair<std::uint64_t, bool>> answers;
+    std::deque<std::function<void(jsCtx*)>> jobs;
+    for (;;) {
+        {
+            std::unique_lock lock(mutex_);
+            cv_.wait_for(lock, milliseconds(100),
+                         [&] { return stop_ || !incoming_.empty() || !answers_.empty() || !jobs_.empty(); });
+            if (stop_) break;
+            incoming.swap(incoming_);
+            answers.swap(answers_);
+            jobs.swap(jobs_);
+        }
+        const auto now = steady_clock::now();
+        if (!ready_ && !passthrough_ && now >= next_setup) {
+            ready_ = setup();
+            next_setup = now + milliseconds(500);
+        }
+        for (auto& [ticket, item] : incoming) {
+            if (passthrough_) {
+                shared.push_in(tag_durable, 0, nullptr, 0, 0, ticket);
+                continue;
+            }
+            pending_.emplace(ticket, std::move(item));
+            if (ready_) send(ticket);
+        }
+        incoming.clear();
+        for (const auto& [ticket, stored] : answers) {
+            auto it = pending_.find(ticket);
+            if (it == pending_.end()) continue;
+            if (stored) {
+                pending_.erase(it);
+                shared.push_in(tag_durable, 0, nullptr, 0, 0, ticket);
+            } else {
+                // Refused for now (no stream yet, a leader election under
+                // way): sent again shortly.
+                it->second.sent = now - milliseconds(800);
+                ready_ = false;  // set the stream up again (it may be gone)
+            }
+        }
+        answers.clear();
+        for (auto& job : jobs) job(ready_ ? js_ : nullptr);
+        jobs.clear();
+        for (auto it = pending_.begin(); it != pending_.end();) {
+            if (passthrough_ || now - it->second.first > hold) {
+                // Not stored in time: the publisher is refused and resends.
+                shared.push_in(tag_durable, passthrough_ ? 0 : 1, nullptr, 0, 0, it->first);
+                it = pending_.erase(it);
+                continue;
+            }
+            if (ready_ && (it->second.sent == steady_clock::time_point{} || now - it->second.sent > seconds(1))) {
+                send(it->first);
+            }
+            ++it;
+        }
+    }
+    // Stopping: what was not stored is not acknowledged (the node exits).
+    pending_.clear();
+}
+
+}  // namespace mqttools::cluster

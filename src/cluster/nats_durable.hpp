@@ -1,0 +1,92 @@
+// The durable path of QoS 1/2 messages (issue 25, `[cluster] sessions =
+// "replicated"`): every QoS 1/2 message a node publishes to the cluster is
+// also stored in the JetStream stream PREFIX_MSGS (subjects PREFIX.q.>,
+// file storage, `[cluster] replicas`), and its PUBACK/PUBREC waits until
+// the stream acknowledged it. The live copy on NATS core still carries the
+// message to the nodes at once; the stream is what a node replays when it
+// resumes a session whose node died, or when its own link to NATS broke
+// (nats_sessions.cpp). QoS 0 never touches the stream.
+//
+// Thread: one of its own ("durable thread"). It owns the stream's setup and
+// the messages not yet acknowledged: each is sent as a plain NATS request
+// to PREFIX.q.<topic subject> with a Nats-Msg-Id header ("ORIGIN.SEQ", the
+// message's ClusterMessageId) and the reply subject _d.ORIGIN.TICKET; the
+// stream's answer (libnats' delivery thread) names the ticket. No answer
+// within a second: sent again (the stream's duplicate window makes that
+// idempotent). Not stored within `[cluster] hold_timeout`: refused (the
+// publisher gets 0x80 and resends), never acknowledged into the void.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nats/nats.h>
+
+#include "cluster/nats_cluster.hpp"
+
+namespace mqttools::cluster {
+
+// Results for the reactor (InHeader::tag); nats_shared.hpp's tags stay below.
+constexpr std::uint32_t tag_durable = 13;  // seq = ticket; age 0 stored, 1 refused
+constexpr std::uint32_t tag_replay = 14;   // a message replayed from the stream (origin, seq set)
+constexpr std::uint32_t tag_loaded = 15;   // a session record (or the end of a replay), see nats_sessions.cpp
+
+struct Durable {
+    explicit Durable(NatsCluster::Shared& shared);
+    ~Durable();
+    Durable(const Durable&) = delete;
+    Durable& operator=(const Durable&) = delete;
+
+    // Reactor: one QoS 1/2 message for the stream (subject PREFIX.q...).
+    void push(std::string subject, const void* data, std::size_t len, std::uint64_t ticket, std::uint64_t origin,
+              std::uint64_t seq);
+    // Link thread: start once the connections exist; stop before they close.
+    void start();
+    void stop();
+    // libnats' delivery thread: the stream's answer to ticket `ticket`.
+    void answered(std::uint64_t ticket, bool stored);
+
+    // Replays (nats_sessions.cpp) run on this thread too: a job is a
+    // function that may block on JetStream requests.
+    void post(std::function<void(jsCtx*)> job);
+
+    std::string stream;  // PREFIX_MSGS
+    NatsCluster::Shared& shared;
+
+private:
+    void main();
+    bool setup();
+    void send(std::uint64_t ticket);
+
+    struct Item {
+        std::string subject;
+        std::string data;
+        std::string msg_id;
+        std::chrono::steady_clock::time_point first;
+        std::chrono::steady_clock::time_point sent;  // {}: not sent yet
+    };
+    std::thread thread_;
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    bool stop_ = false;
+    std::deque<std::pair<std::uint64_t, Item>> incoming_;
+    std::deque<std::pair<std::uint64_t, bool>> answers_;
+    std::deque<std::function<void(jsCtx*)>> jobs_;
+    // Durable thread only.
+    std::map<std::uint64_t, Item> pending_;
+    natsSubscription* answer_sub_ = nullptr;
+    jsCtx* js_ = nullptr;
+    bool ready_ = false;
+    bool passthrough_ = false;  // no JetStream on the server: acknowledged at once (logged)
+    std::string reply_prefix_;
+};
+
+}  // namespace mqttools::cluster
