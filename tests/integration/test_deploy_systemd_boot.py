@@ -8,16 +8,15 @@ STATUS, the watchdog, journald, reload, a clean stop and socket activation.
 Runs as root only (nspawn), and in the plain build only (an ASan binary
 needs its runtime inside the root too)."""
 import os
-import pathlib
 import re
-import shutil
-import signal
 import subprocess
 import time
 
 import pytest
 
+import nspawn
 from conftest import BUILD, MQTTOOLSD, SANITIZED, free_port, wait_for_port
+from nspawn import Container
 from test_deploy_util import wait_until
 from mqttwire import DISCONNECT
 from test_security_mqtt import RawClient, Closed
@@ -34,91 +33,9 @@ ROOT_PACKAGES = ["systemd", "systemd-sysv", "dbus", "procps", "libspdlog1.10", "
 PREFIX = "/usr/local"  # build/ is configured with meson's default prefix
 
 
-def apt_mirror():
-    """The Debian mirror this machine's apt uses (deb822 or one-line form)."""
-    for path in sorted(pathlib.Path("/etc/apt/sources.list.d").glob("*.sources")):
-        text = path.read_text()
-        for block in text.split("\n\n"):
-            if re.search(r"^Suites:.*\bbookworm\b", block, re.M) and "security" not in block:
-                m = re.search(r"^URIs:\s*(\S+)", block, re.M)
-                if m:
-                    return m.group(1)
-    legacy = pathlib.Path("/etc/apt/sources.list")
-    if legacy.exists():
-        for line in legacy.read_text().splitlines():
-            m = re.match(r"deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+bookworm\s", line)
-            if m:
-                return m.group(1)
-    pytest.fail("no bookworm source in /etc/apt to debootstrap from")
-
-
 def make_root():
     """The debootstrapped root, made once per build folder (about a minute)."""
-    root = BUILD / "systemd-root"
-    done = root / ".mqttools-root-ready"
-    # The stamp holds the package list: a root made before mqttoolsd needed
-    # another library is made again.
-    wanted = ",".join(ROOT_PACKAGES)
-    if done.exists() and done.read_text() == wanted:
-        return root
-    for tool in ("debootstrap", "systemd-nspawn", "nsenter"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} not installed (scripts/dev installs debootstrap and systemd-container)")
-    shutil.rmtree(root, ignore_errors=True)
-    r = subprocess.run(["debootstrap", "--variant=minbase", "--include=" + ",".join(ROOT_PACKAGES),
-                        "bookworm", str(root), apt_mirror()], capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    (root / "etc" / "hostname").write_text("mqttools-test\n")
-    done.write_text(wanted)
-    return root
-
-
-class Container:
-    def __init__(self, root, log_path):
-        self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            ["systemd-nspawn", "-D", str(root), "-b", "--register=no", "--keep-unit",
-             "-M", "mqttools-test", "--console=pipe"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.pid1 = None
-        assert wait_until(self._find_init, 30), "systemd did not start in the container"
-        # Boot finished (or degraded: an unrelated unit of the minimal root may fail).
-        assert wait_until(lambda: self.run("systemctl", "is-system-running", check=False).stdout.strip()
-                          in ("running", "degraded"), 90, step=0.2), self.run("systemctl", "--failed", check=False).stdout
-
-    def _find_init(self):
-        try:
-            children = pathlib.Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        except OSError:
-            return False
-        for pid in children:
-            if pathlib.Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
-                self.pid1 = int(pid)
-                return True
-        return False
-
-    def run(self, *argv, check=True):
-        r = subprocess.run(["nsenter", "-t", str(self.pid1), "-a", *argv], capture_output=True, text=True,
-                           timeout=60)
-        if check:
-            assert r.returncode == 0, f"{argv}: {r.stdout}{r.stderr}"
-        return r
-
-    def show(self, unit, prop):
-        return self.run("systemctl", "show", unit, "-p", prop, "--value").stdout.strip()
-
-    def journal(self, unit="mqttoolsd"):
-        return self.run("journalctl", "-u", unit, "--no-pager", "-o", "cat").stdout
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.run("systemctl", "poweroff", "--no-block", check=False)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
+    return nspawn.make_root(BUILD / "systemd-root", ROOT_PACKAGES)
 
 
 @pytest.fixture(scope="module")
