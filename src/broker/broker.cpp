@@ -52,6 +52,9 @@ Broker::Broker(net::Reactor& reactor, const config::Config& config)
 }
 
 Broker::~Broker() {
+    // The sources answer through pending_connects_: they go first.
+    auth_chain_.reset();
+    pending_connects_.reset();
     if (store_) store_->on_result(nullptr);
     reactor_.set_before_sleep(nullptr);
     reactor_.cancel_timer(housekeeping_timer_);
@@ -438,6 +441,7 @@ void Broker::close_connection(Connection& c, ReasonCode reason, bool send_discon
     }
     drop_holds(c);
     if (c.extras && c.extras->retained) drop_retained_backlog(c);
+    if (c.extras && c.extras->expiry_timer) reactor_.cancel_timer(c.extras->expiry_timer);
     if (c.setup_queued) {
         // Rare (the peer gave up, or the CONNECT timeout): a linear erase.
         std::erase(setup_queue_, &c);

@@ -14,8 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "broker/auth/acl.hpp"
-#include "broker/auth/authenticator.hpp"
+#include "broker/auth/auth_chain.hpp"
 #include "broker/auth/memory_guard.hpp"
 #include "broker/cluster_link.hpp"
 #include "broker/connection.hpp"
@@ -201,10 +200,12 @@ private:
 
     // protocol_connect.cpp
     void handle_connect(Connection& c, const FixedHeader& header, Bytes body);
-    // The CONNECT after its credentials: `verified` is the AuthPool's
-    // answer (null: check them here). Sends CONNACK or refuses, or parks
-    // it (session_transfer.cpp: the packet is `header` + `body`).
-    void accept_connect(Connection& c, const ConnectPacket& p, bool assigned, const ReasonCode* verified,
+    // The CONNECT after its credentials: `verified` is the AuthChain's
+    // answer (null: a TLS identity, or a parked CONNECT going on, whose
+    // answer is in c.extras). Sends CONNACK or refuses, or parks it
+    // (session_transfer.cpp: the packet is `header` + `body`), or waits for
+    // the ACL answer about its will (connect_pending.cpp).
+    void accept_connect(Connection& c, const ConnectPacket& p, bool assigned, const auth::AuthResult* verified,
                         const FixedHeader& header, Bytes body);
     void refuse_connect(Connection& c, ProtocolVersion version, ReasonCode reason);
     bool attach_session(Connection& c, const ConnectPacket& connect, std::uint32_t session_expiry);
@@ -224,12 +225,20 @@ private:
     void handle_disconnect(Connection& c, const FixedHeader& header, Bytes body);
     std::string assign_client_id();
 
-    // connect_pending.cpp: CONNECTs waiting for the AuthPool. Answers are
-    // applied in arrival order per client id, so a takeover between two
-    // pending CONNECTs ends as it would have without the pool.
+    // connect_pending.cpp: CONNECTs waiting for an answer of the AuthChain
+    // (a password hash on the AuthPool, an HTTP auth service) or for the ACL
+    // answer about their will. Answers are applied in arrival order per
+    // client id, so a takeover between two pending CONNECTs ends as it
+    // would have without the wait. PendingConnects is the AuthHost the
+    // sources answer through.
     struct PendingConnects;
-    void start_pending_connect(Connection& c, const FixedHeader& header, Bytes body);
+    void start_authentication(Connection& c, const ConnectPacket& p, const FixedHeader& header, Bytes body,
+                              bool assigned);
+    void wait_for_will_check(Connection& c, const auth::AuthResult& verified, const FixedHeader& header, Bytes body,
+                             bool assigned, std::uint64_t waiter);
     void on_auth_results();
+    void on_connect_answered(std::uint64_t ticket, auth::AuthResult result);
+    void on_acl_answered(std::uint64_t waiter);
     void finish_pending_connects(const std::string& client_id);
     // A connect_pending connection closes: its answer is discarded.
     void abandon_pending_connect(Connection& c);
@@ -357,15 +366,22 @@ private:
     void drop_retained_backlog(Connection& c);
 
     // security_hooks.cpp: the single points where the security work plugs in.
-    ReasonCode authenticate(Connection& c, const ConnectPacket& connect, const ReasonCode* verified);
-    // True: checking these credentials means a password hash (AuthPool).
-    bool credentials_need_hashing(const Connection& c, const ConnectPacket& connect) const;
-    bool authorize_publish(Connection& c, std::string_view topic);
-    bool authorize_subscribe(Connection& c, std::string_view filter);
+    // nullopt: the ACL answer about the will is pending (c.extras->authz
+    // holds the rules that will answer).
+    std::optional<ReasonCode> authenticate(Connection& c, const ConnectPacket& connect,
+                                           const auth::AuthResult* verified);
+    // allow, deny, or pending: then the packet being handled is held
+    // (Connection::hold_packet) and handled again when the answer is in.
+    auth::Verdict authorize_publish(Connection& c, std::string_view topic);
+    auth::Verdict authorize_subscribe(Connection& c, std::string_view filter);
     bool authorize_delivery(Session& s, std::string_view topic);
+    void hold_for_acl(Connection& c);
     // After the session is attached at CONNECT: binds its ACL to this client.
     void bind_acl(Connection& c);
-    std::unique_ptr<auth::ClientAcl> bound_acl(const Connection& c) const;
+    std::unique_ptr<auth::ClientAuthz> bound_acl(std::string_view client_id, std::optional<std::string_view> username,
+                                                 std::shared_ptr<const auth::ClientRules> credentials, bool superuser);
+    void forget_acl_waiter(Session& s);
+    void expire_credentials_at(Connection& c, std::chrono::system_clock::time_point when);
     // memory_limit: sampled at most every few ms; true = refuse new work (0x97).
     bool memory_exceeded();
     // broker.cpp (Listener lives there): fresh TLS contexts from re-read files.
@@ -399,12 +415,22 @@ private:
     std::size_t sessions_ended_since_trim_ = 0;
 
     // Security state (security_hooks.cpp).
-    std::shared_ptr<const auth::Authenticator> authenticator_;
-    auth::AclChecker acl_;
+    std::shared_ptr<const auth::AuthChain> auth_chain_;
+    // Sources the broker itself owns (dynamic security), asked before the
+    // configured ones; set before reload_security builds the chain.
+    std::vector<std::shared_ptr<auth::AuthSource>> own_auth_sources_;
+    // Clients whose held packet, CONNECT or deliveries wait for an ACL
+    // answer, by ClientAuthz::waiter (one of the two set).
+    struct AclWaiter {
+        Session* session = nullptr;
+        std::uint64_t connect_ticket = 0;
+    };
+    std::unordered_map<std::uint64_t, AclWaiter> acl_waiters_;
+    std::uint64_t next_waiter_ = 1;
     auth::MemoryGuard memory_;
     Clock::time_point memory_sampled_{};
     std::vector<std::string> startup_errors_;
-    std::unique_ptr<PendingConnects> pending_connects_;  // made on first use
+    std::unique_ptr<PendingConnects> pending_connects_;  // the AuthHost: made before the chain
     std::unordered_map<Connection*, Parked> parked_;     // session_transfer.cpp
     Connection* resuming_ = nullptr;  // a parked CONNECT going on (not parked again)
     std::uint64_t parked_seq_ = 0;

@@ -1,8 +1,10 @@
-// The broker's CONNECTs that wait for the AuthPool (connect_pending.cpp).
+// The broker's CONNECTs that wait for an AuthChain answer, and the AuthHost
+// the auth sources answer through (connect_pending.cpp).
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -12,7 +14,7 @@
 
 namespace mqttools::broker {
 
-struct Broker::PendingConnects final : net::IoHandler {
+struct Broker::PendingConnects final : net::IoHandler, auth::AuthHost {
     struct Entry {
         Connection* connection = nullptr;  // null once it closed
         std::string client_id;
@@ -22,7 +24,11 @@ struct Broker::PendingConnects final : net::IoHandler {
         std::vector<std::byte> body;
         bool assigned = false;  // the broker chose the client id
         bool done = false;
-        ReasonCode reason = ReasonCode::unspecified_error;
+        auth::AuthResult result;
+        // The chain this CONNECT is judged by (a reload meanwhile does not
+        // change it) and the source whose answer is awaited.
+        std::shared_ptr<const auth::AuthChain> chain;
+        std::size_t at = 0;
 
         Entry() = default;
         Entry(Entry&&) = default;
@@ -30,14 +36,25 @@ struct Broker::PendingConnects final : net::IoHandler {
         ~Entry();
     };
 
-    PendingConnects(Broker& b, unsigned threads);
+    explicit PendingConnects(Broker& b);
     ~PendingConnects();
     void on_io(std::uint32_t) override { broker.on_auth_results(); }
 
+    // auth::AuthHost
+    net::Reactor& reactor() override { return broker.reactor_; }
+    void run_blocking(std::uint64_t ticket, std::function<ReasonCode()> work,
+                      std::function<auth::AuthResult(ReasonCode)> finish) override;
+    void connect_answered(std::uint64_t ticket, auth::AuthResult result) override {
+        broker.on_connect_answered(ticket, std::move(result));
+    }
+    void acl_answered(std::uint64_t waiter) override { broker.on_acl_answered(waiter); }
+
     Broker& broker;
-    auth::AuthPool pool;
+    std::unique_ptr<auth::AuthPool> pool;  // made on first use
     std::uint64_t next_ticket = 1;
     std::unordered_map<std::uint64_t, Entry> entries;
+    // run_blocking's second step, by ticket.
+    std::unordered_map<std::uint64_t, std::function<auth::AuthResult(ReasonCode)>> finishers;
     // Per client id, the tickets in the order their CONNECTs arrived.
     std::unordered_map<std::string, std::deque<std::uint64_t>> order;
     std::vector<auth::AuthPool::Result> results;  // reused

@@ -195,6 +195,12 @@ std::size_t Connection::process(std::byte* data, std::size_t size) {
         pos += frame.header.packet_size();
         ++broker_.stats().messages_received;
         broker_.handle_packet(*this, frame.header, body);
+        if (replay_packet_) [[unlikely]] {
+            // Held (hold_packet): handled again after resume_reading().
+            replay_packet_ = false;
+            pos -= frame.header.packet_size();
+            --broker_.stats().messages_received;
+        }
     }
     return pos;
 }

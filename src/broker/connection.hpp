@@ -103,6 +103,14 @@ public:
     // connection as lost. resume_reading() decodes what was kept and reads on.
     void pause_reading();
     void resume_reading();
+    // The packet being handled waits for an answer (an ACL check off the
+    // reactor): it stays at the front of the input, reading pauses, and
+    // resume_reading() hands it to the broker again, then what followed it.
+    void hold_packet() {
+        replay_packet_ = true;
+        pause_reading();
+    }
+    bool acl_held = false;  // hold_packet() for an ACL answer (Broker::hold_for_acl)
     int fd() const noexcept { return transport_->fd(); }
     net::Transport& transport() noexcept { return *transport_; }
     // "address:port", for log lines (not stored: see net::peer_address);
@@ -136,6 +144,14 @@ public:
         std::unique_ptr<net::OutputQueue> deferred;  // with output_deferred
         std::uint32_t acks_held = 0;  // Broker::held_acks_ entries for this connection
         std::uint32_t pings_held = 0;  // of them, PINGRESP marks
+        // What the AuthChain said at CONNECT (security_hooks.cpp): kept to
+        // bind the rules again after a reload.
+        std::shared_ptr<const auth::ClientRules> credentials;
+        bool superuser = false;
+        bool verified = false;  // credentials checked (a parked CONNECT goes on)
+        // The rules bound at CONNECT, until the session takes them.
+        std::unique_ptr<auth::ClientAuthz> authz;
+        net::Reactor::TimerId expiry_timer{};  // the credentials expire (JWT exp)
     };
     std::unique_ptr<Extras> extras;
     Extras& more() {
@@ -197,6 +213,7 @@ public:
 private:
     bool want_write_ = false;  // EPOLLOUT armed (declared here to pack with the flags)
     bool reading_paused_ = false;
+    bool replay_packet_ = false;
 
 public:
     std::uint32_t held_batch = 0;  // with held: the batch (mod 2^32) it waits for

@@ -264,10 +264,8 @@ void Broker::restore_session(LoadedSession& ls, Clock::time_point now, WallTime 
     s.expiry_interval = row.expiry_interval;
     // What it may read, as bound at its last CONNECT (security_hooks.cpp):
     // a queued message it may not read is still never delivered.
-    if (acl_.enabled()) {
-        s.acl = std::make_unique<auth::ClientAcl>(
-            acl_.bind(s.client_id, row.username ? std::optional<std::string_view>(*row.username) : std::nullopt));
-    }
+    s.acl = bound_acl(s.client_id, row.username ? std::optional<std::string_view>(*row.username) : std::nullopt,
+                      nullptr, false);
     for (auto& [filter, options] : ls.subscriptions) {
         trie_.subscribe(filter, &s, options, true);  // a session just made has none
         s.subscriptions.emplace(filter, options);

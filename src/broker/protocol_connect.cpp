@@ -113,24 +113,31 @@ void Broker::handle_connect(Connection& c, const FixedHeader& header, Bytes body
             return;
         }
     }
-    if (credentials_need_hashing(c, p)) {
-        // A password hash takes about a millisecond: it runs on the AuthPool
-        // and the CONNECT continues in accept_connect (connect_pending.cpp).
+    if (!c.identity_as_username) {
+        // The AuthChain decides, at once or later (a password hash on the
+        // AuthPool, an HTTP auth service): then the CONNECT continues in
+        // accept_connect (connect_pending.cpp).
         if (memory_exceeded()) {
             refuse_connect(c, c.version, ReasonCode::quota_exceeded);
             return;
         }
-        start_pending_connect(c, header, body);
+        start_authentication(c, p, header, body, assigned);
         return;
     }
     accept_connect(c, p, assigned, nullptr, header, body);
 }
 
-void Broker::accept_connect(Connection& c, const ConnectPacket& p, bool assigned, const ReasonCode* verified,
+void Broker::accept_connect(Connection& c, const ConnectPacket& p, bool assigned, const auth::AuthResult* verified,
                             const FixedHeader& header, Bytes body) {
     const bool v5 = p.version == ProtocolVersion::v5;
-    if (ReasonCode rc = authenticate(c, p, verified); is_error(rc)) {
-        refuse_connect(c, c.version, rc);
+    const std::optional<ReasonCode> auth_rc = authenticate(c, p, verified);
+    if (!auth_rc) {
+        // The will's ACL answer is to come: the CONNECT waits for it.
+        wait_for_will_check(c, *verified, header, body, assigned, c.extras->authz->waiter());
+        return;
+    }
+    if (is_error(*auth_rc)) {
+        refuse_connect(c, c.version, *auth_rc);
         return;
     }
 
@@ -262,6 +269,7 @@ void Broker::detach_session(Connection& c, bool publish_will_now) {
     Session& s = *c.session;
     c.session = nullptr;
     s.connection = nullptr;
+    if (s.acl) s.acl->disconnected();  // cached answers are for one connection
     if (!publish_will_now) s.will.reset();
     if (s.expiry_interval == 0) {
         end_session(s);
@@ -300,6 +308,7 @@ void Broker::expire_session(Session& session) {
 
 void Broker::end_session(Session& s) {
     if (s.handing_over) end_handover(s);
+    forget_acl_waiter(s);
     reactor_.cancel_timer(s.expiry_timer);
     reactor_.cancel_timer(s.will_timer);
     MessagePtr will_message;

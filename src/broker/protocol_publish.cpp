@@ -78,7 +78,14 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
         rc = ReasonCode::packet_too_large;
     } else if (config_.max_topic_levels != 0 && topic_levels(topic) > config_.max_topic_levels) {
         rc = ReasonCode::quota_exceeded;
-    } else if (!authorize_publish(c, topic)) {
+    } else if (const auth::Verdict v = authorize_publish(c, topic); v != auth::Verdict::allow) {
+        if (v == auth::Verdict::pending) [[unlikely]] {
+            // The answer is to come (an HTTP ACL check): this PUBLISH and
+            // what follows it wait, and it is handled again then.
+            --stats_.publish_received;
+            hold_for_acl(c);
+            return;
+        }
         rc = ReasonCode::not_authorized;
     } else if (const ReasonCode refused =
                    cluster_ ? cluster_->publish_refusal(topic, p.payload.size() + p.properties.raw.size() + topic.size())

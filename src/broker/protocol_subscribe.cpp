@@ -51,13 +51,29 @@ void Broker::handle_subscribe(Connection& c, const FixedHeader& header, Bytes bo
 
     std::size_t cursor = 0;
     Subscription sub;
+    if (s.acl) {
+        // Every filter's ACL answer first: when one is to come (an HTTP ACL
+        // check), nothing of this SUBSCRIBE is done yet; it waits with what
+        // follows it and is handled again then (answers are kept by then).
+        bool waiting = false;
+        while (p.subscriptions.next(cursor, sub)) {
+            if (check_topic_filter(sub.filter) == ReasonCode::success &&
+                authorize_subscribe(c, sub.filter) == auth::Verdict::pending)
+                waiting = true;
+        }
+        if (waiting) {
+            hold_for_acl(c);
+            return;
+        }
+        cursor = 0;
+    }
     while (p.subscriptions.next(cursor, sub)) {
         ReasonCode rc;
         const bool is_new = s.subscriptions.find(sub.filter) == s.subscriptions.end();
         if (check_topic_filter(sub.filter) != ReasonCode::success ||
             (cluster_ && !cluster_->accepts_filter(sub.filter))) {
             rc = ReasonCode::topic_filter_invalid;
-        } else if (!authorize_subscribe(c, sub.filter)) {
+        } else if (authorize_subscribe(c, sub.filter) != auth::Verdict::allow) {
             rc = ReasonCode::not_authorized;
         } else if ((config_.max_topic_levels != 0 && filter_levels(sub.filter) > config_.max_topic_levels) ||
                    (is_new && config_.max_subscriptions_per_client != 0 &&

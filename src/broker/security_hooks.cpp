@@ -1,9 +1,10 @@
 // The only places where clients are authenticated and authorized, and
-// where the security state (password file, ACL, TLS contexts, memory
-// limit) is loaded and swapped on reload.
+// where the security state (the AuthChain of password file, ACL file and
+// external sources, TLS contexts, memory limit) is loaded and swapped on
+// reload.
 #include <spdlog/spdlog.h>
 
-#include "broker/broker.hpp"
+#include "broker/connect_pending.hpp"
 #include "net/ws_transport.hpp"
 
 namespace mqttools::broker {
@@ -15,25 +16,22 @@ constexpr auto memory_sample_period = std::chrono::milliseconds(20);
 
 std::vector<std::string> Broker::reload_security(const config::Config& config) {
     std::vector<std::string> errors;
-    const bool first = authenticator_ == nullptr;
-    if (first) {
-        // Until the files are read (and if they cannot be), nobody gets in
-        // and nothing is allowed: fail closed.
-        authenticator_ = std::make_shared<const auth::Authenticator>(false, auth::PasswordFile{});
-        if (!config.acl_file.empty()) acl_ = auth::AclChecker::parse("");
+    if (!pending_connects_) pending_connects_ = std::make_unique<PendingConnects>(*this);
+    if (!auth_chain_) {
+        // Until the configuration is read (and if it cannot be), nobody
+        // gets in and nothing is allowed: fail closed.
+        auth_chain_ = std::make_shared<const auth::AuthChain>();
     }
     try {
-        authenticator_ = auth::Authenticator::from_config(config);
-    } catch (const std::exception& e) {
-        errors.emplace_back(e.what());
-    }
-    try {
-        acl_ = config.acl_file.empty() ? auth::AclChecker{} : auth::AclChecker::load(config.acl_file);
-        // Sessions, connected or not, read under the new rules from now on.
+        // All or nothing: with any source in error the chain in force stays.
+        auth_chain_ = auth::AuthChain::from_config(config, *pending_connects_, own_auth_sources_);
+        // Sessions, connected or not, are judged by the new rules from now on.
         sessions_.for_each([this](Session& s) {
-            if (s.connection) {
-                s.acl = bound_acl(*s.connection);
-            }
+            if (!s.connection) return;
+            Connection& c = *s.connection;
+            forget_acl_waiter(s);
+            s.acl = bound_acl(c.client_id, c.has_username ? std::optional<std::string_view>(c.username) : std::nullopt,
+                              c.extras ? c.extras->credentials : nullptr, c.extras && c.extras->superuser);
         });
     } catch (const std::exception& e) {
         errors.emplace_back(e.what());
@@ -44,17 +42,24 @@ std::vector<std::string> Broker::reload_security(const config::Config& config) {
     return errors;
 }
 
-// CONNECT: the credentials, then the will topic (a will the client may
-// not publish is refused up front, as Mosquitto does).
-bool Broker::credentials_need_hashing(const Connection& c, const ConnectPacket& connect) const {
-    return !c.identity_as_username && authenticator_->needs_hashing(connect.username);
+std::unique_ptr<auth::ClientAuthz> Broker::bound_acl(std::string_view client_id,
+                                                     std::optional<std::string_view> username,
+                                                     std::shared_ptr<const auth::ClientRules> credentials,
+                                                     bool superuser) {
+    auth::ClientIdentity who;
+    who.client_id = client_id;
+    who.username = username;
+    who.waiter = next_waiter_++;
+    return auth_chain_->bind(who, std::move(credentials), superuser);
 }
 
-ReasonCode Broker::authenticate(Connection& c, const ConnectPacket& connect, const ReasonCode* verified) {
+// CONNECT: the credentials, then the will topic (a will the client may
+// not publish is refused up front, as Mosquitto does).
+std::optional<ReasonCode> Broker::authenticate(Connection& c, const ConnectPacket& connect,
+                                               const auth::AuthResult* verified) {
     if (memory_exceeded()) return ReasonCode::quota_exceeded;
-    std::optional<std::string_view> username = connect.username;
-    ReasonCode rc = ReasonCode::success;
-    if (c.identity_as_username) {
+    Connection::Extras& x = c.more();
+    if (c.identity_as_username && !x.verified) {
         // The verified certificate is the credential: its CN is the name,
         // whatever the client put in CONNECT (Mosquitto's
         // use_identity_as_username).
@@ -65,42 +70,105 @@ ReasonCode Broker::authenticate(Connection& c, const ConnectPacket& connect, con
         if (!cn) return ReasonCode::not_authorized;
         c.username = std::move(*cn);
         c.has_username = true;
-        username = c.username;
-    } else {
-        // `verified`: the AuthPool's answer for these credentials.
-        rc = verified ? *verified : authenticator_->check(connect.username, connect.password);
-        if (is_error(rc)) return rc;
+        x.verified = true;
+    } else if (!x.verified) {
+        if (!verified) return ReasonCode::not_authorized;  // never asked: fail closed
+        if (verified->verdict != auth::Verdict::allow) {
+            const ReasonCode rc = is_error(verified->reason) ? verified->reason : ReasonCode::not_authorized;
+            spdlog::info("Client {} ({}) refused by {}: {}.", c.client_id, c.peer(),
+                         verified->source.empty() ? std::string_view("the anonymous rule") : verified->source,
+                         verified->why.empty() ? std::string(reason_code_name(rc)) : verified->why);
+            return rc;
+        }
+        x.credentials = verified->rules;
+        x.superuser = verified->superuser;
+        x.verified = true;
+        if (verified->expires) expire_credentials_at(c, *verified->expires);
     }
-    if (connect.will && acl_.enabled() && !acl_.bind(c.client_id, username).can_publish(connect.will->topic)) {
-        return ReasonCode::not_authorized;
+    if (!x.authz && !x.superuser) {
+        x.authz = bound_acl(c.client_id, c.has_username ? std::optional<std::string_view>(c.username) : std::nullopt,
+                            x.credentials, false);
     }
-    return rc;
+    if (connect.will && x.authz) {
+        switch (x.authz->check(connect.will->topic, auth::AclAccess::publish)) {
+            case auth::Verdict::allow: break;
+            case auth::Verdict::pending: return std::nullopt;
+            default:
+                spdlog::info("Client {} ({}) refused: its will topic '{}' is not allowed.", c.client_id, c.peer(),
+                             connect.will->topic);
+                return ReasonCode::not_authorized;
+        }
+    }
+    return ReasonCode::success;
 }
 
-// Null without an acl_file: an unrestricted session carries no rules.
-std::unique_ptr<auth::ClientAcl> Broker::bound_acl(const Connection& c) const {
-    if (!acl_.enabled()) return nullptr;
-    return std::make_unique<auth::ClientAcl>(
-        acl_.bind(c.client_id, c.has_username ? std::optional<std::string_view>(c.username) : std::nullopt));
+// Credentials with an end (a JWT's exp): the client is disconnected then,
+// as EMQX does; MQTT 5 clients are told why (0xA0 Maximum connect time:
+// the server limits how long this connection may last).
+void Broker::expire_credentials_at(Connection& c, std::chrono::system_clock::time_point when) {
+    const auto left = when - std::chrono::system_clock::now();
+    const auto delay = std::max(std::chrono::duration_cast<Clock::duration>(left), Clock::duration::zero());
+    Connection* conn = &c;
+    c.more().expiry_timer = reactor_.add_timer_after(delay, [this, conn] {
+        conn->extras->expiry_timer = {};
+        if (conn->state == Connection::State::closing) return;
+        spdlog::info("Client {} ({}): its credentials expired, disconnecting.", conn->client_id, conn->peer());
+        close_connection(*conn, ReasonCode::maximum_connect_time, conn->state == Connection::State::connected);
+    });
 }
 
 void Broker::bind_acl(Connection& c) {
-    if (c.session) c.session->acl = bound_acl(c);
+    if (!c.session) return;
+    forget_acl_waiter(*c.session);
+    c.session->acl = c.extras ? std::move(c.extras->authz) : nullptr;
 }
 
-// PUBLISH from a client. False: PUBACK/PUBREC 0x87, QoS 0 dropped.
-bool Broker::authorize_publish(Connection& c, std::string_view topic) {
-    return !c.session || !c.session->acl || c.session->acl->can_publish(topic);
+void Broker::forget_acl_waiter(Session& s) {
+    if (s.acl && !acl_waiters_.empty()) acl_waiters_.erase(s.acl->waiter());
 }
 
-// One filter of a SUBSCRIBE. False: SUBACK 0x87 for that filter.
-bool Broker::authorize_subscribe(Connection& c, std::string_view filter) {
-    return !c.session || !c.session->acl || c.session->acl->can_subscribe(filter);
+void Broker::hold_for_acl(Connection& c) {
+    c.hold_packet();
+    c.acl_held = true;
+    if (c.session && c.session->acl) acl_waiters_[c.session->acl->waiter()] = AclWaiter{c.session, 0};
+}
+
+// An ACL answer is in: what waited for it goes on.
+void Broker::on_acl_answered(std::uint64_t waiter) {
+    auto it = acl_waiters_.find(waiter);
+    if (it == acl_waiters_.end()) return;
+    const AclWaiter w = it->second;
+    acl_waiters_.erase(it);
+    if (w.connect_ticket != 0) {
+        auto e = pending_connects_->entries.find(w.connect_ticket);
+        if (e == pending_connects_->entries.end()) return;
+        e->second.done = true;
+        const std::string client_id = e->second.client_id;
+        finish_pending_connects(client_id);
+        return;
+    }
+    Connection* c = w.session ? w.session->connection : nullptr;
+    if (c && c->acl_held) {
+        c->acl_held = false;
+        c->resume_reading();  // the held packet is handled again first
+    }
+}
+
+// PUBLISH from a client. deny: PUBACK/PUBREC 0x87, QoS 0 dropped.
+auth::Verdict Broker::authorize_publish(Connection& c, std::string_view topic) {
+    if (!c.session || !c.session->acl) return auth::Verdict::allow;
+    return c.session->acl->check(topic, auth::AclAccess::publish);
+}
+
+// One filter of a SUBSCRIBE. deny: SUBACK 0x87 for that filter.
+auth::Verdict Broker::authorize_subscribe(Connection& c, std::string_view filter) {
+    if (!c.session || !c.session->acl) return auth::Verdict::allow;
+    return c.session->acl->check(filter, auth::AclAccess::subscribe);
 }
 
 // A message about to be delivered to a session (live or retained). False: not delivered.
 bool Broker::authorize_delivery(Session& s, std::string_view topic) {
-    return !s.acl || s.acl->can_read(topic);
+    return !s.acl || s.acl->check(topic, auth::AclAccess::read) == auth::Verdict::allow;
 }
 
 bool Broker::memory_exceeded() {

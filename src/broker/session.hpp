@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include "broker/auth/acl.hpp"
+#include "broker/auth/auth_chain.hpp"
 #include "broker/message.hpp"
 #include "broker/subscription_map.hpp"
 #include "mqttools/packets.hpp"
@@ -137,9 +137,9 @@ public:
     // this session without a map.
     std::uint64_t match_generation = 0;
 
-    // What this client may read, bound at CONNECT (security_hooks.cpp);
-    // null without an acl_file.
-    std::unique_ptr<auth::ClientAcl> acl;
+    // What this client may do, bound at CONNECT (security_hooks.cpp);
+    // null when it may do everything (no rules, or a superuser).
+    std::unique_ptr<auth::ClientAuthz> acl;
 };
 
 }  // namespace mqttools::broker

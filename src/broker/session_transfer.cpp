@@ -382,10 +382,9 @@ void Broker::resume_parked(Connection& c) {
     c.state = Connection::State::awaiting_connect;
     auto decoded = decode_connect(p.header, Bytes(p.body.data(), p.body.size()));
     if (decoded) {
-        // Its credentials were checked before it parked.
-        const ReasonCode verified = ReasonCode::success;
+        // Its credentials were checked before it parked (c.extras).
         resuming_ = &c;
-        accept_connect(c, *decoded, p.assigned, &verified, p.header, Bytes(p.body.data(), p.body.size()));
+        accept_connect(c, *decoded, p.assigned, nullptr, p.header, Bytes(p.body.data(), p.body.size()));
         resuming_ = nullptr;
     } else {
         close_connection(c, decoded.error(), false);  // cannot happen: it decoded before

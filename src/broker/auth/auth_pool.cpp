@@ -79,7 +79,7 @@ void AuthPool::run() {
         if (job.password) password = as_bytes(std::string_view(*job.password));
         std::optional<std::string_view> username;
         if (job.username) username = *job.username;
-        const ReasonCode reason = job.authenticator->check(username, password);
+        const ReasonCode reason = job.work ? job.work() : job.authenticator->check(username, password);
         // The password leaves no copy behind in freed memory.
         if (job.password) OPENSSL_cleanse(job.password->data(), job.password->size());
         {

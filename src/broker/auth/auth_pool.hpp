@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -33,6 +34,8 @@ public:
         std::shared_ptr<const Authenticator> authenticator;
         std::optional<std::string> username;
         std::optional<std::string> password;
+        // When set, the worker runs this instead of authenticator->check.
+        std::function<ReasonCode()> work;
     };
     struct Result {
         std::uint64_t ticket = 0;

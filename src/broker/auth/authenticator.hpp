@@ -45,6 +45,7 @@ public:
 
     bool allow_anonymous() const noexcept { return allow_anonymous_; }
     bool has_password_file() const noexcept { return passwords_.has_value(); }
+    const PasswordFile* password_file() const noexcept { return passwords_ ? &*passwords_ : nullptr; }
 
 private:
     bool allow_anonymous_ = true;
