@@ -133,6 +133,32 @@ def depends_names(deb):
     return [re.match(r"\s*([^\s(|]+)", part).group(1) for part in field(deb, "Depends").split(",")]
 
 
+def build_depends():
+    """Package names in debian/control's Build-Depends (versions, profiles dropped)."""
+    text = (TOP / "debian" / "control").read_text()
+    value = re.search(r"^Build-Depends:(.*?)(?=^\S)", text, re.M | re.S).group(1)
+    return {re.match(r"\s*([^\s(<\[|]+)", part).group(1) for part in value.split(",") if part.strip()}
+
+
+def test_build_depends_cover_meson_dependencies():
+    """Every library meson.build asks for comes from a package in Build-Depends
+    (a clean build chroot has nothing else): the .pc file pkg-config finds
+    here belongs to one of them."""
+    wanted = set()
+    for build_file in [TOP / "meson.build", *(TOP / "src").rglob("meson.build")]:
+        wanted |= set(re.findall(r"\bdependency\(\s*'([^']+)'", build_file.read_text()))
+    wanted -= {"threads", "benchmark"}  # the compiler's; -Dbench=false
+    declared = build_depends()
+    for name in sorted(wanted):
+        pcdir = subprocess.run(["pkg-config", "--variable=pcfiledir", name], capture_output=True,
+                               text=True).stdout.strip()
+        assert pcdir, f"pkg-config does not know {name}"
+        owner = subprocess.run(["dpkg", "-S", f"{pcdir}/{name}.pc"], capture_output=True, text=True)
+        assert owner.returncode == 0, owner.stderr
+        package = owner.stdout.split(":")[0]
+        assert package in declared, f"meson dependency {name} comes from {package}: add it to Build-Depends"
+
+
 def test_package_contents(debs, tmp_path):
     broker, client = debs["mqttoolsd"], debs["mqttools"]
     version = meson_version()
