@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "broker/auth/auth_chain.hpp"
+#include "broker/auth/dynsec.hpp"
 #include "broker/auth/memory_guard.hpp"
 #include "broker/cluster_link.hpp"
 #include "broker/connection.hpp"
@@ -378,6 +379,11 @@ private:
     void hold_for_acl(Connection& c);
     // After the session is attached at CONNECT: binds its ACL to this client.
     void bind_acl(Connection& c);
+    // dynsec_hooks.cpp: dynamic security (dynamic_security_file).
+    void reload_dynsec(const config::Config& config, std::vector<std::string>& errors);
+    bool is_dynsec_control(std::string_view topic) const noexcept;
+    void handle_dynsec_control(Connection& c, Bytes payload);
+    void apply_dynsec_effects(const auth::dynsec::Effects& effects);
     std::unique_ptr<auth::ClientAuthz> bound_acl(std::string_view client_id, std::optional<std::string_view> username,
                                                  std::shared_ptr<const auth::ClientRules> credentials, bool superuser);
     void forget_acl_waiter(Session& s);
@@ -419,6 +425,8 @@ private:
     // Sources the broker itself owns (dynamic security), asked before the
     // configured ones; set before reload_security builds the chain.
     std::vector<std::shared_ptr<auth::AuthSource>> own_auth_sources_;
+    std::shared_ptr<auth::dynsec::Dynsec> dynsec_;  // null without dynamic_security_file
+    std::string dynsec_file_;
     // Clients whose held packet, CONNECT or deliveries wait for an ACL
     // answer, by ClientAuthz::waiter (one of the two set).
     struct AclWaiter {

@@ -111,6 +111,11 @@ void Broker::handle_publish(Connection& c, const FixedHeader& header, Bytes body
             close_connection(c, rc, false);
             return;
         }
+    } else if (is_dynsec_control(topic)) [[unlikely]] {
+        // Commands for dynamic security: handled, answered, never routed.
+        acknowledge_publish(c, p, rc, 0);
+        handle_dynsec_control(c, p.payload);
+        return;
     } else {
         MessageView m;
         m.topic = topic;

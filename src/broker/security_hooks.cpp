@@ -17,6 +17,7 @@ constexpr auto memory_sample_period = std::chrono::milliseconds(20);
 std::vector<std::string> Broker::reload_security(const config::Config& config) {
     std::vector<std::string> errors;
     if (!pending_connects_) pending_connects_ = std::make_unique<PendingConnects>(*this);
+    reload_dynsec(config, errors);
     if (!auth_chain_) {
         // Until the configuration is read (and if it cannot be), nobody
         // gets in and nothing is allowed: fail closed.

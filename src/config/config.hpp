@@ -150,6 +150,9 @@ struct Config {
     std::optional<bool> allow_anonymous;
     std::string password_file;
     std::string acl_file;
+    // Mosquitto's dynamic-security.json: users, groups and roles managed
+    // live through $CONTROL/dynamic-security/v1 (mosquitto_ctrl).
+    std::string dynamic_security_file;
 
     // Limits. 0 means unlimited where noted.
     std::uint32_t max_connections = 0;        // 0: unlimited (-1 in Mosquitto)

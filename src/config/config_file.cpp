@@ -42,6 +42,7 @@ const std::vector<std::string_view> kTopKeys = {
     "metrics",           "cluster",
     "persistence", "persistence_location", "persistence_file", "persistence_sync",
     "bridge",
+    "dynamic_security_file",
 };
 const std::vector<std::string_view> kPersistenceSync = {"full", "normal"};
 const std::vector<std::string_view> kListenerKeys = {
@@ -218,6 +219,8 @@ void check_top(Checker& c, const toml::table& root, Config& cfg) {
             c.get_path(value, k, cfg.password_file);
         } else if (k == "acl_file") {
             c.get_path(value, k, cfg.acl_file);
+        } else if (k == "dynamic_security_file") {
+            c.get_path(value, k, cfg.dynamic_security_file);
         } else if (k == "max_connections") {
             // Mosquitto spells "unlimited" as -1; 0 means the same here.
             std::int64_t v = 0;

@@ -1,5 +1,5 @@
 // mqttools: the companion command-line client of mqttoolsd.
-//   mqttools [-l LEVEL] [--version] {subscribe,publish,monitor,broker,passwd} ...
+//   mqttools [-l LEVEL] [--version] {subscribe,publish,monitor,broker,passwd,dynsec} ...
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -20,7 +20,7 @@ namespace {
 using mqttools::tools::UsageError;
 
 constexpr const char* usage_text =
-    "usage: mqttools [-h] [--log-level LEVEL] [--version] {subscribe,publish,monitor,broker,passwd} ...\n";
+    "usage: mqttools [-h] [--log-level LEVEL] [--version] {subscribe,publish,monitor,broker,passwd,dynsec} ...\n";
 
 constexpr const char* help_text =
     "\nMQTT 5.0 tools.\n"
@@ -31,6 +31,7 @@ constexpr const char* help_text =
     "  monitor             Monitor given topics in a text based user interface.\n"
     "  broker              Run a broker in the foreground.\n"
     "  passwd              Manage a password file (like mosquitto_passwd).\n"
+    "  dynsec              Create a dynamic security file (dynsec init FILE USER).\n"
     "\n"
     "options:\n"
     "  -h, --help          Show this help message and exit.\n"
@@ -52,6 +53,7 @@ constexpr Command commands[] = {
     {"monitor", mqttools::tools::run_monitor_command},
     {"broker", mqttools::tools::run_broker_command},
     {"passwd", mqttools::tools::run_passwd_command},
+    {"dynsec", mqttools::tools::run_dynsec_command},
 };
 
 void set_log_level(const std::string& name) {
@@ -108,7 +110,7 @@ int run(int argc, char** argv) {
         if (c.name == argv[i]) return c.run(argc - i, argv + i);
     }
     throw UsageError("invalid command '" + std::string(argv[i]) +
-                     "' (choose from subscribe, publish, monitor, broker, passwd)");
+                     "' (choose from subscribe, publish, monitor, broker, passwd, dynsec)");
 }
 
 }  // namespace

@@ -251,6 +251,8 @@ int set_user(const Options& o, const std::string& path, const std::string& user,
 
 }  // namespace
 
+std::optional<std::string> prompt_new_password() { return prompt_password(); }
+
 int run_passwd_command(int argc, char** argv) {
     Options o;
     for (int i = 1; i < argc; ++i) {

@@ -2,6 +2,9 @@
 // mosquitto_passwd does.
 #pragma once
 
+#include <optional>
+#include <string>
+
 namespace mqttools::tools {
 
 // argv[0] is the subcommand name ("passwd"); the options follow:
@@ -10,5 +13,12 @@ namespace mqttools::tools {
 //   passwd -U FILE
 // Returns the process exit status (0 success, 1 error).
 int run_passwd_command(int argc, char** argv);
+
+// Asks for a new password twice (echo off on a terminal); nullopt (and a
+// message on stderr) when none is given or the two differ.
+std::optional<std::string> prompt_new_password();
+
+// `mqttools dynsec init FILE USER [PASSWORD]` (dynsec_command.cpp).
+int run_dynsec_command(int argc, char** argv);
 
 }  // namespace mqttools::tools

@@ -167,6 +167,11 @@ public:
 
     DynsecAcl bind(std::optional<std::string_view> username) const;
 
+    // Changes with every applied change (and touch()): rules bound from an
+    // older generation are stale.
+    std::uint64_t generation() const noexcept { return generation_; }
+    void touch() noexcept { ++generation_; }
+
     const DefaultAccess& default_access() const noexcept { return default_access_; }
     const std::map<std::string, Client, std::less<>>& clients() const noexcept { return clients_; }
     const std::map<std::string, Group, std::less<>>& groups() const noexcept { return groups_; }
@@ -187,6 +192,7 @@ private:
     std::map<std::string, Group, std::less<>> groups_;
     std::map<std::string, Role, std::less<>> roles_;
     std::optional<std::string> anonymous_group_;
+    std::uint64_t generation_ = 0;
 };
 
 // Helpers shared by the file and the commands.

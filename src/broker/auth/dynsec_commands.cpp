@@ -795,10 +795,13 @@ std::string Dynsec::handle_commands(std::string_view payload, Effects& effects, 
             if (correlation) r["correlationData"] = *correlation;
         }
         if (r.contains("error")) {
+            const std::uint64_t generation = generation_;
             *this = std::move(before);
+            generation_ = generation;
             // A kick Mosquitto makes even on failure costs a reconnect,
             // nothing else: keep it only for what changed.
         } else {
+            ++generation_;
             effects.changed = true;
             effects.kick_anonymous |= pending.kick_anonymous;
             for (auto& u : pending.kick_usernames) effects.kick_usernames.push_back(std::move(u));
