@@ -111,17 +111,6 @@ private:
 
 namespace {
 
-OrderedJson refs_json(const std::vector<Ref>& refs, const char* key) {
-    OrderedJson out = OrderedJson::array();
-    for (const auto& r : refs) {
-        OrderedJson o;
-        o[key] = r.name;
-        if (r.priority != -1) o["priority"] = r.priority;
-        out.push_back(std::move(o));
-    }
-    return out;
-}
-
 void add_text(OrderedJson& j, const char* key, const std::optional<std::string>& v) {
     if (v) j[key] = *v;
 }
@@ -141,21 +130,6 @@ std::optional<std::string> optional_text(const Json& cmd, const char* key, std::
 void modify_text(const Json& cmd, const char* key, std::optional<std::string>& field) {
     std::string s;
     if (json_string(cmd, key, s) == Field::ok) field = std::move(s);
-}
-
-std::array<std::vector<Acl>, acl_type_count> acls_from(const Json& j_acls) {
-    std::array<std::vector<Acl>, acl_type_count> out;
-    for (const auto& a : j_acls) {
-        std::string type_name;
-        if (!a.is_object() || json_string(a, "acltype", type_name) != Field::ok) continue;
-        auto type = parse_acl_type(type_name);
-        Acl acl;
-        if (!type || json_string(a, "topic", acl.topic) != Field::ok) continue;
-        acl.priority = json_int(a, "priority", 0);
-        acl.allow = json_bool(a, "allow", false);
-        insert_acl(out[static_cast<std::size_t>(*type)], std::move(acl));
-    }
-    return out;
 }
 
 }  // namespace
@@ -269,8 +243,8 @@ OrderedJson Commands::client_json(const Client& c, bool verbose) const {
     add_text(j, "textname", c.text_name);
     add_text(j, "textdescription", c.text_description);
     if (c.disabled) j["disabled"] = true;
-    j["roles"] = refs_json(c.roles, "rolename");
-    j["groups"] = refs_json(c.groups, "groupname");
+    j["roles"] = refs_to_json(c.roles, "rolename");
+    j["groups"] = refs_to_json(c.groups, "groupname");
     return j;
 }
 
@@ -464,7 +438,7 @@ OrderedJson Commands::group_json(const Group& g) const {
     OrderedJson clients = OrderedJson::array();
     for (const auto& c : g.clients) clients.push_back(OrderedJson{{"username", c.name}});
     j["clients"] = std::move(clients);
-    j["roles"] = refs_json(g.roles, "rolename");
+    j["roles"] = refs_to_json(g.roles, "rolename");
     return j;
 }
 
@@ -620,16 +594,7 @@ OrderedJson Commands::role_json(const Role& r, bool verbose) const {
     j["rolename"] = r.name;
     add_text(j, "textname", r.text_name);
     add_text(j, "textdescription", r.text_description);
-    OrderedJson acls = OrderedJson::array();
-    for (std::size_t t = 0; t < acl_type_count; ++t) {
-        for (const auto& a : r.acls[t]) {
-            acls.push_back(OrderedJson{{"acltype", acl_type_name(static_cast<AclType>(t))},
-                                       {"topic", a.topic},
-                                       {"priority", a.priority},
-                                       {"allow", a.allow}});
-        }
-    }
-    j["acls"] = std::move(acls);
+    j["acls"] = acls_to_json(r);
     return j;
 }
 
@@ -639,7 +604,7 @@ std::optional<std::string> Commands::create_role(const Json& cmd) {
     if (auto e = optional_text(cmd, "textname", r.text_name)) return e;
     if (auto e = optional_text(cmd, "textdescription", r.text_description)) return e;
     if (d_.roles_.contains(r.name)) return "Role already exists";
-    if (const Json* acls = json_find(cmd, "acls"); acls && acls->is_array()) r.acls = acls_from(*acls);
+    if (const Json* acls = json_find(cmd, "acls"); acls && acls->is_array()) acls_from_json(*acls, r);
     d_.roles_.emplace(r.name, std::move(r));
     return std::nullopt;
 }
@@ -665,7 +630,11 @@ std::optional<std::string> Commands::modify_role(const Json& cmd) {
     if (it == d_.roles_.end()) return "Role does not exist";
     modify_text(cmd, "textname", it->second.text_name);
     modify_text(cmd, "textdescription", it->second.text_description);
-    if (const Json* acls = json_find(cmd, "acls"); acls && acls->is_array()) it->second.acls = acls_from(*acls);
+    if (const Json* acls = json_find(cmd, "acls"); acls && acls->is_array()) {
+        Role replaced;
+        acls_from_json(*acls, replaced);
+        it->second.acls = std::move(replaced.acls);
+    }
     return std::nullopt;
 }
 

@@ -55,7 +55,20 @@ std::vector<Ref> load_role_refs(const Json& owner, const std::map<std::string, R
     return refs;
 }
 
-void load_acls(const Json& j_acls, Role& role) {
+void write_all(int fd, std::string_view data) {
+    while (!data.empty()) {
+        const ssize_t n = ::write(fd, data.data(), data.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw std::runtime_error(std::strerror(errno));
+        }
+        data.remove_prefix(static_cast<std::size_t>(n));
+    }
+}
+
+}  // namespace
+
+void acls_from_json(const Json& j_acls, Role& role) {
     for (const auto& a : j_acls) {
         std::string type_name;
         if (!a.is_object() || json_string(a, "acltype", type_name) != Field::ok) continue;
@@ -80,18 +93,16 @@ OrderedJson refs_to_json(const std::vector<Ref>& refs, const char* key) {
     return out;
 }
 
-void write_all(int fd, std::string_view data) {
-    while (!data.empty()) {
-        const ssize_t n = ::write(fd, data.data(), data.size());
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw std::runtime_error(std::strerror(errno));
+OrderedJson acls_to_json(const Role& role) {
+    OrderedJson acls = OrderedJson::array();
+    for (std::size_t t = 0; t < acl_type_count; ++t) {
+        for (const auto& a : role.acls[t]) {
+            acls.push_back(OrderedJson{
+                {"acltype", acl_names[t]}, {"topic", a.topic}, {"priority", a.priority}, {"allow", a.allow}});
         }
-        data.remove_prefix(static_cast<std::size_t>(n));
     }
+    return acls;
 }
-
-}  // namespace
 
 std::string_view acl_type_name(AclType type) noexcept { return acl_names[static_cast<std::size_t>(type)]; }
 
@@ -167,7 +178,7 @@ Dynsec Dynsec::parse(std::string_view json_text, std::string_view source) {
             if (json_string(r, "rolename", role.name) != Field::ok) continue;
             role.text_name = optional_string(r, "textname");
             role.text_description = optional_string(r, "textdescription");
-            if (const Json* acls = json_find(r, "acls"); acls && acls->is_array()) load_acls(*acls, role);
+            if (const Json* acls = json_find(r, "acls"); acls && acls->is_array()) acls_from_json(*acls, role);
             d.roles_.try_emplace(role.name, std::move(role));
         }
     }
@@ -271,14 +282,7 @@ std::string Dynsec::to_json() const {
         j["rolename"] = r.name;
         if (r.text_name) j["textname"] = *r.text_name;
         if (r.text_description) j["textdescription"] = *r.text_description;
-        OrderedJson acls = OrderedJson::array();
-        for (std::size_t t = 0; t < acl_type_count; ++t) {
-            for (const auto& a : r.acls[t]) {
-                acls.push_back(OrderedJson{
-                    {"acltype", acl_names[t]}, {"topic", a.topic}, {"priority", a.priority}, {"allow", a.allow}});
-            }
-        }
-        j["acls"] = std::move(acls);
+        j["acls"] = acls_to_json(r);
         roles.push_back(std::move(j));
     }
     tree["roles"] = std::move(roles);

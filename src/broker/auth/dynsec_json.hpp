@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 #include <strings.h>
 
 #include <nlohmann/json.hpp>
@@ -71,5 +72,18 @@ inline bool valid_name(std::string_view s) {
     }
     return true;
 }
+
+struct Ref;
+struct Role;
+struct Acl;
+
+// Shared by the file and the command answers (dynsec_file.cpp).
+// [{KEY: name, "priority": p}] (priority only when not -1).
+OrderedJson refs_to_json(const std::vector<Ref>& refs, const char* key);
+// A role's ACLs in Mosquitto's order: [{acltype, topic, priority, allow}].
+OrderedJson acls_to_json(const Role& role);
+// "acls": [...] -> per type, sorted; entries without a known acltype or a
+// topic are skipped, as Mosquitto does.
+void acls_from_json(const Json& j_acls, Role& role);
 
 }  // namespace mqttools::auth::dynsec
