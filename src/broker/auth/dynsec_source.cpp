@@ -72,11 +72,13 @@ AuthResult DynsecSource::authenticate(const ConnectInfo& info) {
                        ? ReasonCode::success
                        : ReasonCode::bad_user_name_or_password;
         },
-        [state = state_, username = std::string(*info.username)](ReasonCode rc) {
-            // The client may have been changed meanwhile: still there and
-            // enabled? (A new password kicks whoever used the old one.)
+        [state = state_, username = std::string(*info.username), checked = c.password->hash](ReasonCode rc) {
+            // The client may have changed while the hash ran: it must still
+            // be there, enabled, with the password that was checked.
             auto it = state->clients().find(username);
-            AuthResult r = rc == ReasonCode::success && it != state->clients().end() && !it->second.disabled
+            const bool same = it != state->clients().end() && !it->second.disabled && it->second.password &&
+                              it->second.password->hash == checked;
+            AuthResult r = rc == ReasonCode::success && same
                                ? AuthResult::allow()
                                : AuthResult::deny(ReasonCode::bad_user_name_or_password, "wrong password");
             r.source = "dynsec";
