@@ -464,6 +464,7 @@ void Broker::close_connection(Connection& c, ReasonCode reason, bool send_discon
         --clients_connected_;
         if (!c.transport().label().empty()) --websocket_clients_;
         log_close(c, reason, c.closed_by_peer);
+        if (observer_) observer_->client_disconnected(c, reason, c.closed_by_peer);
     }
     if (c.session) detach_session(c, !c.will_suppressed);
     closing_.push_back(&c);

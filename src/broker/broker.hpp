@@ -17,6 +17,7 @@
 #include "broker/auth/auth_chain.hpp"
 #include "broker/auth/dynsec.hpp"
 #include "broker/auth/memory_guard.hpp"
+#include "broker/admin_view.hpp"
 #include "broker/cluster_link.hpp"
 #include "broker/connection.hpp"
 #include "broker/deadline_wheel.hpp"
@@ -143,6 +144,27 @@ public:
     // Present 1). Ignored when no CONNECT waits for it any more.
     void session_arrived(std::string_view client_id, std::string_view state);
     net::Reactor& reactor() noexcept { return reactor_; }
+
+    // ---- admin_hooks.cpp: the management API (src/admin) and client
+    // lifecycle events. The API reads sessions and retained messages
+    // directly, on the reactor's thread.
+    const SessionStore& sessions() const noexcept { return sessions_; }
+    RetainedStore& retained() noexcept { return retained_; }
+    BanList& bans() noexcept { return bans_; }
+    // Closes every connection the ban matches with DISCONNECT 0x98;
+    // returns how many.
+    std::size_t enforce_ban(const Ban& ban);
+    // Closes the client's connection with DISCONNECT 0x98 (Administrative
+    // action); false when it has none.
+    bool kick(std::string_view client_id);
+    // Deletes the retained message of `topic` (as an empty retained
+    // PUBLISH would, also in the store); false when there was none.
+    bool delete_retained(std::string_view topic);
+    // A message from the management API: routed like a client's (retained,
+    // persisted, to the cluster), with no publisher session. Returns how
+    // many local sessions it went to.
+    std::size_t publish_admin(MessageView& message);
+    void set_client_observer(ClientObserver* observer) noexcept { observer_ = observer; }
 
     // ---- used by Connection
     MutableBytes read_scratch() noexcept { return {scratch_.data(), scratch_.size()}; }
@@ -516,6 +538,10 @@ private:
     std::string broker_id_text_;
     StringPair bridge_ack_[1];        // the CONNACK's user property (accept_bridge)
     Session* route_from_ = nullptr;   // the publisher of the message being routed
+    BanList bans_;                    // admin_hooks.cpp
+    ClientObserver* observer_ = nullptr;
+    // CONNECT of a banned client (admin_hooks.cpp): the ban's reason is logged.
+    bool connect_banned(const Connection& c);
     std::vector<Connection*> retained_work_;  // connections with a RetainedBacklog
 };
 

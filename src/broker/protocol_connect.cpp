@@ -140,6 +140,11 @@ void Broker::accept_connect(Connection& c, const ConnectPacket& p, bool assigned
         refuse_connect(c, c.version, *auth_rc);
         return;
     }
+    if (connect_banned(c)) {
+        // 3.1.1 has no "banned": 5 (not authorized), as EMQX answers.
+        refuse_connect(c, c.version, v5 ? ReasonCode::banned : ReasonCode::not_authorized);
+        return;
+    }
 
     ConnackPacket ack;
     if (v5) {
@@ -228,6 +233,10 @@ void Broker::accept_connect(Connection& c, const ConnectPacket& p, bool assigned
                  version_name(c.version), p.clean_start ? 1 : 0, c.keep_alive,
                  c.username.empty() ? "" : ", u'", c.username.empty() ? "" : c.username + "'",
                  over.empty() ? "" : ", ", over);
+    s.connected_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    if (observer_) observer_->client_connected(c);
     arm_keepalive(c);
     if (ack.session_present) resume_session(c, s);
 }

@@ -131,4 +131,19 @@ void RetainedStore::match(std::string_view filter, Clock::time_point now, std::v
     for (const auto& topic : expired) erase(topic);
 }
 
+void RetainedStore::all(Clock::time_point now, std::vector<MessagePtr>& out) {
+    std::vector<std::string> expired;
+    collect_all(*root_, false, now, out, expired);
+    for (const auto& topic : expired) erase(topic);
+}
+
+MessagePtr RetainedStore::find(std::string_view topic, Clock::time_point now) {
+    // A topic name has no wildcards, so matching it as a filter finds at
+    // most its own message ("$SYS/x" included: the first level is literal).
+    if (topic.find_first_of("+#") != std::string_view::npos) return nullptr;
+    std::vector<MessagePtr> out;
+    match(topic, now, out);
+    return out.empty() ? nullptr : out.front();
+}
+
 }  // namespace mqttools::broker

@@ -31,6 +31,10 @@ public:
 
     // Appends the unexpired messages matching a valid non-shared filter.
     void match(std::string_view filter, Clock::time_point now, std::vector<MessagePtr>& out);
+    // Every unexpired message, $-topics included (the management API's list).
+    void all(Clock::time_point now, std::vector<MessagePtr>& out);
+    // The unexpired message stored for exactly this topic, or null.
+    MessagePtr find(std::string_view topic, Clock::time_point now);
 
     std::size_t size() const noexcept { return count_; }
     // Changes with every set() and erase(): equal generations, same matches

@@ -112,6 +112,9 @@ public:
     // node that took it, holding its queue until those come.
     bool handing_over = false;
     net::Reactor::TimerId expiry_timer = {};
+    // Unix milliseconds of its last accepted CONNECT (the management API's
+    // connected_at), or of when it was restored from the store.
+    std::int64_t connected_at_ms = 0;
     // The broker at the other end when this session is a bridge (ours to a
     // remote, or a remote mqttoolsd's bridge connected here): its id from
     // the bridge handshake (bridge.hpp), 0 otherwise. A message is never

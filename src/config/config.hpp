@@ -27,11 +27,16 @@ struct Listener {
     // with certfile/keyfile. Then the upgrade request's head may be at most
     // websockets_headers_size bytes, and when websockets_origin is not
     // empty its Origin header must be one of them.
-    enum class Protocol : std::uint8_t { mqtt, websockets };
+    // `protocol = "http_api"` (Mosquitto 2.1's name): the management API
+    // and dashboard (src/admin), HTTP Basic with the keys of api_key_file
+    // (a Mosquitto password file).
+    enum class Protocol : std::uint8_t { mqtt, websockets, http_api };
     Protocol protocol = Protocol::mqtt;
     std::uint32_t websockets_headers_size = 4096;
     std::vector<std::string> websockets_origin;
     bool websockets() const { return protocol == Protocol::websockets; }
+    std::string api_key_file;
+    bool http_api() const { return protocol == Protocol::http_api; }
 };
 
 struct Metrics {
@@ -172,6 +177,8 @@ struct Config {
     std::uint32_t connect_timeout = 10;        // seconds from accept to CONNECT
 
     bool retain_available = true;
+    // $SYS/brokers/NODE/clients/ID/connected|disconnected (EMQX's events).
+    bool client_events = false;
     std::uint32_t sys_interval = 10;           // seconds; 0 disables $SYS
     std::optional<std::uint32_t> persistent_client_expiration;  // seconds cap on session expiry
 

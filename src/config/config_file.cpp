@@ -41,7 +41,7 @@ const std::vector<std::string_view> kTopKeys = {
     "connect_timeout",   "listener",
     "metrics",           "cluster",
     "persistence", "persistence_location", "persistence_file", "persistence_sync",
-    "bridge",
+    "bridge",            "client_events",
     "dynamic_security_file",
 };
 const std::vector<std::string_view> kPersistenceSync = {"full", "normal"};
@@ -49,7 +49,7 @@ const std::vector<std::string_view> kListenerKeys = {
     "port",    "bind",   "bind_address",        "certfile",
     "keyfile", "cafile", "require_certificate", "use_identity_as_username",
     "protocol", "websockets_headers_size", "websockets_origin",
-    "reuse_port",
+    "reuse_port",      "api_key_file",
 };
 const std::vector<std::string_view> kMetricsKeys = {"enabled", "port", "bind"};
 const std::vector<std::string_view> kLogLevels = {"trace", "debug", "info", "warning", "error"};
@@ -68,8 +68,11 @@ void check_listener_websockets(Checker& c, const std::string& k, const toml::nod
             l.protocol = Listener::Protocol::mqtt;
         } else if (p == "websockets") {
             l.protocol = Listener::Protocol::websockets;
+        } else if (p == "http_api") {
+            l.protocol = Listener::Protocol::http_api;
         } else {
-            c.error(value.source(), qk, "'" + p + "' is not a protocol (use \"mqtt\" or \"websockets\")");
+            c.error(value.source(), qk,
+                    "'" + p + "' is not a protocol (use \"mqtt\", \"websockets\" or \"http_api\")");
         }
     } else if (k == "websockets_headers_size") {
         c.get_int(value, qk, 64, 65535, l.websockets_headers_size);
@@ -101,6 +104,7 @@ void check_listener(Checker& c, const toml::table& table, std::size_t index, Con
     bool have_port = false;
     const toml::node* port_node = nullptr;
     std::vector<std::pair<std::string, const toml::node*>> ws_nodes;
+    const toml::node* api_key_node = nullptr;
     for (auto&& [key, value] : table) {
         const std::string k(key.str());
         const std::string qk = name + "." + k;
@@ -124,6 +128,8 @@ void check_listener(Checker& c, const toml::table& table, std::size_t index, Con
             ws_nodes.push_back({k, &value});
         } else if (k == "reuse_port") {
             c.get(value, qk, l.reuse_port);
+        } else if (k == "api_key_file") {
+            if (c.get_path(value, qk, l.api_key_file)) api_key_node = &value;
         } else {
             c.unknown_key(key, "[[listener]]", kListenerKeys);
         }
@@ -132,6 +138,12 @@ void check_listener(Checker& c, const toml::table& table, std::size_t index, Con
         if (k != "protocol" && !l.websockets()) {
             c.error(node->source(), name + "." + k, "needs protocol = \"websockets\" on this listener");
         }
+    }
+    if (api_key_node != nullptr && !l.http_api()) {
+        c.error(api_key_node->source(), name + ".api_key_file", "needs protocol = \"http_api\" on this listener");
+    }
+    if (l.http_api() && l.api_key_file.empty()) {
+        c.error(table.source(), name, "protocol = \"http_api\" needs api_key_file (make one with mqttools passwd)");
     }
     if (!have_port) c.error(table.source(), name, "missing required key 'port'");
     if (!l.certfile.empty() && l.keyfile.empty()) {
@@ -247,6 +259,8 @@ void check_top(Checker& c, const toml::table& root, Config& cfg) {
             c.get_int(value, k, 0, kI64, cfg.max_queued_bytes);
         } else if (k == "retain_available") {
             c.get(value, k, cfg.retain_available);
+        } else if (k == "client_events") {
+            c.get(value, k, cfg.client_events);
         } else if (k == "sys_interval") {
             c.get_int(value, k, 0, 86400, cfg.sys_interval);
         } else if (k == "persistent_client_expiration") {

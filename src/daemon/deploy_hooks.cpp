@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "admin/server.hpp"
 #include "bridge/bridge.hpp"
 #include "broker/broker.hpp"
 #include "config/config_file.hpp"
@@ -22,7 +23,7 @@ std::string listener_name(const std::string& bind, std::uint16_t port) {
 
 }  // namespace
 
-bool open_listeners(broker::Broker& broker, const config::Config& config) {
+bool open_listeners(broker::Broker& broker, const config::Config& config, admin::AdminServer* admin) {
     std::vector<std::string> rejected;
     const auto inherited = take_inherited_sockets(rejected);
     for (const auto& r : rejected) spdlog::warn("{}", r);
@@ -46,6 +47,14 @@ bool open_listeners(broker::Broker& broker, const config::Config& config) {
             }
         }
         const std::string name = listener_name(l.bind, net::local_port(fd.get()));
+        if (l.http_api()) {
+            std::string error;
+            if (!admin || !admin->add_listener(std::move(fd), name, l, error)) {
+                spdlog::error("{}", admin ? error : "http_api listener " + name + ": no API server");
+                return false;
+            }
+            continue;
+        }
         spdlog::info("Opening {}{}listener on {}{}.", l.tls() ? "TLS " : "", l.websockets() ? "websockets " : "", name,
                      plan.inherited_fd >= 0 ? " (socket from systemd)" : "");
         if (!broker.add_listener(std::move(fd), name, l)) return false;
@@ -168,7 +177,10 @@ void DeployRuntime::reload() {
         spdlog::warn("{}", change);
     }
     if (auto err = reload_logging(next, options_.verbose)) spdlog::error("{}", *err);
-    const auto errors = broker_.apply_config(next);
+    auto errors = broker_.apply_config(next);
+    if (on_reload) {
+        for (auto& e : on_reload(next)) errors.push_back(std::move(e));
+    }
     // Listeners and [metrics] stay as opened until a restart.
     auto listeners = std::move(running_.listeners);
     auto metrics = running_.metrics;

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <vector>
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,6 +18,9 @@
 
 namespace mqttools::broker {
 class Broker;
+}
+namespace mqttools::admin {
+class AdminServer;
 }
 
 namespace mqttools::daemon {
@@ -32,7 +37,8 @@ struct RunOptions {
 // matched to the configured [[listener]]s by address and port, then the
 // configured ones nobody passed in (127.0.0.1:1883 when none). False, with
 // the reason logged, when one cannot be opened.
-bool open_listeners(broker::Broker& broker, const config::Config& config);
+// `protocol = "http_api"` listeners go to `admin` (src/admin).
+bool open_listeners(broker::Broker& broker, const config::Config& config, admin::AdminServer* admin = nullptr);
 
 // The broker's counters as daemon::BrokerStats.
 BrokerStats collect_stats(const broker::Broker& broker);
@@ -55,6 +61,9 @@ public:
     void stopping();
 
     void on_io(std::uint32_t events) override;
+    // Called by reload() with the new configuration (the http_api
+    // listeners' keys and certificates); returns the problems found.
+    std::function<std::vector<std::string>(const config::Config&)> on_reload;
 
 private:
     DeployRuntime(net::Reactor& reactor, broker::Broker& broker, const config::Config& config,

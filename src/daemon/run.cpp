@@ -6,6 +6,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <chrono>
@@ -14,7 +15,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include "admin/client_events.hpp"
+#include "admin/server.hpp"
 #include "broker/broker.hpp"
+#include "daemon/metrics_http.hpp"
+#include "mqttools_version.h"
 #include "store/sqlite_store.hpp"
 #include "cluster/nats_cluster.hpp"
 #include "net/reactor.hpp"
@@ -94,6 +99,13 @@ static std::string cluster_node_id(const config::Config& config) {
     return id;
 }
 
+static std::string admin_node_name(const config::Config& config) {
+    if (config.cluster.enabled) return cluster_node_id(config);
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "localhost");
+    return std::string("mqttools@") + host;
+}
+
 int run_broker(const config::Config& config, const RunOptions& options) {
     ::signal(SIGPIPE, SIG_IGN);
     raise_descriptor_limit();
@@ -136,8 +148,27 @@ int run_broker(const config::Config& config, const RunOptions& options) {
     if (!broker.startup_errors().empty()) return 1;  // password/ACL file errors, logged by the broker
     if (durable) broker.set_persistence(durable.get(), std::move(loaded));
 
+    // The management API and client events (src/admin) name this node as
+    // EMQX does: the cluster's node_id, or mqttools@HOSTNAME.
+    const std::string node = admin_node_name(config);
+    std::unique_ptr<admin::AdminServer> admin_server;
+    if (std::any_of(config.listeners.begin(), config.listeners.end(), [](const auto& l) { return l.http_api(); })) {
+        admin::ApiContext ctx;
+        ctx.broker = &broker;
+        ctx.node = node;
+        ctx.version = MQTTOOLS_VERSION;
+        ctx.started = std::chrono::steady_clock::now();
+        ctx.metrics_text = [&broker, started = ctx.started] {
+            const double up = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+            return render_metrics(collect_stats(broker), up, MQTTOOLS_VERSION);
+        };
+        admin_server = std::make_unique<admin::AdminServer>(reactor, std::move(ctx));
+    }
+    std::unique_ptr<admin::ClientEvents> client_events;
+    if (config.client_events) client_events = std::make_unique<admin::ClientEvents>(reactor, broker, node);
+
     // Inherited (socket activation) and configured listeners: deploy_hooks.cpp.
-    if (!open_listeners(broker, config)) return 1;
+    if (!open_listeners(broker, config, admin_server.get())) return 1;
     std::unique_ptr<cluster::NatsCluster> cluster_link;
     if (config.cluster.enabled) {
         std::string error;
@@ -151,6 +182,9 @@ int run_broker(const config::Config& config, const RunOptions& options) {
     // Watchdog, STATUS=, $SYS and /metrics, served by this reactor.
     auto runtime = DeployRuntime::create(reactor, broker, config, options);
     if (!runtime) return 1;
+    if (admin_server) {
+        runtime->on_reload = [&admin_server](const config::Config& next) { return admin_server->reload(next); };
+    }
 
     SignalHandler signals(reactor, broker, *runtime);
     runtime->ready();  // READY=1: every listener is bound and signals are handled

@@ -492,8 +492,13 @@ TEST_CASE("websockets listener keys") {
     CHECK_FALSE(l[2].websockets());
 
     CHECK(only_error("[[listener]]\nport = 8080\nprotocol = \"http\"\n") ==
-          "/etc/mqttools/test.toml:3:12: listener[0].protocol: 'http' is not a protocol (use \"mqtt\" or "
-          "\"websockets\")");
+          "/etc/mqttools/test.toml:3:12: listener[0].protocol: 'http' is not a protocol (use \"mqtt\", "
+          "\"websockets\" or \"http_api\")");
+    CHECK(only_error("[[listener]]\nport = 8080\nprotocol = \"http_api\"\n") ==
+          "/etc/mqttools/test.toml:1:1: listener[0]: protocol = \"http_api\" needs api_key_file (make one with "
+          "mqttools passwd)");
+    CHECK(only_error("[[listener]]\nport = 8080\napi_key_file = \"/k\"\n") ==
+          "/etc/mqttools/test.toml:3:16: listener[0].api_key_file: needs protocol = \"http_api\" on this listener");
     CHECK(only_error("[[listener]]\nport = 8080\nwebsockets_origin = \"https://a\"\n") ==
           "/etc/mqttools/test.toml:3:21: listener[0].websockets_origin: needs protocol = \"websockets\" on this "
           "listener");
