@@ -700,12 +700,18 @@ def main():
                    help="only the cluster scenarios (bench/cluster.py: nodes over nats-server, issue 13)")
     p.add_argument("--cluster-idle", action="store_true",
                    help="only the cluster's 100,000 idle connections over 6 nodes (bench/cluster.py --idle)")
+    p.add_argument("--admin", action="store_true",
+                   help="only the management API scenario: listing 100,000 clients under 100 pairs (bench/admin.py)")
     p.add_argument("--perf", action="store_true",
                    help="record a perf profile of mqttoolsd in each traffic run (BUILD/perf-SCENARIO-RUN.data)")
     args = p.parse_args()
     if args.cluster_idle:
         sys.exit(subprocess.call([sys.executable, os.path.join(TOP, "bench", "cluster.py"), "--build", args.build,
                                   "--idle"]))
+    if args.admin:
+        cmd = [sys.executable, os.path.join(TOP, "bench", "admin.py"), "--build", args.build,
+               "--runs", str(1 if args.quick else args.runs), "--duration", str(5.0 if args.quick else 10.0)]
+        sys.exit(subprocess.call(cmd))
     if args.cluster:
         # Registered here, run in its own file: its setups (several nodes and
         # nats-server per run) differ from the single-broker ones.

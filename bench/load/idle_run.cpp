@@ -60,6 +60,9 @@ Targets targets_of(const LoadOptions& o) {
         Conn& c = cs.add(Role::idle, static_cast<std::uint32_t>(n), prefix + std::to_string(n), src, 64);
         c.keep_alive = static_cast<std::uint16_t>(o.keep_alive);  // default 0: no PINGREQ while idle
         c.tree_filters = static_cast<std::uint16_t>(o.subs_per_conn);
+        // --session-expiry: the sessions outlive the run (bench/admin.py
+        // fills the session table this way).
+        c.session_expiry = static_cast<std::uint32_t>(o.session_expiry);
     }
     std::int64_t start = now_ns();
     std::int64_t deadline = start + seconds_ns(o.connect_timeout_s);

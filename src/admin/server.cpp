@@ -47,6 +47,7 @@ struct AdminServer::Client final : net::IoHandler {
     bool keep_alive = true;    // of the request being answered
     bool closing = false;      // close once `out` is written
     bool closed = false;
+    bool peer_closed = false;  // end of its stream (it may have sent a whole request first)
     std::uint32_t events = 0;  // as registered
     Clock::time_point deadline;
 };
@@ -148,11 +149,22 @@ void AdminServer::on_client(Client& c, std::uint32_t events) {
                 continue;
             }
             if (r.status == net::IoStatus::would_block) break;
-            close(c);  // closed or failed
-            return;
+            if (r.status == net::IoStatus::error) {
+                close(c);
+                return;
+            }
+            c.peer_closed = true;  // it may still read what it asked for
+            break;
         }
         process(c);
         if (c.closed) return;
+        if (c.peer_closed && !c.job) {
+            if (c.out.empty()) {
+                close(c);
+                return;
+            }
+            c.closing = true;
+        }
     }
     if (events & EPOLLOUT || c.transport->has_pending()) {
         write(c);
@@ -230,6 +242,7 @@ void AdminServer::run_job(Client& c) {
         return;
     }
     c.job.reset();
+    if (c.peer_closed) c.keep_alive = false;
     respond(c, std::move(r));
     if (!c.closed && c.out.empty()) process(c);  // a pipelined request may be waiting
     if (!c.closed) update_events(c);
@@ -292,10 +305,14 @@ void AdminServer::write(Client& c) {
 
 void AdminServer::update_events(Client& c) {
     if (c.closed) return;
-    std::uint32_t want = EPOLLRDHUP;
+    // A peer that closed its side is not watched for input again (its
+    // hang-up stays readable and would wake every turn).
+    std::uint32_t want = c.peer_closed ? 0u : std::uint32_t{EPOLLRDHUP};
     // Not read while an answer is pending (one request at a time), or
     // while the buffer holds as much as a request may.
-    if (!c.job && c.out.empty() && c.in.size() <= limits_.max_head + limits_.max_body) want |= EPOLLIN;
+    if (!c.peer_closed && !c.job && c.out.empty() && c.in.size() <= limits_.max_head + limits_.max_body) {
+        want |= EPOLLIN;
+    }
     if (!c.out.empty() || c.transport->has_pending() || c.transport->wants_write()) want |= EPOLLOUT;
     if (want != c.events) {
         c.events = want;

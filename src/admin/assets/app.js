@@ -112,7 +112,8 @@ async function sample() {
 function fmt(n) {
   if (n >= 1e6) return (n / 1e6).toFixed(1) + "M";
   if (n >= 1e4) return (n / 1e3).toFixed(1) + "k";
-  return String(Math.round(n));
+  if (n >= 10 || Number.isInteger(n)) return String(Math.round(n));
+  return n.toFixed(1);
 }
 
 // A line plot of `series` (each {cls, values}) in an SVG of 600x160.
@@ -133,9 +134,12 @@ function plot(svg, series) {
     label.textContent = fmt(max * (2 - i) / 2);
     svg.appendChild(label);
   }
+  // The x axis spans at least a minute, then grows to the whole history.
+  let span = 60;
+  for (const s of series) span = Math.max(span, s.values.length);
   for (const s of series) {
     if (s.values.length === 0) continue;
-    const step = (W - left) / (HISTORY - 1);
+    const step = (W - left) / (Math.min(span, HISTORY) - 1);
     const x0 = W - step * (s.values.length - 1);
     const d = s.values.map((v, i) => (i ? "L" : "M") + (x0 + i * step).toFixed(1) + "," +
       (H - bottom - (H - top - bottom) * v / max).toFixed(1)).join("");
