@@ -87,17 +87,7 @@ Outcome client_subscriptions(ApiContext& ctx, const std::string& id) {
     const broker::Session* s = ctx.broker->sessions().find(id);
     if (!s || s->bridge) return now(error_response(404, "CLIENTID_NOT_FOUND", "client id not found"));
     Json out = Json::array();
-    for (const auto& [filter, o] : s->subscriptions) {
-        Json j;
-        j["node"] = ctx.node;
-        j["clientid"] = s->client_id;
-        j["topic"] = filter;
-        j["qos"] = static_cast<int>(o.qos);
-        j["nl"] = o.no_local ? 1 : 0;
-        j["rap"] = o.retain_as_published ? 1 : 0;
-        j["rh"] = o.retain_handling;
-        out.push_back(std::move(j));
-    }
+    for (const auto& [filter, o] : s->subscriptions) out.push_back(subscription_json(s->client_id, filter, o, ctx.node));
     return now(json_response(200, out));
 }
 

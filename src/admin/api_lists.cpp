@@ -17,20 +17,16 @@ namespace {
 
 bool contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
 
-class ClientsJob final : public Job {
+// A paged listing gathered over the session table, a slice per step:
+// visit() offers each session's entries to add(), which counts them and
+// keeps those on the requested page.
+class PagedScan : public Job {
 public:
-    ClientsJob(ApiContext& ctx, Paging paging) : ctx_(ctx), paging_(paging) {}
+    PagedScan(ApiContext& ctx, Paging paging) : ctx_(ctx), paging_(paging) {}
 
-    std::vector<std::string> clientids;  // clientid=... (any of them)
-    std::optional<std::string> username, like_clientid, like_username, ip_address;
-    std::optional<bool> connected;  // conn_state
-    std::optional<int> proto_ver;
-
-    bool step(http::Response& out) override {
+    bool step(http::Response& out) final {
         const bool more = ctx_.broker->sessions().scan(bucket_, kScanSlice, [this](const broker::Session& s) {
-            if (s.bridge || !matches(s)) return;
-            if (count_ >= paging_.first() && data_.size() < paging_.limit) data_.push_back(client_json(s, ctx_.node));
-            ++count_;
+            if (!s.bridge) visit(s);
         });
         if (more) return false;
         Json body;
@@ -40,7 +36,36 @@ public:
         return true;
     }
 
+protected:
+    virtual void visit(const broker::Session& s) = 0;
+    template <class Make>
+    void add(Make&& make) {
+        if (count_ >= paging_.first() && data_.size() < paging_.limit) data_.push_back(make());
+        ++count_;
+    }
+    ApiContext& ctx_;
+
 private:
+    Paging paging_;
+    std::size_t bucket_ = 0;
+    std::size_t count_ = 0;
+    Json data_ = Json::array();
+};
+
+class ClientsJob final : public PagedScan {
+public:
+    using PagedScan::PagedScan;
+
+    std::vector<std::string> clientids;  // clientid=... (any of them)
+    std::optional<std::string> username, like_clientid, like_username, ip_address;
+    std::optional<bool> connected;  // conn_state
+    std::optional<int> proto_ver;
+
+private:
+    void visit(const broker::Session& s) override {
+        if (matches(s)) add([&] { return client_json(s, ctx_.node); });
+    }
+
     bool matches(const broker::Session& s) const {
         const broker::Connection* c = s.connection;
         const bool live = c && c->state == broker::Connection::State::connected;
@@ -58,58 +83,23 @@ private:
         }
         return true;
     }
-
-    ApiContext& ctx_;
-    Paging paging_;
-    std::size_t bucket_ = 0;
-    std::size_t count_ = 0;
-    Json data_ = Json::array();
 };
 
-class SubscriptionsJob final : public Job {
+class SubscriptionsJob final : public PagedScan {
 public:
-    SubscriptionsJob(ApiContext& ctx, Paging paging) : ctx_(ctx), paging_(paging) {}
+    using PagedScan::PagedScan;
 
     std::optional<std::string> clientid, topic, match_topic, share_group;
     std::optional<int> qos;
 
-    bool step(http::Response& out) override {
-        const bool more = ctx_.broker->sessions().scan(bucket_, kScanSlice, [this](const broker::Session& s) {
-            if (s.bridge || (clientid && s.client_id != *clientid)) return;
-            for (const auto& [filter, options] : s.subscriptions) {
-                if (!matches(filter, options)) continue;
-                if (count_ >= paging_.first() && data_.size() < paging_.limit) {
-                    data_.push_back(subscription_json(s.client_id, filter, options, ctx_.node));
-                }
-                ++count_;
-            }
-        });
-        if (more) return false;
-        Json body;
-        body["data"] = std::move(data_);
-        body["meta"] = paging_.meta(count_);
-        out = json_response(200, body);
-        return true;
-    }
-
-    static Json subscription_json(std::string_view client_id, std::string_view filter,
-                                  const broker::SubscriptionOptions& o, std::string_view node) {
-        Json j;
-        j["node"] = node;
-        j["clientid"] = client_id;
-        j["topic"] = filter;
-        j["qos"] = static_cast<int>(o.qos);
-        j["nl"] = o.no_local ? 1 : 0;
-        j["rap"] = o.retain_as_published ? 1 : 0;
-        j["rh"] = o.retain_handling;
-        if (filter.rfind("$share/", 0) == 0) {
-            const auto rest = filter.substr(7);
-            j["share_group"] = rest.substr(0, rest.find('/'));
-        }
-        return j;
-    }
-
 private:
+    void visit(const broker::Session& s) override {
+        if (clientid && s.client_id != *clientid) return;
+        for (const auto& [filter, options] : s.subscriptions) {
+            if (matches(filter, options)) add([&] { return subscription_json(s.client_id, filter, options, ctx_.node); });
+        }
+    }
+
     bool matches(std::string_view filter, const broker::SubscriptionOptions& o) const {
         if (topic && filter != *topic) return false;
         if (qos && *qos != static_cast<int>(o.qos)) return false;
@@ -128,12 +118,6 @@ private:
         }
         return true;
     }
-
-    ApiContext& ctx_;
-    Paging paging_;
-    std::size_t bucket_ = 0;
-    std::size_t count_ = 0;
-    Json data_ = Json::array();
 };
 
 }  // namespace

@@ -133,4 +133,21 @@ Json client_json(const broker::Session& s, std::string_view node) {
     return j;
 }
 
+Json subscription_json(std::string_view client_id, std::string_view filter, const broker::SubscriptionOptions& o,
+                       std::string_view node) {
+    Json j;
+    j["node"] = node;
+    j["clientid"] = client_id;
+    j["topic"] = filter;
+    j["qos"] = static_cast<int>(o.qos);
+    j["nl"] = o.no_local ? 1 : 0;
+    j["rap"] = o.retain_as_published ? 1 : 0;
+    j["rh"] = o.retain_handling;
+    if (filter.rfind("$share/", 0) == 0) {
+        const auto rest = filter.substr(7);
+        j["share_group"] = rest.substr(0, rest.find('/'));
+    }
+    return j;
+}
+
 }  // namespace mqttools::admin

@@ -52,5 +52,8 @@ std::int64_t unix_ms_now();
 
 // One client as EMQX lists it.
 Json client_json(const broker::Session& s, std::string_view node);
+// One subscription: node, clientid, topic, qos, nl, rap, rh (share_group).
+Json subscription_json(std::string_view client_id, std::string_view filter, const broker::SubscriptionOptions& o,
+                       std::string_view node);
 
 }  // namespace mqttools::admin
