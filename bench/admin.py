@@ -121,11 +121,11 @@ def pairs(load, port, duration, broker_pid=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def lister(api, stop_event, results, total):
+def lister(api, stop_event, results, total, big_share):
     """Lists without pause until told to stop; records each listing's time."""
     rnd = random.Random(7)
     while not stop_event.is_set():
-        if rnd.random() < 0.2:
+        if rnd.random() < big_share:
             path = f"/api/v5/clients?page={rnd.randint(1, max(1, total // 10000))}&limit=10000"
         else:
             path = f"/api/v5/clients?page={rnd.randint(1, total // 100)}&limit=100"
@@ -142,6 +142,7 @@ def main():
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--listers", type=int, default=2, help="API clients listing at once")
+    p.add_argument("--big-share", type=float, default=0.2, help="share of limit=10000 listings (else limit=100)")
     args = p.parse_args()
     if not (1000 <= args.sessions <= 200000 and 1 <= args.duration <= 120 and 1 <= args.runs <= 10):
         p.error("--sessions 1000..200000, --duration 1..120, --runs 1..10")
@@ -161,7 +162,7 @@ def main():
             print(f"run {run + 1}: {body['meta']['count']} sessions made in {time.monotonic() - t0:.1f} s")
             rows["alone"].append(pairs(load, port, args.duration, proc.pid))
             stop_event, results = threading.Event(), []
-            threads = [threading.Thread(target=lister, args=(api, stop_event, results, args.sessions))
+            threads = [threading.Thread(target=lister, args=(api, stop_event, results, args.sessions, args.big_share))
                        for _ in range(args.listers)]
             for t in threads:
                 t.start()
