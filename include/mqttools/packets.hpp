@@ -181,6 +181,10 @@ struct ConnectPacket {
     // (0x80 | 4) so the server knows it is a bridge (no echo of its own
     // messages, retain flags kept). Decoded from and encoded as 0x84.
     bool bridge = false;
+    // MQTT 3.1 (protocol name "MQIsdp", level 3): decoded as 3.1.1, whose
+    // packets are the same on the wire; its CONNECT rules (a client id of 1
+    // to 23 bytes) are the server's to apply. Never encoded.
+    bool mqtt31 = false;
 };
 
 // In 3.1.1 the return code is mapped to the v5 reason code of the same

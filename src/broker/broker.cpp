@@ -357,6 +357,7 @@ void Broker::dispatch_packet(Connection& c, const FixedHeader& header, Bytes bod
     if (c.state == Connection::State::awaiting_connect) {
         // The first packet must be CONNECT [MQTT-3.1.0-1].
         if (header.type != PacketType::connect) {
+            spdlog::info("Client {} refused: its first packet is not CONNECT.", c.peer());
             close_connection(c, ReasonCode::protocol_error, false);
             return;
         }

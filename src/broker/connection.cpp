@@ -183,6 +183,15 @@ void Connection::on_readable() {
 
 std::size_t Connection::process(std::byte* data, std::size_t size) {
     std::size_t pos = 0;
+    if (state == State::awaiting_connect && size >= 4 && std::memcmp(data, "GET ", 4) == 0 &&
+        transport_->label().empty()) {
+        // An HTTP request where CONNECT belongs: a WebSocket client on a
+        // plain MQTT listener. Say so, with who it was, then close.
+        spdlog::info("Client {} refused: an HTTP request (a WebSocket upgrade?) on a plain MQTT listener; "
+                     "WebSocket clients need a listener with protocol = \"websockets\".", peer());
+        broker_.frame_error(*this, ReasonCode::protocol_error);
+        return 0;
+    }
     while (state != State::closing && !reading_paused_ && pos < size) {
         Bytes input(data + pos, size - pos);
         Frame frame = read_frame(input, broker_.max_packet_size_in());

@@ -175,6 +175,7 @@ public:
     ProtocolVersion version = ProtocolVersion::v5;
     bool request_problem_information = true;
     bool has_username = false;  // CONNECT had a User Name (possibly empty)
+    bool mqtt31 = false;        // MQTT 3.1 ("MQIsdp"), otherwise spoken as 3.1.1
     bool clean_start = true;
     bool will_suppressed = false;  // a normal DISCONNECT arrived
     bool dirty = false;            // on the broker's flush list

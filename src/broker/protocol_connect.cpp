@@ -96,6 +96,13 @@ void Broker::handle_connect(Connection& c, const FixedHeader& header, Bytes body
         refuse_connect(c, c.version, ReasonCode::bad_authentication_method);
         return;
     }
+    c.mqtt31 = p.mqtt31;
+    if (p.mqtt31 && (c.client_id.empty() || c.client_id.size() > 23)) {
+        // MQTT 3.1 section 3.1: a client id of 1 to 23 bytes, else return
+        // code 2 (identifier rejected); 3.1 has no server-assigned id.
+        refuse_connect(c, c.version, ReasonCode::client_identifier_not_valid);
+        return;
+    }
     bool assigned = false;
     if (c.client_id.empty()) {
         // 3.1.1 allows an empty id only with Clean Session [MQTT-3.1.3-8].
@@ -192,7 +199,9 @@ void Broker::accept_connect(Connection& c, const ConnectPacket& p, bool assigned
         cluster_->claim_session(c.client_id, !p.clean_start && !sessions_.find(c.client_id));
         return;
     }
-    ack.session_present = attach_session(c, p, expiry);
+    const bool resumed = attach_session(c, p, expiry);
+    // MQTT 3.1's CONNACK has no Session Present flag (its byte is reserved).
+    ack.session_present = resumed && !c.mqtt31;
     Session& s = *c.session;
     bind_acl(c);
     if (p.will) {
@@ -230,7 +239,7 @@ void Broker::accept_connect(Connection& c, const ConnectPacket& p, bool assigned
     stats_.clients_maximum = std::max(stats_.clients_maximum, clients_connected_);
     c.send(ack);
     spdlog::info("New client connected from {} as {} ({}, c{}, k{}{}{}{}{}).", c.peer(), c.client_id,
-                 version_name(c.version), p.clean_start ? 1 : 0, c.keep_alive,
+                 c.mqtt31 ? "p3" : version_name(c.version), p.clean_start ? 1 : 0, c.keep_alive,
                  c.username.empty() ? "" : ", u'", c.username.empty() ? "" : c.username + "'",
                  over.empty() ? "" : ", ", over);
     s.connected_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -238,7 +247,7 @@ void Broker::accept_connect(Connection& c, const ConnectPacket& p, bool assigned
                             .count();
     if (observer_) observer_->client_connected(c);
     arm_keepalive(c);
-    if (ack.session_present) resume_session(c, s);
+    if (resumed) resume_session(c, s);
 }
 
 bool Broker::attach_session(Connection& c, const ConnectPacket& connect, std::uint32_t session_expiry) {

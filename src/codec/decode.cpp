@@ -164,8 +164,17 @@ ReasonCode decode_connect_into(const FixedHeader& header, Bytes body, ConnectPac
     if (!r.raw_string(name) || !r.u8(level)) return malformed;
     // [MQTT-3.1.2-1]: another protocol name may be refused with 0x84;
     // [MQTT-3.1.2-2]: an unsupported level is answered with 0x84.
-    if (name != "MQTT") return ReasonCode::unsupported_protocol_version;
-    if (level == 0x84) {
+    if (name == "MQIsdp") {
+        // MQTT 3.1 (level 3; 0x83 from a 3.1 bridge with try_private), as
+        // Mosquitto still accepts: old devices and libraries speak it.
+        if (level != 3 && level != 0x83) return ReasonCode::unsupported_protocol_version;
+        p.bridge = level == 0x83;
+        p.mqtt31 = true;
+        level = 4;
+    } else if (name != "MQTT") {
+        return ReasonCode::unsupported_protocol_version;
+    }
+    if (level == 0x84 && !p.mqtt31) {
         p.bridge = true;  // try_private (Mosquitto): a 3.1.1 bridge
         level = 4;
     }

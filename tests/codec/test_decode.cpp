@@ -72,6 +72,22 @@ TEST_CASE("CONNECT with the spec's variable header (3.1.1 3.1.2.10)", "[decode][
     CHECK(e.p.client_id.empty());
 }
 
+TEST_CASE("CONNECT of MQTT 3.1: protocol name MQIsdp, level 3", "[decode][connect]") {
+    // Decoded as 3.1.1 (the same packets on the wire), marked as 3.1 so the
+    // server applies its client id rule.
+    auto d = dec<ConnectPacket>("10 11 00 06 4d 51 49 73 64 70 03 02 00 3c 00 03 63 69 64", V5, Sender::client);
+    CHECK(d.p.version == V3);
+    CHECK(d.p.mqtt31);
+    CHECK_FALSE(d.p.bridge);
+    CHECK(d.p.client_id == "cid");
+    // A 3.1 bridge with try_private: 0x80 | 3.
+    auto b = dec<ConnectPacket>("10 11 00 06 4d 51 49 73 64 70 83 02 00 3c 00 03 63 69 64", V5, Sender::client);
+    CHECK(b.p.mqtt31);
+    CHECK(b.p.bridge);
+    auto plain = dec<ConnectPacket>("10 0f 00 04 4d 51 54 54 04 02 00 3c 00 03 63 69 64", V5, Sender::client);
+    CHECK_FALSE(plain.p.mqtt31);
+}
+
 TEST_CASE("CONNECT from a 3.1.1 bridge: try_private's protocol level 0x84", "[decode][connect]") {
     // Mosquitto's bridge flag: 0x80 | 4, a 3.1.1 CONNECT in every other way.
     auto d = dec<ConnectPacket>("10 0f 00 04 4d 51 54 54 84 02 00 3c 00 03 63 69 64", V5, Sender::client);

@@ -36,9 +36,11 @@ def test_unsupported_protocol_level_gets_0x84(broker):
     assert [(p.type, p.reason) for p in got] == [(CONNACK, 0x84)]
 
 
-def test_mqtt31_client_gets_its_return_code(broker):
+def test_mqisdp_at_another_level_gets_the_31_return_code(broker):
+    # MQTT 3.1 (MQIsdp, level 3) is accepted (test_migration_defects.py);
+    # MQIsdp at another level gets 3.1's CONNACK with return code 1.
     c = Client(broker.port, version=3)
-    body = utf8("MQIsdp") + bytes([3, 2]) + b"\x00\x3c" + utf8("old")
+    body = utf8("MQIsdp") + bytes([4, 2]) + b"\x00\x3c" + utf8("old")
     c.send(packet(CONNECT, 0, body))
     got = c.expect_closed()
     assert len(got) == 1 and got[0].type == CONNACK

@@ -84,11 +84,20 @@ AclChecker AclChecker::parse(std::string_view text, std::string_view source) {
             {"readwrite", Access::readwrite},
             {"deny", Access::deny},
         };
+        bool named = false;
         for (const auto& [name, access] : words) {
             if (word == name) {
                 rule.access = access;
                 filter = after;
+                named = true;
             }
+        }
+        // Two words or more: the first is the access type, as in Mosquitto
+        // (which refuses the file otherwise); a typo must not become part of
+        // a topic ("topic rw sensors/#" would grant the literal "rw sensors/#").
+        if (!named && !after.empty()) {
+            fail("invalid topic access type '" + std::string(word) +
+                 "' (read, write, readwrite or deny; a topic holding a space needs one)");
         }
         if (filter.empty()) fail("missing topic filter");
         if (!valid_filter(filter)) fail("invalid topic filter '" + std::string(filter) + "'");

@@ -1,0 +1,161 @@
+"""What a user migrating from Mosquitto 2.0 tripped over (issue 30), broker
+side: the same files and clients that work with Mosquitto work here, and
+where we differ on purpose the documentation says so."""
+import pathlib
+import signal
+import socket
+import struct
+import subprocess
+import threading
+
+import paho.mqtt.client as paho
+import pytest
+
+from conftest import MQTTOOLSD, TOP, free_port, wait_or_fail, wait_until
+
+pytestmark = pytest.mark.skipif(not MQTTOOLSD.exists(), reason="mqttoolsd not built")
+
+WAIT = 10
+
+
+def run_daemon(tmp_path, config, timeout=15, name="bad.toml"):
+    conf = tmp_path / name
+    conf.write_text(config)
+    return subprocess.run([str(MQTTOOLSD), "-c", str(conf), "-p", str(free_port())], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def mosquitto_passwd(path, user, password):
+    args = ["mosquitto_passwd", "-b", str(path), user, password]
+    if not path.exists():
+        args.insert(1, "-c")
+    subprocess.run(args, check=True, capture_output=True)
+
+
+class Paho:
+    """A paho client whose messages and SUBACKs are collected."""
+
+    def __init__(self, port, client_id, protocol=paho.MQTTv5, username=None, password=None):
+        self.c = paho.Client(client_id=client_id, protocol=protocol)
+        if username is not None:
+            self.c.username_pw_set(username, password)
+        self.messages = []
+        self.granted = {}
+        self.connected = threading.Event()
+        self.rc = None
+        self.c.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
+        self.c.on_subscribe = self._on_subscribe
+        self.c.on_connect = self._on_connect
+        self.c.connect("127.0.0.1", port, 30)
+        self.c.loop_start()
+        assert self.connected.wait(WAIT)
+
+    def _on_connect(self, c, u, flags, rc, props=None):
+        self.rc = rc
+        self.connected.set()
+
+    def _on_subscribe(self, c, u, mid, granted, props=None):
+        self.granted[mid] = [g.value if hasattr(g, "value") else g for g in granted]
+
+    def subscribe(self, topic):
+        _, mid = self.c.subscribe(topic, 0)
+        wait_or_fail(lambda: mid in self.granted, f"SUBACK for {topic}")
+        return self.granted[mid][0]
+
+    def stop(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+# --- 1: an ACL line whose access type is a typo ------------------------------
+
+def test_acl_typo_access_type_refused_at_start(tmp_path):
+    acl = tmp_path / "acl"
+    acl.write_text("user alice\ntopic read public/#\ntopic rw sensors/#\n")
+    r = run_daemon(tmp_path, f'acl_file = "{acl}"\n')
+    assert r.returncode != 0
+    # file:line and the word, as Mosquitto's "Invalid topic access type".
+    assert f"{acl}:3: invalid topic access type 'rw'" in r.stderr + r.stdout, r.stderr
+
+
+def test_acl_typo_at_sighup_keeps_the_old_rules(start_broker, tmp_path):
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite sensors/#\n")
+    b = start_broker(config=f'acl_file = "{acl}"\n')
+    acl.write_text("topic rw sensors/#\n")
+    b.proc.send_signal(signal.SIGHUP)
+    wait_or_fail(lambda: "invalid topic access type 'rw'" in b.output(), "the reload's error")
+    assert f"{acl}:1:" in b.output()
+    # The old rule still holds: sensors/t readable and writable, the literal
+    # "rw sensors/x" is not a topic anyone was given.
+    sub = Paho(b.port, "acl-hup-sub")
+    assert sub.subscribe("sensors/#") == 0
+    pub = Paho(b.port, "acl-hup-pub")
+    pub.c.publish("sensors/t", b"ok")
+    wait_or_fail(lambda: sub.messages, "a message on sensors/t")
+    assert sub.messages == [("sensors/t", b"ok")]
+    sub.stop()
+    pub.stop()
+
+
+# --- 2: MQTT 3.1 ("MQIsdp", level 3) ------------------------------------------
+
+def test_mqtt31_clients_are_accepted(broker):
+    port = str(broker.port)
+    # Retained, so that the subscriber started afterwards gets both.
+    r = subprocess.run(["mosquitto_pub", "-V", "31", "-p", port, "-t", "v31/a", "-m", "one", "-r", "-q", "1"],
+                       capture_output=True, timeout=WAIT)
+    assert r.returncode == 0, r.stderr
+    pub = Paho(broker.port, "v31-paho", protocol=paho.MQTTv31)
+    assert pub.rc == 0
+    pub.c.publish("v31/b", b"two", qos=1, retain=True).wait_for_publish(WAIT)
+    pub.stop()
+    r = subprocess.run(["mosquitto_sub", "-V", "31", "-p", port, "-t", "v31/#", "-C", "2", "-v",
+                        "-i", "v31-sub", "-W", "10"], capture_output=True, timeout=WAIT + 5)
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.decode().splitlines()) == ["v31/a one", "v31/b two"]
+    assert "as v31-sub (p3, c1" in broker.output()
+
+
+@pytest.mark.parametrize("client_id", ["", "x" * 24])
+def test_mqtt31_client_id_rules(broker, client_id):
+    # MQTT 3.1: 1 to 23 bytes; otherwise CONNACK return code 2 (identifier
+    # rejected), as Mosquitto answers.
+    # A raw CONNECT: paho makes up an id when given none.
+    def utf8(s):
+        return struct.pack("!H", len(s)) + s.encode()
+    body = utf8("MQIsdp") + bytes([3, 0x02]) + struct.pack("!H", 30) + utf8(client_id)
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=WAIT) as sock:
+        sock.sendall(bytes([0x10, len(body)]) + body)
+        assert sock.recv(4) == b"\x20\x02\x00\x02"
+    r = subprocess.run(["mosquitto_pub", "-V", "31", "-p", str(broker.port), "-i", "y" * 23, "-t", "t",
+                        "-m", "23 bytes are fine"], capture_output=True, timeout=WAIT)
+    assert r.returncode == 0, r.stderr
+
+
+# --- 3: SUBSCRIBE under an ACL file: stricter than Mosquitto, documented -----
+
+def test_acl_subscribe_rule_is_the_documented_one(start_broker, tmp_path):
+    pw = tmp_path / "passwords"
+    mosquitto_passwd(pw, "alice", "a")
+    mosquitto_passwd(pw, "bob", "b")
+    acl = tmp_path / "acl"
+    acl.write_text("pattern readwrite users/%u/#\n")
+    b = start_broker(config=f'allow_anonymous = false\npassword_file = "{pw}"\nacl_file = "{acl}"\n')
+    alice = Paho(b.port, "alice-1", username="alice", password="a")
+    bob = Paho(b.port, "bob-1", username="bob", password="b")
+    # A filter no rule lets her read anything under: refused at SUBSCRIBE
+    # (Mosquitto grants it and then delivers nothing).
+    assert alice.subscribe("users/bob/#") == 0x87
+    # A filter reaching readable topics: granted, delivery filtered per topic.
+    assert alice.subscribe("users/#") == 0
+    bob.c.publish("users/bob/x", b"bob's").wait_for_publish(WAIT)
+    alice.c.publish("users/alice/x", b"hers").wait_for_publish(WAIT)
+    wait_or_fail(lambda: alice.messages, "alice's own message")
+    wait_until(lambda: False, 0.3)
+    assert alice.messages == [("users/alice/x", b"hers")]
+    alice.stop()
+    bob.stop()
+    doc = (TOP / "docs" / "configuration.md").read_text()
+    assert "SUBSCRIBE under an ACL file" in doc
+    assert "Mosquitto 2.0 grants" in doc
