@@ -96,7 +96,7 @@ struct Bridge {
     bool mqtt5 = false;                     // bridge_protocol_version = "mqttv50"
     bool try_private = true;
     bool notifications = true;
-    std::string notification_topic;         // default "$SYS/broker/connection/<name>/state"
+    std::string notification_topic;         // default "$SYS/broker/connection/<remote_clientid>/state"
     bool notifications_local_only = false;  // the state only here, not on the remote
     std::string local_clientid;             // default "local.<remote_clientid>"
     std::string cafile;                     // bridge_cafile: TLS when set

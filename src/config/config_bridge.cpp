@@ -320,10 +320,7 @@ void check_bridge(detail::Checker& c, const toml::table& table, std::size_t inde
     // Certificates are checked now, with the line that names them, rather
     // than at the first connection attempt.
     auto readable = [&](const toml::node* node, const std::string& path, const char* key) {
-        if (node == nullptr || path.empty()) return;
-        if (::access(path.c_str(), R_OK) != 0) {
-            c.error(node->source(), label + "." + key, "cannot read '" + path + "': " + std::strerror(errno));
-        }
+        if (node != nullptr) c.check_readable(*node, label + "." + key, path);
     };
     readable(cafile_node, b.cafile, "bridge_cafile");
     readable(certfile_node, b.certfile, "bridge_certfile");
@@ -338,8 +335,9 @@ void check_bridge(detail::Checker& c, const toml::table& table, std::size_t inde
     if (!b.alpn.empty() && !b.tls()) c.error(table.source(), label, "bridge_alpn needs bridge_cafile or bridge_capath (TLS)");
     if (b.remote_password && !b.remote_username) c.error(table.source(), label, "remote_password needs remote_username");
     if (b.remote_clientid.empty()) b.remote_clientid = local_hostname() + "." + b.name;
-    // Mosquitto's: the connection name, not the client id.
-    if (b.notification_topic.empty()) b.notification_topic = "$SYS/broker/connection/" + b.name + "/state";
+    // Mosquitto's default, mosquitto.conf(5): the remote client id (not the
+    // connection's name), so that existing monitoring keeps its topics.
+    if (b.notification_topic.empty()) b.notification_topic = "$SYS/broker/connection/" + b.remote_clientid + "/state";
     if (b.local_clientid.empty()) b.local_clientid = "local." + b.remote_clientid;
     for (std::size_t i = 0; i < cfg.bridges.size(); ++i) {
         if (have_name && cfg.bridges[i].name == b.name) {
@@ -360,6 +358,10 @@ void check_bridges(detail::Checker& c, const toml::node& value, Config& cfg) {
     } else {
         c.wrong_type(value, "bridge", "[[bridge]] tables");
     }
+}
+
+bool bridge_key(std::string_view key) {
+    return std::find(kBridgeKeys.begin(), kBridgeKeys.end(), key) != kBridgeKeys.end();
 }
 
 }  // namespace mqttools::config

@@ -49,7 +49,7 @@ TEST_CASE("a bridge with only the required keys gets Mosquitto's defaults") {
     CHECK(b.topics[0].qos == 0);
     CHECK(b.remote_clientid == hostname() + ".cloud");
     // The (and Mosquitto's documented) NAME: the connection name.
-    CHECK(b.notification_topic == "$SYS/broker/connection/cloud/state");
+    CHECK(b.notification_topic == "$SYS/broker/connection/" + hostname() + ".cloud/state");
     CHECK(b.local_clientid == "local." + hostname() + ".cloud");
     CHECK_FALSE(b.notifications_local_only);
     CHECK_FALSE(b.round_robin);

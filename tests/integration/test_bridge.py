@@ -85,8 +85,8 @@ def bridge_toml(port, topics, name="b", version="mqttv311", extra=""):
 
 
 def state_topic(name="b"):
-    # The NAME: the bridge's name, not its client id.
-    return f"$SYS/broker/connection/{name}/state"
+    # Mosquitto's default: the remote client id (bridge_toml sets edge-NAME).
+    return f"$SYS/broker/connection/edge-{name}/state"
 
 
 def read_retained(port, topic, version=5):

@@ -915,7 +915,7 @@ def test_a_bridge_on_one_node_serves_the_whole_cluster(tmp_path, nodes):
         far = subscribed(remote.port, "far", "up/#", 1)
         probe = connect(n1.port, "probe")
         link(probe, local, "down/probe")
-        assert wait_until(lambda: sys_value(n1.port, "$SYS/broker/connection/up/state") == "1")
+        assert wait_until(lambda: sys_value(n1.port, "$SYS/broker/connection/cluster-up/state") == "1")
         # In: remote -> node 1's bridge -> NATS -> node 2.
         deadline = time.monotonic() + 10 * SLOW
         got = []
