@@ -32,6 +32,7 @@ struct ClusterCounters {
     std::uint64_t takeovers_in = 0;      // local sessions taken over by another node
     std::uint64_t sessions_sent = 0;     // session states handed to the node that took them over
     std::uint64_t sessions_received = 0; // session states taken over from another node
+    std::string status;                  // "connected", or why NATS is not reachable
 };
 
 // A message's name on NATS: the publishing node's instance and its

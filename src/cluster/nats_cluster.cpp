@@ -435,6 +435,12 @@ broker::ClusterCounters NatsCluster::counters() const {
         if (conn && natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED) ++c.links_up;
     }
     c.nodes_connected = c.links_up == c.links_total ? 1 : 0;
+    {
+        std::lock_guard lock(shared_->unreachable_mutex);
+        c.status = c.nodes_connected ? "connected"
+                   : !shared_->unreachable.empty() ? "NATS unreachable (" + shared_->unreachable + ")"
+                                                   : "NATS link down, reconnecting";
+    }
     c.messages_out = shared_->messages_out.load();
     c.messages_in = shared_->messages_in.load();
     c.messages_lost_out = shared_->lost_out.load();

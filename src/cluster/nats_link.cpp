@@ -99,6 +99,10 @@ void on_reconnected(natsConnection* nc, void* closure) {
 void on_connected(natsConnection* nc, void* closure) {
     auto* s = static_cast<NatsCluster::Shared*>(closure);
     s->learn_max_payload(nc);
+    {
+        std::lock_guard lock(s->unreachable_mutex);
+        s->unreachable.clear();
+    }
     s->log("Cluster: connected to NATS.");
 }
 
@@ -179,8 +183,23 @@ natsConnection* NatsCluster::Shared::connect(bool no_echo) {
     natsConnection* nc = nullptr;
     if (st == NATS_OK) {
         st = natsConnection_Connect(&nc, o);
-        // Not yet connected: libnats keeps trying in its own thread.
-        if (st == NATS_NOT_YET_CONNECTED) st = NATS_OK;
+        // Not yet connected: libnats keeps trying in its own thread. Say so
+        // now (once, for the first connection), with the URL and why, not
+        // only when a client first needs the cluster.
+        if (st == NATS_NOT_YET_CONNECTED) {
+            st = NATS_OK;
+            if (no_echo) {
+                std::string where;
+                for (const char* u : urls) where += (where.empty() ? "" : ", ") + std::string(u);
+                const std::string why = where + ": " + nats_GetLastError(nullptr);
+                {
+                    std::lock_guard lock(unreachable_mutex);
+                    unreachable = why;
+                }
+                log("Cluster: cannot reach NATS at " + why +
+                    "; retrying in the background (until then this node serves only its own clients).");
+            }
+        }
     }
     if (st != NATS_OK) {
         log(std::string("Cluster: cannot set up the NATS connection: ") + natsStatus_GetText(st) + " " +

@@ -321,6 +321,10 @@ struct NatsCluster::Shared {
         }
     }
     void log(const std::string& line) { push_in(tag_log, 0, line.data(), line.size()); }
+    // Why the first connection attempt failed ("" once connected): for the
+    // warning at start, $SYS/broker/cluster/status and systemd's STATUS=.
+    std::mutex unreachable_mutex;
+    std::string unreachable;
 
     // Pushes one command; false when the queue is over its bound.
     bool push_out(Op op, std::uint32_t id, std::uint32_t tag, std::string_view subject, std::string_view queue,

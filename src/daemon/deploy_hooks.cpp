@@ -107,7 +107,7 @@ BrokerStats collect_stats(const broker::Broker& broker) {
         s.cluster = ClusterStats{true, link->node_id(), k.links_up, k.links_total, k.messages_out, k.messages_in,
                                  k.messages_lost_out, k.messages_lost_in, k.disconnects, k.reconnects,
                                  k.remote_interest, k.retained_in, k.retained_stored, k.takeovers_in,
-                                 k.sessions_sent, k.sessions_received};
+                                 k.sessions_sent, k.sessions_received, k.status};
     }
     return s;
 }
@@ -122,6 +122,12 @@ std::unique_ptr<DeployRuntime> DeployRuntime::create(net::Reactor& reactor, brok
     DaemonServices::Hooks hooks;
     hooks.stats = [&broker] { return collect_stats(broker); };
     hooks.clients_connected = [&broker] { return broker.clients_connected(); };
+    hooks.cluster_trouble = [&broker]() -> std::string {
+        const broker::ClusterLink* link = broker.cluster();
+        if (!link) return "";
+        std::string status = link->counters().status;
+        return status == "connected" ? "" : status;
+    };
     hooks.publish_retained = [&broker](const SysMessage& m) {
         broker.publish_internal(m.topic, m.payload, true);
     };

@@ -131,6 +131,8 @@ std::string render_metrics(const BrokerStats& s, double uptime_seconds, std::str
         p.sample("cluster_node_info", label("node_id", k.node_id), "1");
         p.metric("cluster_links_up", "gauge", "NATS connections up (of cluster_links_total).", k.links_up);
         p.metric("cluster_links_total", "gauge", "NATS connections this node keeps.", k.links_total);
+        p.head("cluster_status_info", "gauge", "Why the NATS link is not up (\"connected\" when it is).");
+        p.sample("cluster_status_info", label("status", k.status), "1");
         p.metric("cluster_messages_sent_total", "counter", "Messages handed to NATS for other nodes.", k.messages_out);
         p.metric("cluster_messages_received_total", "counter", "Messages received from other nodes.", k.messages_in);
         p.metric("cluster_messages_lost_sending_total", "counter",

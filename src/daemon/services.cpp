@@ -140,11 +140,19 @@ std::uint64_t DaemonServices::clients() const {
     return hooks_.stats ? hooks_.stats().clients_connected : 0;
 }
 
+// "3 clients connected", then why a cluster node cannot reach NATS.
+std::string DaemonServices::status_text() const {
+    std::string text = SystemdNotifier::client_status(clients());
+    if (hooks_.cluster_trouble) {
+        if (const std::string t = hooks_.cluster_trouble(); !t.empty()) text += "; cluster: " + t;
+    }
+    return text;
+}
+
 void DaemonServices::ready() {
     ready_ = true;
-    const auto clients_now = clients();
-    last_status_clients_ = clients_now;
-    notifier_.ready(SystemdNotifier::client_status(clients_now));
+    last_status_ = status_text();
+    notifier_.ready(last_status_);
     const auto now = Clock::now();
     next_watchdog_ = now;
     next_status_ = now + std::chrono::seconds(1);
@@ -161,9 +169,8 @@ void DaemonServices::reloaded(const config::Config& cfg) {
         sys_interval_ = cfg.sys_interval;
         next_sys_ = Clock::now() + std::chrono::seconds(sys_interval_);
     }
-    const auto clients_now = clients();
-    last_status_clients_ = clients_now;
-    notifier_.ready(SystemdNotifier::client_status(clients_now));
+    last_status_ = status_text();
+    notifier_.ready(last_status_);
 }
 
 void DaemonServices::stopping() {
@@ -189,10 +196,9 @@ void DaemonServices::tick() {
     if (!ready_) return;
     if (notifier_.enabled() && now >= next_status_) {
         // STATUS= only when the count changed: one datagram per second at most.
-        const auto clients_now = clients();
-        if (clients_now != last_status_clients_) {
-            notifier_.status(SystemdNotifier::client_status(clients_now));
-            last_status_clients_ = clients_now;
+        if (std::string now_status = status_text(); now_status != last_status_) {
+            notifier_.status(now_status);
+            last_status_ = std::move(now_status);
         }
         next_status_ = now + std::chrono::seconds(1);
     }

@@ -31,6 +31,8 @@ public:
         std::function<void(const SysMessage&)> publish_retained;
         // Cheap connected-client count for STATUS= (falls back to stats).
         std::function<std::uint64_t()> clients_connected;
+        // "" or why the cluster's NATS link is not up (appended to STATUS=).
+        std::function<std::string()> cluster_trouble;
     };
 
     // Opens the [metrics] socket if configured. Returns an error text when
@@ -80,7 +82,8 @@ private:
     std::chrono::steady_clock::time_point next_sys_;
     std::chrono::steady_clock::time_point next_watchdog_;
     std::chrono::steady_clock::time_point next_status_;
-    std::optional<std::uint64_t> last_status_clients_;
+    std::string last_status_;
+    std::string status_text() const;
     bool ready_ = false;
 
     int epoll_fd_ = -1;

@@ -48,6 +48,7 @@ struct ClusterStats {
     std::uint64_t takeovers_in = 0;      // local sessions taken over by other nodes
     std::uint64_t sessions_sent = 0;     // session states handed over to other nodes
     std::uint64_t sessions_received = 0; // session states taken over from other nodes
+    std::string status;                  // "connected", or why NATS is not reachable
 };
 
 struct BrokerStats {

@@ -106,6 +106,7 @@ std::vector<SysMessage> SysTopics::update(const BrokerStats& s, Clock::time_poin
         add(out, "$SYS/broker/cluster/node_id", k.node_id);
         add(out, "$SYS/broker/cluster/links/up", n(k.links_up));
         add(out, "$SYS/broker/cluster/links/total", n(k.links_total));
+        add(out, "$SYS/broker/cluster/status", k.status);
         add(out, "$SYS/broker/cluster/messages/sent", n(k.messages_out));
         add(out, "$SYS/broker/cluster/messages/received", n(k.messages_in));
         add(out, "$SYS/broker/cluster/messages/lost_sending", n(k.messages_lost_out));

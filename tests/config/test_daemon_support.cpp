@@ -252,7 +252,7 @@ TEST_CASE("DaemonServices: /metrics over HTTP and $SYS on ready, driven by dispa
     std::vector<SysMessage> published;
     std::string error;
     auto s = DaemonServices::create(
-        cfg, {[&] { return stats; }, [&](const SysMessage& m) { published.push_back(m); }, nullptr}, error);
+        cfg, {[&] { return stats; }, [&](const SysMessage& m) { published.push_back(m); }, nullptr, nullptr}, error);
     REQUIRE(s);
     CHECK(error.empty());
     CHECK(published.empty());  // nothing before ready()
