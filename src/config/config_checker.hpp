@@ -5,8 +5,11 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <sstream>
@@ -133,6 +136,31 @@ public:
         return true;
     }
 
+    // A certificate, key or CA file: readable now, or an error at its line
+    // naming the resolved path and why (not an OpenSSL stack when the
+    // listener or bridge first opens).
+    void check_readable(const toml::node& node, std::string_view key, const std::string& path) {
+        if (path.empty() || !check_files) return;
+        if (::access(path.c_str(), R_OK) != 0) {
+            error(node.source(), key, "cannot read '" + path + "': " + std::strerror(errno));
+        }
+    }
+
+    // A file this config names in a folder that must exist (log_file,
+    // persistence_location): mqttoolsd creates neither folder, as Mosquitto.
+    void check_folder(const toml::node& node, std::string_view key, const std::filesystem::path& folder) {
+        std::error_code ec;
+        if (!check_files || folder.empty() || std::filesystem::is_directory(folder, ec)) return;
+        error(node.source(), key,
+              std::filesystem::exists(folder, ec)
+                  ? "'" + folder.string() + "' is not a folder"
+                  : "the folder '" + folder.string() + "' does not exist (mqttoolsd does not create it)");
+    }
+
+    // False: the files and folders named are not looked at (unit tests of
+    // a config's meaning with made-up paths).
+    bool check_files = true;
+
     std::string resolve(const std::string& text) const {
         std::filesystem::path p(text);
         if (p.is_relative() && !base_dir_.empty()) p = base_dir_ / p;
@@ -220,5 +248,7 @@ namespace mqttools::config {
 // Section parsers in their own files, called from check_top().
 // config_bridge.cpp: the [[bridge]] tables.
 void check_bridges(detail::Checker& c, const toml::node& value, Config& cfg);
+// A key a [[bridge]] table takes (for known_key()).
+bool bridge_key(std::string_view key);
 
 }  // namespace mqttools::config

@@ -114,11 +114,11 @@ void check_listener(Checker& c, const toml::table& table, std::size_t index, Con
         } else if (k == "bind" || k == "bind_address") {
             c.get_address(value, qk, l.bind);
         } else if (k == "certfile") {
-            c.get_path(value, qk, l.certfile);
+            if (c.get_path(value, qk, l.certfile)) c.check_readable(value, qk, l.certfile);
         } else if (k == "keyfile") {
-            c.get_path(value, qk, l.keyfile);
+            if (c.get_path(value, qk, l.keyfile)) c.check_readable(value, qk, l.keyfile);
         } else if (k == "cafile") {
-            c.get_path(value, qk, l.cafile);
+            if (c.get_path(value, qk, l.cafile)) c.check_readable(value, qk, l.cafile);
         } else if (k == "require_certificate") {
             c.get(value, qk, l.require_certificate);
         } else if (k == "use_identity_as_username") {
@@ -191,6 +191,8 @@ void check_metrics(Checker& c, const toml::table& table, Config& cfg) {
 void check_top(Checker& c, const toml::table& root, Config& cfg) {
     std::vector<ListenerSeen> seen;
     const toml::node* log_dest_node = nullptr;
+    const toml::node* log_file_node = nullptr;
+    const toml::node* location_node = nullptr;
     bool have_log_dest = false;
     for (auto&& [key, value] : root) {
         const std::string k(key.str());
@@ -294,7 +296,7 @@ void check_top(Checker& c, const toml::table& root, Config& cfg) {
                 }
             }
         } else if (k == "log_file") {
-            c.get_path(value, k, cfg.log_file);
+            if (c.get_path(value, k, cfg.log_file)) log_file_node = &value;
         } else if (k == "max_subscriptions_per_client") {
             c.get_int(value, k, 0, kU32, cfg.max_subscriptions_per_client);
         } else if (k == "max_topic_levels") {
@@ -308,7 +310,7 @@ void check_top(Checker& c, const toml::table& root, Config& cfg) {
         } else if (k == "persistence") {
             c.get(value, k, cfg.persistence.enabled);
         } else if (k == "persistence_location") {
-            c.get_path(value, k, cfg.persistence.location);
+            if (c.get_path(value, k, cfg.persistence.location)) location_node = &value;
         } else if (k == "persistence_file") {
             std::string f;
             if (c.get(value, k, f)) {
@@ -329,6 +331,15 @@ void check_top(Checker& c, const toml::table& root, Config& cfg) {
     }
     if (have_log_dest && cfg.log_dest == LogDest::file && cfg.log_file.empty()) {
         c.error(log_dest_node->source(), "log_dest", "\"file\" needs log_file = \"/path/to/log\"");
+    }
+    // One rule for both folders: they must exist (neither is created).
+    if (cfg.log_dest == LogDest::file && !cfg.log_file.empty()) {
+        const toml::node* at = log_file_node ? log_file_node : log_dest_node;
+        if (at) c.check_folder(*at, at == log_file_node ? "log_file" : "log_dest",
+                               std::filesystem::path(cfg.log_file).parent_path());
+    }
+    if (cfg.persistence.enabled && location_node && !cfg.persistence.location.empty()) {
+        c.check_folder(*location_node, "persistence_location", cfg.persistence.location);
     }
     if (cfg.metrics.enabled) {
         for (std::size_t i = 0; i < cfg.listeners.size(); ++i) {
@@ -385,18 +396,29 @@ std::optional<std::string_view> closest_match(std::string_view word,
     return best;
 }
 
-LoadResult parse_config(std::string_view text, const std::string& source) {
+LoadResult parse_config(std::string_view text, const std::string& source, bool check_files) {
     LoadResult result;
     toml::table root;
     try {
         root = toml::parse(text, source);
     } catch (const toml::parse_error& e) {
         Checker c(source, {});
+        if (const std::size_t line = mosquitto_syntax_line(text); line != 0) {
+            // "listener 1883": Mosquitto's syntax, not a TOML typo.
+            std::string_view first = text;
+            for (std::size_t i = 1; i < line; ++i) first = first.substr(first.find('\n') + 1);
+            first = first.substr(0, first.find('\n'));
+            result.errors.push_back(source + ":" + std::to_string(line) + ": this is a Mosquitto config ('" +
+                                    std::string(first) + "'); mqttoolsd reads TOML: `mqttools convert-config " +
+                                    source + "` writes the equivalent (and lists what has none)");
+            return result;
+        }
         c.error(e.source(), "", std::string("syntax error: ") + std::string(e.description()));
         result.errors = c.sorted_errors();
         return result;
     }
     Checker c(source, std::filesystem::path(source).parent_path());
+    c.check_files = check_files;
     Config cfg;
     cfg.source = source;
     check_top(c, root, cfg);
@@ -495,6 +517,15 @@ std::string_view to_string(LogDest dest) {
         case LogDest::file: return "file";
     }
     return "stderr";
+}
+
+bool known_key(std::string_view table, std::string_view key) {
+    const auto in = [key](const std::vector<std::string_view>& keys) {
+        return std::find(keys.begin(), keys.end(), key) != keys.end();
+    };
+    if (table == "listener") return in(kListenerKeys);
+    if (table == "bridge") return bridge_key(key);
+    return in(kTopKeys) && key != "listener" && key != "metrics" && key != "cluster" && key != "bridge";
 }
 
 }  // namespace mqttools::config

@@ -27,8 +27,10 @@ struct LoadResult {
 LoadResult load_config(const std::string& path);
 
 // Checks TEXT as if it were the content of the file SOURCE (used in error
-// messages and to resolve relative paths).
-LoadResult parse_config(std::string_view text, const std::string& source);
+// messages and to resolve relative paths). With check_files, certificate
+// and key files must be readable and the folders of log_file and
+// persistence_location must exist, as when mqttoolsd loads it.
+LoadResult parse_config(std::string_view text, const std::string& source, bool check_files = true);
 
 // What differs between the running config and a reloaded one that SIGHUP
 // cannot apply (listeners, the metrics endpoint): one
@@ -40,6 +42,21 @@ std::vector<std::string> restart_required_changes(const Config& running, const C
 // without a listener in the file still allows anonymous clients, as
 // Mosquitto does. Apply it again to a config reloaded on SIGHUP.
 void add_command_line_port(Config& cfg, std::uint16_t port);
+
+// Whether a table ("" top level, "listener", "bridge") takes KEY.
+bool known_key(std::string_view table, std::string_view key);
+
+// A file in Mosquitto's syntax ("listener 1883", "allow_anonymous true")
+// given where TOML was expected: the number of its first such line, or 0.
+std::size_t mosquitto_syntax_line(std::string_view text);
+
+// `mqttools convert-config`: mosquitto.conf's settings that mqttoolsd has,
+// as TOML, and the lines it has no equivalent for ("LINE: text").
+struct ConvertedConfig {
+    std::string toml;
+    std::vector<std::string> unsupported;
+};
+ConvertedConfig convert_mosquitto_config(std::string_view text);
 
 std::string_view to_string(LogLevel level);
 std::string_view to_string(LogDest dest);

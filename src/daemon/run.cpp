@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cerrno>
 #include <cstdlib>
 #include <chrono>
@@ -135,7 +136,9 @@ int run_broker(const config::Config& config, const RunOptions& options) {
         const auto began = std::chrono::steady_clock::now();
         durable = store::SqliteStore::open(reactor, opts, loaded, error);
         if (!durable) {
-            spdlog::error("{}; not starting (the file is left as it is).", error);
+            std::error_code ec;
+            const bool there = std::filesystem::exists(opts.path, ec);
+            spdlog::error("{}; not starting{}.", error, there ? " (the file is left as it is)" : "");
             return 1;
         }
         const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - began);

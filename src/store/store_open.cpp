@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <cerrno>
 #include <cstring>
 #include <unordered_map>
@@ -380,6 +381,10 @@ std::unique_ptr<SqliteStore> SqliteStore::open(net::Reactor& reactor, const Opti
     net::UniqueFd lock;
     if (!exists) {
         lock.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+        if (!lock && errno == ENOENT) {
+            return failed("cannot create it: the folder '" + std::filesystem::path(path).parent_path().string() +
+                          "' does not exist (mqttoolsd does not create it)");
+        }
         if (!lock && errno != EEXIST) return failed(std::string("cannot create it: ") + std::strerror(errno));
         exists = !lock;  // made meanwhile by someone else: checked as any existing file
     }

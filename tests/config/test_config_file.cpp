@@ -13,7 +13,9 @@ using namespace mqttools::config;
 
 namespace {
 
-LoadResult parse(const std::string& text) { return parse_config(text, "/etc/mqttools/test.toml"); }
+// Made-up paths: their files and folders are not looked at here (see
+// "files named by the config are checked at load").
+LoadResult parse(const std::string& text) { return parse_config(text, "/etc/mqttools/test.toml", false); }
 
 // The single error of a bad file.
 std::string only_error(const std::string& text) {
@@ -415,7 +417,7 @@ TEST_CASE("every commented key in the shipped config shows its true default") {
         text += line + "\n";
     }
     CHECK(uncommented >= 35);
-    auto r = parse_config(text, MQTTOOLS_SHIPPED_CONFIG);
+    auto r = parse_config(text, MQTTOOLS_SHIPPED_CONFIG, false);
     INFO((r.errors.empty() ? std::string() : r.errors[0]));
     REQUIRE(r.ok());
     const Config& c = *r.config;
@@ -513,4 +515,55 @@ TEST_CASE("websockets listener keys") {
     auto changes = restart_required_changes(a, b);
     REQUIRE(changes.size() == 2);
     CHECK(changes[0] == "listener 127.0.0.1:8080 (websockets) added: restart mqttoolsd to open it");
+}
+
+TEST_CASE("files named by the config are checked at load (issue 30: 13, 15)") {
+    const std::string src = "/nonexistent-dir/conf/test.toml";
+    // A certificate: its line, the path resolved against the config's folder, why.
+    auto r = parse_config("[[listener]]\nport = 8883\ncertfile = \"certs/s.crt\"\nkeyfile = \"/nonexistent-dir/k.key\"\n",
+                          src);
+    REQUIRE(r.errors.size() == 2);
+    CHECK(r.errors[0] == src + ":3:12: listener[0].certfile: cannot read '/nonexistent-dir/conf/certs/s.crt': "
+                        "No such file or directory");
+    CHECK(r.errors[1].rfind(src + ":4:11: listener[0].keyfile: cannot read '/nonexistent-dir/k.key'", 0) == 0);
+    // One rule for the two folders: neither is created; the folder is named.
+    r = parse_config("persistence = true\npersistence_location = \"/nonexistent-dir/state\"\n", src);
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0] == src + ":2:24: persistence_location: the folder '/nonexistent-dir/state' does not exist "
+                        "(mqttoolsd does not create it)");
+    r = parse_config("log_dest = \"file\"\nlog_file = \"/nonexistent-dir/logs/b.log\"\n", src);
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0] == src + ":2:12: log_file: the folder '/nonexistent-dir/logs' does not exist "
+                        "(mqttoolsd does not create it)");
+    CHECK(parse_config("log_dest = \"file\"\nlog_file = \"/tmp/b.log\"\n", src).ok());
+}
+
+TEST_CASE("a Mosquitto config is recognised and converted (issue 30: 14)") {
+    const std::string mosquitto = "# broker\nper_listener_settings false\nlistener 1883\nallow_anonymous true\n"
+                                  "listener 9001 127.0.0.1\nprotocol websockets\nlog_dest file /var/log/m.log\n"
+                                  "log_type all\npersistence true\nconnection cloud\naddress 10.0.0.1:1883 10.0.0.2\n"
+                                  "topic sensors/# out 1\ntopic cmd/# in 1\nremote_username u\nremote_password 1234\n";
+    auto r = parse_config(mosquitto, "/etc/mosquitto/mosquitto.conf", false);
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0] == "/etc/mosquitto/mosquitto.conf:2: this is a Mosquitto config ('per_listener_settings false'); "
+                        "mqttoolsd reads TOML: `mqttools convert-config /etc/mosquitto/mosquitto.conf` writes the "
+                        "equivalent (and lists what has none)");
+    const ConvertedConfig c = convert_mosquitto_config(mosquitto);
+    CHECK(c.unsupported == std::vector<std::string>{"2: per_listener_settings false", "8: log_type all"});
+    auto back = parse_config(c.toml, "/etc/mqttools/converted.toml", false);
+    INFO(c.toml);
+    INFO((back.errors.empty() ? std::string() : back.errors[0]));
+    REQUIRE(back.ok());
+    const Config& cfg = *back.config;
+    REQUIRE(cfg.listeners.size() == 2);
+    CHECK(cfg.listeners[0].port == 1883);
+    CHECK(cfg.listeners[1].bind == "127.0.0.1");
+    CHECK(cfg.listeners[1].websockets());
+    CHECK(cfg.effective_allow_anonymous());
+    CHECK(cfg.persistence.enabled);
+    CHECK(cfg.log_file == "/var/log/m.log");
+    REQUIRE(cfg.bridges.size() == 1);
+    CHECK(cfg.bridges[0].name == "cloud");
+    CHECK(cfg.bridges[0].remote_password == "1234");
+    CHECK(cfg.bridges[0].topics.size() == 2);
 }
