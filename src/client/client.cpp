@@ -234,7 +234,12 @@ void Client::Impl::connect_once(bool resume_session) {
     if (!connack) {
         const bool was_lost = lost;
         std::string why = io_error;
-        if (!tls && (why.starts_with("connection closed") || why.starts_with("read failed"))) {
+        if (options.websocket && !tls && why.find("WebSocket upgrade") != std::string::npos) {
+            // A plain MQTT listener reads "GET / HTTP/1.1" as a bad packet
+            // and closes: not a TLS matter.
+            why += ": is this a WebSocket port? (a plain MQTT listener closes an HTTP upgrade; use mqtt:// "
+                   "for it, or the broker's protocol = \"websockets\" listener)";
+        } else if (!tls && (why.starts_with("connection closed") || why.starts_with("read failed"))) {
             // What a TLS listener does to a plain CONNECT.
             why += " before CONNACK (if this port expects TLS, use --cafile, --capath or an mqtts:// URL)";
         }

@@ -8,5 +8,6 @@ int run_subscribe_command(int argc, char** argv);
 int run_publish_command(int argc, char** argv);
 int run_monitor_command(int argc, char** argv);
 int run_broker_command(int argc, char** argv);
+int run_convert_config_command(int argc, char** argv);
 
 }  // namespace mqttools::tools

@@ -2,7 +2,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
+#include <iterator>
+#include <thread>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -120,7 +123,7 @@ void add_common_options(ArgParser& parser, CommonOptions& o) {
         return consume_property_option(o.properties, argc, argv, i);
     }, "An MQTT 5 property: COMMAND is connect, publish, subscribe, disconnect or will; NAME as in the "
        "specification (session-expiry-interval, user-property KEY VALUE, content-type...).");
-    parser.flag("--debug", o.debug, "Print every MQTT packet sent and received on stderr.");
+    parser.flag("--debug", o.debug, "Print every MQTT packet sent and received (on stdout, as mosquitto_pub/sub).");
     parser.flag("--quiet", o.quiet, "Print no status lines and no error messages (the exit status tells).");
     // mosquitto_pub / mosquitto_sub spellings.
     parser.alias("-h", "--host");
@@ -207,12 +210,14 @@ ClientOptions make_client_options(const CommonOptions& c, std::uint16_t default_
     apply_properties(c.properties, o);
     if (!v5) o.topic_alias_maximum = 0;
     if (c.debug) {
-        // mosquitto_sub -d's lines ("Client ID sending CONNECT"), on stderr
-        // to keep stdout for messages.
+        // mosquitto_sub -d's lines ("Client ID sending CONNECT"), on stdout
+        // among the messages, as mosquitto_pub/sub print them (scripts that
+        // read -d output from stdout keep working).
         auto id = std::make_shared<std::string>(o.client_id);
         o.packet_trace = [id](bool sent, const Packet& packet) {
             const std::string line = "Client " + *id + (sent ? " sending " : " received ") + describe_packet(packet) + "\n";
-            std::fwrite(line.data(), 1, line.size(), stderr);
+            std::fwrite(line.data(), 1, line.size(), stdout);
+            std::fflush(stdout);
         };
     }
     o.connect_delays = std::vector<std::chrono::milliseconds>{std::chrono::milliseconds(500),
@@ -224,6 +229,30 @@ ClientOptions make_client_options(const CommonOptions& c, std::uint16_t default_
 std::string endpoint(const CommonOptions& c) { return "'" + c.host + ":" + std::to_string(c.port) + "'"; }
 
 void set_quiet(bool quiet) { quiet_ = quiet; }
+
+namespace {
+std::optional<bool> connack_exit_v5_;  // set: Mosquitto's exit statuses
+}  // namespace
+
+void use_connack_exit_status(const CommonOptions& c) {
+    connack_exit_v5_ = c.protocol == "5" || c.protocol == "mqttv5";
+}
+
+std::optional<int> connack_exit_status(ReasonCode reason) {
+    if (!connack_exit_v5_) return std::nullopt;
+    const auto code = static_cast<int>(reason);
+    if (*connack_exit_v5_) return code;  // MQTT 5: the reason code (0x86 = 134...)
+    // 3.1.1: the CONNACK return code the client library mapped to its v5
+    // meaning (spec 3.2.2.3 vs 3.2.2.2).
+    switch (reason) {
+        case ReasonCode::unsupported_protocol_version: return 1;
+        case ReasonCode::client_identifier_not_valid: return 2;
+        case ReasonCode::server_unavailable: return 3;
+        case ReasonCode::bad_user_name_or_password: return 4;
+        case ReasonCode::not_authorized: return 5;
+        default: return 3;
+    }
+}
 bool quiet() { return quiet_; }
 
 void status_line(std::string_view line) {
@@ -231,6 +260,52 @@ void status_line(std::string_view line) {
     std::string text(line);
     text += '\n';
     std::fwrite(text.data(), 1, text.size(), stderr);
+}
+
+bool pause_unless_interrupted(std::chrono::milliseconds delay) {
+    const auto until = std::chrono::steady_clock::now() + delay;
+    while (std::chrono::steady_clock::now() < until) {
+        if (interrupted()) return false;
+        std::this_thread::sleep_for(
+            std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(50),
+                                                          until - std::chrono::steady_clock::now()));
+    }
+    return !interrupted();
+}
+
+bool connect_with_backoff(Client& client, bool resume, bool reconnecting, const std::string& where,
+                          const std::function<void()>& new_session, const std::function<void()>& connected) {
+    using std::chrono::milliseconds;
+    static constexpr milliseconds first_delays[] = {milliseconds(500), milliseconds(1000)};
+    static constexpr milliseconds delays[] = {milliseconds(1000), milliseconds(2000), milliseconds(4000),
+                                              milliseconds(8000)};
+    status_line("Connecting to " + where + ".");
+    for (std::size_t attempt = 0;; ++attempt) {
+        try {
+            try {
+                client.start(resume);
+                connected();
+            } catch (const SessionResumeError&) {
+                // Connected, but the broker kept no session.
+                new_session();
+            }
+            return true;
+        } catch (const ConnectError&) {
+            // Bad credentials, not authorized...: another try cannot help.
+            throw;
+        } catch (const ClientError& e) {
+            if (!reconnecting) {
+                if (attempt >= std::size(first_delays)) throw;
+                if (!pause_unless_interrupted(first_delays[attempt])) return false;
+                continue;
+            }
+            const milliseconds delay = delays[std::min<std::size_t>(attempt, std::size(delays) - 1)];
+            status_line(std::string("Connection failed: ") + e.what() + "; retrying in " +
+                        std::to_string(delay.count() / 1000) + " s.");
+            if (!pause_unless_interrupted(delay)) return false;
+            status_line("Connecting to " + where + ".");
+        }
+    }
 }
 
 void catch_interrupts() {

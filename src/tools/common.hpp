@@ -3,7 +3,9 @@
 // lines on stderr, Ctrl-C, and message formatting (auto / binary / text).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -69,10 +71,29 @@ void status_line(std::string_view line);
 void set_quiet(bool quiet);
 bool quiet();
 
+// The Mosquitto-style forms (-t...) exit as mosquitto_pub/sub when the
+// broker refuses the CONNECT: with the CONNACK's code (3.1.1: the return
+// code, 5 = not authorised; MQTT 5: the reason code, 135). Otherwise 1.
+void use_connack_exit_status(const CommonOptions& common);
+std::optional<int> connack_exit_status(ReasonCode reason);
+
 // SIGINT and SIGTERM set a flag instead of killing the process, so that the
 // command can send DISCONNECT and exit 0 as mosquitto_sub does.
 void catch_interrupts();
 bool interrupted();
+
+// Sleeps `delay`; false (at once) when Ctrl-C came meanwhile.
+bool pause_unless_interrupted(std::chrono::milliseconds delay);
+
+// Connects a client made with one attempt per start() (connect_delays
+// empty, max_connect_attempts 1). A first connection tries three times, 0.5
+// and 1 s apart, then throws the error; a reconnection retries with back-off
+// (1, 2, 4, 8 s, then 8 s again) until it succeeds, saying so on stderr. A
+// refused CONNECT (ConnectError) is thrown at once: another try cannot help.
+// `new_session` runs when a resumed session was not there any more,
+// `connected` after every successful start. False when interrupted.
+bool connect_with_backoff(Client& client, bool resume, bool reconnecting, const std::string& where,
+                          const std::function<void()>& new_session, const std::function<void()>& connected);
 
 // Message bytes for display, as the seed: auto = UTF-8 text when it is valid
 // UTF-8 with nothing but printable characters, newlines and tabs, else hex;

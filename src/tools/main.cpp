@@ -1,5 +1,5 @@
 // mqttools: the companion command-line client of mqttoolsd.
-//   mqttools [-l LEVEL] [--version] {subscribe,publish,monitor,broker,passwd,dynsec} ...
+//   mqttools [-l LEVEL] [--version] {subscribe,publish,monitor,broker,passwd,dynsec,convert-config} ...
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -20,7 +20,7 @@ namespace {
 using mqttools::tools::UsageError;
 
 constexpr const char* usage_text =
-    "usage: mqttools [-h] [--log-level LEVEL] [--version] {subscribe,publish,monitor,broker,passwd,dynsec} ...\n";
+    "usage: mqttools [-h] [--log-level LEVEL] [--version] {subscribe,publish,monitor,broker,passwd,dynsec,convert-config} ...\n";
 
 constexpr const char* help_text =
     "\nMQTT 5.0 tools.\n"
@@ -32,6 +32,7 @@ constexpr const char* help_text =
     "  broker              Run a broker in the foreground.\n"
     "  passwd              Manage a password file (like mosquitto_passwd).\n"
     "  dynsec              Create a dynamic security file (dynsec init FILE USER).\n"
+    "  convert-config      Write the TOML equivalent of a mosquitto.conf.\n"
     "\n"
     "options:\n"
     "  -h, --help          Show this help message and exit.\n"
@@ -54,6 +55,7 @@ constexpr Command commands[] = {
     {"broker", mqttools::tools::run_broker_command},
     {"passwd", mqttools::tools::run_passwd_command},
     {"dynsec", mqttools::tools::run_dynsec_command},
+    {"convert-config", mqttools::tools::run_convert_config_command},
 };
 
 void set_log_level(const std::string& name) {
@@ -110,7 +112,7 @@ int run(int argc, char** argv) {
         if (c.name == argv[i]) return c.run(argc - i, argv + i);
     }
     throw UsageError("invalid command '" + std::string(argv[i]) +
-                     "' (choose from subscribe, publish, monitor, broker, passwd, dynsec)");
+                     "' (choose from subscribe, publish, monitor, broker, passwd, dynsec, convert-config)");
 }
 
 }  // namespace
@@ -118,6 +120,10 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
     try {
         return run(argc, argv);
+    } catch (const mqttools::ConnectError& e) {
+        std::fflush(stdout);
+        if (!mqttools::tools::quiet()) std::fprintf(stderr, "error: %s\n", e.what());
+        return mqttools::tools::connack_exit_status(e.reason()).value_or(1);
     } catch (const std::exception& e) {
         std::fflush(stdout);
         // --quiet: no error messages, the exit status tells (mosquitto_pub).

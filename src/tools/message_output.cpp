@@ -175,8 +175,22 @@ std::string iso_time(const timespec& ts) {
     return text;
 }
 
+// %j/%J's "tst": microseconds, then "Z", then the zone offset, exactly as
+// mosquitto_sub prints it ("2026-12-07T03:21:48.656928Z+0000").
+std::string json_time(const timespec& ts) {
+    std::tm local{};
+    localtime_r(&ts.tv_sec, &local);
+    char date[32];
+    char zone[16];
+    std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &local);
+    std::strftime(zone, sizeof zone, "%z", &local);
+    char micros[32];
+    std::snprintf(micros, sizeof micros, ".%06d", static_cast<int>((ts.tv_nsec / 1000) % 1000000));
+    return std::string(date) + micros + "Z" + zone;
+}
+
 std::string json(const Message& m, const timespec& ts, bool embed_payload) {
-    std::string out = "{\"tst\":" + json_string(iso_time(ts)) + ",\"topic\":" + json_string(m.topic) +
+    std::string out = "{\"tst\":" + json_string(json_time(ts)) + ",\"topic\":" + json_string(m.topic) +
                       ",\"qos\":" + std::to_string(static_cast<int>(m.qos)) + ",\"retain\":" +
                       std::to_string(m.retain ? 1 : 0) + ",\"payloadlen\":" + std::to_string(m.payload.size());
     if (m.qos != QoS::at_most_once) out += ",\"mid\":" + std::to_string(m.packet_id);

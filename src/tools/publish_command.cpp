@@ -4,7 +4,11 @@
 // (the benchmark harness). The reported time runs until the broker has read
 // every QoS 0 message (a PINGREQ/PINGRESP round trip after the last one) or
 // acknowledged every QoS 1/2 message; only messages the broker did not
-// refuse are counted, and any refusal makes the exit status 1.
+// refuse are counted, and any refusal makes the exit status 1. The
+// Mosquitto-style forms print nothing on success, as mosquitto_pub, and -l
+// reconnects with back-off when the connection is lost (as mosquitto_pub
+// -l): stdin is not read meanwhile, so what the writer sends waits in the
+// pipe (bounded by it; the writer blocks) and no line is dropped.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -187,7 +191,8 @@ int run_publish_command(int argc, char** argv) {
     parser.strings("--topic", t_option, "Topic to publish to (instead of TOPIC).");
     parser.strings("--message", m_option, "Message to publish, sent as given (instead of MESSAGE).");
     parser.string("--file", file, "Send the contents of this file as the message.");
-    parser.flag("--stdin-line", lines, "Send each line of stdin as a message.");
+    parser.flag("--stdin-line", lines, "Send each line of stdin as a message; when the connection is lost, "
+                "reconnect with back-off and go on (the other forms do not reconnect).");
     parser.flag("--stdin-file", whole_stdin, "Send all of stdin as one message.");
     parser.flag("--null-message", null_message, "Send an empty message.");
     parser.integer("--repeat", 1, INT64_MAX, repeat, "Publish the message this many times (default: 1).");
@@ -202,8 +207,14 @@ int run_publish_command(int argc, char** argv) {
     parser.alias("-q", "--qos");
     parser.positionals("topic [message]", positional, "Topic to publish, then the message "
                        "(default: <counter>\\xa5...).");
-    if (!parser.parse(argc, argv, 1)) return 0;
+    // --help: exit status 1, as mosquitto_pub --help.
+    if (!parser.parse(argc, argv, 1)) return 1;
     check_common_options(common);
+    // mosquitto_pub's spellings: its silence on success and its exit
+    // statuses; the seed's forms (TOPIC [MESSAGE], --count) keep the summary.
+    const bool mosquitto_form = !t_option.empty() || !m_option.empty() || !file.empty() || lines ||
+                                whole_stdin || null_message;
+    if (mosquitto_form) use_connack_exit_status(common);
 
     std::string topic;
     if (t_option.size() > 1) throw UsageError("argument -t: give one topic to publish to");
@@ -215,7 +226,7 @@ int run_publish_command(int argc, char** argv) {
         topic = positional.front();
         positional.erase(positional.begin());
     } else {
-        throw UsageError("the following argument is required: topic");
+        throw UsageError("a topic is required: -t TOPIC (or TOPIC as the first argument)");
     }
     if (positional.size() > 1) throw UsageError("unrecognized argument '" + positional[1] + "'");
     if (m_option.size() > 1) throw UsageError("argument -m: give one message (-m was repeated)");
@@ -243,6 +254,15 @@ int run_publish_command(int argc, char** argv) {
     bool have_message = true;
     if (!positional.empty()) {
         message = encode_message(format, positional.front());  // the seed's meaning
+        const std::string& given = positional.front();
+        if (format == "auto" && message != given &&
+            given.find_first_not_of("0123456789") == std::string::npos && !quiet()) {
+            // "1234" is valid hex: two bytes, not the text a reader expects.
+            std::fprintf(stderr,
+                         "warning: '%s' is sent as %zu byte(s) of hex; to send the text, use -m %s "
+                         "or --message-format text\n",
+                         given.c_str(), message.size(), given.c_str());
+        }
     } else if (!m_option.empty()) {
         message = m_option.front();  // mosquitto_pub: literally
     } else if (!file.empty()) {
@@ -258,6 +278,11 @@ int run_publish_command(int argc, char** argv) {
     if (tasks > count) tasks = count;
 
     ClientOptions options = make_client_options(common, lines || repeat > 1 ? 60 : 0);
+    if (lines) {
+        // One attempt per start(): connect_with_backoff paces them.
+        options.connect_delays.emplace();
+        options.max_connect_attempts = 1;
+    }
     PublishProperties properties = common.properties.publish;
     if (!response_topic.empty()) {
         if (check_topic_name(response_topic) != ReasonCode::success) {
@@ -267,15 +292,20 @@ int run_publish_command(int argc, char** argv) {
     }
 
     catch_interrupts();
-    status_line("Connecting to " + endpoint(common) + ".");
+    const std::string where = endpoint(common);
     std::vector<std::unique_ptr<Client>> clients;
-    for (std::int64_t i = 0; i < tasks; ++i) {
-        ClientOptions o = options;
-        if (tasks > 1) o.client_id = options.client_id + "-" + std::to_string(i);
-        clients.push_back(std::make_unique<Client>(o));
-        clients.back()->start(common.disable_clean_start);
+    if (lines) {
+        clients.push_back(std::make_unique<Client>(options));
+        if (!connect_with_backoff(*clients.back(), common.disable_clean_start, false, where, [] {}, [] {})) return 0;
+    } else {
+        status_line("Connecting to " + where + ".");
+        for (std::int64_t i = 0; i < tasks; ++i) {
+            ClientOptions o = options;
+            if (tasks > 1) o.client_id = options.client_id + "-" + std::to_string(i);
+            clients.push_back(std::make_unique<Client>(o));
+            clients.back()->start(common.disable_clean_start);
+        }
     }
-    status_line("");
 
     std::mutex error_mutex;
     std::exception_ptr error;
@@ -288,9 +318,22 @@ int run_publish_command(int argc, char** argv) {
             if (lines) {
                 Stdin in;
                 std::string line;
-                while (!interrupted() && in.line(line)) {
-                    client.publish(topic, line, retain, static_cast<QoS>(qos), properties);
-                    ++sent[task];
+                bool pending = false;  // `line` still to send (after a reconnection)
+                // A session kept (-c) is resumed, so QoS 1/2 lines in flight
+                // are sent again; otherwise a fresh one.
+                const bool resume = common.disable_clean_start;
+                while (!interrupted() && (pending || in.line(line))) {
+                    try {
+                        client.publish(topic, line, retain, static_cast<QoS>(qos), properties);
+                        pending = false;
+                        ++sent[task];
+                    } catch (const ConnectionError&) {
+                        pending = true;
+                        status_line("Broker connection lost!");
+                        client.stop();
+                        if (!connect_with_backoff(client, resume, true, where, [] {}, [] {})) break;
+                        status_line("Connected.");
+                    }
                 }
             } else {
                 for (std::int64_t n = first; n < last && !interrupted(); ++n) {
@@ -343,7 +386,7 @@ int run_publish_command(int argc, char** argv) {
     }
     for (auto& c : clients) c->stop();  // DISCONNECT, also after Ctrl-C
     const std::int64_t acknowledged = total - static_cast<std::int64_t>(refused);
-    if (!quiet()) {
+    if (!quiet() && (have_count || !mosquitto_form)) {
         print_line("Published " + std::to_string(acknowledged) + " message(s) in " + format_seconds(seconds) +
                    " seconds from " + std::to_string(tasks) + " concurrent task(s).");
         const double rate = seconds > 0 ? static_cast<double>(acknowledged) / seconds : 0.0;

@@ -78,52 +78,14 @@ void make_subscriptions(Client& client, const ClientOptions& options, const Subs
 }
 
 // Waits, noticing Ctrl-C; false when interrupted.
-bool pause(std::chrono::milliseconds delay) {
-    const auto until = Clock::now() + delay;
-    while (Clock::now() < until) {
-        if (interrupted()) return false;
-        std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::milliseconds(50), until - Clock::now()));
-    }
-    return !interrupted();
-}
-
-// Connects (the client makes one attempt per start()). A first connection
-// tries three times, 0.5 and 1 s apart, then gives up with the error; a
-// reconnection retries with back-off (1, 2, 4, 8 s, then 8 s again) until
-// it succeeds, saying so on stderr. False when interrupted meanwhile.
+// Connects (the client makes one attempt per start()): see
+// connect_with_backoff; a session the broker no longer has gets the
+// subscriptions again, and -U filters are unsubscribed.
 bool connect(Client& client, const ClientOptions& options, const SubscribeOptions& o, bool resume,
              bool reconnecting, const std::string& where) {
-    using std::chrono::milliseconds;
-    static constexpr milliseconds first_delays[] = {milliseconds(500), milliseconds(1000)};
-    static constexpr milliseconds delays[] = {milliseconds(1000), milliseconds(2000), milliseconds(4000),
-                                              milliseconds(8000)};
-    status_line("Connecting to " + where + ".");
-    for (std::size_t attempt = 0;; ++attempt) {
-        try {
-            try {
-                client.start(resume);  // subscribes to options.subscriptions
-                for (const auto& t : o.unsubscribe) client.unsubscribe(t);
-            } catch (const SessionResumeError&) {
-                // Connected, but the broker kept no session: subscribe again.
-                make_subscriptions(client, options, o);
-            }
-            return true;
-        } catch (const ConnectError&) {
-            // Bad credentials, not authorized...: another try cannot help.
-            throw;
-        } catch (const ClientError& e) {
-            if (!reconnecting) {
-                if (attempt >= std::size(first_delays)) throw;
-                if (!pause(first_delays[attempt])) return false;
-                continue;
-            }
-            const milliseconds delay = delays[std::min<std::size_t>(attempt, std::size(delays) - 1)];
-            status_line(std::string("Connection failed: ") + e.what() + "; retrying in " +
-                        std::to_string(delay.count() / 1000) + " s.");
-            if (!pause(delay)) return false;
-            status_line("Connecting to " + where + ".");
-        }
-    }
+    return connect_with_backoff(client, resume, reconnecting, where,
+                                [&] { make_subscriptions(client, options, o); },
+                                [&] { for (const auto& t : o.unsubscribe) client.unsubscribe(t); });
 }
 
 }  // namespace
@@ -174,14 +136,16 @@ int run_subscribe_command(int argc, char** argv) {
     parser.alias("-N", "--no-eol");
     parser.positional("topic", topic, false, "Topic to subscribe to (the seed's form: messages are printed as "
                                              "blocks).");
-    if (!parser.parse(argc, argv, 1)) return 0;
+    // --help: exit status 1, as mosquitto_sub --help.
+    if (!parser.parse(argc, argv, 1)) return 1;
     check_common_options(o.common);
     // The seed's positional TOPIC prints blocks; mosquitto_sub's -t prints
-    // payloads as mosquitto_sub does.
+    // payloads as mosquitto_sub does, and exits as it does when refused.
     o.seed_output = !topic.empty();
+    if (!o.seed_output) use_connack_exit_status(o.common);
     if (!topic.empty()) o.topics.insert(o.topics.begin(), topic);
     if (!o.common.url_topic.empty()) o.topics.insert(o.topics.begin(), o.common.url_topic);
-    if (o.topics.empty() && o.unsubscribe.empty()) throw UsageError("the following argument is required: topic");
+    if (o.topics.empty() && o.unsubscribe.empty()) throw UsageError("a topic is required: -t TOPIC (or TOPIC as the argument)");
     for (const auto& t : o.topics) {
         if (check_topic_filter(t) != ReasonCode::success) throw UsageError("invalid topic filter '" + t + "'");
     }
