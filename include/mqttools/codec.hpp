@@ -99,6 +99,10 @@ ReasonCode decode_properties(Bytes raw, PacketType type, Sender sender, Properti
 // bytes written, or 0 when `out` is smaller than encoded_size().
 // In 3.1.1 properties are not written.
 
+// A CONNACK reason code as MQTT 3.1.1's return code (1 to 5; 3 for codes
+// 3.1.1 has no word for), as the encoder writes it.
+std::uint8_t connack_to_v311(ReasonCode c) noexcept;
+
 std::size_t encoded_size(const ConnectPacket& p) noexcept;  // version from p.version
 std::size_t encode(const ConnectPacket& p, MutableBytes out) noexcept;
 std::size_t encoded_size(const ConnackPacket& p, ProtocolVersion v) noexcept;

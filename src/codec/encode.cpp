@@ -48,19 +48,6 @@ constexpr std::uint8_t first_byte(PacketType t, std::uint8_t flags = 0) noexcept
     return static_cast<std::uint8_t>((static_cast<unsigned>(t) << 4) | flags);
 }
 
-// v5 reason codes back to 3.1.1 CONNACK return codes (see packets.hpp).
-std::uint8_t connack_to_v311(ReasonCode c) noexcept {
-    switch (c) {
-        case ReasonCode::success: return 0;
-        case ReasonCode::unsupported_protocol_version: return 1;
-        case ReasonCode::client_identifier_not_valid: return 2;
-        case ReasonCode::server_unavailable: return 3;
-        case ReasonCode::bad_user_name_or_password: return 4;
-        case ReasonCode::not_authorized: return 5;
-        default: return 3;
-    }
-}
-
 std::uint8_t suback_to_v311(std::byte c) noexcept {
     auto v = static_cast<std::uint8_t>(c);
     return v <= 2 ? v : 0x80;
@@ -149,6 +136,19 @@ std::size_t body_size(const UnsubackPacket& p, ProtocolVersion v) noexcept {
 }
 
 }  // namespace
+
+// v5 reason codes back to 3.1.1 CONNACK return codes (see packets.hpp).
+std::uint8_t connack_to_v311(ReasonCode c) noexcept {
+    switch (c) {
+        case ReasonCode::success: return 0;
+        case ReasonCode::unsupported_protocol_version: return 1;
+        case ReasonCode::client_identifier_not_valid: return 2;
+        case ReasonCode::server_unavailable: return 3;
+        case ReasonCode::bad_user_name_or_password: return 4;
+        case ReasonCode::not_authorized: return 5;
+        default: return 3;
+    }
+}
 
 // ---------------------------------------------------------------- CONNECT
 

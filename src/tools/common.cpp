@@ -243,15 +243,8 @@ std::optional<int> connack_exit_status(ReasonCode reason) {
     const auto code = static_cast<int>(reason);
     if (*connack_exit_v5_) return code;  // MQTT 5: the reason code (0x86 = 134...)
     // 3.1.1: the CONNACK return code the client library mapped to its v5
-    // meaning (spec 3.2.2.3 vs 3.2.2.2).
-    switch (reason) {
-        case ReasonCode::unsupported_protocol_version: return 1;
-        case ReasonCode::client_identifier_not_valid: return 2;
-        case ReasonCode::server_unavailable: return 3;
-        case ReasonCode::bad_user_name_or_password: return 4;
-        case ReasonCode::not_authorized: return 5;
-        default: return 3;
-    }
+    // meaning (spec 3.2.2.3 vs 3.2.2.2), mapped back.
+    return connack_to_v311(reason);
 }
 bool quiet() { return quiet_; }
 

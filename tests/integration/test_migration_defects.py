@@ -159,3 +159,89 @@ def test_acl_subscribe_rule_is_the_documented_one(start_broker, tmp_path):
     doc = (TOP / "docs" / "configuration.md").read_text()
     assert "SUBSCRIBE under an ACL file" in doc
     assert "Mosquitto 2.0 grants" in doc
+
+
+# --- 5: an unreachable NATS is said at start ---------------------------------
+
+def test_unreachable_nats_is_reported_at_start(tmp_path):
+    from conftest import Broker
+    dead = free_port()  # nothing listens there
+    b = Broker(tmp_path, config=f'sys_interval = 1\n[cluster]\nnats_url = "nats://127.0.0.1:{dead}"\n'
+                                f'node_id = "lonely"\n')
+    try:
+        # Before any client: the warning names the URL and why.
+        wait_or_fail(lambda: f"cannot reach NATS at nats://127.0.0.1:{dead}:" in b.output(),
+                     "the start-up warning", timeout=15)
+        status = {}
+        c = paho.Client(client_id="watch", protocol=paho.MQTTv311)
+        c.on_message = lambda c, u, m: status.update({m.topic: m.payload.decode()})
+        c.connect("127.0.0.1", b.port, 30)
+        c.subscribe("$SYS/broker/cluster/#")
+        c.loop_start()
+        wait_or_fail(lambda: "$SYS/broker/cluster/status" in status, "$SYS/broker/cluster/status", timeout=15)
+        c.loop_stop()
+        c.disconnect()
+        assert status["$SYS/broker/cluster/status"].startswith(f"NATS unreachable (nats://127.0.0.1:{dead}: ")
+        assert status["$SYS/broker/cluster/links/up"] == "0"
+    finally:
+        assert b.stop() == 0, b.output()
+
+
+# --- 13, 14, 15: configs that mislead ----------------------------------------
+
+def test_a_missing_certificate_is_named_at_load(tmp_path):
+    r = run_daemon(tmp_path, '[[listener]]\nport = 28883\ncertfile = "certs/server.crt"\n'
+                             'keyfile = "certs/server.key"\n')
+    assert r.returncode == 1
+    conf = tmp_path / "bad.toml"
+    # Its line, the path resolved against the config's folder, one reason; no OpenSSL stack.
+    assert (f"{conf}:3:12: listener[0].certfile: cannot read '{tmp_path}/certs/server.crt': "
+            "No such file or directory") in r.stderr, r.stderr
+    assert "error:0" not in r.stderr
+
+
+def test_missing_folders_are_one_rule(tmp_path):
+    for key, extra in (("persistence_location", "persistence = true\n"), ("log_file", 'log_dest = "file"\n')):
+        target = tmp_path / "nope" / ("logs/b.log" if key == "log_file" else "state")
+        folder = target.parent if key == "log_file" else target
+        r = run_daemon(tmp_path, f'{extra}{key} = "{target}"\n')
+        assert r.returncode == 1, key
+        assert f"{key}: the folder '{folder}' does not exist (mqttoolsd does not create it)" in r.stderr, r.stderr
+        assert not folder.exists()
+
+
+MOSQUITTO_CONF = """\
+# a Mosquitto 2.0 configuration
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+log_type all
+max_queued_messages 500
+"""
+
+
+def test_a_mosquitto_config_is_recognised_and_converted(tmp_path):
+    port = free_port()
+    r = run_daemon(tmp_path, MOSQUITTO_CONF.format(port=port), name="mosquitto.conf")
+    assert r.returncode == 1
+    conf = tmp_path / "mosquitto.conf"
+    assert r.stderr.startswith(f"{conf}:2: this is a Mosquitto config ('listener {port} 127.0.0.1'); "
+                               f"mqttoolsd reads TOML: `mqttools convert-config {conf}`"), r.stderr
+    out = tmp_path / "mqttoolsd.toml"
+    from conftest import MQTTOOLS
+    r = subprocess.run([str(MQTTOOLS), "convert-config", str(conf), "-o", str(out)], capture_output=True,
+                       text=True, timeout=WAIT)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [f"{conf}:5: log_type all",
+                                     "1 line(s) not converted: mqttoolsd has no equivalent "
+                                     "(see docs/configuration.md)."]
+    d = subprocess.Popen([str(MQTTOOLSD), "-c", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        from conftest import wait_for_port
+        wait_for_port(port, proc=d)
+        r = subprocess.run(["mosquitto_pub", "-p", str(port), "-t", "t", "-m", "x"], capture_output=True,
+                           timeout=WAIT)
+        assert r.returncode == 0, r.stderr
+    finally:
+        d.terminate()
+        assert d.wait(timeout=WAIT) == 0
