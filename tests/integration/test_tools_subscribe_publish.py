@@ -266,7 +266,7 @@ def test_usage_errors_and_version():
         (["subscribe"], "error: a topic is required: -t TOPIC (or TOPIC as the argument)\n"),
         (["publish", "--qos", "3", "t"], "error: argument --qos: 3 is not in the range 0..2\n"),
         (["publish", "--bogus", "t"], "error: unrecognized argument '--bogus'\n"),
-        (["nope"], "error: invalid command 'nope' (choose from subscribe, publish, monitor, broker, passwd, "
+        (["nope"], "error: invalid command 'nope' (choose from subscribe, publish, monitor, broker, passwd, dynsec, "
                    "convert-config)\n"),
         (["--log-level", "loud", "publish", "t"], "error: argument --log-level: invalid choice 'loud' "
                                                   "(choose from trace, debug, info, warning, error, critical, off)\n"),
