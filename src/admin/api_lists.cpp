@@ -25,14 +25,23 @@ public:
     PagedScan(ApiContext& ctx, Paging paging) : ctx_(ctx), paging_(paging) {}
 
     bool step(http::Response& out) final {
-        const bool more = ctx_.broker->sessions().scan(bucket_, kScanSlice, [this](const broker::Session& s) {
+        // Writing entries costs far more than skipping sessions: inside the
+        // page's window a tenth of the slice (about a millisecond either way).
+        const bool ahead = count_ + kScanSlice <= paging_.first() || kept_ >= paging_.limit;
+        const std::size_t budget = ahead ? kScanSlice : kScanSlice / 10;
+        const bool more = ctx_.broker->sessions().scan(bucket_, budget, [this](const broker::Session& s) {
             if (!s.bridge) visit(s);
         });
         if (more) return false;
-        Json body;
-        body["data"] = std::move(data_);
-        body["meta"] = paging_.meta(count_);
-        out = json_response(200, body);
+        // The entries were written out as they came (a 10,000-entry page
+        // is about 3 MB of JSON: never serialized in one turn).
+        out = http::Response{};
+        out.body.reserve(items_.size() + 96);
+        out.body += "{\"data\":[";
+        out.body += items_;
+        out.body += "],\"meta\":";
+        out.body += paging_.meta(count_).dump();
+        out.body += '}';
         return true;
     }
 
@@ -40,7 +49,10 @@ protected:
     virtual void visit(const broker::Session& s) = 0;
     template <class Make>
     void add(Make&& make) {
-        if (count_ >= paging_.first() && data_.size() < paging_.limit) data_.push_back(make());
+        if (count_ >= paging_.first() && kept_ < paging_.limit) {
+            if (kept_++ != 0) items_ += ',';
+            items_ += make().dump(-1, ' ', false, Json::error_handler_t::replace);
+        }
         ++count_;
     }
     ApiContext& ctx_;
@@ -49,7 +61,8 @@ private:
     Paging paging_;
     std::size_t bucket_ = 0;
     std::size_t count_ = 0;
-    Json data_ = Json::array();
+    std::size_t kept_ = 0;
+    std::string items_;
 };
 
 class ClientsJob final : public PagedScan {
