@@ -143,6 +143,12 @@ public:
     // a CONNECT parked here; applied and the CONNECT goes on (Session
     // Present 1). Ignored when no CONNECT waits for it any more.
     void session_arrived(std::string_view client_id, std::string_view state);
+    // session_replica.cpp (sessions = "replicated"): a session's record read
+    // from the cluster for a CONNECT no node answered, then the messages
+    // replayed for it from the stream, then the end of the replay.
+    void session_loaded(std::string_view client_id, const ReplicaRecord& record);
+    void replayed_message(std::string_view client_id, Bytes packet, std::uint64_t origin, std::uint64_t seq);
+    void replay_done(std::string_view client_id);
     net::Reactor& reactor() noexcept { return reactor_; }
 
     // ---- admin_hooks.cpp: the management API (src/admin) and client
@@ -277,10 +283,27 @@ private:
         std::vector<std::byte> body;  // the CONNECT's body (wiped when dropped: password)
         bool assigned = false;
         bool settled = false;   // its claim is settled (claim_settled)
+        bool loading = false;   // no node answered: reading the session's record (session_replica.cpp)
         std::uint64_t seq = 0;  // parking order
         net::Reactor::TimerId timer = {};
     };
     bool park_connect(Connection& c, const FixedHeader& header, Bytes body, bool assigned);
+    // session_replica.cpp (issue 25): persistent sessions in JetStream.
+    void replicate_session(Session& s);
+    void replicate_changed_sessions();
+    bool load_replica(Connection& c);
+    void start_replay(const std::string& client_id);
+    void route_to_session(Session& s, Bytes packet, std::uint64_t origin, std::uint64_t seq);
+    struct Replay {
+        Connection* connection = nullptr;
+        std::vector<ClusterMessageId> watermarks;
+        std::int64_t since_ns = 0;
+        std::uint64_t ticket = 0;  // interest to wait for before the replay
+        bool started = false;
+        net::Reactor::TimerId timer = {};
+    };
+    std::unordered_map<std::string, Replay> replays_;
+    net::Reactor::TimerId replica_timer_ = {};
     void resume_parked(Connection& c);
     void drop_parked(Connection& c);
     std::string export_session(Session& s);

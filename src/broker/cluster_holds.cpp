@@ -46,6 +46,12 @@ void Broker::interest_confirmed(std::uint64_t ticket) {
     for (auto& [session, h] : handovers_) {
         if (!h.sending && !h.tail_asked && h.ticket <= ticket) ask_for_tail(*session, h);
     }
+    // Sessions resumed from their record: the replay may start.
+    std::vector<std::string> replay;
+    for (const auto& [client_id, r] : replays_) {
+        if (!r.started && r.ticket <= ticket) replay.push_back(client_id);
+    }
+    for (const std::string& id : replay) start_replay(id);
 }
 
 void Broker::release_suback(Connection& c) {

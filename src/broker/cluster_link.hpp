@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "broker/message.hpp"
 #include "mqttools/reason_code.hpp"
@@ -40,6 +41,19 @@ struct ClusterCounters {
 struct ClusterMessageId {
     std::uint64_t origin = 0;
     std::uint64_t seq = 0;
+};
+
+// A persistent session's record in the cluster (sessions = "replicated",
+// issue 25): its state as export_session wrote it, when and by which node's
+// view it was written. Every message from origin O with seq <= its
+// watermark that matched the session had reached the session then (it is
+// in `state` or was acknowledged); later ones are replayed from the stream.
+struct ReplicaRecord {
+    bool found = false;
+    bool connected = false;      // written while its client was connected
+    std::int64_t written_ns = 0; // wall clock
+    std::vector<ClusterMessageId> watermarks;
+    std::string_view state;
 };
 
 class ClusterLink {
@@ -115,6 +129,22 @@ public:
     // The state of a session this node let go (session_transfer.cpp's
     // format), for the node `node` that claimed it.
     virtual void send_session(std::string_view node, std::string_view client_id, std::string_view state) = 0;
+    // sessions = "replicated" (issue 25): persistent sessions are kept in
+    // JetStream so that any node can resume one whose node died.
+    virtual bool replicates_sessions() const { return false; }
+    // Writes (replaces) the session's record; drop_session deletes it.
+    virtual void store_session(std::string_view client_id, bool connected, std::string_view state) {
+        (void)client_id, (void)connected, (void)state;
+    }
+    virtual void drop_session(std::string_view client_id) { (void)client_id; }
+    // Reads the record: Broker::session_loaded.
+    virtual void load_session(std::string_view client_id) { (void)client_id; }
+    // The QoS 1/2 messages stored since `since_ns` that match `filters`, in
+    // stream order: Broker::replayed_message each, then Broker::replay_done.
+    virtual void replay_session(std::string_view client_id, const std::vector<std::string>& filters,
+                                std::int64_t since_ns) {
+        (void)client_id, (void)filters, (void)since_ns;
+    }
     virtual ClusterCounters counters() const = 0;
     // Shared subscriptions are delivered by the cluster (a NATS queue group
     // picks one node), never by the local router alone.

@@ -100,6 +100,19 @@ bool Broker::route_from_cluster(Bytes packet, std::string_view shared, std::uint
     return true;
 }
 
+// A message replayed from the stream for one session (session_replica.cpp):
+// routed to that session's matching subscriptions only.
+void Broker::route_to_session(Session& s, Bytes packet, std::uint64_t origin, std::uint64_t seq) {
+    const Decoded d = decode(packet);
+    if (!d.ok || d.packet.topic.empty()) return;
+    MessageView m = view_of_packet(d.packet);
+    m.cluster_origin = origin;
+    m.cluster_seq = seq;
+    collect_targets(nullptr, m.topic);
+    std::erase_if(targets_, [&s](const Target& t) { return t.session != &s; });
+    deliver(m);
+}
+
 bool Broker::retained_from_cluster(Bytes packet, std::uint32_t age_seconds) {
     const Decoded d = decode(packet);
     if (!d.ok || d.packet.topic.empty()) return false;
@@ -133,6 +146,7 @@ bool Broker::session_claimed_elsewhere(std::string_view client_id, std::string_v
     for (Connection* conn : lost) resume_parked(*conn);
     Session* s = sessions_.find(std::string(client_id));
     if (!s) return !lost.empty();
+    s->replicated = false;  // the claiming node writes its record
     spdlog::info("Client {} connected to another node: closing here (session taken over).", s->client_id);
     if (s->connection) close_connection(*s->connection, ReasonCode::session_taken_over, true);  // [MQTT-3.1.4-3]
     s = sessions_.find(std::string(client_id));

@@ -232,6 +232,7 @@ void Broker::accept_connect(Connection& c, const ConnectPacket& p, bool assigned
     }
     accept_bridge(c, p, ack);
     if (store_) persist_session(s);  // CONNACK waits for it (Session Present)
+    if (cluster_) replicate_session(s);
     c.state = Connection::State::connected;
     ++clients_connected_;
     const std::string_view over = c.transport().label();
@@ -316,6 +317,7 @@ void Broker::detach_session(Connection& c, bool publish_will_now) {
         });
     }
     if (s.stored) persist_session(s);
+    if (s.replicated) replicate_session(s);
 }
 
 void Broker::expire_session(Session& session) {
@@ -337,6 +339,9 @@ void Broker::end_session(Session& s) {
     }
     for (const auto& [filter, options] : s.subscriptions) remove_subscription(filter, &s);
     if (s.stored || s.will_stored) persist_session_end(s);
+    // Ended here for good (not taken over by another node, which writes
+    // its own record; not this node stopping: the record outlives it).
+    if (s.replicated && cluster_ && !shutting_down_) cluster_->drop_session(s.client_id);
     if (s.connection) {
         s.connection->session = nullptr;
         s.connection = nullptr;

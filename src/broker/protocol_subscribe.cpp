@@ -112,6 +112,7 @@ void Broker::handle_subscribe(Connection& c, const FixedHeader& header, Bytes bo
         codes.push_back(static_cast<std::byte>(rc));
     }
     if (cluster_) {
+        if (s.replicated) replicate_session(s);
         if (const std::uint64_t ticket = cluster_->interest_ticket(!retained_for.empty())) {
             // The node's NATS subscription is not in place yet (a client
             // that publishes on another node once it has this SUBACK would
@@ -162,6 +163,7 @@ void Broker::handle_unsubscribe(Connection& c, const FixedHeader& header, Bytes 
         s.subscriptions.erase(it);
         codes.push_back(static_cast<std::byte>(ReasonCode::success));
     }
+    if (s.replicated) replicate_session(s);
     UnsubackPacket ack;
     ack.packet_id = p.packet_id;
     ack.reason_codes = codes;

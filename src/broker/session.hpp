@@ -111,6 +111,10 @@ public:
     // let it go, collecting the messages that still arrive there; on the
     // node that took it, holding its queue until those come.
     bool handing_over = false;
+    // sessions = "replicated": its record is in the cluster's session
+    // bucket (written by this node), deleted when the session ends here.
+    bool replicated = false;
+    std::uint64_t replica_signature = 0;  // what the record last written holds (session_replica.cpp)
     net::Reactor::TimerId expiry_timer = {};
     // Unix milliseconds of its last accepted CONNECT (the management API's
     // connected_at), or of when it was restored from the store.

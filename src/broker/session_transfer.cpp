@@ -296,6 +296,8 @@ bool Broker::park_connect(Connection& c, const FixedHeader& header, Bytes body, 
         auto it = parked_.find(cp);
         if (it == parked_.end()) return;
         it->second.timer = {};
+        // Its node is gone: the cluster's record of the session, if any.
+        if (load_replica(*cp)) return;
         spdlog::debug("Client {}: no node handed a session over; starting a new one.", it->second.client_id);
         resume_parked(*cp);
     });

@@ -387,6 +387,10 @@ void NatsCluster::drain_inbound() {
                 live_sent_ = std::max(live_sent_, h.seq);
                 release_publishes();
                 break;
+            case tag_loaded:
+            case tag_replay:
+                on_replica(h.tag, h.age, std::string_view(data, h.len), h.origin, h.seq);
+                break;
             case tag_durable:
                 durable_result(h.seq, h.age == 0);
                 break;

@@ -71,6 +71,13 @@ public:
     void claim_session(std::string_view client_id, bool want_state) override;
     void send_session(std::string_view node, std::string_view client_id, std::string_view state) override;
     broker::ClusterCounters counters() const override;
+    // nats_sessions.cpp (sessions = "replicated")
+    bool replicates_sessions() const override;
+    void store_session(std::string_view client_id, bool connected, std::string_view state) override;
+    void drop_session(std::string_view client_id) override;
+    void load_session(std::string_view client_id) override;
+    void replay_session(std::string_view client_id, const std::vector<std::string>& filters,
+                        std::int64_t since_ns) override;
     const std::string& node_id() const override { return node_id_; }
 
     // The in queue's eventfd.
@@ -85,6 +92,8 @@ private:
     void on_claim(std::string_view payload);
     void on_claimed(std::string_view client_id, std::uint64_t stamp, std::uint32_t flags);
     void on_session(std::string_view payload);
+    void on_replica(std::uint32_t tag, std::uint32_t kind, std::string_view data, std::uint64_t origin,
+                    std::uint64_t seq);
 
     net::Reactor& reactor_;
     broker::Broker& broker_;

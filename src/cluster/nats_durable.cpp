@@ -91,6 +91,10 @@ void Durable::stop() {
         natsSubscription_Destroy(answer_sub_);
         answer_sub_ = nullptr;
     }
+    if (sessions_kv) {
+        kvStore_Destroy(sessions_kv);
+        sessions_kv = nullptr;
+    }
     if (js_) {
         jsCtx_Destroy(js_);
         js_ = nullptr;

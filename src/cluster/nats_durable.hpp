@@ -34,6 +34,8 @@
 
 namespace mqttools::cluster {
 
+using ClusterMessageIdPair = std::pair<std::uint64_t, std::uint64_t>;  // origin, seq
+
 // Results for the reactor (InHeader::tag); nats_shared.hpp's tags stay below.
 constexpr std::uint32_t tag_durable = 13;  // seq = ticket; age 0 stored, 1 refused
 constexpr std::uint32_t tag_replay = 14;   // a message replayed from the stream (origin, seq set)
@@ -57,6 +59,11 @@ struct Durable {
     // Replays (nats_sessions.cpp) run on this thread too: a job is a
     // function that may block on JetStream requests.
     void post(std::function<void(jsCtx*)> job);
+
+    // The session bucket PREFIX_SESSIONS (nats_sessions.cpp), made on first
+    // use; on this thread only. Null when JetStream is unreachable.
+    kvStore* sessions_bucket(jsCtx* js);
+    kvStore* sessions_kv = nullptr;
 
     std::string stream;  // PREFIX_MSGS
     NatsCluster::Shared& shared;

@@ -1,0 +1,201 @@
+// Persistent sessions kept in the cluster (issue 25, `[cluster] sessions =
+// "replicated"`): any node resumes a session whose node died.
+//
+// Shape (docs/cluster.md, "What survives what"): the node that holds a
+// persistent session writes its record (session_transfer.cpp's state:
+// subscriptions with options, expiry, in-flight and queued QoS 1/2
+// messages, inbound QoS 2 ids) to a JetStream key/value bucket when the
+// client connects, subscribes, unsubscribes or goes away, and every 500 ms
+// while its messages move. Every QoS 1/2 message is in the message stream
+// before anyone acknowledged it (nats_durable.hpp), so what the record
+// lacks is replayed from the stream: the record names, per publishing node,
+// the last message this node had routed when it was written (watermarks);
+// later ones matching the session's filters are its missing tail.
+//
+// Resuming: a CONNECT with Clean Start 0 that no live node answered
+// (session_transfer.cpp's hand-over wait) reads the record, imports it,
+// waits until its interest is in place on NATS (so nothing published from
+// then on is missed), replays the stream from the record's time, then goes
+// on with Session Present 1: in-flight messages resent with DUP, then the
+// queue ([MQTT-4.4.0-1]). At least once: messages the client acknowledged
+// after the record was written come again (QoS 1 with DUP unset, as new).
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "broker/broker.hpp"
+
+namespace mqttools::broker {
+
+namespace {
+
+constexpr std::uint32_t never_expires = 0xFFFFFFFF;
+// How long a CONNECT waits for the record and the replay; beyond, it goes
+// on with what it has (a new session when nothing came).
+constexpr auto replica_wait = std::chrono::milliseconds(5000);
+// The replay starts this long before the record was written: messages on
+// their way to the node then (NATS, its queues) are in it.
+constexpr std::int64_t replay_margin_ns = 5'000'000'000;
+constexpr auto replica_interval = std::chrono::milliseconds(500);
+
+std::uint64_t signature(const Session& s) {
+    std::uint64_t h = s.subscriptions.size();
+    if (const OutboundState* o = s.outbound.get()) {
+        h = h * 1000003 + o->inflight.size();
+        h = h * 1000003 + o->queue.size();
+        h = h * 1000003 + o->last_packet_id;
+    }
+    h = h * 1000003 + s.inbound_qos2.size();
+    return h * 1000003 + s.expiry_interval + (s.connection ? 1 : 0);
+}
+
+}  // namespace
+
+void Broker::replicate_session(Session& s) {
+    if (!cluster_ || !cluster_->replicates_sessions() || s.bridge) return;
+    if (s.expiry_interval == 0) {
+        if (s.replicated) cluster_->drop_session(s.client_id);
+        s.replicated = false;
+        return;
+    }
+    s.replica_signature = signature(s);
+    s.replicated = true;
+    cluster_->store_session(s.client_id, s.connection != nullptr, export_session(s));
+    if (!replica_timer_) {
+        replica_timer_ = reactor_.add_timer_after(replica_interval, [this] {
+            replica_timer_ = {};
+            replicate_changed_sessions();
+        });
+    }
+}
+
+// Connected sessions whose messages moved since their record was written.
+void Broker::replicate_changed_sessions() {
+    bool any = false;
+    sessions_.for_each([&](Session& s) {
+        if (!s.replicated || !s.connection || s.handing_over) return;
+        any = true;
+        if (signature(s) != s.replica_signature) replicate_session(s);
+    });
+    if (any && !replica_timer_) {
+        replica_timer_ = reactor_.add_timer_after(replica_interval, [this] {
+            replica_timer_ = {};
+            replicate_changed_sessions();
+        });
+    }
+}
+
+// The hand-over wait ended without a live node answering: read the
+// record instead. False when there is nothing to read (local sessions,
+// or its claim never settled: NATS is down, so is the bucket).
+bool Broker::load_replica(Connection& c) {
+    auto it = parked_.find(&c);
+    if (it == parked_.end() || it->second.loading || !it->second.settled || !cluster_ ||
+        !cluster_->replicates_sessions()) {
+        return false;
+    }
+    it->second.loading = true;
+    Connection* cp = &c;
+    it->second.timer = reactor_.add_timer_after(replica_wait, [this, cp] {
+        auto p = parked_.find(cp);
+        if (p == parked_.end()) return;
+        p->second.timer = {};
+        spdlog::warn("Client {}: its session record did not come in time; starting a new session.",
+                     p->second.client_id);
+        replays_.erase(p->second.client_id);
+        resume_parked(*cp);
+    });
+    cluster_->load_session(c.client_id);
+    return true;
+}
+
+void Broker::session_loaded(std::string_view client_id, const ReplicaRecord& record) {
+    Connection* waiting = nullptr;
+    for (auto& [conn, p] : parked_) {
+        if (p.client_id == client_id && p.loading) waiting = conn;
+    }
+    if (!waiting) return;
+    if (!record.found) {
+        resume_parked(*waiting);
+        return;
+    }
+    std::string from_node;
+    if (!import_session(client_id, record.state, from_node)) {
+        resume_parked(*waiting);
+        return;
+    }
+    Session* s = sessions_.find(client_id);
+    const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    // Expired while nobody held it: the record was written when its client
+    // went away, so its expiry counts from then.
+    if (!record.connected && s->expiry_interval != never_expires &&
+        record.written_ns + std::int64_t{s->expiry_interval} * 1'000'000'000 < now_ns) {
+        spdlog::info("Client {}: its session expired while its node was gone.", s->client_id);
+        cluster_->drop_session(s->client_id);
+        end_session(*s);
+        resume_parked(*waiting);
+        return;
+    }
+    spdlog::info("Client {}: session resumed from the cluster's record (written by {}).", s->client_id, from_node);
+    Replay& r = replays_[std::string(client_id)];
+    r.connection = waiting;
+    r.watermarks = record.watermarks;
+    r.since_ns = record.written_ns - replay_margin_ns;
+    // Its interest must be on NATS before the replay reads the stream:
+    // a message published in between would be in neither.
+    r.ticket = cluster_->interest_ticket(false);
+    r.started = false;
+    if (r.ticket == 0 || r.ticket <= interest_confirmed_) start_replay(std::string(client_id));
+}
+
+void Broker::start_replay(const std::string& client_id) {
+    auto it = replays_.find(client_id);
+    Session* s = sessions_.find(client_id);
+    if (it == replays_.end() || it->second.started) return;
+    it->second.started = true;
+    std::vector<std::string> filters;
+    if (s) {
+        for (const auto& [filter, options] : s->subscriptions) {
+            // A shared subscription's messages went to one member
+            // cluster-wide: not replayed (docs/cluster.md).
+            if (!parse_shared_filter(filter)) filters.emplace_back(filter);
+        }
+    }
+    if (filters.empty()) {
+        replay_done(client_id);
+        return;
+    }
+    cluster_->replay_session(client_id, filters, it->second.since_ns);
+}
+
+void Broker::replayed_message(std::string_view client_id, Bytes packet, std::uint64_t origin, std::uint64_t seq) {
+    auto it = replays_.find(std::string(client_id));
+    Session* s = sessions_.find(client_id);
+    if (it == replays_.end() || !s) return;
+    for (const ClusterMessageId& w : it->second.watermarks) {
+        if (w.origin == origin && seq <= w.seq) return;  // in the record, or acknowledged
+    }
+    if (const OutboundState* o = s->outbound.get()) {
+        // Here already (came live since the session was imported).
+        for (const auto* list : {&o->inflight, &o->queue}) {
+            for (const OutboundMessage& m : *list) {
+                if (m.message && m.message->cluster_origin == origin && m.message->cluster_seq == seq) return;
+            }
+        }
+    }
+    route_to_session(*s, packet, origin, seq);
+}
+
+void Broker::replay_done(std::string_view client_id) {
+    auto it = replays_.find(std::string(client_id));
+    if (it == replays_.end()) return;
+    Connection* c = it->second.connection;
+    replays_.erase(it);
+    if (parked_.contains(c)) resume_parked(*c);
+    // It left meanwhile: the session is not kept here (its record stays).
+    if (Session* s = sessions_.find(client_id); s && !s->connection) end_session(*s);
+}
+
+}  // namespace mqttools::broker

@@ -1,0 +1,251 @@
+// Persistent sessions in JetStream (issue 25, sessions = "replicated"): the
+// session bucket PREFIX_SESSIONS (one record per client id, the latest) and
+// the replay of the message stream for a session resumed from its record.
+// The requests block: they run on the durable thread (nats_durable.hpp),
+// in the order the reactor asked. The broker's side is
+// broker/session_replica.cpp.
+//
+// Why a record plus a replay, not a durable consumer per subscription as
+// nats-server's own MQTT does: a consumer per subscription costs a
+// JetStream request per SUBSCRIBE and an acknowledgement to JetStream per
+// message delivered, and its redelivery is JetStream's, not MQTT's (packet
+// ids, DUP, QoS 2 state, Receive Maximum). Here the node delivering keeps
+// doing all of that in RAM as a single node does; JetStream gets one store
+// per message (needed anyway for the PUBACK) and one record write per
+// session and change batch (at most every 500 ms), and is read only when a
+// session's node died.
+
+#include <cstdio>
+#include <cstring>
+#include <map>
+
+#include "cluster/nats_durable.hpp"
+#include "cluster/nats_shared.hpp"
+#include "cluster/subject_map.hpp"
+
+namespace mqttools::cluster {
+
+namespace {
+
+// A client id as a key of the session bucket ([-/_=.A-Za-z0-9]+): its bytes
+// in hex (injective); an id longer than 240 bytes by a 64-bit hash.
+std::string record_key(std::string_view client_id) {
+    static const char* hex = "0123456789abcdef";
+    std::string key = "s";
+    if (client_id.size() <= 240) {
+        for (const char ch : client_id) {
+            key.push_back(hex[static_cast<unsigned char>(ch) >> 4]);
+            key.push_back(hex[static_cast<unsigned char>(ch) & 15]);
+        }
+        return key;
+    }
+    std::uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char ch : client_id) h = (h ^ static_cast<unsigned char>(ch)) * 0x100000001b3ULL;
+    key = "h";
+    for (int i = 60; i >= 0; i -= 4) key.push_back(hex[(h >> i) & 15]);
+    return key;
+}
+
+constexpr std::uint32_t loaded_none = 0, loaded_found = 1, loaded_replay_end = 2;
+
+template <class T>
+bool take(std::string_view& in, T& v) {
+    if (in.size() < sizeof v) return false;
+    std::memcpy(&v, in.data(), sizeof v);
+    in.remove_prefix(sizeof v);
+    return true;
+}
+
+// "ORIGINHEX.SEQ" (Nats-Msg-Id of a durable message).
+bool parse_msg_id(const char* id, std::uint64_t& origin, std::uint64_t& seq) {
+    if (!id) return false;
+    origin = seq = 0;
+    const char* p = id;
+    for (; *p && *p != '.'; ++p) {
+        const char c = *p;
+        const int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0) return false;
+        origin = origin * 16 + static_cast<std::uint64_t>(v);
+    }
+    if (*p != '.') return false;
+    for (++p; *p >= '0' && *p <= '9'; ++p) seq = seq * 10 + static_cast<std::uint64_t>(*p - '0');
+    return *p == '\0';
+}
+
+}  // namespace
+
+kvStore* Durable::sessions_bucket(jsCtx* js) {
+    if (sessions_kv || !js) return sessions_kv;
+    const std::string bucket = stream_name(shared.prefix, "MQTT_SESSIONS_");
+    kvConfig cfg;
+    kvConfig_Init(&cfg);
+    cfg.Bucket = bucket.c_str();
+    cfg.History = 1;
+    cfg.StorageType = js_FileStorage;
+    cfg.Replicas = static_cast<int>(shared.config.replicas);
+    if (js_CreateKeyValue(&sessions_kv, js, &cfg) != NATS_OK) {
+        sessions_kv = nullptr;
+        if (js_KeyValue(&sessions_kv, js, bucket.c_str()) != NATS_OK) sessions_kv = nullptr;
+    }
+    return sessions_kv;
+}
+
+bool NatsCluster::replicates_sessions() const { return shared_->durable != nullptr; }
+
+void NatsCluster::store_session(std::string_view client_id, bool connected, std::string_view state) {
+    Durable* d = shared_->durable;
+    if (!d) return;
+    // Header: version, time written, connected, this node's watermarks
+    // (its own publishes and the last message of each origin it routed).
+    std::string record;
+    const std::uint8_t version = 1;
+    const auto written = static_cast<std::int64_t>(wall_ns());
+    const std::uint8_t on = connected ? 1 : 0;
+    const auto n = static_cast<std::uint32_t>(last_seq_.size() + 1);
+    record.append(reinterpret_cast<const char*>(&version), 1);
+    record.append(reinterpret_cast<const char*>(&written), sizeof written);
+    record.append(reinterpret_cast<const char*>(&on), 1);
+    record.append(reinterpret_cast<const char*>(&n), sizeof n);
+    auto mark = [&](std::uint64_t origin, std::uint64_t seq) {
+        record.append(reinterpret_cast<const char*>(&origin), sizeof origin);
+        record.append(reinterpret_cast<const char*>(&seq), sizeof seq);
+    };
+    mark(shared_->origin, live_pushed_);
+    for (const auto& [origin, seq] : last_seq_) mark(origin, seq);
+    record.append(state);
+    d->post([d, key = record_key(client_id), record = std::move(record)](jsCtx* js) {
+        kvStore* kv = d->sessions_bucket(js);
+        std::uint64_t rev = 0;
+        if (!kv || kvStore_Put(&rev, kv, key.c_str(), record.data(), static_cast<int>(record.size())) != NATS_OK) {
+            d->shared.log("Cluster: a session record could not be written (JetStream unreachable); the session "
+                          "survives only on this node until the next write.");
+        }
+    });
+}
+
+void NatsCluster::drop_session(std::string_view client_id) {
+    Durable* d = shared_->durable;
+    if (!d) return;
+    d->post([d, key = record_key(client_id)](jsCtx* js) {
+        if (kvStore* kv = d->sessions_bucket(js)) kvStore_Delete(kv, key.c_str());
+    });
+}
+
+void NatsCluster::load_session(std::string_view client_id) {
+    Durable* d = shared_->durable;
+    if (!d) return;
+    d->post([d, id = std::string(client_id)](jsCtx* js) {
+        std::string out = id;
+        out.push_back('\0');
+        std::uint32_t found = loaded_none;
+        kvEntry* e = nullptr;
+        if (kvStore* kv = d->sessions_bucket(js); kv && kvStore_Get(&e, kv, record_key(id).c_str()) == NATS_OK) {
+            out.append(static_cast<const char*>(kvEntry_Value(e)), static_cast<std::size_t>(kvEntry_ValueLen(e)));
+            found = kvEntry_ValueLen(e) > 0 ? loaded_found : loaded_none;
+            kvEntry_Destroy(e);
+        }
+        d->shared.push_in(tag_loaded, found, out.data(), out.size());
+    });
+}
+
+void NatsCluster::replay_session(std::string_view client_id, const std::vector<std::string>& filters,
+                                 std::int64_t since_ns) {
+    Durable* d = shared_->durable;
+    if (!d) return;
+    std::vector<std::string> subjects;
+    for (const std::string& f : filters) {
+        for (std::string& s : filter_subjects(prefix_ + ".q", f)) subjects.push_back(std::move(s));
+    }
+    d->post([d, id = std::string(client_id), subjects = std::move(subjects), since_ns](jsCtx* js) {
+        // Stream sequence -> (origin, seq, PUBLISH): one copy of a message
+        // two filters match, in stream order.
+        std::map<std::uint64_t, std::pair<ClusterMessageIdPair, std::string>> got;
+        for (const std::string& subject : js ? subjects : std::vector<std::string>{}) {
+            jsOptions jo;
+            jsOptions_Init(&jo);
+            jo.Wait = 2000;
+            jsSubOptions so;
+            jsSubOptions_Init(&so);
+            so.Stream = d->stream.c_str();
+            so.Config.DeliverPolicy = js_DeliverByStartTime;
+            so.Config.OptStartTime = since_ns > 0 ? since_ns : 1;
+            so.Config.AckPolicy = js_AckNone;
+            natsSubscription* sub = nullptr;
+            jsErrCode jerr = static_cast<jsErrCode>(0);
+            if (js_SubscribeSync(&sub, js, subject.c_str(), &jo, &so, &jerr) != NATS_OK) {
+                d->shared.log("Cluster: cannot replay " + subject + " for a resumed session: " +
+                              nats_GetLastError(nullptr));
+                continue;
+            }
+            std::uint64_t pending = 0;
+            jsConsumerInfo* ci = nullptr;
+            if (natsSubscription_GetConsumerInfo(&ci, sub, &jo, &jerr) == NATS_OK && ci) {
+                pending = ci->NumPending;
+                jsConsumerInfo_Destroy(ci);
+            }
+            for (;;) {
+                natsMsg* m = nullptr;
+                if (natsSubscription_NextMsg(&m, sub, pending > 0 ? 2000 : 100) != NATS_OK) break;
+                jsMsgMetaData* meta = nullptr;
+                if (natsMsg_GetMetaData(&meta, m) == NATS_OK && meta) {
+                    const char* msg_id = nullptr;
+                    natsMsgHeader_Get(m, "Nats-Msg-Id", &msg_id);
+                    ClusterMessageIdPair ids{0, 0};
+                    if (!parse_msg_id(msg_id, ids.first, ids.second)) ids = {0, 0};
+                    got.emplace(meta->Sequence.Stream,
+                                std::pair(ids, std::string(natsMsg_GetData(m),
+                                                           static_cast<std::size_t>(natsMsg_GetDataLength(m)))));
+                    pending = meta->NumPending;
+                    jsMsgMetaData_Destroy(meta);
+                }
+                natsMsg_Destroy(m);
+            }
+            natsSubscription_Unsubscribe(sub);
+            natsSubscription_Destroy(sub);
+        }
+        std::string out;
+        for (const auto& [stream_seq, item] : got) {
+            out.assign(id).push_back('\0');
+            out.append(item.second);
+            d->shared.push_in(tag_replay, 0, out.data(), out.size(), item.first.first, item.first.second);
+        }
+        d->shared.push_in(tag_loaded, loaded_replay_end, id.data(), id.size());
+    });
+}
+
+// From drain_inbound: tag_loaded / tag_replay records.
+void NatsCluster::on_replica(std::uint32_t tag, std::uint32_t kind, std::string_view data, std::uint64_t origin,
+                             std::uint64_t seq) {
+    const std::size_t nul = data.find('\0');
+    if (tag == tag_loaded && kind == loaded_replay_end) {
+        broker_.replay_done(data);
+        return;
+    }
+    if (nul == data.npos) return;
+    const std::string_view client_id = data.substr(0, nul);
+    std::string_view rest = data.substr(nul + 1);
+    if (tag == tag_replay) {
+        broker_.replayed_message(client_id, Bytes(reinterpret_cast<const std::byte*>(rest.data()), rest.size()),
+                                 origin, seq);
+        return;
+    }
+    broker::ReplicaRecord r;
+    std::uint8_t version = 0;
+    std::uint8_t on = 0;
+    std::uint32_t n = 0;
+    if (kind == loaded_found && take(rest, version) && version == 1 && take(rest, r.written_ns) && take(rest, on) &&
+        take(rest, n) && rest.size() >= std::size_t{n} * 16) {
+        r.found = true;
+        r.connected = on != 0;
+        for (std::uint32_t i = 0; i < n; ++i) {
+            broker::ClusterMessageId w;
+            take(rest, w.origin);
+            take(rest, w.seq);
+            r.watermarks.push_back(w);
+        }
+        r.state = rest;
+    }
+    broker_.session_loaded(client_id, r);
+}
+
+}  // namespace mqttools::cluster
