@@ -75,6 +75,7 @@ NatsCluster::~NatsCluster() {
         shared_->js_cv.notify_all();
     }
     if (shared_->link_thread.joinable()) shared_->link_thread.join();
+    if (link_replay_timer_) reactor_.cancel_timer(link_replay_timer_);
     delete shared_->durable;
     shared_->durable = nullptr;
     if (eventfd_) reactor_.remove(eventfd_.get());
@@ -364,6 +365,7 @@ void NatsCluster::drain_inbound() {
                     std::uint64_t& last = last_seq_[h.origin];
                     if (h.seq <= last) break;
                     last = h.seq;
+                    if (recovering_) seen_live_.insert({h.origin, h.seq});
                 }
                 if (!broker_.route_from_cluster(bytes, {}, h.origin, h.seq)) shared_->lost_in_queue.fetch_add(1);
                 break;
@@ -386,6 +388,10 @@ void NatsCluster::drain_inbound() {
             case tag_sent:
                 live_sent_ = std::max(live_sent_, h.seq);
                 release_publishes();
+                break;
+            case tag_link_down:
+            case tag_link_up:
+                on_link_state(h.tag == tag_link_up, h.seq);
                 break;
             case tag_loaded:
             case tag_replay:

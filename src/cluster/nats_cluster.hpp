@@ -32,6 +32,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "broker/broker.hpp"
@@ -92,6 +93,23 @@ private:
     void on_claim(std::string_view payload);
     void on_claimed(std::string_view client_id, std::uint64_t stamp, std::uint32_t flags);
     void on_session(std::string_view payload);
+    // sessions = "replicated": the data link broke at `down_ns`; once it is
+    // back, the stream is replayed for this node's interest from then on,
+    // skipping what came live (nats_sessions.cpp).
+    void on_link_state(bool up, std::uint64_t at_ns);
+    void replay_link();
+    bool recovering_ = false;
+    std::uint64_t down_ns_ = 0;
+    int link_replays_left_ = 0;
+    net::Reactor::TimerId link_replay_timer_ = {};
+    std::unordered_map<std::uint64_t, std::uint64_t> marks_at_down_;
+    struct IdHash {
+        std::size_t operator()(const std::pair<std::uint64_t, std::uint64_t>& p) const noexcept {
+            return std::hash<std::uint64_t>()(p.first * 0x9E3779B97F4A7C15ULL ^ p.second);
+        }
+    };
+    std::unordered_set<std::pair<std::uint64_t, std::uint64_t>, IdHash> seen_live_;
+    void post_replay(std::string id, std::vector<std::string> subjects, std::int64_t since_ns);
     void on_replica(std::uint32_t tag, std::uint32_t kind, std::string_view data, std::uint64_t origin,
                     std::uint64_t seq);
 

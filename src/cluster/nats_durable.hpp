@@ -39,7 +39,9 @@ using ClusterMessageIdPair = std::pair<std::uint64_t, std::uint64_t>;  // origin
 // Results for the reactor (InHeader::tag); nats_shared.hpp's tags stay below.
 constexpr std::uint32_t tag_durable = 13;  // seq = ticket; age 0 stored, 1 refused
 constexpr std::uint32_t tag_replay = 14;   // a message replayed from the stream (origin, seq set)
-constexpr std::uint32_t tag_loaded = 15;   // a session record (or the end of a replay), see nats_sessions.cpp
+constexpr std::uint32_t tag_loaded = 15;
+constexpr std::uint32_t tag_link_down = 12;  // the data connection broke: seq = wall time
+constexpr std::uint32_t tag_link_up = 11;    // it is back (subscriptions re-sent)   // a session record (or the end of a replay), see nats_sessions.cpp
 
 struct Durable {
     explicit Durable(NatsCluster::Shared& shared);

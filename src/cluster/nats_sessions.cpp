@@ -156,7 +156,14 @@ void NatsCluster::replay_session(std::string_view client_id, const std::vector<s
     for (const std::string& f : filters) {
         for (std::string& s : filter_subjects(prefix_ + ".q", f)) subjects.push_back(std::move(s));
     }
-    d->post([d, id = std::string(client_id), subjects = std::move(subjects), since_ns](jsCtx* js) {
+    post_replay(std::string(client_id), std::move(subjects), since_ns);
+}
+
+// Replays the stream's messages on `subjects` since `since_ns` (id: the
+// client id, or "" for this node's own recovery after its link broke).
+void NatsCluster::post_replay(std::string id, std::vector<std::string> subjects, std::int64_t since_ns) {
+    Durable* d = shared_->durable;
+    d->post([d, id = std::move(id), subjects = std::move(subjects), since_ns](jsCtx* js) {
         // Stream sequence -> (origin, seq, PUBLISH): one copy of a message
         // two filters match, in stream order.
         std::map<std::uint64_t, std::pair<ClusterMessageIdPair, std::string>> got;
@@ -213,17 +220,81 @@ void NatsCluster::replay_session(std::string_view client_id, const std::vector<s
     });
 }
 
+void NatsCluster::on_link_state(bool up, std::uint64_t at_ns) {
+    if (!up) {
+        if (!recovering_) {
+            // Everything routed before the break is ahead of this record.
+            recovering_ = true;
+            down_ns_ = at_ns;
+            marks_at_down_ = last_seq_;
+        }
+        if (link_replay_timer_) reactor_.cancel_timer(link_replay_timer_);
+        link_replay_timer_ = {};
+        link_replays_left_ = 0;
+        return;
+    }
+    if (!recovering_) return;
+    // Twice: 1 s after the link is back (the other nodes reconnect with
+    // their own back-off, and store what they held once they are back),
+    // and again 4 s later for the slowest of them.
+    link_replays_left_ = 2;
+    link_replay_timer_ = reactor_.add_timer_after(std::chrono::seconds(1), [this] {
+        link_replay_timer_ = {};
+        replay_link();
+    });
+}
+
+void NatsCluster::replay_link() {
+    if (link_replays_left_ <= 0) return;
+    --link_replays_left_;
+    std::vector<std::string> subjects;
+    const std::string live = prefix_ + ".m.";
+    for (const auto& [key, interest] : interest_) {
+        // Queue groups (shared subscriptions) are not replayed: one member
+        // cluster-wide got each message.
+        if (key.find(' ') != key.npos || key.compare(0, live.size(), live) != 0) continue;
+        subjects.push_back(prefix_ + ".q." + key.substr(live.size()));
+    }
+    post_replay("", std::move(subjects), static_cast<std::int64_t>(down_ns_) - 5'000'000'000);
+    if (link_replays_left_ > 0) {
+        link_replay_timer_ = reactor_.add_timer_after(std::chrono::seconds(4), [this] {
+            link_replay_timer_ = {};
+            replay_link();
+        });
+    }
+}
+
 // From drain_inbound: tag_loaded / tag_replay records.
 void NatsCluster::on_replica(std::uint32_t tag, std::uint32_t kind, std::string_view data, std::uint64_t origin,
                              std::uint64_t seq) {
     const std::size_t nul = data.find('\0');
     if (tag == tag_loaded && kind == loaded_replay_end) {
-        broker_.replay_done(data);
+        if (data.empty()) {
+            if (link_replays_left_ == 0 && !link_replay_timer_) {
+                recovering_ = false;
+                seen_live_.clear();
+                marks_at_down_.clear();
+            }
+        } else {
+            broker_.replay_done(data);
+        }
         return;
     }
     if (nul == data.npos) return;
     const std::string_view client_id = data.substr(0, nul);
     std::string_view rest = data.substr(nul + 1);
+    if (tag == tag_replay && client_id.empty()) {
+        // This node's recovery: what NATS did not deliver while the link
+        // was down (or before its subscriptions were back).
+        if (origin == 0 || origin == shared_->origin) return;
+        if (auto it = marks_at_down_.find(origin); it != marks_at_down_.end() && seq <= it->second) return;
+        if (!seen_live_.insert({origin, seq}).second) return;
+        if (!broker_.route_from_cluster(Bytes(reinterpret_cast<const std::byte*>(rest.data()), rest.size()), {},
+                                        origin, seq)) {
+            shared_->lost_in_queue.fetch_add(1);
+        }
+        return;
+    }
     if (tag == tag_replay) {
         broker_.replayed_message(client_id, Bytes(reinterpret_cast<const std::byte*>(rest.data()), rest.size()),
                                  origin, seq);

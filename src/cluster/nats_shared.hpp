@@ -155,7 +155,13 @@ struct NatsCluster::Shared {
         if (seen < n) push_in(tag_sent, 0, nullptr, 0, 0, n);
     }
     void sweep_barriers() {
-        const auto too_old = std::chrono::steady_clock::now() - std::chrono::seconds(2);
+        // sessions = "replicated": as long as a PUBACK may wait for the
+        // stream (a loaded NATS answers late; confirming early could
+        // acknowledge a message whose live copy never left this node).
+        const auto too_old = std::chrono::steady_clock::now() -
+                             (durable ? std::max<std::chrono::milliseconds>(std::chrono::seconds(2),
+                                                                            std::chrono::milliseconds(config.hold_timeout))
+                                      : std::chrono::milliseconds(2000));
         std::uint64_t upto = 0;
         {
             std::lock_guard lock(barrier_mutex);
