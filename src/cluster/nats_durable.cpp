@@ -132,8 +132,19 @@ bool Durable::setup() {
     jsErrCode jerr = static_cast<jsErrCode>(0);
     const natsStatus st = js_AddStream(&si, js_, &cfg, nullptr, &jerr);
     if (si) jsStreamInfo_Destroy(si);
-    if (st == NATS_OK || jerr == JSStreamNameExistErr) return true;
-    if (st == NATS_NO_RESPONDERS || jerr == JSNotEnabledErr || jerr == JSNotEnabledForAccountErr) {
+    if (st == NATS_OK || jerr == JSStreamNameExistErr) {
+        ever_ready_ = true;
+        return true;
+    }
+    // It had JetStream: a restarting server's (messages wait, bounded).
+    if (ever_ready_ && st == NATS_NO_RESPONDERS) return false;
+    // "No responders" is also what a nats-server still starting its
+    // JetStream answers: only 3 s of it in a row mean there is none.
+    const auto now = std::chrono::steady_clock::now();
+    if (st != NATS_NO_RESPONDERS) no_js_since_ = {};
+    if (st == NATS_NO_RESPONDERS && no_js_since_ == std::chrono::steady_clock::time_point{}) no_js_since_ = now;
+    if ((st == NATS_NO_RESPONDERS && now - no_js_since_ >= std::chrono::seconds(3)) || jerr == JSNotEnabledErr ||
+        jerr == JSNotEnabledForAccountErr) {
         shared.log("Cluster: JetStream is not enabled on the NATS server: QoS 1/2 messages and sessions are not "
                    "replicated (sessions = \"replicated\" needs nats-server -js).");
         passthrough_ = true;

@@ -94,7 +94,9 @@ private:
     natsSubscription* answer_sub_ = nullptr;
     jsCtx* js_ = nullptr;
     bool ready_ = false;
-    bool passthrough_ = false;  // no JetStream on the server: acknowledged at once (logged)
+    bool passthrough_ = false;
+    bool ever_ready_ = false;
+    std::chrono::steady_clock::time_point no_js_since_{};  // no JetStream on the server: acknowledged at once (logged)
     std::string reply_prefix_;
 };
 

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from conftest import SANITIZED, Broker, wait_until
-from mqttwire import PUBACK, PUBLISH, PUBREC, Client, Closed, publish_packet, sub_options
+from mqttwire import (CONNACK, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, Client, Closed, ack_packet, connect_packet,
+                      publish_packet, sub_options)
 from test_cluster import NATS_SERVER, connect, link, nats  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(not os.path.exists(NATS_SERVER), reason="nats-server is not installed")
@@ -81,8 +82,8 @@ SESSION = {0x11: 3600}  # Session Expiry Interval 3600 s
 def resume(port, cid, timeout=20):
     """Reconnects `cid` with Clean Start 0; returns (client, CONNACK)."""
     c = Client(port, timeout=timeout)
-    c.send(__import__("mqttwire").connect_packet(cid, 5, False, 60, properties=SESSION))
-    ack = c.expect(__import__("mqttwire").CONNACK, timeout=timeout * SLOW)
+    c.send(connect_packet(cid, 5, False, 60, properties=SESSION))
+    ack = c.expect(CONNACK, timeout=timeout * SLOW)
     return c, ack
 
 
@@ -100,11 +101,11 @@ class Receiver:
             if p.packet_id not in self.unreleased:
                 self.got.append(p.payload)
                 self.unreleased.add(p.packet_id)
-            c.send(__import__("mqttwire").ack_packet(PUBREC, p.packet_id))
+            c.send(ack_packet(PUBREC, p.packet_id))
         else:
             self.got.append(p.payload)
             if p.qos == 1:
-                c.send(__import__("mqttwire").ack_packet(PUBACK, p.packet_id))
+                c.send(ack_packet(PUBACK, p.packet_id))
 
     def pump(self, c, seconds):
         end = time.monotonic() + seconds
@@ -115,9 +116,9 @@ class Receiver:
                 continue
             if p.type == PUBLISH:
                 self.take(c, p)
-            elif p.type == 6:  # PUBREL
+            elif p.type == PUBREL:
                 self.unreleased.discard(p.packet_id)
-                c.send(__import__("mqttwire").ack_packet(7, p.packet_id))
+                c.send(ack_packet(PUBCOMP, p.packet_id))
 
     def drain(self, c, want, timeout):
         """Pumps until every payload of `want` arrived or `timeout`."""
@@ -162,7 +163,26 @@ def _collect(pub, acked, in_flight, timeout):
         if p.reason < 0x80:
             acked.add(payload)
         if p.type == PUBREC:
-            pub.send(__import__("mqttwire").ack_packet(6, p.packet_id))
+            pub.send(ack_packet(PUBREL, p.packet_id))
+
+
+def pair(sub_port, pub_port, cid, root, qos):
+    """A subscriber `cid` (Session Expiry 3600) to ROOT/# on one node and a
+    publisher on another, linked."""
+    sub = Client(sub_port)
+    sub.connect(cid, clean_start=True, properties=SESSION)
+    sub.subscribe([(f"{root}/#", sub_options(qos))])
+    pub = connect(pub_port, "p" + cid)
+    link(pub, sub, f"{root}/probe")
+    return sub, pub
+
+
+def check_delivered(r, acked, qos):
+    missing = acked - set(r.got)
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged never delivered: {sorted(missing)[:10]}"
+    if qos == 2:
+        dups = len(r.got) - len(set(r.got))
+        assert dups == 0, f"{dups} duplicates at QoS 2"
 
 
 @pytest.mark.parametrize("qos", [1, 2])
@@ -171,11 +191,7 @@ def test_offline_session_survives_its_node_killed(ha_nodes, qos):
     # subscriber is offline; it comes back on another node: Session
     # Present 1 and every acknowledged message, each once.
     a, b, c = ha_nodes(3)
-    sub = Client(a.port)
-    sub.connect("s1", clean_start=True, properties=SESSION)
-    sub.subscribe([("o/#", sub_options(qos))])
-    pub = connect(b.port, "p1")
-    link(pub, sub, "o/probe")
+    sub, pub = pair(a.port, b.port, "s1", "o", qos)
     sub.disconnect()
     time.sleep(0.3)
     payloads = [b"%d" % i for i in range(200)]
@@ -188,11 +204,7 @@ def test_offline_session_survives_its_node_killed(ha_nodes, qos):
     assert ack.session_present, "Session Present 0 after the node died"
     r = Receiver()
     r.drain(again, acked, 20)
-    missing = acked - set(r.got)
-    assert not missing, f"{len(missing)} of {len(acked)} acknowledged never delivered"
-    dups = len(r.got) - len(set(r.got))
-    if qos == 2:
-        assert dups == 0, f"{dups} duplicates at QoS 2"
+    check_delivered(r, acked, qos)
 
 
 @pytest.mark.parametrize("qos", [1, pytest.param(2, marks=pytest.mark.xfail(
@@ -203,11 +215,7 @@ def test_connected_session_survives_its_node_killed_mid_stream(ha_nodes, qos):
     # at 200/s; the subscriber reconnects to another node.
     import threading
     a, b, c = ha_nodes(3)
-    sub = Client(a.port)
-    sub.connect("s2", clean_start=True, properties=SESSION)
-    sub.subscribe([("m/#", sub_options(qos))])
-    pub = connect(b.port, "p2")
-    link(pub, sub, "m/probe")
+    sub, pub = pair(a.port, b.port, "s2", "m", qos)
     r = Receiver()
     stop = threading.Event()
 
@@ -235,11 +243,7 @@ def test_connected_session_survives_its_node_killed_mid_stream(ha_nodes, qos):
     again, ack = resume(c.port, "s2")
     assert ack.session_present, "Session Present 0 after the node died"
     r.drain(again, acked, 20)
-    missing = acked - set(r.got)
-    assert not missing, f"{len(missing)} of {len(acked)} acknowledged never delivered: {sorted(missing)[:10]}"
-    dups = len(r.got) - len(set(r.got))
-    if qos == 2:
-        assert dups == 0, f"{dups} duplicates at QoS 2"
+    check_delivered(r, acked, qos)
 
 
 @pytest.mark.parametrize("qos", [1, 2])
@@ -250,11 +254,7 @@ def test_nats_server_killed_and_restarted_loses_nothing_acknowledged(ha_nodes, n
     # the other node (replayed from the stream after the reconnect).
     import threading
     a, b = ha_nodes(2)
-    sub = Client(a.port)
-    sub.connect("s3", clean_start=True, properties=SESSION)
-    sub.subscribe([("n/#", sub_options(qos))])
-    pub = connect(b.port, "p3")
-    link(pub, sub, "n/probe")
+    sub, pub = pair(a.port, b.port, "s3", "n", qos)
     r = Receiver()
     stop = threading.Event()
 
@@ -281,7 +281,17 @@ def test_nats_server_killed_and_restarted_loses_nothing_acknowledged(ha_nodes, n
         stop.set()
         t.join()
     assert len(acked) >= 300, f"only {len(acked)} acknowledged"
-    missing = acked - set(r.got)
-    assert not missing, f"{len(missing)} of {len(acked)} acknowledged never delivered: {sorted(missing)[:10]}"
-    if qos == 2:
-        assert len(r.got) == len(set(r.got)), "duplicates at QoS 2"
+    check_delivered(r, acked, qos)
+
+
+def test_ha_config_errors_name_file_line_and_key(tmp_path):
+    import subprocess
+    from conftest import MQTTOOLSD
+    conf = tmp_path / "bad.toml"
+    conf.write_text('[cluster]\nsessions = "everywhere"\nreplicas = 0\nhold_timeout = "5s"\n')
+    r = subprocess.run([str(MQTTOOLSD), "-c", str(conf)], capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0
+    err = r.stderr + r.stdout
+    assert f"{conf}:2:" in err and "cluster.sessions" in err and '"replicated" or "local"' in err
+    assert f"{conf}:3:" in err and "cluster.replicas" in err
+    assert f"{conf}:4:" in err and "cluster.hold_timeout" in err
