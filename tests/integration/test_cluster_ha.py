@@ -200,7 +200,9 @@ def test_offline_session_survives_its_node_killed(ha_nodes, qos):
     time.sleep(0.3)
     a.proc.kill()
     a.proc.wait()
+    t0 = time.monotonic()
     again, ack = resume(c.port, "s1")
+    print(f"failover: CONNACK with Session Present after {time.monotonic() - t0:.3f} s")
     assert ack.session_present, "Session Present 0 after the node died"
     r = Receiver()
     r.drain(again, acked, 20)
