@@ -671,6 +671,10 @@ def main():
         # Bridges (issue 16): edge broker CPU per message, bench/bridge.py.
         import bridge
         return bridge.main([a for a in sys.argv[1:] if a != "--bridge"])
+    if "--auth" in sys.argv[1:]:
+        # External authentication (issue 28): HTTP auth service vs files, bench/auth.py.
+        import auth
+        return auth.main([a for a in sys.argv[1:] if a != "--auth"])
     if "--production" in sys.argv[1:]:
         # Production workloads (issue 17): storms, retained floods, big
         # messages, wide fan-out, in bench/production.py.

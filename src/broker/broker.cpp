@@ -293,7 +293,9 @@ void Broker::destroy_closed() {
 // and rebuilding the cache on the next burst is one trie walk.
 void Broker::release_idle_extras(Connection& c) {
     const auto& aliases = c.extras->aliases;
-    if (aliases.in.empty() && aliases.out.empty() && !c.extras->retained && !c.output_deferred) {
+    const auto& x = *c.extras;  // what the auth sources said at CONNECT stays
+    if (aliases.in.empty() && aliases.out.empty() && !x.retained && !c.output_deferred && !x.credentials &&
+        !x.superuser && !x.expiry_timer) {
         c.extras.reset();
     } else {
         c.extras->route = RouteCache{};

@@ -107,6 +107,8 @@ public:
         std::uint64_t refused = 0;          // QoS 1/2 and retained refused while failing
     };
     const StoreCounters& store_counters() const noexcept { return store_stats_; }
+    // Prometheus lines of the auth sources (auth requests, cache hits, failures, latency).
+    std::string auth_metrics() const { return auth_chain_ ? auth_chain_->metrics() : std::string(); }
     // ---- cluster (cluster_routing.cpp): with a link this broker is one
     // node of a cluster; without one it is exactly the single-node broker.
     // Subscriptions already held (sessions loaded from the store) become
@@ -420,7 +422,11 @@ private:
     // (Connection::hold_packet) and handled again when the answer is in.
     auth::Verdict authorize_publish(Connection& c, std::string_view topic);
     auth::Verdict authorize_subscribe(Connection& c, std::string_view filter);
-    bool authorize_delivery(Session& s, std::string_view topic);
+    auth::Verdict authorize_delivery(Session& s, std::string_view topic);
+    // A delivery whose read-ACL answer is to come: it waits in the
+    // session's read_held queue with every later one, in order.
+    void hold_delivery(Session& s, MessagePtr message, QoS qos, bool retain, std::span<const std::uint32_t> ids);
+    void release_held_deliveries(Session& s);
     void hold_for_acl(Connection& c);
     // After the session is attached at CONNECT: binds its ACL to this client.
     void bind_acl(Connection& c);

@@ -272,8 +272,16 @@ void Broker::deliver(MessageView& m) {
             static_cast<BridgeSession&>(s).owner.forward(m, qos, retain);
             continue;
         }
-        if (!authorize_delivery(s, m.topic)) continue;
         std::span<const std::uint32_t> ids(ids_.data() + t.ids_begin, t.ids_count);
+        if (s.acl) {
+            if (const auth::Verdict v = authorize_delivery(s, m.topic); v != auth::Verdict::allow) {
+                if (v == auth::Verdict::pending) [[unlikely]] {
+                    if (!m.stored) m.stored = make_message(m, reactor_.now());
+                    hold_delivery(s, m.stored, qos, retain, ids);
+                }
+                continue;
+            }
+        }
         if (qos == QoS::at_most_once) {
             Connection* c = s.connection;
             if (c && c->state == Connection::State::connected) deliver_qos0(*c, m, retain, ids);

@@ -66,10 +66,13 @@ void Broker::deliver_retained(Connection& c, std::string_view filter, const Subs
 
 void Broker::send_retained(Connection& c, const MessagePtr& msg, const SubscriptionOptions& options) {
     Session& s = *c.session;
-    if (!authorize_delivery(s, msg->topic)) return;
     std::array<std::uint32_t, 1> id{options.identifier};
     std::span<const std::uint32_t> ids(id.data(), options.identifier ? 1 : 0);
     const QoS qos = std::min(msg->qos, options.qos);
+    if (const auth::Verdict v = authorize_delivery(s, msg->topic); v != auth::Verdict::allow) {
+        if (v == auth::Verdict::pending) hold_delivery(s, msg, qos, true, ids);
+        return;
+    }
     // Sent because of a new subscription: the RETAIN flag is set
     // ([MQTT-3.3.1-9]).
     if (qos == QoS::at_most_once) {

@@ -148,6 +148,7 @@ void Broker::on_acl_answered(std::uint64_t waiter) {
         finish_pending_connects(client_id);
         return;
     }
+    if (w.session && w.session->read_held) release_held_deliveries(*w.session);
     Connection* c = w.session ? w.session->connection : nullptr;
     if (c && c->acl_held) {
         c->acl_held = false;
@@ -167,9 +168,51 @@ auth::Verdict Broker::authorize_subscribe(Connection& c, std::string_view filter
     return c.session->acl->check(filter, auth::AclAccess::subscribe);
 }
 
-// A message about to be delivered to a session (live or retained). False: not delivered.
-bool Broker::authorize_delivery(Session& s, std::string_view topic) {
-    return !s.acl || s.acl->check(topic, auth::AclAccess::read) == auth::Verdict::allow;
+// A message about to be delivered to a session (live or retained). deny:
+// not delivered; pending: held (behind any delivery already held: in order).
+auth::Verdict Broker::authorize_delivery(Session& s, std::string_view topic) {
+    if (!s.acl) return auth::Verdict::allow;
+    if (s.read_held) [[unlikely]] return auth::Verdict::pending;
+    return s.acl->check(topic, auth::AclAccess::read);
+}
+
+void Broker::hold_delivery(Session& s, MessagePtr message, QoS qos, bool retain, std::span<const std::uint32_t> ids) {
+    if (!s.read_held) {
+        s.read_held = std::make_unique<std::deque<OutboundMessage>>();
+        acl_waiters_[s.acl->waiter()] = AclWaiter{&s, 0};
+    }
+    OutboundMessage out;
+    out.message = std::move(message);
+    out.qos = qos;
+    out.retain = retain;
+    out.subscription_ids.assign(ids.begin(), ids.end());
+    s.read_held->push_back(std::move(out));
+}
+
+void Broker::release_held_deliveries(Session& s) {
+    std::deque<OutboundMessage>& held = *s.read_held;
+    while (!held.empty()) {
+        const auth::Verdict v =
+            s.acl ? s.acl->check(held.front().message->topic, auth::AclAccess::read) : auth::Verdict::allow;
+        if (v == auth::Verdict::pending) {
+            acl_waiters_[s.acl->waiter()] = AclWaiter{&s, 0};
+            return;
+        }
+        OutboundMessage out = std::move(held.front());
+        held.pop_front();
+        if (v != auth::Verdict::allow) continue;
+        if (out.qos != QoS::at_most_once) {
+            enqueue(s, std::move(out));
+            continue;
+        }
+        Connection* c = s.connection;
+        if (!c || c->state != Connection::State::connected) continue;  // QoS 0 is not queued for absent clients
+        MessageView view = view_of(out.message, reactor_.now());
+        forms_.clear();
+        ids_.assign(out.subscription_ids.begin(), out.subscription_ids.end());
+        deliver_qos0(*c, view, out.retain, std::span<const std::uint32_t>(ids_.data(), ids_.size()));
+    }
+    s.read_held.reset();
 }
 
 bool Broker::memory_exceeded() {

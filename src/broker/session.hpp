@@ -8,6 +8,7 @@
 #include <list>
 #include <functional>
 #include <map>
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -147,6 +148,9 @@ public:
     // What this client may do, bound at CONNECT (security_hooks.cpp);
     // null when it may do everything (no rules, or a superuser).
     std::unique_ptr<auth::ClientAuthz> acl;
+    // Deliveries waiting, in order, for a read-ACL answer to come
+    // (Broker::hold_delivery); null while none waits.
+    std::unique_ptr<std::deque<OutboundMessage>> read_held;
 };
 
 }  // namespace mqttools::broker

@@ -138,6 +138,40 @@ struct Cluster {
     std::uint32_t hold_timeout = 5000;   // ms a PUBACK waits for JetStream before it is refused
 };
 
+// [auth_http] (config_auth.cpp): an HTTP auth service with
+// mosquitto-go-auth's contract (docs/authentication.md).
+struct AuthHttp {
+    bool enabled = false;  // an [auth_http] table is present
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 80;
+    std::string getuser_uri;    // required
+    std::string superuser_uri;  // optional
+    std::string aclcheck_uri;   // optional: without it the service decides no ACL
+    bool with_tls = false;
+    bool verify_peer = true;
+    std::string params_mode = "json";      // json | form
+    std::string response_mode = "status";  // status | json | text
+    std::string method = "POST";           // POST | GET | PUT
+    std::uint32_t timeout_ms = 5000;       // timeout (seconds, fractions allowed)
+    std::uint32_t cache_seconds = 0;       // 0: every check asks the service
+    std::vector<std::pair<std::string, std::string>> headers;  // [auth_http.headers]
+    bool operator==(const AuthHttp&) const = default;
+};
+
+// [auth_jwt] (config_auth.cpp): JWTs in CONNECT (docs/authentication.md).
+struct AuthJwt {
+    bool enabled = false;  // an [auth_jwt] table is present
+    bool from_username = false;  // from = "username" (default "password")
+    std::string secret;          // HS256/384/512
+    bool secret_base64 = false;
+    std::string public_key_file;  // RS256/384/512, ES256/384: PEM
+    std::string jwks_file;        // or a JWKS document
+    std::uint32_t leeway = 5;     // seconds of clock skew allowed for exp/nbf
+    std::vector<std::pair<std::string, std::string>> verify_claims;  // [auth_jwt.verify_claims]
+    std::string acl_claim;        // "" = no ACL from the token
+    bool operator==(const AuthJwt&) const = default;
+};
+
 enum class LogLevel { trace, debug, info, warning, error };
 enum class LogDest { stderr_, journal, file };
 
@@ -158,6 +192,8 @@ struct Config {
     // Mosquitto's dynamic-security.json: users, groups and roles managed
     // live through $CONTROL/dynamic-security/v1 (mosquitto_ctrl).
     std::string dynamic_security_file;
+    AuthHttp auth_http;
+    AuthJwt auth_jwt;
 
     // Limits. 0 means unlimited where noted.
     std::uint32_t max_connections = 0;        // 0: unlimited (-1 in Mosquitto)

@@ -4,6 +4,7 @@
 // yields no Config at all, so the broker never half-starts.
 #include "config/config_file.hpp"
 #include "config/config_cluster.hpp"
+#include "config/config_auth.hpp"
 
 #include <arpa/inet.h>
 
@@ -39,7 +40,7 @@ const std::vector<std::string_view> kTopKeys = {
     "max_subscriptions_per_client", "max_topic_levels",
     "max_client_output_bytes", "stuck_client_timeout", "memory_limit",
     "connect_timeout",   "listener",
-    "metrics",           "cluster",
+    "metrics",           "cluster",           "auth_http",         "auth_jwt",
     "persistence", "persistence_location", "persistence_file", "persistence_sync",
     "bridge",            "client_events",
     "dynamic_security_file",
@@ -213,6 +214,19 @@ void check_top(Checker& c, const toml::table& root, Config& cfg) {
                 check_metrics(c, *t, cfg);
             } else {
                 c.wrong_type(value, k, "a [metrics] table");
+            }
+        } else if (k == "auth_http" || k == "auth_jwt") {
+            if (auto* t = value.as_table()) {
+                SectionChecker sc{
+                    [&](const toml::source_region& at, std::string_view kk, const std::string& w) { c.error(at, kk, w); },
+                    [&](const toml::key& kk, std::string_view t2, const std::vector<std::string_view>& known) {
+                        c.unknown_key(kk, t2, known);
+                    },
+                    [&](const std::string& p) { return c.resolve(p); }};
+                if (k == "auth_http") check_auth_http(*t, cfg.auth_http, sc);
+                else check_auth_jwt(*t, cfg.auth_jwt, sc);
+            } else {
+                c.wrong_type(value, k, k == "auth_http" ? "an [auth_http] table" : "an [auth_jwt] table");
             }
         } else if (k == "cluster") {
             if (auto* t = value.as_table()) {

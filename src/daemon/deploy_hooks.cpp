@@ -98,6 +98,7 @@ BrokerStats collect_stats(const broker::Broker& broker) {
     s.persistence_retained_loaded = p.retained_loaded;
     s.persistence_commit_failures = p.commit_failures;
     s.persistence_refused = p.refused;
+    s.auth_metrics = broker.auth_metrics();
     for (const auto& b : broker.bridge_counters()) {
         s.bridges.push_back({b.name, b.state, b.connected, b.messages_sent, b.messages_received, b.bytes_sent,
                              b.bytes_received, b.reconnects, b.queued, b.dropped});

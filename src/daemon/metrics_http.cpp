@@ -180,7 +180,9 @@ std::string render_metrics(const BrokerStats& s, double uptime_seconds, std::str
         each("bridge_dropped_total", "counter", "Messages the bridge dropped (QoS 0 while down, queue full, expired).",
              [](const BridgeStats& b) { return b.dropped; });
     }
-    return p.take();
+    std::string text = p.take();
+    text += s.auth_metrics;
+    return text;
 }
 
 std::optional<std::string> http_response(std::string_view request,

@@ -89,6 +89,7 @@ struct BrokerStats {
     std::uint64_t persistence_retained_loaded = 0;
     std::uint64_t persistence_commit_failures = 0;
     std::uint64_t persistence_refused = 0;
+    std::string auth_metrics;  // Prometheus lines from the auth sources, as they are
 
     std::uint64_t clients_total() const { return clients_connected + clients_disconnected; }
 };

@@ -3,6 +3,8 @@
 #include <stdexcept>
 
 #include "broker/auth/file_sources.hpp"
+#include "broker/auth/http_source.hpp"
+#include "broker/auth/jwt_source.hpp"
 #include "config/config.hpp"
 
 namespace mqttools::auth {
@@ -35,7 +37,14 @@ std::shared_ptr<const AuthChain> AuthChain::from_config(const config::Config& co
         if (config.acl_file.empty()) return nullptr;
         return std::make_shared<AclFileSource>(AclChecker::load(config.acl_file));
     });
-    // auth_jwt, auth_http: added here, in this order.
+    add([&]() -> std::shared_ptr<AuthSource> {
+        if (!config.auth_jwt.enabled) return nullptr;
+        return std::make_shared<JwtSource>(config.auth_jwt);
+    });
+    add([&]() -> std::shared_ptr<AuthSource> {
+        if (!config.auth_http.enabled) return nullptr;
+        return std::make_shared<HttpSource>(config.auth_http, host);
+    });
     if (!errors.empty()) throw std::runtime_error(errors);
     return std::make_shared<const AuthChain>(config.effective_allow_anonymous(), std::move(sources));
 }

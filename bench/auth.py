@@ -1,0 +1,141 @@
+#!/usr/bin/python3
+"""External authentication (issue 28): mqttoolsd with an HTTP auth service
+(tests/integration/auth_service.py: Python's http.server on loopback,
+go-auth's contract) against the same broker with Mosquitto's files, in the
+same run, interleaved, a fresh broker per run; medians.
+
+  storm-http   2,000 clients CONNECT at once, every one checked by the HTTP
+               service, while 100 pairs at 1,000 msg/s run (background p99)
+  storm-pw     the same with a $7$ password file (the anchor)
+  pairs-http   100 pairs at 10,000 msg/s, every publish and delivery checked
+               by the service's aclcheck_uri (cache warm: cache_seconds)
+  pairs-acl    the same with an acl_file (the anchor): CPU per message
+
+Targets: storm-http connect time <= 1.5x storm-pw, its background p99 < 10
+ms; pairs-http CPU per message <= 1.1x pairs-acl.
+
+Run: scripts/dev bench --auth [--runs N]. The service runs on CPU 1 with the
+load generator; the broker on CPU 0.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "integration"))
+import production as P  # noqa: E402
+import run as R  # noqa: E402
+from auth_service import AuthService  # noqa: E402
+
+USER, PASSWORD = P.PASSWORD_USER, P.PASSWORD
+STORM = ["--scenario", "idle", "--conns", "2000", "--src-addrs", "2", "--hold", "0.5",
+         "--handshake-window", "2000", "--connect-timeout", "60", "--username", USER, "--password", PASSWORD]
+PAIRS = ["--scenario", "pairs", "--pairs", "100", "--rate", "10000"]
+SCENARIOS = ["storm-http", "storm-pw", "pairs-http", "pairs-acl"]
+
+
+class AuthBench(P.ProductionBench):
+    def __init__(self, args):
+        super().__init__(args)
+        self.service = AuthService(users={USER: PASSWORD})
+        os.sched_setaffinity(0, {1})  # the service's threads: beside the generator, not the broker
+        self.aclfile = os.path.join(self.tmp, "acl")
+        with open(self.aclfile, "w") as f:
+            f.write("topic readwrite #\nuser bench\ntopic readwrite #\n")
+
+    def conf(self, name):
+        http = self.service.config(timeout=5, cache_seconds=300)
+        if name == "storm-http":
+            return "allow_anonymous = false\n" + http
+        if name == "storm-pw":
+            return f"allow_anonymous = false\npassword_file = \"{self.pwfile}\"\n"
+        if name == "pairs-http":
+            return http
+        return f"acl_file = \"{self.aclfile}\"\n"
+
+    def run_one_auth(self, name, i):
+        port = R.free_port()
+        log_path = os.path.join(self.tmp, f"mqttoolsd-{name}-{i}.log")
+        # production.start_broker writes allow_anonymous = true first; every
+        # client here sends credentials, so the source is asked anyway.
+        extra = self.conf(name).replace("allow_anonymous = false\n", "")
+        proc = self.start_broker("mqttoolsd", port, log_path, extra=extra)
+        if proc is None:
+            return {"ok": False, "error": "broker did not start"}
+        try:
+            if name.startswith("pairs"):
+                d = self.args.duration
+                gen = self.generator(port, proc, f"{name}/{i}",
+                                     PAIRS + ["--warmup", str(self.args.warmup), "--duration", str(d), "--drain", "3"])
+                return self.flatten_latency(self.result_of(gen, self.args.warmup + d + 240))
+            bg_args = P.BACKGROUND + ["--warmup", "1", "--duration", str(self.args.background), "--drain", "2",
+                                      "--connect-timeout", "30", "--username", USER, "--password", PASSWORD]
+            bg = self.generator(port, proc, f"{name}/{i}/background", bg_args, rt=True)
+            time.sleep(2.0)
+            before = len(self.service.taken())
+            gen = self.generator(port, proc, f"{name}/{i}", STORM)
+            result = self.result_of(gen, 400)
+            background = self.result_of(bg, self.args.background + 120)
+            lat = background.get("lat_us", {})
+            result["bg_ok"] = background.get("ok", False)
+            result["bg_p99_us"] = lat.get("p99")
+            result["bg_max_us"] = lat.get("max")
+            result["http_requests"] = len(self.service.taken()) - before
+            return result
+        finally:
+            R.stop(proc)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build", default="build-release")
+    p.add_argument("--mqttoolsd")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--background", type=float, default=12.0)
+    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    args = p.parse_args(argv)
+    args.perf = False
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    bench = AuthBench(args)
+    names = [n for n in args.scenarios.split(",") if n in SCENARIOS]
+    results = {n: [] for n in names}
+    for i in range(args.runs):
+        for n in names:
+            r = bench.run_one_auth(n, i)
+            results[n].append(r)
+            R.log(f"{n} run {i}: " + json.dumps({k: r.get(k) for k in (
+                "ok", "connect_s", "cpu_us_per_msg", "delivered_per_s", "bg_p99_us", "bg_max_us", "http_requests",
+                "error") if r.get(k) is not None}))
+    bench.service.close()
+
+    def med(n, key):
+        vals = [r[key] for r in results.get(n, []) if r.get("ok") and r.get(key) is not None]
+        return statistics.median(vals) if vals else None
+
+    lines = [f"auth benchmarks, {args.runs} runs, medians (shared 2-core host):"]
+    for n in names:
+        lines.append(f"  {n:11s} connect_s={med(n, 'connect_s')} cpu_us_per_msg={med(n, 'cpu_us_per_msg')} "
+                     f"bg_p99_ms={(med(n, 'bg_p99_us') or 0) / 1000:.2f}")
+    a, b = med("storm-http", "connect_s"), med("storm-pw", "connect_s")
+    if a and b:
+        lines.append(f"  storm: http/password-file connect time {a / b:.2f}x (target <= 1.5x); "
+                     f"background p99 {(med('storm-http', 'bg_p99_us') or 0) / 1000:.2f} ms (target < 10 ms)")
+    a, b = med("pairs-http", "cpu_us_per_msg"), med("pairs-acl", "cpu_us_per_msg")
+    if a and b:
+        lines.append(f"  pairs: http ACL/acl_file CPU per message {a / b:.2f}x (target <= 1.1x)")
+    print("\n".join(lines))
+    with open(os.path.join(args.build, "bench-auth.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""[auth_http]: mosquitto-go-auth's HTTP backend contract against a real
+HTTP service on a loopback port (auth_service.py): every params and
+response mode, the fields sent, publish/subscribe/receive ACLs, superusers,
+caching, and a hanging service that must not stall anybody else."""
+import socket
+import struct
+import statistics
+import time
+
+import pytest
+
+from auth_service import AuthService
+from conftest import MQTTOOLSD
+from mqttwire import CONNACK, CONNECT, PUBACK, PUBLISH, packet, utf8
+from test_security_mqtt import Closed, RawClient
+
+pytestmark = pytest.mark.skipif(not MQTTOOLSD.exists(), reason="mqttoolsd not built")
+
+BAD_CREDENTIALS, NOT_AUTHORIZED, SERVER_UNAVAILABLE, NO_SUBSCRIBERS = 0x86, 0x87, 0x88, 0x10
+USERS = {"alice": "wonderland", "admin": "root-pw"}
+
+
+def alice_rule(user, clientid, topic, acc):
+    """alice: read/publish/subscribe under alice/ (not alice/secret); others nothing."""
+    if user != "alice":
+        return False
+    if topic.startswith("alice/secret"):
+        return False
+    return topic.startswith("alice/") or (acc in (1, 4) and topic == "shared/news")
+
+
+@pytest.fixture
+def service():
+    s = AuthService(users=USERS, superusers={"admin"}, acl=alice_rule)
+    yield s
+    s.close()
+
+
+def start(start_broker, service, anonymous=False, **keys):
+    conf = f"allow_anonymous = {'true' if anonymous else 'false'}\n" + service.config(**keys)
+    return start_broker(config=conf)
+
+
+def connect(port, version=5, **kw):
+    c = RawClient(port, version=version)
+    _, code = c.connect(**kw)
+    return c, code
+
+
+@pytest.mark.parametrize("params_mode,response_mode,method", [
+    ("json", "status", "POST"), ("form", "json", "POST"), ("json", "text", "PUT"), ("form", "text", "GET"),
+])
+def test_modes_credentials_and_fields(start_broker, service, params_mode, response_mode, method):
+    service.response_mode = response_mode
+    b = start(start_broker, service, params_mode=params_mode, method=method,
+              headers={"X-Api-Key": "k1"})
+    c, code = connect(b.port, client_id="dev-1", username="alice", password="wonderland")
+    assert code == 0
+    c.ping()
+    path, meth, headers, params = service.taken("/auth/user")[-1]
+    assert meth == method
+    assert params == {"username": "alice", "password": "wonderland", "clientid": "dev-1"}
+    assert headers.get("X-Api-Key") == "k1"
+    for version in (5, 4):
+        bad, code = connect(b.port, version=version, client_id="dev-2", username="alice", password="nope")
+        assert code == (BAD_CREDENTIALS if version == 5 else 4)
+        with pytest.raises((Closed, ConnectionError)):
+            bad.recv(timeout=3)
+        bad.close()
+    # A superuser is asked about once, after the user check.
+    adm, code = connect(b.port, client_id="adm", username="admin", password="root-pw")
+    assert code == 0
+    assert service.taken("/auth/superuser")[-1][3] == {"username": "admin"}
+    # The ACL fields, with go-auth's acc values.
+    assert c.subscribe(["alice/#"], packet_id=1, qos=1) == [1]
+    _, _, _, p = service.taken("/auth/acl")[-1]
+    assert p == {"username": "alice", "clientid": "dev-1", "topic": "alice/#",
+                 "acc": 4 if params_mode == "json" else "4"} or (params_mode == "form" and p["acc"] == "4")
+    c.disconnect()
+    adm.disconnect()
+    # Without a username: the anonymous rule (refused here), the service is not asked.
+    before = len(service.taken())
+    anon, code = connect(b.port, client_id="anon")
+    assert code == NOT_AUTHORIZED
+    anon.close()
+    assert len(service.taken()) == before
+
+
+def test_acls_publish_subscribe_receive_superuser(start_broker, service):
+    b = start(start_broker, service)
+    alice, code = connect(b.port, client_id="a1", username="alice", password="wonderland")
+    assert code == 0
+    adm, code = connect(b.port, client_id="root", username="admin", password="root-pw")
+    assert code == 0
+    assert alice.subscribe(["alice/#", "bob/#", "shared/news"], packet_id=2, qos=1) == [1, NOT_AUTHORIZED, 1]
+    acl = service.taken("/auth/acl")
+    assert {(r[3]["topic"], int(r[3]["acc"])) for r in acl} >= {("alice/#", 4), ("bob/#", 4), ("shared/news", 4)}
+    # Publish: acc 2. Allowed is routed, refused gets 0x87 and goes nowhere.
+    assert alice.publish("alice/out", "x", qos=1, packet_id=3) == 0
+    assert alice.publish("bob/out", "x", qos=1, packet_id=4) == NOT_AUTHORIZED
+    assert ("bob/out", 2) in {(r[3]["topic"], int(r[3]["acc"])) for r in service.taken("/auth/acl")}
+    assert alice.next_publish()[0] == "alice/out"
+    # Receive: acc 1 per delivered topic. alice/secret matches her
+    # subscription but she may not read it; the superuser publishes it.
+    assert adm.publish("alice/secret/x", "no", qos=1, packet_id=5) == 0
+    assert adm.publish("alice/open", "yes", qos=1, packet_id=6) == 0
+    assert adm.publish("bob/anything", "free", qos=0) is None  # superuser: no ACL check
+    got = [t for t, *_ in alice.publishes_until_quiet(1.0)]
+    assert got == ["alice/open"]
+    reads = {r[3]["topic"] for r in service.taken("/auth/acl") if int(r[3]["acc"]) == 1}
+    assert {"alice/secret/x", "alice/open"} <= reads
+    assert not [r for r in service.taken("/auth/acl") if r[3]["username"] == "admin"]
+    alice.disconnect()
+    adm.disconnect()
+
+
+def test_cache_and_invalidation_on_disconnect(start_broker, service):
+    b = start(start_broker, service, cache_seconds=60)
+    c, code = connect(b.port, client_id="c1", username="alice", password="wonderland")
+    assert code == 0
+    for i in range(5):
+        assert c.publish("alice/t", "x", qos=1, packet_id=10 + i) == NO_SUBSCRIBERS
+    assert len([r for r in service.taken("/auth/acl") if r[3]["topic"] == "alice/t"]) == 1
+    c.disconnect()
+    users = len(service.taken("/auth/user"))
+    c, code = connect(b.port, client_id="c1", username="alice", password="wonderland")
+    assert code == 0
+    assert len(service.taken("/auth/user")) == users + 1  # forgotten at disconnect
+    assert c.publish("alice/t", "x", qos=1, packet_id=20) == NO_SUBSCRIBERS
+    assert len([r for r in service.taken("/auth/acl") if r[3]["topic"] == "alice/t"]) == 2
+    c.disconnect()
+
+
+def test_hanging_service_stalls_nobody(start_broker, service):
+    timeout = 1.5
+    b = start(start_broker, service, anonymous=True, timeout=timeout)
+    # Connected before the service hangs: an anonymous client (never asked)
+    # and alice (her ACL answer for alice/p is warm... not cached: asked).
+    idle, code = connect(b.port, client_id="idle")
+    assert code == 0
+    alice, code = connect(b.port, client_id="a", username="alice", password="wonderland")
+    assert code == 0
+    watcher, code = connect(b.port, client_id="w", username="admin", password="root-pw")
+    assert code == 0
+    assert watcher.subscribe(["alice/#"], packet_id=1) == [0]
+    service.set_delay(timeout * 4)
+    sent = []
+    socks = []
+    for i in range(20):
+        s = socket.create_connection(("127.0.0.1", b.port), timeout=10)
+        body = utf8("MQTT") + bytes([5, 0xC2]) + b"\x00\x3c" + b"\x00" + utf8(f"wait-{i}") + utf8("alice") + utf8("wonderland")
+        s.sendall(packet(CONNECT, 0, body))
+        sent.append(time.monotonic())
+        socks.append(s)
+    # A PUBLISH whose ACL check cannot be answered (sent now, answered below).
+    t_pub = time.monotonic()
+    alice.send(packet(PUBLISH, 2, utf8("alice/p") + struct.pack("!H", 7) + b"\x00" + b"lost"))
+    # Meanwhile a connected client is served at once.
+    times = []
+    for _ in range(7):
+        t = time.monotonic()
+        idle.ping(timeout=5)
+        times.append(time.monotonic() - t)
+    # Refused (0x87) within the timeout, never delivered.
+    _, body = alice.recv_type(PUBACK, timeout=timeout + 5)
+    assert struct.unpack("!H", body[:2])[0] == 7 and body[2] == NOT_AUTHORIZED
+    assert time.monotonic() - t_pub < timeout + 3.0
+    # Every waiting CONNECT gets its CONNACK (0x88) within the timeout.
+    for s, t in zip(socks, sent):
+        s.settimeout(timeout + 3.0)
+        data = b""
+        while len(data) < 4:
+            chunk = s.recv(64)
+            assert chunk, "closed without CONNACK"
+            data += chunk
+        assert data[0] >> 4 == CONNACK
+        assert data[3] == SERVER_UNAVAILABLE
+        assert time.monotonic() - t < timeout + 3.0
+        s.close()
+    assert statistics.median(times) < 0.1, times
+    assert watcher.publishes_until_quiet(0.5) == []
+    # The service back: clients get in again, the PUBLISH goes through.
+    service.set_delay(0)
+    c, code = connect(b.port, client_id="back", username="alice", password="wonderland")
+    assert code == 0
+    assert c.publish("alice/p", "ok", qos=1, packet_id=8) == 0
+    assert watcher.next_publish()[0] == "alice/p"
+    for x in (c, idle, alice, watcher):
+        x.disconnect()
+
+
+def test_service_unreachable_is_server_unavailable(start_broker, service):
+    port = service.port
+    service.close()
+    b = start_broker(config="allow_anonymous = false\n" + service.config(port=port, timeout=1))
+    c, code = connect(b.port, client_id="x", username="alice", password="wonderland")
+    assert code == SERVER_UNAVAILABLE
+    c.close()
+    assert "auth service unavailable" in b.output()
+
+
+def test_config_errors(tmp_path):
+    import subprocess
+    conf = tmp_path / "bad.toml"
+    conf.write_text('allow_anonymous = false\n[auth_http]\nhost = "127.0.0.1"\nparams_mode = "xml"\ntimeout = -1\n')
+    r = subprocess.run([str(MQTTOOLSD), "-c", str(conf), "-p", "0"], capture_output=True, text=True, timeout=20)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert f"{conf}:4" in out and "auth_http.params_mode" in out
+    assert "auth_http.timeout" in out and "auth_http.getuser_uri" in out
