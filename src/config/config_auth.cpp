@@ -18,16 +18,6 @@ const std::vector<std::string_view> kJwtKeys = {
     "from", "secret", "secret_base64", "public_key_file", "jwks_file", "leeway", "verify_claims", "acl_claim",
 };
 
-bool get_string(const toml::node& node, const std::string& key, std::string& out, const SectionChecker& c) {
-    auto v = node.value_exact<std::string>();
-    if (!v) {
-        c.error(node.source(), key, "expected a string");
-        return false;
-    }
-    out = *v;
-    return true;
-}
-
 bool get_bool(const toml::node& node, const std::string& key, bool& out, const SectionChecker& c) {
     auto v = node.value_exact<bool>();
     if (!v) {

@@ -19,16 +19,6 @@ bool has_space(std::string_view s) {
     return false;
 }
 
-bool get_string(const toml::node& node, std::string_view key, std::string& out, const SectionChecker& c) {
-    auto v = node.value_exact<std::string>();
-    if (!v) {
-        c.error(node.source(), key, "expected a string");
-        return false;
-    }
-    out = *v;
-    return true;
-}
-
 void add_url(const toml::node& node, std::string_view key, Cluster& out, const SectionChecker& c) {
     std::string url;
     if (!get_string(node, key, url, c)) return;
@@ -41,6 +31,16 @@ void add_url(const toml::node& node, std::string_view key, Cluster& out, const S
 }
 
 }  // namespace
+
+bool get_string(const toml::node& node, std::string_view key, std::string& out, const SectionChecker& c) {
+    auto v = node.value_exact<std::string>();
+    if (!v) {
+        c.error(node.source(), key, "expected a string");
+        return false;
+    }
+    out = *v;
+    return true;
+}
 
 void check_cluster(const toml::table& table, Cluster& out, const SectionChecker& c) {
     out.enabled = true;

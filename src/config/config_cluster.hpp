@@ -21,5 +21,7 @@ struct SectionChecker {
 };
 
 void check_cluster(const toml::table& table, Cluster& out, const SectionChecker& c);
+// A string value, or an error "expected a string" at the key (false).
+bool get_string(const toml::node& node, std::string_view key, std::string& out, const SectionChecker& c);
 
 }  // namespace mqttools::config

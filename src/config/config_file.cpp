@@ -195,6 +195,15 @@ void check_top(Checker& c, const toml::table& root, Config& cfg) {
     const toml::node* log_file_node = nullptr;
     const toml::node* location_node = nullptr;
     bool have_log_dest = false;
+    // The helpers the config_<area>.cpp tables check with.
+    auto section_checker = [&c] {
+        return SectionChecker{
+            [&c](const toml::source_region& at, std::string_view kk, const std::string& w) { c.error(at, kk, w); },
+            [&c](const toml::key& kk, std::string_view t2, const std::vector<std::string_view>& known) {
+                c.unknown_key(kk, t2, known);
+            },
+            [&c](const std::string& p) { return c.resolve(p); }};
+    };
     for (auto&& [key, value] : root) {
         const std::string k(key.str());
         if (k == "listener") {
@@ -217,12 +226,7 @@ void check_top(Checker& c, const toml::table& root, Config& cfg) {
             }
         } else if (k == "auth_http" || k == "auth_jwt") {
             if (auto* t = value.as_table()) {
-                SectionChecker sc{
-                    [&](const toml::source_region& at, std::string_view kk, const std::string& w) { c.error(at, kk, w); },
-                    [&](const toml::key& kk, std::string_view t2, const std::vector<std::string_view>& known) {
-                        c.unknown_key(kk, t2, known);
-                    },
-                    [&](const std::string& p) { return c.resolve(p); }};
+                const SectionChecker sc = section_checker();
                 if (k == "auth_http") check_auth_http(*t, cfg.auth_http, sc);
                 else check_auth_jwt(*t, cfg.auth_jwt, sc);
             } else {
@@ -230,12 +234,7 @@ void check_top(Checker& c, const toml::table& root, Config& cfg) {
             }
         } else if (k == "cluster") {
             if (auto* t = value.as_table()) {
-                SectionChecker sc{
-                    [&](const toml::source_region& at, std::string_view kk, const std::string& w) { c.error(at, kk, w); },
-                    [&](const toml::key& kk, std::string_view t2, const std::vector<std::string_view>& known) {
-                        c.unknown_key(kk, t2, known);
-                    },
-                    [&](const std::string& p) { return c.resolve(p); }};
+                const SectionChecker sc = section_checker();
                 check_cluster(*t, cfg.cluster, sc);
             } else {
                 c.wrong_type(value, k, "a [cluster] table");
