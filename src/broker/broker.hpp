@@ -105,6 +105,9 @@ public:
         std::uint64_t retained_loaded = 0;
         std::uint64_t commit_failures = 0;  // batches that did not reach the disk
         std::uint64_t refused = 0;          // QoS 1/2 and retained refused while failing
+        std::uint64_t database_bytes = 0;   // the file, and its WAL (issue 31)
+        std::uint64_t wal_bytes = 0;
+        std::uint64_t wal_checkpoints = 0;
     };
     const StoreCounters& store_counters() const noexcept { return store_stats_; }
     // Prometheus lines of the auth sources (auth requests, cache hits, failures, latency).

@@ -69,6 +69,10 @@ struct CommitResult {
     std::uint64_t failed = 0;   // the last batch whose commit failed (0: none)
     bool healthy = true;        // the last attempt succeeded
     std::uint64_t failures = 0; // commits that failed since start
+    // The files' sizes (issue 31), for $SYS and /metrics.
+    std::uint64_t database_bytes = 0;
+    std::uint64_t wal_bytes = 0;
+    std::uint64_t checkpoints = 0;  // WAL checkpoints since start
 };
 
 class Persistence {

@@ -72,6 +72,9 @@ void Broker::release_held(Connection& c) {
 
 void Broker::on_store_result(const CommitResult& r) {
     store_durable_ = std::max(store_durable_, r.durable);
+    store_stats_.database_bytes = r.database_bytes;
+    store_stats_.wal_bytes = r.wal_bytes;
+    store_stats_.wal_checkpoints = r.checkpoints;
     std::vector<Connection*> held;
     held.swap(held_);
     for (Connection* c : held) {

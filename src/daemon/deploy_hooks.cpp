@@ -99,6 +99,9 @@ BrokerStats collect_stats(const broker::Broker& broker) {
     s.persistence_commit_failures = p.commit_failures;
     s.persistence_refused = p.refused;
     s.auth_metrics = broker.auth_metrics();
+    s.store_database_bytes = p.database_bytes;
+    s.store_wal_bytes = p.wal_bytes;
+    s.store_wal_checkpoints = p.wal_checkpoints;
     for (const auto& b : broker.bridge_counters()) {
         s.bridges.push_back({b.name, b.state, b.connected, b.messages_sent, b.messages_received, b.bytes_sent,
                              b.bytes_received, b.reconnects, b.queued, b.dropped});

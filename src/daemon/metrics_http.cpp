@@ -124,6 +124,10 @@ std::string render_metrics(const BrokerStats& s, double uptime_seconds, std::str
                  s.persistence_commit_failures);
         p.metric("persistence_refused_total", "counter",
                  "QoS 1/2 and retained PUBLISH refused while the store could not write.", s.persistence_refused);
+        p.metric("store_database_bytes", "gauge", "Size of the store's database file.", s.store_database_bytes);
+        p.metric("store_wal_bytes", "gauge", "Size of the store's write-ahead log.", s.store_wal_bytes);
+        p.metric("store_wal_checkpoints_total", "counter", "WAL checkpoints run by the store.",
+                 s.store_wal_checkpoints);
     }
     if (s.cluster.enabled) {
         const ClusterStats& k = s.cluster;

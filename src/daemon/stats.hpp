@@ -90,6 +90,9 @@ struct BrokerStats {
     std::uint64_t persistence_commit_failures = 0;
     std::uint64_t persistence_refused = 0;
     std::string auth_metrics;  // Prometheus lines from the auth sources, as they are
+    std::uint64_t store_database_bytes = 0;
+    std::uint64_t store_wal_bytes = 0;
+    std::uint64_t store_wal_checkpoints = 0;
 
     std::uint64_t clients_total() const { return clients_connected + clients_disconnected; }
 };

@@ -87,6 +87,10 @@ std::vector<SysMessage> SysTopics::update(const BrokerStats& s, Clock::time_poin
         add(out, "$SYS/broker/persistence/loaded/retained", n(s.persistence_retained_loaded));
         add(out, "$SYS/broker/persistence/commit_failures", n(s.persistence_commit_failures));
         add(out, "$SYS/broker/persistence/refused", n(s.persistence_refused));
+        // The file's size beside Mosquitto's store/messages/{count,bytes}.
+        add(out, "$SYS/broker/store/database/bytes", n(s.store_database_bytes));
+        add(out, "$SYS/broker/store/wal/bytes", n(s.store_wal_bytes));
+        add(out, "$SYS/broker/store/wal/checkpoints", n(s.store_wal_checkpoints));
     }
     // Per bridge (Mosquitto has only the notification state topic).
     for (const auto& b : s.bridges) {

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -91,10 +92,7 @@ SqliteStore::~SqliteStore() {
         stop_ = true;
     }
     wake_.notify_all();
-    checkpoint_wake_.notify_all();
     if (thread_.joinable()) thread_.join();
-    if (checkpointer_.joinable()) checkpointer_.join();
-    checkpoint_db_.close();
     if (event_fd_) reactor_.remove(event_fd_.get());
     if (!retry_.empty()) {
         spdlog::error("Persistence: {} changes could not be written to {} before the stop.", retry_.size(), path_);
@@ -243,43 +241,86 @@ void SqliteStore::deliver() {
     r.failed = failed_.load();
     r.healthy = healthy_.load();
     r.failures = failures_.load();
+    r.database_bytes = database_bytes_.load();
+    r.wal_bytes = wal_bytes_.load();
+    r.checkpoints = checkpoints_.load();
     if (result_fn_) result_fn_(r);
 }
 
-// ---- checkpoints
+// ---- checkpoints (store thread)
+//
+// Issue 31: the WAL grew without bound. Checkpoints used to run on a second
+// connection that had never read the database, and on such a connection
+// sqlite3_wal_checkpoint_v2() does nothing and returns SQLITE_OK (its pager
+// has not opened the WAL: log and checkpointed frames come back as -1),
+// while wal_autocheckpoint was off on the writer: nothing was ever copied
+// back until a clean stop. A second connection that works is no cure
+// either: its PASSIVE checkpoints rarely catch up with a writer that
+// commits continuously, and SQLite starts the log over only when a write
+// begins with every frame copied (sqlite.org/wal.html, "Avoiding
+// Excessively Large WAL Files"), so the log still grew to tens of MiB under
+// load, by chance. Here the writer checkpoints between its own
+// transactions: nothing can write meanwhile, so the checkpoint copies every
+// frame and the next commit rewrites the log from its start.
 
 int SqliteStore::on_wal(void* self, sqlite3*, const char*, int pages) {
-    // Called on the store thread after each commit with the WAL's size.
-    auto* s = static_cast<SqliteStore*>(self);
-    if (pages >= 1000) {
-        {
-            std::lock_guard lock(s->mu_);
-            s->checkpoint_due_ = true;
-        }
-        s->checkpoint_wake_.notify_one();
-    }
+    // Called on the store thread after each commit: frames in the log.
+    static_cast<SqliteStore*>(self)->wal_frames_ = pages;
     return SQLITE_OK;
 }
 
-void SqliteStore::run_checkpoints() {
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, nullptr);
-    std::unique_lock lock(mu_);
-    while (!stop_) {
-        // PASSIVE: never waits for the writer, which keeps appending to the
-        // WAL meanwhile and starts it over once everything is copied.
-        checkpoint_wake_.wait_for(lock, std::chrono::seconds(1), [&] { return stop_ || checkpoint_due_; });
-        if (stop_) break;
-        checkpoint_due_ = false;
-        lock.unlock();
-        int log = 0;
-        int done = 0;
-        const int rc = sqlite3_wal_checkpoint_v2(checkpoint_db_.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
-        if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
-            spdlog::debug("Persistence: checkpoint of {}: {}", path_, checkpoint_db_.message());
+void SqliteStore::after_commit() {
+    if (wal_frames_ * page_size_ >= wal_checkpoint_bytes) {
+        // PASSIVE waits for nobody: with no other writer it copies every
+        // frame (a reader outside the broker holding an old snapshot stops
+        // it short, and the warning below says so).
+        checkpoint(SQLITE_CHECKPOINT_PASSIVE);
+    } else {
+        read_sizes(net::Clock::now());
+    }
+}
+
+void SqliteStore::checkpoint(int mode) {
+    int log = 0;
+    int done = 0;
+    const int rc = sqlite3_wal_checkpoint_v2(db_.get(), nullptr, mode, &log, &done);
+    ++checkpoints_;
+    if (rc == SQLITE_OK && log == done) {
+        wal_frames_ = 0;
+    } else {
+        spdlog::debug("Persistence: checkpoint of {} copied {} of {} frames: {}", path_, done, log,
+                      rc == SQLITE_OK ? "a reader holds the rest" : db_.message());
+    }
+    sized_at_ = {};
+    read_sizes(net::Clock::now());
+}
+
+void SqliteStore::read_sizes(net::Clock::time_point now) {
+    // A stat() per commit would be cheap too; $SYS needs far less.
+    if (now - sized_at_ < std::chrono::milliseconds(100)) return;
+    sized_at_ = now;
+    struct stat st {};
+    database_bytes_.store(::stat(path_.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0);
+    const std::uint64_t wal = ::stat((path_ + "-wal").c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+    wal_bytes_.store(wal);
+    if (wal <= static_cast<std::uint64_t>(wal_limit_bytes)) {
+        if (over_since_ != net::Clock::time_point{} && warned_at_ != net::Clock::time_point{}) {
+            spdlog::info("Persistence: the WAL of {} is back under {} MiB.", path_, wal_limit_bytes >> 20);
         }
-        lock.lock();
+        over_since_ = {};
+        warned_at_ = {};
+        return;
+    }
+    // Above the bound for a moment is one big transaction (a session with
+    // a long queue erased); staying there means checkpoints cannot finish.
+    if (over_since_ == net::Clock::time_point{}) over_since_ = now;
+    if (now - over_since_ >= std::chrono::seconds(10) &&
+        (warned_at_ == net::Clock::time_point{} || now - warned_at_ >= std::chrono::minutes(1))) {
+        warned_at_ = now;
+        spdlog::warn("Persistence: the WAL of {} has stayed above {} MiB for {} s ({} MiB): checkpoints cannot "
+                     "complete; is another process reading the file?",
+                     path_, wal_limit_bytes >> 20,
+                     std::chrono::duration_cast<std::chrono::seconds>(now - over_since_).count(), wal >> 20);
     }
 }
 
@@ -291,16 +332,28 @@ void SqliteStore::run() {
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    read_sizes(net::Clock::now());
     std::unique_lock lock(mu_);
     for (;;) {
-        if (retry_.empty()) {
+        if (retry_.empty() && wal_frames_ == 0) {
             wake_.wait(lock, [&] { return stop_ || !waiting_.empty(); });
         } else {
             // Failing: try again within a second even if nothing new comes.
-            wake_.wait_for(lock, std::chrono::seconds(1), [&] { return stop_ || !waiting_.empty(); });
+            // Idle for a second with a log: it goes (sqlite_store.hpp).
+            wake_.wait_for(lock, wal_idle_truncate, [&] { return stop_ || !waiting_.empty(); });
         }
         if (waiting_.empty() && retry_.empty()) {
             if (stop_) return;
+            if (wal_frames_ != 0) {
+                lock.unlock();
+                // TRUNCATE waits for readers: not for long, batches may come.
+                sqlite3_busy_timeout(db_.get(), 100);
+                checkpoint(SQLITE_CHECKPOINT_TRUNCATE);
+                sqlite3_busy_timeout(db_.get(), 5000);
+                wal_frames_ = 0;  // tried once per idle spell, not every second
+                lock.lock();
+                wake_reactor();
+            }
             continue;
         }
         std::deque<Batch> batches;
@@ -308,33 +361,64 @@ void SqliteStore::run() {
         const bool stopping = stop_;
         lock.unlock();
 
-        std::uint64_t last = 0;
-        for (Batch& b : batches) {
-            last = b.number;
-            for (Op& op : b.ops) retry_.push_back(std::move(op));
-        }
-        const bool ok = commit(retry_);
-        if (ok) {
-            retry_.clear();
-            if (last != 0) durable_.store(last);
-            if (!healthy_.load()) spdlog::info("Persistence: {} is written again.", path_);
-            healthy_.store(true);
-        } else {
-            ++failures_;
-            if (last != 0) failed_.store(last);
-            if (healthy_.load()) spdlog::error("Persistence: cannot write {}: {}", path_, last_error_);
-            healthy_.store(false);
+        const std::uint64_t last = batches.empty() ? 0 : batches.back().number;
+        std::size_t next = 0;
+        for (;;) {
+            // Whole batches (each one reactor turn) in transactions of
+            // about transaction_bytes: however far the store fell behind,
+            // the WAL grows by one of them at most between checkpoints.
+            std::uint64_t group = 0;
+            std::size_t bytes = 0;
+            while (next < batches.size() && (group == 0 || bytes < transaction_bytes)) {
+                Batch& b = batches[next++];
+                group = b.number;
+                for (Op& op : b.ops) {
+                    bytes += op_bytes(op);
+                    retry_.push_back(std::move(op));
+                }
+            }
+            if (commit(retry_)) {
+                retry_.clear();
+                if (group != 0) durable_.store(group);
+                if (!healthy_.load()) spdlog::info("Persistence: {} is written again.", path_);
+                healthy_.store(true);
+                // The acknowledgements go out before the checkpoint runs.
+                wake_reactor();
+                after_commit();
+                if (next < batches.size()) continue;
+            } else {
+                for (; next < batches.size(); ++next) {
+                    for (Op& op : batches[next].ops) retry_.push_back(std::move(op));
+                }
+                ++failures_;
+                if (last != 0) failed_.store(last);
+                if (healthy_.load()) spdlog::error("Persistence: cannot write {}: {}", path_, last_error_);
+                healthy_.store(false);
+            }
+            break;
         }
         lock.lock();
         if (last != 0) attempted_ = last;
         idle_.notify_all();
-        if (event_fd_) {
-            const std::uint64_t one = 1;
-            [[maybe_unused]] auto n = ::write(event_fd_.get(), &one, sizeof one);
-        }
+        wake_reactor();
         // Stopping: what still fails is reported by the destructor.
         if (stopping && waiting_.empty()) return;
     }
+}
+
+std::size_t SqliteStore::op_bytes(const Op& op) {
+    // Roughly what the op adds to the WAL (a row and its share of a page).
+    std::size_t n = 64 + op.client.size() + op.key.size();
+    if (op.kind == Op::Kind::put_message) {
+        n += op.message->topic.size() + op.message->payload.size() + op.message->properties.size();
+    }
+    return n;
+}
+
+void SqliteStore::wake_reactor() {
+    if (!event_fd_) return;
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(event_fd_.get(), &one, sizeof one);
 }
 
 // ---- message references (store thread)

@@ -36,6 +36,20 @@ namespace mqttools::store {
 inline constexpr int schema_version = 2;
 inline constexpr std::int32_t application_id = 0x4D515444;
 
+// The WAL's bounds (issue 31). A checkpoint runs once a commit leaves
+// this much in the log (SQLite's own default, 1000 pages of 4 KiB)...
+inline constexpr std::int64_t wal_checkpoint_bytes = 4 << 20;
+// ...and the WAL file is kept below this (journal_size_limit; the log is
+// rewritten from its start after each checkpoint, so it only passes the
+// limit when one transaction alone is bigger, or a reader outside the
+// broker holds the file: then a warning is logged).
+inline constexpr std::int64_t wal_limit_bytes = 16 << 20;
+// The store thread commits what waits in transactions of about this size
+// (whole batches), checkpointing between them when due.
+inline constexpr std::size_t transaction_bytes = 2 << 20;
+// Idle this long (no batch), the store truncates the WAL to nothing.
+inline constexpr auto wal_idle_truncate = std::chrono::seconds(1);
+
 struct Options {
     std::string path;       // the database file
     bool sync_full = true;  // persistence_sync: "full" (fsync per commit) or "normal"
@@ -114,6 +128,9 @@ public:
     // Unit tests: runs the thread-side commit of everything submitted now
     // (as drain() does) and reports whether the last commit worked.
     bool healthy() const noexcept { return healthy_.load(); }
+    std::uint64_t wal_bytes() const noexcept { return wal_bytes_.load(); }
+    std::uint64_t database_bytes() const noexcept { return database_bytes_.load(); }
+    std::uint64_t checkpoints() const noexcept { return checkpoints_.load(); }
     const std::string& path() const noexcept { return path_; }
 
 private:
@@ -121,7 +138,11 @@ private:
     bool prepare_statements(std::string& error);
     Op& add(Op::Kind kind);
     void run();
-    void run_checkpoints();
+    void after_commit();
+    void wake_reactor();
+    static std::size_t op_bytes(const Op& op);
+    void checkpoint(int mode);
+    void read_sizes(net::Clock::time_point now);
     static int on_wal(void* self, sqlite3* db, const char* name, int pages);
     void cancel_pairs(std::vector<Op>& ops);
     bool commit(std::vector<Op>& ops);
@@ -195,13 +216,17 @@ private:
     std::string last_error_;
     std::thread thread_;
 
-    // Checkpoints (copying the WAL into the database file, with its fsync)
-    // run on their own thread and connection, so a slow disk delays no
-    // commit: SQLite's automatic checkpoint would run inside a commit.
-    Db checkpoint_db_;
-    std::condition_variable checkpoint_wake_;
-    bool checkpoint_due_ = false;  // guarded by mu_
-    std::thread checkpointer_;
+    // The WAL (issue 31): the store thread checkpoints between its own
+    // transactions (sqlite_store.cpp, "checkpoints"), so each one copies
+    // everything and the next commit starts the log over.
+    int page_size_ = 4096;
+    std::int64_t wal_frames_ = 0;        // frames in the log after the last commit (on_wal)
+    net::Clock::time_point sized_at_{};  // when the file sizes were last read
+    net::Clock::time_point over_since_{};  // the WAL above wal_limit_bytes since then (or never)
+    net::Clock::time_point warned_at_{};
+    std::atomic<std::uint64_t> database_bytes_{0};
+    std::atomic<std::uint64_t> wal_bytes_{0};
+    std::atomic<std::uint64_t> checkpoints_{0};
 };
 
 }  // namespace mqttools::store

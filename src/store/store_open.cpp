@@ -423,7 +423,7 @@ std::unique_ptr<SqliteStore> SqliteStore::open(net::Reactor& reactor, const Opti
     // loss); NORMAL: only at checkpoints (survives a crash of the process).
     const std::string pragmas = std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") +
                                 (options.sync_full ? "FULL" : "NORMAL") +
-                                "; PRAGMA journal_size_limit=67108864; PRAGMA cache_size=-16384;";
+                                "; PRAGMA journal_size_limit=" + std::to_string(wal_limit_bytes) + "; PRAGMA cache_size=-16384;";
     if (!db.exec(pragmas.c_str())) return failed(db.message());
     {
         Stmt mode;
@@ -453,14 +453,14 @@ std::unique_ptr<SqliteStore> SqliteStore::open(net::Reactor& reactor, const Opti
     store->event_fd_.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     if (!store->event_fd_ || !reactor.add(store->event_fd_.get(), EPOLLIN, store.get()))
         return failed(std::string("eventfd: ") + std::strerror(errno));
-    // Checkpoints on their own connection and thread (sqlite_store.cpp).
-    if (store->checkpoint_db_.open(path, SQLITE_OPEN_READWRITE) != SQLITE_OK ||
-        !store->checkpoint_db_.exec("PRAGMA busy_timeout=5000") ||
-        !store->db_.exec("PRAGMA wal_autocheckpoint=0; PRAGMA busy_timeout=5000"))
-        return failed("checkpoint connection: " + store->checkpoint_db_.message());
+    // The store thread checkpoints itself (sqlite_store.cpp, issue 31): the
+    // hook replaces SQLite's automatic checkpoint, which would run inside
+    // COMMIT; the busy timeout is for other processes opening the file.
+    if (!store->db_.exec("PRAGMA busy_timeout=5000")) return failed(store->db_.message());
+    store->page_size_ = static_cast<int>(pragma_int(store->db_, "PRAGMA page_size", why));
+    if (store->page_size_ <= 0) return failed(why);
     sqlite3_wal_hook(store->db_.get(), &SqliteStore::on_wal, store.get());
     store->thread_ = std::thread([s = store.get()] { s->run(); });
-    store->checkpointer_ = std::thread([s = store.get()] { s->run_checkpoints(); });
     return store;
 }
 

@@ -453,3 +453,38 @@ TEST_CASE("store: a version 1 file is upgraded in place", "[store]") {
     sqlite3_finalize(st);
     sqlite3_close(db);
 }
+
+TEST_CASE("store: the WAL is checkpointed and rewritten from its start, a backlog in several transactions",
+          "[store]") {
+    // Issue 31: the WAL used to grow until a clean stop.
+    TempDir dir;
+    net::Reactor reactor;
+    LoadedState loaded;
+    std::string error;
+    auto s = open_store(reactor, dir.file(), loaded, error);
+    REQUIRE(s);
+    std::uint64_t durable = 0;
+    s->on_result([&](const CommitResult& r) { durable = r.durable; });
+    const std::string payload(1000, 'x');
+    std::uint64_t last = 0;
+    // 20 MiB of retained messages, submitted faster than they are
+    // committed: the thread takes a backlog at a time.
+    for (std::uint64_t i = 1; i <= 20000; ++i) {
+        auto m = message(i, "t/" + std::to_string(i), payload);
+        s->put_message(m);
+        s->put_retained(m);
+        last = s->submit();
+    }
+    s->drain();
+    CHECK(durable == last);
+    CHECK(s->healthy());
+    CHECK(s->checkpoints() >= 3);
+    // The file never grew past one threshold and one transaction (it is
+    // only truncated at journal_size_limit or when idle).
+    const auto wal = std::filesystem::file_size(dir.file() + "-wal");
+    CHECK(wal <= static_cast<std::uintmax_t>(store::wal_checkpoint_bytes + 2 * store::transaction_bytes));
+    CHECK(count(dir.file(), "retained") == 20000);
+    // Idle, the log goes.
+    for (int i = 0; i < 100 && std::filesystem::file_size(dir.file() + "-wal") != 0; ++i) ::usleep(50'000);
+    CHECK(std::filesystem::file_size(dir.file() + "-wal") == 0);
+}
