@@ -26,6 +26,7 @@ public:
     bool prepare(const Db& db, std::string& error) {
         const std::pair<Stmt*, const char*> all[] = {
             {&begin, "BEGIN IMMEDIATE"},
+            {&freelist_count, "PRAGMA freelist_count"},
             {&commit, "COMMIT"},
             {&rollback, "ROLLBACK"},
             {&put_session,
@@ -73,7 +74,7 @@ public:
         return true;
     }
 
-    Stmt begin, commit, rollback;
+    Stmt begin, commit, rollback, freelist_count;
     Stmt put_session, session_messages, erase_session, erase_session_subs, erase_session_queue, erase_session_inbound;
     Stmt put_subscription, erase_subscription;
     Stmt put_message, put_outbound, update_outbound, release_outbound, outbound_message, erase_outbound;
@@ -295,12 +296,36 @@ void SqliteStore::checkpoint(int mode) {
     read_sizes(net::Clock::now());
 }
 
+void SqliteStore::idle() {
+    // Free pages (acknowledged messages, deleted retained ones, expired
+    // sessions) are reused by later writes, but after a peak the file would
+    // keep its largest size: idle, it gives them back, 4 MiB a second
+    // (auto_vacuum = INCREMENTAL moves pages from the end into the holes).
+    if (vacuum_due_) {
+        const std::string sql = "PRAGMA incremental_vacuum(" + std::to_string(vacuum_step_bytes / page_size_) + ")";
+        if (!db_.exec(sql.c_str())) spdlog::debug("Persistence: incremental vacuum of {}: {}", path_, db_.message());
+        vacuum_due_ = false;  // read again with the sizes
+    }
+    // TRUNCATE waits for readers: not for long, batches may come.
+    sqlite3_busy_timeout(db_.get(), 100);
+    checkpoint(SQLITE_CHECKPOINT_TRUNCATE);
+    sqlite3_busy_timeout(db_.get(), 5000);
+    wal_frames_ = 0;  // tried once per idle spell, not every second
+}
+
 void SqliteStore::read_sizes(net::Clock::time_point now) {
     // A stat() per commit would be cheap too; $SYS needs far less.
     if (now - sized_at_ < std::chrono::milliseconds(100)) return;
     sized_at_ = now;
     struct stat st {};
     database_bytes_.store(::stat(path_.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0);
+    if (auto_vacuum_) {
+        // The free pages: in the header of page 1 (read without I/O while cached).
+        Stmt& q = stmts_->freelist_count;
+        const std::int64_t free = q.step() == SQLITE_ROW ? q.integer(0) : 0;
+        q.reset();
+        vacuum_due_ = free * page_size_ >= vacuum_free_bytes;
+    }
     const std::uint64_t wal = ::stat((path_ + "-wal").c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
     wal_bytes_.store(wal);
     if (wal <= static_cast<std::uint64_t>(wal_limit_bytes)) {
@@ -335,7 +360,7 @@ void SqliteStore::run() {
     read_sizes(net::Clock::now());
     std::unique_lock lock(mu_);
     for (;;) {
-        if (retry_.empty() && wal_frames_ == 0) {
+        if (retry_.empty() && wal_frames_ == 0 && !vacuum_due_) {
             wake_.wait(lock, [&] { return stop_ || !waiting_.empty(); });
         } else {
             // Failing: try again within a second even if nothing new comes.
@@ -344,13 +369,9 @@ void SqliteStore::run() {
         }
         if (waiting_.empty() && retry_.empty()) {
             if (stop_) return;
-            if (wal_frames_ != 0) {
+            if (wal_frames_ != 0 || vacuum_due_) {
                 lock.unlock();
-                // TRUNCATE waits for readers: not for long, batches may come.
-                sqlite3_busy_timeout(db_.get(), 100);
-                checkpoint(SQLITE_CHECKPOINT_TRUNCATE);
-                sqlite3_busy_timeout(db_.get(), 5000);
-                wal_frames_ = 0;  // tried once per idle spell, not every second
+                idle();
                 lock.lock();
                 wake_reactor();
             }

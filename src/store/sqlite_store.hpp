@@ -47,6 +47,10 @@ inline constexpr std::int64_t wal_limit_bytes = 16 << 20;
 // The store thread commits what waits in transactions of about this size
 // (whole batches), checkpointing between them when due.
 inline constexpr std::size_t transaction_bytes = 2 << 20;
+// Idle, free pages are given back to the file system once there are this
+// many, this much at a time (each second while they last).
+inline constexpr std::int64_t vacuum_free_bytes = 1 << 20;
+inline constexpr std::int64_t vacuum_step_bytes = 4 << 20;
 // Idle this long (no batch), the store truncates the WAL to nothing.
 inline constexpr auto wal_idle_truncate = std::chrono::seconds(1);
 
@@ -143,6 +147,7 @@ private:
     static std::size_t op_bytes(const Op& op);
     void checkpoint(int mode);
     void read_sizes(net::Clock::time_point now);
+    void idle();
     static int on_wal(void* self, sqlite3* db, const char* name, int pages);
     void cancel_pairs(std::vector<Op>& ops);
     bool commit(std::vector<Op>& ops);
@@ -220,6 +225,8 @@ private:
     // transactions (sqlite_store.cpp, "checkpoints"), so each one copies
     // everything and the next commit starts the log over.
     int page_size_ = 4096;
+    bool auto_vacuum_ = false;  // the file is auto_vacuum = INCREMENTAL
+    bool vacuum_due_ = false;   // it has vacuum_free_bytes free or more
     std::int64_t wal_frames_ = 0;        // frames in the log after the last commit (on_wal)
     net::Clock::time_point sized_at_{};  // when the file sizes were last read
     net::Clock::time_point over_since_{};  // the WAL above wal_limit_bytes since then (or never)

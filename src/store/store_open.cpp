@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <unordered_map>
 
@@ -119,7 +120,8 @@ bool has_sqlite_header(const std::string& path, std::string& error) {
 }
 
 bool create_schema(Db& db, std::string& error) {
-    const std::string sql = std::string("PRAGMA journal_mode=WAL; BEGIN; ") + schema_sql +
+    // auto_vacuum before the first table: the store can give free pages back.
+    const std::string sql = std::string("PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; BEGIN; ") + schema_sql +
                             "PRAGMA application_id=" + std::to_string(application_id) +
                             "; PRAGMA user_version=" + std::to_string(schema_version) + "; COMMIT;";
     if (!db.exec(sql.c_str())) {
@@ -434,6 +436,19 @@ std::unique_ptr<SqliteStore> SqliteStore::open(net::Reactor& reactor, const Opti
     std::unordered_map<std::int64_t, std::uint32_t> refs;
     std::vector<std::int64_t> orphans;
     if (!load(db, loaded, refs, orphans, why)) return failed(why);
+    if (pragma_int(db, "PRAGMA auto_vacuum", why) == 0) {
+        // A file made before issue 31 cannot give free pages back until it
+        // is rewritten once with auto_vacuum on.
+        const auto start = std::chrono::steady_clock::now();
+        if (db.exec("PRAGMA auto_vacuum=INCREMENTAL; VACUUM")) {
+            spdlog::info("Persistence: {} rewritten with auto_vacuum = incremental in {} ms.", path,
+                         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start)
+                             .count());
+        } else {
+            spdlog::warn("Persistence: {} could not be rewritten with auto_vacuum (it keeps its largest size): {}",
+                         path, db.message());
+        }
+    }
     if (!orphans.empty()) {
         Stmt del;
         if (!db.exec("BEGIN") || del.prepare(db, "DELETE FROM messages WHERE id = ?1") != SQLITE_OK)
@@ -459,6 +474,7 @@ std::unique_ptr<SqliteStore> SqliteStore::open(net::Reactor& reactor, const Opti
     if (!store->db_.exec("PRAGMA busy_timeout=5000")) return failed(store->db_.message());
     store->page_size_ = static_cast<int>(pragma_int(store->db_, "PRAGMA page_size", why));
     if (store->page_size_ <= 0) return failed(why);
+    store->auto_vacuum_ = pragma_int(store->db_, "PRAGMA auto_vacuum", why) == 2;
     sqlite3_wal_hook(store->db_.get(), &SqliteStore::on_wal, store.get());
     store->thread_ = std::thread([s = store.get()] { s->run(); });
     return store;

@@ -112,3 +112,28 @@ def test_store_sizes_in_sys(tmp_path):
         assert got["$SYS/broker/store/database/bytes"] == d.db.stat().st_size
     finally:
         d.stop()
+
+
+def test_file_shrinks_after_retained_messages_are_deleted(tmp_path):
+    d = DurableBroker(tmp_path, sync="normal", extra="sys_interval = 0\n")
+    d.start()
+    try:
+        c = Client(d.port)
+        c.connect("")
+        topics = 3000
+        for i in range(topics):  # 12 MB
+            assert c.publish(f"big/{i}", b"r" * 4000, qos=1, retain=True, packet_id=i % 60000 + 1).reason < 0x80
+        # Idle: checkpointed into the file, the WAL truncated.
+        assert wait_until(lambda: wal_state(d.db)[0] == 0, timeout=15)
+        peak = d.db.stat().st_size
+        assert peak >= topics * 4000
+        for i in range(topics):
+            assert c.publish(f"big/{i}", b"", qos=1, retain=True, packet_id=i % 60000 + 1).reason < 0x80
+        # The freed pages go back to the file system while the broker idles.
+        assert wait_until(lambda: d.db.stat().st_size + wal_state(d.db)[0] < 2 << 20, timeout=30), \
+            (peak, d.db.stat().st_size, wal_state(d.db))
+        c.disconnect()
+    finally:
+        d.stop()
+    with sqlite3.connect(d.db) as db:
+        assert db.execute("SELECT count(*) FROM retained").fetchone()[0] == 0
