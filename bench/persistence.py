@@ -14,14 +14,26 @@
    (sd_notify on a NOTIFY_SOCKET this script listens on) and RSS then, for
    mqttoolsd and Mosquitto loading its own file.
 
+3. Soak (issue 31): QoS 1 at full speed (100 pairs, 16 in flight each,
+   persistent subscribers) for --soak seconds (600 by default; 0 skips it)
+   against mqttoolsd with sync full and normal: WAL and database size every
+   second, plotted (docs/benchmarks-persistence-soak.png), their maxima, and
+   disk bytes written per message (/proc/PID/io write_bytes).
+
+The durable traffic rows also report the WAL's largest size (sampled every
+20 ms) and the disk bytes written per delivered message.
+
 Shared-machine numbers are noisy: compare the columns of one run (ratios).
 Results are printed and written to docs/benchmarks.md between the
 "persistence" markers (other sections are left alone).
 """
 import argparse
+import json
 import os
 import re
 import selectors
+import shutil
+import threading
 import socket
 import statistics
 import subprocess
@@ -99,7 +111,70 @@ class PersistBench(R.Bench):
         if not R.wait_port(port, proc, timeout=120):
             R.stop(proc)
             return None
+        if broker.startswith("mqttoolsd-"):
+            self.watch = StoreWatch(proc.pid, os.path.join(state, "mqttoolsd.db"), period=0.02)
         return proc
+
+    def run_one(self, name, broker, run_index):
+        self.watch = None
+        result = super().run_one(name, broker, run_index)
+        watch, self.watch = self.watch, None
+        if watch is not None:
+            watch.stop()
+            result.update(watch.figures(result.get("delivered_per_s", 0) * (self.args.warmup + self.args.duration)))
+        return result
+
+
+class StoreWatch:
+    """Samples a broker's store files and its disk writes on a thread until
+    stop() (or the process is gone): WAL and database sizes, /proc/PID/io
+    write_bytes (what the process sent to the block device)."""
+
+    def __init__(self, pid, db, period=1.0):
+        self.pid, self.db, self.period = pid, db, period
+        self.samples = []  # (seconds, wal bytes, db bytes, write_bytes)
+        self.t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def size(path):
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            return 0
+
+    def written(self):
+        try:
+            with open(f"/proc/{self.pid}/io") as f:
+                for line in f:
+                    if line.startswith("write_bytes:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return None
+
+    def _run(self):
+        while not self._stop.is_set():
+            w = self.written()
+            if w is None:
+                break
+            self.samples.append((time.monotonic() - self.t0, self.size(self.db + "-wal"), self.size(self.db), w))
+            self._stop.wait(self.period)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+    def figures(self, delivered):
+        if not self.samples:
+            return {}
+        out = {"wal_max_mib": max(s[1] for s in self.samples) / 2**20,
+               "db_max_mib": max(s[2] for s in self.samples) / 2**20}
+        if delivered > 0:
+            out["write_bytes_per_msg"] = (self.samples[-1][3] - self.samples[0][3]) / delivered
+        return out
 
 
 # ------------------------------------------------------------------ restart
@@ -259,7 +334,86 @@ def table(bench, names):
             r = R.ratio(vals.get("mqttoolsd-full"), vals.get("mqttoolsd"))
             lines.append(f"| {SCENARIOS[name][0]} | {label} | " + " | ".join(R.fmt(vals[c], digits) for c in cols)
                          + f" | {R.fmt(r, 2) if r is not None else '–'} |")
+        for key, label, digits in STORE_METRICS:
+            vals = {c: R.median(bench.results.get((name, c), []), key) for c in cols}
+            lines.append(f"| {SCENARIOS[name][0]} | {label} | "
+                         + " | ".join(R.fmt(vals[c], digits) if vals[c] is not None else "–" for c in cols) + " | |")
     return lines
+
+
+STORE_METRICS = [("wal_max_mib", "largest WAL (MiB)", 1), ("write_bytes_per_msg", "disk bytes written / msg", 0)]
+SOAK_PNG = os.path.join(os.path.dirname(HERE), "docs", "benchmarks-persistence-soak.png")
+
+
+def soak(bench, broker, seconds):
+    """QoS 1 at full speed through persistent sessions for `seconds`: the
+    store's sizes every second, the generator's result, bytes written."""
+    port = R.free_port()
+    log_path = os.path.join(bench.tmp, f"{broker}-soak.log")
+    state = bench.fresh_dir(f"soak-{broker}")
+    proc = bench.start_broker(broker, port, log_path, state=state)
+    bench.watch = None
+    if proc is None:
+        return None
+    watch = StoreWatch(proc.pid, os.path.join(state, "mqttoolsd.db"), period=1.0)
+    argv = [bench.load, "--host", R.HOST, "--port", str(port), "--broker-pid", str(proc.pid),
+            "--label", f"soak/{broker}"] + SCENARIOS["pairs-qos1-sat-durable"][1] + [
+            "--warmup", "5", "--duration", str(seconds), "--drain", "2"]
+    try:
+        gen = subprocess.run(bench.pinned(1, argv), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             timeout=seconds + 180)
+        lines = [l for l in gen.stdout.splitlines() if l.startswith("{")]
+        result = json.loads(lines[-1]) if lines else {"ok": False, "error": gen.stderr.strip()[-300:]}
+    finally:
+        watch.stop()
+        R.stop(proc)
+    with open(log_path, errors="replace") as f:
+        warnings = [l for l in f if "WAL" in l]
+    result.update(watch.figures(result.get("delivered_per_s", 0) * (seconds + 5)))
+    s = watch.samples
+    late = [x for x in s if x[0] >= 60]  # after a minute of warm-up
+    if late:
+        result["wal_max_late_mib"] = max(x[1] for x in late) / 2**20
+        half = [x for x in late if x[0] >= (late[0][0] + late[-1][0]) / 2]
+        result["db_max_first_half_mib"] = max(x[2] for x in late if x not in half) / 2**20 if len(late) > len(half) else None
+        result["db_max_second_half_mib"] = max(x[2] for x in half) / 2**20
+    result["samples"] = s
+    result["warnings"] = warnings
+    return result
+
+
+def plot_soak(results, png):
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        R.log("gnuplot not found: no soak plot")
+        return None
+    dat = png + ".dat"
+    with open(dat, "w") as f:
+        for broker, r in results.items():
+            for t, wal, db, _ in r["samples"]:
+                f.write(f"{t:.1f} {wal / 2**20:.3f} {db / 2**20:.3f}\n")
+            f.write("\n\n")
+    plots = []
+    for i, broker in enumerate(results):
+        plots.append(f"'{dat}' index {i} using 1:2 with lines lw 1.5 title '{LABELS[broker]}: WAL'")
+        plots.append(f"'{dat}' index {i} using 1:3 with lines lw 1.5 dt 2 title '{LABELS[broker]}: database'")
+    script = f"""
+set terminal pngcairo noenhanced size 900,380 font 'sans,9'
+set output '{png}'
+set title 'QoS 1 at full speed through persistent sessions: store files over time'
+set xlabel 'seconds'
+set ylabel 'MiB'
+set yrange [0:*]
+set grid
+set key outside right
+plot {", ".join(plots)}
+"""
+    r = subprocess.run([gnuplot], input=script, text=True, capture_output=True)
+    os.unlink(dat)
+    if r.returncode != 0:
+        R.log("gnuplot failed: " + r.stderr.strip()[-300:])
+        return None
+    return png
 
 
 def main(argv=None):
@@ -276,6 +430,8 @@ def main(argv=None):
     p.add_argument("--restart-runs", type=int, default=3)
     p.add_argument("--skip-traffic", action="store_true")
     p.add_argument("--skip-restart", action="store_true")
+    p.add_argument("--soak", type=float, default=600.0,
+                   help="seconds of the full-speed soak per sync mode (issue 31); 0 skips it")
     p.add_argument("--no-docs", action="store_true")
     args = p.parse_args(argv)
     register(R.SCENARIOS)
@@ -315,6 +471,27 @@ def main(argv=None):
                 continue
             lines.append(f"| {LABELS[b]} | {statistics.median(t for t, _ in r):.2f} | "
                          f"{statistics.median(m for _, m in r if m):.0f} |")
+    if args.soak > 0:
+        soaked = {}
+        for b in ("mqttoolsd-full", "mqttoolsd-normal"):
+            if b in brokers:
+                R.log(f"soak: {b} for {args.soak:g} s")
+                r = soak(bench, b, args.soak)
+                if r:
+                    soaked[b] = r
+        lines += ["", f"Soak (issue 31): QoS 1, 100 pairs saturated (16 in flight each), persistent subscribers, "
+                  f"{args.soak:g} s after 5 s of warm-up per sync mode, one after the other; store files sampled "
+                  "every second, disk bytes from /proc/PID/io write_bytes; host shared with other engineers.", "",
+                  "| sync | delivered msg/s | p99 µs | largest WAL (MiB) | largest WAL after 60 s | "
+                  "database max, 1st → 2nd half after 60 s (MiB) | disk bytes written / msg | WAL warnings |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for b, r in soaked.items():
+            lines.append(f"| {b.split('-')[1]} | {R.fmt(r.get('delivered_per_s'), 0)} | {R.fmt(r.get('p99_us'), 0)} | "
+                         f"{R.fmt(r.get('wal_max_mib'), 1)} | {R.fmt(r.get('wal_max_late_mib'), 1)} | "
+                         f"{R.fmt(r.get('db_max_first_half_mib'), 1)} → {R.fmt(r.get('db_max_second_half_mib'), 1)} | "
+                         f"{R.fmt(r.get('write_bytes_per_msg'), 0)} | {len(r['warnings'])} |")
+        if soaked and not args.no_docs and plot_soak(soaked, SOAK_PNG):
+            lines += ["", f"![store files during the soak]({os.path.basename(SOAK_PNG)})"]
     text = "\n".join(lines)
     print(text)
     if not args.no_docs:

@@ -58,6 +58,9 @@ OutboundMessage outbound(MessagePtr m, std::vector<std::uint32_t> ids = {}) {
 std::int64_t count(const std::string& path, const char* table) {
     sqlite3* db = nullptr;
     sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+    // The store may be checkpointing (its idle TRUNCATE locks readers out
+    // for a moment).
+    sqlite3_busy_timeout(db, 5000);
     sqlite3_stmt* st = nullptr;
     const std::string sql = std::string("SELECT count(*) FROM ") + table;
     sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr);
@@ -479,12 +482,12 @@ TEST_CASE("store: the WAL is checkpointed and rewritten from its start, a backlo
     CHECK(durable == last);
     CHECK(s->healthy());
     CHECK(s->checkpoints() >= 3);
-    // The file never grew past one threshold and one transaction (it is
-    // only truncated at journal_size_limit or when idle).
+    // 20 MiB went through it; the file (truncated only at
+    // journal_size_limit or when idle, so its size is its peak) stayed small.
     const auto wal = std::filesystem::file_size(dir.file() + "-wal");
-    CHECK(wal <= static_cast<std::uintmax_t>(store::wal_checkpoint_bytes + 2 * store::transaction_bytes));
+    CHECK(wal <= static_cast<std::uintmax_t>(store::wal_limit_bytes / 2));
     CHECK(count(dir.file(), "retained") == 20000);
     // Idle, the log goes.
-    for (int i = 0; i < 100 && std::filesystem::file_size(dir.file() + "-wal") != 0; ++i) ::usleep(50'000);
+    for (int i = 0; i < 600 && std::filesystem::file_size(dir.file() + "-wal") != 0; ++i) ::usleep(50'000);
     CHECK(std::filesystem::file_size(dir.file() + "-wal") == 0);
 }
