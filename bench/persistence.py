@@ -486,7 +486,7 @@ def main(argv=None):
                   "database max, 1st → 2nd half after 60 s (MiB) | disk bytes written / msg | WAL warnings |",
                   "|---|---|---|---|---|---|---|---|"]
         for b, r in soaked.items():
-            lines.append(f"| {b.split('-')[1]} | {R.fmt(r.get('delivered_per_s'), 0)} | {R.fmt(r.get('p99_us'), 0)} | "
+            lines.append(f"| {b.split('-')[1]} | {R.fmt(r.get('delivered_per_s'), 0)} | {R.fmt(R.metric(r, 'p99_us'), 0)} | "
                          f"{R.fmt(r.get('wal_max_mib'), 1)} | {R.fmt(r.get('wal_max_late_mib'), 1)} | "
                          f"{R.fmt(r.get('db_max_first_half_mib'), 1)} → {R.fmt(r.get('db_max_second_half_mib'), 1)} | "
                          f"{R.fmt(r.get('write_bytes_per_msg'), 0)} | {len(r['warnings'])} |")
