@@ -140,6 +140,8 @@ public:
     // CONNECT parked here for that id lost the race: it is accepted, then
     // taken over. True when something here was let go.
     bool session_claimed_elsewhere(std::string_view client_id, std::string_view node, bool wants_state);
+    // A session with this client id lives here (connected or not).
+    bool has_session(std::string_view client_id) const { return sessions_.find(client_id) != nullptr; }
     // This node's claim for `client_id` is settled (this node owns it now):
     // the CONNECT parked for it goes on, or with `wait_for_state` (another
     // node held the session) keeps waiting for session_arrived.

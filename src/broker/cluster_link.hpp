@@ -126,6 +126,11 @@ public:
     // 0) the node that held the session sends it back through
     // send_session, and it arrives here as Broker::session_arrived.
     virtual void claim_session(std::string_view client_id, bool want_state) = 0;
+    // The session of `client_id` ended on this node (Clean Start with
+    // Session Expiry 0 at disconnect, expired, discarded, or moved): the
+    // cluster forgets its ownership unless a newer claim holds it, so that
+    // client ids seen once do not stay in the cluster's state forever.
+    virtual void session_ended(std::string_view client_id) { (void)client_id; }
     // The state of a session this node let go (session_transfer.cpp's
     // format), for the node `node` that claimed it.
     virtual void send_session(std::string_view node, std::string_view client_id, std::string_view state) = 0;

@@ -346,6 +346,7 @@ void Broker::end_session(Session& s) {
         s.connection->session = nullptr;
         s.connection = nullptr;
     }
+    if (cluster_) cluster_->session_ended(s.client_id);
     sessions_.erase(&s);  // destroys s
     ++sessions_ended_since_trim_;
     // The session has ended, so its will is due now ([MQTT-3.1.3-9]).

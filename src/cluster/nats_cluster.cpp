@@ -65,6 +65,9 @@ std::unique_ptr<NatsCluster> NatsCluster::start(net::Reactor& reactor, broker::B
 }
 
 NatsCluster::~NatsCluster() {
+    // Sessions that ended last are released before the KV thread stops.
+    if (release_armed_) reactor_.cancel_timer(release_timer_);
+    release_ended();
     {
         std::lock_guard lock(shared_->out_mutex);
         shared_->stop = true;
@@ -127,8 +130,8 @@ void NatsCluster::change_interest(std::string_view filter, bool add) {
     }
 }
 
-ReasonCode NatsCluster::publish_refusal(std::string_view topic, std::size_t size) const {
-    if (static_cast<std::int64_t>(size + 32) > shared_->max_payload.load()) return ReasonCode::packet_too_large;
+ReasonCode NatsCluster::publish_refusal(std::string_view topic, std::size_t) const {
+    // Any size crosses (in parts beyond max_payload: publish_bulk).
     // A subject is at most 3 bytes per topic byte (%XX): measure only when
     // that bound is over the limit.
     if (prefix_.size() + 5 + 3 * topic.size() > max_subject_bytes) {
@@ -198,19 +201,23 @@ void NatsCluster::publish(const broker::MessageView& m) {
         bytes = {encoded_.data(), size};
     }
     topic_subject(subject_, prefix_ + ".m", m.topic);
-    if (subject_.size() > max_subject_bytes || static_cast<std::int64_t>(bytes.size()) > shared_->max_payload.load()) {
+    if (subject_.size() > max_subject_bytes) {
         // Refused before it reached here for clients (publish_refusal);
         // a will or a bridge's message that NATS would not take (a long
-        // subject would even cost the connection) stays on this node.
+        // subject would cost the connection) stays on this node.
         const std::uint64_t n = shared_->lost_out.fetch_add(1, std::memory_order_relaxed) + 1;
         if ((n & (n - 1)) == 0) {
-            spdlog::warn("Cluster: a message too large for NATS stays on this node ({} bytes, subject {} bytes).",
-                         bytes.size(), subject_.size());
+            spdlog::warn("Cluster: a message whose topic is too long for NATS stays on this node (subject {} bytes).",
+                         subject_.size());
         }
         return;
     }
     const bool confirm = m.qos != QoS::at_most_once;
-    if (!shared_->push_out(Op::publish_live, 0, confirm ? 1 : 0, subject_, {}, bytes.data(), bytes.size())) {
+    const bool pushed = static_cast<std::int64_t>(bytes.size() + bulk_slack) > shared_->max_payload.load()
+                            ? publish_bulk(bytes, confirm)
+                            : shared_->push_out(Op::publish_live, 0, confirm ? 1 : 0, subject_, {}, bytes.data(),
+                                                bytes.size());
+    if (!pushed) {
         shared_->lost_out.fetch_add(1, std::memory_order_relaxed);
     } else {
         // The link thread numbers publish_live ops in the order pushed
@@ -230,11 +237,116 @@ void NatsCluster::publish(const broker::MessageView& m) {
         // The retained stream keeps it (or, empty, the deletion) for every
         // node, including nodes that start later.
         topic_subject(subject_, prefix_ + ".r", m.topic);
-        if (!shared_->push_retained(subject_, bytes.data(), bytes.size(), last_publish_ticket_)) {
+        if (!shared_->push_retained(subject_, bytes.data(), bytes.size(), last_publish_ticket_, m.payload.empty())) {
             shared_->lost_out.fetch_add(1, std::memory_order_relaxed);
         } else if (last_publish_ticket_ != 0) {
             retained_pending_.push_back(last_publish_ticket_);
         }
+    }
+}
+
+// A message over max_payload: its parts on PREFIX.b.ORIGIN, then its
+// reference on subject_ (BulkHeader). False: over the out queue's bound.
+bool NatsCluster::publish_bulk(Bytes bytes, bool confirm) {
+    const auto max_payload = static_cast<std::size_t>(std::max<std::int64_t>(shared_->max_payload.load(), 4096));
+    const std::size_t part = max_payload - sizeof(BulkHeader) - bulk_slack;
+    const auto count = static_cast<std::uint32_t>((bytes.size() + part - 1) / part);
+    if (!shared_->out_room(bytes.size() + count * sizeof(BulkHeader))) return false;
+    if (bulk_subject_.empty()) {
+        char origin_hex[24];
+        std::snprintf(origin_hex, sizeof origin_hex, "%llx", static_cast<unsigned long long>(shared_->origin));
+        bulk_subject_ = prefix_ + ".b." + origin_hex;
+    }
+    BulkHeader h{shared_->origin, live_pushed_ + 1, 0, count, bytes.size()};
+    std::vector<char> buf;
+    for (std::size_t off = 0; off < bytes.size(); off += part, ++h.index) {
+        const std::size_t n = std::min(part, bytes.size() - off);
+        buf.resize(sizeof h + n);
+        std::memcpy(buf.data(), &h, sizeof h);
+        std::memcpy(buf.data() + sizeof h, bytes.data() + off, n);
+        shared_->push_out(Op::publish_bulk, 0, 0, bulk_subject_, {}, buf.data(), buf.size());
+    }
+    h.index = 0;
+    char reference[1 + sizeof h];
+    reference[0] = bulk_marker;
+    std::memcpy(reference + 1, &h, sizeof h);
+    return shared_->push_out(Op::publish_live, 0, confirm ? 1 : 0, subject_, {}, reference, sizeof reference);
+}
+
+void NatsCluster::route_live(std::uint32_t tag, Bytes bytes, std::uint64_t origin, std::uint64_t seq) {
+    if (tag == tag_live) {
+        if (!broker_.route_from_cluster(bytes, {}, origin, seq)) shared_->lost_in_queue.fetch_add(1);
+    } else if (tag >= tag_shared_base && tag - tag_shared_base < shared_filters_.size()) {
+        if (!broker_.route_from_cluster(bytes, shared_filters_[tag - tag_shared_base], origin, seq)) {
+            shared_->lost_in_queue.fetch_add(1);
+        }
+    }
+}
+
+void NatsCluster::on_bulk_part(const char* data, std::size_t len) {
+    BulkHeader h;
+    if (len < sizeof h) return;
+    std::memcpy(&h, data, sizeof h);
+    const auto key = std::pair(h.origin, h.seq);
+    auto it = bulks_.find(key);
+    if (h.index == 0 && (it == bulks_.end() || it->second.count == 0)) {
+        if (h.total > max_in_bytes || bulk_bytes_ + h.total > max_in_bytes) {
+            shared_->lost_in_queue.fetch_add(1);
+            if (it != bulks_.end()) bulks_.erase(it);
+            return;
+        }
+        if (it == bulks_.end()) it = bulks_.emplace(key, Bulk{}).first;
+        it->second.count = h.count;
+        it->second.data.reserve(h.total);
+        it->second.counted = h.total;
+        bulk_bytes_ += h.total;
+        it->second.at = reactor_.now();
+    }
+    if (it == bulks_.end() || it->second.count == 0 || h.index != it->second.next) {
+        // A part missing before this one (NATS dropped it): incomplete.
+        if (it != bulks_.end() && it->second.count != 0 && h.index > it->second.next) {
+            it->second.next = it->second.count + 1;  // never completes; expires
+        }
+        return;
+    }
+    Bulk& b = it->second;
+    const auto* p = reinterpret_cast<const std::byte*>(data + sizeof h);
+    b.data.insert(b.data.end(), p, p + (len - sizeof h));
+    if (++b.next < b.count) return;
+    if (b.data.size() != h.total) {
+        b.next = b.count + 1;
+        return;
+    }
+    for (const std::uint32_t tag : b.waiting_tags) route_live(tag, {b.data.data(), b.data.size()}, h.origin, h.seq);
+    b.waiting_tags.clear();
+    b.at = reactor_.now();  // kept a moment for references through other subscriptions
+}
+
+void NatsCluster::on_bulk_reference(std::uint32_t tag, const char* data, std::size_t len, std::uint64_t origin,
+                                    std::uint64_t seq) {
+    BulkHeader h;
+    if (len < 1 + sizeof h) return;
+    std::memcpy(&h, data + 1, sizeof h);
+    auto [it, fresh] = bulks_.try_emplace(std::pair(h.origin, h.seq));
+    Bulk& b = it->second;
+    if (fresh) b.at = reactor_.now();
+    if (b.count != 0 && b.next == b.count) {
+        route_live(tag, {b.data.data(), b.data.size()}, origin, seq);
+    } else {
+        b.waiting_tags.push_back(tag);  // its parts are still coming (another connection)
+    }
+}
+
+void NatsCluster::expire_bulks() {
+    const auto too_old = reactor_.now() - bulk_wait;
+    for (auto it = bulks_.begin(); it != bulks_.end();) {
+        if (it->second.at >= too_old) {
+            ++it;
+            continue;
+        }
+        if (!it->second.waiting_tags.empty()) shared_->lost_in_queue.fetch_add(it->second.waiting_tags.size());
+        bulk_bytes_ -= it->second.counted;
+        it = bulks_.erase(it);
     }
 }
 
@@ -248,6 +360,26 @@ void NatsCluster::publish(const broker::MessageView& m) {
 void NatsCluster::claim_session(std::string_view client_id, bool want_state) {
     ++pending_claims_[std::string(client_id)].count;
     shared_->push_claim(client_id, want_state);
+}
+
+void NatsCluster::session_ended(std::string_view client_id) {
+    if (ended_.size() >= 1'000'000) return;  // bounded; such an entry stays
+    ended_.emplace_back(client_id);
+    if (release_armed_) return;
+    release_armed_ = true;
+    release_timer_ = reactor_.add_timer_after(std::chrono::milliseconds(200), [this] {
+        release_armed_ = false;
+        release_ended();
+    });
+}
+
+void NatsCluster::release_ended() {
+    for (const std::string& id : ended_) {
+        if (pending_claims_.count(id) != 0 || broker_.has_session(id)) continue;  // in use again
+        claims_.erase(id);
+        shared_->push_release(id);
+    }
+    ended_.clear();
 }
 
 void NatsCluster::on_claimed(std::string_view client_id, std::uint64_t stamp, std::uint32_t flags) {
@@ -367,9 +499,16 @@ void NatsCluster::drain_inbound() {
                     last = h.seq;
                     if (recovering_) seen_live_.insert({h.origin, h.seq});
                 }
-                if (!broker_.route_from_cluster(bytes, {}, h.origin, h.seq)) shared_->lost_in_queue.fetch_add(1);
+                if (h.len > 0 && data[0] == bulk_marker) {
+                    on_bulk_reference(h.tag, data, h.len, h.origin, h.seq);
+                } else if (!broker_.route_from_cluster(bytes, {}, h.origin, h.seq)) {
+                    shared_->lost_in_queue.fetch_add(1);
+                }
                 break;
             }
+            case tag_bulk:
+                on_bulk_part(data, h.len);
+                break;
             case tag_retained:
                 if (broker_.retained_from_cluster(bytes, h.age)) ++retained_in_;
                 break;
@@ -414,14 +553,15 @@ void NatsCluster::drain_inbound() {
                 spdlog::warn("{}", std::string_view(data, h.len));
                 break;
             default:
-                if (h.tag >= tag_shared_base && h.tag - tag_shared_base < shared_filters_.size()) {
-                    if (!broker_.route_from_cluster(bytes, shared_filters_[h.tag - tag_shared_base], h.origin, h.seq)) {
-                        shared_->lost_in_queue.fetch_add(1);
-                    }
+                if (h.len > 0 && data[0] == bulk_marker) {
+                    on_bulk_reference(h.tag, data, h.len, h.origin, h.seq);
+                } else {
+                    route_live(h.tag, bytes, h.origin, h.seq);
                 }
                 break;
         }
     }
+    if (!bulks_.empty()) expire_bulks();
     // Keep the larger buffer's capacity on this side; hand an empty one back.
     if (inbound_.capacity() > (4u << 20)) std::vector<char>().swap(inbound_);
 }

@@ -14,6 +14,8 @@
 //
 // Subjects (subject_map.hpp), PREFIX = [cluster] subject_prefix:
 //   PREFIX.m.{t|s}.LEVELS  live messages (the MQTT 5 PUBLISH as encoded by us)
+//   PREFIX.b.ORIGIN        parts of a message over max_payload; its
+//                          reference follows on PREFIX.m (publish_bulk)
 //   PREFIX.r.{t|s}.LEVELS  retained updates, kept by the JetStream stream
 //                          PREFIX_RETAINED (one message per subject: the latest)
 //   PREFIX.claim           "STAMP NODE FLAG PREVIOUS CLIENT_ID": session
@@ -28,6 +30,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -71,6 +74,7 @@ public:
     void publish(const broker::MessageView& message) override;
     void claim_session(std::string_view client_id, bool want_state) override;
     void send_session(std::string_view node, std::string_view client_id, std::string_view state) override;
+    void session_ended(std::string_view client_id) override;
     broker::ClusterCounters counters() const override;
     // nats_sessions.cpp (sessions = "replicated")
     bool replicates_sessions() const override;
@@ -175,7 +179,36 @@ private:
         bool remote_wants_state = false;
     };
     std::unordered_map<std::string, PendingClaim> pending_claims_;
+    // Sessions that ended here, released (their ownership entries removed)
+    // a moment later unless the id is in use here again by then: a CONNECT
+    // that replaces a session ends the old one after its own claim settled.
+    std::vector<std::string> ended_;
+    net::Reactor::TimerId release_timer_{};
+    bool release_armed_ = false;
+    void release_ended();
 
+    // Messages over max_payload (BulkHeader in nats_shared.hpp): parts
+    // being reassembled and whole messages whose reference has not come
+    // yet, by (origin, seq); references whose parts are still coming.
+    // Bounded in bytes and age (bulk_wait): what is incomplete then is
+    // dropped and counted as lost.
+    struct Bulk {
+        std::vector<std::byte> data;
+        std::uint32_t next = 0;
+        std::uint32_t count = 0;
+        std::size_t counted = 0;  // in bulk_bytes_
+        net::Clock::time_point at;
+        std::vector<std::uint32_t> waiting_tags;  // references already here
+    };
+    std::map<std::pair<std::uint64_t, std::uint64_t>, Bulk> bulks_;
+    std::size_t bulk_bytes_ = 0;
+    bool publish_bulk(Bytes bytes, bool confirm);
+    std::string bulk_subject_;
+    void on_bulk_part(const char* data, std::size_t len);
+    void on_bulk_reference(std::uint32_t tag, const char* data, std::size_t len, std::uint64_t origin,
+                           std::uint64_t seq);
+    void route_live(std::uint32_t tag, Bytes bytes, std::uint64_t origin, std::uint64_t seq);
+    void expire_bulks();
     std::string subject_;             // reused per message
     std::vector<std::byte> encoded_;  // reused per message
     std::vector<char> inbound_;       // swapped with the in queue

@@ -3,6 +3,8 @@
 // barriers that confirm them; libnats' callbacks hand what arrives to the
 // reactor's queue.
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -65,6 +67,10 @@ void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure)
                 age = static_cast<std::uint32_t>((now - meta->Timestamp) / 1'000'000'000);
             }
             stream_seq = meta->Sequence.Stream;
+            const char* deleted = nullptr;
+            if (natsMsgHeader_Get(msg, deleted_header, &deleted) == NATS_OK && natsMsg_GetSubject(msg)) {
+                ctx->shared->note_marker(natsMsg_GetSubject(msg), stream_seq, static_cast<std::uint64_t>(meta->Timestamp));
+            }
             jsMsgMetaData_Destroy(meta);
         }
     }
@@ -260,6 +266,12 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
                 }
                 break;
             }
+            case Op::publish_bulk:
+                // A part that fails leaves its message incomplete: the
+                // reference that follows fails too (NATS down) and is
+                // counted as lost, or receivers drop the incomplete parts.
+                if (up) natsConnection_Publish(d, subject, payload, static_cast<int>(h.data_len));
+                break;
             case Op::publish:
                 // Claims and session hand-overs: not messages of clients,
                 // so not in the message counters; the node that waits for
@@ -400,6 +412,10 @@ void NatsCluster::Shared::refresh_dropped() {
 }
 
 void NatsCluster::Shared::link_main() {
+    // Threads are named for profiles (docs/profiling.md): libnats' own
+    // threads, started from here, inherit "nats-lib"; this one is renamed
+    // once they exist.
+    pthread_setname_np(pthread_self(), "nats-lib");
     // One delivery thread for every subscription: messages reach the
     // reactor in the order NATS sent them (the duplicate check relies on it).
     nats_SetMessageDeliveryPoolSize(1);
@@ -408,6 +424,7 @@ void NatsCluster::Shared::link_main() {
     control.store(connect(false));
     natsSubscription* claims = nullptr;
     natsSubscription* handovers = nullptr;
+    natsSubscription* bulk_sub = nullptr;
     if (natsConnection* d = data.load()) {
         const std::string subject = prefix + ".claim";
         natsConnection_Subscribe(&claims, d, subject.c_str(), on_message, &claim_context);
@@ -422,11 +439,17 @@ void NatsCluster::Shared::link_main() {
         std::snprintf(origin_hex, sizeof origin_hex, "%llx", static_cast<unsigned long long>(origin));
         const std::string answers = std::string("_p.") + origin_hex + ".>";
         nobody_subject = std::string("_n.") + origin_hex;
+        // Parts of messages over max_payload, from every node.
+        const std::string bulk = prefix + ".b.>";
+        natsConnection_Subscribe(&bulk_sub, d, bulk.c_str(), on_message, &bulk_context);
+        track(bulk_sub);
+        if (bulk_sub) natsSubscription_SetPendingLimits(bulk_sub, 1'000'000, 512 << 20);
         natsConnection_Subscribe(&unreceived_sub, d, answers.c_str(), on_unreceived, this);
         track(unreceived_sub);
         if (unreceived_sub) natsSubscription_SetPendingLimits(unreceived_sub, -1, -1);
     }
     if (durable) durable->start();
+    pthread_setname_np(pthread_self(), "mq-link");
     js_thread = std::thread([this] { js_main(); });
     kv_thread = std::thread([this] { kv_main(); });
     std::vector<char> batch;
@@ -461,8 +484,10 @@ void NatsCluster::Shared::link_main() {
     subs.clear();
     if (claims) natsSubscription_Destroy(claims);
     if (handovers) natsSubscription_Destroy(handovers);
+    if (bulk_sub) natsSubscription_Destroy(bulk_sub);
     if (unreceived_sub) natsSubscription_Destroy(unreceived_sub);
     if (retained_sub) natsSubscription_Destroy(retained_sub);
+    if (purge_answers) natsSubscription_Destroy(purge_answers);
     if (js) jsCtx_Destroy(js);
     {
         std::unique_lock lock(subs_open_mutex);

@@ -1,6 +1,8 @@
 // The KV thread (issue 13): session ownership by compare-and-set on a
 // JetStream key-value bucket.
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -41,6 +43,8 @@ std::string kv_key(std::string_view client_id) {
     return key;
 }
 
+void on_dropped_answer(natsConnection*, natsSubscription*, natsMsg* msg, void*) { natsMsg_Destroy(msg); }
+
 }  // namespace
 
 
@@ -56,6 +60,7 @@ std::string kv_key(std::string_view client_id) {
 // Without the bucket (no JetStream, NATS down) a claim falls back to a
 // wall-clock stamp and the old owner is unknown.
 void NatsCluster::Shared::kv_main() {
+    pthread_setname_np(pthread_self(), "mq-kv");
     const std::string bucket = stream_name(prefix, "MQTT_OWNERS_");
     const std::string claim_subject = prefix + ".claim";
     jsCtx* kjs = nullptr;
@@ -66,7 +71,14 @@ void NatsCluster::Shared::kv_main() {
     // Keys this node wrote last, with that revision: a client reconnecting
     // to the same node settles with one request.
     std::unordered_map<std::string, std::uint64_t> mine;
-    std::deque<std::pair<std::string, bool>> jobs;
+    std::deque<KvJob> jobs;
+    // Releases are fire-and-forget purge requests; their answers come here
+    // and are dropped.
+    char origin_hex[24];
+    std::snprintf(origin_hex, sizeof origin_hex, "%llx", static_cast<unsigned long long>(origin));
+    const std::string release_reply = std::string("_r.") + origin_hex;
+    const std::string purge_subject = "$JS.API.STREAM.PURGE.KV_" + bucket;
+    natsSubscription* release_answers = nullptr;
     for (;;) {
         {
             std::unique_lock lock(kv_mutex);
@@ -104,7 +116,36 @@ void NatsCluster::Shared::kv_main() {
             if (kv) warned = false;
         }
         if (mine.size() > 200000) mine.clear();
-        for (auto& [client_id, want_state] : jobs) {
+        if (up && kv && !release_answers) {
+            if (natsConnection_Subscribe(&release_answers, c, release_reply.c_str(), on_dropped_answer, nullptr) ==
+                NATS_OK) {
+                track(release_answers);
+            } else {
+                release_answers = nullptr;
+            }
+        }
+        for (auto& [client_id, want_state, release] : jobs) {
+            if (release) {
+                // The session ended here: remove every entry of its key up
+                // to the revision this node wrote. A claim another node
+                // made since has a higher revision and stays; the key then
+                // holds nothing at all (no delete marker), so a bucket
+                // under client-id churn does not grow (issue 26).
+                const std::string key = kv_key(client_id);
+                auto it = mine.find(key);
+                if (it == mine.end()) continue;  // never ours, or already given away
+                if (up && kv && release_answers) {
+                    char body[1200];
+                    const int n = std::snprintf(body, sizeof body, "{\"filter\":\"$KV.%s.%s\",\"seq\":%llu}",
+                                                bucket.c_str(), key.c_str(),
+                                                static_cast<unsigned long long>(it->second + 1));
+                    if (n > 0 && n < static_cast<int>(sizeof body)) {
+                        natsConnection_PublishRequest(c, purge_subject.c_str(), release_reply.c_str(), body, n);
+                    }
+                }
+                mine.erase(it);
+                continue;
+            }
             std::uint64_t stamp = 0;
             bool other_owner = true;  // unknown counts as another
             std::string previous = "?";
@@ -115,9 +156,25 @@ void NatsCluster::Shared::kv_main() {
                 // NATS_ERR: the server refused the write (another node
                 // wrote first: wrong last sequence): read again. Anything
                 // else (a timeout, the connection gone): give up at once.
+                // A key this node did not write is first tried as new (one
+                // request for a client id the cluster does not know: the
+                // common case under churn); it exists: read, then update.
+                bool try_create = mine.find(key) == mine.end();
                 for (int attempt = 0; attempt < 8 && stamp == 0; ++attempt) {
                     std::uint64_t rev = 0;
                     natsStatus st = NATS_OK;
+                    if (try_create) {
+                        try_create = false;
+                        st = kvStore_Create(&rev, kv, key.c_str(), value, value_len);
+                        if (st == NATS_OK) {
+                            mine[key] = rev;
+                            stamp = rev;
+                            other_owner = false;
+                            previous = "-";
+                            break;
+                        }
+                        if (st != NATS_ERR) break;  // NATS_ERR: it exists
+                    }
                     if (auto it = mine.find(key); it != mine.end()) {
                         st = kvStore_Update(&rev, kv, key.c_str(), value, value_len, it->second);
                         if (st == NATS_OK) {
@@ -193,6 +250,7 @@ void NatsCluster::Shared::kv_main() {
         }
         jobs.clear();
     }
+    if (release_answers) natsSubscription_Destroy(release_answers);
     if (kv) kvStore_Destroy(kv);
     if (kjs) jsCtx_Destroy(kjs);
 }

@@ -2,6 +2,8 @@
 // the retained updates this node sends to it, and the catch-up that makes
 // a SUBACK wait for what the stream had.
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -29,6 +31,8 @@ void on_retained_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void*
                " (lost so far: " + std::to_string(n) + ")");
     }
 }
+
+void on_purged(natsConnection*, natsSubscription*, natsMsg* msg, void*) { natsMsg_Destroy(msg); }
 
 }  // namespace
 
@@ -122,7 +126,42 @@ bool NatsCluster::Shared::js_setup() {
     return false;
 }
 
+// Purges the deletion markers older than retained_marker_age (at most 5,000
+// a second): each a request that removes the marker's subject up to the
+// marker only, so a topic set again since keeps its new value. Sent without
+// waiting; their answers are dropped (on_purged).
+void NatsCluster::Shared::purge_old_markers() {
+    natsConnection* c = control.load();
+    if (!c || natsConnection_Status(c) != NATS_CONN_STATUS_CONNECTED) return;
+    if (!purge_answers) {
+        char origin_hex[24];
+        std::snprintf(origin_hex, sizeof origin_hex, "%llx", static_cast<unsigned long long>(origin));
+        purge_reply = std::string("_q.") + origin_hex;
+        if (natsConnection_Subscribe(&purge_answers, c, purge_reply.c_str(), on_purged, nullptr) != NATS_OK) {
+            purge_answers = nullptr;
+            return;
+        }
+        track(purge_answers);
+    }
+    const std::uint64_t before = wall_ns() - static_cast<std::uint64_t>(
+                                                 std::chrono::nanoseconds(retained_marker_age).count());
+    const std::string api = "$JS.API.STREAM.PURGE." + stream_name(prefix);
+    std::string body;
+    for (int n = 0; n < 5000; ++n) {
+        Marker m;
+        {
+            std::lock_guard lock(markers_mutex);
+            if (markers.empty() || markers.front().stored_ns > before) break;
+            m = std::move(markers.front());
+            markers.pop_front();
+        }
+        body = "{\"filter\":\"" + m.subject + "\",\"seq\":" + std::to_string(m.seq + 1) + "}";
+        natsConnection_PublishRequest(c, api.c_str(), purge_reply.c_str(), body.data(), static_cast<int>(body.size()));
+    }
+}
+
 void NatsCluster::Shared::js_main() {
+    pthread_setname_np(pthread_self(), "mq-js");
     if (js_setup()) js_serve();
     // Updates still waiting when the link stops were never sent.
     std::lock_guard lock(js_mutex);
@@ -166,18 +205,26 @@ void NatsCluster::Shared::js_serve() {
     for (;;) {
         {
             std::unique_lock lock(js_mutex);
-            js_cv.wait(lock, [&] { return stopping() || !retained_out.empty() || !barriers.empty(); });
-            if (retained_out.empty() && barriers.empty()) break;  // stopping
+            js_cv.wait_for(lock, std::chrono::seconds(1),
+                           [&] { return stopping() || !retained_out.empty() || !barriers.empty(); });
+            if (retained_out.empty() && barriers.empty() && stopping()) break;
             work.swap(retained_out);
             retained_out_bytes = 0;
             tickets.swap(barriers);
         }
+        if (retained_mode == RetainedMode::stream) purge_old_markers();
         natsConnection* c = control.load();
         std::uint64_t ticket = 0;
-        for (const auto& [subject, data, update_ticket] : work) {
+        for (const auto& [subject, data, update_ticket, deleted] : work) {
             ticket = std::max(ticket, update_ticket);
             natsStatus st = NATS_ERR;
-            if (retained_mode == RetainedMode::stream) {
+            if (retained_mode == RetainedMode::stream && deleted) {
+                natsMsg* msg = nullptr;
+                st = natsMsg_Create(&msg, subject.c_str(), nullptr, data.data(), static_cast<int>(data.size()));
+                if (st == NATS_OK) st = natsMsgHeader_Set(msg, deleted_header, "1");
+                if (st == NATS_OK) st = js_PublishMsgAsync(js, &msg, nullptr);
+                if (msg) natsMsg_Destroy(msg);  // not taken over when the call failed
+            } else if (retained_mode == RetainedMode::stream) {
                 st = js_PublishAsync(js, subject.c_str(), data.data(), static_cast<int>(data.size()), nullptr);
             } else if (c) {
                 st = natsConnection_Publish(c, subject.c_str(), data.data(), static_cast<int>(data.size()));

@@ -37,6 +37,7 @@ constexpr std::uint32_t tag_confirmed = 6;  // interest up to barrier `seq` is i
 constexpr std::uint32_t tag_sent = 7;       // NATS has the first `seq` QoS 1/2 publishes
 constexpr std::uint32_t tag_unreceived = 8; // QoS 1/2 publish number `seq` reached no other node
 constexpr std::uint32_t tag_stored = 9;      // the stream has the retained QoS 1/2 publishes up to number `seq`
+constexpr std::uint32_t tag_bulk = 10;       // a part of a message larger than max_payload (BulkHeader)
 
 // Flags of a settled claim (InHeader::age).
 constexpr std::uint32_t claim_wants_state = 1;
@@ -47,6 +48,11 @@ constexpr std::uint32_t claim_other_owner = 2;  // another node (or maybe one) h
 // (ordered by wall-clock time, below 2^63 until the year 2262).
 constexpr std::uint64_t kv_stamp_bit = std::uint64_t{1} << 63;
 constexpr std::uint32_t tag_shared_base = 16;
+
+// A retained update that deletes (empty payload) carries this header; see
+// Shared::markers.
+constexpr const char* deleted_header = "Mqtt-Deleted";
+constexpr std::chrono::seconds retained_marker_age{30};
 
 // Queue bounds: beyond them a message is counted as lost instead of
 // growing memory without limit while NATS or the reactor lags.
@@ -69,7 +75,30 @@ constexpr std::size_t max_subject_bytes = 4096 - 128;
 // answered (run_batch, on_unreceived).
 // barrier: data = a ticket (std::uint64_t) confirmed back to the reactor
 // once the server has every subscription sent before it.
-enum class Op : std::uint8_t { publish, publish_live, subscribe, queue_subscribe, unsubscribe, barrier };
+// publish_bulk: a part of a message over max_payload (BulkHeader + bytes),
+// on PREFIX.b; counted against the queue's bound once, by publish().
+enum class Op : std::uint8_t { publish, publish_live, subscribe, queue_subscribe, unsubscribe, barrier, publish_bulk };
+
+// A message larger than NATS' max_payload crosses as parts on PREFIX.b
+// (every node subscribes), followed by a small reference on the message's
+// own subject, in order on one connection: the reference's subscriptions
+// (queue groups included) decide who delivers it, the parts only carry
+// the bytes. Receivers reassemble the parts by (origin, seq), then route
+// the message when its reference arrives (NatsCluster::on_bulk).
+struct BulkHeader {
+    std::uint64_t origin;
+    std::uint64_t seq;    // the reference's live sequence number
+    std::uint32_t index;  // 0..count-1
+    std::uint32_t count;
+    std::uint64_t total;  // bytes of the whole message
+};
+// Room left in a NATS message beyond what we put in it, and how long a
+// receiver keeps parts waiting for their reference (or the reverse).
+constexpr std::size_t bulk_slack = 64;
+constexpr std::chrono::seconds bulk_wait{5};
+// The reference: bulk_marker then a BulkHeader with index 0. A PUBLISH as
+// encoded by us never starts with a zero byte.
+constexpr char bulk_marker = '\0';
 
 struct OutHeader {
     Op op;
@@ -211,6 +240,7 @@ struct NatsCluster::Shared {
     SubContext retained_context{this, tag_retained};
     SubContext claim_context{this, tag_claim};
     SubContext session_context{this, tag_session};
+    SubContext bulk_context{this, tag_bulk};
 
     Durable* durable = nullptr;  // sessions = "replicated" (issue 25); owned by NatsCluster
 
@@ -220,11 +250,20 @@ struct NatsCluster::Shared {
     std::thread kv_thread;
     std::mutex kv_mutex;
     std::condition_variable kv_cv;
-    std::deque<std::pair<std::string, bool>> kv_jobs;
+    // In the order the reactor made them: a release never overtakes a claim
+    // of the same id (nats_owners.cpp).
+    struct KvJob {
+        std::string client_id;
+        bool want_state = false;
+        bool release = false;  // the session ended here: drop its entry
+    };
+    std::deque<KvJob> kv_jobs;
     std::atomic<std::uint64_t> unsent_claims{0};
     std::mutex js_mutex;
     std::condition_variable js_cv;
     natsSubscription* retained_sub = nullptr;  // js thread, destroyed by the link thread after it ended
+    natsSubscription* purge_answers = nullptr;  // the same (purge_old_markers)
+    std::string purge_reply;
     jsCtx* js = nullptr;
     // Retained updates (subject, PUBLISH) for the stream, in the order the
     // reactor published them; under js_mutex. The js thread sends them
@@ -236,8 +275,26 @@ struct NatsCluster::Shared {
         std::string subject;
         std::string data;
         std::uint64_t ticket;
+        bool deleted;  // empty payload: the stream gets a marker (deleted_header)
     };
     std::deque<RetainedUpdate> retained_out;
+    // Deletion markers of retained topics seen on the stream (every node
+    // sees every one): purged once older than retained_marker_age, so that
+    // topics set and deleted do not leave a message each in the stream
+    // forever (issue 26). A node cut off from NATS for longer than that may
+    // keep a retained message deleted meanwhile (docs/cluster.md).
+    struct Marker {
+        std::string subject;
+        std::uint64_t seq;
+        std::uint64_t stored_ns;
+    };
+    std::mutex markers_mutex;
+    std::deque<Marker> markers;
+    void note_marker(const char* subject, std::uint64_t seq, std::uint64_t stored_ns) {
+        std::lock_guard lock(markers_mutex);
+        if (markers.size() < 1'000'000) markers.push_back({subject, seq, stored_ns});
+    }
+    void purge_old_markers();
     std::size_t retained_out_bytes = 0;
     enum class RetainedMode { waiting, stream, live_only };
     RetainedMode retained_mode = RetainedMode::waiting;  // js thread
@@ -338,7 +395,12 @@ struct NatsCluster::Shared {
         bool wake = false;
         {
             std::lock_guard lock(out_mutex);
-            if ((op == Op::publish || op == Op::publish_live) && out.size() + len > max_out_bytes) return false;
+            // A bulk reference follows its parts, which publish() let in
+            // as a whole (out_room): never refused alone.
+            const bool reference = len > 0 && static_cast<const char*>(data)[0] == bulk_marker;
+            if ((op == Op::publish || (op == Op::publish_live && !reference)) && out.size() + len > max_out_bytes) {
+                return false;
+            }
             wake = out.empty();
             const OutHeader h{op, id, tag, static_cast<std::uint32_t>(subject.size() + 1),
                               queue.empty() ? 0u : static_cast<std::uint32_t>(queue.size() + 1),
@@ -356,6 +418,12 @@ struct NatsCluster::Shared {
         return true;
     }
 
+    // Room for `len` more bytes of publishes in the out queue.
+    bool out_room(std::size_t len) {
+        std::lock_guard lock(out_mutex);
+        return out.empty() || out.size() + len <= max_out_bytes;
+    }
+
     bool stopping() {
         std::lock_guard lock(out_mutex);
         return stop;
@@ -370,17 +438,26 @@ struct NatsCluster::Shared {
     void push_claim(std::string_view client_id, bool want_state) {
         {
             std::lock_guard lock(kv_mutex);
-            kv_jobs.emplace_back(std::string(client_id), want_state);
+            kv_jobs.push_back({std::string(client_id), want_state, false});
+        }
+        kv_cv.notify_one();
+    }
+    void push_release(std::string_view client_id) {
+        {
+            std::lock_guard lock(kv_mutex);
+            kv_jobs.push_back({std::string(client_id), false, true});
         }
         kv_cv.notify_one();
     }
     // From the reactor: a retained update for the stream (false: over the
     // queue's bound, lost).
-    bool push_retained(std::string_view subject, const void* data, std::size_t len, std::uint64_t ticket) {
+    bool push_retained(std::string_view subject, const void* data, std::size_t len, std::uint64_t ticket,
+                       bool deleted) {
         {
             std::lock_guard lock(js_mutex);
             if (retained_out_bytes + len > max_out_bytes) return false;
-            retained_out.push_back({std::string(subject), std::string(static_cast<const char*>(data), len), ticket});
+            retained_out.push_back(
+                {std::string(subject), std::string(static_cast<const char*>(data), len), ticket, deleted});
             retained_out_bytes += len;
         }
         js_cv.notify_one();

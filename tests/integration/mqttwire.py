@@ -365,20 +365,28 @@ class Wire:
             pass
 
     def _fill(self, n, deadline):
-        while len(self.buf) < n:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("no packet from the broker in time")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                raise TimeoutError("no packet from the broker in time") from None
-            except (ConnectionResetError, BrokenPipeError):
-                chunk = b""
-            if not chunk:
-                raise Closed()
-            self.buf += chunk
+        # Joined once: appending each chunk would copy a 64 MB packet
+        # a thousand times.
+        parts, have = [self.buf], len(self.buf)
+        try:
+            while have < n:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("no packet from the broker in time")
+                self.sock.settimeout(remaining)
+                try:
+                    chunk = self.sock.recv(max(65536, min(n - have, 1 << 22)))
+                except socket.timeout:
+                    raise TimeoutError("no packet from the broker in time") from None
+                except (ConnectionResetError, BrokenPipeError):
+                    chunk = b""
+                if not chunk:
+                    raise Closed()
+                parts.append(chunk)
+                have += len(chunk)
+        finally:
+            if len(parts) > 1:
+                self.buf = b"".join(parts)
 
     def read_packet(self, timeout=5.0):
         """(first byte, body) of the next packet; raises Closed at EOF,

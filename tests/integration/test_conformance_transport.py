@@ -245,8 +245,6 @@ def test_connection_churn_and_resets(probe):
     assert_still_serves(probe.port)
 
 
-@cluster_limit("a PUBLISH over nats-server's max_payload (1 MiB by default) cannot cross nodes: refused with "
-               "0x95 at QoS 1/2, dropped at QoS 0 (docs/cluster.md, Limits)")
 def test_large_packets_across_read_buffers(probe):
     """[MQTT-7.1.1-1]: three 100 KiB PUBLISHes in one send() and a 1 MiB one
     (each larger than any sensible read buffer) arrive intact and in order."""
