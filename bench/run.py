@@ -721,7 +721,13 @@ def main():
         # nats-server per run) differ from the single-broker ones.
         cmd = [sys.executable, os.path.join(TOP, "bench", "cluster.py"), "--build", args.build,
                "--runs", str(1 if args.quick else args.runs), "--duration", str(2.0 if args.quick else args.duration)]
-        sys.exit(subprocess.call(cmd))
+        code = subprocess.call(cmd)
+        # Then the churn soak (issue 26): storage and RSS per 10,000 client
+        # ids and deleted retained topics.
+        churn = [sys.executable, os.path.join(TOP, "bench", "cluster_churn.py"), "--build", args.build]
+        if args.quick:
+            churn += ["--rounds", "4", "--ids", "2000", "--pause", "1"]
+        sys.exit(code or subprocess.call(churn))
     if args.quick:
         args.runs, args.duration, args.warmup = 1, 2.0, 0.5
     names = [n for n in args.scenarios.split(",") if n]

@@ -31,7 +31,7 @@ namespace mqttools::cluster {
 NatsCluster::NatsCluster(net::Reactor& reactor, broker::Broker& broker, const config::Cluster& config,
                          std::string node_id)
     : reactor_(reactor), broker_(broker), node_id_(std::move(node_id)), prefix_(config.subject_prefix),
-      shared_(std::make_unique<Shared>()) {
+      live_root_(prefix_ + ".m"), shared_(std::make_unique<Shared>()) {
     shared_->config = config;
     shared_->node_id = node_id_;
     shared_->prefix = prefix_;
@@ -200,7 +200,7 @@ void NatsCluster::publish(const broker::MessageView& m) {
         encode(p, ProtocolVersion::v5, {encoded_.data(), size});
         bytes = {encoded_.data(), size};
     }
-    topic_subject(subject_, prefix_ + ".m", m.topic);
+    topic_subject(subject_, live_root_, m.topic);
     if (subject_.size() > max_subject_bytes) {
         // Refused before it reached here for clients (publish_refusal);
         // a will or a bridge's message that NATS would not take (a long
@@ -213,8 +213,8 @@ void NatsCluster::publish(const broker::MessageView& m) {
         return;
     }
     const bool confirm = m.qos != QoS::at_most_once;
-    const bool pushed = static_cast<std::int64_t>(bytes.size() + bulk_slack) > shared_->max_payload.load()
-                            ? publish_bulk(bytes, confirm)
+    const bool bulk = static_cast<std::int64_t>(bytes.size() + bulk_slack) > shared_->max_payload.load();
+    const bool pushed = bulk ? publish_bulk(bytes, confirm)
                             : shared_->push_out(Op::publish_live, 0, confirm ? 1 : 0, subject_, {}, bytes.data(),
                                                 bytes.size());
     if (!pushed) {
@@ -224,8 +224,10 @@ void NatsCluster::publish(const broker::MessageView& m) {
         // (live_seq): the same count.
         last_publish_id_ = {shared_->origin, ++live_pushed_};
         if (confirm) last_publish_ticket_ = ++publishes_pushed_;
-        if (confirm && shared_->durable) {
+        if (confirm && shared_->durable && !bulk) {
             // Also into the message stream; the PUBACK waits for it too.
+            // (Not a message over max_payload: the stream cannot hold it;
+            // it crosses live only, docs/cluster.md "Limits".)
             std::string durable_subject;
             topic_subject(durable_subject, prefix_ + ".q", m.topic);
             shared_->durable->push(std::move(durable_subject), bytes.data(), bytes.size(), last_publish_ticket_,
@@ -236,7 +238,7 @@ void NatsCluster::publish(const broker::MessageView& m) {
     if (m.retain) {
         // The retained stream keeps it (or, empty, the deletion) for every
         // node, including nodes that start later.
-        topic_subject(subject_, prefix_ + ".r", m.topic);
+        topic_subject(subject_, prefix_ + ".r", m.topic);  // retained: rare
         if (!shared_->push_retained(subject_, bytes.data(), bytes.size(), last_publish_ticket_, m.payload.empty())) {
             shared_->lost_out.fetch_add(1, std::memory_order_relaxed);
         } else if (last_publish_ticket_ != 0) {
@@ -364,7 +366,7 @@ void NatsCluster::claim_session(std::string_view client_id, bool want_state) {
 
 void NatsCluster::session_ended(std::string_view client_id) {
     if (ended_.size() >= 1'000'000) return;  // bounded; such an entry stays
-    ended_.emplace_back(client_id);
+    ended_.emplace_back(std::string(client_id), reactor_.now());
     if (release_armed_) return;
     release_armed_ = true;
     release_timer_ = reactor_.add_timer_after(std::chrono::milliseconds(200), [this] {
@@ -374,8 +376,12 @@ void NatsCluster::session_ended(std::string_view client_id) {
 }
 
 void NatsCluster::release_ended() {
-    for (const std::string& id : ended_) {
+    for (const auto& [id, at] : ended_) {
         if (pending_claims_.count(id) != 0 || broker_.has_session(id)) continue;  // in use again
+        // A claim settled here since the session ended belongs to a
+        // CONNECT still waiting (for the session's state from another
+        // node): its entry must stay.
+        if (auto c = claims_.find(id); c != claims_.end() && c->second.at >= at) continue;
         claims_.erase(id);
         shared_->push_release(id);
     }

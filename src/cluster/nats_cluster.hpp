@@ -121,6 +121,7 @@ private:
     broker::Broker& broker_;
     std::string node_id_;
     std::string prefix_;
+    std::string live_root_;  // PREFIX.m (built once, not per message)
     std::unique_ptr<Shared> shared_;
     net::UniqueFd eventfd_;
 
@@ -182,7 +183,7 @@ private:
     // Sessions that ended here, released (their ownership entries removed)
     // a moment later unless the id is in use here again by then: a CONNECT
     // that replaces a session ends the old one after its own claim settled.
-    std::vector<std::string> ended_;
+    std::vector<std::pair<std::string, net::Clock::time_point>> ended_;
     net::Reactor::TimerId release_timer_{};
     bool release_armed_ = false;
     void release_ended();
