@@ -173,7 +173,7 @@ void NatsCluster::Shared::kv_main() {
                             previous = "-";
                             break;
                         }
-                        if (st != NATS_ERR) break;  // NATS_ERR: it exists
+                        if (st != NATS_ERR) break;  // NATS_ERR: it exists: read it
                     }
                     if (auto it = mine.find(key); it != mine.end()) {
                         st = kvStore_Update(&rev, kv, key.c_str(), value, value_len, it->second);
@@ -190,15 +190,8 @@ void NatsCluster::Shared::kv_main() {
                     kvEntry* e = nullptr;
                     st = kvStore_Get(&e, kv, key.c_str());
                     if (st == NATS_NOT_FOUND) {
-                        st = kvStore_Create(&rev, kv, key.c_str(), value, value_len);
-                        if (st == NATS_OK) {
-                            mine[key] = rev;
-                            stamp = rev;
-                            other_owner = false;
-                            previous = "-";
-                        }
-                        if (st != NATS_OK && st != NATS_ERR) break;
-                        continue;  // created by another node meanwhile: read again
+                        try_create = true;  // next attempt; created by another node meanwhile: read again
+                        continue;
                     }
                     if (st != NATS_OK) break;
                     const std::string_view owner(static_cast<const char*>(kvEntry_Value(e)),
