@@ -33,6 +33,38 @@ def apt_mirror():
     pytest.fail("no bookworm source in /etc/apt to debootstrap from")
 
 
+def runtime_packages(*binaries):
+    """The Debian packages holding the shared libraries BINARIES load (as
+    `ldd` resolves them here): the root gets exactly what the build links, so
+    a library added to meson.build cannot be forgotten in a hand-kept list
+    (libcurl4 was, and every unit test in the root failed on a missing .so)."""
+    paths = set()
+    for binary in binaries:
+        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            m = re.search(r"=>\s*(/\S+)", line)
+            if m:
+                paths.add(m.group(1))
+    packages = set()
+    for path in sorted(paths):
+        # dpkg knows a library by the path its package shipped (/lib or /usr/lib on a merged /usr).
+        real = os.path.realpath(path)
+        candidates = {path, real}
+        for p in (path, real):
+            if p.startswith("/usr/"):
+                candidates.add(p[len("/usr"):])
+            else:
+                candidates.add("/usr" + p)
+        for candidate in sorted(candidates):
+            r = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True)
+            if r.returncode == 0:
+                packages.add(r.stdout.split(":")[0].split(",")[0].strip())
+                break
+        else:
+            pytest.fail(f"no Debian package holds {path} (needed by {binaries})")
+    return sorted(packages)
+
+
 def missing_tools():
     """Why a root cannot be booted here, or None."""
     if os.geteuid() != 0:

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import nspawn
-from conftest import BUILD, MQTTOOLSD, SANITIZED, free_port, wait_for_port
+from conftest import BUILD, MQTTOOLS, MQTTOOLSD, SANITIZED, free_port, wait_for_port
 from nspawn import Container
 from test_deploy_util import wait_until
 from mqttwire import DISCONNECT
@@ -27,15 +27,15 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="systemd-nspawn needs root"),
 ]
 
-# Run-time libraries of mqttoolsd and mqttools (see `ldd`), plus systemd itself.
-ROOT_PACKAGES = ["systemd", "systemd-sysv", "dbus", "procps", "libspdlog1.10", "libtomlplusplus3",
-                 "libssl3", "libncursesw6", "libsqlite3-0", "libnats3.4"]
+# systemd itself; the run-time libraries of mqttoolsd and mqttools come from `ldd`.
+BASE_PACKAGES = ["systemd", "systemd-sysv", "dbus", "procps"]
 PREFIX = "/usr/local"  # build/ is configured with meson's default prefix
 
 
 def make_root():
     """The debootstrapped root, made once per build folder (about a minute)."""
-    return nspawn.make_root(BUILD / "systemd-root", ROOT_PACKAGES)
+    return nspawn.make_root(BUILD / "systemd-root",
+                            BASE_PACKAGES + nspawn.runtime_packages(MQTTOOLSD, MQTTOOLS))
 
 
 @pytest.fixture(scope="module")
