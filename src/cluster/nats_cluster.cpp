@@ -51,6 +51,12 @@ std::unique_ptr<NatsCluster> NatsCluster::start(net::Reactor& reactor, broker::B
     s->origin = (wall_ns() * 0x9E3779B97F4A7C15ULL) ^ static_cast<std::uint64_t>(::getpid());
     if (s->origin == 0) s->origin = 1;
     if (config.replicated) s->durable = new Durable(*s);
+    // The data connection on the reactor unless it needs TLS or .creds,
+    // which only libnats speaks here (docs/cluster.md).
+    bool wire = config.credentials.empty() && config.cafile.empty() && config.certfile.empty();
+    for (const auto& u : config.nats_urls) wire = wire && u.rfind("tls://", 0) != 0;
+    s->wire = wire;
+    if (wire) c->start_wire();
     // The link thread and every thread libnats starts from it block all
     // signals: SIGTERM/SIGHUP must reach the reactor's signalfd, never a
     // libnats thread (whose default action would kill the process).
@@ -68,6 +74,15 @@ NatsCluster::~NatsCluster() {
     // Sessions that ended last are released before the KV thread stops.
     if (release_armed_) reactor_.cancel_timer(release_timer_);
     release_ended();
+    if (wire_) {
+        // Wills published during shutdown still go out (best effort, 1 s).
+        reactor_.set_before_sleep_last(nullptr);
+        flush_wire();
+        wire_->flush_blocking(1000);
+        reactor_.cancel_timer(wire_confirm_timer_);
+        reactor_.cancel_timer(wire_sweep_timer_);
+        wire_.reset();
+    }
     {
         std::lock_guard lock(shared_->out_mutex);
         shared_->stop = true;
@@ -120,11 +135,21 @@ void NatsCluster::change_interest(std::string_view filter, bool add) {
             if (it->second.count++ == 0) {
                 it->second.id = next_interest_id_++;
                 ++subscribes_pushed_;
-                shared_->push_out(queue.empty() ? Op::subscribe : Op::queue_subscribe, it->second.id, tag, subject,
-                                  queue, nullptr, 0);
+                if (wire_ && queue.empty()) {
+                    wire_->subscribe(it->second.id, subject);
+                    shared_->subscriptions.fetch_add(1, std::memory_order_relaxed);
+                } else {
+                    shared_->push_out(queue.empty() ? Op::subscribe : Op::queue_subscribe, it->second.id, tag,
+                                      subject, queue, nullptr, 0);
+                }
             }
         } else if (it != interest_.end() && --it->second.count == 0) {
-            shared_->push_out(Op::unsubscribe, it->second.id, 0, {}, {}, nullptr, 0);
+            if (wire_ && queue.empty()) {
+                wire_->unsubscribe(it->second.id);
+                shared_->subscriptions.fetch_sub(1, std::memory_order_relaxed);
+            } else {
+                shared_->push_out(Op::unsubscribe, it->second.id, 0, {}, {}, nullptr, 0);
+            }
             interest_.erase(it);
         }
     }
@@ -161,7 +186,7 @@ std::uint64_t NatsCluster::interest_ticket(bool retained) {
         (retained && (shared_->retained_ready.load() || shared_->retained_soon.load()))) {
         subscribes_at_barrier_ = subscribes_pushed_;
         ++barrier_;
-        shared_->push_out(Op::barrier, 0, retained ? 1 : 0, {}, {}, &barrier_, sizeof barrier_);
+        send_barrier(retained);
     }
     // An older barrier still pending covers interest this SUBSCRIBE shares
     // (a filter another session subscribed to a moment ago).
@@ -214,9 +239,7 @@ void NatsCluster::publish(const broker::MessageView& m) {
     }
     const bool confirm = m.qos != QoS::at_most_once;
     const bool bulk = static_cast<std::int64_t>(bytes.size() + bulk_slack) > shared_->max_payload.load();
-    const bool pushed = bulk ? publish_bulk(bytes, confirm)
-                            : shared_->push_out(Op::publish_live, 0, confirm ? 1 : 0, subject_, {}, bytes.data(),
-                                                bytes.size());
+    const bool pushed = bulk ? publish_bulk(bytes, confirm) : send_live(bytes, confirm);
     if (!pushed) {
         shared_->lost_out.fetch_add(1, std::memory_order_relaxed);
     } else {
@@ -253,26 +276,25 @@ bool NatsCluster::publish_bulk(Bytes bytes, bool confirm) {
     const auto max_payload = static_cast<std::size_t>(std::max<std::int64_t>(shared_->max_payload.load(), 4096));
     const std::size_t part = max_payload - sizeof(BulkHeader) - bulk_slack;
     const auto count = static_cast<std::uint32_t>((bytes.size() + part - 1) / part);
-    if (!shared_->out_room(bytes.size() + count * sizeof(BulkHeader))) return false;
+    if (wire_ ? !wire_->has_room(bytes.size()) : !shared_->out_room(bytes.size() + count * sizeof(BulkHeader))) {
+        return false;
+    }
     if (bulk_subject_.empty()) {
         char origin_hex[24];
         std::snprintf(origin_hex, sizeof origin_hex, "%llx", static_cast<unsigned long long>(shared_->origin));
         bulk_subject_ = prefix_ + ".b." + origin_hex;
     }
     BulkHeader h{shared_->origin, live_pushed_ + 1, 0, count, bytes.size()};
-    std::vector<char> buf;
     for (std::size_t off = 0; off < bytes.size(); off += part, ++h.index) {
         const std::size_t n = std::min(part, bytes.size() - off);
-        buf.resize(sizeof h + n);
-        std::memcpy(buf.data(), &h, sizeof h);
-        std::memcpy(buf.data() + sizeof h, bytes.data() + off, n);
-        shared_->push_out(Op::publish_bulk, 0, 0, bulk_subject_, {}, buf.data(), buf.size());
+        send_plain(bulk_subject_, {reinterpret_cast<const char*>(&h), sizeof h},
+                   {reinterpret_cast<const char*>(bytes.data()) + off, n}, true);
     }
     h.index = 0;
     char reference[1 + sizeof h];
     reference[0] = bulk_marker;
     std::memcpy(reference + 1, &h, sizeof h);
-    return shared_->push_out(Op::publish_live, 0, confirm ? 1 : 0, subject_, {}, reference, sizeof reference);
+    return send_live({reinterpret_cast<const std::byte*>(reference), sizeof reference}, confirm);
 }
 
 void NatsCluster::route_live(std::uint32_t tag, Bytes bytes, std::uint64_t origin, std::uint64_t seq) {
@@ -420,7 +442,7 @@ void NatsCluster::send_session(std::string_view node, std::string_view client_id
     payload.append(client_id).append(1, '\0').append(state);
     std::string subject = prefix_ + ".session.";
     append_level_token(subject, node);
-    if (shared_->push_out(Op::publish, 0, 0, subject, {}, payload.data(), payload.size())) {
+    if (send_plain(subject, payload, {}, false)) {
         if (is_session_state(state)) ++sessions_sent_;
     } else {
         spdlog::warn("Cluster: the session of {} could not be handed to {} (queue full).", std::string(client_id),
@@ -497,21 +519,9 @@ void NatsCluster::drain_inbound() {
         pos += h.len;
         const Bytes bytes(reinterpret_cast<const std::byte*>(data), h.len);
         switch (h.tag) {
-            case tag_live: {
-                if (h.origin != 0) {
-                    // A second copy through another of our subscriptions.
-                    std::uint64_t& last = last_seq_[h.origin];
-                    if (h.seq <= last) break;
-                    last = h.seq;
-                    if (recovering_) seen_live_.insert({h.origin, h.seq});
-                }
-                if (h.len > 0 && data[0] == bulk_marker) {
-                    on_bulk_reference(h.tag, data, h.len, h.origin, h.seq);
-                } else if (!broker_.route_from_cluster(bytes, {}, h.origin, h.seq)) {
-                    shared_->lost_in_queue.fetch_add(1);
-                }
+            case tag_live:
+                on_live(data, h.len, h.origin, h.seq);
                 break;
-            }
             case tag_bulk:
                 on_bulk_part(data, h.len);
                 break;
@@ -590,12 +600,14 @@ broker::ClusterCounters NatsCluster::counters() const {
     for (natsConnection* conn : {shared_->data.load(), shared_->control.load()}) {
         if (conn && natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED) ++c.links_up;
     }
+    if (wire_ && wire_->up()) ++c.links_up;
     c.nodes_connected = c.links_up == c.links_total ? 1 : 0;
     {
         std::lock_guard lock(shared_->unreachable_mutex);
+        const std::string& unreachable = wire_ ? wire_->unreachable() : shared_->unreachable;
         c.status = c.nodes_connected ? "connected"
-                   : !shared_->unreachable.empty() ? "NATS unreachable (" + shared_->unreachable + ")"
-                                                   : "NATS link down, reconnecting";
+                   : !unreachable.empty() ? "NATS unreachable (" + unreachable + ")"
+                                          : "NATS link down, reconnecting";
     }
     c.messages_out = shared_->messages_out.load();
     c.messages_in = shared_->messages_in.load();

@@ -40,13 +40,14 @@
 
 #include "broker/broker.hpp"
 #include "broker/cluster_link.hpp"
+#include "cluster/nats_wire.hpp"
 #include "config/config.hpp"
 #include "net/reactor.hpp"
 #include "net/unique_fd.hpp"
 
 namespace mqttools::cluster {
 
-class NatsCluster final : public broker::ClusterLink, public net::IoHandler {
+class NatsCluster final : public broker::ClusterLink, public net::IoHandler, public NatsWire::Events {
 public:
     // Starts the link; connecting happens in the background, so a node
     // whose NATS is down serves its local clients and keeps trying (with
@@ -88,6 +89,12 @@ public:
     // The in queue's eventfd.
     void on_io(std::uint32_t events) override;
 
+    // NatsWire::Events: the data connection on the reactor (nats_live.cpp).
+    void on_wire_message(const nats::ServerMessage& m) override;
+    void on_wire_pong() override;
+    void on_wire_up(bool again) override;
+    void on_wire_down() override;
+
     struct Shared;  // state shared with the libnats and link threads
 
 private:
@@ -116,6 +123,36 @@ private:
     void post_replay(std::string id, std::vector<std::string> subjects, std::int64_t since_ns);
     void on_replica(std::uint32_t tag, std::uint32_t kind, std::string_view data, std::uint64_t origin,
                     std::uint64_t seq);
+
+    // Issue 26: the data connection (live messages, their interest, claims,
+    // hand-overs, parts of large messages) spoken on the reactor's own
+    // socket (nats_live.cpp); null when libnats carries it (TLS, .creds:
+    // nats_link.cpp), the control connection always.
+    std::unique_ptr<NatsWire> wire_;
+    void start_wire();
+    // A live message (or a bulk reference) with its reply subject; false
+    // only when libnats' queue is over its bound (wire: always taken, and
+    // counted as lost when it cannot go).
+    bool send_live(Bytes bytes, bool confirm);
+    // A plain publish on the data connection: claims, hand-overs, bulk
+    // parts (`bulk`: not counted against the queue's bound).
+    bool send_plain(std::string_view subject, std::string_view a, std::string_view b, bool bulk);
+    void send_barrier(bool retained);
+    void on_live(const char* data, std::size_t len, std::uint64_t origin, std::uint64_t seq);
+    void flush_wire();
+    void confirm_live_upto(std::uint64_t n);
+    void sweep_wire();
+    std::deque<std::pair<std::uint64_t, bool>> wire_barriers_;  // interest barriers waiting for their PONG
+    std::deque<std::pair<std::uint64_t, net::Clock::time_point>> wire_sent_;  // QoS 1/2 batch barriers unanswered
+    std::uint64_t wire_barrier_sent_ = 0;  // tickets covered by a batch barrier
+    std::uint64_t wire_confirm_now_ = 0;   // tickets to confirm at once (NATS down)
+    net::Reactor::TimerId wire_confirm_timer_{};
+    net::Reactor::TimerId wire_sweep_timer_{};
+    std::string nobody_subject_;
+    std::string reply_prefix_o_;  // "_o.ORIGIN."
+    std::string reply_prefix_p_;  // "_p.ORIGIN."
+    std::string reply_;           // reused per message
+    std::uint64_t unsent_control_ = 0;
 
     net::Reactor& reactor_;
     broker::Broker& broker_;

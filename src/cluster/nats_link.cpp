@@ -448,7 +448,7 @@ void NatsCluster::Shared::link_main() {
     // One delivery thread for every subscription: messages reach the
     // reactor in the order NATS sent them (the duplicate check relies on it).
     nats_SetMessageDeliveryPoolSize(1);
-    data.store(connect(true));
+    if (!wire) data.store(connect(true));
     learn_max_payload(data.load());
     control.store(connect(false));
     natsSubscription* claims = nullptr;

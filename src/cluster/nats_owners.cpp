@@ -88,6 +88,7 @@ void NatsCluster::Shared::kv_main() {
         }
         natsConnection* c = control.load();
         natsConnection* d = data.load();
+        if (!d) d = c;  // the data connection is the reactor's (NatsWire): claims go on the control one
         const bool up = c && natsConnection_Status(c) == NATS_CONN_STATUS_CONNECTED;
         if (up && !kv && std::chrono::steady_clock::now() >= next_setup) {
             next_setup = std::chrono::steady_clock::now() + std::chrono::seconds(1);

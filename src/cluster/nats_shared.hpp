@@ -203,6 +203,10 @@ struct NatsCluster::Shared {
         if (upto != 0) confirm_sent_upto(upto);
     }
 
+    // The data connection is the reactor's own (NatsWire, nats_live.cpp)
+    // unless TLS or .creds need libnats: then `data` below. Set before the
+    // link thread starts.
+    bool wire = false;
     std::atomic<natsConnection*> data{nullptr};     // No Echo: publishes, non-shared interest, claims
     std::atomic<natsConnection*> control{nullptr};  // queue groups, JetStream
 

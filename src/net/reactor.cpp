@@ -55,6 +55,7 @@ void Reactor::run_once(Clock::duration max_wait) {
     refresh_now();
     fire_timers();
     if (before_sleep_) before_sleep_();
+    if (before_sleep_last_) before_sleep_last_();
     if (stopped_) return;
 
     auto wait = max_wait;

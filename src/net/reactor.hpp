@@ -58,6 +58,9 @@ public:
     void cancel_timer(TimerId id) noexcept;
 
     void set_before_sleep(std::function<void()> fn) { before_sleep_ = std::move(fn); }
+    // Runs right after the before-sleep hook: for a writer the broker's
+    // flush may still feed (the cluster's NATS connection, issue 26).
+    void set_before_sleep_last(std::function<void()> fn) { before_sleep_last_ = std::move(fn); }
 
     // Runs turns until stop() is called.
     void run();
@@ -86,6 +89,7 @@ private:
     using TimerKey = std::pair<Clock::time_point, std::uint64_t>;
     std::map<TimerKey, std::function<void()>> timers_;
     std::function<void()> before_sleep_;
+    std::function<void()> before_sleep_last_;
 };
 
 }  // namespace mqttools::net

@@ -1,0 +1,140 @@
+// A NATS client connection owned by the reactor (issue 26): the node's data
+// connection (its live messages, their interest, claims and hand-overs)
+// without libnats' threads. A non-blocking socket on the reactor's epoll;
+// what one turn produced leaves in one send right before the reactor sleeps
+// (flush); MSG/HMSG are parsed in place from the receive buffer
+// (nats_protocol.hpp) and handed to the owner as views, no copy, no thread
+// hop. PING/PONG keepalive, reconnect with back-off over the configured
+// URLs, subscriptions re-sent on reconnect, INFO's max_payload respected.
+//
+// Not here: TLS and .creds (JWT + NKey signature): a node configured with
+// them keeps libnats for this connection too (nats_link.cpp). user/password
+// (and user:password@ in a URL) are sent in CONNECT.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cluster/nats_protocol.hpp"
+#include "net/reactor.hpp"
+#include "net/unique_fd.hpp"
+
+namespace mqttools::cluster {
+
+class NatsWire final : public net::IoHandler {
+public:
+    class Events {
+    public:
+        // MSG/HMSG on one of our subscriptions; views valid during the call.
+        virtual void on_wire_message(const nats::ServerMessage& m) = 0;
+        // The answer to ping(), in the order of the pings.
+        virtual void on_wire_pong() = 0;
+        // Connected (CONNECT accepted, subscriptions re-sent); `again`: not
+        // the first time.
+        virtual void on_wire_up(bool again) = 0;
+        // The connection was lost; unanswered pings are forgotten.
+        virtual void on_wire_down() = 0;
+
+    protected:
+        ~Events() = default;
+    };
+    struct Options {
+        std::vector<std::string> urls;  // nats://[user:pass@]host[:port]
+        std::string name;
+        std::string user;
+        std::string pass;
+        bool echo = true;
+        std::size_t max_out_bytes = 64u << 20;  // publish() refuses beyond it
+    };
+
+    NatsWire(net::Reactor& reactor, Events& events, Options options);
+    ~NatsWire();
+    NatsWire(const NatsWire&) = delete;
+    NatsWire& operator=(const NatsWire&) = delete;
+
+    // The first attempt (synchronous connect(2) start; the rest on the reactor).
+    void start();
+    bool up() const { return state_ == State::up; }
+    std::int64_t max_payload() const { return info_.max_payload; }
+    // Why the first attempts failed ("URL: reason"); empty once connected.
+    const std::string& unreachable() const { return unreachable_; }
+
+    // Kept across reconnects; sent now when up.
+    void subscribe(std::uint64_t sid, std::string subject, std::string queue = {});
+    void unsubscribe(std::uint64_t sid);
+    // Appended to this turn's output. False when not up, over the output
+    // bound, or the subject/reply would break the line.
+    bool publish(std::string_view subject, std::string_view reply, std::string_view payload);
+    // Room for `n` more bytes of publishes under the output bound.
+    bool has_room(std::size_t n) const { return out_.size() - out_pos_ + n <= options_.max_out_bytes; }
+    // The payload in two pieces (a header and bytes), copied once; not
+    // refused over the bound (parts of a message let in as a whole).
+    bool publish2(std::string_view subject, std::string_view reply, std::string_view a, std::string_view b);
+    // A PING whose PONG is reported (on_wire_pong); false when not up.
+    bool ping();
+    // Writes what this turn produced (one send); before the reactor sleeps.
+    void flush();
+    // At shutdown: what is queued, blocking up to `ms`.
+    void flush_blocking(int ms);
+
+    void on_io(std::uint32_t events) override;
+
+private:
+    enum class State : std::uint8_t { idle, connecting, handshake, up };
+    struct Url {
+        std::string host;
+        std::string port;
+        std::string user;
+        std::string pass;
+    };
+    void attempt();
+    void connected_socket();
+    void fail(const std::string& why);
+    void close_socket();
+    void schedule_reconnect();
+    bool read_some();
+    void handle(const nats::ServerMessage& m);
+    void keepalive();
+    void want_write(bool on);
+    // SUB/UNSUB go out now: up, or CONNECT sent (the handshake sent the
+    // subscriptions of that moment).
+    bool sending() const { return state_ == State::up || (state_ == State::handshake && connect_sent_); }
+    bool room() const { return out_.size() - out_pos_ <= options_.max_out_bytes; }
+
+    net::Reactor& reactor_;
+    Events& events_;
+    Options options_;
+    std::vector<Url> urls_;
+    std::size_t url_index_ = 0;
+    int attempts_ = 0;
+    bool ever_up_ = false;
+    State state_ = State::idle;
+    bool connect_sent_ = false;
+    net::UniqueFd fd_;
+    bool writing_ = false;  // EPOLLOUT registered
+    net::Reactor::TimerId retry_timer_{};
+    net::Reactor::TimerId ping_timer_{};
+    nats::ServerInfo info_;
+    std::string unreachable_;
+    std::string last_error_;
+
+    std::string out_;
+    std::size_t out_pos_ = 0;
+    std::vector<char> in_;
+    std::size_t in_begin_ = 0;
+    std::size_t in_end_ = 0;
+    // PINGs in flight: true = ping() (reported), false = keepalive.
+    std::deque<bool> pings_;
+    int keepalives_out_ = 0;
+    struct Sub {
+        std::string subject;
+        std::string queue;
+    };
+    std::map<std::uint64_t, Sub> subs_;
+};
+
+}  // namespace mqttools::cluster
