@@ -490,6 +490,11 @@ def main(argv=None):
                          f"{R.fmt(r.get('wal_max_mib'), 1)} | {R.fmt(r.get('wal_max_late_mib'), 1)} | "
                          f"{R.fmt(r.get('db_max_first_half_mib'), 1)} → {R.fmt(r.get('db_max_second_half_mib'), 1)} | "
                          f"{R.fmt(r.get('write_bytes_per_msg'), 0)} | {len(r['warnings'])} |")
+        lines += ["", "Both files' sizes are high-water marks: after each checkpoint SQLite writes the WAL from its "
+                  "start again and reuses freed database pages, so a file grows only when a larger backlog than "
+                  "any before is in flight at once (a step in the plot: a stall of the shared host) and shrinks "
+                  "back (WAL truncated, incremental vacuum) after 1 s of idle; the WAL's bound is "
+                  "journal_size_limit (16 MiB), asserted in tests/integration/test_persistence_wal.py."]
         if soaked and not args.no_docs and plot_soak(soaked, SOAK_PNG):
             lines += ["", f"![store files during the soak]({os.path.basename(SOAK_PNG)})"]
     text = "\n".join(lines)
