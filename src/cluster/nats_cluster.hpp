@@ -112,6 +112,8 @@ private:
     bool recovering_ = false;
     std::uint64_t down_ns_ = 0;
     int link_replays_left_ = 0;
+    int link_replays_running_ = 0;  // posted, their end not seen yet
+    int link_replay_retries_ = 0;   // failed ones tried again since the break
     net::Reactor::TimerId link_replay_timer_ = {};
     std::unordered_map<std::uint64_t, std::uint64_t> marks_at_down_;
     struct IdHash {

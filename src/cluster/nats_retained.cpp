@@ -83,6 +83,7 @@ bool NatsCluster::Shared::js_setup() {
         cfg.SubjectsLen = 1;
         cfg.MaxMsgsPerSubject = 1;
         cfg.Storage = js_FileStorage;
+        cfg.Replicas = static_cast<int>(config.replicas);  // survives a NATS cluster member as the messages do
         jsStreamInfo* si = nullptr;
         jsErrCode jerr = static_cast<jsErrCode>(0);
         natsStatus st = js_AddStream(&si, js, &cfg, nullptr, &jerr);

@@ -15,9 +15,12 @@
 // session and change batch (at most every 500 ms), and is read only when a
 // session's node died.
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <thread>
 
 #include "cluster/nats_durable.hpp"
 #include "cluster/nats_shared.hpp"
@@ -46,7 +49,7 @@ std::string record_key(std::string_view client_id) {
     return key;
 }
 
-constexpr std::uint32_t loaded_none = 0, loaded_found = 1, loaded_replay_end = 2;
+constexpr std::uint32_t loaded_none = 0, loaded_found = 1, loaded_replay_end = 2, loaded_replay_failed = 3;
 
 template <class T>
 bool take(std::string_view& in, T& v) {
@@ -159,66 +162,119 @@ void NatsCluster::replay_session(std::string_view client_id, const std::vector<s
     post_replay(std::string(client_id), std::move(subjects), since_ns);
 }
 
+namespace {
+
+// One replay on the durable thread. JetStream may be unable to serve it for
+// a while (a leader election after a NATS cluster member died, the stream
+// being set up again): it is tried again until `deadline` rather than
+// skipped, since a subject not replayed is a message lost for good.
+struct ReplayJob {
+    std::string id;
+    std::vector<std::string> subjects;
+    std::int64_t since_ns;
+    std::chrono::steady_clock::time_point deadline;
+};
+
+void run_replay(Durable* d, ReplayJob job, jsCtx* js) {
+    using namespace std::chrono;
+    if (!js && steady_clock::now() < job.deadline) {
+        std::this_thread::sleep_for(milliseconds(100));  // the thread sets the stream up meanwhile
+        d->post([d, job = std::move(job)](jsCtx* again) mutable { run_replay(d, std::move(job), again); });
+        return;
+    }
+    // Stream sequence -> (origin, seq, PUBLISH): one copy of a message
+    // two filters match, in stream order.
+    std::map<std::uint64_t, std::pair<ClusterMessageIdPair, std::string>> got;
+    bool failed = false;
+    for (const std::string& subject : job.subjects) {
+        jsOptions jo;
+        jsOptions_Init(&jo);
+        jo.Wait = 2000;
+        jsSubOptions so;
+        jsSubOptions_Init(&so);
+        so.Stream = d->stream.c_str();
+        so.Config.DeliverPolicy = js_DeliverByStartTime;
+        so.Config.OptStartTime = job.since_ns > 0 ? job.since_ns : 1;
+        so.Config.AckPolicy = js_AckNone;
+        // One copy in memory: a short-lived reader needs no Raft group of
+        // its own (on a NATS cluster that just lost a member, creating a
+        // replicated consumer took over 2 s, twice in a row).
+        so.Config.Replicas = 1;
+        so.Config.MemoryStorage = true;
+        natsSubscription* sub = nullptr;
+        for (;;) {
+            jsErrCode jerr = static_cast<jsErrCode>(0);
+            // The whole time left: a consumer made after a NATS cluster
+            // member died took 2.1-2.2 s each time (a 2 s wait never won).
+            jo.Wait = std::max<std::int64_t>(
+                1000, duration_cast<milliseconds>(job.deadline - steady_clock::now()).count());
+            const natsStatus st = js ? js_SubscribeSync(&sub, js, subject.c_str(), &jo, &so, &jerr)
+                                     : NATS_CONNECTION_CLOSED;
+            if (st == NATS_OK) break;
+            sub = nullptr;
+            if (steady_clock::now() >= job.deadline) {
+                d->shared.log("Cluster: cannot replay " + subject +
+                              (job.id.empty() ? std::string(" after the NATS link broke: ")
+                                              : " for the resumed session of " + job.id + ": ") +
+                              natsStatus_GetText(st) + " (JetStream error " + std::to_string(jerr) +
+                              "); its messages since then are not delivered again.");
+                break;
+            }
+            std::this_thread::sleep_for(milliseconds(200));
+        }
+        if (!sub) {
+            failed = true;
+            continue;
+        }
+        std::uint64_t pending = 0;
+        jsConsumerInfo* ci = nullptr;
+        jsErrCode jerr = static_cast<jsErrCode>(0);
+        if (natsSubscription_GetConsumerInfo(&ci, sub, &jo, &jerr) == NATS_OK && ci) {
+            pending = ci->NumPending;
+            jsConsumerInfo_Destroy(ci);
+        }
+        for (;;) {
+            natsMsg* m = nullptr;
+            if (natsSubscription_NextMsg(&m, sub, pending > 0 ? 2000 : 100) != NATS_OK) break;
+            jsMsgMetaData* meta = nullptr;
+            if (natsMsg_GetMetaData(&meta, m) == NATS_OK && meta) {
+                const char* msg_id = nullptr;
+                natsMsgHeader_Get(m, "Nats-Msg-Id", &msg_id);
+                ClusterMessageIdPair ids{0, 0};
+                if (!parse_msg_id(msg_id, ids.first, ids.second)) ids = {0, 0};
+                got.emplace(meta->Sequence.Stream,
+                            std::pair(ids, std::string(natsMsg_GetData(m),
+                                                       static_cast<std::size_t>(natsMsg_GetDataLength(m)))));
+                pending = meta->NumPending;
+                jsMsgMetaData_Destroy(meta);
+            }
+            natsMsg_Destroy(m);
+        }
+        natsSubscription_Unsubscribe(sub);
+        natsSubscription_Destroy(sub);
+    }
+    std::string out;
+    for (const auto& [stream_seq, item] : got) {
+        out.assign(job.id).push_back('\0');
+        out.append(item.second);
+        d->shared.push_in(tag_replay, 0, out.data(), out.size(), item.first.first, item.first.second);
+    }
+    d->shared.push_in(tag_loaded, failed ? loaded_replay_failed : loaded_replay_end, job.id.data(), job.id.size());
+}
+
+}  // namespace
+
 // Replays the stream's messages on `subjects` since `since_ns` (id: the
-// client id, or "" for this node's own recovery after its link broke).
+// client id, or "" for this node's own recovery after its link broke). A
+// resumed session's CONNECT waits 5 s at most for the record and the
+// replay: the replay tries for 4 s of it.
 void NatsCluster::post_replay(std::string id, std::vector<std::string> subjects, std::int64_t since_ns) {
     Durable* d = shared_->durable;
-    d->post([d, id = std::move(id), subjects = std::move(subjects), since_ns](jsCtx* js) {
-        // Stream sequence -> (origin, seq, PUBLISH): one copy of a message
-        // two filters match, in stream order.
-        std::map<std::uint64_t, std::pair<ClusterMessageIdPair, std::string>> got;
-        for (const std::string& subject : js ? subjects : std::vector<std::string>{}) {
-            jsOptions jo;
-            jsOptions_Init(&jo);
-            jo.Wait = 2000;
-            jsSubOptions so;
-            jsSubOptions_Init(&so);
-            so.Stream = d->stream.c_str();
-            so.Config.DeliverPolicy = js_DeliverByStartTime;
-            so.Config.OptStartTime = since_ns > 0 ? since_ns : 1;
-            so.Config.AckPolicy = js_AckNone;
-            natsSubscription* sub = nullptr;
-            jsErrCode jerr = static_cast<jsErrCode>(0);
-            if (js_SubscribeSync(&sub, js, subject.c_str(), &jo, &so, &jerr) != NATS_OK) {
-                d->shared.log("Cluster: cannot replay " + subject + " for a resumed session: " +
-                              nats_GetLastError(nullptr));
-                continue;
-            }
-            std::uint64_t pending = 0;
-            jsConsumerInfo* ci = nullptr;
-            if (natsSubscription_GetConsumerInfo(&ci, sub, &jo, &jerr) == NATS_OK && ci) {
-                pending = ci->NumPending;
-                jsConsumerInfo_Destroy(ci);
-            }
-            for (;;) {
-                natsMsg* m = nullptr;
-                if (natsSubscription_NextMsg(&m, sub, pending > 0 ? 2000 : 100) != NATS_OK) break;
-                jsMsgMetaData* meta = nullptr;
-                if (natsMsg_GetMetaData(&meta, m) == NATS_OK && meta) {
-                    const char* msg_id = nullptr;
-                    natsMsgHeader_Get(m, "Nats-Msg-Id", &msg_id);
-                    ClusterMessageIdPair ids{0, 0};
-                    if (!parse_msg_id(msg_id, ids.first, ids.second)) ids = {0, 0};
-                    got.emplace(meta->Sequence.Stream,
-                                std::pair(ids, std::string(natsMsg_GetData(m),
-                                                           static_cast<std::size_t>(natsMsg_GetDataLength(m)))));
-                    pending = meta->NumPending;
-                    jsMsgMetaData_Destroy(meta);
-                }
-                natsMsg_Destroy(m);
-            }
-            natsSubscription_Unsubscribe(sub);
-            natsSubscription_Destroy(sub);
-        }
-        std::string out;
-        for (const auto& [stream_seq, item] : got) {
-            out.assign(id).push_back('\0');
-            out.append(item.second);
-            d->shared.push_in(tag_replay, 0, out.data(), out.size(), item.first.first, item.first.second);
-        }
-        d->shared.push_in(tag_loaded, loaded_replay_end, id.data(), id.size());
-    });
+    ReplayJob job{std::move(id), std::move(subjects), since_ns,
+                  std::chrono::steady_clock::now() + std::chrono::milliseconds(4000)};
+    d->post([d, job = std::move(job)](jsCtx* js) mutable { run_replay(d, std::move(job), js); });
 }
+
 
 void NatsCluster::on_link_state(bool up, std::uint64_t at_ns) {
     if (!up) {
@@ -226,6 +282,7 @@ void NatsCluster::on_link_state(bool up, std::uint64_t at_ns) {
             // Everything routed before the break is ahead of this record.
             recovering_ = true;
             down_ns_ = at_ns;
+            link_replay_retries_ = 0;
             marks_at_down_ = last_seq_;
         }
         if (link_replay_timer_) reactor_.cancel_timer(link_replay_timer_);
@@ -255,6 +312,7 @@ void NatsCluster::replay_link() {
         if (key.find(' ') != key.npos || key.compare(0, live.size(), live) != 0) continue;
         subjects.push_back(prefix_ + ".q." + key.substr(live.size()));
     }
+    ++link_replays_running_;
     post_replay("", std::move(subjects), static_cast<std::int64_t>(down_ns_) - 5'000'000'000);
     if (link_replays_left_ > 0) {
         link_replay_timer_ = reactor_.add_timer_after(std::chrono::seconds(4), [this] {
@@ -268,9 +326,24 @@ void NatsCluster::replay_link() {
 void NatsCluster::on_replica(std::uint32_t tag, std::uint32_t kind, std::string_view data, std::uint64_t origin,
                              std::uint64_t seq) {
     const std::size_t nul = data.find('\0');
-    if (tag == tag_loaded && kind == loaded_replay_end) {
+    if (tag == tag_loaded && (kind == loaded_replay_end || kind == loaded_replay_failed)) {
         if (data.empty()) {
-            if (link_replays_left_ == 0 && !link_replay_timer_) {
+            // A link replay JetStream could not serve (no leader yet) is
+            // tried again 2 s later, up to 10 times per break.
+            if (kind == loaded_replay_failed && link_replay_retries_ < 10 && link_replays_left_ == 0 &&
+                !link_replay_timer_) {
+                ++link_replay_retries_;
+                link_replays_left_ = 1;
+                link_replay_timer_ = reactor_.add_timer_after(std::chrono::seconds(2), [this] {
+                    link_replay_timer_ = {};
+                    replay_link();
+                });
+            }
+            // The dedupe state goes only when no replay is left: a slow
+            // first one (JetStream electing leaders) can end after the
+            // second started, which then delivered everything again.
+            if (link_replays_running_ > 0) --link_replays_running_;
+            if (link_replays_left_ == 0 && !link_replay_timer_ && link_replays_running_ == 0) {
                 recovering_ = false;
                 seen_live_.clear();
                 marks_at_down_.clear();
