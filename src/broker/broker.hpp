@@ -156,6 +156,21 @@ public:
     void session_loaded(std::string_view client_id, const ReplicaRecord& record);
     void replayed_message(std::string_view client_id, Bytes packet, std::uint64_t origin, std::uint64_t seq);
     void replay_done(std::string_view client_id);
+    // cluster_fence.cpp (issue 25): the node lost touch with the cluster.
+    // cut: cut off from NATS for longer than [cluster] disconnect_after:
+    // every client is disconnected (0x9C Use another server) so that it
+    // fails over, and CONNECTs are refused (0x88) until NATS is back.
+    void cluster_cut_off(bool cut);
+    // on: other nodes may have taken sessions held here (the node was
+    // frozen, or its link broke) and the link is checking which: meanwhile
+    // no queued message goes out, no record is written, no will is sent.
+    // off: the check is over; what was held goes on.
+    void cluster_fence(bool on);
+    bool cluster_fenced() const noexcept { return cluster_fenced_; }
+    // The check found another node owning `client_id`: the session here is
+    // stale and goes without a trace (0x8E to a connection it still has,
+    // no will, no record written or deleted).
+    void session_owned_elsewhere(std::string_view client_id);
     net::Reactor& reactor() noexcept { return reactor_; }
 
     // ---- admin_hooks.cpp: the management API (src/admin) and client
@@ -454,6 +469,8 @@ private:
     net::Reactor& reactor_;
     config::Config config_;
     ClusterLink* cluster_ = nullptr;
+    bool cluster_cut_ = false;     // cluster_cut_off
+    bool cluster_fenced_ = false;  // cluster_fence
     std::uint32_t max_packet_in_;
     std::vector<std::unique_ptr<Listener>> listeners_;
     std::vector<std::unique_ptr<Connection>> connections_;

@@ -153,6 +153,12 @@ void Broker::accept_connect(Connection& c, const ConnectPacket& p, bool assigned
         return;
     }
 
+    if (cluster_cut_) {
+        // Cut off from the cluster (cluster_fence.cpp): another node serves it.
+        refuse_connect(c, c.version, ReasonCode::server_unavailable);
+        return;
+    }
+
     ConnackPacket ack;
     if (v5) {
         const Properties& props = p.properties;
@@ -299,7 +305,9 @@ void Broker::detach_session(Connection& c, bool publish_will_now) {
         const std::uint32_t delay = std::min(s.will->delay, s.expiry_interval);
         // Stopping ends every session, so the wills are due now, unless the
         // session is stored: then it lives on and its delay keeps counting.
-        if (delay == 0 || (shutting_down_ && !s.stored)) {
+        if (delay == 0 && cluster_fenced_) {
+            s.will_after_fence = true;  // unless another node owns the session now
+        } else if (delay == 0 || (shutting_down_ && !s.stored)) {
             publish_will(s);
         } else {
             Session* sp = &s;

@@ -68,7 +68,9 @@ void Broker::enqueue(Session& s, OutboundMessage&& m) {
 void Broker::pump(Session& s) {
     Connection* c = s.connection;
     // Moving between nodes: held until the tail from the old node is in.
-    if (!c || c->state != Connection::State::connected || !s.outbound || s.handing_over) return;
+    // The cluster is checking whether this node still owns its sessions
+    // (cluster_fence.cpp): nothing goes out that another node may send too.
+    if (!c || c->state != Connection::State::connected || !s.outbound || s.handing_over || cluster_fenced_) return;
     // Its output waits for a batch being committed: what would go out now
     // needs the next one; on_store_result() pumps again (persistence_hooks.cpp).
     if (c->held && store_ && c->held_batch != static_cast<std::uint32_t>(store_->current_batch())) return;
@@ -89,7 +91,7 @@ void Broker::pump(Session& s) {
         m.packet_id = next_packet_id(s);
         m.state = m.qos == QoS::at_least_once ? OutboundMessage::State::awaiting_puback
                                                : OutboundMessage::State::awaiting_pubrec;
-        if (!send_publish(*c, m, false)) {  // too large for the client: dropped
+        if (!send_publish(*c, m, m.maybe_sent)) {  // too large for the client: dropped
             if (m.store_seq) persist_outbound_done(s, m);
             continue;
         }

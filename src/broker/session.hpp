@@ -61,6 +61,10 @@ struct OutboundMessage {
     QoS qos = QoS::at_least_once;
     bool retain = false;
     State state = State::queued;
+    // Resumed from the cluster's record (session_replica.cpp): the node
+    // that died may have sent it after the record was written, so its
+    // first PUBLISH from here carries DUP ([MQTT-3.3.1-1]).
+    bool maybe_sent = false;
     std::uint16_t packet_id = 0;
     std::vector<std::uint32_t> subscription_ids;
     std::uint64_t store_seq = 0;  // its queue row in the durable store; 0 = none
@@ -115,6 +119,9 @@ public:
     // sessions = "replicated": its record is in the cluster's session
     // bucket (written by this node), deleted when the session ends here.
     bool replicated = false;
+    // Its connection was lost while the cluster was fenced (Broker::
+    // cluster_fence): its will waits for the end of the check.
+    bool will_after_fence = false;
     std::uint64_t replica_signature = 0;  // what the record last written holds (session_replica.cpp)
     net::Reactor::TimerId expiry_timer = {};
     // Unix milliseconds of its last accepted CONNECT (the management API's

@@ -58,8 +58,11 @@ void Broker::replicate_session(Session& s) {
         s.replicated = false;
         return;
     }
-    s.replica_signature = signature(s);
     s.replicated = true;
+    // Possibly another node's by now: written once the check is over
+    // (cluster_fence.cpp), if it is still ours.
+    if (cluster_fenced_) return;
+    s.replica_signature = signature(s);
     cluster_->store_session(s.client_id, s.connection != nullptr, export_session(s));
     if (!replica_timer_) {
         replica_timer_ = reactor_.add_timer_after(replica_interval, [this] {
@@ -139,6 +142,9 @@ void Broker::session_loaded(std::string_view client_id, const ReplicaRecord& rec
         return;
     }
     spdlog::info("Client {}: session resumed from the cluster's record (written by {}).", s->client_id, from_node);
+    if (s->outbound) {
+        for (OutboundMessage& m : s->outbound->queue) m.maybe_sent = true;
+    }
     Replay& r = replays_[std::string(client_id)];
     r.connection = waiting;
     r.watermarks = record.watermarks;
@@ -186,6 +192,12 @@ void Broker::replayed_message(std::string_view client_id, Bytes packet, std::uin
         }
     }
     route_to_session(*s, packet, origin, seq);
+    // Past the record's watermarks, but the node that died may have sent
+    // it before it died: DUP on its first PUBLISH from here.
+    if (OutboundState* o = s->outbound.get(); o && !o->queue.empty()) {
+        OutboundMessage& m = o->queue.back();
+        if (m.message && m.message->cluster_origin == origin && m.message->cluster_seq == seq) m.maybe_sent = true;
+    }
 }
 
 void Broker::replay_done(std::string_view client_id) {

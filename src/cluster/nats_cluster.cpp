@@ -66,6 +66,7 @@ std::unique_ptr<NatsCluster> NatsCluster::start(net::Reactor& reactor, broker::B
     pthread_sigmask(SIG_SETMASK, &all, &old);
     s->link_thread = std::thread([s] { s->link_main(); });
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    c->install_fence();
     spdlog::info("Cluster: node {} joining over NATS {}.", c->node_id_, fmt::join(config.nats_urls, ", "));
     return c;
 }
@@ -94,6 +95,7 @@ NatsCluster::~NatsCluster() {
     }
     if (shared_->link_thread.joinable()) shared_->link_thread.join();
     if (link_replay_timer_) reactor_.cancel_timer(link_replay_timer_);
+    remove_fence();
     delete shared_->durable;
     shared_->durable = nullptr;
     if (eventfd_) reactor_.remove(eventfd_.get());

@@ -125,6 +125,21 @@ private:
     void post_replay(std::string id, std::vector<std::string> subjects, std::int64_t since_ns);
     void on_replica(std::uint32_t tag, std::uint32_t kind, std::string_view data, std::uint64_t origin,
                     std::uint64_t seq);
+    // nats_fence.cpp (issue 25): a node out of touch with the cluster. Cut
+    // off longer than [cluster] disconnect_after: its clients are sent
+    // away; frozen, or its link back after a break: the owner of every
+    // session held here is checked (the broker fenced meanwhile).
+    void install_fence();
+    void remove_fence();
+    void fence_link_state(bool up);
+    void start_audit();
+    void on_audit(std::uint32_t kind, std::string_view data);
+    net::Reactor::TimerId cut_timer_ = {};
+    bool cut_off_ = false;
+    bool auditing_ = false;
+    bool audit_again_ = false;
+    net::Clock::time_point audit_since_{};  // the fence's start (checks that failed are retried)
+    net::Reactor::TimerId audit_timer_ = {};
 
     // Issue 26: the data connection (live messages, their interest, claims,
     // hand-overs, parts of large messages) spoken on the reactor's own

@@ -40,6 +40,10 @@ using ClusterMessageIdPair = std::pair<std::uint64_t, std::uint64_t>;  // origin
 constexpr std::uint32_t tag_durable = 13;  // seq = ticket; age 0 stored, 1 refused
 constexpr std::uint32_t tag_replay = 14;   // a message replayed from the stream (origin, seq set)
 constexpr std::uint32_t tag_loaded = 15;
+// tag_loaded's kinds (`age`): 0-2 nats_sessions.cpp's; the ownership
+// check (nats_fence.cpp): a session another node owns (CLIENT_ID NUL
+// OWNER), the end of the check ("1" done, "0" JetStream unreachable).
+constexpr std::uint32_t loaded_owner_lost = 3, loaded_audit_end = 4;
 constexpr std::uint32_t tag_link_down = 12;  // the data connection broke: seq = wall time
 constexpr std::uint32_t tag_link_up = 11;    // it is back (subscriptions re-sent)   // a session record (or the end of a replay), see nats_sessions.cpp
 

@@ -120,7 +120,7 @@ void on_disconnected(natsConnection* nc, void* closure) {
     auto* s = static_cast<NatsCluster::Shared*>(closure);
     // sessions = "replicated": what NATS drops meanwhile is replayed from
     // the stream once the link is back (NatsCluster::on_link_state).
-    if (s->durable && nc == s->data.load()) s->push_in(tag_link_down, 0, nullptr, 0, 0, wall_ns());
+    if ((s->durable || s->config.disconnect_after) && nc == s->data.load()) s->push_in(tag_link_down, 0, nullptr, 0, 0, wall_ns());
     s->disconnects.fetch_add(1, std::memory_order_relaxed);
     s->log("Cluster: lost the connection to NATS; serving local clients, reconnecting.");
 }
@@ -128,7 +128,7 @@ void on_disconnected(natsConnection* nc, void* closure) {
 void on_reconnected(natsConnection* nc, void* closure) {
     auto* s = static_cast<NatsCluster::Shared*>(closure);
     s->reconnects.fetch_add(1, std::memory_order_relaxed);
-    if (s->durable && nc == s->data.load()) s->push_in(tag_link_up, 0, nullptr, 0, 0, wall_ns());
+    if ((s->durable || s->config.disconnect_after) && nc == s->data.load()) s->push_in(tag_link_up, 0, nullptr, 0, 0, wall_ns());
     s->learn_max_payload(nc);
     s->log("Cluster: reconnected to NATS (interest re-subscribed).");
 }

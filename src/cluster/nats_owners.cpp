@@ -11,8 +11,6 @@
 
 namespace mqttools::cluster {
 
-namespace {
-
 // A client id as a KV key ([-/_=.A-Za-z0-9]+): the bytes [A-Za-z0-9_-]
 // stay, every other one becomes =XX (injective). An id whose key would be
 // long (a subject must fit NATS' control line) becomes a 64-bit FNV-1a
@@ -42,6 +40,8 @@ std::string kv_key(std::string_view client_id) {
     for (int i = 60; i >= 0; i -= 4) key.push_back(hex[(h >> i) & 15]);
     return key;
 }
+
+namespace {
 
 void on_dropped_answer(natsConnection*, natsSubscription*, natsMsg* msg, void*) { natsMsg_Destroy(msg); }
 

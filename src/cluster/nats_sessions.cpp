@@ -277,6 +277,8 @@ void NatsCluster::post_replay(std::string id, std::vector<std::string> subjects,
 
 
 void NatsCluster::on_link_state(bool up, std::uint64_t at_ns) {
+    fence_link_state(up);
+    if (!shared_->durable) return;
     if (!up) {
         if (!recovering_) {
             // Everything routed before the break is ahead of this record.
@@ -325,6 +327,10 @@ void NatsCluster::replay_link() {
 // From drain_inbound: tag_loaded / tag_replay records.
 void NatsCluster::on_replica(std::uint32_t tag, std::uint32_t kind, std::string_view data, std::uint64_t origin,
                              std::uint64_t seq) {
+    if (tag == tag_loaded && (kind == loaded_owner_lost || kind == loaded_audit_end)) {
+        on_audit(kind, data);
+        return;
+    }
     const std::size_t nul = data.find('\0');
     if (tag == tag_loaded && (kind == loaded_replay_end || kind == loaded_replay_failed)) {
         if (data.empty()) {

@@ -145,6 +145,9 @@ inline std::uint64_t wall_ns() {
             .count());
 }
 
+// The ownership bucket's key of a client id (nats_owners.cpp).
+std::string kv_key(std::string_view client_id);
+
 inline std::string stream_name(std::string_view prefix, std::string_view kind = "MQTT_RETAINED_") {
     // Stream names may not hold '.', '*', '>' or spaces.
     std::string name(kind);

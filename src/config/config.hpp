@@ -136,6 +136,9 @@ struct Cluster {
     bool replicated = true;
     std::uint32_t replicas = 1;          // JetStream stream/KV replicas (1..5)
     std::uint32_t hold_timeout = 5000;   // ms a PUBACK waits for JetStream before it is refused
+    // ms cut off from NATS after which the node disconnects its clients
+    // (0x9C) and refuses new ones (0x88) until NATS is back; 0 = never.
+    std::uint32_t disconnect_after = 0;
 };
 
 // [auth_http] (config_auth.cpp): an HTTP auth service with

@@ -10,6 +10,7 @@ namespace {
 const std::vector<std::string_view> kClusterKeys = {
     "nats_url", "node_id", "credentials", "username", "password",
     "cafile",   "certfile", "keyfile",    "subject_prefix", "sessions", "replicas", "hold_timeout",
+    "disconnect_after",
 };
 
 bool has_space(std::string_view s) {
@@ -102,6 +103,15 @@ void check_cluster(const toml::table& table, Cluster& out, const SectionChecker&
                 out.replicas = static_cast<std::uint32_t>(*v);
             } else {
                 out.hold_timeout = static_cast<std::uint32_t>(*v);
+            }
+        } else if (k == "disconnect_after") {
+            // 0 (never) or at least 100 ms: a shorter cut-off is a NATS
+            // reconnect, not a partition.
+            auto v = value.value_exact<std::int64_t>();
+            if (!v || (*v != 0 && (*v < 100 || *v > 3600000))) {
+                c.error(value.source(), qk, "must be 0 (never) or milliseconds from 100 to 3600000");
+            } else {
+                out.disconnect_after = static_cast<std::uint32_t>(*v);
             }
         } else {
             c.unknown_key(key, "[cluster]", kClusterKeys);

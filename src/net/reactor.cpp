@@ -52,6 +52,7 @@ void Reactor::fire_timers() {
 }
 
 void Reactor::run_once(Clock::duration max_wait) {
+    const Clock::time_point turn_start = now_;
     refresh_now();
     fire_timers();
     if (before_sleep_) before_sleep_();
@@ -71,6 +72,12 @@ void Reactor::run_once(Clock::duration max_wait) {
     epoll_event events[256];
     int n = ::epoll_wait(epoll_.get(), events, 256, static_cast<int>(ms));
     refresh_now();
+    if (on_stall_ && turn_start != Clock::time_point{}) {
+        // The turn took this much longer than its sleep: the last turn's
+        // work plus this one's timers, hook and wait, less the wait planned.
+        const Clock::duration overrun = now_ - turn_start - std::chrono::milliseconds(ms);
+        if (overrun > stall_threshold_) on_stall_(overrun);
+    }
     for (int i = 0; i < n; ++i) {
         static_cast<IoHandler*>(events[i].data.ptr)->on_io(events[i].events);
     }

@@ -61,6 +61,14 @@ public:
     // Runs right after the before-sleep hook: for a writer the broker's
     // flush may still feed (the cluster's NATS connection, issue 26).
     void set_before_sleep_last(std::function<void()> fn) { before_sleep_last_ = std::move(fn); }
+    // Called before the events of a turn are dispatched when the process
+    // did not run for longer than `threshold` beyond the turn's planned
+    // sleep (SIGSTOP, a VM paused, a starved host): the cluster link then
+    // checks what other nodes did meanwhile before any client is served.
+    void set_on_stall(Clock::duration threshold, std::function<void(Clock::duration)> fn) {
+        stall_threshold_ = threshold;
+        on_stall_ = std::move(fn);
+    }
 
     // Runs turns until stop() is called.
     void run();
@@ -90,6 +98,8 @@ private:
     std::map<TimerKey, std::function<void()>> timers_;
     std::function<void()> before_sleep_;
     std::function<void()> before_sleep_last_;
+    Clock::duration stall_threshold_{};
+    std::function<void(Clock::duration)> on_stall_;
 };
 
 }  // namespace mqttools::net

@@ -1,0 +1,147 @@
+// A node out of touch with its cluster (issue 25; the broker's side is
+// broker/cluster_fence.cpp, which says what each case does to clients).
+//
+// * Cut off: the data link to NATS down for longer than `[cluster]
+//   disconnect_after` (0: never). The link's own connected/disconnected
+//   notifications (tag_link_down / tag_link_up) drive a timer; when it
+//   fires the broker sends its clients away until the link is back.
+// * Out of touch: the reactor did not run for over a second (SIGSTOP, a
+//   paused VM; Reactor::set_on_stall, called before that turn's sockets are
+//   served), or the link came back after a break. Claims other nodes made
+//   meanwhile may never arrive (NATS core is at most once), so the node
+//   asks the ownership bucket (nats_owners.cpp) who owns each session it
+//   holds, fenced until the answers are in; a session another node owns is
+//   dropped. Only with sessions = "replicated" (the bucket's questions run
+//   on the durable thread, nats_durable.hpp, as the session records do).
+#include <spdlog/spdlog.h>
+
+#include "cluster/nats_durable.hpp"
+#include "cluster/nats_shared.hpp"
+
+namespace mqttools::cluster {
+
+namespace {
+
+// Longer than any turn of a healthy reactor, shorter than the 1.5 s another
+// node waits for this one before it resumes a session from its record.
+constexpr auto stall_bound = std::chrono::milliseconds(1000);
+// A check JetStream could not answer (the link still coming back) is tried
+// again every second, the node fenced meanwhile; after this long the node
+// goes on with what it holds (and checks again when its link is back).
+constexpr auto audit_retry = std::chrono::milliseconds(1000);
+constexpr auto audit_give_up = std::chrono::seconds(10);
+
+}  // namespace
+
+void NatsCluster::install_fence() {
+    reactor_.set_on_stall(stall_bound, [this](net::Clock::duration overrun) {
+        spdlog::warn("Cluster: this node did not run for {} ms (stopped or starved); checking its sessions' owners.",
+                     std::chrono::duration_cast<std::chrono::milliseconds>(overrun).count());
+        start_audit();
+    });
+}
+
+void NatsCluster::remove_fence() {
+    reactor_.set_on_stall({}, nullptr);
+    if (cut_timer_) reactor_.cancel_timer(cut_timer_);
+    cut_timer_ = {};
+    if (audit_timer_) reactor_.cancel_timer(audit_timer_);
+    audit_timer_ = {};
+}
+
+void NatsCluster::fence_link_state(bool up) {
+    const std::uint32_t bound = shared_->config.disconnect_after;
+    if (!up) {
+        if (bound == 0 || cut_off_ || cut_timer_) return;
+        cut_timer_ = reactor_.add_timer_after(std::chrono::milliseconds(bound), [this] {
+            cut_timer_ = {};
+            cut_off_ = true;
+            broker_.cluster_cut_off(true);
+        });
+        return;
+    }
+    if (cut_timer_) reactor_.cancel_timer(cut_timer_);
+    cut_timer_ = {};
+    if (cut_off_) {
+        cut_off_ = false;
+        broker_.cluster_cut_off(false);
+    }
+    start_audit();
+}
+
+void NatsCluster::start_audit() {
+    Durable* d = shared_->durable;
+    if (!d) return;
+    if (auditing_) {
+        audit_again_ = true;  // the sessions held now, after this check
+        return;
+    }
+    auditing_ = true;
+    if (audit_timer_) reactor_.cancel_timer(audit_timer_);
+    audit_timer_ = {};
+    if (!broker_.cluster_fenced()) audit_since_ = reactor_.now();
+    broker_.cluster_fence(true);
+    std::vector<std::string> ids;
+    broker_.sessions().for_each([&](const broker::Session& s) { ids.push_back(s.client_id); });
+    d->post([d, ids = std::move(ids), bucket = stream_name(prefix_, "MQTT_OWNERS_"), node = node_id_](jsCtx* js) {
+        kvStore* kv = nullptr;
+        bool ok = js && js_KeyValue(&kv, js, bucket.c_str()) == NATS_OK;
+        std::string out;
+        for (std::size_t i = 0; ok && i < ids.size(); ++i) {
+            kvEntry* e = nullptr;
+            const natsStatus st = kvStore_Get(&e, kv, kv_key(ids[i]).c_str());
+            // No key: nobody claimed it since (a key another node released
+            // after taking it would be gone too, but so would every key of
+            // a nats-server that lost its store): kept.
+            if (st == NATS_NOT_FOUND) continue;
+            if (st != NATS_OK) {
+                ok = false;
+                break;
+            }
+            const std::string_view owner(static_cast<const char*>(kvEntry_Value(e)),
+                                         static_cast<std::size_t>(kvEntry_ValueLen(e)));
+            if (owner != node) {
+                out.assign(ids[i]).push_back('\0');
+                out.append(owner);
+                d->shared.push_in(tag_loaded, loaded_owner_lost, out.data(), out.size());
+            }
+            kvEntry_Destroy(e);
+        }
+        if (kv) kvStore_Destroy(kv);
+        d->shared.push_in(tag_loaded, loaded_audit_end, ok ? "1" : "0", 1);
+    });
+}
+
+void NatsCluster::on_audit(std::uint32_t kind, std::string_view data) {
+    if (kind == loaded_owner_lost) {
+        const std::size_t nul = data.find('\0');
+        if (nul == data.npos) return;
+        const std::string id(data.substr(0, nul));
+        claims_.erase(id);
+        if (broker_.has_session(id)) {
+            ++takeovers_in_;
+            broker_.session_owned_elsewhere(id);
+        }
+        return;
+    }
+    auditing_ = false;
+    if (data != "1") {
+        if (reactor_.now() - audit_since_ < audit_give_up) {
+            audit_timer_ = reactor_.add_timer_after(audit_retry, [this] {
+                audit_timer_ = {};
+                start_audit();
+            });
+            return;
+        }
+        spdlog::warn("Cluster: could not ask the ownership bucket (JetStream unreachable); going on with the "
+                     "sessions held here, checked again once the link is back.");
+    }
+    if (audit_again_) {
+        audit_again_ = false;
+        start_audit();
+        return;
+    }
+    broker_.cluster_fence(false);
+}
+
+}  // namespace mqttools::cluster
