@@ -185,7 +185,7 @@ void NatsCluster::on_wire_up(bool again) {
     }
     shared_->reconnects.fetch_add(1, std::memory_order_relaxed);
     spdlog::warn("Cluster: reconnected to NATS (interest re-subscribed).");
-    if (shared_->durable) on_link_state(true, wall_ns());
+    on_link_state(true, wall_ns());
 }
 
 void NatsCluster::on_wire_down() {
@@ -197,8 +197,8 @@ void NatsCluster::on_wire_down() {
     }
     wire_barriers_.clear();
     // sessions = "replicated": what NATS drops meanwhile is replayed from
-    // the stream once the link is back.
-    if (shared_->durable) on_link_state(false, wall_ns());
+    // the stream once the link is back; disconnect_after counts from here.
+    on_link_state(false, wall_ns());
 }
 
 void NatsCluster::on_wire_message(const nats::ServerMessage& m) {
