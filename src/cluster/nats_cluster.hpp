@@ -133,7 +133,7 @@ private:
     void remove_fence();
     void fence_link_state(bool up);
     void start_audit();
-    void on_audit(std::uint32_t kind, std::string_view data);
+    void on_audit(std::uint32_t kind, std::string_view data, std::uint64_t revision);
     net::Reactor::TimerId cut_timer_ = {};
     bool cut_off_ = false;
     bool auditing_ = false;

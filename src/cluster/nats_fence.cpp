@@ -103,7 +103,7 @@ void NatsCluster::start_audit() {
             if (owner != node) {
                 out.assign(ids[i]).push_back('\0');
                 out.append(owner);
-                d->shared.push_in(tag_loaded, loaded_owner_lost, out.data(), out.size());
+                d->shared.push_in(tag_loaded, loaded_owner_lost, out.data(), out.size(), 0, kvEntry_Revision(e));
             }
             kvEntry_Destroy(e);
         }
@@ -112,11 +112,18 @@ void NatsCluster::start_audit() {
     });
 }
 
-void NatsCluster::on_audit(std::uint32_t kind, std::string_view data) {
+void NatsCluster::on_audit(std::uint32_t kind, std::string_view data, std::uint64_t revision) {
     if (kind == loaded_owner_lost) {
         const std::size_t nul = data.find('\0');
         if (nul == data.npos) return;
         const std::string id(data.substr(0, nul));
+        // The client came back here since the bucket was read: a claim of
+        // ours still settling, or one the bucket ordered after what was read.
+        if (pending_claims_.count(id) != 0) return;
+        if (auto c = claims_.find(id);
+            c != claims_.end() && (c->second.stamp & kv_stamp_bit) != 0 && (c->second.stamp & ~kv_stamp_bit) > revision) {
+            return;
+        }
         claims_.erase(id);
         if (broker_.has_session(id)) {
             ++takeovers_in_;

@@ -328,7 +328,7 @@ void NatsCluster::replay_link() {
 void NatsCluster::on_replica(std::uint32_t tag, std::uint32_t kind, std::string_view data, std::uint64_t origin,
                              std::uint64_t seq) {
     if (tag == tag_loaded && (kind == loaded_owner_lost || kind == loaded_audit_end)) {
-        on_audit(kind, data);
+        on_audit(kind, data, seq);
         return;
     }
     const std::size_t nul = data.find('\0');
