@@ -18,7 +18,8 @@ import pytest
 from conftest import SANITIZED, Broker
 from mqttwire import (CONNACK, PUBACK, PUBLISH, Client, Closed, ack_packet, connect_packet, publish_packet, sub_options,
                       subscribe_packet)
-from test_cluster import NATS_SERVER, nats  # noqa: F401 (fixture)
+from nats_js import NatsRequester
+from test_cluster import NATS_SERVER, link, nats  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(not os.path.exists(NATS_SERVER), reason="nats-server is not installed")
 SLOW = 3 if SANITIZED else 1
@@ -40,8 +41,8 @@ class Cluster:
     listens on a new port); which ones are alive, under a lock, for the
     clients choosing where to reconnect."""
 
-    def __init__(self, tmp_path, nats, n=3):
-        self.tmp_path, self.nats = tmp_path, nats
+    def __init__(self, tmp_path, nats, n=3, hold_timeout_ms=HOLD_TIMEOUT_MS):
+        self.tmp_path, self.nats, self.hold_timeout_ms = tmp_path, nats, hold_timeout_ms
         self.lock = threading.Lock()
         self.nodes = [None] * n
         self.alive = [False] * n
@@ -55,7 +56,7 @@ class Cluster:
         # 1,000 would drop the overflow by design and read as a loss.
         config = (f"allow_anonymous = true\nmax_queued_messages = 0\n[cluster]\n"
                   f"nats_url = \"{self.nats.url}\"\nnode_id = \"node{i + 1}\"\n"
-                  f"hold_timeout = {HOLD_TIMEOUT_MS}\n")
+                  f"hold_timeout = {self.hold_timeout_ms}\n")
         b = Broker(self.tmp_path, config=config)
         with self.lock:
             self.nodes[i], self.alive[i] = b, True
@@ -327,4 +328,67 @@ def test_twenty_random_kills_lose_nothing_acknowledged(tmp_path, nats):
     assert not failures, f"MQTTOOLS_HA_SEED={SEED}: acknowledged messages lost in " \
                          f"{len(failures)} of {ROUNDS} rounds:\n" + "\n".join(failures)
     assert not lost_sessions, f"MQTTOOLS_HA_SEED={SEED}: Session Present 0 on resume: {lost_sessions}"
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 25, open: a QoS 1/2 message's live copy can reach the other nodes before the stream stores it "
+    "(the durable thread retries a store for up to hold_timeout; seen: a node's stores stalled 2 s). A session "
+    "resumed on a node in that gap misses it: its live copy came before the session was imported, and the "
+    "replay ran before the store. Acknowledged, never delivered (MQTTOOLS_HA_SEED=101 MQTTOOLS_HA_RATE=300 "
+    "lost 10 in round 9, 2 of 2 runs). Needs a second replay hold_timeout after the resume."))
+def test_a_message_stored_late_reaches_a_session_resumed_meanwhile(tmp_path, nats):
+    # The random test's loss made deterministic: the stream refuses stores
+    # for a while (max_msgs reached, discard new) while NATS core carries
+    # the live copies; the subscriber's node dies, the subscriber resumes
+    # on the node that had the live copies (a watcher there subscribed),
+    # then the stream takes the stores again and the publisher gets its
+    # PUBACKs. Every acknowledged message must reach the subscriber.
+    cluster = Cluster(tmp_path, nats, hold_timeout_ms=15000)
+    try:
+        sub = Client(cluster.port(1))
+        sub.connect("late-sub", clean_start=True, properties=SESSION)
+        sub.subscribe([("late/#", sub_options(1))])
+        watcher = Client(cluster.port(2))
+        watcher.connect("late-watch")
+        watcher.subscribe([("late/#", sub_options(0))])
+        pub = Client(cluster.port(0))
+        pub.connect("late-pub")
+        link(pub, sub, "late/probe")
+        link(pub, watcher, "late/probe")
+        time.sleep(0.7)  # the subscriber's record is written
+        js = NatsRequester(nats.port)
+        info = js.request("$JS.API.STREAM.INFO.MQTT_MSGS_mqtt")
+        config = info["config"]
+        held = dict(config, max_msgs=max(1, info["state"]["messages"]), discard="new")
+        assert "error" not in js.request("$JS.API.STREAM.UPDATE.MQTT_MSGS_mqtt", held), "stream update refused"
+        cluster.kill(1)
+        for i in range(10):
+            pub.send(publish_packet("late/x", b"%d" % i, qos=1, packet_id=100 + i))
+        seen = [p.payload for p in watcher.messages(quiet=1.0) if p.topic == "late/x"]
+        assert len(seen) == 10, f"the live copies did not cross: {seen}"
+        again, ack = None, None
+        c = Client(cluster.port(2), timeout=20 * SLOW)
+        c.send(connect_packet("late-sub", 5, False, 60, properties=SESSION))
+        ack = c.expect(CONNACK, timeout=20 * SLOW)
+        assert ack.session_present, "Session Present 0 after the node died"
+        again = c
+        assert "error" not in js.request("$JS.API.STREAM.UPDATE.MQTT_MSGS_mqtt", config), "stream update refused"
+        acked = set()
+        deadline = time.monotonic() + 20 * SLOW
+        while len(acked) < 10 and time.monotonic() < deadline:
+            try:
+                p = pub.recv(1)
+            except TimeoutError:
+                continue
+            if p.type == PUBACK and p.reason < 0x80:
+                acked.add(b"%d" % (p.packet_id - 100))
+        assert len(acked) == 10, f"only {len(acked)} of 10 acknowledged once the stream took them"
+        got = set()
+        deadline = time.monotonic() + 10 * SLOW
+        while not acked <= got and time.monotonic() < deadline:
+            got |= {p.payload for p in again.messages(quiet=0.5) if p.topic == "late/x"}
+        assert acked <= got, f"{len(acked - got)} of 10 acknowledged never delivered to the resumed session"
+    finally:
+        bad = cluster.stop()
     assert not bad, "\n".join(bad)

@@ -1,0 +1,42 @@
+"""A minimal NATS client for the tests' JetStream API calls ($JS.API.*
+request/reply with JSON bodies): enough to read and change a stream's
+config from a test, with no NATS library for Python in Debian 12."""
+import json
+import socket
+import time
+
+
+class NatsRequester:
+    def __init__(self, port, timeout=10.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.file = self.sock.makefile("rb")
+        self.file.readline()  # INFO
+        self.sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\nSUB _t.> 1\r\n')
+        self.n = 0
+
+    def request(self, subject, body=None, timeout=10.0):
+        """The JSON answer to `body` (a dict) on `subject`."""
+        self.n += 1
+        inbox = f"_t.{self.n}"
+        data = json.dumps(body or {}).encode()
+        self.sock.sendall(b"PUB %s %s %d\r\n%s\r\n" % (subject.encode(), inbox.encode(), len(data), data))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            line = self.file.readline()
+            if not line:
+                raise ConnectionError("NATS closed the connection")
+            if line.startswith(b"PING"):
+                self.sock.sendall(b"PONG\r\n")
+            elif line.startswith((b"MSG ", b"HMSG ")):
+                parts = line.split()
+                size = int(parts[-1])
+                payload = self.file.read(size + 2)[:size]
+                if line.startswith(b"HMSG"):
+                    payload = payload[int(parts[-2]):]
+                if parts[1].decode() == inbox:
+                    return json.loads(payload) if payload else {}
+        raise TimeoutError(f"no answer on {subject}")
+
+    def close(self):
+        self.sock.close()
