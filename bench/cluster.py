@@ -113,7 +113,8 @@ class Setup:
             f.write("allow_anonymous = true\nmax_queued_messages = 1000000\nmax_connections = -1\n"
                     "log_level = \"warning\"\n")
             if self.nats:
-                f.write(f"[cluster]\nnats_url = \"nats://{HOST}:{self.nats_port}\"\nnode_id = \"bench{i}\"\n")
+                f.write(f"[cluster]\nnats_url = \"nats://{HOST}:{self.nats_port}\"\nnode_id = \"bench{i}\"\n"
+                        f"{getattr(self.bench, 'node_extra', '')}\n")  # more [cluster] keys (cluster_ha.py)
         log = open(os.path.join(self.bench.tmp, f"node-{port}.log"), "ab")
         p = subprocess.Popen(self.pinned([self.bench.mqttoolsd, "-c", conf, "-p", str(port)]), stdout=log,
                              stderr=log, stdin=subprocess.DEVNULL)

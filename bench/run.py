@@ -727,7 +727,14 @@ def main():
         churn = [sys.executable, os.path.join(TOP, "bench", "cluster_churn.py"), "--build", args.build]
         if args.quick:
             churn += ["--rounds", "4", "--ids", "2000", "--pause", "1"]
-        sys.exit(code or subprocess.call(churn))
+        code = subprocess.call(churn) or code
+        # Then high availability (issue 25): QoS 1 through JetStream against
+        # nats-server's own MQTT, replicated vs local sessions, failover time.
+        ha = [sys.executable, os.path.join(TOP, "bench", "cluster_ha.py"), "--build", args.build,
+              "--runs", str(1 if args.quick else args.runs), "--duration", str(2.0 if args.quick else args.duration)]
+        if args.quick:
+            ha += ["--kills", "5"]
+        sys.exit(subprocess.call(ha) or code)
     if args.quick:
         args.runs, args.duration, args.warmup = 1, 2.0, 0.5
     names = [n for n in args.scenarios.split(",") if n]
