@@ -110,8 +110,10 @@ public:
         std::uint64_t wal_checkpoints = 0;
     };
     const StoreCounters& store_counters() const noexcept { return store_stats_; }
-    // Prometheus lines of the auth sources (auth requests, cache hits, failures, latency).
-    std::string auth_metrics() const { return auth_chain_ ? auth_chain_->metrics() : std::string(); }
+    // The auth sources' numbers (auth requests, cache hits, failures, latency).
+    std::vector<auth::SourceMetric> auth_metrics() const {
+        return auth_chain_ ? auth_chain_->metrics() : std::vector<auth::SourceMetric>();
+    }
     // ---- cluster (cluster_routing.cpp): with a link this broker is one
     // node of a cluster; without one it is exactly the single-node broker.
     // Subscriptions already held (sessions loaded from the store) become

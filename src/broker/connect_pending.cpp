@@ -138,6 +138,11 @@ void Broker::on_connect_answered(std::uint64_t ticket, auth::AuthResult result) 
     auto it = pc.entries.find(ticket);
     if (it == pc.entries.end()) return;  // already dropped
     PendingConnects::Entry& e = it->second;
+    // The log line of a refusal names the source that answered (late).
+    if (result.verdict != auth::Verdict::unknown && result.source.empty() && e.chain &&
+        e.at < e.chain->sources().size()) {
+        result.source = e.chain->sources()[e.at]->name();
+    }
     if (result.verdict == auth::Verdict::unknown && e.connection) {
         // Not that source's user: ask the next ones.
         auto decoded = decode_connect(e.header, Bytes(e.body.data(), e.body.size()));

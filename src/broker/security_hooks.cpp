@@ -159,13 +159,22 @@ void Broker::on_acl_answered(std::uint64_t waiter) {
 // PUBLISH from a client. deny: PUBACK/PUBREC 0x87, QoS 0 dropped.
 auth::Verdict Broker::authorize_publish(Connection& c, std::string_view topic) {
     if (!c.session || !c.session->acl) return auth::Verdict::allow;
-    return c.session->acl->check(topic, auth::AclAccess::publish);
+    const auth::Verdict v = c.session->acl->check(topic, auth::AclAccess::publish);
+    // Mosquitto logs these at debug level too ("Denied PUBLISH from ...").
+    if (v == auth::Verdict::deny) [[unlikely]] {
+        spdlog::debug("Denied PUBLISH from {} to '{}': refused by the ACL check.", c.client_id, topic);
+    }
+    return v;
 }
 
 // One filter of a SUBSCRIBE. deny: SUBACK 0x87 for that filter.
 auth::Verdict Broker::authorize_subscribe(Connection& c, std::string_view filter) {
     if (!c.session || !c.session->acl) return auth::Verdict::allow;
-    return c.session->acl->check(filter, auth::AclAccess::subscribe);
+    const auth::Verdict v = c.session->acl->check(filter, auth::AclAccess::subscribe);
+    if (v == auth::Verdict::deny) [[unlikely]] {
+        spdlog::debug("Denied SUBSCRIBE from {} to '{}': refused by the ACL check.", c.client_id, filter);
+    }
+    return v;
 }
 
 // A message about to be delivered to a session (live or retained). deny:

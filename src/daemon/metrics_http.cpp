@@ -184,9 +184,8 @@ std::string render_metrics(const BrokerStats& s, double uptime_seconds, std::str
         each("bridge_dropped_total", "counter", "Messages the bridge dropped (QoS 0 while down, queue full, expired).",
              [](const BridgeStats& b) { return b.dropped; });
     }
-    std::string text = p.take();
-    text += s.auth_metrics;
-    return text;
+    for (const auto& m : s.auth_metrics) p.metric(m.name, m.type, m.help, m.value);
+    return p.take();
 }
 
 std::optional<std::string> http_response(std::string_view request,

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "broker/auth/auth_source.hpp"
+
 namespace mqttools::daemon {
 
 struct ListenerStats {
@@ -89,7 +91,7 @@ struct BrokerStats {
     std::uint64_t persistence_retained_loaded = 0;
     std::uint64_t persistence_commit_failures = 0;
     std::uint64_t persistence_refused = 0;
-    std::string auth_metrics;  // Prometheus lines from the auth sources, as they are
+    std::vector<auth::SourceMetric> auth_metrics;  // the auth sources' numbers
     std::uint64_t store_database_bytes = 0;
     std::uint64_t store_wal_bytes = 0;
     std::uint64_t store_wal_checkpoints = 0;

@@ -10,13 +10,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class AuthService:
-    def __init__(self, users=None, superusers=(), acl=None, response_mode="status", delay=0.0):
+    def __init__(self, users=None, superusers=(), acl=None, response_mode="status", delay=0.0, ok_status=200):
         self.users = dict(users or {})
         self.superusers = set(superusers)
         # acl(username, clientid, topic, acc) -> bool
         self.acl = acl or (lambda u, c, t, a: True)
         self.response_mode = response_mode
         self.delay = delay
+        self.ok_status = ok_status  # any 2xx allows in go-auth's status mode
         self.requests = []  # (path, method, headers dict, params dict)
         self.lock = threading.Lock()
         self.release = threading.Event()  # set: a delayed request answers at once
@@ -49,7 +50,12 @@ class AuthService:
 
             do_GET = do_POST = do_PUT = handle_any
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # The broker opens up to 64 connections at once: socketserver's
+            # backlog of 5 drops SYNs, and a retried SYN waits 1 s, then 3 s.
+            request_queue_size = 256
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -70,7 +76,7 @@ class AuthService:
     def answer(self, handler, ok, error):
         mode = self.response_mode
         if mode == "status":
-            status, body, ctype = (200 if ok else 403), b"", "text/plain"
+            status, body, ctype = (self.ok_status if ok else 403), b"", "text/plain"
         elif mode == "text":
             status, body, ctype = 200, (b"ok" if ok else b"denied"), "text/plain"
         else:

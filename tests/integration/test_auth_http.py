@@ -2,6 +2,9 @@
 HTTP service on a loopback port (auth_service.py): every params and
 response mode, the fields sent, publish/subscribe/receive ACLs, superusers,
 caching, and a hanging service that must not stall anybody else."""
+import http.client
+import re
+import signal
 import socket
 import struct
 import statistics
@@ -10,7 +13,7 @@ import time
 import pytest
 
 from auth_service import AuthService
-from conftest import MQTTOOLSD
+from conftest import MQTTOOLSD, free_port, wait_or_fail, wait_until
 from mqttwire import CONNACK, CONNECT, PUBACK, PUBLISH, packet, utf8
 from test_security_mqtt import Closed, RawClient
 
@@ -49,6 +52,8 @@ def connect(port, version=5, **kw):
 
 @pytest.mark.parametrize("params_mode,response_mode,method", [
     ("json", "status", "POST"), ("form", "json", "POST"), ("json", "text", "PUT"), ("form", "text", "GET"),
+    # go-auth sends its JSON body with GET as well.
+    ("json", "status", "GET"),
 ])
 def test_modes_credentials_and_fields(start_broker, service, params_mode, response_mode, method):
     service.response_mode = response_mode
@@ -60,6 +65,8 @@ def test_modes_credentials_and_fields(start_broker, service, params_mode, respon
     path, meth, headers, params = service.taken("/auth/user")[-1]
     assert meth == method
     assert params == {"username": "alice", "password": "wonderland", "clientid": "dev-1"}
+    if params_mode == "json":
+        assert headers.get("Content-Type") == "application/json"
     assert headers.get("X-Api-Key") == "k1"
     for version in (5, 4):
         bad, code = connect(b.port, version=version, client_id="dev-2", username="alice", password="nope")
@@ -208,3 +215,124 @@ def test_config_errors(tmp_path):
     assert r.returncode != 0
     assert f"{conf}:4" in out and "auth_http.params_mode" in out
     assert "auth_http.timeout" in out and "auth_http.getuser_uri" in out
+
+
+def test_any_2xx_allows_as_in_go_auth(start_broker):
+    """go-auth's status mode: 2xx allows (a service answering 204 No Content)."""
+    s = AuthService(users=USERS, acl=alice_rule, ok_status=204)
+    try:
+        b = start(start_broker, s)
+        c, code = connect(b.port, client_id="n1", username="alice", password="wonderland")
+        assert code == 0
+        assert c.publish("alice/x", "y", qos=1, packet_id=1) == NO_SUBSCRIBERS
+        assert c.publish("bob/x", "y", qos=1, packet_id=2) == NOT_AUTHORIZED
+        c.disconnect()
+    finally:
+        s.close()
+
+
+def test_acc_values_are_the_ones_go_auth_forwards(start_broker):
+    """Mosquitto asks go-auth read (1), write (2) and subscribe (4) separately
+    and go-auth forwards `access` unchanged: 3 ("readwrite") is only ever a
+    value of a stored rule (go-auth's SQL backends match `acc = $2 OR acc =
+    3`), never a question. A service keeping such rules works unchanged."""
+    stored = [("alice", "sub/", 4), ("alice", "sub/rw/", 3)]
+
+    def rule(user, clientid, topic, acc):
+        if user == "bob":
+            return True
+        # The most specific stored rule decides.
+        rules = [(len(prefix), kept) for u, prefix, kept in stored if u == user and topic.startswith(prefix)]
+        if not rules:
+            return False
+        kept = max(rules)[1]
+        return kept == acc or (kept == 3 and acc in (1, 2))
+
+    s = AuthService(users={**USERS, "bob": "builder"}, acl=rule)
+    try:
+        b = start(start_broker, s)
+        alice, code = connect(b.port, client_id="acc-a", username="alice", password="wonderland")
+        assert code == 0
+        bob, code = connect(b.port, client_id="acc-b", username="bob", password="builder")
+        assert code == 0
+        # subscribe (4): a readwrite rule does not grant it, a subscribe rule does.
+        assert alice.subscribe(["sub/#", "sub/rw/#"], packet_id=1, qos=1) == [1, NOT_AUTHORIZED]
+        # write (2): granted by the readwrite rule only.
+        assert alice.publish("sub/rw/a", "x", qos=1, packet_id=2) == 0
+        assert alice.publish("sub/a", "x", qos=1, packet_id=3) == NOT_AUTHORIZED
+        # read (1): delivered under the readwrite rule, not under subscribe alone.
+        assert bob.publish("sub/b", "no", qos=1, packet_id=4) == 0
+        assert bob.publish("sub/rw/b", "yes", qos=1, packet_id=5) == 0
+        got = [t for t, *_ in alice.publishes_until_quiet(1.0)]
+        assert got == ["sub/rw/a", "sub/rw/b"]
+        asked = [(r[3]["topic"], int(r[3]["acc"])) for r in s.taken("/auth/acl") if r[3]["username"] == "alice"]
+        assert {a for _, a in asked} == {1, 2, 4}, asked
+        assert ("sub/rw/b", 1) in asked and ("sub/b", 1) in asked and ("sub/#", 4) in asked
+        alice.disconnect()
+        bob.disconnect()
+    finally:
+        s.close()
+
+
+def metric_samples(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    return text, {m.group(1): int(m.group(2)) for m in re.finditer(r"^(mqttools_auth_http_\w+) (\d+)$", text, re.M)}
+
+
+def test_metrics_and_logged_reasons(start_broker, service):
+    service.response_mode = "json"
+    mport = free_port()
+    b = start_broker(config="allow_anonymous = false\nlog_level = \"debug\"\n" + service.config(cache_seconds=60)
+                     + f"[metrics]\nport = {mport}\n")
+    c, code = connect(b.port, client_id="m1", username="alice", password="wonderland")
+    assert code == 0
+    bad, code = connect(b.port, client_id="m2", username="alice", password="nope")
+    assert code == BAD_CREDENTIALS
+    bad.close()
+    for i in range(3):  # one request, then two answers from the cache
+        assert c.publish("alice/t", "x", qos=1, packet_id=1 + i) == NO_SUBSCRIBERS
+    assert c.publish("bob/t", "x", qos=1, packet_id=9) == NOT_AUTHORIZED
+    # The refusals name who refused and why (the service's "error").
+    wait_or_fail(lambda: "refused by http: refused by the auth service: wrong username or password" in b.output(),
+                 "the CONNECT refusal's reason in the log")
+    wait_or_fail(lambda: re.search(r"Denied PUBLISH from m1 .*'bob/t'", b.output()), "the denied PUBLISH in the log")
+    text, m = metric_samples(mport)
+    for name in ("requests_total", "cache_hits_total", "failures_total", "allowed_total", "denied_total",
+                 "latency_microseconds_sum", "latency_microseconds_max", "in_flight"):
+        assert f"# TYPE mqttools_auth_http_{name} " in text, text
+    asked = len(service.taken())
+    assert m["mqttools_auth_http_requests_total"] == asked
+    assert m["mqttools_auth_http_cache_hits_total"] == 2
+    assert m["mqttools_auth_http_failures_total"] == 0
+    # Allowed: alice's user and superuser... the superuser check says no.
+    assert m["mqttools_auth_http_allowed_total"] + m["mqttools_auth_http_denied_total"] == asked
+    assert m["mqttools_auth_http_denied_total"] >= 3  # wrong password, not a superuser, bob/t
+    assert m["mqttools_auth_http_latency_microseconds_sum"] >= m["mqttools_auth_http_latency_microseconds_max"] > 0
+    c.disconnect()
+
+
+def test_reload_with_a_bad_source_keeps_the_chain_in_force(start_broker, service, tmp_path):
+    b = start(start_broker, service)
+    conf = tmp_path / f"mqttoolsd-{b.port}.toml"
+    dead = free_port()  # nothing listens there: a chain using it refuses with 0x88
+    conf.write_text("allow_anonymous = false\n" + service.config(port=dead, timeout=1)
+                    + f'[auth_jwt]\npublic_key_file = "{tmp_path}/missing.pem"\n')
+    b.proc.send_signal(signal.SIGHUP)
+    wait_or_fail(lambda: "Configuration not reloaded" in b.output() or "reloaded with" in b.output(),
+                 "the reload's verdict")
+    assert "auth_jwt.public_key_file" in b.output() and "missing.pem" in b.output(), b.output()
+    c, code = connect(b.port, client_id="k1", username="alice", password="wonderland")
+    assert code == 0  # the old chain: the live service
+    c.disconnect()
+    # A good configuration is taken: the new (dead) service decides.
+    conf.write_text("allow_anonymous = false\n" + service.config(port=dead, timeout=1))
+    b.proc.send_signal(signal.SIGHUP)
+
+    def refused():
+        c, code = connect(b.port, client_id="k2", username="alice", password="wonderland")
+        c.close()
+        return code == SERVER_UNAVAILABLE
+    assert wait_until(refused, timeout=15, step=0.3)

@@ -85,8 +85,8 @@ std::unique_ptr<ClientAuthz> AuthChain::bind(const ClientIdentity& who, std::sha
     return authz;
 }
 
-std::string AuthChain::metrics() const {
-    std::string out;
+std::vector<SourceMetric> AuthChain::metrics() const {
+    std::vector<SourceMetric> out;
     for (const auto& s : sources_) s->metrics(out);
     return out;
 }

@@ -88,8 +88,8 @@ public:
     bool authorizes() const noexcept { return authorizes_; }
     bool allow_anonymous() const noexcept { return allow_anonymous_; }
     const std::vector<std::shared_ptr<AuthSource>>& sources() const noexcept { return sources_; }
-    // Every source's metrics lines.
-    std::string metrics() const;
+    // Every source's numbers, in source order.
+    std::vector<SourceMetric> metrics() const;
 
 private:
     bool allow_anonymous_ = false;

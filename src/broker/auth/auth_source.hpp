@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "mqttools/reason_code.hpp"
 
@@ -49,6 +50,16 @@ struct ConnectInfo {
 };
 
 class ClientRules;
+
+// One number a source reports (requests, cache hits, clients...): the daemon
+// formats it for /metrics as `mqttools_<name>` with its HELP and TYPE lines.
+// The strings are literals (they outlive every source).
+struct SourceMetric {
+    std::string_view name;  // e.g. "auth_http_requests_total"
+    std::string_view type;  // "counter" or "gauge"
+    std::string_view help;
+    std::uint64_t value = 0;
+};
 
 // A source's answer to a CONNECT.
 struct AuthResult {
@@ -153,8 +164,8 @@ public:
         return nullptr;
     }
 
-    // Text for the $SYS/metrics page: lines "name value\n" (optional).
-    virtual void metrics(std::string& out) const { (void)out; }
+    // Its numbers for /metrics (optional), appended to `out`.
+    virtual void metrics(std::vector<SourceMetric>& out) const { (void)out; }
 };
 
 }  // namespace mqttools::auth

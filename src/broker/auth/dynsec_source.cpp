@@ -94,10 +94,10 @@ std::unique_ptr<ClientRules> DynsecSource::bind(const ClientIdentity& who) const
                                          who.username ? std::optional<std::string>(*who.username) : std::nullopt);
 }
 
-void DynsecSource::metrics(std::string& out) const {
-    out += "mqttools_dynsec_clients " + std::to_string(state_->clients().size()) + "\n";
-    out += "mqttools_dynsec_roles " + std::to_string(state_->roles().size()) + "\n";
-    out += "mqttools_dynsec_groups " + std::to_string(state_->groups().size()) + "\n";
+void DynsecSource::metrics(std::vector<SourceMetric>& out) const {
+    out.push_back({"dynsec_clients", "gauge", "Clients in the dynamic security file.", state_->clients().size()});
+    out.push_back({"dynsec_roles", "gauge", "Roles in the dynamic security file.", state_->roles().size()});
+    out.push_back({"dynsec_groups", "gauge", "Groups in the dynamic security file.", state_->groups().size()});
 }
 
 }  // namespace mqttools::auth

@@ -23,7 +23,7 @@ public:
     AuthResult authenticate(const ConnectInfo& info) override;
     bool authorizes() const noexcept override { return true; }
     std::unique_ptr<ClientRules> bind(const ClientIdentity& who) const override;
-    void metrics(std::string& out) const override;
+    void metrics(std::vector<SourceMetric>& out) const override;
 
 private:
     std::shared_ptr<const dynsec::Dynsec> state_;

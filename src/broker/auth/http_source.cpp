@@ -41,6 +41,9 @@ std::string trim(std::string_view s) {
 struct AclAnswers {
     struct Answer {
         Verdict verdict = Verdict::pending;
+        // Just answered: the first look is the held packet's replay, not a
+        // cache hit.
+        bool fresh = false;
         HttpSource::Clock::time_point until{};
     };
     struct Hash {
@@ -67,7 +70,11 @@ public:
         if (auto it = map.find(topic); it != map.end()) {
             if (it->second.verdict == Verdict::pending) return Verdict::pending;
             if (source_->now() < it->second.until) {
-                ++source_->mutable_stats().cache_hits;
+                if (it->second.fresh) {
+                    it->second.fresh = false;
+                } else {
+                    ++source_->mutable_stats().cache_hits;
+                }
                 return it->second.verdict;
             }
             map.erase(it);
@@ -107,6 +114,7 @@ private:
                             auto& map = answers->by_access[AclAnswers::index(access)];
                             auto& a = map[topic];
                             a.verdict = outcome == HttpSource::Outcome::allowed ? Verdict::allow : Verdict::deny;
+                            a.fresh = true;
                             // A failure is kept only long enough for the waiting
                             // packet to be refused, never cached.
                             a.until = source->now() + (outcome == HttpSource::Outcome::failed
@@ -244,7 +252,9 @@ void HttpSource::ask(const std::string& uri, const std::vector<std::pair<std::st
     std::string url = base_url_ + uri;
     curl_slist* headers = nullptr;
     std::string body;
-    if (settings_.method == "GET") {
+    if (settings_.method == "GET" && settings_.params_mode == "form") {
+        // go-auth refuses form parameters with GET; the query string is
+        // what a GET service reads.
         url += (uri.find('?') == std::string::npos ? '?' : '&') + form;
         curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
     } else {
@@ -263,7 +273,8 @@ void HttpSource::ask(const std::string& uri, const std::vector<std::pair<std::st
             body = std::move(form);
             headers = curl_slist_append(headers, "Content-Type: application/x-www-form-urlencoded");
         }
-        if (settings_.method == "PUT") curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, "PUT");
+        // go-auth sends its JSON body with GET too (a GET with a body).
+        if (settings_.method != "POST") curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, settings_.method.c_str());
         curl_easy_setopt(easy, CURLOPT_POST, 1L);
         curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
         curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, body.c_str());
@@ -293,45 +304,42 @@ void HttpSource::ask(const std::string& uri, const std::vector<std::pair<std::st
             done(Outcome::failed, resp.code != CURLE_OK ? resp.error : "HTTP status " + std::to_string(resp.status));
             return;
         }
-        bool ok = resp.status == 200;
+        // As go-auth: any 2xx passes the status check, then the body decides.
+        const bool success = resp.status >= 200 && resp.status < 300;
+        bool ok = success;
         std::string why;
-        if (ok && settings_.response_mode == "text") {
+        if (success && settings_.response_mode == "text") {
             ok = trim(resp.body) == "ok";
-        } else if (ok && settings_.response_mode == "json") {
+        } else if (success && settings_.response_mode == "json") {
             const nlohmann::json j = nlohmann::json::parse(resp.body, nullptr, false);
-            ok = j.is_object() && j.contains("ok") && j["ok"].is_boolean() && j["ok"].get<bool>();
-            if (j.is_object() && j.contains("error") && j["error"].is_string()) why = j["error"].get<std::string>();
+            if (!j.is_object()) {
+                // go-auth: a body that is not JSON is an error, not a refusal.
+                ++stats_.failures;
+                done(Outcome::failed, "the answer is not a JSON object");
+                return;
+            }
+            ok = j.contains("ok") && j["ok"].is_boolean() && j["ok"].get<bool>();
+            if (j.contains("error") && j["error"].is_string()) why = j["error"].get<std::string>();
         }
-        if (!ok && why.empty() && resp.status != 200) why = "HTTP status " + std::to_string(resp.status);
+        if (!ok && why.empty() && !success) why = "HTTP status " + std::to_string(resp.status);
         ++(ok ? stats_.allowed : stats_.denied);
         done(ok ? Outcome::allowed : Outcome::refused, std::move(why));
     });
 }
 
-void HttpSource::metrics(std::string& out) const {
-    auto line = [&](const char* name, const char* type, const char* help, std::uint64_t v) {
-        out += "# HELP mqttools_auth_http_";
-        out += name;
-        out += ' ';
-        out += help;
-        out += "\n# TYPE mqttools_auth_http_";
-        out += name;
-        out += ' ';
-        out += type;
-        out += "\nmqttools_auth_http_";
-        out += name;
-        out += ' ';
-        out += std::to_string(v);
-        out += '\n';
-    };
-    line("requests_total", "counter", "Requests sent to the HTTP auth service.", stats_.requests);
-    line("cache_hits_total", "counter", "User and ACL checks answered from the cache.", stats_.cache_hits);
-    line("failures_total", "counter", "Requests without a usable answer (unreachable, timeout, 5xx).", stats_.failures);
-    line("allowed_total", "counter", "Requests the service allowed.", stats_.allowed);
-    line("denied_total", "counter", "Requests the service refused.", stats_.denied);
-    line("latency_microseconds_sum", "counter", "Time spent waiting for answers.", stats_.latency_us_total);
-    line("latency_microseconds_max", "gauge", "Longest wait for an answer.", stats_.latency_us_max);
-    line("in_flight", "gauge", "Requests waiting for an answer.", curl_.in_flight());
+void HttpSource::metrics(std::vector<SourceMetric>& out) const {
+    out.push_back({"auth_http_requests_total", "counter", "Requests sent to the HTTP auth service.", stats_.requests});
+    out.push_back({"auth_http_cache_hits_total", "counter", "User and ACL checks answered from the cache.",
+                   stats_.cache_hits});
+    out.push_back({"auth_http_failures_total", "counter",
+                   "Requests without a usable answer (unreachable, timeout, 5xx).", stats_.failures});
+    out.push_back({"auth_http_allowed_total", "counter", "Requests the service allowed.", stats_.allowed});
+    out.push_back({"auth_http_denied_total", "counter", "Requests the service refused.", stats_.denied});
+    out.push_back({"auth_http_latency_microseconds_sum", "counter", "Time spent waiting for answers.",
+                   stats_.latency_us_total});
+    out.push_back({"auth_http_latency_microseconds_max", "gauge", "Longest wait for an answer.",
+                   stats_.latency_us_max});
+    out.push_back({"auth_http_in_flight", "gauge", "Requests waiting for an answer.", curl_.in_flight()});
 }
 
 }  // namespace mqttools::auth

@@ -39,7 +39,7 @@ public:
     AuthResult authenticate(const ConnectInfo& info) override;
     bool authorizes() const noexcept override { return !settings_.aclcheck_uri.empty(); }
     std::unique_ptr<ClientRules> bind(const ClientIdentity& who) const override;
-    void metrics(std::string& out) const override;
+    void metrics(std::vector<SourceMetric>& out) const override;
 
     struct Stats {
         std::uint64_t requests = 0;
