@@ -170,6 +170,8 @@ private:
     std::string reply_prefix_p_;  // "_p.ORIGIN."
     std::string reply_;           // reused per message
     std::uint64_t unsent_control_ = 0;
+    std::uint64_t cached_origin_ = 0;
+    std::uint64_t* cached_last_ = nullptr;  // &last_seq_[cached_origin_]
 
     net::Reactor& reactor_;
     broker::Broker& broker_;
@@ -267,7 +269,9 @@ private:
     std::string subject_;             // reused per message
     std::vector<std::byte> encoded_;  // reused per message
     std::vector<char> inbound_;       // swapped with the in queue
-    std::unordered_map<std::uint64_t, std::uint64_t> last_seq_;  // origin -> last sequence seen
+    // origin -> last sequence seen; never erased (on_live keeps a pointer
+    // to the last origin's entry).
+    std::unordered_map<std::uint64_t, std::uint64_t> last_seq_;
     std::uint64_t retained_in_ = 0;
     std::uint64_t takeovers_in_ = 0;
     std::uint64_t sessions_sent_ = 0;

@@ -50,13 +50,13 @@ void append_hex(std::string& out, std::uint64_t v) {
 }
 
 void append_decimal(std::string& out, std::uint64_t v) {
-    char digits[20];
-    int n = 0;
+    char buf[20];
+    char* p = buf + sizeof buf;
     do {
-        digits[n++] = static_cast<char>('0' + v % 10);
+        *--p = static_cast<char>('0' + v % 10);
         v /= 10;
     } while (v != 0);
-    while (n > 0) out.push_back(digits[--n]);
+    out.append(p, static_cast<std::size_t>(buf + sizeof buf - p));
 }
 
 // "_o.ORIGIN.SEQ" or "_p.ORIGIN.SEQ.TICKET" -> origin, seq.
@@ -135,7 +135,7 @@ bool NatsCluster::send_live(Bytes bytes, bool confirm) {
     // Not up (or over the output bound): counted as lost, never kept for
     // after a reconnect (it would reach only the nodes that re-subscribed
     // by then); its PUBACK is not held (flush_wire).
-    if (wire_->publish(subject_, reply_, payload)) {
+    if (wire_->publish_trusted(subject_, reply_, payload)) {
         shared_->messages_out.fetch_add(1, std::memory_order_relaxed);
     } else {
         shared_->lost_out.fetch_add(1, std::memory_order_relaxed);
@@ -242,8 +242,13 @@ void NatsCluster::on_wire_message(const nats::ServerMessage& m) {
 
 void NatsCluster::on_live(const char* data, std::size_t len, std::uint64_t origin, std::uint64_t seq) {
     if (origin != 0) {
-        // A second copy through another of our subscriptions.
-        std::uint64_t& last = last_seq_[origin];
+        // A second copy through another of our subscriptions. (The map's
+        // nodes stay put: the last origin's entry is kept at hand.)
+        if (origin != cached_origin_ || !cached_last_) {
+            cached_last_ = &last_seq_[origin];
+            cached_origin_ = origin;
+        }
+        std::uint64_t& last = *cached_last_;
         if (seq <= last) return;
         last = seq;
         if (recovering_) seen_live_.insert({origin, seq});

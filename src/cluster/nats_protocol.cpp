@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 
 namespace mqttools::cluster::nats {
 
@@ -46,6 +47,23 @@ std::size_t split(std::string_view line, std::array<std::string_view, N>& args) 
     return n;
 }
 
+// split() for MSG/HMSG lines, the hot path: nats-server separates their
+// arguments by single spaces, so memchr finds each; anything else (tabs,
+// runs of spaces) takes the general split, with the same result.
+std::size_t split_args(std::string_view rest, std::array<std::string_view, 5>& args) {
+    if (rest.size() < 2 || rest[0] != ' ' || rest.find('\t') != std::string_view::npos) return split(rest, args);
+    std::size_t n = 0;
+    std::size_t start = 1;
+    for (;;) {
+        const std::size_t space = rest.find(' ', start);
+        const std::size_t end = space == std::string_view::npos ? rest.size() : space;
+        if (end == start || n == args.size()) return split(rest, args);
+        args[n++] = rest.substr(start, end - start);
+        if (space == std::string_view::npos) return n;
+        start = space + 1;
+    }
+}
+
 std::string_view trim(std::string_view s) {
     while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
     while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
@@ -59,14 +77,20 @@ ParseResult malformed(const char* why) {
     return r;
 }
 
-void append_decimal(std::string& out, std::uint64_t v) {
-    char digits[20];
-    int n = 0;
+// Digits written backwards from `end`; returns their start.
+char* format_decimal(char* end, std::uint64_t v) {
     do {
-        digits[n++] = static_cast<char>('0' + v % 10);
+        *--end = static_cast<char>('0' + v % 10);
         v /= 10;
     } while (v != 0);
-    while (n > 0) out.push_back(digits[--n]);
+    return end;
+}
+
+void append_decimal(std::string& out, std::uint64_t v) {
+    char buf[20];
+    char* const end = buf + sizeof buf;
+    const char* start = format_decimal(end, v);
+    out.append(start, static_cast<std::size_t>(end - start));
 }
 
 void append_json_string(std::string& out, std::string_view s) {
@@ -238,7 +262,7 @@ ParseResult parse_server(std::string_view in, std::size_t max_control_line, std:
     if (iequals(verb, "MSG") || iequals(verb, "HMSG")) {
         const bool with_headers = verb.size() == 4;
         std::array<std::string_view, 5> a;
-        const std::size_t n = split(rest, a);
+        const std::size_t n = split_args(rest, a);
         const std::size_t base = with_headers ? 4 : 3;
         if (n != base && n != base + 1) return malformed(with_headers ? "HMSG: wrong argument count" : "MSG: wrong argument count");
         m.op = with_headers ? ServerOp::hmsg : ServerOp::msg;
@@ -399,6 +423,37 @@ bool encode_pub_line(std::string& out, std::string_view subject, std::string_vie
     append_decimal(out, size);
     out.append("\r\n");
     return true;
+}
+
+void encode_pub_trusted(std::string& out, std::string_view subject, std::string_view reply,
+                        std::string_view payload) {
+    char tail[24];  // " SIZE\r\n"
+    char* const end = tail + sizeof tail;
+    char* p = end - 2;
+    p[0] = '\r';
+    p[1] = '\n';
+    p = format_decimal(p, payload.size());
+    *--p = ' ';
+    const auto tail_len = static_cast<std::size_t>(end - p);
+    const std::size_t at = out.size();
+    const std::size_t line = 4 + subject.size() + (reply.empty() ? 0 : reply.size() + 1) + tail_len;
+    out.resize(at + line + payload.size() + 2);
+    char* w = out.data() + at;
+    std::memcpy(w, "PUB ", 4);
+    w += 4;
+    std::memcpy(w, subject.data(), subject.size());
+    w += subject.size();
+    if (!reply.empty()) {
+        *w++ = ' ';
+        std::memcpy(w, reply.data(), reply.size());
+        w += reply.size();
+    }
+    std::memcpy(w, p, tail_len);
+    w += tail_len;
+    if (!payload.empty()) std::memcpy(w, payload.data(), payload.size());
+    w += payload.size();
+    w[0] = '\r';
+    w[1] = '\n';
 }
 
 bool encode_pub(std::string& out, std::string_view subject, std::string_view reply, std::string_view payload) {

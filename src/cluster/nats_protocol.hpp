@@ -89,6 +89,9 @@ bool encode_hpub(std::string& out, std::string_view subject, std::string_view re
 // The PUB line alone (the caller appends `size` payload bytes and CRLF):
 // for payloads assembled in place.
 bool encode_pub_line(std::string& out, std::string_view subject, std::string_view reply, std::size_t size);
+// PUB for a subject and reply that are valid by construction (subject_map's
+// escaping, our own reply subjects): not checked again, per message.
+void encode_pub_trusted(std::string& out, std::string_view subject, std::string_view reply, std::string_view payload);
 bool encode_sub(std::string& out, std::string_view subject, std::string_view queue, std::uint64_t sid);
 void encode_unsub(std::string& out, std::uint64_t sid, std::uint64_t max_msgs = 0);
 inline void encode_ping(std::string& out) { out.append("PING\r\n"); }

@@ -353,6 +353,12 @@ bool NatsWire::publish(std::string_view subject, std::string_view reply, std::st
     return nats::encode_pub(out_, subject, reply, payload);
 }
 
+bool NatsWire::publish_trusted(std::string_view subject, std::string_view reply, std::string_view payload) {
+    if (state_ != State::up || !room()) return false;
+    nats::encode_pub_trusted(out_, subject, reply, payload);
+    return true;
+}
+
 bool NatsWire::publish2(std::string_view subject, std::string_view reply, std::string_view a, std::string_view b) {
     if (state_ != State::up) return false;
     if (!nats::encode_pub_line(out_, subject, reply, a.size() + b.size())) return false;

@@ -61,15 +61,18 @@ void append_level_token(std::string& out, std::string_view level) {
         out.push_back('%');
         return;
     }
-    for (const char ch : level) {
-        const auto c = static_cast<unsigned char>(ch);
-        if (plain(c)) {
-            out.push_back(ch);
-        } else {
-            out.push_back('%');
-            out.push_back(hex_digits[c >> 4]);
-            out.push_back(hex_digits[c & 0xF]);
-        }
+    // Runs of plain bytes in one append each (per message on the live
+    // path: byte-wise push_back was a tenth of a publishing node's work).
+    std::size_t i = 0;
+    while (i < level.size()) {
+        std::size_t j = i;
+        while (j < level.size() && plain(static_cast<unsigned char>(level[j]))) ++j;
+        out.append(level.data() + i, j - i);
+        if (j == level.size()) break;
+        const auto c = static_cast<unsigned char>(level[j]);
+        const char escaped[3] = {'%', hex_digits[c >> 4], hex_digits[c & 0xF]};
+        out.append(escaped, 3);
+        i = j + 1;
     }
 }
 

@@ -4,6 +4,7 @@
 // fixtures) is refused with a reason instead of read past.
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -82,6 +83,15 @@ TEST_CASE("nats protocol: PUB and HPUB round-trip as MSG and HMSG") {
     CHECK(header_value(r.message.headers, "a") == "b");
     CHECK(header_value(r.message.headers, "missing").empty());
     CHECK(header_status(r.message.headers) == 0);
+
+    // The live path's unchecked encoder writes the same bytes.
+    for (const auto& [s, rp, pl] : {std::tuple{"a.b", "", ""}, std::tuple{"mqtt.m.t.x", "_p.ff.1.2", "payload"}}) {
+        std::string checked = "prefix";
+        std::string trusted = "prefix";
+        REQUIRE(encode_pub(checked, s, rp, pl));
+        encode_pub_trusted(trusted, s, rp, pl);
+        CHECK(checked == trusted);
+    }
 
     std::string empty;
     REQUIRE(encode_pub(empty, "s", "", ""));
