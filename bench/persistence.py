@@ -132,7 +132,7 @@ class StoreWatch:
 
     def __init__(self, pid, db, period=1.0):
         self.pid, self.db, self.period = pid, db, period
-        self.samples = []  # (seconds, wal bytes, db bytes, write_bytes)
+        self.samples = []  # (seconds, wal bytes, db bytes, write_bytes, rchar)
         self.t0 = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -145,22 +145,25 @@ class StoreWatch:
         except OSError:
             return 0
 
-    def written(self):
+    def io(self):
+        """write_bytes (to the block device) and rchar (read by any syscall:
+        mostly the clients' packets, so its rate follows the message rate)."""
+        fields = {}
         try:
             with open(f"/proc/{self.pid}/io") as f:
                 for line in f:
-                    if line.startswith("write_bytes:"):
-                        return int(line.split()[1])
-        except OSError:
-            pass
-        return None
+                    name, _, value = line.partition(":")
+                    fields[name] = int(value)
+        except (OSError, ValueError):
+            return None
+        return fields.get("write_bytes"), fields.get("rchar")
 
     def _run(self):
         while not self._stop.is_set():
-            w = self.written()
-            if w is None:
+            io = self.io()
+            if io is None:
                 break
-            self.samples.append((time.monotonic() - self.t0, self.size(self.db + "-wal"), self.size(self.db), w))
+            self.samples.append((time.monotonic() - self.t0, self.size(self.db + "-wal"), self.size(self.db), *io))
             self._stop.wait(self.period)
 
     def stop(self):
@@ -377,6 +380,18 @@ def soak(bench, broker, seconds):
         half = [x for x in late if x[0] >= (late[0][0] + late[-1][0]) / 2]
         result["db_max_first_half_mib"] = max(x[2] for x in late if x not in half) / 2**20 if len(late) > len(half) else None
         result["db_max_second_half_mib"] = max(x[2] for x in half) / 2**20
+    # Throughput over time: the rate of bytes the broker read (the clients'
+    # packets) in the second minute and in the last minute, scaled to the
+    # generator's mean msg/s: a store that slows as it ages shows here.
+    def read_rate(t0, t1):
+        window = [x for x in s if t0 <= x[0] <= t1]
+        if len(window) < 2 or window[-1][0] <= window[0][0]:
+            return None
+        return (window[-1][4] - window[0][4]) / (window[-1][0] - window[0][0])
+    whole, early, last = read_rate(0, s[-1][0]) if s else None, read_rate(60, 120), read_rate(s[-1][0] - 60, s[-1][0]) if s else None
+    mean = result.get("delivered_per_s")
+    if whole and early and last and mean:
+        result["rate_2nd_minute"], result["rate_last_minute"] = mean * early / whole, mean * last / whole
     result["samples"] = s
     result["warnings"] = warnings
     return result
@@ -390,7 +405,7 @@ def plot_soak(results, png):
     dat = png + ".dat"
     with open(dat, "w") as f:
         for broker, r in results.items():
-            for t, wal, db, _ in r["samples"]:
+            for t, wal, db, *_ in r["samples"]:
                 f.write(f"{t:.1f} {wal / 2**20:.3f} {db / 2**20:.3f}\n")
             f.write("\n\n")
     plots = []
@@ -481,12 +496,16 @@ def main(argv=None):
                     soaked[b] = r
         lines += ["", f"Soak (issue 31): QoS 1, 100 pairs saturated (16 in flight each), persistent subscribers, "
                   f"{args.soak:g} s after 5 s of warm-up per sync mode, one after the other; store files sampled "
-                  "every second, disk bytes from /proc/PID/io write_bytes; host shared with other engineers.", "",
-                  "| sync | delivered msg/s | p99 µs | largest WAL (MiB) | largest WAL after 60 s | "
-                  "database max, 1st → 2nd half after 60 s (MiB) | disk bytes written / msg | WAL warnings |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "every second, disk bytes from /proc/PID/io write_bytes, the rate over time from its rchar (bytes the "
+                  "broker read, scaled to the generator's mean msg/s); host shared with other engineers.", "",
+                  "| sync | delivered msg/s | msg/s, 2nd minute → last minute | p99 µs | largest WAL (MiB) | "
+                  "largest WAL after 60 s | database max, 1st → 2nd half after 60 s (MiB) | "
+                  "disk bytes written / msg | WAL warnings |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for b, r in soaked.items():
-            lines.append(f"| {b.split('-')[1]} | {R.fmt(r.get('delivered_per_s'), 0)} | {R.fmt(R.metric(r, 'p99_us'), 0)} | "
+            lines.append(f"| {b.split('-')[1]} | {R.fmt(r.get('delivered_per_s'), 0)} | "
+                         f"{R.fmt(r.get('rate_2nd_minute'), 0)} → {R.fmt(r.get('rate_last_minute'), 0)} | "
+                         f"{R.fmt(R.metric(r, 'p99_us'), 0)} | "
                          f"{R.fmt(r.get('wal_max_mib'), 1)} | {R.fmt(r.get('wal_max_late_mib'), 1)} | "
                          f"{R.fmt(r.get('db_max_first_half_mib'), 1)} → {R.fmt(r.get('db_max_second_half_mib'), 1)} | "
                          f"{R.fmt(r.get('write_bytes_per_msg'), 0)} | {len(r['warnings'])} |")
