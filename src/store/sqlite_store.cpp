@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -383,23 +384,33 @@ void SqliteStore::run() {
         lock.unlock();
 
         const std::uint64_t last = batches.empty() ? 0 : batches.back().number;
-        std::size_t next = 0;
+        std::size_t next = 0;     // the batch being taken
+        std::size_t next_op = 0;  // its first op not yet in a transaction
         for (;;) {
-            // Whole batches (each one reactor turn) in transactions of
-            // about transaction_bytes: however far the store fell behind,
-            // the WAL grows by one of them at most between checkpoints.
-            std::uint64_t group = 0;
+            // Transactions of about transaction_bytes of WAL: however far the
+            // store fell behind, and however big one reactor turn's batch
+            // (a flood of PUBACKs after a stall), the log grows by one of
+            // them at most between checkpoints. A batch cut in two is
+            // durable (and acknowledged) once its last part is committed.
+            std::uint64_t group = 0;  // the last batch whose last op is in this transaction
             std::size_t bytes = 0;
-            while (next < batches.size() && (group == 0 || bytes < transaction_bytes)) {
-                Batch& b = batches[next++];
-                group = b.number;
-                for (Op& op : b.ops) {
-                    bytes += op_bytes(op);
-                    retry_.push_back(std::move(op));
+            auto room = [&] { return retry_.empty() || wal_estimate(bytes, retry_.size()) < transaction_bytes; };
+            while (next < batches.size() && room()) {
+                std::vector<Op>& ops = batches[next].ops;
+                for (; next_op < ops.size() && room(); ++next_op) {
+                    bytes += op_bytes(ops[next_op]);
+                    retry_.push_back(std::move(ops[next_op]));
                 }
+                if (next_op < ops.size()) break;
+                group = batches[next].number;
+                ++next;
+                next_op = 0;
             }
+            const std::int64_t frames_before = wal_frames_;
+            const std::size_t ops_in_transaction = retry_.size();
             if (commit(retry_)) {
                 retry_.clear();
+                learn_wal_per_op(wal_frames_ - frames_before, ops_in_transaction);
                 if (group != 0) durable_.store(group);
                 if (!healthy_.load()) spdlog::info("Persistence: {} is written again.", path_);
                 healthy_.store(true);
@@ -408,8 +419,9 @@ void SqliteStore::run() {
                 after_commit();
                 if (next < batches.size()) continue;
             } else {
-                for (; next < batches.size(); ++next) {
-                    for (Op& op : batches[next].ops) retry_.push_back(std::move(op));
+                for (; next < batches.size(); ++next, next_op = 0) {
+                    std::vector<Op>& ops = batches[next].ops;
+                    for (; next_op < ops.size(); ++next_op) retry_.push_back(std::move(ops[next_op]));
                 }
                 ++failures_;
                 if (last != 0) failed_.store(last);
@@ -425,6 +437,21 @@ void SqliteStore::run() {
         // Stopping: what still fails is reported by the destructor.
         if (stopping && waiting_.empty()) return;
     }
+}
+
+std::size_t SqliteStore::wal_estimate(std::size_t row_bytes, std::size_t ops) const {
+    return std::max(row_bytes, static_cast<std::size_t>(static_cast<double>(ops) * wal_bytes_per_op_));
+}
+
+void SqliteStore::learn_wal_per_op(std::int64_t frames, std::size_t ops) {
+    // What a transaction adds to the WAL is the pages it touches, not the
+    // bytes of its rows: with a long backlog spread over many queues each
+    // row lands on a page of its own (a WAL of 40 MiB for "2 MiB" of rows
+    // was seen in a soak). The last transactions say how many bytes of WAL
+    // an op costs now; the next one is sized by it.
+    if (frames <= 0 || ops == 0) return;  // a checkpoint restarted the count
+    const double per_op = static_cast<double>(frames) * page_size_ / static_cast<double>(ops);
+    wal_bytes_per_op_ = wal_bytes_per_op_ == 0 ? per_op : (wal_bytes_per_op_ + per_op) / 2;
 }
 
 std::size_t SqliteStore::op_bytes(const Op& op) {

@@ -228,6 +228,9 @@ private:
     bool auto_vacuum_ = false;  // the file is auto_vacuum = INCREMENTAL
     bool vacuum_due_ = false;   // it has vacuum_free_bytes free or more
     std::int64_t wal_frames_ = 0;        // frames in the log after the last commit (on_wal)
+    double wal_bytes_per_op_ = 0;        // WAL bytes an op cost in the last transactions
+    std::size_t wal_estimate(std::size_t row_bytes, std::size_t ops) const;
+    void learn_wal_per_op(std::int64_t frames, std::size_t ops);
     net::Clock::time_point sized_at_{};  // when the file sizes were last read
     net::Clock::time_point over_since_{};  // the WAL above wal_limit_bytes since then (or never)
     net::Clock::time_point warned_at_{};
