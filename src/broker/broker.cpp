@@ -85,7 +85,10 @@ bool Broker::add_listener(net::UniqueFd fd, std::string name, const config::List
 void Broker::accept_from(Listener& listener) {
     // Bounded so a connection storm cannot starve established clients.
     for (int i = 0; i < 64; ++i) {
-        net::UniqueFd fd = net::accept_tcp(listener.fd.get());
+        // WebSocket clients keep the address from the accept (a refused
+        // upgrade is often logged after the peer reset the connection).
+        std::string peer;
+        net::UniqueFd fd = listener.ws ? net::accept_tcp(listener.fd.get(), peer) : net::accept_tcp(listener.fd.get());
         if (!fd) {
             if (errno == EMFILE || errno == ENFILE) pause_accepting(listener);
             return;
@@ -101,7 +104,7 @@ void Broker::accept_from(Listener& listener) {
             // may hold several packets, but one larger than the maximum
             // packet size is refused (1009).
             transport = std::make_unique<net::WsTransport>(std::move(transport), listener.ws, max_packet_in_,
-                                                           listener.tls != nullptr);
+                                                           listener.tls != nullptr, std::move(peer));
             ++stats_.websocket_connections_total;
         }
         Connection* conn = adopt(std::move(transport));
@@ -208,7 +211,13 @@ void Broker::on_deadline(Connection& c) {
     if (c.state == Connection::State::awaiting_connect) {
         // A socket that sends no CONNECT in time is closed (spec 3.1.4 says
         // "within a reasonable amount of time").
-        spdlog::info("Client {} closed: no CONNECT within {} s.", c.peer(), config_.connect_timeout);
+        const auto* ws = dynamic_cast<const net::WsTransport*>(&c.transport());
+        if (ws != nullptr && !ws->handshake_done()) {
+            spdlog::info("Client {} refused: no complete WebSocket upgrade request within {} s.", c.peer(),
+                         config_.connect_timeout);
+        } else {
+            spdlog::info("Client {} closed: no CONNECT within {} s.", c.peer(), config_.connect_timeout);
+        }
         close_connection(c, ReasonCode::maximum_connect_time, false);
         return;
     }

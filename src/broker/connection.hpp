@@ -117,7 +117,9 @@ public:
     // "address:port (ws)" for WebSocket clients.
     std::string peer() const {
         const std::string_view over = transport_->label();
-        return over.empty() ? net::peer_address(fd()) : net::peer_address(fd()) + " (" + std::string(over) + ")";
+        const std::string_view kept = transport_->known_peer();
+        std::string address = kept.empty() ? net::peer_address(fd()) : std::string(kept);
+        return over.empty() ? address : address + " (" + std::string(over) + ")";
     }
 
     // ---- protocol state, owned by the Broker's protocol code.

@@ -105,8 +105,16 @@ std::uint16_t local_port(int fd) noexcept {
 }
 
 UniqueFd accept_tcp(int listen_fd, std::string& peer) {
-    UniqueFd fd = accept_tcp(listen_fd);
-    if (fd) peer = peer_address(fd.get());
+    // The address accept() reports, not getpeername's: a client that sent
+    // its bytes and reset the connection before we accepted it has none
+    // any more.
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    UniqueFd fd(::accept4(listen_fd, reinterpret_cast<sockaddr*>(&addr), &len, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!fd) return fd;
+    int one = 1;
+    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    peer = format_address(addr);
     return fd;
 }
 

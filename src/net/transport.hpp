@@ -54,6 +54,10 @@ public:
     // Why the last read failed, when the transport knows more than the
     // status says ("WebSocket upgrade refused (400): ..."); "" otherwise.
     virtual std::string_view error() const noexcept { return {}; }
+    // The peer's "address:port" recorded at accept, for transports that keep
+    // it; "" otherwise (the caller asks getpeername, which fails once the
+    // peer has reset the connection).
+    virtual std::string_view known_peer() const noexcept { return {}; }
 };
 
 class PlainTransport final : public Transport {

@@ -8,8 +8,12 @@
 namespace mqttools::net {
 
 WsTransport::WsTransport(std::unique_ptr<Transport> inner, std::shared_ptr<const ws::ServerSettings> settings,
-                         std::uint64_t max_frame, bool secure)
-    : inner_(std::move(inner)), settings_(std::move(settings)), reader_(true, max_frame), secure_(secure) {}
+                         std::uint64_t max_frame, bool secure, std::string peer)
+    : inner_(std::move(inner)),
+      settings_(std::move(settings)),
+      reader_(true, max_frame),
+      peer_(std::move(peer)),
+      secure_(secure) {}
 
 WsTransport::~WsTransport() {
     if (phase_ != Phase::refused) return;
@@ -107,6 +111,10 @@ IoResult WsTransport::read_handshake(MutableBytes out) noexcept {
         if (h.status == ws::HandshakeStatus::rejected) {
             phase_ = Phase::refused;
             error_ = "WebSocket upgrade refused (" + std::to_string(h.http_status) + "): " + h.reason;
+            // 0x10: the fixed header of CONNECT, an MQTT client on this port.
+            if (!request_.empty() && request_[0] == '\x10') {
+                error_ += " (an MQTT CONNECT: MQTT clients need a listener with protocol = \"mqtt\")";
+            }
             control_out_ = std::move(h.response);
             control_sent_ = 0;
             (void)send_control();

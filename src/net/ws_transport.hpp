@@ -29,8 +29,9 @@ class WsTransport final : public Transport {
 public:
     // max_frame: the largest data frame payload accepted (the broker's
     // maximum packet size): 1009 beyond it. secure: wss (for log lines).
+    // peer: "address:port" from the accept, kept for log lines.
     WsTransport(std::unique_ptr<Transport> inner, std::shared_ptr<const ws::ServerSettings> settings,
-                std::uint64_t max_frame, bool secure);
+                std::uint64_t max_frame, bool secure, std::string peer);
     ~WsTransport() override;
 
     int fd() const noexcept override { return inner_->fd(); }
@@ -42,6 +43,9 @@ public:
     void close_gracefully() noexcept override;
     std::string_view label() const noexcept override { return secure_ ? "wss" : "ws"; }
     std::string_view error() const noexcept override { return error_; }
+    // A refused upgrade is logged after its answer went out, often after
+    // the peer reset the connection: the address is kept from the accept.
+    std::string_view known_peer() const noexcept override { return peer_; }
 
     Transport& inner() noexcept { return *inner_; }
     bool handshake_done() const noexcept { return phase_ != Phase::handshake && phase_ != Phase::refused; }
@@ -75,6 +79,7 @@ private:
     std::size_t control_sent_ = 0;
     std::string path_;
     std::string error_;
+    std::string peer_;
     std::uint64_t frame_left_ = 0;  // payload of the outgoing frame not yet written
     std::byte header_[ws::max_header_size] = {};
     std::uint8_t header_len_ = 0;

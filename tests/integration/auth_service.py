@@ -55,6 +55,9 @@ class AuthService:
             # backlog of 5 drops SYNs, and a retried SYN waits 1 s, then 3 s.
             request_queue_size = 256
 
+            def handle_error(self, request, client_address):
+                pass  # a broker that stops resets its kept-alive connections: not news
+
         self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]

@@ -245,3 +245,95 @@ def test_a_mosquitto_config_is_recognised_and_converted(tmp_path):
     finally:
         d.terminate()
         assert d.wait(timeout=WAIT) == 0
+
+
+# --- 16: a refused WebSocket upgrade is logged with who it was ---------------
+
+def _refused_on_ws(port, data, reset):
+    """Sends `data` to the WebSocket listener; with `reset` the socket is
+    closed with an RST at once (as a browser tab that goes away). Returns
+    the local port (what the broker's log must name)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    local = s.getsockname()[1]
+    if reset:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.sendall(data)
+    else:
+        s.sendall(data)
+        try:
+            while s.recv(4096):
+                pass
+        except OSError:
+            pass
+    s.close()
+    return local
+
+
+def test_a_refused_websocket_upgrade_names_the_peer(start_broker):
+    ws_port = free_port()
+    b = start_broker(config=f'[[listener]]\nport = {ws_port}\nprotocol = "websockets"\n')
+    # A plain MQTT client on the WebSocket port: refused at once, and said so.
+    connect = bytes([0x10, 13]) + b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x01m"
+    local = _refused_on_ws(ws_port, connect, reset=False)
+    wait_or_fail(lambda: f"Client 127.0.0.1:{local} (ws): WebSocket upgrade refused (400)" in b.output(),
+                 "the refused upgrade with the peer's address")
+    assert "an MQTT CONNECT" in b.output()
+    # A bad upgrade whose client resets the connection before the broker
+    # logs it: the address was getpeername's "unknown" then.
+    locals_ = [_refused_on_ws(ws_port, b"GET /mqtt HTTP/1.1\r\nHost: x\r\n\r\n", reset=True) for _ in range(5)]
+    wait_or_fail(lambda: all(f"Client 127.0.0.1:{p} (ws): WebSocket upgrade refused (426)" in b.output()
+                             for p in locals_), "every refused upgrade with the peer's address")
+    assert "Client unknown" not in b.output()
+
+
+# --- 18: a disconnect is logged once, whatever follows the DISCONNECT --------
+
+def test_a_disconnect_is_logged_once(start_broker):
+    ws_port = free_port()
+    b = start_broker(config=f'allow_anonymous = true\n[[listener]]\nport = {ws_port}\nprotocol = "websockets"\n')
+    connect = bytes([0x10, 13]) + b"\x00\x04MQTT\x05\x02\x00\x3c\x00" + b"\x00\x00"  # empty id: auto-...
+    disconnect = b"\xe0\x00"
+
+    def tcp(after, reset):
+        s = socket.create_connection(("127.0.0.1", b.port), timeout=WAIT)
+        s.sendall(connect)
+        assert s.recv(4096)[0] == 0x20
+        if reset:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.sendall(disconnect + after)
+        s.close()
+
+    # DISCONNECT then a reset; then garbage (a protocol error) in the same
+    # segment; then a second DISCONNECT; a takeover racing nothing here.
+    tcp(b"", reset=True)
+    tcp(b"\xff\xff\xff", reset=False)
+    tcp(disconnect, reset=True)
+    # Over WebSocket: DISCONNECT, the Close frame and the TCP close together.
+    s = socket.create_connection(("127.0.0.1", ws_port), timeout=WAIT)
+    s.sendall(b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+              b"Sec-WebSocket-Protocol: mqtt\r\n\r\n")
+
+    def frame(opcode, payload):  # masked, as clients must [RFC 6455 5.3]
+        mask = b"\x01\x02\x03\x04"
+        return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + bytes(
+            c ^ mask[i % 4] for i, c in enumerate(payload))
+
+    s.sendall(frame(2, connect))
+    got = b""
+    while b"\r\n\r\n" not in got or len(got) < got.index(b"\r\n\r\n") + 4 + 3:
+        chunk = s.recv(4096)
+        assert chunk, got
+        got += chunk
+    head = got.index(b"\r\n\r\n") + 4
+    assert got.startswith(b"HTTP/1.1 101") and got[head] == 0x82 and got[head + 2] == 0x20, got
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.sendall(frame(2, disconnect) + frame(8, b"\x03\xe8"))
+    s.close()
+    assert wait_until(lambda: b.output().count(" disconnected.") >= 4), b.output()
+    import collections
+    import time as _time
+    _time.sleep(1.0)  # anything logged late would come now
+    lines = [l.split(": ", 1)[1] for l in b.output().splitlines() if " disconnected" in l or "closed its" in l]
+    counts = collections.Counter(lines)
+    assert len(counts) == 4 and set(counts.values()) == {1}, lines

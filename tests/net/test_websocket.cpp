@@ -447,7 +447,7 @@ struct Pair {
 std::unique_ptr<WsTransport> make_ws(Pair& p, ws::ServerSettings settings = {}) {
     return std::make_unique<WsTransport>(std::make_unique<PlainTransport>(std::move(p.ours)),
                                          std::make_shared<const ws::ServerSettings>(std::move(settings)), 1 << 20,
-                                         false);
+                                         false, "127.0.0.1:1");
 }
 
 std::string read_all(Transport& t, IoStatus& last) {
