@@ -20,6 +20,7 @@
 // queue ([MQTT-4.4.0-1]). At least once: messages the client acknowledged
 // after the record was written come again (QoS 1 with DUP unset, as new).
 #include <algorithm>
+#include <cstring>
 
 #include <spdlog/spdlog.h>
 
@@ -49,6 +50,90 @@ std::uint64_t signature(const Session& s) {
     return h * 1000003 + s.expiry_interval + (s.connection ? 1 : 0);
 }
 
+// A record's state is the session's will, then session_transfer.cpp's
+// state: a node that resumes (or ends) the session of a client whose node
+// died sends that will, once (nobody else can: it died with its node).
+// Will: 'W', has_will, then delay, QoS, retain, has_expiry, expiry (u32),
+// topic, payload, properties (u32 length + bytes each).
+constexpr char will_marker = 'W';
+
+template <class T>
+void put(std::string& out, T v) {
+    out.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+
+void put_bytes(std::string& out, std::string_view b) {
+    put(out, static_cast<std::uint32_t>(b.size()));
+    out.append(b);
+}
+
+std::string will_prefix(const Session& s) {
+    std::string out(1, will_marker);
+    put<std::uint8_t>(out, s.will && s.will->message ? 1 : 0);
+    if (!s.will || !s.will->message) return out;
+    const Message& m = *s.will->message;
+    put<std::uint32_t>(out, s.will->delay);
+    put<std::uint8_t>(out, static_cast<std::uint8_t>(m.qos));
+    put<std::uint8_t>(out, m.retain ? 1 : 0);
+    put<std::uint8_t>(out, s.will->expiry_interval ? 1 : 0);
+    put<std::uint32_t>(out, s.will->expiry_interval.value_or(0));
+    put_bytes(out, m.topic);
+    put_bytes(out, m.payload);
+    put_bytes(out, m.properties);
+    return out;
+}
+
+template <class T>
+bool get(std::string_view& in, T& v) {
+    if (in.size() < sizeof v) return false;
+    std::memcpy(&v, in.data(), sizeof v);
+    in.remove_prefix(sizeof v);
+    return true;
+}
+
+bool get_bytes(std::string_view& in, std::string_view& b) {
+    std::uint32_t n = 0;
+    if (!get(in, n) || n > in.size()) return false;
+    b = in.substr(0, n);
+    in.remove_prefix(n);
+    return true;
+}
+
+struct RecordedWill {
+    bool present = false;
+    std::uint32_t delay = 0;
+    MessageView view;
+    std::optional<std::uint32_t> expiry;
+};
+
+// Takes the will off the front of `state` (a record without one, from an
+// older node, has none).
+RecordedWill take_will(std::string_view& state) {
+    RecordedWill w;
+    if (state.empty() || state[0] != will_marker) return w;
+    std::string_view in = state.substr(1);
+    std::uint8_t has = 0;
+    if (!get(in, has)) return w;
+    if (has) {
+        std::uint8_t qos = 0, retain = 0, has_expiry = 0;
+        std::uint32_t expiry = 0;
+        std::string_view topic, payload, properties;
+        if (!get(in, w.delay) || !get(in, qos) || !get(in, retain) || !get(in, has_expiry) || !get(in, expiry) ||
+            !get_bytes(in, topic) || !get_bytes(in, payload) || !get_bytes(in, properties)) {
+            return w;
+        }
+        w.present = !topic.empty();
+        w.view.topic = topic;
+        w.view.payload = as_bytes(payload);
+        w.view.properties = as_bytes(properties);
+        w.view.qos = static_cast<QoS>(qos & 3);
+        w.view.retain = retain != 0;
+        if (has_expiry) w.expiry = expiry;
+    }
+    state = in;
+    return w;
+}
+
 }  // namespace
 
 void Broker::replicate_session(Session& s) {
@@ -63,7 +148,7 @@ void Broker::replicate_session(Session& s) {
     // (cluster_fence.cpp), if it is still ours.
     if (cluster_fenced_) return;
     s.replica_signature = signature(s);
-    cluster_->store_session(s.client_id, s.connection != nullptr, export_session(s));
+    cluster_->store_session(s.client_id, s.connection != nullptr, will_prefix(s) + export_session(s));
     if (!replica_timer_) {
         replica_timer_ = reactor_.add_timer_after(replica_interval, [this] {
             replica_timer_ = {};
@@ -123,7 +208,9 @@ void Broker::session_loaded(std::string_view client_id, const ReplicaRecord& rec
         return;
     }
     std::string from_node;
-    if (!import_session(client_id, record.state, from_node)) {
+    std::string_view state = record.state;
+    const RecordedWill will = take_will(state);
+    if (!import_session(client_id, state, from_node)) {
         resume_parked(*waiting);
         return;
     }
@@ -131,6 +218,20 @@ void Broker::session_loaded(std::string_view client_id, const ReplicaRecord& rec
     const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                             std::chrono::system_clock::now().time_since_epoch())
                             .count();
+    // The will of the connection its node took down (or of one that went
+    // away with a Will Delay the node did not live to see out): due unless
+    // the client came back within the delay, counted from the record (no
+    // later than the node's death). Sent here, once: the node is gone.
+    if (will.present) {
+        const std::int64_t since_ns = now_ns - record.written_ns;
+        const bool expired = s->expiry_interval != never_expires &&
+                             since_ns >= std::int64_t{s->expiry_interval} * 1'000'000'000;
+        if (expired || since_ns >= std::int64_t{will.delay} * 1'000'000'000) {
+            spdlog::info("Client {}: sending the will of its connection on {}, which is gone.", s->client_id,
+                         from_node);
+            send_will(make_message(will.view, reactor_.now()), will.expiry, nullptr);
+        }
+    }
     // Expired while nobody held it: the record was written when its client
     // went away, so its expiry counts from then.
     if (!record.connected && s->expiry_interval != never_expires &&
