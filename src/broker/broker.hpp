@@ -169,6 +169,9 @@ public:
     // off: the check is over; what was held goes on.
     void cluster_fence(bool on);
     bool cluster_fenced() const noexcept { return cluster_fenced_; }
+    // A record write of `client_id`'s session was answered (stored or not;
+    // session_replica.cpp): QoS 2 packets held for it go out.
+    void session_record_stored(std::string_view client_id);
     // The check found another node owning `client_id`: the session here is
     // stale and goes without a trace (0x8E to a connection it still has,
     // no will, no record written or deleted).
@@ -328,6 +331,12 @@ private:
     };
     std::unordered_map<std::string, Replay> replays_;
     net::Reactor::TimerId replica_timer_ = {};
+    // Sessions whose QoS 2 packets wait for a record write, written once
+    // at the next turn (one write for all the packets of this turn).
+    void hold_for_record(Session& s);
+    void release_recorded(Session& s);
+    std::vector<std::string> record_wanted_;
+    net::Reactor::TimerId record_timer_ = {};
     void resume_parked(Connection& c);
     void drop_parked(Connection& c);
     std::string export_session(Session& s);

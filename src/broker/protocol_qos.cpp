@@ -78,6 +78,13 @@ void Broker::pump(Session& s) {
     std::size_t window = c->receive_maximum_out;
     if (config_.max_inflight_messages != 0) window = std::min<std::size_t>(window, config_.max_inflight_messages);
     const auto now = reactor_.now();
+    // sessions = "replicated": a QoS 2 PUBLISH goes out only once the
+    // cluster's record has its packet id, so a node resuming the session
+    // after this one died resends it with that id, which the receiver
+    // still holds unreleased, instead of a new one it would take as a
+    // second message (session_replica.cpp).
+    const bool record_qos2 = s.replicated && cluster_ != nullptr;
+    bool hold = false;
     while (!o.queue.empty() && o.inflight.size() < window) {
         OutboundMessage m = std::move(o.queue.front());
         o.queue.pop_front();
@@ -91,6 +98,13 @@ void Broker::pump(Session& s) {
         m.packet_id = next_packet_id(s);
         m.state = m.qos == QoS::at_least_once ? OutboundMessage::State::awaiting_puback
                                                : OutboundMessage::State::awaiting_pubrec;
+        if (record_qos2 && m.qos == QoS::exactly_once) {
+            m.held_for_record = true;
+            hold = true;
+            if (m.store_seq) persist_outbound_state(s, m);
+            o.inflight.push_back(std::move(m));
+            continue;
+        }
         if (!send_publish(*c, m, m.maybe_sent)) {  // too large for the client: dropped
             if (m.store_seq) persist_outbound_done(s, m);
             continue;
@@ -100,6 +114,7 @@ void Broker::pump(Session& s) {
         if (m.store_seq) persist_outbound_state(s, m);
         o.inflight.push_back(std::move(m));
     }
+    if (hold) hold_for_record(s);
 }
 
 bool Broker::send_publish(Connection& c, OutboundMessage& m, bool dup) {
@@ -141,6 +156,7 @@ void Broker::resume_session(Connection& c, Session& s) {
     // ([MQTT-4.4.0-1]); PUBREL for those already PUBREC'd.
     if (!s.outbound) return;
     for (OutboundMessage& m : s.outbound->inflight) {
+        if (m.held_for_record) continue;  // goes out once recorded (release_recorded)
         if (m.state == OutboundMessage::State::awaiting_pubcomp) {
             c.send(AckPacket{PacketType::pubrel, m.packet_id, ReasonCode::success, {}});
         } else {
@@ -199,6 +215,14 @@ void Broker::handle_ack(Connection& c, const FixedHeader& header, Bytes body) {
             // PUBREL pending must survive a crash, or the PUBLISH would be
             // sent again after the receiver released it (a duplicate).
             if (it->store_seq) persist_outbound_state(s, *it);
+            if (s.replicated && cluster_) {
+                // The receiver releases the id at PUBREL: the cluster's record
+                // must say so first, or a node resuming the session would send
+                // the PUBLISH again as a new message.
+                it->held_for_record = true;
+                hold_for_record(s);
+                return;
+            }
             c.send(AckPacket{PacketType::pubrel, a.packet_id, ReasonCode::success, {}});
             return;
         }

@@ -65,6 +65,9 @@ struct OutboundMessage {
     // that died may have sent it after the record was written, so its
     // first PUBLISH from here carries DUP ([MQTT-3.3.1-1]).
     bool maybe_sent = false;
+    // QoS 2 in a replicated session: its PUBLISH (or PUBREL) waits until
+    // the cluster's record holds its packet id and state (session_replica.cpp).
+    bool held_for_record = false;
     std::uint16_t packet_id = 0;
     std::vector<std::uint32_t> subscription_ids;
     std::uint64_t store_seq = 0;  // its queue row in the durable store; 0 = none
@@ -123,6 +126,11 @@ public:
     // cluster_fence): its will waits for the end of the check.
     bool will_after_fence = false;
     std::uint64_t replica_signature = 0;  // what the record last written holds (session_replica.cpp)
+    // Record writes asked for and answered (in order), and the write the
+    // QoS 2 packets held for the record wait for.
+    std::uint32_t records_requested = 0;
+    std::uint32_t records_stored = 0;
+    std::uint32_t record_hold_until = 0;
     net::Reactor::TimerId expiry_timer = {};
     // Unix milliseconds of its last accepted CONNECT (the management API's
     // connected_at), or of when it was restored from the store.

@@ -148,6 +148,7 @@ void Broker::replicate_session(Session& s) {
     // (cluster_fence.cpp), if it is still ours.
     if (cluster_fenced_) return;
     s.replica_signature = signature(s);
+    ++s.records_requested;
     cluster_->store_session(s.client_id, s.connection != nullptr, will_prefix(s) + export_session(s));
     if (!replica_timer_) {
         replica_timer_ = reactor_.add_timer_after(replica_interval, [this] {
@@ -155,6 +156,60 @@ void Broker::replicate_session(Session& s) {
             replicate_changed_sessions();
         });
     }
+}
+
+void Broker::hold_for_record(Session& s) {
+    // The write that will hold what is held now: one at the next turn
+    // (after the fence, when fenced: cluster_fence writes then).
+    s.record_hold_until = s.records_requested + 1;
+    record_wanted_.push_back(s.client_id);
+    if (record_timer_) return;
+    record_timer_ = reactor_.add_timer_after(std::chrono::milliseconds(0), [this] {
+        record_timer_ = {};
+        std::vector<std::string> wanted;
+        wanted.swap(record_wanted_);
+        std::sort(wanted.begin(), wanted.end());
+        wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+        for (const std::string& id : wanted) {
+            Session* s = sessions_.find(id);
+            if (!s || s->records_stored >= s->record_hold_until) continue;
+            if (s->records_requested >= s->record_hold_until) continue;  // written since
+            replicate_session(*s);
+        }
+    });
+}
+
+void Broker::session_record_stored(std::string_view client_id) {
+    Session* s = sessions_.find(client_id);
+    if (!s) return;
+    ++s->records_stored;
+    if (s->records_stored >= s->record_hold_until) release_recorded(*s);
+}
+
+void Broker::release_recorded(Session& s) {
+    OutboundState* o = s.outbound.get();
+    if (!o) return;
+    Connection* c = s.connection;
+    const bool live = c && c->state == Connection::State::connected;
+    for (auto it = o->inflight.begin(); it != o->inflight.end();) {
+        if (!it->held_for_record) {
+            ++it;
+            continue;
+        }
+        it->held_for_record = false;
+        if (!live) {
+            ++it;  // resent with DUP when the client is back (resume_session)
+        } else if (it->state == OutboundMessage::State::awaiting_pubcomp) {
+            c->send(AckPacket{PacketType::pubrel, it->packet_id, ReasonCode::success, {}});
+            ++it;
+        } else if (!send_publish(*c, *it, it->maybe_sent)) {  // too large for the client: dropped
+            if (it->store_seq) persist_outbound_done(s, *it);
+            it = o->inflight.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    if (live) pump(s);
 }
 
 // Connected sessions whose messages moved since their record was written.

@@ -44,6 +44,8 @@ constexpr std::uint32_t tag_loaded = 15;
 // check (nats_fence.cpp): a session another node owns (CLIENT_ID NUL
 // OWNER), the end of the check ("1" done, "0" JetStream unreachable).
 constexpr std::uint32_t loaded_owner_lost = 3, loaded_audit_end = 4;
+// A session record write was answered (CLIENT_ID): Broker::session_record_stored.
+constexpr std::uint32_t loaded_record_stored = 5;
 constexpr std::uint32_t tag_link_down = 12;  // the data connection broke: seq = wall time
 constexpr std::uint32_t tag_link_up = 11;    // it is back (subscriptions re-sent)   // a session record (or the end of a replay), see nats_sessions.cpp
 

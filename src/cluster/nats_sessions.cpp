@@ -116,13 +116,17 @@ void NatsCluster::store_session(std::string_view client_id, bool connected, std:
     mark(shared_->origin, live_pushed_);
     for (const auto& [origin, seq] : last_seq_) mark(origin, seq);
     record.append(state);
-    d->post([d, key = record_key(client_id), record = std::move(record)](jsCtx* js) {
+    d->post([d, id = std::string(client_id), record = std::move(record)](jsCtx* js) {
         kvStore* kv = d->sessions_bucket(js);
         std::uint64_t rev = 0;
-        if (!kv || kvStore_Put(&rev, kv, key.c_str(), record.data(), static_cast<int>(record.size())) != NATS_OK) {
+        if (!kv || kvStore_Put(&rev, kv, record_key(id).c_str(), record.data(), static_cast<int>(record.size())) !=
+                       NATS_OK) {
             d->shared.log("Cluster: a session record could not be written (JetStream unreachable); the session "
                           "survives only on this node until the next write.");
         }
+        // Answered either way: QoS 2 packets held for it go out (a record
+        // JetStream cannot take leaves at least once, not a stall).
+        d->shared.push_in(tag_loaded, loaded_record_stored, id.data(), id.size());
     });
 }
 
@@ -327,6 +331,10 @@ void NatsCluster::replay_link() {
 // From drain_inbound: tag_loaded / tag_replay records.
 void NatsCluster::on_replica(std::uint32_t tag, std::uint32_t kind, std::string_view data, std::uint64_t origin,
                              std::uint64_t seq) {
+    if (tag == tag_loaded && kind == loaded_record_stored) {
+        broker_.session_record_stored(data);
+        return;
+    }
     if (tag == tag_loaded && (kind == loaded_owner_lost || kind == loaded_audit_end)) {
         on_audit(kind, data, seq);
         return;

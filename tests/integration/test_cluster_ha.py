@@ -209,9 +209,7 @@ def test_offline_session_survives_its_node_killed(ha_nodes, qos):
     check_delivered(r, acked, qos)
 
 
-@pytest.mark.parametrize("qos", [1, pytest.param(2, marks=pytest.mark.xfail(
-    strict=True, reason="docs/cluster.md: a QoS 2 message completed after the session's last record "
-                        "(at most 500 ms) is delivered again after failover (0 lost, some duplicates)"))])
+@pytest.mark.parametrize("qos", [1, 2])
 def test_connected_session_survives_its_node_killed_mid_stream(ha_nodes, qos):
     # Row 2: the subscriber's node is killed halfway through 400 messages
     # at 200/s; the subscriber reconnects to another node.
