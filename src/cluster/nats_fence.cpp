@@ -26,10 +26,11 @@ namespace {
 // node waits for this one before it resumes a session from its record.
 constexpr auto stall_bound = std::chrono::milliseconds(1000);
 // A check JetStream could not answer (the link still coming back) is tried
-// again every second, the node fenced meanwhile; after this long the node
+// again every second, the node fenced meanwhile (its deliveries wait: kept
+// short, a JetStream leader election can take seconds); after this long the node
 // goes on with what it holds (and checks again when its link is back).
 constexpr auto audit_retry = std::chrono::milliseconds(1000);
-constexpr auto audit_give_up = std::chrono::seconds(10);
+constexpr auto audit_give_up = std::chrono::seconds(3);
 
 }  // namespace
 
