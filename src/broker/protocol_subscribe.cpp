@@ -152,7 +152,26 @@ void Broker::handle_unsubscribe(Connection& c, const FixedHeader& header, Bytes 
     codes.reserve(p.filters.size());
     std::size_t cursor = 0;
     std::string_view filter;
+    if (s.acl) {
+        // As for SUBSCRIBE: when an answer is still to come, the whole
+        // UNSUBSCRIBE waits and is handled again then.
+        bool waiting = false;
+        while (p.filters.next(cursor, filter)) {
+            if (authorize_unsubscribe(c, filter) == auth::Verdict::pending) waiting = true;
+        }
+        if (waiting) {
+            hold_for_acl(c);
+            return;
+        }
+        cursor = 0;
+    }
     while (p.filters.next(cursor, filter)) {
+        // The ACL first, as Mosquitto: a denied filter is answered 0x87
+        // whether or not it was subscribed, and nothing is removed.
+        if (s.acl && authorize_unsubscribe(c, filter) != auth::Verdict::allow) {
+            codes.push_back(static_cast<std::byte>(ReasonCode::not_authorized));
+            continue;
+        }
         auto it = s.subscriptions.find(filter);
         if (it == s.subscriptions.end()) {
             codes.push_back(static_cast<std::byte>(ReasonCode::no_subscription_existed));

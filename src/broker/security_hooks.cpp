@@ -177,6 +177,14 @@ auth::Verdict Broker::authorize_subscribe(Connection& c, std::string_view filter
     return v;
 }
 
+// One filter of an UNSUBSCRIBE (dynamic security's unsubscribeLiteral and
+// unsubscribePattern). deny: UNSUBACK 0x87 for that filter, the
+// subscription stays (Mosquitto's handle__unsubscribe).
+auth::Verdict Broker::authorize_unsubscribe(Connection& c, std::string_view filter) {
+    if (!c.session || !c.session->acl) return auth::Verdict::allow;
+    return c.session->acl->check(filter, auth::AclAccess::unsubscribe);
+}
+
 // A message about to be delivered to a session (live or retained). deny:
 // not delivered; pending: held (behind any delivery already held: in order).
 auth::Verdict Broker::authorize_delivery(Session& s, std::string_view topic) {

@@ -219,3 +219,79 @@ def test_our_file_loads_in_mosquitto(dynsec_broker, tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
+
+
+def unsubscribe_acls(port):
+    """unsubscribeLiteral/unsubscribePattern set with mosquitto_ctrl, then what
+    a paho MQTT 5 client's UNSUBSCRIBE gets: a denied filter is answered
+    0x87 and its subscription stays (messages keep arriving)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.properties import Properties  # noqa: F401 (paho's v5 support)
+    ok(port, "createClient", "carol", "-p", "carolpw")
+    ok(port, "createRole", "unsub")
+    ok(port, "addRoleACL", "unsub", "subscribePattern", "u/#", "allow")
+    ok(port, "addRoleACL", "unsub", "publishClientSend", "u/#", "allow")
+    ok(port, "addRoleACL", "unsub", "publishClientReceive", "u/#", "allow")
+    ok(port, "addRoleACL", "unsub", "unsubscribeLiteral", "u/locked", "deny")
+    ok(port, "addRoleACL", "unsub", "unsubscribePattern", "u/+/keep", "deny")
+    ok(port, "addRoleACL", "unsub", "unsubscribeLiteral", "u/b/keep", "allow", "9")
+    ok(port, "addClientRole", "carol", "unsub")
+
+    got = {"unsuback": [], "messages": []}
+    c = mqtt.Client(client_id="carol-1", protocol=mqtt.MQTTv5)
+    c.username_pw_set("carol", "carolpw")
+    c.on_unsubscribe = lambda cl, ud, mid, props, codes: got["unsuback"].append(
+        [int(getattr(x, "value", x)) for x in (codes if isinstance(codes, list) else [codes])])
+    c.on_message = lambda cl, ud, m: got["messages"].append(m.topic)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        assert wait_until(c.is_connected, timeout=15)
+        filters = ["u/locked", "u/free", "u/a/keep"]
+        r, _ = c.subscribe([(f, 1) for f in filters])
+        assert r == mqtt.MQTT_ERR_SUCCESS
+        c.unsubscribe(filters)
+        assert wait_until(lambda: got["unsuback"], timeout=15)
+        assert got["unsuback"][0] == [0x87, 0x00, 0x87]
+        # The denied ones still deliver; the allowed one is gone.
+        for t in filters:
+            c.publish(t, b"x", qos=1)
+        assert wait_until(lambda: sorted(got["messages"]) == ["u/a/keep", "u/locked"], timeout=15), got
+        # Only an ACL refuses an UNSUBSCRIBE: with defaultACLAccess
+        # unsubscribe deny and no matching ACL, Mosquitto 2.0's plugin defers
+        # and the broker lets it through (seen with Debian's mosquitto); a
+        # matching allow ACL still wins over a later deny.
+        ok(port, "setDefaultACLAccess", "unsubscribe", "deny")
+        c.subscribe([("u/free", 1), ("u/b/keep", 1)])
+        c.unsubscribe(["u/free", "u/b/keep", "u/c/keep"])
+        assert wait_until(lambda: len(got["unsuback"]) == 2, timeout=15)
+        assert got["unsuback"][1] == [0x00, 0x00, 0x87]
+    finally:
+        c.loop_stop()
+        c.disconnect()
+
+
+def test_unsubscribe_acls(dynsec_broker):
+    unsubscribe_acls(dynsec_broker.port)
+
+
+@pytest.mark.skipif(not PLUGIN.exists(), reason="Debian's mosquitto dynamic-security plugin missing")
+def test_unsubscribe_acls_as_mosquitto_does(tmp_path):
+    """The same steps against Debian's mosquitto with its own plugin: the
+    anchor answers the same way."""
+    path = tmp_path / "mosquitto-ds.json"
+    subprocess.run([MOSQUITTO_CTRL, "dynsec", "init", str(path), "admin", "adminpw"], check=True,
+                   capture_output=True, timeout=30)
+    mport = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"user root\nlistener {mport} 127.0.0.1\nallow_anonymous false\n"
+                    f"plugin {PLUGIN}\nplugin_opt_config_file {path}\n")
+    log = open(tmp_path / "mosquitto.log", "wb")
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(mport, proc=proc)
+        unsubscribe_acls(mport)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()

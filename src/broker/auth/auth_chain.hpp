@@ -42,7 +42,7 @@ public:
         for (const auto& r : rules_) {
             if (const Verdict v = r->check(topic, access); v != Verdict::unknown) return v;
         }
-        return Verdict::deny;
+        return access == AclAccess::unsubscribe ? Verdict::allow : Verdict::deny;
     }
     // The client disconnected: sources drop what they cached for it.
     void disconnected() const {

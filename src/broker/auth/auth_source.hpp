@@ -36,6 +36,10 @@ enum class AclAccess : std::uint8_t {
     read = 1,       // a message is delivered to the client (also retained)
     publish = 2,    // the client publishes (also its will)
     subscribe = 4,  // one filter of a SUBSCRIBE
+    // One filter of an UNSUBSCRIBE (not in go-auth: only dynamic security's
+    // unsubscribeLiteral/unsubscribePattern answer it; when every source
+    // says unknown it is allowed, as in Mosquitto).
+    unsubscribe = 16,
 };
 
 // What a source sees of a CONNECT. Views into the CONNECT packet: valid

@@ -115,6 +115,11 @@ public:
     bool can_receive(std::string_view topic) const noexcept;    // publishClientReceive
     bool can_subscribe(std::string_view filter) const noexcept;  // subscribeLiteral/Pattern
     bool can_unsubscribe(std::string_view filter) const noexcept;
+    // The first unsubscribeLiteral/Pattern ACL that matches: allow or deny;
+    // nullopt when none does. Mosquitto 2.0's plugin then defers and the
+    // broker lets the UNSUBSCRIBE through, whatever defaultACLAccess says
+    // (checked against Debian's mosquitto, tests/integration/test_dynsec.py).
+    std::optional<bool> unsubscribe_rule(std::string_view filter) const noexcept;
 
 private:
     friend class Dynsec;

@@ -104,6 +104,13 @@ bool DynsecAcl::can_unsubscribe(std::string_view filter) const noexcept {
     return decide(unsubscribe_, filter, true, defaults_.unsubscribe);
 }
 
+std::optional<bool> DynsecAcl::unsubscribe_rule(std::string_view filter) const noexcept {
+    for (const auto& r : unsubscribe_) {
+        if (r.literal ? r.topic == filter : sub_acl_matches(r.topic, filter)) return r.allow;
+    }
+    return std::nullopt;
+}
+
 DynsecAcl Dynsec::bind(std::optional<std::string_view> username) const {
     DynsecAcl acl;
     acl.defaults_ = default_access_;

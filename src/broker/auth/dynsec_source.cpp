@@ -26,6 +26,12 @@ public:
             case AclAccess::read: ok = acl_.can_receive(topic); break;
             case AclAccess::publish: ok = acl_.can_publish(topic); break;
             case AclAccess::subscribe: ok = acl_.can_subscribe(strip_shared_prefix(topic)); break;
+            case AclAccess::unsubscribe: {
+                const auto rule = acl_.unsubscribe_rule(strip_shared_prefix(topic));
+                if (!rule) return Verdict::unknown;  // as Mosquitto: no ACL, no refusal
+                ok = *rule;
+                break;
+            }
         }
         return ok ? Verdict::allow : Verdict::deny;
     }

@@ -43,6 +43,7 @@ public:
             case AclAccess::read: ok = acl_.can_read(topic); break;
             case AclAccess::publish: ok = acl_.can_publish(topic); break;
             case AclAccess::subscribe: ok = acl_.can_subscribe(topic); break;
+            case AclAccess::unsubscribe: return Verdict::unknown;  // acl_file has no unsubscribe rules
         }
         return ok ? Verdict::allow : Verdict::deny;
     }

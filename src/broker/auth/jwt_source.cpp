@@ -60,6 +60,7 @@ public:
     std::vector<std::string> pub, sub, all;
 
     Verdict check(std::string_view topic, AclAccess access) const override {
+        if (access == AclAccess::unsubscribe) return Verdict::unknown;  // the claim has no unsubscribe rules
         if (access == AclAccess::publish) return any(pub, topic) || any(all, topic) ? Verdict::allow : Verdict::unknown;
         if (access == AclAccess::subscribe) {
             const std::string_view f = strip_shared_prefix(topic);
