@@ -383,10 +383,7 @@ Outcome banned_add(ApiContext& ctx, const http::Request& req) {
         if (!parse_time(*it, ban.until)) return bad("until must be a RFC 3339 time or \"infinity\"");
         if (ban.until != 0 && ban.until <= now_s) return bad("until is in the past");
     }
-    if (!ctx.broker->bans().add(ban)) {
-        return now(error_response(409, "ALREADY_EXISTS", "already banned"));
-    }
-    ctx.broker->enforce_ban(ban);
+    if (!ctx.broker->add_ban(ban)) return now(error_response(409, "ALREADY_EXISTS", "already banned"));
     return now(json_response(200, ban_json(ban)));
 }
 
@@ -395,7 +392,7 @@ Outcome banned_delete(ApiContext& ctx, const std::string& as, const std::string&
     if (!broker::parse_ban_kind(as, kind)) {
         return now(error_response(400, "BAD_REQUEST", "as must be clientid, username or peerhost"));
     }
-    if (!ctx.broker->bans().remove(kind, who)) return not_found("not banned");
+    if (!ctx.broker->remove_ban(kind, who)) return not_found("not banned");
     return no_content();
 }
 
@@ -470,6 +467,9 @@ Outcome per_node(const http::Request& req, Json one) {
 }  // namespace
 
 Outcome handle_api(ApiContext& ctx, const http::Request& req) {
+    if (!req.from_peer && ctx.broker->admin_link()) {
+        if (auto job = cluster_job(ctx, req)) return Outcome{{}, std::move(job)};
+    }
     const auto segs = segments(req.target);
     if (!segs) return now(error_response(400, "BAD_REQUEST", "malformed percent-escape in the path"));
     const auto& s = *segs;

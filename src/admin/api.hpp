@@ -12,8 +12,11 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "admin/http.hpp"
+#include "broker/admin_link.hpp"
+#include "net/reactor.hpp"
 
 namespace mqttools::broker {
 class Broker;
@@ -34,6 +37,9 @@ public:
     virtual ~Job() = default;
     // Does a bounded slice of the work; true when `out` holds the answer.
     virtual bool step(http::Response& out) = 0;
+    // Waiting for other nodes: stepped again a little later rather than
+    // on the next turn.
+    virtual bool waiting() const { return false; }
 };
 
 struct Outcome {
@@ -50,6 +56,33 @@ Outcome handle_api(ApiContext& ctx, const http::Request& request);
 // api_lists.cpp: the paged listings stepped across reactor turns.
 std::unique_ptr<Job> clients_job(ApiContext& ctx, const http::Request& request, http::Response& error);
 std::unique_ptr<Job> subscriptions_job(ApiContext& ctx, const http::Request& request, http::Response& error);
+
+// api_cluster.cpp: with a cluster (ApiContext::broker->admin_link()),
+// the requests that concern every node are answered for all of them; null
+// when this one is not such a request.
+std::unique_ptr<Job> cluster_job(ApiContext& ctx, const http::Request& request);
+
+// Another node's requests for this node's API (admin_link.hpp), answered
+// on this reactor, listings a slice per turn as for HTTP clients.
+class PeerApi {
+public:
+    PeerApi(net::Reactor& reactor, ApiContext context, broker::AdminLink& link);
+    ~PeerApi();
+    PeerApi(const PeerApi&) = delete;
+    PeerApi& operator=(const PeerApi&) = delete;
+
+private:
+    struct Running;
+    void step(std::uint64_t id);
+    net::Reactor& reactor_;
+    ApiContext ctx_;
+    broker::AdminLink& link_;
+    std::unordered_map<std::uint64_t, std::unique_ptr<Running>> running_;
+    std::uint64_t next_ = 1;
+};
+
+// How long a job waiting for other nodes sleeps between looks.
+inline constexpr auto kPeerPoll = std::chrono::milliseconds(2);
 
 // Sessions visited per reactor turn by a listing: about a millisecond.
 inline constexpr std::size_t kScanSlice = 1000;

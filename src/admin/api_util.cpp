@@ -71,6 +71,12 @@ bool Paging::parse(const Query& q, http::Response& error) {
     if (!q.integer("page", 1, 1'000'000'000, p, error) || !q.integer("limit", 1, 10'000, l, error)) return false;
     page = static_cast<std::size_t>(p);
     limit = static_cast<std::size_t>(l);
+    if (q.get("_offset")) {
+        // A node's share of a cluster-wide page (api_cluster.cpp).
+        std::int64_t o = 0;
+        if (!q.integer("_offset", 0, 1'000'000'000'000, o, error)) return false;
+        offset = static_cast<std::size_t>(o);
+    }
     return true;
 }
 

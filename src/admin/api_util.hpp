@@ -38,8 +38,9 @@ private:
 struct Paging {
     std::size_t page = 1;
     std::size_t limit = 100;
+    std::optional<std::size_t> offset;  // _offset: where the page starts, instead of page
     bool parse(const Query& q, http::Response& error);
-    std::size_t first() const noexcept { return (page - 1) * limit; }
+    std::size_t first() const noexcept { return offset ? *offset : (page - 1) * limit; }
     // {"page","limit","count","hasnext"}
     Json meta(std::size_t count) const;
 };

@@ -34,6 +34,9 @@ struct Request {
     bool keep_alive = true;  // HTTP/1.1 unless "Connection: close"; 1.0 only with keep-alive
     std::vector<Header> headers;
     std::string body;
+    // Asked by another node of the cluster (api_cluster.cpp): answered for
+    // this node alone.
+    bool from_peer = false;
 
     // The first header of that (lower-case) name.
     std::optional<std::string_view> header(std::string_view name) const;

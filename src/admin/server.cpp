@@ -238,7 +238,8 @@ void AdminServer::run_job(Client& c) {
     http::Response r;
     if (!c.job->step(r)) {
         // The rest on the next turn, after the sockets that are ready.
-        c.job_timer = reactor_.add_timer_after(std::chrono::microseconds(1), [this, &c] { run_job(c); });
+        const auto delay = c.job->waiting() ? std::chrono::microseconds(kPeerPoll) : std::chrono::microseconds(1);
+        c.job_timer = reactor_.add_timer_after(delay, [this, &c] { run_job(c); });
         return;
     }
     c.job.reset();

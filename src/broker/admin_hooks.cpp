@@ -128,6 +128,39 @@ std::size_t Broker::enforce_ban(const Ban& ban) {
     return matched.size();
 }
 
+bool Broker::add_ban(const Ban& ban) {
+    if (!bans_.add(ban)) return false;
+    if (store_) store_->put_ban(ban);
+    if (admin_link_) admin_link_->ban_changed(ban, false);
+    enforce_ban(ban);
+    return true;
+}
+
+bool Broker::remove_ban(Ban::Kind as, std::string_view who) {
+    if (!bans_.remove(as, who)) return false;
+    if (store_) store_->erase_ban(as, who);
+    if (admin_link_) {
+        Ban gone;
+        gone.as = as;
+        gone.who = who;
+        admin_link_->ban_changed(gone, true);
+    }
+    return true;
+}
+
+// Kept in this node's store too: a node that restarts while NATS is away
+// still refuses what the cluster banned.
+void Broker::ban_from_cluster(const Ban& ban, bool removed) {
+    if (removed) {
+        if (bans_.remove(ban.as, ban.who) && store_) store_->erase_ban(ban.as, ban.who);
+        return;
+    }
+    if (ban.until != 0 && ban.until <= unix_now()) return;
+    if (!bans_.add(ban)) return;  // ours coming back, or known already
+    if (store_) store_->put_ban(ban);
+    enforce_ban(ban);
+}
+
 bool Broker::kick(std::string_view client_id) {
     Session* s = sessions_.find(client_id);
     if (!s || !s->connection || s->connection->state != Connection::State::connected) return false;

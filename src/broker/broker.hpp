@@ -17,6 +17,7 @@
 #include "broker/auth/auth_chain.hpp"
 #include "broker/auth/dynsec.hpp"
 #include "broker/auth/memory_guard.hpp"
+#include "broker/admin_link.hpp"
 #include "broker/admin_view.hpp"
 #include "broker/cluster_link.hpp"
 #include "broker/connection.hpp"
@@ -184,6 +185,21 @@ public:
     const SessionStore& sessions() const noexcept { return sessions_; }
     RetainedStore& retained() noexcept { return retained_; }
     BanList& bans() noexcept { return bans_; }
+    // A ban from the API (false: already banned) / lifted (false: none):
+    // kept in the store, applied on every node of a cluster; clients it
+    // matches are kicked (enforce_ban).
+    bool add_ban(const Ban& ban);
+    bool remove_ban(Ban::Kind as, std::string_view who);
+    // Cluster-wide admin state (admin_link.hpp); null without a cluster.
+    void set_admin_link(AdminLink* link) noexcept { admin_link_ = link; }
+    AdminLink* admin_link() const noexcept { return admin_link_; }
+    // Another node's ban / lifted ban, and dynamic security document with
+    // the usernames its change disconnected (dynsec_hooks.cpp).
+    void ban_from_cluster(const Ban& ban, bool removed);
+    void dynsec_from_cluster(std::string_view document, const std::vector<std::string>& kick_usernames,
+                             bool kick_anonymous);
+    // This node's dynamic security file as text ("" without one).
+    std::string dynsec_document() const;
     // Closes every connection the ban matches with DISCONNECT 0x98;
     // returns how many.
     std::size_t enforce_ban(const Ban& ban);
@@ -453,6 +469,7 @@ private:
     // (Connection::hold_packet) and handled again when the answer is in.
     auth::Verdict authorize_publish(Connection& c, std::string_view topic);
     auth::Verdict authorize_subscribe(Connection& c, std::string_view filter);
+    auth::Verdict authorize_unsubscribe(Connection& c, std::string_view filter);
     auth::Verdict authorize_delivery(Session& s, std::string_view topic);
     // A delivery whose read-ACL answer is to come: it waits in the
     // session's read_held queue with every later one, in order.
@@ -601,6 +618,7 @@ private:
     StringPair bridge_ack_[1];        // the CONNACK's user property (accept_bridge)
     Session* route_from_ = nullptr;   // the publisher of the message being routed
     BanList bans_;                    // admin_hooks.cpp
+    AdminLink* admin_link_ = nullptr;
     ClientObserver* observer_ = nullptr;
     // CONNECT of a banned client (admin_hooks.cpp): the ban's reason is logged.
     bool connect_banned(const Connection& c);

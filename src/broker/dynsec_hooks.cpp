@@ -58,7 +58,39 @@ void Broker::handle_dynsec_control(Connection& c, Bytes payload) {
     spdlog::info("dynamic security: commands from {} ({}){}", c.client_id, c.has_username ? c.username : "",
                  effects.changed ? ", saved" : "");
     publish_internal(response_topic, response, false);
-    if (effects.changed) apply_dynsec_effects(effects);
+    if (effects.changed) {
+        apply_dynsec_effects(effects);
+        if (admin_link_) admin_link_->dynsec_changed(dynsec_->to_json(), effects.kick_usernames, effects.kick_anonymous);
+    }
+}
+
+std::string Broker::dynsec_document() const { return dynsec_ ? dynsec_->to_json() : std::string(); }
+
+// Another node's change (or, at start, the cluster's document): the same
+// state here, saved to this node's file, and the clients that change
+// disconnected there are disconnected here too.
+void Broker::dynsec_from_cluster(std::string_view document, const std::vector<std::string>& kick_usernames,
+                                 bool kick_anonymous) {
+    if (!dynsec_ || document == dynsec_->to_json()) return;
+    auth::dynsec::Dynsec next;
+    try {
+        next = auth::dynsec::Dynsec::parse(document, "the cluster's dynamic security document");
+    } catch (const std::exception& e) {
+        spdlog::error("dynamic security: {}; kept the current state.", e.what());
+        return;
+    }
+    const std::uint64_t generation = dynsec_->generation();
+    *dynsec_ = std::move(next);
+    while (dynsec_->generation() <= generation) dynsec_->touch();
+    std::string error;
+    if (!dynsec_->save(dynsec_file_, &error)) spdlog::error("dynamic security: {}", error);
+    spdlog::info("dynamic security: applied a change from the cluster ({} clients, {} groups, {} roles)",
+                 dynsec_->clients().size(), dynsec_->groups().size(), dynsec_->roles().size());
+    auth::dynsec::Effects effects;
+    effects.kick_usernames = kick_usernames;
+    effects.kick_anonymous = kick_anonymous;
+    effects.changed = true;
+    apply_dynsec_effects(effects);
 }
 
 // Rules bound to the old state rebind at their next check (the state's

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "broker/admin_view.hpp"
 #include "broker/message.hpp"
 #include "broker/session.hpp"
 
@@ -61,6 +62,7 @@ struct LoadedState {
     std::uint64_t messages = 0;         // distinct message rows
     std::uint64_t queued = 0;           // queue rows
     std::uint64_t next_message_id = 1;  // above every stored id
+    std::vector<Ban> bans;              // the management API's banned list
 };
 
 // The store's answer for the batches submitted so far.
@@ -101,6 +103,9 @@ public:
     virtual void erase_inbound_qos2(std::string_view client_id, std::uint16_t packet_id) = 0;
     // Deletes retained and unreferenced messages whose Message Expiry passed.
     virtual void sweep_expired(WallTime now) = 0;
+    // The banned list (admin_view.hpp): a ban added (or replaced) / lifted.
+    virtual void put_ban(const Ban& ban) { (void)ban; }
+    virtual void erase_ban(Ban::Kind as, std::string_view who) { (void)as, (void)who; }
 
     // The number the changes recorded from now on will be committed under.
     virtual std::uint64_t current_batch() const noexcept = 0;

@@ -252,6 +252,7 @@ void Broker::set_persistence(Persistence* store, LoadedState&& loaded) {
     for (Session* s : restored) {
         if (!s->expiry_timer && s->expiry_interval != never_expires) expire_session(*s);
     }
+    for (const Ban& b : loaded.bans) bans_.add(b);  // expired ones were not loaded
     adopt_bridge_queues();  // bridge_store.cpp
     store_->submit();
     // The loaded rows were copied into sessions: give their memory back

@@ -16,12 +16,14 @@
 
 #include <spdlog/spdlog.h>
 
+#include "admin/api.hpp"
 #include "admin/client_events.hpp"
 #include "admin/server.hpp"
 #include "broker/broker.hpp"
 #include "daemon/metrics_http.hpp"
 #include "mqttools_version.h"
 #include "store/sqlite_store.hpp"
+#include "cluster/cluster_admin.hpp"
 #include "cluster/nats_cluster.hpp"
 #include "net/reactor.hpp"
 #include "net/socket.hpp"
@@ -107,6 +109,19 @@ static std::string admin_node_name(const config::Config& config) {
     return std::string("mqttools@") + host;
 }
 
+static admin::ApiContext api_context(broker::Broker& broker, const std::string& node) {
+    admin::ApiContext ctx;
+    ctx.broker = &broker;
+    ctx.node = node;
+    ctx.version = MQTTOOLS_VERSION;
+    ctx.started = std::chrono::steady_clock::now();
+    ctx.metrics_text = [&broker, started = ctx.started] {
+        const double up = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        return render_metrics(collect_stats(broker), up, MQTTOOLS_VERSION);
+    };
+    return ctx;
+}
+
 int run_broker(const config::Config& config, const RunOptions& options) {
     ::signal(SIGPIPE, SIG_IGN);
     raise_descriptor_limit();
@@ -156,16 +171,7 @@ int run_broker(const config::Config& config, const RunOptions& options) {
     const std::string node = admin_node_name(config);
     std::unique_ptr<admin::AdminServer> admin_server;
     if (std::any_of(config.listeners.begin(), config.listeners.end(), [](const auto& l) { return l.http_api(); })) {
-        admin::ApiContext ctx;
-        ctx.broker = &broker;
-        ctx.node = node;
-        ctx.version = MQTTOOLS_VERSION;
-        ctx.started = std::chrono::steady_clock::now();
-        ctx.metrics_text = [&broker, started = ctx.started] {
-            const double up = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-            return render_metrics(collect_stats(broker), up, MQTTOOLS_VERSION);
-        };
-        admin_server = std::make_unique<admin::AdminServer>(reactor, std::move(ctx));
+        admin_server = std::make_unique<admin::AdminServer>(reactor, api_context(broker, node));
     }
     std::unique_ptr<admin::ClientEvents> client_events;
     if (config.client_events) client_events = std::make_unique<admin::ClientEvents>(reactor, broker, node);
@@ -182,6 +188,19 @@ int run_broker(const config::Config& config, const RunOptions& options) {
         }
         broker.set_cluster(cluster_link.get());
     }
+    // Bans, dynamic security and the API across the nodes (issue 27).
+    std::unique_ptr<cluster::ClusterAdmin> cluster_admin;
+    std::unique_ptr<admin::PeerApi> peer_api;
+    if (config.cluster.enabled) {
+        std::string error;
+        cluster_admin = cluster::ClusterAdmin::start(reactor, broker, config.cluster, cluster_node_id(config), error);
+        if (!cluster_admin) {
+            spdlog::error("{}", error);
+            return 1;
+        }
+        broker.set_admin_link(cluster_admin.get());
+        peer_api = std::make_unique<admin::PeerApi>(reactor, api_context(broker, node), *cluster_admin);
+    }
     // Watchdog, STATUS=, $SYS and /metrics, served by this reactor.
     auto runtime = DeployRuntime::create(reactor, broker, config, options);
     if (!runtime) return 1;
@@ -193,6 +212,9 @@ int run_broker(const config::Config& config, const RunOptions& options) {
     runtime->ready();  // READY=1: every listener is bound and signals are handled
     reactor.run();
     if (durable) durable->drain();
+    broker.set_admin_link(nullptr);
+    peer_api.reset();
+    cluster_admin.reset();
     broker.set_cluster(nullptr);
     cluster_link.reset();  // publishes what shutdown left for NATS (wills), then closes
     spdlog::info("mqttoolsd stopped.");

@@ -65,6 +65,9 @@ public:
             {&sweep_retained,
              "DELETE FROM retained WHERE msg_id IN "
              "(SELECT id FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?1) RETURNING msg_id"},
+            {&put_ban,
+             "INSERT OR REPLACE INTO banned(kind, who, by, reason, at, until) VALUES(?1, ?2, ?3, ?4, ?5, ?6)"},
+            {&erase_ban, "DELETE FROM banned WHERE kind = ?1 AND who = ?2"},
         };
         for (const auto& [stmt, sql] : all) {
             if (stmt->prepare(db, sql) != SQLITE_OK) {
@@ -82,6 +85,7 @@ public:
     Stmt retained_message, put_retained, erase_retained;
     Stmt put_inbound, erase_inbound;
     Stmt erase_message, sweep_retained;
+    Stmt put_ban, erase_ban;
 };
 
 SqliteStore::SqliteStore(net::Reactor& reactor, Db db, std::string path)
@@ -190,6 +194,17 @@ void SqliteStore::put_retained(const MessagePtr& message) {
 }
 
 void SqliteStore::erase_retained(std::string_view topic) { add(Op::Kind::erase_retained).client.assign(topic); }
+
+void SqliteStore::put_ban(const broker::Ban& ban) {
+    Op& op = add(Op::Kind::put_ban);
+    op.ban = std::make_unique<broker::Ban>(ban);
+}
+
+void SqliteStore::erase_ban(broker::Ban::Kind as, std::string_view who) {
+    Op& op = add(Op::Kind::erase_ban);
+    op.qos = static_cast<std::uint8_t>(as);
+    op.client.assign(who);
+}
 
 void SqliteStore::put_inbound_qos2(std::string_view client_id, std::uint16_t packet_id) {
     Op& op = add(Op::Kind::put_inbound);
@@ -760,6 +775,21 @@ bool SqliteStore::apply(Op& op) {
             s.erase_inbound.bind_text(1, op.client);
             s.erase_inbound.bind(2, op.packet_id);
             return s.erase_inbound.run() == SQLITE_DONE;
+        case Op::Kind::put_ban: {
+            const broker::Ban& b = *op.ban;
+            Stmt& q = s.put_ban;
+            q.bind(1, static_cast<std::int64_t>(b.as));
+            q.bind_text(2, b.who);
+            q.bind_text(3, b.by);
+            q.bind_text(4, b.reason);
+            q.bind(5, b.at);
+            q.bind(6, b.until);
+            return q.run() == SQLITE_DONE;
+        }
+        case Op::Kind::erase_ban:
+            s.erase_ban.bind(1, static_cast<std::int64_t>(op.qos));
+            s.erase_ban.bind_text(2, op.client);
+            return s.erase_ban.run() == SQLITE_DONE;
         case Op::Kind::sweep: {
             std::vector<std::int64_t> ids;
             s.sweep_retained.bind(1, static_cast<std::int64_t>(op.number));

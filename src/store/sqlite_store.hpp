@@ -75,6 +75,8 @@ struct Op {
         put_inbound,
         erase_inbound,
         sweep,
+        put_ban,
+        erase_ban,
     };
     Kind kind = Kind::sweep;
     std::uint8_t qos = 0;
@@ -89,6 +91,7 @@ struct Op {
     broker::MessagePtr message;
     std::int64_t expires_at = 0;  // put_message: wall-clock Message Expiry, 0 = none
     std::unique_ptr<broker::StoredSession> session;
+    std::unique_ptr<broker::Ban> ban;  // put_ban; erase_ban: as in qos, who in client
 };
 
 class Statements;
@@ -121,6 +124,8 @@ public:
     void put_inbound_qos2(std::string_view client_id, std::uint16_t packet_id) override;
     void erase_inbound_qos2(std::string_view client_id, std::uint16_t packet_id) override;
     void sweep_expired(broker::WallTime now) override;
+    void put_ban(const broker::Ban& ban) override;
+    void erase_ban(broker::Ban::Kind as, std::string_view who) override;
     std::uint64_t current_batch() const noexcept override { return next_batch_; }
     std::uint64_t submit() override;
     void on_result(std::function<void(const broker::CommitResult&)> fn) override { result_fn_ = std::move(fn); }

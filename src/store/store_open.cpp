@@ -82,6 +82,19 @@ CREATE TABLE inbound_qos2(
   PRIMARY KEY(client_id, packet_id)) WITHOUT ROWID;
 )sql";
 
+// The management API's bans (broker/admin_view.hpp): kind 0 clientid,
+// 1 username, 2 peerhost; times in Unix seconds, until 0 = for ever.
+const char* const banned_sql = R"sql(
+CREATE TABLE IF NOT EXISTS banned(
+  kind INTEGER NOT NULL,
+  who TEXT NOT NULL,
+  by TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  until INTEGER NOT NULL,
+  PRIMARY KEY(kind, who)) WITHOUT ROWID;
+)sql";
+
 const char* const tables[] = {"messages", "retained", "sessions", "subscriptions", "queue", "inbound_qos2"};
 
 std::int64_t pragma_int(const Db& db, const char* sql, std::string& error) {
@@ -165,6 +178,43 @@ bool check_existing(Db& db, std::string& error) {
         // Version 1 had indexes for finding a message's references; the
         // store counts them in memory now.
         error = "cannot upgrade from schema version 1: " + db.message();
+        return false;
+    }
+    return true;
+}
+
+// Bans that ended while the broker was down are not loaded (nor kept).
+bool load_bans(Db& db, std::vector<broker::Ban>& out, std::string& error) {
+    const std::int64_t now = broker::wall_now() / 1000;
+    Stmt q;
+    if (q.prepare(db, "SELECT kind, who, by, reason, at, until FROM banned") != SQLITE_OK) {
+        error = db.message();
+        return false;
+    }
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW) {
+        const std::int64_t kind = q.integer(0);
+        if (kind < 0 || kind > 2) {
+            error = "banned: bad kind " + std::to_string(kind);
+            return false;
+        }
+        broker::Ban b;
+        b.as = static_cast<broker::Ban::Kind>(kind);
+        b.who.assign(q.text(1));
+        b.by.assign(q.text(2));
+        b.reason.assign(q.text(3));
+        b.at = q.integer(4);
+        b.until = q.integer(5);
+        if (b.until != 0 && b.until <= now) continue;
+        out.push_back(std::move(b));
+    }
+    if (rc != SQLITE_DONE) {
+        error = db.message();
+        return false;
+    }
+    const std::string sweep = "DELETE FROM banned WHERE until != 0 AND until <= " + std::to_string(now);
+    if (!db.exec(sweep.c_str())) {
+        error = db.message();
         return false;
     }
     return true;
@@ -432,10 +482,14 @@ std::unique_ptr<SqliteStore> SqliteStore::open(net::Reactor& reactor, const Opti
         if (mode.prepare(db, "PRAGMA journal_mode") != SQLITE_OK || mode.step() != SQLITE_ROW || mode.text(0) != "wal")
             return failed("cannot use WAL mode: " + db.message());
     }
+    // The banned list (issue 27) came after schema version 2: older files
+    // get the table here; an older mqttoolsd ignores it.
+    if (!db.exec(banned_sql)) return failed("cannot add the banned table: " + db.message());
     std::string why;
     std::unordered_map<std::int64_t, std::uint32_t> refs;
     std::vector<std::int64_t> orphans;
     if (!load(db, loaded, refs, orphans, why)) return failed(why);
+    if (!load_bans(db, loaded.bans, why)) return failed(why);
     if (pragma_int(db, "PRAGMA auto_vacuum", why) == 0) {
         // A file made before issue 31 cannot give free pages back until it
         // is rewritten once with auto_vacuum on.

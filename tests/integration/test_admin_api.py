@@ -360,3 +360,57 @@ def test_config_errors(tmp_path):
     conf.write_text('[[listener]]\nport = 1\napi_key_file = "/x"\n')
     out = subprocess.run([str(MQTTOOLSD), "-c", str(conf)], capture_output=True, text=True, timeout=30)
     assert out.returncode != 0 and "http_api" in out.stderr + out.stdout
+
+
+def test_bans_survive_a_restart(tmp_path):
+    """With persistence = true the banned list is in the store: after a
+    restart the bans hold, until included, and a lifted one stays lifted."""
+    keys = make_key_file(tmp_path / "api_keys")
+    api_port = free_port()
+    config = f"""
+allow_anonymous = true
+persistence = true
+persistence_location = "{tmp_path}"
+[[listener]]
+port = {api_port}
+protocol = "http_api"
+api_key_file = "{keys}"
+"""
+
+    def start():
+        b = Broker(tmp_path, config=config)
+        b.api = Api(api_port)
+        wait_or_fail(lambda: b.api.request("GET", "/api/v5/nodes")[0] == 200, "the API to answer")
+        return b
+
+    b = start()
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 6))
+    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    for ban in ({"as": "clientid", "who": "evil", "reason": "kept"}, {"as": "username", "who": "brief", "until": soon},
+                {"as": "username", "who": "mallory", "until": later}, {"as": "clientid", "who": "forgiven"}):
+        assert b.api.request("POST", "/api/v5/banned", ban)[0] == 200, ban
+    assert b.api.request("DELETE", "/api/v5/banned/clientid/forgiven")[0] == 204
+    assert b.stop() == 0, b.output()
+
+    b = start()
+    try:
+        _, body = b.api.request("GET", "/api/v5/banned")
+        got = {(x["as"], x["who"]): x for x in body["data"]}
+        assert ("clientid", "forgiven") not in got
+        assert got[("clientid", "evil")]["reason"] == "kept" and got[("clientid", "evil")]["until"] == "infinity"
+        assert ("username", "mallory") in got
+        assert mqttwire.Client(b.port).connect("evil").reason == 0x8A
+        assert mqttwire.Client(b.port).connect("m1", username="mallory").reason == 0x8A
+        assert mqttwire.Client(b.port).connect("forgiven").reason == 0
+        # `until` still counts after the restart: the short ban ends.
+        wait_or_fail(lambda: mqttwire.Client(b.port).connect("b1", username="brief").reason == 0,
+                     "the ban with until to end", timeout=30)
+    finally:
+        assert b.stop() == 0, b.output()
+    # And the next start does not bring it back.
+    b = start()
+    try:
+        _, body = b.api.request("GET", "/api/v5/banned")
+        assert {(x["as"], x["who"]) for x in body["data"]} == {("clientid", "evil"), ("username", "mallory")}
+    finally:
+        assert b.stop() == 0, b.output()
