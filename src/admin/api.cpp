@@ -398,40 +398,52 @@ Outcome banned_delete(ApiContext& ctx, const std::string& as, const std::string&
 
 // ---- stats, metrics, nodes
 
-Json stats_json(ApiContext& ctx) {
-    const broker::Counters c = ctx.broker->counters();
-    Json j;
-    j["node"] = ctx.node;
-    j["connections.count"] = c.clients_connected + c.clients_disconnected;
-    j["connections.max"] = c.clients_maximum;
-    j["live_connections.count"] = c.clients_connected;
-    j["live_connections.max"] = c.clients_maximum;
-    j["sessions.count"] = c.clients_connected + c.clients_disconnected;
-    j["subscriptions.count"] = c.subscriptions;
-    j["subscriptions.shared.count"] = c.shared_subscriptions;
-    j["retained.count"] = c.retained_messages;
-    j["topics.count"] = c.subscriptions;
-    return j;
+// EMQX's names for the broker's counters: /api/v5/stats (gauges) and
+// /api/v5/metrics (totals), each one entry per node.
+enum class CounterKind : std::uint8_t { stats, metrics };
+
+struct CounterField {
+    CounterKind kind;
+    const char* name;
+    std::uint64_t value;
+};
+
+std::vector<CounterField> counter_fields(const broker::Counters& c) {
+    using K = CounterKind;
+    const std::uint64_t sessions = c.clients_connected + c.clients_disconnected;
+    return {
+        {K::stats, "connections.count", sessions},
+        {K::stats, "connections.max", c.clients_maximum},
+        {K::stats, "live_connections.count", c.clients_connected},
+        {K::stats, "live_connections.max", c.clients_maximum},
+        {K::stats, "sessions.count", sessions},
+        {K::stats, "subscriptions.count", c.subscriptions},
+        {K::stats, "subscriptions.shared.count", c.shared_subscriptions},
+        {K::stats, "retained.count", c.retained_messages},
+        {K::stats, "topics.count", c.subscriptions},
+        {K::metrics, "bytes.received", c.bytes_received},
+        {K::metrics, "bytes.sent", c.bytes_sent},
+        {K::metrics, "packets.received", c.messages_received},
+        {K::metrics, "packets.sent", c.messages_sent},
+        {K::metrics, "packets.publish.received", c.publish_received},
+        {K::metrics, "packets.publish.sent", c.publish_sent},
+        {K::metrics, "messages.received", c.publish_received},
+        {K::metrics, "messages.sent", c.publish_sent},
+        {K::metrics, "messages.dropped", c.publish_dropped},
+        {K::metrics, "messages.retained", c.retained_messages},
+        {K::metrics, "messages.queued", c.queued_messages},
+        {K::metrics, "messages.inflight", c.inflight_messages},
+        {K::metrics, "client.connected", c.connections_total},
+        {K::metrics, "session.expired", c.clients_expired},
+    };
 }
 
-Json metrics_json(ApiContext& ctx) {
-    const broker::Counters c = ctx.broker->counters();
+Json counters_json(ApiContext& ctx, CounterKind kind) {
     Json j;
     j["node"] = ctx.node;
-    j["bytes.received"] = c.bytes_received;
-    j["bytes.sent"] = c.bytes_sent;
-    j["packets.received"] = c.messages_received;
-    j["packets.sent"] = c.messages_sent;
-    j["packets.publish.received"] = c.publish_received;
-    j["packets.publish.sent"] = c.publish_sent;
-    j["messages.received"] = c.publish_received;
-    j["messages.sent"] = c.publish_sent;
-    j["messages.dropped"] = c.publish_dropped;
-    j["messages.retained"] = c.retained_messages;
-    j["messages.queued"] = c.queued_messages;
-    j["messages.inflight"] = c.inflight_messages;
-    j["client.connected"] = c.connections_total;
-    j["session.expired"] = c.clients_expired;
+    for (const CounterField& f : counter_fields(ctx.broker->counters())) {
+        if (f.kind == kind) j[f.name] = f.value;
+    }
     return j;
 }
 
@@ -536,8 +548,8 @@ Outcome handle_api(ApiContext& ctx, const http::Request& req) {
     }
     if (s.size() == 3 && (what == "stats" || what == "metrics" || what == "nodes")) {
         if (!get) return method_not_allowed("GET");
-        if (what == "stats") return per_node(req, stats_json(ctx));
-        if (what == "metrics") return per_node(req, metrics_json(ctx));
+        if (what == "stats") return per_node(req, counters_json(ctx, CounterKind::stats));
+        if (what == "metrics") return per_node(req, counters_json(ctx, CounterKind::metrics));
         return now(json_response(200, Json::array({node_json(ctx)})));
     }
     if (what == "nodes" && s.size() == 4) {
