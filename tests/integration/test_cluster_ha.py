@@ -6,6 +6,7 @@ whose node died resumes on any other node. These tests crash things
 against what arrived."""
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -120,6 +121,26 @@ class Receiver:
                 self.unreleased.discard(p.packet_id)
                 c.send(ack_packet(PUBCOMP, p.packet_id))
 
+    def pump_in_background(self, c):
+        """Pumps C on a thread (a closed connection ends it) until the
+        returned function is called; that function waits for the thread."""
+        stop = threading.Event()
+
+        def read():
+            while not stop.is_set():
+                try:
+                    self.pump(c, 0.2)
+                except (Closed, OSError):
+                    return
+
+        t = threading.Thread(target=read)
+        t.start()
+
+        def finish():
+            stop.set()
+            t.join()
+        return finish
+
     def drain(self, c, want, timeout):
         """Pumps until every payload of `want` arrived or `timeout`."""
         end = time.monotonic() + timeout * SLOW
@@ -213,21 +234,10 @@ def test_offline_session_survives_its_node_killed(ha_nodes, qos):
 def test_connected_session_survives_its_node_killed_mid_stream(ha_nodes, qos):
     # Row 2: the subscriber's node is killed halfway through 400 messages
     # at 200/s; the subscriber reconnects to another node.
-    import threading
     a, b, c = ha_nodes(3)
     sub, pub = pair(a.port, b.port, "s2", "m", qos)
     r = Receiver()
-    stop = threading.Event()
-
-    def read():
-        while not stop.is_set():
-            try:
-                r.pump(sub, 0.2)
-            except (Closed, OSError):
-                return
-
-    t = threading.Thread(target=read)
-    t.start()
+    finish = r.pump_in_background(sub)
 
     def kill():
         a.proc.kill()
@@ -237,8 +247,7 @@ def test_connected_session_survives_its_node_killed_mid_stream(ha_nodes, qos):
     try:
         acked = publish_acked(pub, "m/x", payloads, qos, rate=200, on_half=kill)
     finally:
-        stop.set()
-        t.join()
+        finish()
     assert len(acked) == 400
     again, ack = resume(c.port, "s2")
     assert ack.session_present, "Session Present 0 after the node died"
@@ -252,18 +261,10 @@ def test_nats_server_killed_and_restarted_loses_nothing_acknowledged(ha_nodes, n
     # restarted 0.5 s later: the clients stay connected, PUBACKs wait for
     # the stream, and every acknowledged message reaches the subscriber on
     # the other node (replayed from the stream after the reconnect).
-    import threading
     a, b = ha_nodes(2)
     sub, pub = pair(a.port, b.port, "s3", "n", qos)
     r = Receiver()
-    stop = threading.Event()
-
-    def read():
-        while not stop.is_set():
-            r.pump(sub, 0.2)
-
-    t = threading.Thread(target=read)
-    t.start()
+    finish = r.pump_in_background(sub)
 
     def bounce():
         nats.stop(signal.SIGKILL)
@@ -278,8 +279,7 @@ def test_nats_server_killed_and_restarted_loses_nothing_acknowledged(ha_nodes, n
             time.sleep(0.2)
         time.sleep(0.5)
     finally:
-        stop.set()
-        t.join()
+        finish()
     assert len(acked) >= 300, f"only {len(acked)} acknowledged"
     check_delivered(r, acked, qos)
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import wait_until
-from mqttwire import CONNACK, DISCONNECT, PUBLISH, Client, Closed, connect_packet, sub_options
+from mqttwire import CONNACK, DISCONNECT, PUBLISH, Client, connect_packet, sub_options
 from test_cluster import connect, link, nats  # noqa: F401 (fixture)
 from test_cluster_ha import (SESSION, SLOW, Receiver, check_delivered, ha_nodes, pair,  # noqa: F401 (fixture)
                              publish_acked, pytestmark, resume)
@@ -87,17 +87,7 @@ def test_a_frozen_node_gives_up_the_sessions_resumed_elsewhere(ha_nodes, nats, c
     a, b = ha_nodes(2)
     sub, pub = pair(a.port, b.port, "f1", "f", 1)
     r = DupReceiver()
-    stop = threading.Event()
-
-    def read():
-        while not stop.is_set():
-            try:
-                r.pump(sub, 0.2)
-            except (Closed, OSError):
-                return
-
-    t = threading.Thread(target=read)
-    t.start()
+    finish = r.pump_in_background(sub)
     frozen = threading.Event()
 
     def freeze():
@@ -112,8 +102,7 @@ def test_a_frozen_node_gives_up_the_sessions_resumed_elsewhere(ha_nodes, nats, c
     try:
         acked = publish_acked(pub, "f/x", payloads, 1, rate=150, on_half=freeze)
     finally:
-        stop.set()
-        t.join()
+        finish()
     assert frozen.is_set()
     try:
         r.pump(sub, 0.5)  # what a sent before it froze

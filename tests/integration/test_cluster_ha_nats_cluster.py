@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 import urllib.request
 
@@ -175,22 +174,14 @@ def test_one_of_three_nats_servers_killed_for_good_loses_nothing(nats3, r3_nodes
         counts = [nats3.client_count(i) for i in range(3)]
         dead = counts.index(max(counts))
     r = Receiver()
-    stop = threading.Event()
-
-    def read():
-        while not stop.is_set():
-            r.pump(sub, 0.2)
-
-    t = threading.Thread(target=read)
-    t.start()
+    finish = r.pump_in_background(sub)
     payloads = [b"%d" % i for i in range(600)]
     try:
         acked = publish_acked(pub, "x/y", payloads, qos, rate=200, on_half=lambda: nats3.kill(dead))
         wait_until(lambda: acked <= set(r.got), timeout=30)
         time.sleep(0.5)
     finally:
-        stop.set()
-        t.join()
+        finish()
     print(f"\nkilled n{dead + 1} ({victim}); acknowledged {len(acked)} of 600, delivered {len(set(r.got))}")
     # The kill may cost a leader election (a few seconds of refused or held
     # PUBACKs), never most of the stream.
