@@ -94,7 +94,11 @@ def test_dynsec_changes_apply_on_every_node(cluster):
     ctrl(n1.port, "createRole", "r")
     ctrl(n1.port, "addRoleACL", "r", "publishClientSend", "d/#", "allow")
     ctrl(n1.port, "addClientRole", "dave", "r")
-    # Made on node 1, it logs in on node 2 (once node 2 has the change).
+    # Made on node 1, the changes reach node 2 one by one: a login there
+    # between createClient and addClientRole is (rightly) kicked with 0x98
+    # when the role arrives, so the login waits for the last change.
+    wait_or_fail(lambda: "Roles:    r" in ctrl(n2.port, "getClient", "dave"), "node 2 to have dave's role",
+                 timeout=30)
     dave2 = wait_or_fail(lambda: try_connect(n2.port, "dave-2", "dave", "davepw"), "dave to log in on node 2",
                          timeout=30)
     assert wait_until(lambda: dave2.publish("d/x", b"1", qos=1).reason == 0x10, timeout=15)
