@@ -74,7 +74,8 @@ TEST_CASE("nats protocol: PUB and HPUB round-trip as MSG and HMSG") {
     std::string hpub;
     REQUIRE(encode_hpub(hpub, "_n.1f", "", "NATS/1.0\r\nA: b\r\n\r\n", "xyz"));
     CHECK(hpub == "HPUB _n.1f 18 21\r\nNATS/1.0\r\nA: b\r\n\r\nxyz\r\n");
-    r = parse_server(as_delivery(hpub, 3));
+    const std::string hmsg = as_delivery(hpub, 3);  // the views of r point into it
+    r = parse_server(hmsg);
     REQUIRE(r.status == ParseStatus::ok);
     CHECK(r.message.op == ServerOp::hmsg);
     CHECK(r.message.reply.empty());
@@ -96,7 +97,8 @@ TEST_CASE("nats protocol: PUB and HPUB round-trip as MSG and HMSG") {
     std::string empty;
     REQUIRE(encode_pub(empty, "s", "", ""));
     CHECK(empty == "PUB s 0\r\n\r\n");
-    r = parse_server(as_delivery(empty, 1));
+    const std::string empty_msg = as_delivery(empty, 1);
+    r = parse_server(empty_msg);
     REQUIRE(r.status == ParseStatus::ok);
     CHECK(r.message.payload.empty());
 }
