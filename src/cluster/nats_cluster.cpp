@@ -606,7 +606,10 @@ broker::ClusterCounters NatsCluster::counters() const {
     c.nodes_connected = c.links_up == c.links_total ? 1 : 0;
     {
         std::lock_guard lock(shared_->unreachable_mutex);
-        const std::string& unreachable = wire_ ? wire_->unreachable() : shared_->unreachable;
+        // Either connection's first failure names the URL and why (the
+        // control connection's may come first: issue 30, item 5).
+        const std::string& unreachable =
+            wire_ && !wire_->unreachable().empty() ? wire_->unreachable() : shared_->unreachable;
         c.status = c.nodes_connected ? "connected"
                    : !unreachable.empty() ? "NATS unreachable (" + unreachable + ")"
                                           : "NATS link down, reconnecting";
