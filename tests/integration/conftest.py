@@ -107,6 +107,14 @@ def wait_until(predicate, timeout=10.0, step=0.02):
     return predicate()
 
 
+def refused_config_output(conf, what=""):
+    """What mqttoolsd prints when it refuses the config file CONF at start
+    (it must exit non-zero)."""
+    r = subprocess.run([str(MQTTOOLSD), "-c", str(conf)], capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0, f"{what}: accepted\n{r.stdout}{r.stderr}"
+    return r.stderr + r.stdout
+
+
 def wait_or_fail(predicate, what, timeout=10.0, step=0.05):
     """wait_until() for the tests that want a failure naming what never came."""
     value = wait_until(predicate, timeout, step)

@@ -1084,12 +1084,10 @@ def test_persistent_session_survives_its_node_restart(tmp_path, nats):
 
 
 def test_cluster_config_errors_name_file_line_and_key(tmp_path):
-    from conftest import MQTTOOLSD
+    from conftest import refused_config_output
     conf = tmp_path / "bad.toml"
     conf.write_text('[cluster]\nnats_url = "http://x"\nnode_id = "a b"\nbogus = 1\n')
-    r = subprocess.run([str(MQTTOOLSD), "-c", str(conf)], capture_output=True, text=True, timeout=10)
-    assert r.returncode != 0
-    err = r.stderr + r.stdout
+    err = refused_config_output(conf)
     assert f"{conf}:2:" in err and "cluster.nats_url" in err and "not a NATS URL" in err
     assert f"{conf}:3:" in err and "cluster.node_id" in err
     assert f"{conf}:4:" in err and "unknown key 'bogus' in [cluster]" in err

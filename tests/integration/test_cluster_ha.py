@@ -291,13 +291,10 @@ def test_nats_server_killed_and_restarted_loses_nothing_acknowledged(ha_nodes, n
 
 
 def test_ha_config_errors_name_file_line_and_key(tmp_path):
-    import subprocess
-    from conftest import MQTTOOLSD
+    from conftest import refused_config_output
     conf = tmp_path / "bad.toml"
     conf.write_text('[cluster]\nsessions = "everywhere"\nreplicas = 0\nhold_timeout = "5s"\n')
-    r = subprocess.run([str(MQTTOOLSD), "-c", str(conf)], capture_output=True, text=True, timeout=10)
-    assert r.returncode != 0
-    err = r.stderr + r.stdout
+    err = refused_config_output(conf)
     assert f"{conf}:2:" in err and "cluster.sessions" in err and '"replicated" or "local"' in err
     assert f"{conf}:3:" in err and "cluster.replicas" in err
     assert f"{conf}:4:" in err and "cluster.hold_timeout" in err
