@@ -16,7 +16,6 @@ took, and Debian's mosquitto running the same pairs in the same run (no
 API there) as the anchor. Only loopback is used; only processes started
 here are stopped, by their PID.
 """
-import argparse
 import base64
 import http.client
 import json
@@ -31,7 +30,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import HOST, free_port, stop, wait_port  # noqa: E402
+from run import HOST, arguments, check_ranges, free_port, stop, wait_port  # noqa: E402
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY, SECRET = "bench", "bench-secret"
@@ -140,16 +139,12 @@ def lister(api, stop_event, results, total, big_share):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--build", default="build-release")
+    p = arguments(__doc__, duration=10.0, warmup=None, mqttoolsd=False)
     p.add_argument("--sessions", type=int, default=100000)
-    p.add_argument("--duration", type=float, default=10.0)
-    p.add_argument("--runs", type=int, default=3)
     p.add_argument("--listers", type=int, default=2, help="API clients listing at once")
     p.add_argument("--big-share", type=float, default=0.2, help="share of limit=10000 listings (else limit=100)")
     args = p.parse_args()
-    if not (1000 <= args.sessions <= 200000 and 1 <= args.duration <= 120 and 1 <= args.runs <= 10):
-        p.error("--sessions 1000..200000, --duration 1..120, --runs 1..10")
+    check_ranges(p, args, sessions=(1000, 200000), duration=(1, 120), runs=(1, 10))
     build = os.path.abspath(args.build)
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {1})  # the listers beside the generator, never on the broker's CPU

@@ -17,7 +17,6 @@ ms; pairs-http CPU per message <= 1.1x pairs-acl.
 Run: scripts/dev bench --auth [--runs N]. The service runs on CPU 1 with the
 load generator; the broker on CPU 0.
 """
-import argparse
 import json
 import os
 import statistics
@@ -96,19 +95,12 @@ class AuthBench(P.ProductionBench):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--build", default="build-release")
-    p.add_argument("--mqttoolsd")
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--duration", type=float, default=5.0)
-    p.add_argument("--warmup", type=float, default=2.0)
+    p = R.arguments(__doc__, warmup=2.0)
     p.add_argument("--background", type=float, default=12.0)
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     args = p.parse_args(argv)
     args.perf = False
-    import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    R.raise_file_limit()
     bench = AuthBench(args)
     names = [n for n in args.scenarios.split(",") if n in SCENARIOS]
     results = {n: [] for n in names}

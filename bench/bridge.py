@@ -14,9 +14,7 @@ run. Shared-machine numbers are noisy: compare the columns of one run.
 Results are printed and written to docs/benchmarks.md between the "bridge"
 markers (other sections are left alone).
 """
-import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -134,20 +132,13 @@ class BridgeBench(R.Bench):
 
 
 def main(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--build", default="build-release")
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--duration", type=float, default=5.0)
-    p.add_argument("--warmup", type=float, default=1.0)
-    p.add_argument("--mqttoolsd")
+    p = R.arguments(__doc__)
     p.add_argument("--no-docs", action="store_true")
     args = p.parse_args(argv)
     args.perf = False
-    if not (1 <= args.runs <= 20 and 0.5 <= args.duration <= 120):
-        p.error("--runs 1..20, --duration 0.5..120")
+    R.check_ranges(p, args, runs=(1, 20), duration=(0.5, 120))
     R.SCENARIOS.update(SCENARIOS)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    R.raise_file_limit()
     bench = BridgeBench(args)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     bench.run(list(SCENARIOS), EDGES)

@@ -18,7 +18,6 @@ Loopback only; only processes started here are stopped, by PID.
 
     bench/cluster_churn.py --build build-release [--rounds 8] [--ids 10000] [--pause 3]
 """
-import argparse
 import json
 import os
 import selectors
@@ -33,6 +32,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import HOST, free_port, stop, wait_port  # noqa: E402
+from run import arguments, check_ranges  # noqa: E402
 
 
 def rss_kb(pid):
@@ -156,15 +156,13 @@ def churn_retained(port, prefix, n):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--build", default="build-release")
+    p = arguments(__doc__, runs=None, duration=None, warmup=None, mqttoolsd=False)
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--ids", type=int, default=10000)
     p.add_argument("--window", type=int, default=200)
     p.add_argument("--pause", type=float, default=3.0, help="seconds between rounds")
     a = p.parse_args()
-    if not (1 <= a.rounds <= 50 and 100 <= a.ids <= 50000 and 1 <= a.window <= 2000 and 0 <= a.pause <= 60):
-        p.error("--rounds 1..50, --ids 100..50000, --window 1..2000, --pause 0..60")
+    check_ranges(p, a, rounds=(1, 50), ids=(100, 50000), window=(1, 2000), pause=(0, 60))
     mqttoolsd = os.path.join(os.path.abspath(a.build), "src", "daemon", "mqttoolsd")
     tmp = tempfile.mkdtemp(prefix="mqttools-cluster-churn-")
     procs = []

@@ -29,6 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import HOST, free_port, stop, wait_port  # noqa: E402
+from run import check_ranges  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -68,8 +69,7 @@ def main():
     p.add_argument("--out", default=None, help="callgrind: output file")
     p.add_argument("--single", action="store_true", help="one node without a cluster (the anchor)")
     a = p.parse_args()
-    if not (100 <= a.rate <= 100000 and 1 <= a.duration <= 60):
-        p.error("--rate 100..100000, --duration 1..60")
+    check_ranges(p, a, rate=(100, 100000), duration=(1, 60))
     build = os.path.abspath(a.build)
     load = os.path.join(build, "bench", "load", "mqtt_load")
     mqttoolsd = os.path.join(build, "src", "daemon", "mqttoolsd")

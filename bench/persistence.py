@@ -27,7 +27,6 @@ Shared-machine numbers are noisy: compare the columns of one run (ratios).
 Results are printed and written to docs/benchmarks.md between the
 "persistence" markers (other sections are left alone).
 """
-import argparse
 import json
 import os
 import re
@@ -432,12 +431,7 @@ plot {", ".join(plots)}
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--build", default="build-release")
-    p.add_argument("--mqttoolsd")
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--duration", type=float, default=5.0)
-    p.add_argument("--warmup", type=float, default=1.0)
+    p = R.arguments(__doc__)
     p.add_argument("--perf", action="store_true")
     p.add_argument("--brokers", default=",".join(VARIANTS))
     p.add_argument("--sessions", type=int, default=10000)

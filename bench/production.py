@@ -45,7 +45,6 @@ Shared-machine numbers are noisy: compare the columns of one run (ratios).
 Results are printed and written to docs/benchmarks.md between the
 "production" markers (other sections are left alone).
 """
-import argparse
 import json
 import os
 import shutil
@@ -390,12 +389,7 @@ set grid ytics
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--build", default="build-release")
-    p.add_argument("--mqttoolsd")
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--duration", type=float, default=5.0, help="measured seconds of the traffic scenarios")
-    p.add_argument("--warmup", type=float, default=1.0)
+    p = R.arguments(__doc__)
     p.add_argument("--background", type=float, default=20.0,
                    help="measured seconds of the background load (must cover the storm or flood)")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
@@ -412,9 +406,7 @@ def main(argv=None):
     for n in names:
         if n not in SCENARIOS:
             p.error(f"unknown scenario {n}")
-    import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    R.raise_file_limit()
     bench = ProductionBench(args)
     brokers = [b for b in args.brokers.split(",") if b in BROKERS and bench.available(b)]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -168,6 +168,37 @@ def stop(proc):
         proc.wait(timeout=10)
 
 
+def arguments(doc, runs=3, duration=5.0, warmup=1.0, mqttoolsd=True, build="build-release"):
+    """The parser every bench/ script starts from: DOC as its --help, --build,
+    and the run options its scenarios take (None: not taken)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build", default=build)
+    if mqttoolsd:
+        p.add_argument("--mqttoolsd", help="broker binary (default BUILD/src/daemon/mqttoolsd)")
+    if runs is not None:
+        p.add_argument("--runs", type=int, default=runs)
+    if duration is not None:
+        p.add_argument("--duration", type=float, default=duration, help="measured seconds per traffic run")
+    if warmup is not None:
+        p.add_argument("--warmup", type=float, default=warmup)
+    return p
+
+
+def check_ranges(p, args, **ranges):
+    """Refuses the command line (p.error) when an option is outside its
+    range (name=(low, high)); the message lists every range."""
+    if any(not lo <= getattr(args, name) <= hi for name, (lo, hi) in ranges.items()):
+        p.error(", ".join(f"--{name.replace('_', '-')} {lo}..{hi}" for name, (lo, hi) in ranges.items()))
+
+
+def raise_file_limit():
+    """The open-file soft limit up to the hard one (returned); children
+    inherit it (raising the hard one needs CAP_SYS_RESOURCE)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -680,15 +711,10 @@ def main():
         # messages, wide fan-out, in bench/production.py.
         import production
         return production.main([a for a in sys.argv[1:] if a != "--production"])
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--build", default="build-release")
+    p = arguments(__doc__)
     p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
                    help="comma-separated: " + ",".join(SCENARIOS))
     p.add_argument("--brokers", default=",".join(BROKERS))
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--mqttoolsd", help="broker binary (default BUILD/src/daemon/mqttoolsd)")
-    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per traffic run")
-    p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--quick", action="store_true", help="1 run, 2 s windows, no 100,000-connection test")
     p.add_argument("--no-docs", action="store_true", help="print only; leave docs/ alone")
     p.add_argument("--from-json", metavar="FILE",
@@ -749,12 +775,8 @@ def main():
     for b in brokers:
         if b not in BROKERS:
             p.error(f"unknown broker {b}")
-    if not (1 <= args.runs <= 20 and 0.5 <= args.duration <= 120 and 0 <= args.warmup <= 30):
-        p.error("--runs 1..20, --duration 0.5..120, --warmup 0..30")
-
-    # Children inherit the raised soft limit (the hard one needs CAP_SYS_RESOURCE).
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    check_ranges(p, args, runs=(1, 20), duration=(0.5, 120), warmup=(0, 30))
+    hard = raise_file_limit()
 
     bench = Bench(args)
     if not os.access(bench.load, os.X_OK):

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from auth_service import AuthService
-from conftest import MQTTOOLSD, free_port, wait_or_fail, wait_until
+from conftest import MQTTOOLSD, free_port, refused_config_output, wait_or_fail, wait_until
 from mqttwire import CONNACK, CONNECT, PUBACK, PUBLISH, packet, utf8
 from test_security_mqtt import Closed, RawClient
 
@@ -207,12 +207,9 @@ def test_service_unreachable_is_server_unavailable(start_broker, service):
 
 
 def test_config_errors(tmp_path):
-    import subprocess
     conf = tmp_path / "bad.toml"
     conf.write_text('allow_anonymous = false\n[auth_http]\nhost = "127.0.0.1"\nparams_mode = "xml"\ntimeout = -1\n')
-    r = subprocess.run([str(MQTTOOLSD), "-c", str(conf), "-p", "0"], capture_output=True, text=True, timeout=20)
-    out = r.stdout + r.stderr
-    assert r.returncode != 0
+    out = refused_config_output(conf, "[auth_http] with bad values")
     assert f"{conf}:4" in out and "auth_http.params_mode" in out
     assert "auth_http.timeout" in out and "auth_http.getuser_uri" in out
 

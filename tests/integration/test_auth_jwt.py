@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import MQTTOOLSD
+from conftest import MQTTOOLSD, refused_config_output
 from test_security_mqtt import Closed, RawClient
 
 pytestmark = pytest.mark.skipif(not MQTTOOLSD.exists(), reason="mqttoolsd not built")
@@ -128,15 +128,11 @@ def test_disconnect_at_expiry(start_broker, version):
 
 
 def test_config_errors(tmp_path):
-    import subprocess
     conf = tmp_path / "bad.toml"
     conf.write_text('[auth_jwt]\nfrom = "cookie"\nleeway = "x"\n')
-    r = subprocess.run([str(MQTTOOLSD), "-c", str(conf), "-p", "0"], capture_output=True, text=True, timeout=20)
-    out = r.stdout + r.stderr
-    assert r.returncode != 0
+    out = refused_config_output(conf, "[auth_jwt] with bad values")
     assert f"{conf}:2" in out and "auth_jwt.from" in out and "auth_jwt.leeway" in out
     assert "exactly one of secret, public_key_file, jwks_file" in out
     conf.write_text(f'[auth_jwt]\npublic_key_file = "{tmp_path}/missing.pem"\n')
-    r = subprocess.run([str(MQTTOOLSD), "-c", str(conf), "-p", "0"], capture_output=True, text=True, timeout=20)
-    assert r.returncode != 0
-    assert "auth_jwt.public_key_file" in r.stdout + r.stderr and "missing.pem" in r.stdout + r.stderr
+    out = refused_config_output(conf, "[auth_jwt] with a missing key file")
+    assert "auth_jwt.public_key_file" in out and "missing.pem" in out
