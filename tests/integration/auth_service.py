@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class AuthService:
-    def __init__(self, users=None, superusers=(), acl=None, response_mode="status", delay=0.0, ok_status=200):
+    def __init__(self, users=None, superusers=(), acl=None, response_mode="status", delay=0.0, ok_status=200,
+                 close_each=False):
         self.users = dict(users or {})
         self.superusers = set(superusers)
         # acl(username, clientid, topic, acc) -> bool
@@ -18,6 +19,7 @@ class AuthService:
         self.response_mode = response_mode
         self.delay = delay
         self.ok_status = ok_status  # any 2xx allows in go-auth's status mode
+        self.close_each = close_each  # "Connection: close" on every answer (no keep-alive)
         self.requests = []  # (path, method, headers dict, params dict)
         self.lock = threading.Lock()
         self.release = threading.Event()  # set: a delayed request answers at once
@@ -88,6 +90,9 @@ class AuthService:
             handler.send_response(status)
             handler.send_header("Content-Type", ctype)
             handler.send_header("Content-Length", str(len(body)))
+            if self.close_each:
+                handler.send_header("Connection", "close")
+                handler.close_connection = True
             handler.end_headers()
             handler.wfile.write(body)
         except OSError:

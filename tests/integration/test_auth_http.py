@@ -196,6 +196,58 @@ def test_hanging_service_stalls_nobody(start_broker, service):
         x.disconnect()
 
 
+def connack_codes(socks, deadline):
+    """Each socket's CONNACK reason code; None: closed without one."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    got = {}
+    for s in socks:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, b"")
+    codes = {}
+    while len(codes) < len(socks) and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=0.5):
+            s = key.fileobj
+            try:
+                chunk = s.recv(64)
+            except BlockingIOError:
+                continue
+            except OSError:
+                chunk = b""
+            got[s] = got.get(s, b"") + chunk
+            if len(got[s]) >= 4 or not chunk:
+                ok = len(got[s]) >= 4 and got[s][0] >> 4 == CONNACK
+                codes[s] = got[s][3] if ok else None
+                sel.unregister(s)
+    sel.close()
+    return [codes.get(s, "no answer") for s in socks]
+
+
+def test_storm_against_a_service_that_closes_every_connection(start_broker):
+    # Every answer closes its connection, so libcurl lets go of sockets
+    # while the reactor still holds events for them in the same turn (a
+    # watch freed there was called after free: the broker crashed, the
+    # HTTP storm benchmark's runs that "ended early").
+    service = AuthService(users=USERS, close_each=True)
+    try:
+        b = start(start_broker, service, timeout=20)
+        for storm in range(2):
+            socks = []
+            for i in range(400):
+                s = socket.create_connection(("127.0.0.1", b.port), timeout=10)
+                s.sendall(packet(CONNECT, 0, utf8("MQTT") + bytes([5, 0xC2]) + b"\x00\x3c" + b"\x00" +
+                                 utf8(f"s{storm}-{i}") + utf8("alice") + utf8("wonderland")))
+                socks.append(s)
+            codes = connack_codes(socks, time.monotonic() + 60)
+            for s in socks:
+                s.close()
+            assert b.proc.poll() is None, b.output()[-2000:]
+            assert codes == [0] * len(socks), {c: codes.count(c) for c in set(codes)}
+        assert len(service.taken("/auth/user")) == 800
+    finally:
+        service.close()
+
+
 def test_service_unreachable_is_server_unavailable(start_broker, service):
     port = service.port
     service.close()

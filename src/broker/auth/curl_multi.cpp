@@ -21,6 +21,9 @@ struct CurlMulti::Request {
 struct CurlMulti::Watch final : net::IoHandler {
     Watch(CurlMulti& m, curl_socket_t f) : multi(m), fd(f) {}
     void on_io(std::uint32_t events) override {
+        // Retired within this turn: the event was fetched before curl let
+        // go of the socket (its number may already belong to a new one).
+        if (retired) return;
         int flags = 0;
         if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) flags |= CURL_CSELECT_IN;
         if (events & EPOLLOUT) flags |= CURL_CSELECT_OUT;
@@ -30,6 +33,7 @@ struct CurlMulti::Watch final : net::IoHandler {
     CurlMulti& multi;
     curl_socket_t fd;
     bool added = false;
+    bool retired = false;
 };
 
 namespace {
@@ -60,6 +64,7 @@ CurlMulti::CurlMulti(net::Reactor& reactor) : reactor_(reactor) {
 
 CurlMulti::~CurlMulti() {
     reactor_.cancel_timer(timer_);
+    reactor_.cancel_timer(sweep_timer_);
     for (auto& [easy, r] : requests_) curl_multi_remove_handle(multi_, easy);
     requests_.clear();
     for (auto& [fd, w] : watches_) {
@@ -98,7 +103,7 @@ int CurlMulti::on_socket(CURL*, curl_socket_t fd, int what, void* self_ptr, void
     if (what == CURL_POLL_REMOVE) {
         auto it = self.watches_.find(fd);
         if (it != self.watches_.end()) {
-            if (it->second->added) self.reactor_.remove(fd);
+            self.retire(std::move(it->second));
             self.watches_.erase(it);
         }
         return 0;
@@ -126,6 +131,21 @@ int CurlMulti::on_timer(CURLM*, long timeout_ms, void* self_ptr) {
         self.act(CURL_SOCKET_TIMEOUT, 0);
     });
     return 0;
+}
+
+void CurlMulti::retire(std::unique_ptr<Watch> w) {
+    if (w->added) reactor_.remove(w->fd);
+    // The reactor may still hold an event for it in this turn's batch (a
+    // socket closed while another's event was handled): it is freed on the
+    // next turn, before the next epoll_wait, never under that event.
+    w->retired = true;
+    retired_.push_back(std::move(w));
+    if (!sweep_timer_) {
+        sweep_timer_ = reactor_.add_timer_after(net::Clock::duration::zero(), [this] {
+            sweep_timer_ = {};
+            retired_.clear();
+        });
+    }
 }
 
 void CurlMulti::act(curl_socket_t fd, int events) {

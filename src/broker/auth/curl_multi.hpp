@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "net/reactor.hpp"
 
@@ -42,6 +43,7 @@ private:
     struct Watch;
     static int on_socket(CURL* easy, curl_socket_t fd, int what, void* self, void* watch);
     static int on_timer(CURLM* multi, long timeout_ms, void* self);
+    void retire(std::unique_ptr<Watch> w);
     void act(curl_socket_t fd, int events);
     void collect();
 
@@ -50,6 +52,9 @@ private:
     net::Reactor::TimerId timer_{};
     std::unordered_map<CURL*, std::unique_ptr<Request>> requests_;
     std::unordered_map<curl_socket_t, std::unique_ptr<Watch>> watches_;
+    // Watches curl let go of during this turn (retire()).
+    std::vector<std::unique_ptr<Watch>> retired_;
+    net::Reactor::TimerId sweep_timer_{};
 };
 
 }  // namespace mqttools::auth
