@@ -159,6 +159,9 @@ public:
     void session_loaded(std::string_view client_id, const ReplicaRecord& record);
     void replayed_message(std::string_view client_id, Bytes packet, std::uint64_t origin, std::uint64_t seq);
     void replay_done(std::string_view client_id);
+    // After replay_done, messages the stream stored late may still come
+    // (replayed_message, deduplicated against what the session got), until this.
+    void late_replay_done(std::string_view client_id);
     // cluster_fence.cpp (issue 25): the node lost touch with the cluster.
     // cut: cut off from NATS for longer than [cluster] disconnect_after:
     // every client is disconnected (0x9C Use another server) so that it
@@ -336,6 +339,7 @@ private:
     void replicate_changed_sessions();
     bool load_replica(Connection& c);
     void start_replay(const std::string& client_id);
+    void forget_replay(std::string_view client_id);
     void route_to_session(Session& s, Bytes packet, std::uint64_t origin, std::uint64_t seq);
     struct Replay {
         Connection* connection = nullptr;
@@ -343,9 +347,23 @@ private:
         std::int64_t since_ns = 0;
         std::uint64_t ticket = 0;  // interest to wait for before the replay
         bool started = false;
+        bool done = false;       // replay_done: late ones may still come
+        int late_open = 0;       // replays whose late window is open
+        std::uint64_t seen_from = 0;  // late_seen_ entries from here on reached the session
         net::Reactor::TimerId timer = {};
     };
     std::unordered_map<std::string, Replay> replays_;
+    // While a replay is open: every QoS 1/2 message from the cluster routed
+    // here since (ClusterMessageId -> its arrival number), so that a
+    // message the stream stored late is not given twice to a session that
+    // had it live (QoS 2: no duplicate; QoS 1: no needless redelivery).
+    struct IdKeyHash {
+        std::size_t operator()(const std::pair<std::uint64_t, std::uint64_t>& p) const noexcept {
+            return std::hash<std::uint64_t>()(p.first * 0x9E3779B97F4A7C15ULL ^ p.second);
+        }
+    };
+    std::unordered_map<std::pair<std::uint64_t, std::uint64_t>, std::uint64_t, IdKeyHash> late_seen_;
+    std::uint64_t late_arrivals_ = 0;
     net::Reactor::TimerId replica_timer_ = {};
     // Sessions whose QoS 2 packets wait for a record write, written once
     // at the next turn (one write for all the packets of this turn).
@@ -390,6 +408,9 @@ private:
         const ClusterMessageId id = cluster_->last_publish_id();
         m.cluster_origin = id.origin;
         m.cluster_seq = id.seq;
+        if (!replays_.empty() && m.qos != QoS::at_most_once && id.origin != 0) {
+            late_seen_.insert_or_assign({id.origin, id.seq}, ++late_arrivals_);  // session_replica.cpp
+        }
     }
 
     // A session's filter in the subscription tree and, in a cluster, in

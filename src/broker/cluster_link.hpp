@@ -145,7 +145,9 @@ public:
     // Reads the record: Broker::session_loaded.
     virtual void load_session(std::string_view client_id) { (void)client_id; }
     // The QoS 1/2 messages stored since `since_ns` that match `filters`, in
-    // stream order: Broker::replayed_message each, then Broker::replay_done.
+    // stream order: Broker::replayed_message each, then Broker::replay_done;
+    // then, while stores begun before the call may still land (the
+    // cluster's hold_timeout), those too, then Broker::late_replay_done.
     virtual void replay_session(std::string_view client_id, const std::vector<std::string>& filters,
                                 std::int64_t since_ns) {
         (void)client_id, (void)filters, (void)since_ns;

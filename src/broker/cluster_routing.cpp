@@ -62,6 +62,11 @@ bool Broker::route_from_cluster(Bytes packet, std::string_view shared, std::uint
     MessageView m = view_of_packet(d.packet);
     m.cluster_origin = origin;
     m.cluster_seq = seq;
+    // A session resuming here may get this message from the stream too
+    // (session_replica.cpp): it had it live.
+    if (!replays_.empty() && m.qos != QoS::at_most_once && origin != 0) {
+        late_seen_.insert_or_assign({origin, seq}, ++late_arrivals_);
+    }
     if (m.qos == QoS::at_most_once) {
         // The very bytes another node encoded: an MQTT 5 subscriber of the
         // same wire form gets them without an encode (deliver_qos0).

@@ -245,7 +245,7 @@ bool Broker::load_replica(Connection& c) {
         p->second.timer = {};
         spdlog::warn("Client {}: its session record did not come in time; starting a new session.",
                      p->second.client_id);
-        replays_.erase(p->second.client_id);
+        forget_replay(p->second.client_id);
         resume_parked(*cp);
     });
     cluster_->load_session(c.client_id);
@@ -305,6 +305,10 @@ void Broker::session_loaded(std::string_view client_id, const ReplicaRecord& rec
     r.connection = waiting;
     r.watermarks = record.watermarks;
     r.since_ns = record.written_ns - replay_margin_ns;
+    r.done = false;
+    // What comes live from now on reaches the session (its subscriptions
+    // are in the tree): the replay's late part skips it.
+    r.seen_from = late_arrivals_ + 1;
     // Its interest must be on NATS before the replay reads the stream:
     // a message published in between would be in neither.
     r.ticket = cluster_->interest_ticket(false);
@@ -329,6 +333,7 @@ void Broker::start_replay(const std::string& client_id) {
         replay_done(client_id);
         return;
     }
+    ++it->second.late_open;
     cluster_->replay_session(client_id, filters, it->second.since_ns);
 }
 
@@ -338,6 +343,12 @@ void Broker::replayed_message(std::string_view client_id, Bytes packet, std::uin
     if (it == replays_.end() || !s) return;
     for (const ClusterMessageId& w : it->second.watermarks) {
         if (w.origin == origin && seq <= w.seq) return;  // in the record, or acknowledged
+    }
+    if (origin != 0) {
+        // Routed to it already: live since it was imported, or replayed.
+        auto [seen, fresh] = late_seen_.try_emplace({origin, seq}, 0);
+        if (!fresh && seen->second >= it->second.seen_from) return;
+        seen->second = ++late_arrivals_;
     }
     if (const OutboundState* o = s->outbound.get()) {
         // Here already (came live since the session was imported).
@@ -358,12 +369,25 @@ void Broker::replayed_message(std::string_view client_id, Bytes packet, std::uin
 
 void Broker::replay_done(std::string_view client_id) {
     auto it = replays_.find(std::string(client_id));
-    if (it == replays_.end()) return;
+    if (it == replays_.end() || it->second.done) return;
     Connection* c = it->second.connection;
-    replays_.erase(it);
+    it->second.done = true;
+    it->second.connection = nullptr;
+    if (it->second.late_open == 0) forget_replay(client_id);
     if (parked_.contains(c)) resume_parked(*c);
     // It left meanwhile: the session is not kept here (its record stays).
     if (Session* s = sessions_.find(client_id); s && !s->connection) end_session(*s);
+}
+
+void Broker::late_replay_done(std::string_view client_id) {
+    auto it = replays_.find(std::string(client_id));
+    if (it == replays_.end()) return;
+    if (--it->second.late_open <= 0 && it->second.done) forget_replay(client_id);
+}
+
+void Broker::forget_replay(std::string_view client_id) {
+    replays_.erase(std::string(client_id));
+    if (replays_.empty()) late_seen_.clear();
 }
 
 }  // namespace mqttools::broker

@@ -86,6 +86,7 @@ void Durable::stop() {
     }
     cv_.notify_all();
     if (thread_.joinable()) thread_.join();
+    poll_late_windows(true);
     if (answer_sub_) {
         natsSubscription_Unsubscribe(answer_sub_);
         natsSubscription_Destroy(answer_sub_);
@@ -223,6 +224,7 @@ void Durable::main() {
         answers.clear();
         for (auto& job : jobs) job(ready_ ? js_ : nullptr);
         jobs.clear();
+        poll_late_windows(false);
         for (auto it = pending_.begin(); it != pending_.end();) {
             if (passthrough_ || now - it->second.first > hold) {
                 // Not stored in time: the publisher is refused and resends.

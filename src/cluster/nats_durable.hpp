@@ -46,6 +46,11 @@ constexpr std::uint32_t tag_loaded = 15;
 constexpr std::uint32_t loaded_owner_lost = 3, loaded_audit_end = 4;
 // A session record write was answered (CLIENT_ID): Broker::session_record_stored.
 constexpr std::uint32_t loaded_record_stored = 5;
+// nats_sessions.cpp's replay ends (CLIENT_ID, or "" for the link's): a
+// replay JetStream could not serve, and the end of a resumed session's
+// late window (messages the stream stored after its replay). Kept apart
+// from the ownership check's kinds, which on_replica hands on as such.
+constexpr std::uint32_t loaded_replay_failed = 6, loaded_late_end = 7;
 constexpr std::uint32_t tag_link_down = 12;  // the data connection broke: seq = wall time
 constexpr std::uint32_t tag_link_up = 11;    // it is back (subscriptions re-sent)   // a session record (or the end of a replay), see nats_sessions.cpp
 
@@ -72,6 +77,18 @@ struct Durable {
     // use; on this thread only. Null when JetStream is unreachable.
     kvStore* sessions_bucket(jsCtx* js);
     kvStore* sessions_kv = nullptr;
+
+    // A resumed session's replay stays open after it caught up, until the
+    // stores other nodes were still retrying when it began are over (their
+    // `hold_timeout`): what the stream stores meanwhile reaches the session
+    // too (nats_sessions.cpp). On this thread only.
+    struct LateWindow {
+        std::string id;
+        std::vector<natsSubscription*> subs;
+        std::chrono::steady_clock::time_point until;
+    };
+    std::vector<LateWindow> late_windows;
+    void poll_late_windows(bool closing);
 
     std::string stream;  // PREFIX_MSGS
     NatsCluster::Shared& shared;

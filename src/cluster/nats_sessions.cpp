@@ -49,7 +49,7 @@ std::string record_key(std::string_view client_id) {
     return key;
 }
 
-constexpr std::uint32_t loaded_none = 0, loaded_found = 1, loaded_replay_end = 2, loaded_replay_failed = 3;
+constexpr std::uint32_t loaded_none = 0, loaded_found = 1, loaded_replay_end = 2;  // nats_durable.hpp: more
 
 template <class T>
 bool take(std::string_view& in, T& v) {
@@ -177,7 +177,26 @@ struct ReplayJob {
     std::vector<std::string> subjects;
     std::int64_t since_ns;
     std::chrono::steady_clock::time_point deadline;
+    // A resumed session's: its consumers stay open until then (Durable::LateWindow).
+    std::chrono::steady_clock::time_point late_until;
 };
+
+// One message of the stream, for the reactor: CLIENT_ID NUL PUBLISH with
+// its ClusterMessageId (from its Nats-Msg-Id). False: not a stream message.
+bool replayed(natsMsg* m, const std::string& id, std::uint64_t& stream_seq, std::uint64_t& pending,
+              std::string& out, ClusterMessageIdPair& ids) {
+    jsMsgMetaData* meta = nullptr;
+    if (natsMsg_GetMetaData(&meta, m) != NATS_OK || !meta) return false;
+    const char* msg_id = nullptr;
+    natsMsgHeader_Get(m, "Nats-Msg-Id", &msg_id);
+    if (!parse_msg_id(msg_id, ids.first, ids.second)) ids = {0, 0};
+    out.assign(id).push_back('\0');
+    out.append(natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m)));
+    stream_seq = meta->Sequence.Stream;
+    pending = meta->NumPending;
+    jsMsgMetaData_Destroy(meta);
+    return true;
+}
 
 void run_replay(Durable* d, ReplayJob job, jsCtx* js) {
     using namespace std::chrono;
@@ -190,6 +209,7 @@ void run_replay(Durable* d, ReplayJob job, jsCtx* js) {
     // two filters match, in stream order.
     std::map<std::uint64_t, std::pair<ClusterMessageIdPair, std::string>> got;
     bool failed = false;
+    Durable::LateWindow late{job.id, {}, job.late_until};
     for (const std::string& subject : job.subjects) {
         jsOptions jo;
         jsOptions_Init(&jo);
@@ -237,45 +257,85 @@ void run_replay(Durable* d, ReplayJob job, jsCtx* js) {
             pending = ci->NumPending;
             jsConsumerInfo_Destroy(ci);
         }
+        std::string out;
         for (;;) {
             natsMsg* m = nullptr;
             if (natsSubscription_NextMsg(&m, sub, pending > 0 ? 2000 : 100) != NATS_OK) break;
-            jsMsgMetaData* meta = nullptr;
-            if (natsMsg_GetMetaData(&meta, m) == NATS_OK && meta) {
-                const char* msg_id = nullptr;
-                natsMsgHeader_Get(m, "Nats-Msg-Id", &msg_id);
-                ClusterMessageIdPair ids{0, 0};
-                if (!parse_msg_id(msg_id, ids.first, ids.second)) ids = {0, 0};
-                got.emplace(meta->Sequence.Stream,
-                            std::pair(ids, std::string(natsMsg_GetData(m),
-                                                       static_cast<std::size_t>(natsMsg_GetDataLength(m)))));
-                pending = meta->NumPending;
-                jsMsgMetaData_Destroy(meta);
-            }
+            std::uint64_t stream_seq = 0;
+            ClusterMessageIdPair ids{0, 0};
+            if (replayed(m, job.id, stream_seq, pending, out, ids)) got.emplace(stream_seq, std::pair(ids, out));
             natsMsg_Destroy(m);
         }
-        natsSubscription_Unsubscribe(sub);
-        natsSubscription_Destroy(sub);
+        if (job.late_until > steady_clock::now()) {
+            late.subs.push_back(sub);
+        } else {
+            natsSubscription_Unsubscribe(sub);
+            natsSubscription_Destroy(sub);
+        }
     }
-    std::string out;
     for (const auto& [stream_seq, item] : got) {
-        out.assign(job.id).push_back('\0');
-        out.append(item.second);
-        d->shared.push_in(tag_replay, 0, out.data(), out.size(), item.first.first, item.first.second);
+        d->shared.push_in(tag_replay, 0, item.second.data(), item.second.size(), item.first.first, item.first.second);
     }
     d->shared.push_in(tag_loaded, failed ? loaded_replay_failed : loaded_replay_end, job.id.data(), job.id.size());
+    if (job.late_until == steady_clock::time_point{}) return;
+    if (late.subs.empty()) {
+        d->shared.push_in(tag_loaded, loaded_late_end, job.id.data(), job.id.size());
+    } else {
+        d->late_windows.push_back(std::move(late));
+    }
 }
 
 }  // namespace
 
+// What a resumed session's consumers deliver after the replay caught up:
+// messages whose store was still being retried when it began, each once
+// the stream has it (the broker drops the ones the session already got).
+void Durable::poll_late_windows(bool closing) {
+    const auto now = std::chrono::steady_clock::now();
+    std::string out;
+    for (auto w = late_windows.begin(); w != late_windows.end();) {
+        for (natsSubscription* sub : w->subs) {
+            int msgs = 0, bytes = 0;
+            while (!closing && natsSubscription_GetPending(sub, &msgs, &bytes) == NATS_OK && msgs > 0) {
+                natsMsg* m = nullptr;
+                if (natsSubscription_NextMsg(&m, sub, 10) != NATS_OK) break;
+                std::uint64_t stream_seq = 0, pending = 0;
+                ClusterMessageIdPair ids{0, 0};
+                if (replayed(m, w->id, stream_seq, pending, out, ids)) {
+                    shared.push_in(tag_replay, 0, out.data(), out.size(), ids.first, ids.second);
+                }
+                natsMsg_Destroy(m);
+            }
+        }
+        if (!closing && now < w->until) {
+            ++w;
+            continue;
+        }
+        for (natsSubscription* sub : w->subs) {
+            natsSubscription_Unsubscribe(sub);
+            natsSubscription_Destroy(sub);
+        }
+        if (!closing) shared.push_in(tag_loaded, loaded_late_end, w->id.data(), w->id.size());
+        w = late_windows.erase(w);
+    }
+}
+
 // Replays the stream's messages on `subjects` since `since_ns` (id: the
 // client id, or "" for this node's own recovery after its link broke). A
 // resumed session's CONNECT waits 5 s at most for the record and the
-// replay: the replay tries for 4 s of it.
+// replay: the replay tries for 4 s of it. A resumed session's replay then
+// stays open for `hold_timeout` and a second: a message published before
+// the session's interest was in place may reach the stream that much
+// later (its node retries the store until then), after the replay read
+// it; its live copy went to the node that died, or came here before the
+// session was imported (lost, 10 of 10: test_cluster_ha_random_kills.py).
 void NatsCluster::post_replay(std::string id, std::vector<std::string> subjects, std::int64_t since_ns) {
+    using namespace std::chrono;
     Durable* d = shared_->durable;
-    ReplayJob job{std::move(id), std::move(subjects), since_ns,
-                  std::chrono::steady_clock::now() + std::chrono::milliseconds(4000)};
+    const auto now = steady_clock::now();
+    const auto late_until =
+        id.empty() ? steady_clock::time_point{} : now + milliseconds(shared_->config.hold_timeout) + seconds(1);
+    ReplayJob job{std::move(id), std::move(subjects), since_ns, now + milliseconds(4000), late_until};
     d->post([d, job = std::move(job)](jsCtx* js) mutable { run_replay(d, std::move(job), js); });
 }
 
@@ -365,6 +425,10 @@ void NatsCluster::on_replica(std::uint32_t tag, std::uint32_t kind, std::string_
         } else {
             broker_.replay_done(data);
         }
+        return;
+    }
+    if (tag == tag_loaded && kind == loaded_late_end) {
+        broker_.late_replay_done(data);
         return;
     }
     if (nul == data.npos) return;
