@@ -40,8 +40,12 @@ SCENARIOS = ["storm-http", "storm-pw", "pairs-http", "pairs-acl"]
 class AuthBench(P.ProductionBench):
     def __init__(self, args):
         super().__init__(args)
+        # The service's threads beside the generators, not on the broker's
+        # CPU: pinned before they start (a thread inherits its creator's
+        # affinity; pinning after left the server thread, and every handler
+        # thread it spawns, free to preempt the broker on CPU 0).
+        os.sched_setaffinity(0, {1})
         self.service = AuthService(users={USER: PASSWORD})
-        os.sched_setaffinity(0, {1})  # the service's threads: beside the generator, not the broker
         self.aclfile = os.path.join(self.tmp, "acl")
         with open(self.aclfile, "w") as f:
             f.write("topic readwrite #\nuser bench\ntopic readwrite #\n")

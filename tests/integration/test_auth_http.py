@@ -248,6 +248,35 @@ def test_storm_against_a_service_that_closes_every_connection(start_broker):
         service.close()
 
 
+def test_requests_beyond_the_connection_limit_wait_in_order_and_time_out(start_broker, service):
+    # libcurl gets at most 64 requests at once (its connections to the
+    # service); the rest wait in the broker, in the order they came, and
+    # time out like the others (0x88): a hanging service sees 64 at once.
+    timeout = 2.0
+    b = start(start_broker, service, timeout=timeout)
+    service.set_delay(timeout * 4)
+    socks, sent = [], time.monotonic()
+    for i in range(100):
+        s = socket.create_connection(("127.0.0.1", b.port), timeout=10)
+        s.sendall(packet(CONNECT, 0, utf8("MQTT") + bytes([5, 0xC2]) + b"\x00\x3c" + b"\x00" + utf8(f"q-{i}") +
+                         utf8("alice") + utf8("wonderland")))
+        socks.append(s)
+    wait_or_fail(lambda: len(service.taken("/auth/user")) >= 64, "64 requests at the service")
+    time.sleep(0.3)
+    assert len(service.taken("/auth/user")) == 64
+    codes = connack_codes(socks, time.monotonic() + timeout + 10)
+    for s in socks:
+        s.close()
+    assert codes == [SERVER_UNAVAILABLE] * 100, {c: codes.count(c) for c in set(codes)}
+    assert time.monotonic() - sent < timeout + 5
+    assert len(service.taken("/auth/user")) <= 100
+    service.set_delay(0)
+    c, code = connect(b.port, client_id="after", username="alice", password="wonderland")
+    assert code == 0
+    c.disconnect()
+    assert "auth service unavailable" in b.output()
+
+
 def test_service_unreachable_is_server_unavailable(start_broker, service):
     port = service.port
     service.close()

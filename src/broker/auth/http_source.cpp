@@ -1,5 +1,8 @@
 #include "broker/auth/http_source.hpp"
 
+#include <algorithm>
+#include <cctype>
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
@@ -12,7 +15,13 @@ namespace mqttools::auth {
 
 namespace {
 
-constexpr std::size_t sweep_every = 1024;  // inserts between sweeps of expired answers
+// A cache is swept of expired answers when it reaches a size, and the next
+// sweep waits until it has doubled: sweeping at every insert beyond a fixed
+// size (answers live cache_seconds, so a storm's stay) cost a walk of the
+// whole cache per CONNECT.
+constexpr std::size_t sweep_every = 1024;
+
+std::size_t next_sweep(std::size_t size) { return std::max(sweep_every, 2 * size); }
 
 std::string credential_key(const ConnectInfo& info) {
     // Only a hash of the password stays in memory.
@@ -52,6 +61,7 @@ struct AclAnswers {
     };
     using Map = std::unordered_map<std::string, Answer, Hash, std::equal_to<>>;
     std::array<Map, 3> by_access;  // read, publish, subscribe
+    std::array<std::size_t, 3> sweep_at{sweep_every, sweep_every, sweep_every};
     std::uint64_t generation = 0;  // bumped by disconnected(): late answers are dropped
     static std::size_t index(AclAccess a) { return a == AclAccess::read ? 0 : a == AclAccess::publish ? 1 : 2; }
 };
@@ -80,7 +90,11 @@ public:
             }
             map.erase(it);
         }
-        if (map.size() >= sweep_every) sweep(map);
+        std::size_t& sweep_at = answers_->sweep_at[AclAnswers::index(access)];
+        if (map.size() >= sweep_at) {
+            sweep(map);
+            sweep_at = next_sweep(map.size());
+        }
         map.emplace(std::string(topic), AclAnswers::Answer{});
         ask(std::string(topic), access);
         return Verdict::pending;
@@ -213,9 +227,15 @@ void HttpSource::finish_user(const std::string& key, std::uint64_t ticket, const
                              AuthResult result) {
     const bool failed = result.verdict == Verdict::deny && result.reason == ReasonCode::server_unavailable;
     if (settings_.cache_seconds > 0 && !failed) {
-        if (users_.size() >= sweep_every) {
+        if (users_.size() >= users_sweep_at_) {
             const auto t = now();
-            std::erase_if(users_, [&](const auto& kv) { return kv.second.until <= t; });
+            std::erase_if(users_, [&](const auto& kv) {
+                if (kv.second.until > t) return false;
+                auto k = user_keys_.find(kv.second.client_id);
+                if (k != user_keys_.end() && k->second == kv.first) user_keys_.erase(k);
+                return true;
+            });
+            users_sweep_at_ = next_sweep(users_.size());
         }
         UserAnswer& a = users_[key];
         a.verdict = result.verdict;
@@ -233,31 +253,43 @@ std::unique_ptr<ClientRules> HttpSource::bind(const ClientIdentity& who) const {
     return std::make_unique<HttpRules>(std::move(self), who);
 }
 
+namespace {
+
+// RFC 3986 percent-encoding of everything but the unreserved characters,
+// as curl_easy_escape does (application/x-www-form-urlencoded values).
+void append_escaped(std::string& out, std::string_view v) {
+    static constexpr char hex[] = "0123456789ABCDEF";
+    for (const char ch : v) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+            out += ch;
+        } else {
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        }
+    }
+}
+
+}  // namespace
+
 void HttpSource::ask(const std::string& uri, const std::vector<std::pair<std::string_view, std::string>>& params,
                      std::function<void(Outcome, std::string)> done) {
-    CURL* easy = curl_easy_init();
-    if (!easy) {
-        host_.reactor().add_timer_after(net::Clock::duration::zero(),
-                                        [done = std::move(done)] { done(Outcome::failed, "curl_easy_init failed"); });
-        return;
-    }
     std::string form;
     for (const auto& [k, v] : params) {
-        char* esc = curl_easy_escape(easy, v.data(), static_cast<int>(v.size()));
         if (!form.empty()) form += '&';
         form.append(k);
         form += '=';
-        form += esc ? esc : "";
-        curl_free(esc);
+        append_escaped(form, v);
     }
-    std::string url = base_url_ + uri;
-    curl_slist* headers = nullptr;
-    std::string body;
+    CurlMulti::Call call;
+    call.url = base_url_ + uri;
+    call.timeout = std::chrono::milliseconds(settings_.timeout_ms);
+    call.verify_peer = settings_.verify_peer;
     if (settings_.method == "GET" && settings_.params_mode == "form") {
         // go-auth refuses form parameters with GET; the query string is
         // what a GET service reads.
-        url += (uri.find('?') == std::string::npos ? '?' : '&') + form;
-        curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+        call.url += (uri.find('?') == std::string::npos ? '?' : '&') + form;
     } else {
         if (settings_.params_mode == "json") {
             nlohmann::json j = nlohmann::json::object();
@@ -268,34 +300,25 @@ void HttpSource::ask(const std::string& uri, const std::vector<std::pair<std::st
                     j[std::string(k)] = v;
                 }
             }
-            body = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-            headers = curl_slist_append(headers, "Content-Type: application/json");
+            call.body = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+            call.headers = curl_slist_append(call.headers, "Content-Type: application/json");
         } else {
-            body = std::move(form);
-            headers = curl_slist_append(headers, "Content-Type: application/x-www-form-urlencoded");
+            call.body = form;
+            call.headers = curl_slist_append(call.headers, "Content-Type: application/x-www-form-urlencoded");
         }
+        call.with_body = true;
         // go-auth sends its JSON body with GET too (a GET with a body).
-        if (settings_.method != "POST") curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, settings_.method.c_str());
-        curl_easy_setopt(easy, CURLOPT_POST, 1L);
-        curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
-        curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, body.c_str());
-        if (!body.empty() && params.size() > 1 && params[1].first == "password") {
-            OPENSSL_cleanse(body.data(), body.size());
-        }
+        if (settings_.method != "POST") call.method = settings_.method;
     }
     // No "Expect: 100-continue" round trip for these small bodies.
-    headers = curl_slist_append(headers, "Expect:");
-    for (const auto& [name, value] : settings_.headers) headers = curl_slist_append(headers, (name + ": " + value).c_str());
-    curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(settings_.timeout_ms));
-    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(settings_.timeout_ms));
-    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, settings_.verify_peer ? 1L : 0L);
-    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, settings_.verify_peer ? 2L : 0L);
-    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    call.headers = curl_slist_append(call.headers, "Expect:");
+    for (const auto& [name, value] : settings_.headers) {
+        call.headers = curl_slist_append(call.headers, (name + ": " + value).c_str());
+    }
     if (!form.empty()) OPENSSL_cleanse(form.data(), form.size());
     ++stats_.requests;
     const auto started = Clock::now();
-    curl_.start(easy, headers, [this, started, done = std::move(done)](CurlMulti::Response&& resp) {
+    curl_.start(std::move(call), [this, started, done = std::move(done)](CurlMulti::Response&& resp) {
         const auto us = static_cast<std::uint64_t>(
             std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count());
         stats_.latency_us_total += us;

@@ -83,6 +83,7 @@ private:
     Stats stats_;
     std::unordered_map<std::string, UserAnswer> users_;        // by credential hash
     std::unordered_map<std::string, std::string> user_keys_;   // client id -> credential hash
+    std::size_t users_sweep_at_ = 1024;                         // users_' size at its next sweep
 };
 
 }  // namespace mqttools::auth
