@@ -72,7 +72,7 @@ void ClientEvents::client_connected(const broker::Connection& c) {
 void ClientEvents::client_disconnected(const broker::Connection& c, ReasonCode reason, bool by_peer) {
     nlohmann::json j = client_fields(c);
     const std::int64_t ts = now_ms();
-    j["reason"] = disconnect_reason(reason, by_peer, c.will_suppressed);
+    j["reason"] = disconnect_reason(reason, by_peer, c.sent_disconnect());
     j["disconnected_at"] = ts;
     j["ts"] = ts;
     queue(prefix_ + c.client_id + "/disconnected", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));

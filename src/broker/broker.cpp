@@ -483,7 +483,12 @@ void Broker::close_connection(Connection& c, ReasonCode reason, bool send_discon
 }
 
 void Broker::log_close(const Connection& c, ReasonCode reason, bool by_peer) {
-    if (c.will_suppressed) {
+    // A close the broker decides names its reason even when it suppresses
+    // the will (a node cut off from NATS, a session another node took):
+    // "disconnected." alone is the client's own DISCONNECT (the node that
+    // dropped a client and the node where it really disconnected printed
+    // the same line: one disconnect read as logged twice).
+    if (c.sent_disconnect()) {
         spdlog::info("Client {} disconnected.", c.client_id);
     } else if (by_peer) {
         spdlog::info("Client {} closed its connection.", c.client_id);

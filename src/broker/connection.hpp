@@ -179,9 +179,15 @@ public:
     bool has_username = false;  // CONNECT had a User Name (possibly empty)
     bool mqtt31 = false;        // MQTT 3.1 ("MQIsdp"), otherwise spoken as 3.1.1
     bool clean_start = true;
-    bool will_suppressed = false;  // a normal DISCONNECT arrived
+    // No will when it closes: a normal DISCONNECT arrived, or the broker
+    // closes it for a cluster that decides the will (cluster_fence.cpp).
+    bool will_suppressed = false;
     bool dirty = false;            // on the broker's flush list
     bool closed_by_peer = false;
+    // The client ended with a normal DISCONNECT (not 0x04 "with will"),
+    // not the broker on its own account: the log's "disconnected." and
+    // EMQX's "normal" disconnect reason.
+    bool sent_disconnect() const { return closed_by_peer && will_suppressed; }
     bool identity_as_username = false;  // TLS listener with use_identity_as_username
     bool drop_logged = false;
     bool published_recently = false;  // since the last housekeeping pass (route cache)
