@@ -296,6 +296,52 @@ Outcome retained_one(ApiContext& ctx, const http::Request& req) {
 
 // ---- banned
 
+// Answers once the store has the change (Broker::when_durable): a ban
+// acknowledged and then a crash (kill -9, power) is still a ban after the
+// restart. The reactor goes on meanwhile; the store thread's report wakes
+// the job.
+class DurableJob final : public Job {
+public:
+    DurableJob(broker::Broker& broker, http::Response answer, std::string failed)
+        : state_(std::make_shared<State>()) {
+        state_->answer = std::move(answer);
+        state_->failed = std::move(failed);
+        broker.when_durable([s = state_](bool ok) {
+            s->done = true;
+            s->ok = ok;
+            if (auto wake = std::move(s->wake)) {
+                s->wake = nullptr;
+                wake();
+            }
+        });
+    }
+    ~DurableJob() override { state_->wake = nullptr; }  // the request is gone: nobody to wake
+    bool step(http::Response& out) override {
+        if (!state_->done) return false;
+        out = state_->ok ? std::move(state_->answer) : error_response(503, "STORE_FAILED", state_->failed);
+        return true;
+    }
+    bool park(std::function<void()> wake) override {
+        if (state_->done) return false;
+        state_->wake = std::move(wake);
+        return true;
+    }
+
+private:
+    struct State {
+        bool done = false;
+        bool ok = false;
+        http::Response answer;
+        std::string failed;
+        std::function<void()> wake;
+    };
+    std::shared_ptr<State> state_;
+};
+
+Outcome when_durable(ApiContext& ctx, http::Response answer, std::string failed) {
+    return Outcome{{}, std::make_unique<DurableJob>(*ctx.broker, std::move(answer), std::move(failed))};
+}
+
 Json ban_json(const broker::Ban& b) {
     Json j;
     j["as"] = broker::ban_kind_name(b.as);
@@ -384,7 +430,8 @@ Outcome banned_add(ApiContext& ctx, const http::Request& req) {
         if (ban.until != 0 && ban.until <= now_s) return bad("until is in the past");
     }
     if (!ctx.broker->add_ban(ban)) return now(error_response(409, "ALREADY_EXISTS", "already banned"));
-    return now(json_response(200, ban_json(ban)));
+    return when_durable(ctx, json_response(200, ban_json(ban)),
+                        "the ban is in force, but the store could not write it yet (retrying)");
 }
 
 Outcome banned_delete(ApiContext& ctx, const std::string& as, const std::string& who) {
@@ -393,7 +440,8 @@ Outcome banned_delete(ApiContext& ctx, const std::string& as, const std::string&
         return now(error_response(400, "BAD_REQUEST", "as must be clientid, username or peerhost"));
     }
     if (!ctx.broker->remove_ban(kind, who)) return not_found("not banned");
-    return no_content();
+    return when_durable(ctx, no_content().response,
+                        "the ban is lifted, but the store could not record it yet (retrying)");
 }
 
 // ---- stats, metrics, nodes

@@ -40,6 +40,13 @@ public:
     // Waiting for other nodes: stepped again a little later rather than
     // on the next turn.
     virtual bool waiting() const { return false; }
+    // Waiting for an event (the store's commit) rather than for time: true
+    // when the job keeps `wake` and calls it, on the reactor's thread, once
+    // a step would answer; it is not stepped again before.
+    virtual bool park(std::function<void()> wake) {
+        (void)wake;
+        return false;
+    }
 };
 
 struct Outcome {

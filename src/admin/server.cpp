@@ -237,6 +237,13 @@ void AdminServer::run_job(Client& c) {
     c.job_timer = {};
     http::Response r;
     if (!c.job->step(r)) {
+        // Woken by its event: stepped on the turn after (not from inside
+        // the store's report). close() drops the job, and the wake with it.
+        if (c.job->park([this, &c] {
+                c.job_timer = reactor_.add_timer_after(std::chrono::microseconds(1), [this, &c] { run_job(c); });
+            })) {
+            return;
+        }
         // The rest on the next turn, after the sockets that are ready.
         const auto delay = c.job->waiting() ? std::chrono::microseconds(kPeerPoll) : std::chrono::microseconds(1);
         c.job_timer = reactor_.add_timer_after(delay, [this, &c] { run_job(c); });

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -193,6 +194,10 @@ public:
     // matches are kicked (enforce_ban).
     bool add_ban(const Ban& ban);
     bool remove_ban(Ban::Kind as, std::string_view who);
+    // Calls `done(true)` on the reactor's thread once every change recorded
+    // so far is on disk, `done(false)` when its commit failed; at once
+    // (true) without persistence. The API answers a ban only then.
+    void when_durable(std::function<void(bool)> done);
     // Cluster-wide admin state (admin_link.hpp); null without a cluster.
     void set_admin_link(AdminLink* link) noexcept { admin_link_ = link; }
     AdminLink* admin_link() const noexcept { return admin_link_; }
@@ -631,6 +636,8 @@ private:
     std::uint64_t store_durable_ = 0;      // batches on disk
     bool store_degraded_ = false;          // the last commit failed
     std::vector<Connection*> held_;        // connections with held output
+    // when_durable(): the batch each waits for.
+    std::vector<std::pair<std::uint64_t, std::function<void(bool)>>> durable_waiters_;
     Clock::time_point next_sweep_{};
     StoreCounters store_stats_;
     std::vector<std::unique_ptr<Bridge>> bridges_;

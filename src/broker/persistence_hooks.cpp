@@ -108,6 +108,28 @@ void Broker::on_store_result(const CommitResult& r) {
         store_stats_.healthy = true;
     }
     store_stats_.commit_failures = r.failures;
+    if (!durable_waiters_.empty()) {
+        // A callback may add a waiter (a pipelined request): walk a copy.
+        auto waiters = std::move(durable_waiters_);
+        durable_waiters_.clear();
+        for (auto& [batch, done] : waiters) {
+            if (batch <= store_durable_) {
+                done(true);
+            } else if (r.failed != 0 && batch <= r.failed) {
+                done(false);
+            } else {
+                durable_waiters_.emplace_back(batch, std::move(done));
+            }
+        }
+    }
+}
+
+void Broker::when_durable(std::function<void(bool)> done) {
+    if (!store_) {
+        done(true);
+        return;
+    }
+    durable_waiters_.emplace_back(store_->current_batch(), std::move(done));
 }
 
 void Broker::persist_message(const MessagePtr& m) {

@@ -411,3 +411,79 @@ api_key_file = "{keys}"
         assert {(x["as"], x["who"]) for x in body["data"]} == {("clientid", "evil"), ("username", "mallory")}
     finally:
         assert b.stop() == 0, b.output()
+
+
+def _store_load(port, stop):
+    """Keeps the store thread busy: retained messages of 16 KiB on 500
+    topics, each a row to commit. Bounded by `stop` and by 60 s."""
+    try:
+        c = mqttwire.Client(port)
+        c.connect("store-load")
+        payload = b"x" * 16384
+        packets = [mqttwire.publish_packet(f"load/{i}", payload, retain=True) for i in range(500)]
+        deadline = time.monotonic() + 60
+        i = 0
+        while not stop.is_set() and time.monotonic() < deadline:
+            c.send(packets[i % len(packets)])
+            i += 1
+    except OSError:
+        pass  # the broker was killed
+
+
+def test_acknowledged_ban_survives_kill9(tmp_path):
+    """A ban (and a lifted ban) is answered only once the store committed
+    it: kill -9 right after the answer, while the store thread is busy with
+    other writes, and the restarted broker still refuses the client."""
+    keys = make_key_file(tmp_path / "api_keys")
+    api_port = free_port()
+    config = f"""
+allow_anonymous = true
+persistence = true
+persistence_location = "{tmp_path}"
+[[listener]]
+port = {api_port}
+protocol = "http_api"
+api_key_file = "{keys}"
+"""
+    banned = set()
+    lifted = set()
+    for round_ in range(5):
+        b = Broker(tmp_path, config=config)
+        b.api = Api(api_port)
+        wait_or_fail(lambda: b.api.request("GET", "/api/v5/nodes")[0] == 200, "the API to answer", timeout=30)
+        _, body = b.api.request("GET", "/api/v5/banned?limit=1000")
+        have = {x["who"] for x in body["data"]}
+        assert banned <= have, f"round {round_}: acknowledged bans lost: {banned - have}"
+        assert not (have & lifted), f"round {round_}: acknowledged lifts lost: {have & lifted}"
+        for who in banned:
+            assert mqttwire.Client(b.port).connect(who).reason == 0x8A, who
+        stop = threading.Event()
+        loader = threading.Thread(target=_store_load, args=(b.port, stop), daemon=True)
+        loader.start()
+        time.sleep(0.5)  # the store is writing
+        who = f"victim{round_}"
+        if round_ % 2 == 1:
+            # Lift an earlier ban: the answer (204) too waits for the store.
+            gone = sorted(banned)[0]
+            status, _ = b.api.request("DELETE", f"/api/v5/banned/clientid/{gone}")
+            assert status == 204
+            b.proc.kill()
+            banned.discard(gone)
+            lifted.add(gone)
+        else:
+            status, _ = b.api.request("POST", "/api/v5/banned", {"as": "clientid", "who": who})
+            assert status == 200
+            b.proc.kill()
+            banned.add(who)
+        b.proc.wait()
+        b.log.close()
+        stop.set()
+        loader.join(timeout=10)
+    b = Broker(tmp_path, config=config)
+    try:
+        b.api = Api(api_port)
+        wait_or_fail(lambda: b.api.request("GET", "/api/v5/nodes")[0] == 200, "the API to answer", timeout=30)
+        _, body = b.api.request("GET", "/api/v5/banned?limit=1000")
+        assert {x["who"] for x in body["data"]} == banned
+    finally:
+        assert b.stop() == 0, b.output()
