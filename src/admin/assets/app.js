@@ -6,10 +6,15 @@ const HISTORY = 300;  // samples kept: 5 minutes at one a second
 const state = {
   auth: sessionStorage.getItem("mqttools-auth"),
   tab: "overview",
-  samples: [],        // {t, connections, subscriptions, retained, received, sent}
-  rates: [],          // {in, out} per second
+  // Per node (a cluster's /api/v5/stats has one entry each), in the order
+  // first seen: {samples: [{t, connections, subscriptions, retained,
+  // received, sent} or null while it did not answer], rates: [{in, out} or null]}.
+  nodes: new Map(),
   timer: null,
 };
+// One colour per node (the overview's lines and legend); a single node
+// keeps the in/out colours of the stylesheet.
+const NODE_COLOURS = ["#2f6fde", "#e07b24", "#14a37f", "#9b4dca", "#c8372d", "#5b6b7d", "#d4a017", "#1b9aaa"];
 
 const $ = (id) => document.getElementById(id);
 const text = (s) => (s === null || s === undefined ? "" : String(s));
@@ -83,29 +88,40 @@ for (const a of document.querySelectorAll("#tabs a")) {
   });
 }
 
-// ---- overview: one sample a second
+// ---- overview: one sample a second, per node
 
 async function sample() {
-  const [stats, metrics] = await Promise.all([
-    api("GET", "/api/v5/stats?aggregate=true"),
-    api("GET", "/api/v5/metrics?aggregate=true"),
-  ]);
-  const s = {
-    t: performance.now() / 1000,
-    connections: stats["live_connections.count"],
-    subscriptions: stats["subscriptions.count"],
-    retained: stats["retained.count"],
-    received: metrics["messages.received"],
-    sent: metrics["messages.sent"],
-  };
-  const prev = state.samples[state.samples.length - 1];
-  state.samples.push(s);
-  if (prev) {
-    const dt = Math.max(s.t - prev.t, 0.001);
-    state.rates.push({ in: Math.max(0, (s.received - prev.received) / dt), out: Math.max(0, (s.sent - prev.sent) / dt) });
+  const [stats, metrics] = await Promise.all([api("GET", "/api/v5/stats"), api("GET", "/api/v5/metrics")]);
+  const t = performance.now() / 1000;
+  const byNode = new Map();
+  for (const e of stats) byNode.set(e.node, { t, connections: e["live_connections.count"],
+    subscriptions: e["subscriptions.count"], retained: e["retained.count"] });
+  for (const e of metrics) {
+    const s = byNode.get(e.node);
+    if (s) { s.received = e["messages.received"]; s.sent = e["messages.sent"]; }
   }
-  while (state.samples.length > HISTORY) state.samples.shift();
-  while (state.rates.length > HISTORY) state.rates.shift();
+  for (const name of byNode.keys()) {
+    if (!state.nodes.has(name)) {
+      // A node that joins late starts with the gap it was away for.
+      const ticks = state.nodes.size ? state.nodes.values().next().value.samples.length : 0;
+      state.nodes.set(name, { samples: new Array(ticks).fill(null), rates: new Array(ticks).fill(null) });
+    }
+  }
+  for (const [name, n] of state.nodes) {
+    const s = byNode.get(name);
+    const ok = s && s.received !== undefined;
+    let prev = null;
+    for (let i = n.samples.length - 1; i >= 0 && !prev; i--) prev = n.samples[i];
+    n.samples.push(ok ? s : null);
+    if (ok && prev && n.samples[n.samples.length - 2]) {
+      const dt = Math.max(s.t - prev.t, 0.001);
+      n.rates.push({ in: Math.max(0, (s.received - prev.received) / dt), out: Math.max(0, (s.sent - prev.sent) / dt) });
+    } else {
+      n.rates.push(null);
+    }
+    while (n.samples.length > HISTORY) n.samples.shift();
+    while (n.rates.length > HISTORY) n.rates.shift();
+  }
   drawOverview();
 }
 
@@ -116,11 +132,12 @@ function fmt(n) {
   return n.toFixed(1);
 }
 
-// A line plot of `series` (each {cls, values}) in an SVG of 600x160.
+// A line plot of `series` (each {cls, node, colour, values}; a null value
+// is a gap) in an SVG of 600x160.
 function plot(svg, series) {
   const W = 600, H = 160, left = 40, top = 8, bottom = 18;
   let max = 1;
-  for (const s of series) for (const v of s.values) max = Math.max(max, v);
+  for (const s of series) for (const v of s.values) if (v !== null) max = Math.max(max, v);
   const ns = "http://www.w3.org/2000/svg";
   while (svg.firstChild) svg.removeChild(svg.firstChild);
   for (let i = 0; i <= 2; i++) {
@@ -138,39 +155,72 @@ function plot(svg, series) {
   let span = 60;
   for (const s of series) span = Math.max(span, s.values.length);
   for (const s of series) {
-    if (s.values.length === 0) continue;
+    if (!s.values.some((v) => v !== null)) continue;
     const step = (W - left) / (Math.min(span, HISTORY) - 1);
     const x0 = W - step * (s.values.length - 1);
-    const d = s.values.map((v, i) => (i ? "L" : "M") + (x0 + i * step).toFixed(1) + "," +
-      (H - bottom - (H - top - bottom) * v / max).toFixed(1)).join("");
+    let d = "", pen = "M";
+    s.values.forEach((v, i) => {
+      if (v === null) { pen = "M"; return; }
+      d += pen + (x0 + i * step).toFixed(1) + "," + (H - bottom - (H - top - bottom) * v / max).toFixed(1);
+      pen = "L";
+    });
     const path = document.createElementNS(ns, "path");
     path.setAttribute("d", d);
     path.setAttribute("class", s.cls);
-    path.dataset.max = String(Math.max(...s.values));
+    if (s.colour) path.style.stroke = s.colour;
+    path.dataset.node = s.node;
+    path.dataset.max = String(Math.max(...s.values.filter((v) => v !== null)));
     svg.appendChild(path);
   }
   svg.dataset.max = String(max);
 }
 
 function drawOverview() {
-  const last = state.samples[state.samples.length - 1];
-  const rate = state.rates[state.rates.length - 1];
-  if (last) {
-    $("stat-connections").textContent = fmt(last.connections);
-    $("stat-subscriptions").textContent = fmt(last.subscriptions);
-    $("stat-retained").textContent = fmt(last.retained);
+  const nodes = [...state.nodes.entries()];
+  const several = nodes.length > 1;
+  const colour = (i) => several ? NODE_COLOURS[i % NODE_COLOURS.length] : null;
+  // The cards: the cluster's totals from each node's latest sample.
+  const total = { connections: 0, subscriptions: 0, retained: 0, in: 0, out: 0 };
+  let any = false, anyRate = false;
+  for (const [, n] of nodes) {
+    const last = n.samples[n.samples.length - 1];
+    const rate = n.rates[n.rates.length - 1];
+    if (last) {
+      any = true;
+      total.connections += last.connections; total.subscriptions += last.subscriptions; total.retained += last.retained;
+    }
+    if (rate) { anyRate = true; total.in += rate.in; total.out += rate.out; }
   }
-  if (rate) {
-    $("stat-in").textContent = fmt(rate.in);
-    $("stat-out").textContent = fmt(rate.out);
+  if (any) {
+    $("stat-connections").textContent = fmt(total.connections);
+    $("stat-subscriptions").textContent = fmt(total.subscriptions);
+    $("stat-retained").textContent = fmt(total.retained);
   }
-  plot($("plot-rate"), [
-    { cls: "in", values: state.rates.map((r) => r.in) },
-    { cls: "out", values: state.rates.map((r) => r.out) },
-  ]);
-  plot($("plot-connections"), [{ cls: "value", values: state.samples.map((s) => s.connections) }]);
-  plot($("plot-subscriptions"), [{ cls: "value", values: state.samples.map((s) => s.subscriptions) }]);
-  plot($("plot-retained"), [{ cls: "value", values: state.samples.map((s) => s.retained) }]);
+  if (anyRate) {
+    $("stat-in").textContent = fmt(total.in);
+    $("stat-out").textContent = fmt(total.out);
+  }
+  const lines = (cls, pick, of) => nodes.map(([name, n], i) => ({ cls, node: name, colour: colour(i),
+    values: n[of].map((x) => (x ? pick(x) : null)) }));
+  plot($("plot-rate"), [...lines("in", (r) => r.in, "rates"), ...lines("out", (r) => r.out, "rates")]);
+  plot($("plot-connections"), lines("value", (s) => s.connections, "samples"));
+  plot($("plot-subscriptions"), lines("value", (s) => s.subscriptions, "samples"));
+  plot($("plot-retained"), lines("value", (s) => s.retained, "samples"));
+  // With several nodes a legend names each one's colour (out: dashed).
+  const legend = $("node-legend");
+  legend.hidden = !several;
+  document.body.classList.toggle("per-node", several);
+  if (several && legend.childElementCount !== nodes.length) {
+    legend.textContent = "";
+    nodes.forEach(([name], i) => {
+      const item = document.createElement("span");
+      item.dataset.node = name;
+      const swatch = document.createElement("i");
+      swatch.style.background = colour(i);
+      item.append(swatch, name);
+      legend.appendChild(item);
+    });
+  }
 }
 
 // ---- clients
