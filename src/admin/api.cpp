@@ -75,7 +75,9 @@ bool parse_body(const http::Request& req, Json& out, http::Response& error) {
 Outcome get_client(ApiContext& ctx, const std::string& id) {
     const broker::Session* s = ctx.broker->sessions().find(id);
     if (!s || s->bridge) return now(error_response(404, "CLIENTID_NOT_FOUND", "client id not found"));
-    return now(json_response(200, client_json(*s, ctx.node)));
+    http::Response r;
+    append_client_json(r.body, *s, ctx.node);
+    return now(std::move(r));
 }
 
 Outcome kick_client(ApiContext& ctx, const std::string& id) {
@@ -86,9 +88,14 @@ Outcome kick_client(ApiContext& ctx, const std::string& id) {
 Outcome client_subscriptions(ApiContext& ctx, const std::string& id) {
     const broker::Session* s = ctx.broker->sessions().find(id);
     if (!s || s->bridge) return now(error_response(404, "CLIENTID_NOT_FOUND", "client id not found"));
-    Json out = Json::array();
-    for (const auto& [filter, o] : s->subscriptions) out.push_back(subscription_json(s->client_id, filter, o, ctx.node));
-    return now(json_response(200, out));
+    http::Response r;
+    r.body = "[";
+    for (const auto& [filter, o] : s->subscriptions) {
+        if (r.body.size() > 1) r.body += ',';
+        append_subscription_json(r.body, s->client_id, filter, o, ctx.node);
+    }
+    r.body += ']';
+    return now(std::move(r));
 }
 
 // ---- publish

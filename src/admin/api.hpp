@@ -91,7 +91,10 @@ private:
 // How long a job waiting for other nodes sleeps between looks.
 inline constexpr auto kPeerPoll = std::chrono::milliseconds(2);
 
-// Sessions visited per reactor turn by a listing: about a millisecond.
-inline constexpr std::size_t kScanSlice = 1000;
+// A listing's work per reactor turn (api_lists.cpp): sessions are visited
+// kScanChunk at a time until kStepTime is used. Two listings at once then
+// add under half a millisecond to a turn.
+inline constexpr std::size_t kScanChunk = 64;
+inline constexpr auto kStepTime = std::chrono::microseconds(200);
 
 }  // namespace mqttools::admin

@@ -6,6 +6,7 @@
 
 #include "broker/admin_view.hpp"
 #include "broker/connection.hpp"
+#include "mqttools/codec.hpp"
 #include "net/socket.hpp"
 
 namespace mqttools::admin {
@@ -105,55 +106,135 @@ std::string rfc3339(std::int64_t unix_ms) {
     return buf;
 }
 
-Json client_json(const broker::Session& s, std::string_view node) {
-    const broker::Connection* c = s.connection;
-    const bool live = c && c->state == broker::Connection::State::connected;
-    Json j;
-    j["node"] = node;
-    j["clientid"] = s.client_id;
-    j["connected"] = live;
-    j["expiry_interval"] = s.expiry_interval;
-    j["subscriptions_cnt"] = s.subscriptions.size();
-    j["inflight"] = s.outbound ? s.outbound->inflight.size() : 0;
-    j["mqueue_len"] = s.outbound ? s.outbound->queue.size() : 0;
-    j["mqueue_dropped"] = s.outbound ? s.outbound->dropped_messages : 0;
-    j["connected_at"] = s.connected_at_ms ? Json(rfc3339(s.connected_at_ms)) : Json(nullptr);
-    j["is_bridge"] = s.peer_broker != 0;
-    j["proto_name"] = "MQTT";
-    if (live) {
-        const auto [host, port] = broker::split_peer(net::peer_address(c->fd()));
-        j["username"] = c->has_username ? Json(c->username) : Json(nullptr);
-        j["ip_address"] = host;
-        j["port"] = port;
-        j["proto_ver"] = static_cast<int>(c->version);
-        j["keepalive"] = c->keep_alive;
-        j["clean_start"] = c->clean_start;
-    } else {
-        j["username"] = nullptr;
-        j["ip_address"] = nullptr;
-        j["port"] = nullptr;
-        j["proto_ver"] = nullptr;
-        j["keepalive"] = nullptr;
-        j["clean_start"] = false;
+// ---- entries written straight into the answer (no Json tree per entry:
+// a 10,000-entry page is built a slice per reactor turn, and a tree of
+// 18 nodes per client cost more than the walk itself)
+
+void append_json_string(std::string& out, std::string_view s) {
+    if (!is_valid_utf8(s)) {
+        // Replaced as json_response() does (U+FFFD), never a throw.
+        out += Json(std::string(s)).dump(-1, ' ', false, Json::error_handler_t::replace);
+        return;
     }
-    return j;
+    static constexpr char hex[] = "0123456789abcdef";
+    out += '"';
+    std::size_t plain = 0;  // start of the run not yet copied
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const auto ch = static_cast<unsigned char>(s[i]);
+        if (ch >= 0x20 && ch != '"' && ch != '\\') continue;
+        out.append(s.data() + plain, i - plain);
+        plain = i + 1;
+        switch (ch) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            case '\t': out += "\\t"; break;
+            default:
+                out += "\\u00";
+                out += hex[ch >> 4];
+                out += hex[ch & 15];
+        }
+    }
+    out.append(s.data() + plain, s.size() - plain);
+    out += '"';
 }
 
-Json subscription_json(std::string_view client_id, std::string_view filter, const broker::SubscriptionOptions& o,
-                       std::string_view node) {
-    Json j;
-    j["node"] = node;
-    j["clientid"] = client_id;
-    j["topic"] = filter;
-    j["qos"] = static_cast<int>(o.qos);
-    j["nl"] = o.no_local ? 1 : 0;
-    j["rap"] = o.retain_as_published ? 1 : 0;
-    j["rh"] = o.retain_handling;
+namespace {
+
+void append_number(std::string& out, std::uint64_t v) {
+    char buf[24];
+    const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+    out.append(buf, end);
+}
+
+// ,"key": (the keys are literals: nothing to escape)
+void key(std::string& out, std::string_view k) {
+    out += ",\"";
+    out += k;
+    out += "\":";
+}
+
+}  // namespace
+
+void append_client_json(std::string& out, const broker::Session& s, std::string_view node) {
+    const broker::Connection* c = s.connection;
+    const bool live = c && c->state == broker::Connection::State::connected;
+    out += "{\"node\":";
+    append_json_string(out, node);
+    key(out, "clientid");
+    append_json_string(out, s.client_id);
+    key(out, "connected");
+    out += live ? "true" : "false";
+    key(out, "expiry_interval");
+    append_number(out, s.expiry_interval);
+    key(out, "subscriptions_cnt");
+    append_number(out, s.subscriptions.size());
+    key(out, "inflight");
+    append_number(out, s.outbound ? s.outbound->inflight.size() : 0);
+    key(out, "mqueue_len");
+    append_number(out, s.outbound ? s.outbound->queue.size() : 0);
+    key(out, "mqueue_dropped");
+    append_number(out, s.outbound ? s.outbound->dropped_messages : 0);
+    key(out, "connected_at");
+    if (s.connected_at_ms) {
+        out += '"';
+        out += rfc3339(s.connected_at_ms);
+        out += '"';
+    } else {
+        out += "null";
+    }
+    key(out, "is_bridge");
+    out += s.peer_broker != 0 ? "true" : "false";
+    key(out, "proto_name");
+    out += "\"MQTT\"";
+    if (live) {
+        const auto [host, port] = broker::split_peer(net::peer_address(c->fd()));
+        key(out, "username");
+        if (c->has_username) {
+            append_json_string(out, c->username);
+        } else {
+            out += "null";
+        }
+        key(out, "ip_address");
+        append_json_string(out, host);
+        key(out, "port");
+        append_number(out, port);
+        key(out, "proto_ver");
+        append_number(out, static_cast<unsigned>(c->version));
+        key(out, "keepalive");
+        append_number(out, c->keep_alive);
+        key(out, "clean_start");
+        out += c->clean_start ? "true" : "false";
+    } else {
+        out += ",\"username\":null,\"ip_address\":null,\"port\":null,\"proto_ver\":null,\"keepalive\":null,"
+               "\"clean_start\":false";
+    }
+    out += '}';
+}
+
+void append_subscription_json(std::string& out, std::string_view client_id, std::string_view filter,
+                              const broker::SubscriptionOptions& o, std::string_view node) {
+    out += "{\"node\":";
+    append_json_string(out, node);
+    key(out, "clientid");
+    append_json_string(out, client_id);
+    key(out, "topic");
+    append_json_string(out, filter);
+    key(out, "qos");
+    append_number(out, static_cast<unsigned>(o.qos));
+    key(out, "nl");
+    out += o.no_local ? '1' : '0';
+    key(out, "rap");
+    out += o.retain_as_published ? '1' : '0';
+    key(out, "rh");
+    append_number(out, o.retain_handling);
     if (filter.rfind("$share/", 0) == 0) {
         const auto rest = filter.substr(7);
-        j["share_group"] = rest.substr(0, rest.find('/'));
+        key(out, "share_group");
+        append_json_string(out, rest.substr(0, rest.find('/')));
     }
-    return j;
+    out += '}';
 }
 
 }  // namespace mqttools::admin

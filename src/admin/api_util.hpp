@@ -51,10 +51,12 @@ http::Response json_response(int status, const Json& body);
 std::string rfc3339(std::int64_t unix_ms);
 std::int64_t unix_ms_now();
 
-// One client as EMQX lists it.
-Json client_json(const broker::Session& s, std::string_view node);
+// A JSON string ("..." with escapes; invalid UTF-8 replaced by U+FFFD).
+void append_json_string(std::string& out, std::string_view s);
+// One client as EMQX lists it, appended to `out` as a JSON object.
+void append_client_json(std::string& out, const broker::Session& s, std::string_view node);
 // One subscription: node, clientid, topic, qos, nl, rap, rh (share_group).
-Json subscription_json(std::string_view client_id, std::string_view filter, const broker::SubscriptionOptions& o,
-                       std::string_view node);
+void append_subscription_json(std::string& out, std::string_view client_id, std::string_view filter,
+                              const broker::SubscriptionOptions& o, std::string_view node);
 
 }  // namespace mqttools::admin

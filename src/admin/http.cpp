@@ -267,7 +267,10 @@ std::string serialize(const Response& response, bool keep_alive, bool head_only)
     }
     for (const auto& [name, value] : response.headers) out += name + ": " + value + "\r\n";
     out += keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
-    if (!head_only && response.status != 204) out += response.body;
+    if (!head_only && response.status != 204) {
+        out.reserve(out.size() + response.body.size());  // one allocation for a page of MBs
+        out += response.body;
+    }
     return out;
 }
 

@@ -3,6 +3,7 @@
 #include <sys/epoll.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include <spdlog/spdlog.h>
@@ -16,6 +17,10 @@
 namespace mqttools::admin {
 
 using Clock = net::Clock;
+
+namespace {
+constexpr std::size_t kWritePerTurn = 256 * 1024;
+}  // namespace
 
 struct AdminServer::Listener final : net::IoHandler {
     Listener(AdminServer& s, net::UniqueFd f) : server(s), fd(std::move(f)) {}
@@ -275,15 +280,22 @@ bool AdminServer::authorized(Listener& l, const http::Request& req) {
 
 void AdminServer::respond(Client& c, http::Response response, bool close_after) {
     if (close_after || !c.keep_alive) c.closing = true;
-    c.out += http::serialize(response, !c.closing, c.head_only);
+    if (c.out.empty()) {
+        c.out = http::serialize(response, !c.closing, c.head_only);  // a listing's MBs: no second copy
+    } else {
+        c.out += http::serialize(response, !c.closing, c.head_only);
+    }
     c.deadline = reactor_.now() + limits_.write_timeout;
     write(c);
 }
 
 void AdminServer::write(Client& c) {
     if (c.closed) return;
-    while (c.sent < c.out.size()) {
-        iovec iov{c.out.data() + c.sent, c.out.size() - c.sent};
+    // At most kWritePerTurn per turn: a 3 MB listing is copied into the
+    // socket over several turns (EPOLLOUT stays on), not in one.
+    const std::size_t stop = std::min(c.out.size(), c.sent + kWritePerTurn);
+    while (c.sent < stop) {
+        iovec iov{c.out.data() + c.sent, stop - c.sent};
         const auto r = c.transport->write(&iov, 1);
         if (r.status == net::IoStatus::ok) {
             c.sent += r.bytes;
