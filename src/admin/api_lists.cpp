@@ -56,6 +56,9 @@ protected:
     template <class Write>
     void add(Write&& write) {
         if (count_ >= paging_.first() && kept_ < paging_.limit) {
+            // Room for the page at once (a client is about 300 bytes): no
+            // growing by copying MBs within one turn.
+            if (kept_ == 0) body_.reserve(body_.size() + paging_.limit * 320 + 128);
             if (kept_++ != 0) body_ += ',';
             write(body_);
         }

@@ -45,7 +45,10 @@ struct AdminServer::Client final : net::IoHandler {
     std::unique_ptr<net::Transport> transport;
     std::string in;
     std::string out;
-    std::size_t sent = 0;
+    // A big answer's body, after the head in `out` (never copied into it);
+    // non-empty only while `out` is.
+    std::string body;
+    std::size_t sent = 0;  // of out, then body
     std::unique_ptr<Job> job;
     net::Reactor::TimerId job_timer{};
     bool head_only = false;    // the request being answered was HEAD
@@ -280,10 +283,13 @@ bool AdminServer::authorized(Listener& l, const http::Request& req) {
 
 void AdminServer::respond(Client& c, http::Response response, bool close_after) {
     if (close_after || !c.keep_alive) c.closing = true;
-    if (c.out.empty()) {
-        c.out = http::serialize(response, !c.closing, c.head_only);  // a listing's MBs: no second copy
+    if (c.out.empty() && !c.head_only && response.status != 204 && response.body.size() >= 64 * 1024) {
+        // A listing's MBs go out from where they were built: the head alone
+        // (HEAD's form: the length, no body), then the body itself.
+        c.out = http::serialize(response, !c.closing, true);
+        c.body = std::move(response.body);
     } else {
-        c.out += http::serialize(response, !c.closing, c.head_only);
+        (c.body.empty() ? c.out : c.body) += http::serialize(response, !c.closing, c.head_only);
     }
     c.deadline = reactor_.now() + limits_.write_timeout;
     write(c);
@@ -293,10 +299,17 @@ void AdminServer::write(Client& c) {
     if (c.closed) return;
     // At most kWritePerTurn per turn: a 3 MB listing is copied into the
     // socket over several turns (EPOLLOUT stays on), not in one.
-    const std::size_t stop = std::min(c.out.size(), c.sent + kWritePerTurn);
+    const std::size_t total = c.out.size() + c.body.size();
+    const std::size_t stop = std::min(total, c.sent + kWritePerTurn);
     while (c.sent < stop) {
-        iovec iov{c.out.data() + c.sent, stop - c.sent};
-        const auto r = c.transport->write(&iov, 1);
+        iovec iov[2];
+        int n = 0;
+        if (c.sent < c.out.size()) iov[n++] = {c.out.data() + c.sent, std::min(stop, c.out.size()) - c.sent};
+        if (stop > c.out.size()) {
+            const std::size_t from = std::max(c.sent, c.out.size()) - c.out.size();
+            iov[n++] = {c.body.data() + from, stop - c.out.size() - from};
+        }
+        const auto r = c.transport->write(iov, n);
         if (r.status == net::IoStatus::ok) {
             c.sent += r.bytes;
             continue;
@@ -312,8 +325,9 @@ void AdminServer::write(Client& c) {
             return;
         }
     }
-    if (c.sent == c.out.size() && !c.transport->has_pending()) {
+    if (c.sent == total && !c.transport->has_pending()) {
         c.out.clear();
+        c.body = std::string();  // MBs: given back, not kept as capacity
         c.sent = 0;
         if (c.closing) {
             close(c);

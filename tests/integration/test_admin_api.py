@@ -487,3 +487,34 @@ api_key_file = "{keys}"
         assert {x["who"] for x in body["data"]} == banned
     finally:
         assert b.stop() == 0, b.output()
+
+
+def test_big_page_on_a_kept_alive_connection(admin):
+    """A page of 400 sessions (over 64 KiB: its body goes out from where it
+    was built, a slice per turn) arrives whole and as JSON, escapes and all,
+    and the next request on the same connection is answered after it."""
+    for i in range(400):
+        c = mqttwire.Client(admin.port)
+        assert c.connect(f'big-"page"\\{i:03d}', properties={mqttwire.SESSION_EXPIRY_INTERVAL: 600}).reason == 0
+        c.disconnect()
+    wait_or_fail(lambda: admin.api.request("GET", "/api/v5/clients?limit=1")[1]["meta"]["count"] == 400,
+                 "400 sessions listed")
+    conn = http.client.HTTPConnection("127.0.0.1", admin.api.port, timeout=30)
+    try:
+        for path in ("/api/v5/clients?limit=1000", "/api/v5/clients?limit=1000&page=1"):
+            conn.request("GET", path, headers={"Authorization": admin.api.auth})
+            r = conn.getresponse()
+            raw = r.read()
+            assert r.status == 200 and int(r.getheader("Content-Length")) == len(raw) > 64 * 1024
+            body = json.loads(raw)
+            assert body["meta"]["count"] == 400
+            assert sorted(x["clientid"] for x in body["data"]) == [f'big-"page"\\{i:03d}' for i in range(400)]
+            assert all(x["connected"] is False and x["expiry_interval"] == 600 for x in body["data"])
+        conn.request("HEAD", "/api/v5/clients?limit=1000", headers={"Authorization": admin.api.auth})
+        r = conn.getresponse()
+        assert r.status == 200 and int(r.getheader("Content-Length")) > 64 * 1024 and r.read() == b""
+        conn.request("GET", "/api/v5/stats", headers={"Authorization": admin.api.auth})
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())[0]["sessions.count"] == 400
+    finally:
+        conn.close()
