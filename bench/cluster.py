@@ -18,6 +18,13 @@
                (100,000 / 6): a single process cannot hold 100,000 under
                the file limit. `--idle` runs only this one; `--idle-conns`
                changes the count (bounded: 6 × 19,000).
+  pairs-311-q1 MQTT 3.1.1 QoS 1 pairs at 2,000 msg/s: one node, our 2-node
+               cluster, nats-server's own MQTT listener (its QoS 1 goes
+               through JetStream)
+  connects     18,000 new client ids CONNECT over the nodes' ports while 100
+               pairs run at 1,000 msg/s: ids/s cluster-wide, the
+               background's p99 (one node without a cluster beside it).
+               Not in the default set: `--scenarios connects`.
 
 Every broker process is pinned to CPU 0 and the generator (mqtt_load) to
 CPU 1 for the fixed-rate runs; saturated runs are not pinned (the two nodes
@@ -147,6 +154,7 @@ class Setup:
 # name -> (description, setups) ; setup = (label, nodes, nats, target, load args)
 RATE = ["--scenario", "pairs", "--pairs", "100", "--rate", "10000"]
 SAT = ["--scenario", "pairs", "--pairs", "100", "--rate", "0", "--window", "16"]
+RATE_Q1 = ["--scenario", "pairs", "--pairs", "100", "--rate", "2000", "--qos", "1", "--mqtt-version", "4"]
 SCENARIOS = {
     "pairs": ("one-to-one, 100 pairs at 10,000 msg/s",
               [("1 node", 1, False, "local", RATE), ("2 nodes", 2, True, "cross", RATE)]),
@@ -155,7 +163,22 @@ SCENARIOS = {
     "pairs-311": ("MQTT 3.1.1, 100 pairs at 10,000 msg/s",
                   [("2 nodes", 2, True, "cross", RATE + ["--mqtt-version", "4"]),
                    ("nats-server MQTT", 0, True, "nats", RATE + ["--mqtt-version", "4"])]),
+    "pairs-311-q1": ("MQTT 3.1.1 QoS 1, 100 pairs at 2,000 msg/s",
+                     [("1 node", 1, False, "local", RATE_Q1),
+                      ("2 nodes", 2, True, "cross", RATE_Q1),
+                      ("nats-server MQTT", 0, True, "nats", RATE_Q1)]),
 }
+
+# The CONNECT storm (issue 26): --connects (18,000: one node's file limit) new client ids connect over every
+# node's port (--procs 2 generator processes, CONNECTS_WINDOW CONNECTs
+# awaiting their CONNACK at once in each) while 100 pairs exchange QoS 0
+# messages at 1,000 msg/s in the background (publishers on the first node,
+# subscribers on the last); reported: new ids per second cluster-wide and the
+# background's p99 during the storm. Not pinned (a cluster on one host uses
+# every core). `connects` in --scenarios.
+CONNECTS_NAME = "connects"
+CONNECTS_SETUPS = [("1 node", 1, False), ("2 nodes", 2, True)]
+CONNECTS_BACKGROUND = ["--scenario", "pairs", "--pairs", "100", "--rate", "1000"]
 
 
 # The idle scenario: (label, nodes, nats, broker, share) ; share "all": every
@@ -239,9 +262,61 @@ class Bench:
         finally:
             s.close()
 
+    def run_connects(self, label, nodes, nats):
+        """New client ids connecting while the background pairs run: ids/s and the background's latency."""
+        s = Setup(self, nodes, nats, pin=False)
+        try:
+            bg = [self.load, "--host", HOST, "--port", str(s.ports[0]), "--label", f"{CONNECTS_NAME}/{label}",
+                  "--warmup", "1.0", "--duration", str(self.args.connects_duration), "--drain", "2"]
+            bg += CONNECTS_BACKGROUND
+            if len(s.ports) > 1:
+                bg += ["--sub-port", str(s.ports[-1])]
+            storm = [self.load, "--host", HOST, "--scenario", "idle", "--conns", str(self.args.connects),
+                     "--ports", ",".join(map(str, s.ports)), "--procs", "2", "--src-addrs", "4", "--hold", "0.5",
+                     "--keep-alive", "600", "--handshake-window", str(self.args.connects_window),
+                     "--connect-timeout", "60", "--label", f"{CONNECTS_NAME}/{label}/storm",
+                     "--node-pids", ",".join(str(p.pid) for p in s.procs if p is not s.nats)]
+            if s.nats:
+                storm += ["--extra-pids", str(s.nats.pid)]
+            back = subprocess.Popen(bg, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            # The storm starts once the background's clients are connected
+            # and warmed up, inside its measured window.
+            time.sleep(1.8)
+            r = subprocess.run(storm, capture_output=True, text=True, timeout=120)
+            out, err = back.communicate(timeout=self.args.connects_duration + 60)
+            lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
+            st = json.loads(lines[-1]) if lines else {"ok": False, "error": r.stderr[-300:]}
+            lines = [l for l in out.splitlines() if l.startswith("{")]
+            bgr = json.loads(lines[-1]) if lines else {"ok": False, "error": err[-300:]}
+            res = {"ok": bool(st.get("ok")) and bool(bgr.get("ok")), "error": st.get("error") or bgr.get("error"),
+                   "held": st.get("held", 0), "conns": st.get("conns", 0), "connect_s": st.get("connect_s", 0),
+                   "ids_per_s": st.get("held", 0) / st["connect_s"] if st.get("connect_s") else 0,
+                   "bg_p99_us": bgr.get("lat_us", {}).get("p99", 0), "bg_p50_us": bgr.get("lat_us", {}).get("p50", 0),
+                   "bg_lost": bgr.get("lost", 0), "node_cpu_us_per_id": st.get("broker_cpu_us_per_conn", 0),
+                   "nats_cpu_us_per_id": st.get("extra_cpu_us_per_conn", 0)}
+            if not all(p.poll() is None for p in s.procs):
+                res["ok"] = False
+                res["error"] = (res.get("error") or "") + " a process exited"
+            return res
+        finally:
+            s.close()
+
     def run(self, names):
         for i in range(self.args.runs):
             for name in names:
+                if name == CONNECTS_NAME:
+                    for label, nodes, nats in CONNECTS_SETUPS:
+                        try:
+                            r = self.run_connects(label, nodes, nats)
+                        except Exception as e:  # recorded, not fatal
+                            r = {"ok": False, "error": str(e)}
+                        self.results.setdefault((name, label), []).append(r)
+                        print(f"  {name} / {label} run {i + 1}: " + (
+                            f"{r['held']} new ids in {r['connect_s']:.2f} s = {r['ids_per_s']:.0f}/s, background "
+                            f"p50 {r['bg_p50_us']:.0f} µs p99 {r['bg_p99_us']:.0f} µs, lost {r['bg_lost']}; CPU µs "
+                            f"per id: nodes {r['node_cpu_us_per_id']:.0f}, nats-server {r['nats_cpu_us_per_id']:.0f}"
+                            if r.get("ok") else "FAILED " + str(r.get("error"))), file=sys.stderr)
+                    continue
                 if name == IDLE_NAME:
                     if i > 0:
                         continue  # about holding, not timing: one run
@@ -305,8 +380,28 @@ class Bench:
                             f"{r.get('broker_cpu_us_per_conn', 0):.0f} | {nats} |")
         return "\n".join(rows)
 
+    def connects_table(self):
+        rows = ["| setup | new client ids connected | ids / s (median; per run) | background p50 µs | "
+                "background p99 µs (median; per run) | background lost | CPU µs per id: nodes / nats-server |",
+                "|---|---|---|---|---|---|---|"]
+        for label, *_ in CONNECTS_SETUPS:
+            runs = self.results.get((CONNECTS_NAME, label), [])
+            ok = [r for r in runs if r.get("ok")]
+            f = lambda key: ", ".join(f"{r.get(key, 0):.0f}" for r in runs) or "–"
+            m = lambda key: f"{statistics.median(r[key] for r in ok):,.0f}" if ok else "–"
+            rows.append(f"| {label} | {m('held')} | {m('ids_per_s')} ({f('ids_per_s')}) | {m('bg_p50_us')} | "
+                        f"{m('bg_p99_us')} ({f('bg_p99_us')}) | {m('bg_lost')} | "
+                        f"{m('node_cpu_us_per_id')} / {m('nats_cpu_us_per_id')} |")
+        return "\n".join(rows)
+
     def table(self, names):
         out = []
+        if CONNECTS_NAME in names:
+            out.append(self.connects_table())
+            names = [n for n in names if n != CONNECTS_NAME]
+            if not names:
+                return "\n".join(out)
+            out.append("")
         if IDLE_NAME in names:
             out.append(self.idle_table())
             names = [n for n in names if n != IDLE_NAME]
@@ -327,7 +422,10 @@ class Bench:
                 ("pairs", "2 nodes", "1 node", "cpu_us_per_msg", "CPU/msg, 2 nodes + nats-server vs 1 node (target ≤ 3)"),
                 ("pairs-sat", "2 nodes", "1 node", "delivered_per_s", "saturated msg/s, 2 nodes vs 1 node"),
                 ("pairs-311", "2 nodes", "nats-server MQTT", "cpu_us_per_msg",
-                 "3.1.1 CPU/msg, our 2 nodes + nats-server vs nats-server's MQTT")]:
+                 "3.1.1 CPU/msg, our 2 nodes + nats-server vs nats-server's MQTT"),
+                ("pairs-311-q1", "2 nodes", "nats-server MQTT", "cpu_us_per_msg",
+                 "3.1.1 QoS 1 CPU/msg, our 2 nodes + nats-server vs nats-server's MQTT"),
+                ("pairs-311-q1", "2 nodes", "1 node", "cpu_us_per_msg", "3.1.1 QoS 1 CPU/msg, 2 nodes vs 1 node")]:
             if name in names:
                 rs = self.ratios(name, a, b, key)
                 rows.append(f"- {what}: per-run ratios {', '.join(f'{r:.2f}' for r in rs) or '–'}"
@@ -338,7 +436,7 @@ class Bench:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", default=os.path.join(TOP, "build-release"))
-    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--scenarios", default=",".join(SCENARIOS))  # + connects
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--warmup", type=float, default=1.5)
     p.add_argument("--duration", type=float, default=5.0)
@@ -349,10 +447,17 @@ def main():
     p.add_argument("--idle-timeout", type=float, default=150.0, help="seconds allowed for connecting")
     p.add_argument("--idle-window", type=int, default=512,
                    help="CONNECTs awaiting their CONNACK at once per generator process (6 processes)")
+    p.add_argument("--connects", type=int, default=18000,
+                   help=f"{CONNECTS_NAME}: new client ids connecting (held until the storm ends)")
+    p.add_argument("--connects-window", type=int, default=1000, help=f"{CONNECTS_NAME}: CONNECTs in flight per process")
+    p.add_argument("--connects-duration", type=float, default=4.0,
+                   help=f"{CONNECTS_NAME}: seconds the background is measured (the storm starts 0.8 s into it)")
     args = p.parse_args()
     names = [IDLE_NAME] if args.idle else [n for n in args.scenarios.split(",") if n]
+    if not (1 <= args.connects <= 18000 and 1 <= args.connects_window <= 18000 and 1 <= args.connects_duration <= 60):
+        p.error("--connects 1..18000, --connects-window 1..18000, --connects-duration 1..60")
     for n in names:
-        if n not in SCENARIOS and n != IDLE_NAME:
+        if n not in SCENARIOS and n not in (IDLE_NAME, CONNECTS_NAME):
             p.error(f"unknown scenario {n}")
     # Bounded in count and time: each node and each generator process stays
     # within the 20,000-file limit of this machine.
