@@ -28,6 +28,7 @@
 #include "broker/persistence.hpp"
 #include "broker/retained_store.hpp"
 #include "broker/session_store.hpp"
+#include "broker/string_hash.hpp"
 #include "broker/subscription_trie.hpp"
 #include "config/config.hpp"
 #include "mqttools/codec.hpp"
@@ -567,6 +568,11 @@ private:
     std::vector<std::string> startup_errors_;
     std::unique_ptr<PendingConnects> pending_connects_;  // the AuthHost: made before the chain
     std::unordered_map<Connection*, Parked> parked_;     // session_transfer.cpp
+    // parked_ by client id: claims settle and sessions arrive per id, and a
+    // scan of every parked CONNECT for each cost O(parked) per CONNECT in a
+    // storm of new ids (issue 26).
+    std::unordered_multimap<std::string, Connection*, StringHash, std::equal_to<>> parked_ids_;
+    std::vector<std::pair<Connection*, Parked*>> parked_with(std::string_view client_id);
     Connection* resuming_ = nullptr;  // a parked CONNECT going on (not parked again)
     std::uint64_t parked_seq_ = 0;
     // SUBACKs held until the cluster confirms the interest they added

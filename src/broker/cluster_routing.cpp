@@ -145,9 +145,7 @@ bool Broker::session_claimed_elsewhere(std::string_view client_id, std::string_v
     // was first, so it is accepted and then taken over, as on one node
     // when two CONNECTs with one id follow each other ([MQTT-3.1.4-3]).
     std::vector<Connection*> lost;
-    for (auto& [conn, p] : parked_) {
-        if (p.client_id == client_id) lost.push_back(conn);
-    }
+    for (auto [conn, p] : parked_with(client_id)) lost.push_back(conn);
     for (Connection* conn : lost) resume_parked(*conn);
     Session* s = sessions_.find(std::string(client_id));
     if (!s) return !lost.empty();

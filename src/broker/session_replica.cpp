@@ -254,8 +254,8 @@ bool Broker::load_replica(Connection& c) {
 
 void Broker::session_loaded(std::string_view client_id, const ReplicaRecord& record) {
     Connection* waiting = nullptr;
-    for (auto& [conn, p] : parked_) {
-        if (p.client_id == client_id && p.loading) waiting = conn;
+    for (auto [conn, p] : parked_with(client_id)) {
+        if (p->loading) waiting = conn;
     }
     if (!waiting) return;
     if (!record.found) {

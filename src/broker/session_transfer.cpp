@@ -302,17 +302,43 @@ bool Broker::park_connect(Connection& c, const FixedHeader& header, Bytes body, 
         resume_parked(*cp);
     });
     if (auto it = parked_.find(&c); it != parked_.end()) drop_parked(c);
+    parked_ids_.emplace(p.client_id, &c);
     parked_.emplace(&c, std::move(p));
     c.state = Connection::State::connect_pending;
     c.pause_reading();
     return true;
 }
 
+std::vector<std::pair<Connection*, Broker::Parked*>> Broker::parked_with(std::string_view client_id) {
+    std::vector<std::pair<Connection*, Parked*>> out;
+    auto [from, to] = parked_ids_.equal_range(client_id);
+    for (; from != to; ++from) {
+        if (auto it = parked_.find(from->second); it != parked_.end()) out.emplace_back(it->first, &it->second);
+    }
+    return out;
+}
+
+namespace {
+
+template <class Index>
+void unindex_parked(Index& index, const std::string& client_id, Connection* c) {
+    auto [from, to] = index.equal_range(client_id);
+    for (; from != to; ++from) {
+        if (from->second == c) {
+            index.erase(from);
+            return;
+        }
+    }
+}
+
+}  // namespace
+
 void Broker::drop_parked(Connection& c) {
     auto it = parked_.find(&c);
     if (it == parked_.end()) return;
     reactor_.cancel_timer(it->second.timer);
     if (!it->second.body.empty()) OPENSSL_cleanse(it->second.body.data(), it->second.body.size());
+    unindex_parked(parked_ids_, it->second.client_id, &c);
     parked_.erase(it);
 }
 
@@ -321,10 +347,10 @@ void Broker::claim_settled(std::string_view client_id, bool wait_for_state) {
     // CONNECT for this id is the one.
     Connection* first = nullptr;
     std::uint64_t oldest = ~std::uint64_t{0};
-    for (auto& [conn, p] : parked_) {
-        if (p.client_id == client_id && !p.settled && p.seq < oldest) {
+    for (auto [conn, p] : parked_with(client_id)) {
+        if (!p->settled && p->seq < oldest) {
             first = conn;
-            oldest = p.seq;
+            oldest = p->seq;
         }
     }
     if (!first) return;  // it stopped waiting
@@ -347,10 +373,10 @@ void Broker::session_arrived(std::string_view client_id, std::string_view state)
     // be taken over by it at once anyway).
     Connection* waiting = nullptr;
     std::uint64_t latest = 0;
-    for (auto& [conn, p] : parked_) {
-        if (p.client_id == client_id && p.seq > latest) {
+    for (auto [conn, p] : parked_with(client_id)) {
+        if (p->seq > latest) {
             waiting = conn;
-            latest = p.seq;
+            latest = p->seq;
         }
     }
     if (!waiting) {
@@ -379,6 +405,7 @@ void Broker::resume_parked(Connection& c) {
     if (it == parked_.end()) return;
     Parked p = std::move(it->second);
     reactor_.cancel_timer(p.timer);
+    unindex_parked(parked_ids_, p.client_id, &c);
     parked_.erase(it);
     if (c.state != Connection::State::connect_pending) return;
     c.state = Connection::State::awaiting_connect;
