@@ -72,6 +72,12 @@ def wait_port(port, proc, timeout=15.0):
     return False
 
 
+def last_json(stdout, stderr):
+    """The generator's result: the last JSON line it printed."""
+    lines = [l for l in stdout.splitlines() if l.startswith("{")]
+    return json.loads(lines[-1]) if lines else {"ok": False, "error": stderr[-300:]}
+
+
 def stop(proc):
     if proc.poll() is None:
         proc.terminate()
@@ -145,6 +151,13 @@ class Setup:
         if not wait_port(port, p):
             raise RuntimeError("mosquitto did not start: " + conf)
         self.ports.append(port)
+
+    def check_alive(self, res):
+        """res, marked failed if one of the run's processes exited."""
+        if not all(p.poll() is None for p in self.procs):
+            res["ok"] = False
+            res["error"] = (res.get("error") or "") + " a process exited"
+        return res
 
     def close(self):
         for p in reversed(self.procs):
@@ -225,13 +238,8 @@ class Bench:
             # the warm-up covers it.
             r = subprocess.run(argv, capture_output=True, text=True,
                                timeout=self.args.warmup + self.args.duration + 120)
-            lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
-            res = json.loads(lines[-1]) if lines else {"ok": False, "error": r.stderr[-300:]}
-            alive = all(p.poll() is None for p in s.procs)
-            if not alive:
-                res["ok"] = False
-                res["error"] = (res.get("error") or "") + " a process exited"
-            return res
+            res = last_json(r.stdout, r.stderr)
+            return s.check_alive(res)
         finally:
             s.close()
 
@@ -253,12 +261,8 @@ class Bench:
                 argv += ["--extra-pids", str(s.nats.pid)]
             r = subprocess.run(argv, capture_output=True, text=True,
                                timeout=self.args.idle_timeout + self.args.idle_hold + 60)
-            lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
-            res = json.loads(lines[-1]) if lines else {"ok": False, "error": r.stderr[-300:]}
-            if not all(p.poll() is None for p in s.procs):
-                res["ok"] = False
-                res["error"] = (res.get("error") or "") + " a process exited"
-            return res
+            res = last_json(r.stdout, r.stderr)
+            return s.check_alive(res)
         finally:
             s.close()
 
@@ -284,20 +288,14 @@ class Bench:
             time.sleep(1.8)
             r = subprocess.run(storm, capture_output=True, text=True, timeout=120)
             out, err = back.communicate(timeout=self.args.connects_duration + 60)
-            lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
-            st = json.loads(lines[-1]) if lines else {"ok": False, "error": r.stderr[-300:]}
-            lines = [l for l in out.splitlines() if l.startswith("{")]
-            bgr = json.loads(lines[-1]) if lines else {"ok": False, "error": err[-300:]}
+            st, bgr = last_json(r.stdout, r.stderr), last_json(out, err)
             res = {"ok": bool(st.get("ok")) and bool(bgr.get("ok")), "error": st.get("error") or bgr.get("error"),
                    "held": st.get("held", 0), "conns": st.get("conns", 0), "connect_s": st.get("connect_s", 0),
                    "ids_per_s": st.get("held", 0) / st["connect_s"] if st.get("connect_s") else 0,
                    "bg_p99_us": bgr.get("lat_us", {}).get("p99", 0), "bg_p50_us": bgr.get("lat_us", {}).get("p50", 0),
                    "bg_lost": bgr.get("lost", 0), "node_cpu_us_per_id": st.get("broker_cpu_us_per_conn", 0),
                    "nats_cpu_us_per_id": st.get("extra_cpu_us_per_conn", 0)}
-            if not all(p.poll() is None for p in s.procs):
-                res["ok"] = False
-                res["error"] = (res.get("error") or "") + " a process exited"
-            return res
+            return s.check_alive(res)
         finally:
             s.close()
 
