@@ -378,7 +378,9 @@ def test_every_close_path_logs_once(start_broker, tmp_path):
     node took (both suppress the will, and the log took that for a
     DISCONNECT); in a cluster sharing a port and a journal the dropping
     node and the node where the client really disconnected then printed
-    the same line (test below). Also scanned: the logs of the connect,
+    the same line. Both now name their reason (the cut-off: the test
+    below; the drop: test_cluster_ha_fence's frozen-node tests log
+    "disconnected: Session taken over."). Also scanned: the logs of the connect,
     session, transport, WebSocket, bridge, persistence, admin and cluster
     (HA, fence, wills) integration files, one node and 3 nodes with
     reuse_port, for an id closed more often than it connected: none."""
