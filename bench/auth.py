@@ -50,6 +50,28 @@ class AuthBench(P.ProductionBench):
         with open(self.aclfile, "w") as f:
             f.write("topic readwrite #\nuser bench\ntopic readwrite #\n")
 
+    def pinned(self, cpu, argv, rt=False):
+        argv = super().pinned(cpu, argv, rt)
+        if cpu == 0 and not rt:
+            # The broker in a session of its own: with the kernel's
+            # autogroups (sched_autogroup_enabled) nice only ranks tasks
+            # within a session, and a session's CPU share is split between
+            # the CPUs by its load there. Sharing one with the service and
+            # the generators, the broker's share of CPU 0 shrank whenever
+            # they loaded CPU 1 (the HTTP storm: the Python service), and
+            # other users' compilers preempted it for up to 100 ms.
+            argv = ["setsid"] + argv
+        return argv
+
+    @staticmethod
+    def raise_priority(pid):
+        # Its session's weight as the bench's nice -10 means it (root only).
+        try:
+            with open(f"/proc/{pid}/autogroup", "w") as f:
+                f.write("-10")
+        except OSError:
+            pass
+
     def conf(self, name):
         http = self.service.config(timeout=5, cache_seconds=300)
         if name == "storm-http":
@@ -69,6 +91,7 @@ class AuthBench(P.ProductionBench):
         proc = self.start_broker("mqttoolsd", port, log_path, extra=extra)
         if proc is None:
             return {"ok": False, "error": "broker did not start"}
+        self.raise_priority(proc.pid)
         try:
             if name.startswith("pairs"):
                 d = self.args.duration
@@ -93,12 +116,43 @@ class AuthBench(P.ProductionBench):
             result["bg_p99_us"] = lat.get("p99")
             result["bg_max_us"] = lat.get("max")
             result["http_requests"] = len(self.service.taken()) - before
+            # A storm counts only when every client and the background got
+            # through with the broker still running; the log says which failed.
+            if proc.poll() is not None:
+                result["error"] = f"the broker exited during the run (status {proc.returncode})"
+            elif not result["bg_ok"]:
+                result["error"] = "background: " + str(background.get("error") or "failed")
+            result["ok"] = bool(result.get("ok")) and result["bg_ok"] and proc.poll() is None
             return result
         finally:
             R.stop(proc)
 
 
+def own_session(argv):
+    """Runs the bench in a session of its own, weighted as its nice -10
+    means (see AuthBench.pinned): the service and the generators, never the
+    caller's shell. None in that session, else the exit status of the copy
+    started there (Ctrl-C is passed on to it: it is not in the terminal's
+    session any more)."""
+    if os.environ.get("MQTTOOLS_AUTH_BENCH_SESSION"):
+        AuthBench.raise_priority(os.getpid())
+        return None
+    import signal
+    import subprocess
+    env = dict(os.environ, MQTTOOLS_AUTH_BENCH_SESSION="1")
+    child = subprocess.Popen([sys.executable, os.path.abspath(__file__)] + argv, env=env, start_new_session=True)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        return child.wait()
+
+
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    status = own_session(argv)
+    if status is not None:
+        return status
     p = R.arguments(__doc__, warmup=2.0)
     p.add_argument("--background", type=float, default=12.0)
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
@@ -113,8 +167,8 @@ def main(argv=None):
             r = bench.run_one_auth(n, i)
             results[n].append(r)
             R.log(f"{n} run {i}: " + json.dumps({k: r.get(k) for k in (
-                "ok", "connect_s", "cpu_us_per_msg", "delivered_per_s", "bg_p99_us", "bg_max_us", "http_requests",
-                "error") if r.get(k) is not None}))
+                "ok", "held", "failed", "connect_s", "cpu_us_per_msg", "delivered_per_s", "bg_ok", "bg_p99_us",
+                "bg_max_us", "http_requests", "error") if r.get(k) is not None}))
     bench.service.close()
 
     def med(n, key):
