@@ -15,7 +15,7 @@ import pytest
 from conftest import Broker, SANITIZED, free_port, wait_for_port, wait_until
 from mqttwire import (CONNACK, DISCONNECT, PUBACK, MESSAGE_EXPIRY_INTERVAL, PUBCOMP, PUBLISH, PUBREL, RECEIVE_MAXIMUM,
                       SESSION_EXPIRY_INTERVAL, SUBSCRIPTION_IDENTIFIER, TOPIC_ALIAS, TOPIC_ALIAS_MAXIMUM,
-                      USER_PROPERTY, WILL_DELAY_INTERVAL, SUBACK, Client, Closed, ack_packet, publish_packet,
+                      USER_PROPERTY, WILL_DELAY_INTERVAL, SUBACK, Client, Closed, ack_packet, connect_packet, publish_packet,
                       sub_options, subscribe_packet)
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/bin/nats-server"
@@ -793,6 +793,40 @@ def test_simultaneous_connects_end_with_one_owner_100_times(nodes):
             c.close()
     # Both nodes won some rounds: the order is by claim, not by node.
     assert any(s[0] for s in owners) and any(s[1] for s in owners)
+
+
+def test_a_burst_of_new_ids_is_claimed_in_the_bucket_and_taken_over(nodes, nats):
+    """200 CONNECTs of new client ids at once on one node: their claims go
+    to the ownership bucket together (pipelined, issue 26) and each gets its
+    own entry (none falls back to a wall-clock stamp); then the same ids at
+    once on the other node, whose writes meet the first node's entries:
+    every first connection is taken over (0x8E), the bucket keeps one entry
+    per id."""
+    n1, n2 = nodes(2)
+    ids = [f"burst-{i}" for i in range(200)]
+
+    def burst(port):
+        clients = [Client(port) for _ in ids]
+        for c, cid in zip(clients, ids):
+            c.send(connect_packet(cid, 5, properties=[(SESSION_EXPIRY_INTERVAL, 60)]))
+        for c in clients:
+            assert c.expect(CONNACK, 10 * SLOW).reason == 0
+        return clients
+
+    first = burst(n1.port)
+    assert wait_until(lambda: stream_messages(nats, "KV_MQTT_OWNERS_mqtt") == len(ids), timeout=20 * SLOW), \
+        stream_messages(nats, "KV_MQTT_OWNERS_mqtt")
+    second = burst(n2.port)
+    for c in first:
+        assert [(p.type, p.reason) for p in c.expect_closed(10 * SLOW)] == [(DISCONNECT, 0x8E)]
+    for c in second:
+        c.ping(10 * SLOW)
+    assert wait_until(lambda: sys_value(n1.port, "$SYS/broker/cluster/takeovers") == str(len(ids)),
+                      timeout=10 * SLOW)
+    assert wait_until(lambda: stream_messages(nats, "KV_MQTT_OWNERS_mqtt") == len(ids), timeout=20 * SLOW), \
+        stream_messages(nats, "KV_MQTT_OWNERS_mqtt")
+    for c in second:
+        c.close()
 
 
 # ------------------------------------------------------------------ reuse_port
