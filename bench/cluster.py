@@ -299,46 +299,41 @@ class Bench:
         finally:
             s.close()
 
+    def record(self, name, label, suffix, run, describe):
+        """One run of a setup: its result kept (a failure too) and one line on stderr."""
+        try:
+            r = run()
+        except Exception as e:  # a process that did not start: recorded, not fatal
+            r = {"ok": False, "error": str(e)}
+        self.results.setdefault((name, label), []).append(r)
+        print(f"  {name} / {label}{suffix}: " + (describe(r) if r.get("ok") else "FAILED " + str(r.get("error"))),
+              file=sys.stderr)
+
     def run(self, names):
         for i in range(self.args.runs):
             for name in names:
                 if name == CONNECTS_NAME:
                     for label, nodes, nats in CONNECTS_SETUPS:
-                        try:
-                            r = self.run_connects(label, nodes, nats)
-                        except Exception as e:  # recorded, not fatal
-                            r = {"ok": False, "error": str(e)}
-                        self.results.setdefault((name, label), []).append(r)
-                        print(f"  {name} / {label} run {i + 1}: " + (
-                            f"{r['held']} new ids in {r['connect_s']:.2f} s = {r['ids_per_s']:.0f}/s, background "
-                            f"p50 {r['bg_p50_us']:.0f} µs p99 {r['bg_p99_us']:.0f} µs, lost {r['bg_lost']}; CPU µs "
-                            f"per id: nodes {r['node_cpu_us_per_id']:.0f}, nats-server {r['nats_cpu_us_per_id']:.0f}"
-                            if r.get("ok") else "FAILED " + str(r.get("error"))), file=sys.stderr)
+                        self.record(name, label, f" run {i + 1}", lambda: self.run_connects(label, nodes, nats),
+                                    lambda r: f"{r['held']} new ids in {r['connect_s']:.2f} s = {r['ids_per_s']:.0f}/s, "
+                                    f"background p50 {r['bg_p50_us']:.0f} µs p99 {r['bg_p99_us']:.0f} µs, lost "
+                                    f"{r['bg_lost']}; CPU µs per id: nodes {r['node_cpu_us_per_id']:.0f}, "
+                                    f"nats-server {r['nats_cpu_us_per_id']:.0f}")
                     continue
                 if name == IDLE_NAME:
                     if i > 0:
                         continue  # about holding, not timing: one run
                     for label, nodes, nats, broker, share in IDLE_SETUPS:
-                        try:
-                            r = self.run_idle(label, nodes, nats, broker, share)
-                        except Exception as e:  # recorded, not fatal
-                            r = {"ok": False, "error": str(e)}
-                        self.results.setdefault((name, label), []).append(r)
-                        print(f"  {name} / {label}: " + (
-                            f"{r.get('held', 0)} held in {r.get('connect_s', 0):.1f} s, "
-                            f"{r.get('rss_per_conn_bytes', 0):.0f} B RSS per connection per node"
-                            if r.get("ok") else "FAILED " + str(r.get("error"))), file=sys.stderr)
+                        self.record(name, label, "", lambda: self.run_idle(label, nodes, nats, broker, share),
+                                    lambda r: f"{r.get('held', 0)} held in {r.get('connect_s', 0):.1f} s, "
+                                    f"{r.get('rss_per_conn_bytes', 0):.0f} B RSS per connection per node")
                     continue
                 for label, nodes, nats, target, load_args in SCENARIOS[name][1]:
-                    try:
-                        r = self.run_one(name, label, nodes, nats, target, load_args)
-                    except Exception as e:  # a process that did not start: recorded, not fatal
-                        r = {"ok": False, "error": str(e)}
-                    self.results.setdefault((name, label), []).append(r)
-                    print(f"  {name} / {label} run {i + 1}: "
-                          + (f"{r.get('delivered_per_s', 0):.0f} msg/s, {r.get('cpu_us_per_msg', 0):.2f} µs CPU/msg, "
-                             f"p99 {r.get('lat_us', {}).get('p99', 0):.0f} µs, lost {r.get('lost', 0)}"
-                             if r.get("ok") else "FAILED " + str(r.get("error"))), file=sys.stderr)
+                    self.record(name, label, f" run {i + 1}",
+                                lambda: self.run_one(name, label, nodes, nats, target, load_args),
+                                lambda r: f"{r.get('delivered_per_s', 0):.0f} msg/s, "
+                                f"{r.get('cpu_us_per_msg', 0):.2f} µs CPU/msg, "
+                                f"p99 {r.get('lat_us', {}).get('p99', 0):.0f} µs, lost {r.get('lost', 0)}")
 
     def med(self, name, label, key, sub=None):
         vals = []
