@@ -215,7 +215,9 @@ void ClientSet::dispatch(Conn& c, const FixedHeader& h, Bytes packet, std::int64
         }
         auto ack = decode_connack(h, body, wire_version);
         if (!ack || ack.value().reason != ReasonCode::success) {
-            close(c, "CONNACK refused");
+            // The reason code says why (0x88: the auth service failed ...).
+            close(c, std::string("CONNACK refused: ") +
+                         std::string(ack ? reason_code_name(ack.value().reason) : "malformed"));
             return;
         }
         if (ack.value().properties.receive_maximum) c.receive_maximum = *ack.value().properties.receive_maximum;
