@@ -164,6 +164,17 @@ public:
     // After replay_done, messages the stream stored late may still come
     // (replayed_message, deduplicated against what the session got), until this.
     void late_replay_done(std::string_view client_id);
+    // session_replica.cpp (issue 25): the session of a node that died,
+    // taken over here (the cluster won its ownership entry): held as a
+    // disconnected session whose client lost its connection at `gone_ns`
+    // (wall ns; 0 unknown: the record's time): its will after its delay,
+    // its expiry, its messages replayed. adoptable: nothing of the id is
+    // here (session, CONNECT, replay). abandon_adoption: a returning client
+    // claimed it before the replay ended: dropped without a trace (the
+    // claimer resumes it from the record); false when none was running.
+    bool session_adoptable(std::string_view client_id) const;
+    void adopt_orphan(std::string_view client_id, const ReplicaRecord& record, std::int64_t gone_ns);
+    bool abandon_adoption(std::string_view client_id);
     // cluster_fence.cpp (issue 25): the node lost touch with the cluster.
     // cut: cut off from NATS for longer than [cluster] disconnect_after:
     // every client is disconnected (0x9C Use another server) so that it
@@ -357,7 +368,10 @@ private:
         int late_open = 0;       // replays whose late window is open
         std::uint64_t seen_from = 0;  // late_seen_ entries from here on reached the session
         net::Reactor::TimerId timer = {};
+        bool adopted = false;      // adopt_orphan's: no CONNECT waits
+        std::int64_t gone_ns = 0;  // adopt_orphan's
     };
+    void arm_adopted(Session& s, std::int64_t gone_ns);
     std::unordered_map<std::string, Replay> replays_;
     // While a replay is open: every QoS 1/2 message from the cluster routed
     // here since (ClusterMessageId -> its arrival number), so that a

@@ -371,9 +371,15 @@ void Broker::replay_done(std::string_view client_id) {
     auto it = replays_.find(std::string(client_id));
     if (it == replays_.end() || it->second.done) return;
     Connection* c = it->second.connection;
+    const bool adopted = it->second.adopted;
+    const std::int64_t gone_ns = it->second.gone_ns;
     it->second.done = true;
     it->second.connection = nullptr;
     if (it->second.late_open == 0) forget_replay(client_id);
+    if (adopted) {
+        if (Session* s = sessions_.find(client_id)) arm_adopted(*s, gone_ns);
+        return;
+    }
     if (parked_.contains(c)) resume_parked(*c);
     // It left meanwhile: the session is not kept here (its record stays).
     if (Session* s = sessions_.find(client_id); s && !s->connection) end_session(*s);
@@ -388,6 +394,105 @@ void Broker::late_replay_done(std::string_view client_id) {
 void Broker::forget_replay(std::string_view client_id) {
     replays_.erase(std::string(client_id));
     if (replays_.empty()) late_seen_.clear();
+}
+
+// ---- sessions of dead nodes (cluster/nats_nodes.cpp)
+
+bool Broker::session_adoptable(std::string_view client_id) const {
+    return !sessions_.find(client_id) && !replays_.contains(std::string(client_id)) &&
+           parked_ids_.find(client_id) == parked_ids_.end();
+}
+
+void Broker::adopt_orphan(std::string_view client_id, const ReplicaRecord& record, std::int64_t gone_ns) {
+    if (!cluster_) return;
+    // A client of the id connected here meanwhile: ours already.
+    if (!session_adoptable(client_id)) return;
+    std::string from_node;
+    std::string_view state = record.state;
+    const RecordedWill will = record.found ? take_will(state) : RecordedWill{};
+    if (!record.found || !import_session(client_id, state, from_node)) {
+        // Nothing to hold (Session Expiry 0: no record): the entry goes.
+        cluster_->session_ended(client_id);
+        return;
+    }
+    Session* s = sessions_.find(client_id);
+    // Its client lost its connection when its node died (last seen
+    // alive), or when it went away if the record says so.
+    const std::int64_t gone = record.connected ? std::max(record.written_ns, gone_ns) : record.written_ns;
+    spdlog::info("Client {}: its node {} is down; this node holds its session now (from the cluster's record).",
+                 s->client_id, from_node);
+    s->replicated = true;
+    if (will.present) {
+        s->will = std::make_unique<Will>(Will{make_message(will.view, reactor_.now()), will.expiry, will.delay});
+    }
+    if (s->outbound) {
+        for (OutboundMessage& m : s->outbound->queue) m.maybe_sent = true;
+    }
+    // Its messages since the record, as for a resume (session_loaded); the
+    // will and the expiry are armed once they are in (replay_done), so
+    // that a client returning meanwhile reads the record this node left
+    // untouched (abandon_adoption).
+    Replay& r = replays_[std::string(client_id)];
+    r.adopted = true;
+    r.gone_ns = gone;
+    r.watermarks = record.watermarks;
+    r.since_ns = record.written_ns - replay_margin_ns;
+    r.done = false;
+    r.seen_from = late_arrivals_ + 1;
+    r.started = false;
+    r.ticket = cluster_->interest_ticket(false);
+    if (r.ticket == 0 || r.ticket <= interest_confirmed_) start_replay(std::string(client_id));
+}
+
+bool Broker::abandon_adoption(std::string_view client_id) {
+    auto it = replays_.find(std::string(client_id));
+    // Once replayed it is whole here: handed over as any session.
+    if (it == replays_.end() || !it->second.adopted || it->second.done) return false;
+    forget_replay(client_id);
+    if (Session* s = sessions_.find(client_id)) {
+        s->will.reset();
+        s->replicated = false;  // the record is the claimer's to read
+        end_session(*s);
+    }
+    return true;
+}
+
+// The adopted session's deadlines, counted from `gone_ns` ([MQTT-3.1.3-9]:
+// the will after the shorter of its delay and the session's life; spec
+// 3.1.2.11.2: the session ends when its expiry interval has passed since
+// the connection closed).
+void Broker::arm_adopted(Session& s, std::int64_t gone_ns) {
+    const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    const std::int64_t elapsed = std::max<std::int64_t>(0, now_ns - gone_ns);
+    const bool expires = s.expiry_interval != never_expires;
+    const std::int64_t life = std::int64_t{s.expiry_interval} * 1'000'000'000;
+    Session* sp = &s;
+    if (s.will) {
+        const std::int64_t due = std::int64_t{expires ? std::min(s.will->delay, s.expiry_interval) : s.will->delay} *
+                                 1'000'000'000;
+        if (elapsed >= due) {
+            publish_will(s);
+        } else {
+            s.will_timer = reactor_.add_timer_after(std::chrono::nanoseconds(due - elapsed), [this, sp] {
+                sp->will_timer = {};
+                publish_will(*sp);
+                replicate_session(*sp);  // the record without it: sent once
+            });
+        }
+    }
+    if (expires && elapsed >= life) {
+        expire_session(s);  // its record and ownership entry go with it
+        return;
+    }
+    if (expires) {
+        s.expiry_timer = reactor_.add_timer_after(std::chrono::nanoseconds(life - elapsed), [this, sp] {
+            sp->expiry_timer = {};
+            expire_session(*sp);
+        });
+    }
+    replicate_session(s);  // this node's record now (without the will once sent)
 }
 
 }  // namespace mqttools::broker

@@ -491,6 +491,10 @@ void NatsCluster::on_claim(std::string_view payload) {
         return;  // our claim is the newer one: the other node gives way
     }
     if (it != claims_.end()) claims_.erase(it);
+    // A dead node's session being taken over here (nats_nodes.cpp), its
+    // record not read or its replay not done: given up without a trace
+    // and without an answer, so the claimer reads the record itself.
+    if (adopting_.erase(std::string(client_id)) != 0 || broker_.abandon_adoption(client_id)) return;
     if (broker_.session_claimed_elsewhere(client_id, node, wants_state)) {
         ++takeovers_in_;
     } else if (wants_state && previous == node_id_) {

@@ -140,6 +140,15 @@ private:
     bool audit_again_ = false;
     net::Clock::time_point audit_since_{};  // the fence's start (checks that failed are retried)
     net::Reactor::TimerId audit_timer_ = {};
+    // nats_nodes.cpp (issue 25): sessions of a node that died (no
+    // heartbeat for [cluster] net_ticktime), taken over here by a
+    // compare-and-set on their ownership entries: client id -> when the
+    // dead node was last seen alive (wall ns, 0 unknown), until the
+    // record is read (then the broker holds the adoption).
+    void on_orphan(std::uint32_t kind, std::string_view data, std::uint64_t origin, std::uint64_t seq);
+    void orphan_loaded(std::string_view client_id, const broker::ReplicaRecord& record);
+    void post_load(std::string_view client_id, bool orphan);
+    std::unordered_map<std::string, std::int64_t> adopting_;
 
     // Issue 26: the data connection (live messages, their interest, claims,
     // hand-overs, parts of large messages) spoken on the reactor's own

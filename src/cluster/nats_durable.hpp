@@ -51,6 +51,13 @@ constexpr std::uint32_t loaded_record_stored = 5;
 // late window (messages the stream stored after its replay). Kept apart
 // from the ownership check's kinds, which on_replica hands on as such.
 constexpr std::uint32_t loaded_replay_failed = 6, loaded_late_end = 7;
+// Sessions of dead nodes (nats_nodes.cpp): one whose owner is down
+// (CLIENT_ID NUL OWNER, seq = the entry's revision, origin = when the
+// owner was last seen alive, wall ns, 0 unknown); this node's
+// compare-and-set on its entry won (CLIENT_ID, seq = the claim's stamp) or
+// lost; its record read for the take-over (as loaded_found / loaded_none).
+constexpr std::uint32_t loaded_orphan = 8, loaded_adopted = 9, loaded_adopt_failed = 10;
+constexpr std::uint32_t loaded_orphan_found = 11, loaded_orphan_none = 12;
 constexpr std::uint32_t tag_link_down = 12;  // the data connection broke: seq = wall time
 constexpr std::uint32_t tag_link_up = 11;    // it is back (subscriptions re-sent)   // a session record (or the end of a replay), see nats_sessions.cpp
 

@@ -481,6 +481,7 @@ void NatsCluster::Shared::link_main() {
     pthread_setname_np(pthread_self(), "mq-link");
     js_thread = std::thread([this] { js_main(); });
     kv_thread = std::thread([this] { kv_main(); });
+    if (durable) nodes_thread = std::thread([this] { nodes_main(); });
     std::vector<char> batch;
     for (;;) {
         {
@@ -506,6 +507,7 @@ void NatsCluster::Shared::link_main() {
     }
     js_thread.join();
     kv_thread.join();
+    if (nodes_thread.joinable()) nodes_thread.join();
     if (durable) durable->stop();
     // Wills published during shutdown still go out (best effort, 1 s).
     if (natsConnection* d = data.load()) natsConnection_FlushTimeout(d, 1000);

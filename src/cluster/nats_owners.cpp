@@ -231,6 +231,14 @@ void NatsCluster::Shared::kv_main() {
                 release_answers = nullptr;
             }
         }
+        // Take-overs of a dead node's entries (nats_nodes.cpp) first: each
+        // is a write conditioned on a revision read earlier, so one that a
+        // claim of the same id overtakes only fails.
+        std::erase_if(jobs, [&](const KvJob& job) {
+            if (job.adopt_revision == 0) return false;
+            adopt_entry(up ? kv : nullptr, d, claim_subject, mine, job);
+            return true;
+        });
         // The jobs go in segments of consecutive jobs whose keys differ: a
         // segment's compare-and-sets are sent at once and their answers
         // awaited together, so a burst of new client ids pays the bucket's

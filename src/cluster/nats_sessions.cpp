@@ -138,17 +138,22 @@ void NatsCluster::drop_session(std::string_view client_id) {
     });
 }
 
-void NatsCluster::load_session(std::string_view client_id) {
+void NatsCluster::load_session(std::string_view client_id) { post_load(client_id, false); }
+
+// `orphan`: for a session taken over from a dead node (nats_nodes.cpp).
+void NatsCluster::post_load(std::string_view client_id, bool orphan) {
     Durable* d = shared_->durable;
     if (!d) return;
-    d->post([d, id = std::string(client_id)](jsCtx* js) {
+    d->post([d, id = std::string(client_id), orphan](jsCtx* js) {
         std::string out = id;
         out.push_back('\0');
-        std::uint32_t found = loaded_none;
+        const std::uint32_t found_kind = orphan ? loaded_orphan_found : loaded_found;
+        const std::uint32_t none_kind = orphan ? loaded_orphan_none : loaded_none;
+        std::uint32_t found = none_kind;
         kvEntry* e = nullptr;
         if (kvStore* kv = d->sessions_bucket(js); kv && kvStore_Get(&e, kv, record_key(id).c_str()) == NATS_OK) {
             out.append(static_cast<const char*>(kvEntry_Value(e)), static_cast<std::size_t>(kvEntry_ValueLen(e)));
-            found = kvEntry_ValueLen(e) > 0 ? loaded_found : loaded_none;
+            found = kvEntry_ValueLen(e) > 0 ? found_kind : none_kind;
             kvEntry_Destroy(e);
         }
         d->shared.push_in(tag_loaded, found, out.data(), out.size());
@@ -399,6 +404,10 @@ void NatsCluster::on_replica(std::uint32_t tag, std::uint32_t kind, std::string_
         on_audit(kind, data, seq);
         return;
     }
+    if (tag == tag_loaded && (kind == loaded_orphan || kind == loaded_adopted || kind == loaded_adopt_failed)) {
+        on_orphan(kind, data, origin, seq);
+        return;
+    }
     const std::size_t nul = data.find('\0');
     if (tag == tag_loaded && (kind == loaded_replay_end || kind == loaded_replay_failed)) {
         if (data.empty()) {
@@ -455,7 +464,8 @@ void NatsCluster::on_replica(std::uint32_t tag, std::uint32_t kind, std::string_
     std::uint8_t version = 0;
     std::uint8_t on = 0;
     std::uint32_t n = 0;
-    if (kind == loaded_found && take(rest, version) && version == 1 && take(rest, r.written_ns) && take(rest, on) &&
+    const bool orphan = kind == loaded_orphan_found || kind == loaded_orphan_none;
+    if ((kind == loaded_found || kind == loaded_orphan_found) && take(rest, version) && version == 1 && take(rest, r.written_ns) && take(rest, on) &&
         take(rest, n) && rest.size() >= std::size_t{n} * 16) {
         r.found = true;
         r.connected = on != 0;
@@ -466,6 +476,10 @@ void NatsCluster::on_replica(std::uint32_t tag, std::uint32_t kind, std::string_
             r.watermarks.push_back(w);
         }
         r.state = rest;
+    }
+    if (orphan) {
+        orphan_loaded(client_id, r);
+        return;
     }
     broker_.session_loaded(client_id, r);
 }

@@ -263,7 +263,24 @@ struct NatsCluster::Shared {
         std::string client_id;
         bool want_state = false;
         bool release = false;  // the session ended here: drop its entry
+        // Nonzero: take the entry over from a dead node (nats_nodes.cpp)
+        // if it is still at this revision, held by `dead_owner`.
+        std::uint64_t adopt_revision = 0;
+        std::string dead_owner;
     };
+    void adopt_entry(kvStore* kv, natsConnection* d, const std::string& claim_subject,
+                     std::unordered_map<std::string, std::uint64_t>& mine, const KvJob& job);
+    void push_adopt(std::string_view client_id, std::string_view owner, std::uint64_t revision) {
+        {
+            std::lock_guard lock(kv_mutex);
+            kv_jobs.push_back({std::string(client_id), false, false, revision, std::string(owner)});
+        }
+        kv_cv.notify_one();
+    }
+    // Node liveness (nats_nodes.cpp): heartbeats, and the scans for
+    // sessions whose owner is down.
+    std::thread nodes_thread;
+    void nodes_main();
     std::deque<KvJob> kv_jobs;
     std::atomic<std::uint64_t> unsent_claims{0};
     std::mutex js_mutex;
@@ -445,14 +462,14 @@ struct NatsCluster::Shared {
     void push_claim(std::string_view client_id, bool want_state) {
         {
             std::lock_guard lock(kv_mutex);
-            kv_jobs.push_back({std::string(client_id), want_state, false});
+            kv_jobs.push_back({std::string(client_id), want_state, false, 0, {}});
         }
         kv_cv.notify_one();
     }
     void push_release(std::string_view client_id) {
         {
             std::lock_guard lock(kv_mutex);
-            kv_jobs.push_back({std::string(client_id), false, true});
+            kv_jobs.push_back({std::string(client_id), false, true, 0, {}});
         }
         kv_cv.notify_one();
     }

@@ -139,6 +139,9 @@ struct Cluster {
     // ms cut off from NATS after which the node disconnects its clients
     // (0x9C) and refuses new ones (0x88) until NATS is back; 0 = never.
     std::uint32_t disconnect_after = 0;
+    // ms without a heartbeat after which a node counts as down and the
+    // others take over the sessions it held (their wills, their expiry).
+    std::uint32_t net_ticktime = 10000;
 };
 
 // [auth_http] (config_auth.cpp): an HTTP auth service with

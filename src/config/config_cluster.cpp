@@ -11,6 +11,7 @@ const std::vector<std::string_view> kClusterKeys = {
     "nats_url", "node_id", "credentials", "username", "password",
     "cafile",   "certfile", "keyfile",    "subject_prefix", "sessions", "replicas", "hold_timeout",
     "disconnect_after",
+    "net_ticktime",
 };
 
 bool has_space(std::string_view s) {
@@ -112,6 +113,15 @@ void check_cluster(const toml::table& table, Cluster& out, const SectionChecker&
                 c.error(value.source(), qk, "must be 0 (never) or milliseconds from 100 to 3600000");
             } else {
                 out.disconnect_after = static_cast<std::uint32_t>(*v);
+            }
+        } else if (k == "net_ticktime") {
+            // Erlang's (EMQX's node.dist_net_ticktime): a node silent this
+            // long is down; its orphaned sessions are taken over.
+            auto v = value.value_exact<std::int64_t>();
+            if (!v || *v < 1000 || *v > 3600000) {
+                c.error(value.source(), qk, "must be milliseconds from 1000 to 3600000");
+            } else {
+                out.net_ticktime = static_cast<std::uint32_t>(*v);
             }
         } else {
             c.unknown_key(key, "[cluster]", kClusterKeys);
