@@ -226,7 +226,12 @@ void NatsCluster::Shared::nodes_main() {
                 auto p = peers.find(kv_key(owner));
                 orphan = p == peers.end() || p->second.down || now - p->second.seen > tick;
                 if (p != peers.end()) {
-                    last_seen_ns = wall - static_cast<std::uint64_t>(duration_cast<nanoseconds>(now - p->second.seen).count());
+                    // It may have lived until its next heartbeat was due:
+                    // its clients' wills never go early.
+                    const auto since = now - p->second.seen - beat;
+                    last_seen_ns = since <= nanoseconds(0)
+                                       ? wall
+                                       : wall - static_cast<std::uint64_t>(duration_cast<nanoseconds>(since).count());
                 }
             }
             if (orphan && client_id_of(kvEntry_Key(e), id)) {
