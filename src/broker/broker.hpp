@@ -161,6 +161,9 @@ public:
     void session_loaded(std::string_view client_id, const ReplicaRecord& record);
     void replayed_message(std::string_view client_id, Bytes packet, std::uint64_t origin, std::uint64_t seq);
     void replay_done(std::string_view client_id);
+    void replay_failed(std::string_view client_id);
+    // The record could not be read (JetStream unreachable): the CONNECT is refused, 0x88.
+    void session_unreadable(std::string_view client_id);
     // After replay_done, messages the stream stored late may still come
     // (replayed_message, deduplicated against what the session got), until this.
     void late_replay_done(std::string_view client_id);
@@ -357,6 +360,7 @@ private:
     bool load_replica(Connection& c);
     void start_replay(const std::string& client_id);
     void forget_replay(std::string_view client_id);
+    void refuse_resume(Connection& c);
     void route_to_session(Session& s, Bytes packet, std::uint64_t origin, std::uint64_t seq);
     struct Replay {
         Connection* connection = nullptr;
@@ -366,6 +370,7 @@ private:
         bool started = false;
         bool done = false;       // replay_done: late ones may still come
         int late_open = 0;       // replays whose late window is open
+        int failures = 0;        // replays JetStream could not serve
         std::uint64_t seen_from = 0;  // late_seen_ entries from here on reached the session
         net::Reactor::TimerId timer = {};
         bool adopted = false;      // adopt_orphan's: no CONNECT waits

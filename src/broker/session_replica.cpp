@@ -243,13 +243,46 @@ bool Broker::load_replica(Connection& c) {
         auto p = parked_.find(cp);
         if (p == parked_.end()) return;
         p->second.timer = {};
-        spdlog::warn("Client {}: its session record did not come in time; starting a new session.",
-                     p->second.client_id);
-        forget_replay(p->second.client_id);
-        resume_parked(*cp);
+        spdlog::warn("Client {}: its session record and replay did not come within {} s (JetStream slow or "
+                     "electing a leader); refused with Server unavailable so that it tries again.",
+                     p->second.client_id, replica_wait.count() / 1000);
+        refuse_resume(*cp);
     });
     cluster_->load_session(c.client_id);
     return true;
+}
+
+// A resume that cannot complete now (its record or replay late, JetStream
+// unreachable): the CONNECT is refused with 0x88 Server unavailable (MQTT
+// 3.1.1: 3) rather than answered with a new session, which would lose the
+// session's messages for good (Session Present 0). The client connects
+// again, as HiveMQ's and EMQX's users expect of a node that cannot serve
+// them yet. What was under way goes on: a record imported meanwhile, and
+// its replay, stay on this node (replay_done), where the next CONNECT finds
+// them, here or through the hand-over from another node.
+void Broker::refuse_resume(Connection& c) {
+    auto it = parked_.find(&c);
+    if (it == parked_.end()) return;
+    const std::string client_id = it->second.client_id;
+    drop_parked(c);
+    if (auto r = replays_.find(client_id); r != replays_.end() && r->second.connection == &c) {
+        r->second.connection = nullptr;
+    }
+    if (c.state != Connection::State::connect_pending) return;
+    c.state = Connection::State::awaiting_connect;
+    refuse_connect(c, c.version, ReasonCode::server_unavailable);
+}
+
+void Broker::session_unreadable(std::string_view client_id) {
+    Connection* waiting = nullptr;
+    for (auto& [conn, p] : parked_) {
+        if (p.client_id == client_id && p.loading) waiting = conn;
+    }
+    if (!waiting) return;
+    spdlog::warn("Client {}: the cluster's session records cannot be read (JetStream unreachable); refused with "
+                 "Server unavailable so that it tries again.",
+                 client_id);
+    refuse_resume(*waiting);
 }
 
 void Broker::session_loaded(std::string_view client_id, const ReplicaRecord& record) {
@@ -380,9 +413,42 @@ void Broker::replay_done(std::string_view client_id) {
         if (Session* s = sessions_.find(client_id)) arm_adopted(*s, gone_ns);
         return;
     }
-    if (parked_.contains(c)) resume_parked(*c);
-    // It left meanwhile: the session is not kept here (its record stays).
-    if (Session* s = sessions_.find(client_id); s && !s->connection) end_session(*s);
+    if (c && parked_.contains(c)) {
+        resume_parked(*c);
+        return;
+    }
+    // Its client left, or was refused (refuse_resume), meanwhile: the
+    // session, with what the replay brought, lives on here as any offline
+    // session (its record rewritten, its expiry counting), not lost.
+    Session* s = sessions_.find(client_id);
+    if (!s || s->connection) return;
+    spdlog::info("Client {}: its session, resumed from the cluster's record, waits here for the client.",
+                 s->client_id);
+    if (s->expiry_interval != never_expires && !s->expiry_timer) {
+        Session* sp = s;
+        s->expiry_timer = reactor_.add_timer_after(std::chrono::seconds(s->expiry_interval), [this, sp] {
+            sp->expiry_timer = {};
+            expire_session(*sp);
+        });
+    }
+    replicate_session(*s);
+}
+
+// JetStream could not serve the replay (nats_sessions.cpp tried for 4 s):
+// it is tried again, a few times, while the CONNECT waits (or was refused).
+void Broker::replay_failed(std::string_view client_id) {
+    auto it = replays_.find(std::string(client_id));
+    if (it == replays_.end() || it->second.done) return;
+    if (++it->second.failures > 5) {
+        spdlog::error("Client {}: its session's messages could not be replayed from the cluster's stream; going on "
+                      "without them.",
+                      client_id);
+        replay_done(client_id);
+        return;
+    }
+    it->second.started = false;
+    const std::string id(client_id);
+    reactor_.add_timer_after(std::chrono::seconds(1), [this, id] { start_replay(id); });
 }
 
 void Broker::late_replay_done(std::string_view client_id) {

@@ -434,7 +434,13 @@ void NatsCluster::on_claimed(std::string_view client_id, std::uint64_t stamp, st
         }
         return;
     }
-    broker_.claim_settled(client_id, (flags & claim_wants_state) != 0 && (flags & claim_other_owner) != 0);
+    // This node owned the id already but does not hold its session (a
+    // resume refused here a moment ago, or this node restarted under its
+    // id): the CONNECT waits as for another owner, then reads the record,
+    // rather than starting a new session over the one the cluster keeps.
+    const bool elsewhere = (flags & claim_other_owner) != 0 ||
+                           ((flags & claim_own_before) != 0 && replicates_sessions() && !broker_.has_session(id));
+    broker_.claim_settled(client_id, (flags & claim_wants_state) != 0 && elsewhere);
 }
 
 void NatsCluster::send_session(std::string_view node, std::string_view client_id, std::string_view state) {

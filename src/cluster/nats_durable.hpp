@@ -58,6 +58,8 @@ constexpr std::uint32_t loaded_replay_failed = 6, loaded_late_end = 7;
 // lost; its record read for the take-over (as loaded_found / loaded_none).
 constexpr std::uint32_t loaded_orphan = 8, loaded_adopted = 9, loaded_adopt_failed = 10;
 constexpr std::uint32_t loaded_orphan_found = 11, loaded_orphan_none = 12;
+// A session record could not be read (CLIENT_ID): JetStream unreachable.
+constexpr std::uint32_t loaded_unreadable = 13;
 constexpr std::uint32_t tag_link_down = 12;  // the data connection broke: seq = wall time
 constexpr std::uint32_t tag_link_up = 11;    // it is back (subscriptions re-sent)   // a session record (or the end of a replay), see nats_sessions.cpp
 
@@ -83,6 +85,8 @@ struct Durable {
     // The session bucket PREFIX_SESSIONS (nats_sessions.cpp), made on first
     // use; on this thread only. Null when JetStream is unreachable.
     kvStore* sessions_bucket(jsCtx* js);
+    // The server has no JetStream: nothing is replicated (logged once).
+    bool passthrough() const { return passthrough_; }
     kvStore* sessions_kv = nullptr;
 
     // A resumed session's replay stays open after it caught up, until the

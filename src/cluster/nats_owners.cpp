@@ -381,8 +381,9 @@ void NatsCluster::Shared::kv_main() {
                         log("Cluster: NATS is down: session claims not sent so far: " + std::to_string(n));
                     }
                 }
-                const std::uint32_t flags =
-                    (want_state ? claim_wants_state : 0) | (other_owner ? claim_other_owner : 0);
+                const std::uint32_t flags = (want_state ? claim_wants_state : 0) |
+                                            (other_owner ? claim_other_owner : 0) |
+                                            (previous == node_id ? claim_own_before : 0);
                 push_in(tag_claimed, flags, client_id.data(), client_id.size(), 0, stamp);
             }
             first = end;

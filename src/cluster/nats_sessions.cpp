@@ -151,10 +151,17 @@ void NatsCluster::post_load(std::string_view client_id, bool orphan) {
         const std::uint32_t none_kind = orphan ? loaded_orphan_none : loaded_none;
         std::uint32_t found = none_kind;
         kvEntry* e = nullptr;
-        if (kvStore* kv = d->sessions_bucket(js); kv && kvStore_Get(&e, kv, record_key(id).c_str()) == NATS_OK) {
+        kvStore* kv = d->sessions_bucket(js);
+        const natsStatus st = kv ? kvStore_Get(&e, kv, record_key(id).c_str()) : NATS_CONNECTION_CLOSED;
+        if (st == NATS_OK) {
             out.append(static_cast<const char*>(kvEntry_Value(e)), static_cast<std::size_t>(kvEntry_ValueLen(e)));
             found = kvEntry_ValueLen(e) > 0 ? found_kind : none_kind;
             kvEntry_Destroy(e);
+        } else if (!orphan && st != NATS_NOT_FOUND && !d->passthrough()) {
+            // Unreachable is not "no record": a new session would lose the
+            // one the bucket holds (the CONNECT is refused, 0x88).
+            d->shared.push_in(tag_loaded, loaded_unreadable, id.data(), id.size());
+            return;
         }
         d->shared.push_in(tag_loaded, found, out.data(), out.size());
     });
@@ -431,9 +438,15 @@ void NatsCluster::on_replica(std::uint32_t tag, std::uint32_t kind, std::string_
                 seen_live_.clear();
                 marks_at_down_.clear();
             }
+        } else if (kind == loaded_replay_failed) {
+            broker_.replay_failed(data);
         } else {
             broker_.replay_done(data);
         }
+        return;
+    }
+    if (tag == tag_loaded && kind == loaded_unreadable) {
+        broker_.session_unreadable(data);
         return;
     }
     if (tag == tag_loaded && kind == loaded_late_end) {

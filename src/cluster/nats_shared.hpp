@@ -42,6 +42,7 @@ constexpr std::uint32_t tag_bulk = 10;       // a part of a message larger than 
 // Flags of a settled claim (InHeader::age).
 constexpr std::uint32_t claim_wants_state = 1;
 constexpr std::uint32_t claim_other_owner = 2;  // another node (or maybe one) held the id
+constexpr std::uint32_t claim_own_before = 4;   // this node held it (by the bucket)
 
 // Claim stamps: a KV revision with the top bit set, so that a claim ordered
 // by the bucket always beats one made while the bucket was unreachable
