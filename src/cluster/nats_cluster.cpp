@@ -429,6 +429,7 @@ void NatsCluster::on_claimed(std::string_view client_id, std::uint64_t stamp, st
                                          std::pair(stamp, std::string_view(node_id_))) {
         // A newer claim from another node came while ours was settling.
         claims_.erase(id);
+        if (broker_.has_session(id)) forget_record(client_id);
         if (broker_.session_claimed_elsewhere(client_id, pending.remote_node, pending.remote_wants_state)) {
             ++takeovers_in_;
         }
@@ -497,6 +498,7 @@ void NatsCluster::on_claim(std::string_view payload) {
         return;  // our claim is the newer one: the other node gives way
     }
     if (it != claims_.end()) claims_.erase(it);
+    if (broker_.has_session(client_id)) forget_record(client_id);
     // A dead node's session being taken over here (nats_nodes.cpp), its
     // record not read or its replay not done: given up without a trace
     // and without an answer, so the claimer reads the record itself.

@@ -123,6 +123,8 @@ private:
     };
     std::unordered_set<std::pair<std::uint64_t, std::uint64_t>, IdHash> seen_live_;
     void post_replay(std::string id, std::vector<std::string> subjects, std::int64_t since_ns);
+    // Another node took the session: this node's record writes still waiting for it are dropped.
+    void forget_record(std::string_view client_id);
     void on_replica(std::uint32_t tag, std::uint32_t kind, std::string_view data, std::uint64_t origin,
                     std::uint64_t seq);
     // nats_fence.cpp (issue 25): a node out of touch with the cluster. Cut

@@ -209,6 +209,10 @@ void Durable::main() {
         }
         incoming.clear();
         for (const auto& [ticket, stored] : answers) {
+            if ((ticket & record_ticket_bit) != 0) {
+                record_answered(ticket, stored);
+                continue;
+            }
             auto it = pending_.find(ticket);
             if (it == pending_.end()) continue;
             if (stored) {
@@ -225,6 +229,7 @@ void Durable::main() {
         for (auto& job : jobs) job(ready_ ? js_ : nullptr);
         jobs.clear();
         poll_late_windows(false);
+        tend_records();
         for (auto it = pending_.begin(); it != pending_.end();) {
             if (passthrough_ || now - it->second.first > hold) {
                 // Not stored in time: the publisher is refused and resends.

@@ -87,6 +87,21 @@ struct Durable {
     kvStore* sessions_bucket(jsCtx* js);
     // The server has no JetStream: nothing is replicated (logged once).
     bool passthrough() const { return passthrough_; }
+
+    // Session records (nats_sessions.cpp), on this thread: written as a
+    // publish to the bucket's subject for `key` and answered like a message
+    // (_d.ORIGIN.TICKET), retried until the bucket stores it (a bucket
+    // without a leader answers nothing for seconds). Per key one write in
+    // flight and only the latest record waiting behind it: a retry never
+    // overwrites a newer record. Each record written is answered to the
+    // reactor once (loaded_record_stored) when it, or a newer one, is
+    // stored, or at the latest after hold_timeout (its QoS 2 packets go
+    // then: at least once rather than a stall); the write itself is tried
+    // for a minute after the latest record came.
+    void write_record(const std::string& client_id, const std::string& key, std::string record);
+    // The session left this node (another owns it, or it ended): a write
+    // still waiting would overwrite what comes next.
+    void forget_record(const std::string& key);
     kvStore* sessions_kv = nullptr;
 
     // A resumed session's replay stays open after it caught up, until the
@@ -108,6 +123,26 @@ private:
     void main();
     bool setup();
     void send(std::uint64_t ticket);
+
+    struct RecordWrite {
+        std::string id;       // client id, for the answers
+        std::string subject;  // $KV.BUCKET.KEY
+        std::string data;     // the latest record
+        int owed = 0;         // records not yet answered to the reactor
+        int in_flight = 0;    // of them, in the write in flight
+        std::uint64_t ticket = 0;  // the write in flight; 0: none
+        std::chrono::steady_clock::time_point latest, sent;
+        bool dirty = false;   // data not yet sent
+        bool warned = false;
+    };
+    static constexpr std::uint64_t record_ticket_bit = std::uint64_t{1} << 63;
+    std::map<std::string, RecordWrite> records_;  // by key
+    std::map<std::uint64_t, std::string> record_tickets_;
+    std::uint64_t record_seq_ = 0;
+    void send_record(const std::string& key, RecordWrite& w);
+    void record_answered(std::uint64_t ticket, bool stored);
+    void answer_records(RecordWrite& w, int n);
+    void tend_records();
 
     struct Item {
         std::string subject;

@@ -128,6 +128,7 @@ void NatsCluster::on_audit(std::uint32_t kind, std::string_view data, std::uint6
         claims_.erase(id);
         if (broker_.has_session(id)) {
             ++takeovers_in_;
+            forget_record(id);
             broker_.session_owned_elsewhere(id);
         }
         return;

@@ -116,24 +116,128 @@ void NatsCluster::store_session(std::string_view client_id, bool connected, std:
     mark(shared_->origin, live_pushed_);
     for (const auto& [origin, seq] : last_seq_) mark(origin, seq);
     record.append(state);
-    d->post([d, id = std::string(client_id), record = std::move(record)](jsCtx* js) {
-        kvStore* kv = d->sessions_bucket(js);
-        std::uint64_t rev = 0;
-        if (!kv || kvStore_Put(&rev, kv, record_key(id).c_str(), record.data(), static_cast<int>(record.size())) !=
-                       NATS_OK) {
-            d->shared.log("Cluster: a session record could not be written (JetStream unreachable); the session "
-                          "survives only on this node until the next write.");
-        }
-        // Answered either way: QoS 2 packets held for it go out (a record
-        // JetStream cannot take leaves at least once, not a stall).
-        d->shared.push_in(tag_loaded, loaded_record_stored, id.data(), id.size());
+    d->post([d, id = std::string(client_id), record = std::move(record)](jsCtx*) mutable {
+        d->write_record(id, record_key(id), std::move(record));
     });
+}
+
+void NatsCluster::forget_record(std::string_view client_id) {
+    Durable* d = shared_->durable;
+    if (!d) return;
+    d->post([d, key = record_key(client_id)](jsCtx*) { d->forget_record(key); });
+}
+
+void Durable::write_record(const std::string& client_id, const std::string& key, std::string record) {
+    auto [it, fresh] = records_.try_emplace(key);
+    RecordWrite& w = it->second;
+    if (fresh) {
+        w.id = client_id;
+        w.subject = "$KV." + stream_name(shared.prefix, "MQTT_SESSIONS_") + "." + key;
+    }
+    w.data = std::move(record);
+    w.dirty = true;
+    ++w.owed;
+    w.latest = std::chrono::steady_clock::now();
+    if (w.ticket == 0) send_record(key, w);  // else it follows the write in flight
+}
+
+void Durable::send_record(const std::string& key, RecordWrite& w) {
+    w.sent = std::chrono::steady_clock::now();
+    if (w.ticket != 0) record_tickets_.erase(w.ticket);
+    w.ticket = 0;
+    natsConnection* c = shared.control.load();
+    // The bucket is made on first use (JetStream may be away: tried again).
+    if (!c || natsConnection_Status(c) != NATS_CONN_STATUS_CONNECTED || !sessions_bucket(ready_ ? js_ : nullptr)) {
+        return;
+    }
+    const std::uint64_t ticket = record_ticket_bit | ++record_seq_;
+    const std::string reply = reply_prefix_ + std::to_string(ticket);
+    natsMsg* m = nullptr;
+    if (natsMsg_Create(&m, w.subject.c_str(), reply.c_str(), w.data.data(), static_cast<int>(w.data.size())) !=
+        NATS_OK) {
+        return;
+    }
+    if (natsConnection_PublishMsg(c, m) == NATS_OK) {
+        w.ticket = ticket;
+        w.in_flight = w.owed;
+        w.dirty = false;
+        record_tickets_.emplace(ticket, key);
+    }
+    natsMsg_Destroy(m);
+}
+
+void Durable::answer_records(RecordWrite& w, int n) {
+    for (n = std::min(n, w.owed); n > 0; --n, --w.owed) {
+        shared.push_in(tag_loaded, loaded_record_stored, w.id.data(), w.id.size());
+    }
+}
+
+void Durable::record_answered(std::uint64_t ticket, bool stored) {
+    auto t = record_tickets_.find(ticket);
+    if (t == record_tickets_.end()) return;  // an earlier try's, sent again since
+    const std::string key = std::move(t->second);
+    record_tickets_.erase(t);
+    auto it = records_.find(key);
+    if (it == records_.end() || it->second.ticket != ticket) return;
+    RecordWrite& w = it->second;
+    w.ticket = 0;
+    if (!stored) {
+        // No leader yet, the stream being set up: tend_records tries again.
+        w.dirty = true;
+        return;
+    }
+    answer_records(w, w.in_flight);
+    w.in_flight = 0;
+    if (w.warned) shared.log("Cluster: the session record of " + w.id + " is stored after all.");
+    if (w.dirty) {
+        send_record(key, w);  // a newer record came meanwhile
+    } else {
+        records_.erase(it);
+    }
+}
+
+void Durable::forget_record(const std::string& key) {
+    auto it = records_.find(key);
+    if (it == records_.end()) return;
+    answer_records(it->second, it->second.owed);
+    if (it->second.ticket != 0) record_tickets_.erase(it->second.ticket);
+    records_.erase(it);
+}
+
+void Durable::tend_records() {
+    using namespace std::chrono;
+    const auto now = steady_clock::now();
+    const auto hold = milliseconds(shared.config.hold_timeout);
+    for (auto it = records_.begin(); it != records_.end();) {
+        RecordWrite& w = it->second;
+        if (w.owed > 0 && now - w.latest > hold) {
+            if (!w.warned) {
+                shared.log("Cluster: the session record of " + w.id + " is not stored yet (the session bucket does "
+                           "not answer: no leader, JetStream unreachable); its QoS 2 messages go on, the write is "
+                           "tried again.");
+            }
+            w.warned = true;
+            answer_records(w, w.owed);
+        }
+        if (now - w.latest > minutes(1)) {
+            shared.log("Cluster: the session record of " + w.id + " could not be written for a minute; given up "
+                       "(the session's next change writes it again).");
+            if (w.ticket != 0) record_tickets_.erase(w.ticket);
+            it = records_.erase(it);
+            continue;
+        }
+        // Refused: again after 250 ms; unanswered (a bucket without a
+        // leader says nothing): again after a second, the latest record.
+        if (w.ticket == 0 ? now - w.sent >= milliseconds(250) : now - w.sent >= seconds(1)) send_record(it->first, w);
+        ++it;
+    }
 }
 
 void NatsCluster::drop_session(std::string_view client_id) {
     Durable* d = shared_->durable;
     if (!d) return;
     d->post([d, key = record_key(client_id)](jsCtx* js) {
+        d->forget_record(key);  // a write still waiting would bring it back
         if (kvStore* kv = d->sessions_bucket(js)) kvStore_Delete(kv, key.c_str());
     });
 }

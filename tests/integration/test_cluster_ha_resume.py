@@ -9,13 +9,14 @@ import time
 
 import pytest
 
-from conftest import SANITIZED
+from conftest import SANITIZED, Broker
 from mqttwire import CONNACK, Client, Closed, connect_packet
 from test_cluster import NATS_SERVER, nats  # noqa: F401 (fixture)
 from test_cluster_ha import SESSION, Receiver, check_delivered, ha_nodes, pair, publish_acked  # noqa: F401
-from test_cluster_ha_nats_cluster import nats3, r3_nodes  # noqa: F401 (fixtures)
+from test_cluster_ha_nats_cluster import nats3  # noqa: F401 (fixture)
+from nats_js import NatsRequester
 from test_cluster import connect, link
-from mqttwire import sub_options
+from mqttwire import PUBREC, PUBREL, ack_packet, publish_packet, sub_options
 from conftest import wait_until
 
 pytestmark = pytest.mark.skipif(not os.path.exists(NATS_SERVER), reason="nats-server is not installed")
@@ -84,23 +85,55 @@ def test_a_resume_jetstream_cannot_serve_is_refused_not_a_new_session(ha_nodes, 
     check_delivered(r, acked, qos)
 
 
-def test_a_record_written_while_the_session_bucket_has_no_leader_is_not_lost(nats3, r3_nodes):
+def test_a_record_written_while_the_session_bucket_has_no_leader_is_not_lost(tmp_path, nats3):
     # Three nats-servers, replicas 3. The server leading the session
     # bucket dies: for a few seconds the bucket has no leader. Meanwhile a
     # QoS 2 subscriber gets and completes 30 more messages and goes away;
     # the records written then (every 500 ms while messages move, and at
     # the disconnect) wait for the new leader instead of being dropped.
     # Its node dies; it resumes on a third node from the latest record:
-    # nothing acknowledged lost, and nothing delivered twice (an older
-    # record would send the 30 again: its watermarks predate them).
-    a, b, c = r3_nodes(3)
+    # nothing acknowledged lost, and nothing delivered twice (the record
+    # from before the loss sent the 30 again: 30 duplicates, 2 of 2 runs).
+    # The nodes use the other two servers only: their links stay up, what
+    # is tested is the bucket's election.
+    urls = ", ".join(f'"{u}"' for u in nats3.urls[:2])
+    nodes = [Broker(tmp_path, config=(f"allow_anonymous = true\nmax_queued_messages = 0\n[cluster]\n"
+                                      f"nats_url = [{urls}]\nnode_id = \"node{i + 1}\"\nreplicas = 3\n"))
+             for i in range(3)]
+    a, b, c = nodes
+    try:
+        run_leaderless_record(nats3, a, b, c)
+    finally:
+        for n in nodes:
+            code = n.stop()
+            assert code in (0, -9), f"node exited with {code}:\n{n.output()[-3000:]}"
+
+
+def run_leaderless_record(nats3, a, b, c):
     sub = Client(b.port)
     sub.connect("rec", clean_start=True, properties=SESSION)
     sub.subscribe([("x/#", sub_options(2))])
     pub = connect(a.port, "p")
     link(pub, sub, "x/probe", timeout=20)
-    assert wait_until(lambda: nats3.stream_leader("KV_MQTT_SESSIONS_mqtt") is not None, timeout=20)
-    dead = nats3.stream_leader("KV_MQTT_SESSIONS_mqtt")
+    # The session bucket's leader onto the third server, every other
+    # stream's off it: its loss is the bucket's election alone (a
+    # step-down elects another replica at random).
+    bucket = "KV_MQTT_SESSIONS_mqtt"
+    for stream in (bucket, "MQTT_MSGS_mqtt", "KV_MQTT_OWNERS_mqtt", "MQTT_RETAINED_mqtt"):
+        assert wait_until(lambda: nats3.stream_leader(stream) is not None, timeout=20), f"{stream}: no leader"
+        for _ in range(30):
+            if (nats3.stream_leader(stream) == 2) == (stream == bucket):
+                break
+            js = NatsRequester(nats3.ports[0])
+            try:
+                js.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", timeout=5)
+            except (OSError, TimeoutError, ValueError):
+                pass
+            finally:
+                js.close()
+            wait_until(lambda: nats3.stream_leader(stream) is not None, timeout=10, step=0.2)
+        assert (nats3.stream_leader(stream) == 2) == (stream == bucket), f"{stream}: leader n{nats3.stream_leader(stream)}"
+    dead = 2
     r = Receiver()
     finish = r.pump_in_background(sub)
     try:
@@ -108,12 +141,28 @@ def test_a_record_written_while_the_session_bucket_has_no_leader_is_not_lost(nat
         assert wait_until(lambda: first <= set(r.got), timeout=20 * SLOW)
         time.sleep(0.7)  # recorded
         nats3.kill(dead)
-        second = publish_acked(pub, "x/b", [b"b%d" % i for i in range(30)], 2)
-        wait_until(lambda: second <= set(r.got), timeout=30 * SLOW)
-        time.sleep(0.3)
+        # Their live copies cross at once (their PUBRECs wait for the
+        # message stream): the subscriber has them, and goes, while the
+        # session bucket still elects its leader.
+        second = [b"b%d" % i for i in range(30)]
+        for i, payload in enumerate(second):
+            pub.send(publish_packet("x/b", payload, qos=2, packet_id=100 + i))
+        got_all = wait_until(lambda: set(second) <= set(r.got), timeout=20 * SLOW, step=0.05)
     finally:
         finish()
     sub.disconnect()
+    assert got_all, f"the subscriber got {len(set(second) & set(r.got))} of the 30 live"
+    acked = set(first)
+    deadline = time.monotonic() + 30 * SLOW
+    while len(acked) < 50 and time.monotonic() < deadline:
+        try:
+            p = pub.recv(1)
+        except TimeoutError:
+            continue
+        if p.type == PUBREC:
+            if p.reason < 0x80:
+                acked.add(second[p.packet_id - 100])
+            pub.send(ack_packet(PUBREL, p.packet_id))
     assert wait_until(lambda: nats3.settled(dead), timeout=60, step=0.5), \
         "JetStream did not recover from the loss of one of three servers"
     time.sleep(2)  # the writes still waiting land
@@ -121,7 +170,6 @@ def test_a_record_written_while_the_session_bucket_has_no_leader_is_not_lost(nat
     b.proc.wait()
     again, ack = resume_retrying(c.port, "rec")
     assert ack.reason == 0 and ack.session_present, f"CONNACK {ack.reason:#x}, Session Present {ack.session_present}"
-    acked = first | second
     r.drain(again, acked, 10)
     print(f"\nkilled n{dead + 1} (session bucket leader); acknowledged {len(acked)}, delivered {len(r.got)}")
     check_delivered(r, acked, 2)
