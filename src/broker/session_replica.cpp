@@ -275,8 +275,8 @@ void Broker::refuse_resume(Connection& c) {
 
 void Broker::session_unreadable(std::string_view client_id) {
     Connection* waiting = nullptr;
-    for (auto& [conn, p] : parked_) {
-        if (p.client_id == client_id && p.loading) waiting = conn;
+    for (auto [conn, p] : parked_with(client_id)) {
+        if (p->loading) waiting = conn;
     }
     if (!waiting) return;
     spdlog::warn("Client {}: the cluster's session records cannot be read (JetStream unreachable); refused with "
