@@ -366,17 +366,39 @@ void run_replay(Durable* d, ReplayJob job, jsCtx* js) {
             failed = true;
             continue;
         }
+        // How many messages the reader has to deliver: without that, a
+        // slow first message (a new leader's consumer) looked like none,
+        // and the replay ended as complete without them.
         std::uint64_t pending = 0;
-        jsConsumerInfo* ci = nullptr;
-        jsErrCode jerr = static_cast<jsErrCode>(0);
-        if (natsSubscription_GetConsumerInfo(&ci, sub, &jo, &jerr) == NATS_OK && ci) {
-            pending = ci->NumPending;
-            jsConsumerInfo_Destroy(ci);
+        bool counted = false;
+        for (;;) {
+            jsConsumerInfo* ci = nullptr;
+            jsErrCode jerr = static_cast<jsErrCode>(0);
+            if (natsSubscription_GetConsumerInfo(&ci, sub, &jo, &jerr) == NATS_OK && ci) {
+                pending = ci->NumPending;
+                jsConsumerInfo_Destroy(ci);
+                counted = true;
+                break;
+            }
+            if (steady_clock::now() >= job.deadline) break;
+            std::this_thread::sleep_for(milliseconds(100));
+        }
+        if (!counted) {
+            d->shared.log("Cluster: cannot count the messages to replay on " + subject + " (JetStream did not answer).");
+            failed = true;
         }
         std::string out;
-        for (;;) {
+        while (counted) {
             natsMsg* m = nullptr;
-            if (natsSubscription_NextMsg(&m, sub, pending > 0 ? 2000 : 100) != NATS_OK) break;
+            if (natsSubscription_NextMsg(&m, sub, pending > 0 ? 2000 : 100) != NATS_OK) {
+                // Messages still due that did not come: not a complete replay.
+                if (pending > 0) {
+                    d->shared.log("Cluster: the replay on " + subject + " stopped with " + std::to_string(pending) +
+                                  " message(s) still due.");
+                    failed = true;
+                }
+                break;
+            }
             std::uint64_t stream_seq = 0;
             ClusterMessageIdPair ids{0, 0};
             if (replayed(m, job.id, stream_seq, pending, out, ids)) got.emplace(stream_seq, std::pair(ids, out));

@@ -87,11 +87,20 @@ SESSION = {0x11: 3600}  # Session Expiry Interval 3600 s
 
 
 def resume(port, cid, timeout=20):
-    """Reconnects `cid` with Clean Start 0; returns (client, CONNACK)."""
-    c = Client(port, timeout=timeout)
-    c.send(connect_packet(cid, 5, False, 60, properties=SESSION))
-    ack = c.expect(CONNACK, timeout=timeout * SLOW)
-    return c, ack
+    """Reconnects `cid` with Clean Start 0; returns (client, CONNACK). A
+    CONNACK 0x88 (Server unavailable: the node could not read the session's
+    record or replay its messages in time) is tried again after 0.5 s, as a
+    client with automatic reconnection does, until `timeout`."""
+    end = time.monotonic() + timeout * SLOW
+    while True:
+        c = Client(port, timeout=timeout)
+        c.send(connect_packet(cid, 5, False, 60, properties=SESSION))
+        ack = c.expect(CONNACK, timeout=max(1.0, end - time.monotonic()))
+        if ack.reason != 0x88 or time.monotonic() >= end:
+            return c, ack
+        print(f"\n{cid}: CONNACK 0x88 (Server unavailable), trying again")
+        c.close()
+        time.sleep(0.5)
 
 
 class Receiver:

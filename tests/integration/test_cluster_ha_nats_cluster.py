@@ -145,8 +145,11 @@ def r3_nodes(tmp_path, nats3):
         return started[-n:]
 
     yield start
-    for b in started:
+    for i, b in enumerate(started):
         code = b.stop()
+        # Shown by pytest only when the test failed: what each node said.
+        lines = [ln for ln in b.log_path.read_text(errors="replace").splitlines() if "[debug]" not in ln]
+        print(f"--- node{i + 1} (exit {code}):\n" + "\n".join(lines[-40:]))
         if code not in (0, -9):
             pytest.fail(f"node exited with {code}:\n{b.output()[-3000:]}")
 
@@ -207,7 +210,7 @@ def test_a_session_resumes_after_one_of_three_nats_servers_was_lost(nats3, r3_no
     sub.subscribe([("x/#", sub_options(qos))])
     pub = connect(a.port, "p")
     link(pub, sub, "x/probe", timeout=20)
-    assert wait_until(lambda: nats3.stream_leader("KV_MQTT_OWNERS_mqtt") is not None, timeout=20)
+    assert wait_until(lambda: nats3.stream_leader("KV_MQTT_OWNERS_mqtt") is not None, timeout=60)
     dead = nats3.stream_leader("KV_MQTT_OWNERS_mqtt")
     nats3.kill(dead)
     assert wait_until(lambda: nats3.settled(dead), timeout=60, step=0.5), \
