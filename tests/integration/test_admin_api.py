@@ -359,12 +359,11 @@ def test_config_errors(tmp_path):
     assert "http_api" in refused_config_output(conf, "api_key_file on an MQTT listener")
 
 
-def test_bans_survive_a_restart(tmp_path):
-    """With persistence = true the banned list is in the store: after a
-    restart the bans hold, until included, and a lifted one stays lifted."""
+def persistent_api_config(tmp_path):
+    """(API port, config): persistence on, an http_api listener with keys."""
     keys = make_key_file(tmp_path / "api_keys")
     api_port = free_port()
-    config = f"""
+    return api_port, f"""
 allow_anonymous = true
 persistence = true
 persistence_location = "{tmp_path}"
@@ -373,6 +372,12 @@ port = {api_port}
 protocol = "http_api"
 api_key_file = "{keys}"
 """
+
+
+def test_bans_survive_a_restart(tmp_path):
+    """With persistence = true the banned list is in the store: after a
+    restart the bans hold, until included, and a lifted one stays lifted."""
+    api_port, config = persistent_api_config(tmp_path)
 
     def start():
         b = Broker(tmp_path, config=config)
@@ -434,17 +439,7 @@ def test_acknowledged_ban_survives_kill9(tmp_path):
     """A ban (and a lifted ban) is answered only once the store committed
     it: kill -9 right after the answer, while the store thread is busy with
     other writes, and the restarted broker still refuses the client."""
-    keys = make_key_file(tmp_path / "api_keys")
-    api_port = free_port()
-    config = f"""
-allow_anonymous = true
-persistence = true
-persistence_location = "{tmp_path}"
-[[listener]]
-port = {api_port}
-protocol = "http_api"
-api_key_file = "{keys}"
-"""
+    api_port, config = persistent_api_config(tmp_path)
     banned = set()
     lifted = set()
     for round_ in range(5):

@@ -8,6 +8,7 @@
 const path = require('path');
 const mqtt = require('mqtt');
 const { chromium } = require('playwright-core');
+const { signIn } = require('./dashboard_common');
 
 const [, , mqttPort, apiPort, key, secret, shotDir] = process.argv;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -22,14 +23,7 @@ watchdog.unref();
   let client = null;
   let pump = null;
   try {
-    const page = await browser.newPage({ viewport: { width: 1400, height: 820 } });
-    page.on('pageerror', (e) => result.errors.push(String(e)));
-    page.on('console', (m) => { if (m.type() === 'error') result.logs.push(m.text()); });
-    await page.goto(`http://127.0.0.1:${apiPort}/`);
-    await page.fill('#login-key', key);
-    await page.fill('#login-secret', secret);
-    await page.click('#login-form button[type=submit]');
-    await page.waitForSelector('#login', { state: 'hidden', timeout: TIMEOUT });
+    const page = await signIn(browser, apiPort, key, secret, { width: 1400, height: 820 }, result, TIMEOUT);
 
     // A client that connects and publishes to its own subscription: both
     // rates rise.

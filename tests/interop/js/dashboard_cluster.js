@@ -8,6 +8,7 @@
 const path = require('path');
 const mqtt = require('mqtt');
 const { chromium } = require('playwright-core');
+const { signIn } = require('./dashboard_common');
 
 const [, , port1, apiPort, key, secret, shotDir, port2] = process.argv;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -33,14 +34,7 @@ function client(port, id, perTick) {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu'] });
   const clients = [];
   try {
-    const page = await browser.newPage({ viewport: { width: 1400, height: 860 } });
-    page.on('pageerror', (e) => result.errors.push(String(e)));
-    page.on('console', (m) => { if (m.type() === 'error') result.logs.push(m.text()); });
-    await page.goto(`http://127.0.0.1:${apiPort}/`);
-    await page.fill('#login-key', key);
-    await page.fill('#login-secret', secret);
-    await page.click('#login-form button[type=submit]');
-    await page.waitForSelector('#login', { state: 'hidden', timeout: TIMEOUT });
+    const page = await signIn(browser, apiPort, key, secret, { width: 1400, height: 860 }, result, TIMEOUT);
 
     clients.push(await client(port1, 'on-node1', 30));
     clients.push(await client(port2, 'on-node2', 10));
