@@ -3,6 +3,7 @@ loopback port, spoken to over TCP. Every process a test starts is stopped by
 its PID at teardown."""
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import time
@@ -105,6 +106,27 @@ def wait_until(predicate, timeout=10.0, step=0.02):
             return value
         time.sleep(step)
     return predicate()
+
+
+def freeze(proc, timeout=5.0):
+    """SIGSTOP `proc` and wait until every one of its threads has stopped.
+    The stop is not immediate: a thread woken by I/O can run on after
+    kill() returned (nats-server stored a message sent after its SIGSTOP,
+    1 run in 5 on a loaded host)."""
+    proc.send_signal(signal.SIGSTOP)
+    tasks = f"/proc/{proc.pid}/task"
+
+    def stopped():
+        try:
+            states = []
+            for tid in os.listdir(tasks):
+                with open(f"{tasks}/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            return all(s in ("T", "t") for s in states)
+        except OSError:
+            return False
+    if not wait_until(stopped, timeout=timeout, step=0.001):
+        raise AssertionError(f"pid {proc.pid} did not stop within {timeout} s of SIGSTOP")
 
 
 def refused_config_output(conf, what=""):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import SANITIZED, Broker
+from conftest import SANITIZED, Broker, freeze
 from mqttwire import CONNACK, Client, Closed, connect_packet
 from test_cluster import NATS_SERVER, nats  # noqa: F401 (fixture)
 from test_cluster_ha import SESSION, Receiver, check_delivered, ha_nodes, pair, publish_acked  # noqa: F401
@@ -66,7 +66,7 @@ def test_a_resume_jetstream_cannot_serve_is_refused_not_a_new_session(ha_nodes, 
     first = Client(c.port, timeout=30 * SLOW, version=version)
     first.send(connect_packet("slow1", version, False, 60, properties=SESSION if version == 5 else None))
     time.sleep(0.8)
-    nats.proc.send_signal(signal.SIGSTOP)
+    freeze(nats.proc)
     try:
         ack = first.expect(CONNACK, timeout=30 * SLOW)
         t_refused = time.monotonic()

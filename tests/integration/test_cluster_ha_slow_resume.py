@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from conftest import freeze
 from mqttwire import Client, sub_options
 from test_cluster import NATS_SERVER, connect, link, nats  # noqa: F401 (fixture)
 from test_cluster_ha import SESSION, Receiver, check_delivered, ha_nodes, publish_acked, resume  # noqa: F401
@@ -27,7 +28,7 @@ REFUSED = "refused with Server unavailable"
 
 def freeze_when_logged(broker, nats_proc, needle, hold):
     """From a thread: SIGSTOP nats-server as soon as `broker` logs `needle`
-    (polled every 2 ms), SIGCONT `hold` seconds later. Returns join()."""
+    (polled every 2 ms; every thread stopped), SIGCONT `hold` seconds later. Returns join()."""
     seen = threading.Event()
     stop = threading.Event()
 
@@ -40,9 +41,9 @@ def freeze_when_logged(broker, nats_proc, needle, hold):
                 if chunk:
                     buf = buf[-200:] + chunk
                     if needle.encode() in buf:
-                        nats_proc.send_signal(signal.SIGSTOP)
-                        seen.set()
                         try:
+                            freeze(nats_proc)
+                            seen.set()
                             stop.wait(hold)
                         finally:
                             nats_proc.send_signal(signal.SIGCONT)
