@@ -16,6 +16,8 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "cluster/nats_kv.hpp"
+
 namespace mqttools::cluster {
 
 namespace {
@@ -189,15 +191,8 @@ struct ClusterAdmin::Shared {
                 return;
             }
         }
-        const std::string bucket = bucket_name(prefix);
-        kvConfig cfg;
-        kvConfig_Init(&cfg);
-        cfg.Bucket = bucket.c_str();
-        cfg.History = 1;
-        cfg.StorageType = js_FileStorage;
-        cfg.Replicas = static_cast<int>(config.replicas);
-        kvStore* store = nullptr;
-        if (js_CreateKeyValue(&store, js, &cfg) != NATS_OK && js_KeyValue(&store, js, bucket.c_str()) != NATS_OK) return;
+        kvStore* store = open_bucket(js, bucket_name(prefix), config.replicas);
+        if (!store) return;
         kv.store(store);
         watch_thread = std::thread([this] { watch_main(); });
     }

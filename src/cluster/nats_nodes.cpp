@@ -122,21 +122,9 @@ void NatsCluster::Shared::nodes_main() {
             jsOptions_Init(&jo);
             jo.Wait = static_cast<std::int64_t>(beat.count());
             if (!js && natsConnection_JetStream(&js, c, &jo) != NATS_OK) js = nullptr;
-            if (js) {
-                kvConfig cfg;
-                kvConfig_Init(&cfg);
-                cfg.Bucket = bucket.c_str();
-                cfg.History = 1;
-                // Liveness need not outlive nats-server; a dead node's key
-                // goes after a while (judged by the watchers' clocks, not this).
-                cfg.StorageType = js_MemoryStorage;
-                cfg.TTL = std::int64_t{4} * tick.count() * 1'000'000;
-                cfg.Replicas = static_cast<int>(config.replicas);
-                if (js_CreateKeyValue(&kv, js, &cfg) != NATS_OK) {
-                    kv = nullptr;
-                    if (js_KeyValue(&kv, js, bucket.c_str()) != NATS_OK) kv = nullptr;
-                }
-            }
+            // Liveness need not outlive nats-server; a dead node's key
+            // goes after a while (judged by the watchers' clocks, not this).
+            if (js) kv = open_bucket(js, bucket, config.replicas, js_MemoryStorage, std::int64_t{4} * tick.count() * 1'000'000);
             if (kv) {
                 kvWatchOptions wo;
                 kvWatchOptions_Init(&wo);

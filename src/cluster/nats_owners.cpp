@@ -193,21 +193,10 @@ void NatsCluster::Shared::kv_main() {
             jsOptions_Init(&jo);
             jo.Wait = 1500;
             if (!kjs && natsConnection_JetStream(&kjs, c, &jo) != NATS_OK) kjs = nullptr;
-            if (kjs) {
-                kvConfig cfg;
-                kvConfig_Init(&cfg);
-                cfg.Bucket = bucket.c_str();
-                cfg.History = 1;
-                cfg.StorageType = js_FileStorage;
-                // As many copies as the sessions and messages: on a NATS
-                // cluster, losing the server that held a single copy left
-                // every claim unsettled, so no session resumed.
-                cfg.Replicas = static_cast<int>(config.replicas);
-                if (js_CreateKeyValue(&kv, kjs, &cfg) != NATS_OK) {
-                    kv = nullptr;
-                    if (js_KeyValue(&kv, kjs, bucket.c_str()) != NATS_OK) kv = nullptr;
-                }
-            }
+            // As many copies as the sessions and messages: on a NATS
+            // cluster, losing the server that held a single copy left
+            // every claim unsettled, so no session resumed.
+            if (kjs) kv = open_bucket(kjs, bucket, config.replicas);
             if (!kv && !warned) {
                 warned = true;
                 log("Cluster: no JetStream key/value bucket " + bucket +

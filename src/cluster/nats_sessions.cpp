@@ -79,17 +79,7 @@ bool parse_msg_id(const char* id, std::uint64_t& origin, std::uint64_t& seq) {
 
 kvStore* Durable::sessions_bucket(jsCtx* js) {
     if (sessions_kv || !js) return sessions_kv;
-    const std::string bucket = stream_name(shared.prefix, "MQTT_SESSIONS_");
-    kvConfig cfg;
-    kvConfig_Init(&cfg);
-    cfg.Bucket = bucket.c_str();
-    cfg.History = 1;
-    cfg.StorageType = js_FileStorage;
-    cfg.Replicas = static_cast<int>(shared.config.replicas);
-    if (js_CreateKeyValue(&sessions_kv, js, &cfg) != NATS_OK) {
-        sessions_kv = nullptr;
-        if (js_KeyValue(&sessions_kv, js, bucket.c_str()) != NATS_OK) sessions_kv = nullptr;
-    }
+    sessions_kv = open_bucket(js, stream_name(shared.prefix, "MQTT_SESSIONS_"), shared.config.replicas);
     return sessions_kv;
 }
 

@@ -23,6 +23,7 @@
 #include <nats/nats.h>
 
 #include "cluster/nats_cluster.hpp"
+#include "cluster/nats_kv.hpp"
 
 namespace mqttools::cluster {
 
