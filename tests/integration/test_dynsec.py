@@ -2,6 +2,7 @@
 its $CONTROL/dynamic-security/v1 API, driven with Debian's unmodified
 mosquitto_ctrl, and what MQTT clients may then do. The file we write is
 also loaded by Debian's mosquitto with its own dynamic-security plugin."""
+import contextlib
 import json
 import pathlib
 import shutil
@@ -23,6 +24,24 @@ pytestmark = pytest.mark.skipif(MOSQUITTO_CTRL is None, reason="mosquitto_ctrl (
 CONTROL = "$CONTROL/dynamic-security/v1"
 RESPONSE = CONTROL + "/response"
 
+
+
+@contextlib.contextmanager
+def mosquitto_with_dynsec(tmp_path, dynsec_file):
+    """Debian's mosquitto with its dynamic-security plugin on `dynsec_file`;
+    yields its port, stops it after."""
+    mport = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"user root\nlistener {mport} 127.0.0.1\nallow_anonymous false\n"
+                    f"plugin {PLUGIN}\nplugin_opt_config_file {dynsec_file}\n")
+    with open(tmp_path / "mosquitto.log", "wb") as log:
+        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(mport, proc=proc)
+            yield mport
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 def ctrl(port, *args, user="admin", password="adminpw"):
     """mosquitto_ctrl ... dynsec ARGS; returns (stdout, stderr)."""
@@ -200,14 +219,7 @@ def test_our_file_loads_in_mosquitto(dynsec_broker, tmp_path):
     ok(port, "addGroupClient", "g", "bob")
     copy = tmp_path / "for-mosquitto.json"
     copy.write_text(dynsec_broker.dynsec_path.read_text())
-    mport = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"user root\nlistener {mport} 127.0.0.1\nallow_anonymous false\n"
-                    f"plugin {PLUGIN}\nplugin_opt_config_file {copy}\n")
-    log = open(tmp_path / "mosquitto.log", "wb")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(mport, proc=proc)
+    with mosquitto_with_dynsec(tmp_path, copy) as mport:
         bob = connect(mport, "bob", "bobpw")
         assert bob.publish("bob/x", b"1", qos=1).reason == 0x10
         assert bob.publish("eve/x", b"1", qos=1, packet_id=2).reason == 0x87
@@ -215,10 +227,6 @@ def test_our_file_loads_in_mosquitto(dynsec_broker, tmp_path):
         connect(mport, "bob", "wrong", expect=0x87).close()  # Mosquitto says 0x87
         assert ok(mport, "listClients").split() == ["admin", "bob"]
         assert "g" in ok(mport, "listGroups").split()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 def unsubscribe_acls(port):
@@ -282,16 +290,5 @@ def test_unsubscribe_acls_as_mosquitto_does(tmp_path):
     path = tmp_path / "mosquitto-ds.json"
     subprocess.run([MOSQUITTO_CTRL, "dynsec", "init", str(path), "admin", "adminpw"], check=True,
                    capture_output=True, timeout=30)
-    mport = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"user root\nlistener {mport} 127.0.0.1\nallow_anonymous false\n"
-                    f"plugin {PLUGIN}\nplugin_opt_config_file {path}\n")
-    log = open(tmp_path / "mosquitto.log", "wb")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(mport, proc=proc)
+    with mosquitto_with_dynsec(tmp_path, path) as mport:
         unsubscribe_acls(mport)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
