@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Where a cross-node QoS 0 message's CPU goes (issue 26), one run.
+"""Where a cross-node message's CPU goes (issues 25, 26), one run.
 
 Starts nats-server (JetStream on) and two mqttoolsd nodes, then mqtt_load's
 100 pairs (publishers on node 1, subscribers on node 2) at a fixed rate, and
@@ -17,6 +17,7 @@ Everything on 127.0.0.1; only processes started here are stopped, by PID.
     bench/cluster_profile.py --build build-release --mode threads
     bench/cluster_profile.py --build build-release --mode strace --node 2
     bench/cluster_profile.py --build build-release --mode callgrind --node 2 --rate 2000
+    bench/cluster_profile.py --build build-release --mode threads --qos 1 --mqtt-version 4 --rate 2000
 """
 import argparse
 import json
@@ -68,6 +69,9 @@ def main():
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--out", default=None, help="callgrind: output file")
     p.add_argument("--single", action="store_true", help="one node without a cluster (the anchor)")
+    p.add_argument("--qos", type=int, choices=[0, 1], default=0)
+    p.add_argument("--mqtt-version", type=int, choices=[4, 5], default=5)
+    p.add_argument("--session-expiry", type=int, default=0, help="MQTT 5: persistent sessions (seconds)")
     a = p.parse_args()
     check_ranges(p, a, rate=(100, 100000), duration=(1, 60))
     build = os.path.abspath(a.build)
@@ -107,7 +111,9 @@ def main():
         loadp = subprocess.Popen(["taskset", "-c", "1", load, "--host", HOST, "--port", str(ports[0]),
                                   "--sub-port", str(ports[-1]), "--scenario", "pairs", "--pairs", "100",
                                   "--rate", str(a.rate), "--warmup", str(a.warmup), "--duration", str(a.duration),
-                                  "--drain", "2", "--broker-pid", str(nodes[0].pid)],
+                                  "--drain", "2", "--broker-pid", str(nodes[0].pid), "--qos", str(a.qos),
+                                  "--mqtt-version", str(a.mqtt_version)]
+                                 + (["--session-expiry", str(a.session_expiry)] if a.session_expiry else []),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(a.warmup + 0.3)
         if a.mode == "callgrind":

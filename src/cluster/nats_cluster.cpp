@@ -82,6 +82,7 @@ NatsCluster::~NatsCluster() {
         wire_->flush_blocking(1000);
         reactor_.cancel_timer(wire_confirm_timer_);
         reactor_.cancel_timer(wire_sweep_timer_);
+        stream_out_.reset();
         wire_.reset();
     }
     {
@@ -253,11 +254,18 @@ void NatsCluster::publish(const broker::MessageView& m) {
             // Also into the message stream; the PUBACK waits for it too.
             // (Not a message over max_payload: the stream cannot hold it;
             // it crosses live only, docs/cluster.md "Limits".)
-            std::string durable_subject;
-            topic_subject(durable_subject, prefix_ + ".q", m.topic);
-            shared_->durable->push(std::move(durable_subject), bytes.data(), bytes.size(), last_publish_ticket_,
-                                   shared_->origin, live_pushed_);
             durable_pending_.emplace_back(last_publish_ticket_, false);
+            if (stream_out_) {
+                // PREFIX.q + the live subject's levels, right behind the live copy.
+                stream_out_->push(std::string_view(subject_).substr(live_root_.size()),
+                                  {reinterpret_cast<const char*>(bytes.data()), bytes.size()}, last_publish_ticket_,
+                                  live_pushed_);
+            } else {
+                std::string durable_subject;
+                topic_subject(durable_subject, prefix_ + ".q", m.topic);
+                shared_->durable->push(std::move(durable_subject), bytes.data(), bytes.size(), last_publish_ticket_,
+                                       shared_->origin, live_pushed_);
+            }
         }
     }
     if (m.retain) {

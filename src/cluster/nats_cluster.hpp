@@ -47,6 +47,8 @@
 
 namespace mqttools::cluster {
 
+class StreamOut;  // nats_durable.hpp
+
 class NatsCluster final : public broker::ClusterLink, public net::IoHandler, public NatsWire::Events {
 public:
     // Starts the link; connecting happens in the background, so a node
@@ -157,6 +159,7 @@ private:
     // socket (nats_live.cpp); null when libnats carries it (TLS, .creds:
     // nats_link.cpp), the control connection always.
     std::unique_ptr<NatsWire> wire_;
+    std::unique_ptr<StreamOut> stream_out_;  // sessions = "replicated" on the wire: the stream's publishes
     void start_wire();
     // A live message (or a bulk reference) with its reply subject; false
     // only when libnats' queue is over its bound (wire: always taken, and

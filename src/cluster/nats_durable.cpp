@@ -4,6 +4,7 @@
 
 #include "cluster/nats_durable.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -187,14 +188,16 @@ void Durable::main() {
     for (;;) {
         {
             std::unique_lock lock(mutex_);
-            cv_.wait_for(lock, milliseconds(100),
-                         [&] { return stop_ || !incoming_.empty() || !answers_.empty() || !jobs_.empty(); });
+            cv_.wait_for(lock, milliseconds(100), [&] {
+                return stop_ || !incoming_.empty() || !answers_.empty() || !jobs_.empty() || resetup_.load();
+            });
             if (stop_) break;
             incoming.swap(incoming_);
             answers.swap(answers_);
             jobs.swap(jobs_);
         }
         const auto now = steady_clock::now();
+        if (resetup_.exchange(false)) ready_ = false;  // StreamOut's message was refused
         if (!ready_ && !passthrough_ && now >= next_setup) {
             ready_ = setup();
             next_setup = now + milliseconds(500);
@@ -242,9 +245,157 @@ void Durable::main() {
             }
             ++it;
         }
+        stream_ready_.store(ready_, std::memory_order_relaxed);
     }
     // Stopping: what was not stored is not acknowledged (the node exits).
     pending_.clear();
+}
+
+}  // namespace mqttools::cluster
+
+namespace mqttools::cluster {
+
+namespace {
+
+void append_decimal(std::string& out, std::uint64_t v) {
+    char buf[20];
+    char* p = buf + sizeof buf;
+    do {
+        *--p = static_cast<char>('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    out.append(p, static_cast<std::size_t>(buf + sizeof buf - p));
+}
+
+}  // namespace
+
+StreamOut::StreamOut(net::Reactor& reactor, NatsWire& wire, Durable& durable, std::string root,
+                     std::uint64_t origin, std::chrono::milliseconds hold, Result result, Routed routed)
+    : reactor_(reactor), wire_(wire), durable_(durable), hold_(hold), result_(std::move(result)),
+      routed_(std::move(routed)), root_(std::move(root)) {
+    char hex[24];
+    std::snprintf(hex, sizeof hex, "%llx", static_cast<unsigned long long>(origin));
+    origin_hex_ = hex;
+    reply_prefix_ = std::string("_s.") + hex + ".";
+}
+
+StreamOut::~StreamOut() {
+    reactor_.cancel_timer(timer_);
+    reactor_.cancel_timer(now_timer_);
+}
+
+void StreamOut::push(std::string_view levels, std::string_view payload, std::uint64_t ticket, std::uint64_t seq) {
+    Item item;
+    if (!spare_.empty()) {
+        item = std::move(spare_.back());
+        spare_.pop_back();
+    }
+    item.ticket = ticket;
+    item.seq = seq;
+    item.subject.assign(root_).append(levels);
+    item.data.assign(payload);
+    item.first = reactor_.now();
+    item.sent = {};
+    item.done = false;
+    items_.push_back(std::move(item));
+    if (durable_.passthrough()) {
+        // No JetStream: acknowledged as soon as the broker's call is over.
+        if (!now_timer_) {
+            now_timer_ = reactor_.add_timer_after(std::chrono::milliseconds(0), [this] {
+                now_timer_ = {};
+                resend(false);
+            });
+        }
+    } else if (durable_.stream_ready() && send(items_.back())) {
+        sent_with_live_ = ticket;
+    }
+    arm();
+}
+
+bool StreamOut::send(Item& item) {
+    reply_.assign(reply_prefix_);
+    append_decimal(reply_, item.ticket);
+    headers_.assign("NATS/1.0\r\nNats-Msg-Id: ");
+    headers_.append(origin_hex_).append(1, '.');
+    append_decimal(headers_, item.seq);
+    headers_.append("\r\n\r\n");
+    if (!wire_.publish_headers(item.subject, reply_, headers_, item.data)) return false;
+    item.sent = reactor_.now();
+    return true;
+}
+
+void StreamOut::arm() {
+    if (timer_ || items_.empty()) return;
+    timer_ = reactor_.add_timer_after(std::chrono::milliseconds(100), [this] {
+        timer_ = {};
+        resend(false);
+        arm();
+    });
+}
+
+// Every 100 ms while messages wait (and at once when the connection is
+// back, `all`): the unanswered ones are sent again after a second, the
+// ones held since the stream was not ready go once it is, and those not
+// stored within hold_timeout are refused.
+void StreamOut::resend(bool all) {
+    const auto now = reactor_.now();
+    const bool passthrough = durable_.passthrough();
+    const bool ready = durable_.stream_ready();
+    std::vector<std::pair<std::uint64_t, bool>> results;
+    for (Item& item : items_) {
+        if (item.done) continue;
+        if (passthrough || now - item.first > hold_) {
+            item.done = true;
+            results.emplace_back(item.ticket, passthrough);
+            continue;
+        }
+        if (ready && (all || item.sent == net::Clock::time_point{} || now - item.sent > std::chrono::seconds(1))) {
+            if (!send(item)) break;  // not up: nothing more goes
+        }
+    }
+    drop_done();
+    for (const auto& [ticket, stored] : results) result_(ticket, stored);
+}
+
+void StreamOut::drop_done() {
+    while (!items_.empty() && items_.front().done) {
+        if (spare_.size() < 64) spare_.push_back(std::move(items_.front()));
+        items_.pop_front();
+    }
+}
+
+void StreamOut::on_answer(const nats::ServerMessage& m) {
+    const std::string_view subject = m.subject;
+    if (subject.size() <= reply_prefix_.size()) return;
+    std::uint64_t ticket = 0;
+    for (const char c : subject.substr(reply_prefix_.size())) {
+        if (c < '0' || c > '9') return;
+        ticket = ticket * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    // A PubAck is {"stream":"..","seq":N[,"duplicate":true]}; a failure
+    // {"error":{...}}, or a "no responders" status (no stream).
+    const bool no_stream = m.op == nats::ServerOp::hmsg && nats::header_status(m.headers) == 503;
+    const bool stored = !no_stream && m.payload.find("\"error\"") == std::string_view::npos &&
+                        m.payload.find("\"seq\"") != std::string_view::npos;
+    auto it = std::lower_bound(items_.begin(), items_.end(), ticket,
+                               [](const Item& item, std::uint64_t t) { return item.ticket < t; });
+    bool finished = false;
+    if (it != items_.end() && it->ticket == ticket && !it->done) {
+        if (stored) {
+            it->done = true;
+            finished = true;
+        } else {
+            // Refused for now (no stream yet, a leader election under
+            // way): sent again shortly, once the stream is set up again.
+            it->sent = reactor_.now() - std::chrono::milliseconds(800);
+            durable_.stream_refused();
+        }
+    }
+    drop_done();
+    if (finished) result_(ticket, true);
+    // Whatever the answer, the server handled the request, so every live
+    // copy this connection sent before it.
+    routed_(ticket);
 }
 
 }  // namespace mqttools::cluster

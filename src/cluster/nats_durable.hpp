@@ -7,14 +7,24 @@
 // resumes a session whose node died, or when its own link to NATS broke
 // (nats_sessions.cpp). QoS 0 never touches the stream.
 //
-// Thread: one of its own ("durable thread"). It owns the stream's setup and
-// the messages not yet acknowledged: each is sent as a plain NATS request
-// to PREFIX.q.<topic subject> with a Nats-Msg-Id header ("ORIGIN.SEQ", the
-// message's ClusterMessageId) and the reply subject _d.ORIGIN.TICKET; the
-// stream's answer (libnats' delivery thread) names the ticket. No answer
-// within a second: sent again (the stream's duplicate window makes that
-// idempotent). Not stored within `[cluster] hold_timeout`: refused (the
-// publisher gets 0x80 and resends), never acknowledged into the void.
+// Each message is sent as a NATS request to PREFIX.q.<topic subject> with
+// a Nats-Msg-Id header ("ORIGIN.SEQ", the message's ClusterMessageId); the
+// stream's answer names the message's ticket in its reply subject. No
+// answer within a second: sent again (the stream's duplicate window makes
+// that idempotent). Not stored within `[cluster] hold_timeout`: refused
+// (the publisher gets 0x80 and resends), never acknowledged into the void.
+//
+// Where: on the reactor (StreamOut, below) when the reactor speaks the data
+// connection itself (nats_wire.hpp): the request leaves in the same send as
+// the message's live copy, right behind it, and its answer (reply
+// _s.ORIGIN.TICKET) is parsed by the reactor, no thread hop (issue 25's
+// QoS 1 cost: docs/profiling.md). With TLS or .creds (libnats carries the
+// data connection) the durable thread does it on the control connection
+// (reply _d.ORIGIN.TICKET, answered on libnats' delivery thread).
+//
+// Thread: one of its own ("durable thread"). It owns the stream's setup,
+// the session records, replays, and on the libnats path the messages not
+// yet acknowledged.
 #pragma once
 
 #include <chrono>
@@ -28,9 +38,13 @@
 #include <thread>
 #include <vector>
 
+#include <atomic>
+
 #include <nats/nats.h>
 
 #include "cluster/nats_cluster.hpp"
+#include "cluster/nats_wire.hpp"
+#include "net/reactor.hpp"
 
 namespace mqttools::cluster {
 
@@ -86,7 +100,14 @@ struct Durable {
     // use; on this thread only. Null when JetStream is unreachable.
     kvStore* sessions_bucket(jsCtx* js);
     // The server has no JetStream: nothing is replicated (logged once).
-    bool passthrough() const { return passthrough_; }
+    bool passthrough() const { return passthrough_.load(std::memory_order_relaxed); }
+    // The stream exists (set up on this thread; read by StreamOut).
+    bool stream_ready() const { return stream_ready_.load(std::memory_order_relaxed); }
+    // StreamOut: the stream refused a message (gone, no leader): set it up again.
+    void stream_refused() {
+        resetup_.store(true);
+        cv_.notify_one();
+    }
 
     // Session records (nats_sessions.cpp), on this thread: written as a
     // publish to the bucket's subject for `key` and answered like a message
@@ -163,10 +184,77 @@ private:
     natsSubscription* answer_sub_ = nullptr;
     jsCtx* js_ = nullptr;
     bool ready_ = false;
-    bool passthrough_ = false;
+    std::atomic<bool> passthrough_{false};
+    std::atomic<bool> stream_ready_{false};
+    std::atomic<bool> resetup_{false};
     bool ever_ready_ = false;
     std::chrono::steady_clock::time_point no_js_since_{};  // no JetStream on the server: acknowledged at once (logged)
     std::string reply_prefix_;
+};
+
+// The stream's publishes on the reactor (the data connection is NatsWire):
+// push() right after the message's live copy went into this turn's output,
+// so both leave in one send, and nats-server, which handles a connection's
+// commands in order, answers the stream's request only after it routed the
+// live copy: the answer also confirms that NATS has the live copies up to
+// it (NatsCluster::flush_wire then sends no barrier request of its own).
+// Results go to `result` (ticket, stored) and `routed` (ticket), always
+// from the reactor's loop, never inside push().
+class StreamOut {
+public:
+    using Result = std::function<void(std::uint64_t ticket, bool stored)>;
+    using Routed = std::function<void(std::uint64_t ticket)>;
+    // `root`: the stream's subjects' root (PREFIX.q).
+    StreamOut(net::Reactor& reactor, NatsWire& wire, Durable& durable, std::string root, std::uint64_t origin,
+              std::chrono::milliseconds hold, Result result, Routed routed);
+    ~StreamOut();
+    StreamOut(const StreamOut&) = delete;
+    StreamOut& operator=(const StreamOut&) = delete;
+
+    // The reply subjects' wildcard ("_s.ORIGIN.*"), for the wire's subscription.
+    std::string answers_subject() const { return reply_prefix_ + "*"; }
+    // A QoS 1/2 message (ticket, ClusterMessageId origin.seq) for the
+    // stream: subject root + `levels` (".t.a.b", as on the live subject).
+    void push(std::string_view levels, std::string_view payload, std::uint64_t ticket, std::uint64_t seq);
+    // The ticket of the last push() whose request went on the wire at once
+    // (0: none yet).
+    std::uint64_t sent_with_live() const { return sent_with_live_; }
+    // A message on answers_subject().
+    void on_answer(const nats::ServerMessage& m);
+    // The data connection is (back) up: what waits goes now, in order.
+    void on_wire_up() { resend(true); }
+
+private:
+    struct Item {
+        std::uint64_t ticket = 0;
+        std::uint64_t seq = 0;
+        std::string subject;
+        std::string data;
+        net::Clock::time_point first{};
+        net::Clock::time_point sent{};  // {}: not sent yet
+        bool done = false;
+    };
+    bool send(Item& item);
+    void resend(bool all);
+    void arm();
+    void drop_done();
+
+    net::Reactor& reactor_;
+    NatsWire& wire_;
+    Durable& durable_;
+    std::chrono::milliseconds hold_;
+    Result result_;
+    Routed routed_;
+    std::string root_;
+    std::string reply_prefix_;  // "_s.ORIGIN."
+    std::string origin_hex_;
+    std::string reply_;         // reused per message
+    std::string headers_;       // reused per message
+    std::deque<Item> items_;    // in ticket order; done ones dropped from the front
+    std::vector<Item> spare_;   // their strings' buffers, reused
+    std::uint64_t sent_with_live_ = 0;
+    net::Reactor::TimerId timer_{};
+    net::Reactor::TimerId now_timer_{};
 };
 
 }  // namespace mqttools::cluster

@@ -38,6 +38,7 @@ constexpr std::uint64_t sid_claims = (std::uint64_t{1} << 32) + 1;
 constexpr std::uint64_t sid_session = sid_claims + 1;
 constexpr std::uint64_t sid_bulk = sid_claims + 2;
 constexpr std::uint64_t sid_answers = sid_claims + 3;
+constexpr std::uint64_t sid_stored = sid_claims + 4;  // the message stream's answers (StreamOut)
 
 void append_hex(std::string& out, std::uint64_t v) {
     char digits[16];
@@ -116,6 +117,14 @@ void NatsCluster::start_wire() {
     wire_->subscribe(sid_session, mine);
     wire_->subscribe(sid_bulk, prefix_ + ".b.>");
     wire_->subscribe(sid_answers, reply_prefix_p_ + ">");
+    if (shared_->durable) {
+        stream_out_ = std::make_unique<StreamOut>(
+            reactor_, *wire_, *shared_->durable, prefix_ + ".q", origin,
+            std::chrono::milliseconds(shared_->config.hold_timeout),
+            [this](std::uint64_t ticket, bool stored) { durable_result(ticket, stored); },
+            [this](std::uint64_t ticket) { confirm_live_upto(ticket); });
+        wire_->subscribe(sid_stored, stream_out_->answers_subject());
+    }
     reactor_.set_before_sleep_last([this] { flush_wire(); });
     wire_->start();
 }
@@ -179,6 +188,7 @@ void NatsCluster::on_wire_pong() {
 
 void NatsCluster::on_wire_up(bool again) {
     shared_->max_payload.store(wire_->max_payload());
+    if (stream_out_) stream_out_->on_wire_up();
     if (!again) {
         spdlog::info("Cluster: connected to NATS.");
         return;
@@ -221,6 +231,9 @@ void NatsCluster::on_wire_message(const nats::ServerMessage& m) {
             break;
         case sid_bulk:
             on_bulk_part(data, len);
+            break;
+        case sid_stored:
+            if (stream_out_) stream_out_->on_answer(m);
             break;
         case sid_answers: {
             // "No responders" to "_p.ORIGIN.b.N" (the batch barrier) or to
@@ -273,9 +286,15 @@ void NatsCluster::flush_wire() {
     if (publishes_pushed_ > wire_barrier_sent_) {
         const std::uint64_t n = publishes_pushed_;
         wire_barrier_sent_ = n;
-        std::string reply = reply_prefix_p_ + "b.";
-        append_decimal(reply, n);
-        if (wire_->publish(nobody_subject_, reply, {})) {
+        // The turn's last QoS 1/2 message went on with its stream request
+        // behind it: that request's answer is the barrier (StreamOut).
+        bool sent = stream_out_ && stream_out_->sent_with_live() == n;
+        if (!sent) {
+            std::string reply = reply_prefix_p_ + "b.";
+            append_decimal(reply, n);
+            sent = wire_->publish(nobody_subject_, reply, {});
+        }
+        if (sent) {
             wire_sent_.emplace_back(n, reactor_.now());
             if (!wire_sweep_timer_) {
                 wire_sweep_timer_ = reactor_.add_timer_after(std::chrono::milliseconds(250), [this] {

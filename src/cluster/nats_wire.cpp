@@ -359,6 +359,12 @@ bool NatsWire::publish_trusted(std::string_view subject, std::string_view reply,
     return true;
 }
 
+bool NatsWire::publish_headers(std::string_view subject, std::string_view reply, std::string_view headers,
+                               std::string_view payload) {
+    if (state_ != State::up || !room()) return false;
+    return nats::encode_hpub(out_, subject, reply, headers, payload);
+}
+
 bool NatsWire::publish2(std::string_view subject, std::string_view reply, std::string_view a, std::string_view b) {
     if (state_ != State::up) return false;
     if (!nats::encode_pub_line(out_, subject, reply, a.size() + b.size())) return false;

@@ -72,6 +72,9 @@ public:
     // publish() for a subject and reply valid by construction (not checked
     // per message: the live path).
     bool publish_trusted(std::string_view subject, std::string_view reply, std::string_view payload);
+    // HPUB: `headers` is "NATS/1.0\r\n...\r\n\r\n"; false as publish().
+    bool publish_headers(std::string_view subject, std::string_view reply, std::string_view headers,
+                         std::string_view payload);
     // Room for `n` more bytes of publishes under the output bound.
     bool has_room(std::size_t n) const { return out_.size() - out_pos_ + n <= options_.max_out_bytes; }
     // The payload in two pieces (a header and bytes), copied once; not
