@@ -361,6 +361,7 @@ private:
     void start_replay(const std::string& client_id);
     void forget_replay(std::string_view client_id);
     void refuse_resume(Connection& c);
+    bool refuse_unsettled(Connection& c);
     void route_to_session(Session& s, Bytes packet, std::uint64_t origin, std::uint64_t seq);
     struct Replay {
         Connection* connection = nullptr;

@@ -273,6 +273,32 @@ void Broker::refuse_resume(Connection& c) {
     refuse_connect(c, c.version, ReasonCode::server_unavailable);
 }
 
+// The hand-over wait ran out before this CONNECT's ownership claim was
+// even settled (the owners bucket unreachable: NATS frozen, JetStream
+// electing a leader, the node's link down): nobody could say whether, or
+// where, the cluster holds a session for the id, nor read its record. With
+// Clean Start 0 and replicated sessions a new session (Session Present 0)
+// would let the client believe the session gone while another node, or
+// the record, still holds it with its queued messages, so the CONNECT is
+// refused with 0x88 Server unavailable (MQTT 3.1.1: 3), as refuse_resume
+// does; the client connects again and resumes once the claim settles.
+// Clean Start 1 goes on with its new session (what it asked for): its
+// claim still goes out and is ordered by the bucket once NATS answers, and
+// the node that held the id then closes its connection with 0x8E
+// (nats_cluster.cpp, reclaim_unordered). A session held here goes on.
+bool Broker::refuse_unsettled(Connection& c) {
+    auto it = parked_.find(&c);
+    if (it == parked_.end() || it->second.settled || c.clean_start || !cluster_ ||
+        !cluster_->replicates_sessions() || sessions_.find(it->second.client_id)) {
+        return false;
+    }
+    spdlog::warn("Client {}: its claim on the client id did not settle within the hand-over wait (the cluster's "
+                 "ownership bucket unreachable); Clean Start 0 refused with Server unavailable so that it tries again.",
+                 it->second.client_id);
+    refuse_resume(c);
+    return true;
+}
+
 void Broker::session_unreadable(std::string_view client_id) {
     Connection* waiting = nullptr;
     for (auto [conn, p] : parked_with(client_id)) {

@@ -6,7 +6,9 @@
 // messages, inbound QoS 2 state — and the CONNECT then goes on as if the
 // session had always been here (Session Present 1, [MQTT-3.2.2-2]). No
 // answer within handover_wait: the node that had it is gone, and the
-// CONNECT goes on with a new session.
+// CONNECT goes on with a new session (with sessions = "replicated", a
+// Clean Start 0 CONNECT whose claim did not even settle is refused with
+// 0x88 instead: session_replica.cpp, refuse_unsettled).
 //
 // Then the tail (Broker::Handover in broker.hpp): the old node keeps the
 // session's subscriptions and collects what still reaches it until the new
@@ -298,6 +300,7 @@ bool Broker::park_connect(Connection& c, const FixedHeader& header, Bytes body, 
         it->second.timer = {};
         // Its node is gone: the cluster's record of the session, if any.
         if (load_replica(*cp)) return;
+        if (refuse_unsettled(*cp)) return;
         spdlog::debug("Client {}: no node handed a session over; starting a new one.", it->second.client_id);
         resume_parked(*cp);
     });

@@ -450,6 +450,7 @@ void NatsCluster::on_claimed(std::string_view client_id, std::uint64_t stamp, st
     const bool elsewhere = (flags & claim_other_owner) != 0 ||
                            ((flags & claim_own_before) != 0 && replicates_sessions() && !broker_.has_session(id));
     broker_.claim_settled(client_id, (flags & claim_wants_state) != 0 && elsewhere);
+    if ((stamp & kv_stamp_bit) == 0 || reclaims_.count(id) != 0) reclaim_unordered(id);
 }
 
 void NatsCluster::send_session(std::string_view node, std::string_view client_id, std::string_view state) {

@@ -144,6 +144,11 @@ private:
     bool audit_again_ = false;
     net::Clock::time_point audit_since_{};  // the fence's start (checks that failed are retried)
     net::Reactor::TimerId audit_timer_ = {};
+    // A claim the owners bucket could not order (stamped by the wall
+    // clock) on a session held here: claimed again until the bucket
+    // orders one (client id -> attempts made).
+    void reclaim_unordered(const std::string& client_id);
+    std::unordered_map<std::string, int> reclaims_;
     // nats_nodes.cpp (issue 25): sessions of a node that died (no
     // heartbeat for [cluster] net_ticktime), taken over here by a
     // compare-and-set on their ownership entries: client id -> when the

@@ -13,6 +13,8 @@
 //   holds, fenced until the answers are in; a session another node owns is
 //   dropped. Only with sessions = "replicated" (the bucket's questions run
 //   on the durable thread, nats_durable.hpp, as the session records do).
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "cluster/nats_durable.hpp"
@@ -110,6 +112,46 @@ void NatsCluster::start_audit() {
         }
         if (kv) kvStore_Destroy(kv);
         d->shared.push_in(tag_loaded, loaded_audit_end, ok ? "1" : "0", 1);
+    });
+}
+
+// A claim settled without the owners bucket (NATS frozen or down,
+// JetStream electing a leader: nats_owners.cpp then stamps it by the wall
+// clock) loses to every claim the bucket ordered, so the node that held
+// the id before keeps its client and session as well: two owners once
+// NATS is back. A Clean Start 1 CONNECT goes on that way with a new
+// session (broker/session_replica.cpp, refuse_unsettled); while this node
+// holds the session it claims the id again, 1 s later, then less often
+// (at most every 30 s, 12 times), until the bucket orders a claim, which
+// the other node obeys: it closes its connection with 0x8E and drops its
+// session, the one-owner rule of the bucket-ordered claims.
+void NatsCluster::reclaim_unordered(const std::string& client_id) {
+    constexpr int max_attempts = 12;
+    const auto c = claims_.find(client_id);
+    const bool ordered = c != claims_.end() && (c->second.stamp & kv_stamp_bit) != 0;
+    Durable* d = shared_->durable;
+    if (ordered || !d || d->passthrough() || !broker_.has_session(client_id)) {
+        reclaims_.erase(client_id);
+        return;
+    }
+    int& attempts = reclaims_[client_id];
+    if (attempts >= max_attempts) {
+        spdlog::warn("Cluster: the claim on client id {} was never ordered by the ownership bucket; "
+                     "checked again when the node's link is back.", client_id);
+        reclaims_.erase(client_id);
+        return;
+    }
+    const auto delay = std::chrono::seconds(std::min(1 << attempts, 30));
+    ++attempts;
+    reactor_.add_timer_after(delay, [this, client_id] {
+        if (reclaims_.count(client_id) == 0) return;
+        if (pending_claims_.count(client_id) != 0) return;  // a claim is under way: its settling decides
+        const auto c = claims_.find(client_id);
+        if ((c != claims_.end() && (c->second.stamp & kv_stamp_bit) != 0) || !broker_.has_session(client_id)) {
+            reclaims_.erase(client_id);
+            return;
+        }
+        claim_session(client_id, false);
     });
 }
 
