@@ -20,6 +20,7 @@ from conftest import SANITIZED, freeze
 from mqttwire import CONNACK, DISCONNECT, Client, Closed, connect_packet, sub_options
 from test_cluster import NATS_SERVER, connect, link, nats  # noqa: F401 (fixture)
 from test_cluster_ha import SESSION, Receiver, check_delivered, ha_nodes, publish_acked  # noqa: F401
+from test_cluster_ha_resume import resume_retrying
 
 pytestmark = pytest.mark.skipif(not os.path.exists(NATS_SERVER), reason="nats-server is not installed")
 SLOW = 3 if SANITIZED else 1
@@ -30,22 +31,6 @@ def connect_once(port, cid, version, clean_start):
     c = Client(port, timeout=30 * SLOW, version=version)
     c.send(connect_packet(cid, version, clean_start, 60, properties=SESSION if version == 5 else None))
     return c, c.expect(CONNACK, timeout=30 * SLOW)
-
-
-def resume_retrying(port, cid, version, within=60):
-    """Clean Start 0 until the node serves it; every refusal must be the
-    Server unavailable one (a client library's automatic reconnection)."""
-    deadline = time.monotonic() + within * SLOW
-    while True:
-        c, ack = connect_once(port, cid, version, False)
-        if ack.reason == 0 or time.monotonic() > deadline:
-            return c, ack
-        assert ack.reason == (0x88 if version == 5 else 3), f"CONNACK {ack.reason:#x}"
-        try:
-            c.close()
-        except (Closed, OSError):
-            pass
-        time.sleep(0.5)
 
 
 @pytest.mark.parametrize("version", [5, 4])
@@ -90,7 +75,7 @@ def test_clean_start_0_whose_claim_cannot_settle_is_refused_not_a_new_session(ha
         first.recv(5)  # the refused connection is closed
     # The client tries again, now that NATS answers: the session and every
     # acknowledged message, from node 1.
-    again, ack = resume_retrying(b.port, "unsettled", version)
+    again, ack = resume_retrying(b.port, "unsettled", version, within=60)
     assert ack.reason == 0 and ack.session_present, \
         f"CONNACK {ack.reason:#x}, Session Present {ack.session_present} after the thaw"
     r = Receiver()
