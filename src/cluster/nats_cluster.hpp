@@ -145,10 +145,15 @@ private:
     net::Clock::time_point audit_since_{};  // the fence's start (checks that failed are retried)
     net::Reactor::TimerId audit_timer_ = {};
     // A claim the owners bucket could not order (stamped by the wall
-    // clock) on a session held here: claimed again until the bucket
-    // orders one (client id -> attempts made).
+    // clock) on a session whose client is connected here: claimed again
+    // until the bucket orders one (nats_fence.cpp).
     void reclaim_unordered(const std::string& client_id);
-    std::unordered_map<std::string, int> reclaims_;
+    bool connected_here(const std::string& client_id) const;
+    struct Reclaim {
+        int attempts = 0;
+        net::Reactor::TimerId timer = {};
+    };
+    std::unordered_map<std::string, Reclaim> reclaims_;
     // nats_nodes.cpp (issue 25): sessions of a node that died (no
     // heartbeat for [cluster] net_ticktime), taken over here by a
     // compare-and-set on their ownership entries: client id -> when the

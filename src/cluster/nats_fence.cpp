@@ -50,6 +50,8 @@ void NatsCluster::remove_fence() {
     cut_timer_ = {};
     if (audit_timer_) reactor_.cancel_timer(audit_timer_);
     audit_timer_ = {};
+    for (auto& [id, r] : reclaims_) reactor_.cancel_timer(r.timer);
+    reclaims_.clear();
 }
 
 void NatsCluster::fence_link_state(bool up) {
@@ -120,35 +122,50 @@ void NatsCluster::start_audit() {
 // clock) loses to every claim the bucket ordered, so the node that held
 // the id before keeps its client and session as well: two owners once
 // NATS is back. A Clean Start 1 CONNECT goes on that way with a new
-// session (broker/session_replica.cpp, refuse_unsettled); while this node
-// holds the session it claims the id again, 1 s later, then less often
-// (at most every 30 s, 12 times), until the bucket orders a claim, which
-// the other node obeys: it closes its connection with 0x8E and drops its
-// session, the one-owner rule of the bucket-ordered claims.
+// session (broker/session_replica.cpp, refuse_unsettled); while its
+// client is connected here the node claims the id again, 1 s later, then
+// less often (at most every 30 s, 12 times), until the bucket orders a
+// claim, which the other node obeys: it closes its connection with 0x8E
+// and drops its session, the one-owner rule of the bucket-ordered claims.
+// Only a session whose client is connected here is claimed again: an
+// offline one is claimed by its client's next CONNECT, wherever that is,
+// and claiming it from here could take it from a node the client joined
+// since (its claim still on its way here).
+bool NatsCluster::connected_here(const std::string& client_id) const {
+    const broker::Session* s = broker_.sessions().find(client_id);
+    return s && s->connection;
+}
+
 void NatsCluster::reclaim_unordered(const std::string& client_id) {
     constexpr int max_attempts = 12;
     const auto c = claims_.find(client_id);
     const bool ordered = c != claims_.end() && (c->second.stamp & kv_stamp_bit) != 0;
     Durable* d = shared_->durable;
-    if (ordered || !d || d->passthrough() || !broker_.has_session(client_id)) {
-        reclaims_.erase(client_id);
+    auto it = reclaims_.find(client_id);
+    if (ordered || !d || d->passthrough() || !connected_here(client_id) ||
+        (it != reclaims_.end() && it->second.attempts >= max_attempts)) {
+        if (it == reclaims_.end()) return;
+        if (!ordered && it->second.attempts >= max_attempts) {
+            spdlog::warn("Cluster: the claim on client id {} was never ordered by the ownership bucket; checked "
+                         "again when the node's link is back.", client_id);
+        }
+        reactor_.cancel_timer(it->second.timer);
+        reclaims_.erase(it);
         return;
     }
-    int& attempts = reclaims_[client_id];
-    if (attempts >= max_attempts) {
-        spdlog::warn("Cluster: the claim on client id {} was never ordered by the ownership bucket; "
-                     "checked again when the node's link is back.", client_id);
-        reclaims_.erase(client_id);
-        return;
-    }
-    const auto delay = std::chrono::seconds(std::min(1 << attempts, 30));
-    ++attempts;
-    reactor_.add_timer_after(delay, [this, client_id] {
-        if (reclaims_.count(client_id) == 0) return;
-        if (pending_claims_.count(client_id) != 0) return;  // a claim is under way: its settling decides
+    Reclaim& r = reclaims_[client_id];
+    if (r.timer) return;  // the next one is set
+    const auto delay = std::chrono::seconds(std::min(1 << r.attempts, 30));
+    ++r.attempts;
+    r.timer = reactor_.add_timer_after(delay, [this, client_id] {
+        auto it = reclaims_.find(client_id);
+        if (it == reclaims_.end()) return;
+        it->second.timer = {};
+        // A claim under way (this node's): its settling decides.
+        if (pending_claims_.count(client_id) != 0) return;
         const auto c = claims_.find(client_id);
-        if ((c != claims_.end() && (c->second.stamp & kv_stamp_bit) != 0) || !broker_.has_session(client_id)) {
-            reclaims_.erase(client_id);
+        if ((c != claims_.end() && (c->second.stamp & kv_stamp_bit) != 0) || !connected_here(client_id)) {
+            reclaims_.erase(it);
             return;
         }
         claim_session(client_id, false);
