@@ -192,11 +192,6 @@ def test_one_of_three_nats_servers_killed_for_good_loses_nothing(nats3, r3_nodes
     check_delivered(r, acked, qos)
 
 
-# Plain pass only: under ASan on a loaded 2-core host the resumed session's
-# record, interest and replay took longer than the CONNECT's 5 s bound once
-# (1 of 4; then the node goes on with what it has, docs/cluster.md). The
-# plain pass runs every assertion; the kill tests above run in both.
-@pytest.mark.skipif(SANITIZED, reason="JetStream's recovery plus ASan exceeds the resume's 5 s bound on a loaded host")
 @pytest.mark.parametrize("qos", [1, 2])
 def test_a_session_resumes_after_one_of_three_nats_servers_was_lost(nats3, r3_nodes, qos):
     # The server leading the ownership bucket dies for good. Once JetStream
