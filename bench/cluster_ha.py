@@ -104,10 +104,19 @@ def _read_packet(sock):
 
 def _session(port, cid, subscribe=False, timeout=30.0):
     """Connects `cid` (Clean Start 0, Session Expiry 3600); returns the
-    socket and the CONNACK's Session Present."""
-    s = socket.create_connection((base.HOST, port), timeout=timeout)
-    s.sendall(_connect(cid))
-    kind, body = _read_packet(s)
+    socket and the CONNACK's Session Present. A CONNACK 0x88 (Server
+    unavailable: the node cannot serve the session yet) is tried again
+    after 0.2 s, as a reconnecting client does (for `timeout` at most)."""
+    end = time.monotonic() + timeout
+    while True:
+        s = socket.create_connection((base.HOST, port), timeout=timeout)
+        s.sendall(_connect(cid))
+        kind, body = _read_packet(s)
+        if kind != 2 or body[1] != 0x88 or time.monotonic() > end:
+            break
+        s.close()
+        print(f"  {cid}: CONNACK 0x88, trying again", file=sys.stderr)
+        time.sleep(0.2)
     if kind != 2 or body[1] != 0:
         raise RuntimeError(f"CONNACK {body!r}")
     if subscribe:
