@@ -63,7 +63,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", default="build-release")
     p.add_argument("--mode", choices=["threads", "strace", "callgrind"], default="threads")
-    p.add_argument("--node", type=int, choices=[1, 2], default=2, help="the node strace/callgrind watches")
+    p.add_argument("--node", type=int, choices=[0, 1, 2], default=2,
+                   help="the node strace/callgrind watches (strace: 0 = nats-server)")
     p.add_argument("--rate", type=int, default=10000)
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--warmup", type=float, default=2.0)
@@ -74,6 +75,8 @@ def main():
     p.add_argument("--session-expiry", type=int, default=0, help="MQTT 5: persistent sessions (seconds)")
     a = p.parse_args()
     check_ranges(p, a, rate=(100, 100000), duration=(1, 60))
+    if a.node == 0 and a.mode == "callgrind":
+        p.error("--node 0 (nats-server) is for --mode strace")
     build = os.path.abspath(a.build)
     load = os.path.join(build, "bench", "load", "mqtt_load")
     mqttoolsd = os.path.join(build, "src", "daemon", "mqttoolsd")
@@ -106,7 +109,7 @@ def main():
             nodes.append(n)
             ports.append(mport)
         time.sleep(1.0)
-        watched = nodes[0 if a.single else a.node - 1]
+        watched = nats if a.node == 0 else nodes[0 if a.single else a.node - 1]
         real_pid = watched.pid
         loadp = subprocess.Popen(["taskset", "-c", "1", load, "--host", HOST, "--port", str(ports[0]),
                                   "--sub-port", str(ports[-1]), "--scenario", "pairs", "--pairs", "100",

@@ -255,20 +255,6 @@ void Durable::main() {
 
 namespace mqttools::cluster {
 
-namespace {
-
-void append_decimal(std::string& out, std::uint64_t v) {
-    char buf[20];
-    char* p = buf + sizeof buf;
-    do {
-        *--p = static_cast<char>('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    out.append(p, static_cast<std::size_t>(buf + sizeof buf - p));
-}
-
-}  // namespace
-
 StreamOut::StreamOut(net::Reactor& reactor, NatsWire& wire, Durable& durable, std::string root,
                      std::uint64_t origin, std::chrono::milliseconds hold, Result result, Routed routed)
     : reactor_(reactor), wire_(wire), durable_(durable), hold_(hold), result_(std::move(result)),
@@ -314,10 +300,10 @@ void StreamOut::push(std::string_view levels, std::string_view payload, std::uin
 
 bool StreamOut::send(Item& item) {
     reply_.assign(reply_prefix_);
-    append_decimal(reply_, item.ticket);
+    nats::append_decimal(reply_, item.ticket);
     headers_.assign("NATS/1.0\r\nNats-Msg-Id: ");
     headers_.append(origin_hex_).append(1, '.');
-    append_decimal(headers_, item.seq);
+    nats::append_decimal(headers_, item.seq);
     headers_.append("\r\n\r\n");
     if (!wire_.publish_headers(item.subject, reply_, headers_, item.data)) return false;
     item.sent = reactor_.now();

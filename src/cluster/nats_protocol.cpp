@@ -86,12 +86,16 @@ char* format_decimal(char* end, std::uint64_t v) {
     return end;
 }
 
+}  // namespace
+
 void append_decimal(std::string& out, std::uint64_t v) {
     char buf[20];
     char* const end = buf + sizeof buf;
     const char* start = format_decimal(end, v);
     out.append(start, static_cast<std::size_t>(end - start));
 }
+
+namespace {
 
 void append_json_string(std::string& out, std::string_view s) {
     out.push_back('"');

@@ -97,6 +97,9 @@ void encode_unsub(std::string& out, std::uint64_t sid, std::uint64_t max_msgs = 
 inline void encode_ping(std::string& out) { out.append("PING\r\n"); }
 inline void encode_pong(std::string& out) { out.append("PONG\r\n"); }
 
+// The decimal digits of `v` appended to `out` (sizes, sids, reply subjects).
+void append_decimal(std::string& out, std::uint64_t v);
+
 // A token of a subject or queue name as NATS accepts it on a line: not
 // empty, no space, tab, CR, LF or other control byte.
 bool valid_token(std::string_view s);
