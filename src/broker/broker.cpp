@@ -46,6 +46,7 @@ Broker::Broker(net::Reactor& reactor, const config::Config& config)
       scratch_(scratch_size) {
     startup_errors_ = reload_security(config);
     reactor_.set_before_sleep([this] { before_sleep(); });
+    reactor_.set_deferred_work([this] { resume_setups(); });
     housekeeping_timer_ = reactor_.add_timer_after(housekeeping_period, [this] { housekeeping(); });
     sync_bridges(config_.bridges);
     packet_debug = spdlog::should_log(spdlog::level::debug);
@@ -57,6 +58,7 @@ Broker::~Broker() {
     pending_connects_.reset();
     if (store_) store_->on_result(nullptr);
     reactor_.set_before_sleep(nullptr);
+    reactor_.set_deferred_work(nullptr);
     reactor_.cancel_timer(housekeeping_timer_);
     reactor_.cancel_timer(wheel_timer_);
     sessions_.for_each([this](Session& s) {
@@ -239,8 +241,6 @@ void Broker::mark_dirty(Connection& c) {
 }
 
 void Broker::before_sleep() {
-    if (!setup_queue_.empty()) resume_setups();
-    setup_time_ = {};
     // Bridges first: a failed write may publish a state message locally.
     for (auto& b : bridges_) {
         if (b->has_output()) b->flush();

@@ -633,7 +633,10 @@ private:
     std::vector<std::byte> scratch_;
     net::Clock::duration setup_time_{};  // this turn's, see setup_readable()
     std::deque<Connection*> setup_queue_;
-    void run_setup_step(Connection& c);
+    // Parked CONNECTs whose claims settled (claim_settled), by parking
+    // seq: a burst of claims must not resume hundreds at once.
+    std::deque<std::pair<Connection*, std::uint64_t>> settled_queue_;
+    void run_setup_step(Connection& c, bool settled = false);
     void resume_setups();
     std::vector<const Subscriber*> matches_;
     std::vector<SharedGroup*> groups_;

@@ -357,8 +357,15 @@ void Broker::claim_settled(std::string_view client_id, bool wait_for_state) {
         }
     }
     if (!first) return;  // it stopped waiting
-    parked_[first].settled = true;
-    if (!wait_for_state) resume_parked(*first);
+    Parked& p = parked_[first];
+    p.settled = true;
+    if (wait_for_state) return;
+    // It goes on within the set-up budget of a turn (setup_queue.cpp): a
+    // storm's claims settle hundreds at a time. No node is waited for
+    // now: the wait's timer (a session from a node that is gone) goes.
+    reactor_.cancel_timer(p.timer);
+    p.timer = {};
+    settled_queue_.emplace_back(first, p.seq);
 }
 
 void Broker::session_arrived(std::string_view client_id, std::string_view state) {

@@ -57,6 +57,7 @@ void Reactor::run_once(Clock::duration max_wait) {
     fire_timers();
     if (before_sleep_) before_sleep_();
     if (before_sleep_last_) before_sleep_last_();
+    if (deferred_work_ && !stopped_) deferred_work_();
     if (stopped_) return;
 
     auto wait = max_wait;

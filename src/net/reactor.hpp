@@ -61,6 +61,11 @@ public:
     // Runs right after the before-sleep hook: for a writer the broker's
     // flush may still feed (the cluster's NATS connection, issue 26).
     void set_before_sleep_last(std::function<void()> fn) { before_sleep_last_ = std::move(fn); }
+    // Runs after both before-sleep hooks, i.e. after this turn's output
+    // went out: bounded work that can wait (connections being set up in a
+    // storm) must not hold what the turn routed to connected clients and
+    // to other nodes. Work left over asks skip_next_wait().
+    void set_deferred_work(std::function<void()> fn) { deferred_work_ = std::move(fn); }
     // Called before the events of a turn are dispatched when the process
     // did not run for longer than `threshold` beyond the turn's planned
     // sleep (SIGSTOP, a VM paused, a starved host): the cluster link then
@@ -98,6 +103,7 @@ private:
     std::map<TimerKey, std::function<void()>> timers_;
     std::function<void()> before_sleep_;
     std::function<void()> before_sleep_last_;
+    std::function<void()> deferred_work_;
     Clock::duration stall_threshold_{};
     std::function<void(Clock::duration)> on_stall_;
 };
