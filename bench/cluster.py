@@ -23,8 +23,13 @@
                through JetStream)
   connects     18,000 new client ids CONNECT over the nodes' ports while 100
                pairs run at 1,000 msg/s: ids/s cluster-wide, the
-               background's p99 (one node without a cluster beside it).
-               Not in the default set: `--scenarios connects`.
+               background's p99 (one node without a cluster and Mosquitto
+               beside it). Each setup runs twice (`--connects-sched`): every
+               generator at the brokers' priority, and as clients on other
+               hosts would see the brokers (the background's generator
+               under SCHED_FIFO, the storm's at nice 19: on this host they
+               share the brokers' 2 cores). Not in the default set:
+               `--scenarios connects`.
 
 Every broker process is pinned to CPU 0 and the generator (mqtt_load) to
 CPU 1 for the fixed-rate runs; saturated runs are not pinned (the two nodes
@@ -190,7 +195,10 @@ SCENARIOS = {
 # background's p99 during the storm. Not pinned (a cluster on one host uses
 # every core). `connects` in --scenarios.
 CONNECTS_NAME = "connects"
-CONNECTS_SETUPS = [("1 node", 1, False), ("2 nodes", 2, True)]
+# (label, nodes, nats, broker): Mosquitto holds the ids like one node does,
+# the anchor for the background's p99 on one node.
+CONNECTS_SETUPS = [("1 node", 1, False, "mqttoolsd"), ("2 nodes", 2, True, "mqttoolsd"),
+                   ("Mosquitto", 0, False, "mosquitto")]
 CONNECTS_BACKGROUND = ["--scenario", "pairs", "--pairs", "100", "--rate", "1000"]
 
 
@@ -201,6 +209,10 @@ IDLE_SETUPS = [("6 nodes", 6, True, "mqttoolsd", "all"),
                ("1 node, no cluster", 1, False, "mqttoolsd", "node"),
                ("Mosquitto", 0, False, "mosquitto", "node")]
 IDLE_NODES = 6
+
+
+def connects_label(label, rt):
+    return label + (", as from other hosts" if rt else "")
 
 
 class Bench:
@@ -266,10 +278,16 @@ class Bench:
         finally:
             s.close()
 
-    def run_connects(self, label, nodes, nats):
-        """New client ids connecting while the background pairs run: ids/s and the background's latency."""
+    def run_connects(self, label, nodes, nats, broker, rt):
+        """New client ids connecting while the background pairs run: ids/s and the background's latency.
+        rt: what clients on other hosts would see (the brokers' host running only the brokers): the
+        background generator under SCHED_FIFO (chrt -f 10) and the storm's generators at nice 19, so that
+        neither the background's sends and receipts nor the brokers wait behind the storm's generators,
+        which here share the brokers' 2 cores."""
         s = Setup(self, nodes, nats, pin=False)
         try:
+            if broker == "mosquitto":
+                s.start_mosquitto()
             bg = [self.load, "--host", HOST, "--port", str(s.ports[0]), "--label", f"{CONNECTS_NAME}/{label}",
                   "--warmup", "1.0", "--duration", str(self.args.connects_duration), "--drain", "2"]
             bg += CONNECTS_BACKGROUND
@@ -282,11 +300,14 @@ class Bench:
                      "--node-pids", ",".join(str(p.pid) for p in s.procs if p is not s.nats)]
             if s.nats:
                 storm += ["--extra-pids", str(s.nats.pid)]
+            if rt and shutil.which("chrt"):
+                bg = ["chrt", "-f", "10"] + bg
             back = subprocess.Popen(bg, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             # The storm starts once the background's clients are connected
             # and warmed up, inside its measured window.
             time.sleep(1.8)
-            r = subprocess.run(storm, capture_output=True, text=True, timeout=120)
+            r = subprocess.run(storm, capture_output=True, text=True, timeout=120,
+                               preexec_fn=(lambda: os.setpriority(os.PRIO_PROCESS, 0, 19)) if rt else None)
             out, err = back.communicate(timeout=self.args.connects_duration + 60)
             st, bgr = last_json(r.stdout, r.stderr), last_json(out, err)
             res = {"ok": bool(st.get("ok")) and bool(bgr.get("ok")), "error": st.get("error") or bgr.get("error"),
@@ -298,6 +319,14 @@ class Bench:
             return s.check_alive(res)
         finally:
             s.close()
+
+    def connects_sched(self):
+        """The generators' scheduling in `connects`: False = normal, True = as from other hosts."""
+        return {"normal": [False], "hosts": [True], "both": [False, True]}[self.args.connects_sched]
+
+    def connects_setups(self):
+        wanted = self.args.connects_setups.split(",")
+        return [s for s in CONNECTS_SETUPS if s[0] in wanted]
 
     def record(self, name, label, suffix, run, describe):
         """One run of a setup: its result kept (a failure too) and one line on stderr."""
@@ -313,8 +342,10 @@ class Bench:
         for i in range(self.args.runs):
             for name in names:
                 if name == CONNECTS_NAME:
-                    for label, nodes, nats in CONNECTS_SETUPS:
-                        self.record(name, label, f" run {i + 1}", lambda: self.run_connects(label, nodes, nats),
+                    for (label, nodes, nats, broker), rt in ((setup, rt) for rt in self.connects_sched()
+                                                             for setup in self.connects_setups()):
+                        self.record(name, connects_label(label, rt), f" run {i + 1}",
+                                    lambda: self.run_connects(label, nodes, nats, broker, rt),
                                     lambda r: f"{r['held']} new ids in {r['connect_s']:.2f} s = {r['ids_per_s']:.0f}/s, "
                                     f"background p50 {r['bg_p50_us']:.0f} µs p99 {r['bg_p99_us']:.0f} µs, lost "
                                     f"{r['bg_lost']}; CPU µs per id: nodes {r['node_cpu_us_per_id']:.0f}, "
@@ -377,7 +408,7 @@ class Bench:
         rows = ["| setup | new client ids connected | ids / s (median; per run) | background p50 µs | "
                 "background p99 µs (median; per run) | background lost | CPU µs per id: nodes / nats-server |",
                 "|---|---|---|---|---|---|---|"]
-        for label, *_ in CONNECTS_SETUPS:
+        for label in (connects_label(setup[0], rt) for rt in self.connects_sched() for setup in self.connects_setups()):
             runs = self.results.get((CONNECTS_NAME, label), [])
             ok = [r for r in runs if r.get("ok")]
             f = lambda key: ", ".join(f"{r.get(key, 0):.0f}" for r in runs) or "–"
@@ -445,6 +476,12 @@ def main():
     p.add_argument("--connects-window", type=int, default=1000, help=f"{CONNECTS_NAME}: CONNECTs in flight per process")
     p.add_argument("--connects-duration", type=float, default=4.0,
                    help=f"{CONNECTS_NAME}: seconds the background is measured (the storm starts 0.8 s into it)")
+    p.add_argument("--connects-setups", default=",".join(s[0] for s in CONNECTS_SETUPS),
+                   help=f"{CONNECTS_NAME}: which of " + ", ".join(s[0] for s in CONNECTS_SETUPS))
+    p.add_argument("--connects-sched", choices=["normal", "hosts", "both"], default="both",
+                   help=f"{CONNECTS_NAME}: every generator at the brokers' priority (normal), or as clients "
+                   "on other hosts would see it (hosts: the background generator under SCHED_FIFO, the storm's at "
+                   "nice 19), or both")
     args = p.parse_args()
     names = [IDLE_NAME] if args.idle else [n for n in args.scenarios.split(",") if n]
     if not (1 <= args.connects <= 18000 and 1 <= args.connects_window <= 18000 and 1 <= args.connects_duration <= 60):
@@ -463,7 +500,7 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     b = Bench(args)
-    for path in (b.load, b.mqttoolsd, b.nats_server) + ((b.mosquitto,) if IDLE_NAME in names else ()):
+    for path in (b.load, b.mqttoolsd, b.nats_server) + ((b.mosquitto,) if {IDLE_NAME, CONNECTS_NAME} & set(names) else ()):
         if not os.access(path, os.X_OK):
             p.error(f"{path} is missing")
     b.run(names)
