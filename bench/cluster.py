@@ -96,8 +96,9 @@ def stop(proc):
 class Setup:
     """The processes of one run: nats-server (optional), N mqttoolsd nodes."""
 
-    def __init__(self, bench, nodes, nats, pin):
+    def __init__(self, bench, nodes, nats, pin, keys=None):
         self.bench, self.procs, self.ports = bench, [], []
+        self.keys = getattr(bench, 'node_extra', '') if keys is None else keys
         self.nats = self.nats_mqtt_port = None
         self.pin = pin
         if nats:
@@ -132,7 +133,7 @@ class Setup:
                     "log_level = \"warning\"\n")
             if self.nats:
                 f.write(f"[cluster]\nnats_url = \"nats://{HOST}:{self.nats_port}\"\nnode_id = \"bench{i}\"\n"
-                        f"{getattr(self.bench, 'node_extra', '')}\n")  # more [cluster] keys (cluster_ha.py)
+                        f"{self.keys}\n")  # more [cluster] keys (cluster_ha.py, --cluster-keys)
         log = open(os.path.join(self.bench.tmp, f"node-{port}.log"), "ab")
         p = subprocess.Popen(self.pinned([self.bench.mqttoolsd, "-c", conf, "-p", str(port)]), stdout=log,
                              stderr=log, stdin=subprocess.DEVNULL)
@@ -225,10 +226,11 @@ class Bench:
         self.mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.tmp = tempfile.mkdtemp(prefix="mqttools-cluster-bench-")
         self.results = {}  # (scenario, label) -> [json]
+        self.setup_keys = {}  # label -> its own [cluster] lines (--compare-keys)
 
     def run_one(self, scenario, label, nodes, nats, target, load_args):
         saturated = "0" == load_args[load_args.index("--rate") + 1]
-        s = Setup(self, nodes, nats, pin=not saturated)
+        s = Setup(self, nodes, nats, pin=not saturated, keys=self.setup_keys.get(label))
         try:
             if target == "nats":
                 port, sub_port, pid, extra = s.nats_mqtt_port, None, s.nats.pid, []
@@ -454,6 +456,12 @@ class Bench:
                 rs = self.ratios(name, a, b, key)
                 rows.append(f"- {what}: per-run ratios {', '.join(f'{r:.2f}' for r in rs) or '–'}"
                             + (f", median {statistics.median(rs):.2f}" if rs else ""))
+                if name in ("pairs", "pairs-311"):
+                    for label in self.setup_keys:
+                        rs = self.ratios(name, label, b, key)
+                        rows.append(f"  - with {label[len('2 nodes, '):]}: per-run ratios "
+                                    f"{', '.join(f'{r:.2f}' for r in rs) or '–'}"
+                                    + (f", median {statistics.median(rs):.2f}" if rs else ""))
         return "\n".join(out + rows)
 
 
@@ -465,6 +473,11 @@ def main():
     p.add_argument("--warmup", type=float, default=1.5)
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--json", help="write the raw runs here")
+    p.add_argument("--cluster-keys", default="",
+                   help='more [cluster] lines for every node, e.g. \'batch_time = "300us"\'')
+    p.add_argument("--compare-keys", action="append", default=[],
+                   help="one more 2-node setup of pairs and pairs-311 with these [cluster] lines instead "
+                        "(repeatable): same-run A/B of a key")
     p.add_argument("--idle", action="store_true", help=f"only {IDLE_NAME}")
     p.add_argument("--idle-conns", type=int, default=100000, help="idle connections over the 6 nodes")
     p.add_argument("--idle-hold", type=float, default=2.0, help="seconds the idle connections are held")
@@ -500,6 +513,14 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     b = Bench(args)
+    b.node_extra = args.cluster_keys.replace("\\n", "\n")
+    for keys in args.compare_keys:
+        label = f"2 nodes, {keys}"
+        b.setup_keys[label] = keys.replace("\\n", "\n")
+        for name in ("pairs", "pairs-311"):
+            setups = SCENARIOS[name][1]
+            two = next(x for x in setups if x[0] == "2 nodes")
+            setups.insert(setups.index(two) + 1, (label,) + two[1:])
     for path in (b.load, b.mqttoolsd, b.nats_server) + ((b.mosquitto,) if {IDLE_NAME, CONNECTS_NAME} & set(names) else ()):
         if not os.access(path, os.X_OK):
             p.error(f"{path} is missing")

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <condition_variable>
 #include <cstring>
+#include <functional>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -158,6 +159,19 @@ void NatsCluster::change_interest(std::string_view filter, bool add) {
     }
 }
 
+void NatsCluster::live_subject(std::string_view topic) {
+    if (topic.size() > 256) {  // not kept: the cache stays small (1,024 slots of short topics)
+        topic_subject(subject_, live_root_, topic);
+        return;
+    }
+    SubjectSlot& slot = subject_cache_[std::hash<std::string_view>{}(topic) & (subject_cache_.size() - 1)];
+    if (slot.subject.empty() || slot.topic != topic) {
+        topic_subject(slot.subject, live_root_, topic);
+        slot.topic.assign(topic);
+    }
+    subject_.assign(slot.subject);
+}
+
 ReasonCode NatsCluster::publish_refusal(std::string_view topic, std::size_t) const {
     // Any size crosses (in parts beyond max_payload: publish_bulk).
     // A subject is at most 3 bytes per topic byte (%XX): measure only when
@@ -228,7 +242,7 @@ void NatsCluster::publish(const broker::MessageView& m) {
         encode(p, ProtocolVersion::v5, {encoded_.data(), size});
         bytes = {encoded_.data(), size};
     }
-    topic_subject(subject_, live_root_, m.topic);
+    live_subject(m.topic);
     if (subject_.size() > max_subject_bytes) {
         // Refused before it reached here for clients (publish_refusal);
         // a will or a bridge's message that NATS would not take (a long

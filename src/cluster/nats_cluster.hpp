@@ -28,6 +28,7 @@
 //                          (NODE as one subject token, subject_map.hpp)
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -291,6 +292,15 @@ private:
     void route_live(std::uint32_t tag, Bytes bytes, std::uint64_t origin, std::uint64_t seq);
     void expire_bulks();
     std::string subject_;             // reused per message
+    // The live subjects of recent topics, direct-mapped by the topic's
+    // hash: mapping a topic on every message was ~470 of a publishing
+    // node's ~2,400 instructions per message (docs/profiling.md).
+    struct SubjectSlot {
+        std::string topic;
+        std::string subject;
+    };
+    std::array<SubjectSlot, 1024> subject_cache_;
+    void live_subject(std::string_view topic);  // into subject_
     std::vector<std::byte> encoded_;  // reused per message
     std::vector<char> inbound_;       // swapped with the in queue
     // origin -> last sequence seen; never erased (on_live keeps a pointer

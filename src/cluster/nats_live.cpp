@@ -101,6 +101,7 @@ void NatsCluster::start_wire() {
     o.pass = shared_->config.password;
     o.echo = false;  // a node never gets its own message back
     o.max_out_bytes = max_out_bytes;
+    o.linger = std::chrono::microseconds(shared_->config.batch_time_us);
     wire_ = std::make_unique<NatsWire>(reactor_, *this, std::move(o));
     const std::uint64_t origin = shared_->origin;
     reply_prefix_o_ = "_o.";
@@ -314,7 +315,7 @@ void NatsCluster::flush_wire() {
             }
         }
     }
-    wire_->flush();
+    wire_->flush_or_linger();
 }
 
 void NatsCluster::sweep_wire() {

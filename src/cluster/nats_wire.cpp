@@ -141,6 +141,7 @@ void NatsWire::close_socket() {
     pings_.clear();
     keepalives_out_ = 0;
     writing_ = false;
+    lingering_ = urgent_ = false;
 }
 
 void NatsWire::fail(const std::string& why) {
@@ -263,6 +264,7 @@ void NatsWire::handle(const nats::ServerMessage& m) {
             break;
         case nats::ServerOp::ping:
             nats::encode_pong(out_);
+            urgent_ = true;
             if (state_ != State::up) flush();
             break;
         case nats::ServerOp::pong:
@@ -340,21 +342,32 @@ void NatsWire::keepalive() {
 }
 
 void NatsWire::subscribe(std::uint64_t sid, std::string subject, std::string queue) {
-    if (sending()) nats::encode_sub(out_, subject, queue, sid);
+    if (sending()) {
+        nats::encode_sub(out_, subject, queue, sid);
+        urgent_ = true;
+    }
     subs_[sid] = Sub{std::move(subject), std::move(queue)};
 }
 
 void NatsWire::unsubscribe(std::uint64_t sid) {
-    if (subs_.erase(sid) != 0 && sending()) nats::encode_unsub(out_, sid);
+    if (subs_.erase(sid) != 0 && sending()) {
+        nats::encode_unsub(out_, sid);
+        urgent_ = true;
+    }
 }
 
 bool NatsWire::publish(std::string_view subject, std::string_view reply, std::string_view payload) {
     if (state_ != State::up || !room()) return false;
+    urgent_ = true;
     return nats::encode_pub(out_, subject, reply, payload);
 }
 
 bool NatsWire::publish_trusted(std::string_view subject, std::string_view reply, std::string_view payload) {
     if (state_ != State::up || !room()) return false;
+    if (!lingering_ && options_.linger.count() > 0) {
+        lingering_ = true;
+        linger_since_ = reactor_.now();
+    }
     nats::encode_pub_trusted(out_, subject, reply, payload);
     return true;
 }
@@ -369,6 +382,7 @@ bool NatsWire::publish2(std::string_view subject, std::string_view reply, std::s
     if (state_ != State::up) return false;
     if (!nats::encode_pub_line(out_, subject, reply, a.size() + b.size())) return false;
     out_.append(a).append(b).append("\r\n");
+    urgent_ = true;
     return true;
 }
 
@@ -376,10 +390,28 @@ bool NatsWire::ping() {
     if (state_ != State::up) return false;
     pings_.push_back(true);
     nats::encode_ping(out_);
+    urgent_ = true;
     return true;
 }
 
+void NatsWire::flush_or_linger() {
+    // Live messages wait for company as long as nothing else is queued
+    // (a SUB, a PING barrier, a claim, a QoS 1/2 batch barrier: those go
+    // now and take the messages with them), the batch is small and the
+    // socket takes writes; the first one's age bounds the wait.
+    if (lingering_ && !urgent_ && !writing_ && state_ == State::up &&
+        out_.size() - out_pos_ < options_.linger_bytes) {
+        const net::Clock::time_point due = linger_since_ + options_.linger;
+        if (net::Clock::now() < due) {
+            reactor_.wake_by(due);
+            return;
+        }
+    }
+    flush();
+}
+
 void NatsWire::flush() {
+    lingering_ = urgent_ = false;
     if (!fd_ || state_ == State::connecting || out_pos_ == out_.size()) return;
     while (out_pos_ < out_.size()) {
         const ssize_t n = ::send(fd_.get(), out_.data() + out_pos_, out_.size() - out_pos_, MSG_NOSIGNAL | MSG_DONTWAIT);

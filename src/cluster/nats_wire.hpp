@@ -2,7 +2,8 @@
 // connection (its live messages, their interest, claims and hand-overs)
 // without libnats' threads. A non-blocking socket on the reactor's epoll;
 // what one turn produced leaves in one send right before the reactor sleeps
-// (flush); MSG/HMSG are parsed in place from the receive buffer
+// (flush), or, with a linger, the live messages of several turns in one
+// send (flush_or_linger); MSG/HMSG are parsed in place from the receive buffer
 // (nats_protocol.hpp) and handed to the owner as views, no copy, no thread
 // hop. PING/PONG keepalive, reconnect with back-off over the configured
 // URLs, subscriptions re-sent on reconnect, INFO's max_payload respected.
@@ -12,6 +13,7 @@
 // (and user:password@ in a URL) are sent in CONNECT.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -49,6 +51,11 @@ public:
         std::string pass;
         bool echo = true;
         std::size_t max_out_bytes = 64u << 20;  // publish() refuses beyond it
+        // How long publish_trusted()'s messages may wait for more before
+        // they are sent ([cluster] batch_time); 0: every turn.
+        std::chrono::microseconds linger{0};
+        // Sent at once from this many bytes on, lingering or not.
+        std::size_t linger_bytes = 64u << 10;
     };
 
     NatsWire(net::Reactor& reactor, Events& events, Options options);
@@ -70,7 +77,8 @@ public:
     // bound, or the subject/reply would break the line.
     bool publish(std::string_view subject, std::string_view reply, std::string_view payload);
     // publish() for a subject and reply valid by construction (not checked
-    // per message: the live path).
+    // per message: the live path). The one kind of output that lingers;
+    // everything else is urgent and takes what lingers with it.
     bool publish_trusted(std::string_view subject, std::string_view reply, std::string_view payload);
     // HPUB: `headers` is "NATS/1.0\r\n...\r\n\r\n"; false as publish().
     bool publish_headers(std::string_view subject, std::string_view reply, std::string_view headers,
@@ -84,6 +92,10 @@ public:
     bool ping();
     // Writes what this turn produced (one send); before the reactor sleeps.
     void flush();
+    // flush() unless all that waits is live messages younger than the
+    // linger and fewer than linger_bytes: then the reactor wakes for them
+    // by their deadline (Reactor::wake_by). Before the reactor sleeps.
+    void flush_or_linger();
     // At shutdown: what is queued, blocking up to `ms`.
     void flush_blocking(int ms);
 
@@ -130,6 +142,11 @@ private:
 
     std::string out_;
     std::size_t out_pos_ = 0;
+    // out_ holds only lingering live messages, the first appended at
+    // linger_since_ (a reactor turn's time).
+    bool lingering_ = false;
+    bool urgent_ = false;
+    net::Clock::time_point linger_since_{};
     std::vector<char> in_;
     std::size_t in_begin_ = 0;
     std::size_t in_end_ = 0;

@@ -142,6 +142,9 @@ struct Cluster {
     // ms without a heartbeat after which a node counts as down and the
     // others take over the sessions it held (their wills, their expiry).
     std::uint32_t net_ticktime = 10000;
+    // µs the live QoS 0 messages for NATS may wait to leave together
+    // (batch_time, EMQX's name; Kafka's linger.ms); 0 = every reactor turn.
+    std::uint32_t batch_time_us = 0;
 };
 
 // [auth_http] (config_auth.cpp): an HTTP auth service with

@@ -11,7 +11,7 @@ const std::vector<std::string_view> kClusterKeys = {
     "nats_url", "node_id", "credentials", "username", "password",
     "cafile",   "certfile", "keyfile",    "subject_prefix", "sessions", "replicas", "hold_timeout",
     "disconnect_after",
-    "net_ticktime",
+    "net_ticktime", "batch_time",
 };
 
 bool has_space(std::string_view s) {
@@ -30,6 +30,37 @@ void add_url(const toml::node& node, std::string_view key, Cluster& out, const S
         return;
     }
     out.nats_urls.push_back(std::move(url));
+}
+
+// "300us", "1ms", "0", or an integer (µs), at most 100 ms.
+bool parse_batch_time(const toml::node& node, std::uint32_t& out) {
+    std::uint64_t us = 0;
+    if (auto i = node.value_exact<std::int64_t>()) {
+        if (*i < 0) return false;
+        us = static_cast<std::uint64_t>(*i);
+    } else if (auto text = node.value_exact<std::string>()) {
+        std::string_view t = *text;
+        std::uint64_t scale = 1;
+        if (t.size() > 2 && t.substr(t.size() - 2) == "us") {
+            t.remove_suffix(2);
+        } else if (t.size() > 2 && t.substr(t.size() - 2) == "ms") {
+            t.remove_suffix(2);
+            scale = 1000;
+        } else if (t != "0") {
+            return false;
+        }
+        if (t.empty() || t.size() > 6) return false;
+        for (const char ch : t) {
+            if (ch < '0' || ch > '9') return false;
+            us = us * 10 + static_cast<std::uint64_t>(ch - '0');
+        }
+        us *= scale;
+    } else {
+        return false;
+    }
+    if (us > 100000) return false;
+    out = static_cast<std::uint32_t>(us);
+    return true;
 }
 
 }  // namespace
@@ -122,6 +153,12 @@ void check_cluster(const toml::table& table, Cluster& out, const SectionChecker&
                 c.error(value.source(), qk, "must be milliseconds from 1000 to 3600000");
             } else {
                 out.net_ticktime = static_cast<std::uint32_t>(*v);
+            }
+        } else if (k == "batch_time") {
+            // EMQX's batch_time: a duration ("300us", "1ms") or microseconds.
+            if (!parse_batch_time(value, out.batch_time_us)) {
+                c.error(value.source(), qk, "must be a duration from 0 to 100ms, like \"300us\" or \"1ms\" "
+                                            "(an integer: microseconds)");
             }
         } else {
             c.unknown_key(key, "[cluster]", kClusterKeys);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <ctime>
 
 namespace mqttools::net {
 
@@ -60,23 +61,40 @@ void Reactor::run_once(Clock::duration max_wait) {
     if (deferred_work_ && !stopped_) deferred_work_();
     if (stopped_) return;
 
-    auto wait = max_wait;
+    Clock::duration wait = max_wait;
     if (!timers_.empty()) {
-        wait = std::min(wait, std::max(Clock::duration::zero(), timers_.begin()->first.first - Clock::now()));
+        // Rounded up to whole milliseconds, as epoll_wait would: timers due
+        // within the same millisecond fire in one wake-up, and a timer is
+        // never woken for early and then spun on.
+        const auto until = std::max(Clock::duration::zero(), timers_.begin()->first.first - Clock::now());
+        wait = std::min(wait, Clock::duration(std::chrono::ceil<std::chrono::milliseconds>(until)));
+    }
+    if (wake_by_ != Clock::time_point{}) {
+        wait = std::min(wait, std::max(Clock::duration::zero(), wake_by_ - Clock::now()));
+        wake_by_ = {};
     }
     if (skip_wait_) {
         skip_wait_ = false;
         wait = Clock::duration::zero();
     }
-    // Round up so a timer is never woken for early and then spun on.
-    auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
     epoll_event events[256];
-    int n = ::epoll_wait(epoll_.get(), events, 256, static_cast<int>(ms));
+    int n = -1;
+    if (have_pwait2_) {
+        const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
+        const timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+        n = ::epoll_pwait2(epoll_.get(), events, 256, &ts, nullptr);
+        if (n < 0 && errno == ENOSYS) have_pwait2_ = false;  // a kernel before 5.11
+    }
+    if (!have_pwait2_) {
+        wait = std::chrono::ceil<std::chrono::milliseconds>(wait);
+        n = ::epoll_wait(epoll_.get(), events, 256,
+                         static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(wait).count()));
+    }
     refresh_now();
     if (on_stall_ && turn_start != Clock::time_point{}) {
         // The turn took this much longer than its sleep: the last turn's
         // work plus this one's timers, hook and wait, less the wait planned.
-        const Clock::duration overrun = now_ - turn_start - std::chrono::milliseconds(ms);
+        const Clock::duration overrun = now_ - turn_start - wait;
         if (overrun > stall_threshold_) on_stall_(overrun);
     }
     for (int i = 0; i < n; ++i) {

@@ -1,7 +1,8 @@
 // The event loop: one thread, one epoll instance (in the style of Redis'
 // ae.c). Handlers are registered per descriptor; timers live in an ordered
-// map whose first deadline becomes the epoll_wait timeout, so no thread and
-// no timerfd per timer. A "before sleep" hook runs right before every
+// map whose first deadline becomes the epoll wait's timeout, so no thread
+// and no timerfd per timer (epoll_pwait2 waits to the µs where the kernel
+// has it). A "before sleep" hook runs right before every
 // epoll_wait: the broker flushes all queued output there, once per turn, so
 // a burst of messages costs one writev per connection instead of one write
 // per message.
@@ -84,6 +85,12 @@ public:
     // The coming epoll_wait only polls: work was left for the next turn
     // (a paced retained delivery), to be resumed after the ready sockets.
     void skip_next_wait() noexcept { skip_wait_ = true; }
+    // The coming wait ends by `when` at the latest (from a before-sleep
+    // hook): a deadline finer than a millisecond without a timer, e.g. the
+    // cluster's NATS linger (issue 26). Forgotten after that wait.
+    void wake_by(Clock::time_point when) noexcept {
+        if (wake_by_ == Clock::time_point{} || when < wake_by_) wake_by_ = when;
+    }
     bool stopped() const noexcept { return stopped_; }
 
     // The time of the current turn (refreshed after every wake-up), so a
@@ -97,6 +104,8 @@ private:
     UniqueFd epoll_;
     bool stopped_ = false;
     bool skip_wait_ = false;
+    bool have_pwait2_ = true;  // epoll_pwait2 (Linux 5.11): waits in ns, not ms
+    Clock::time_point wake_by_{};
     Clock::time_point now_;
     std::uint64_t next_timer_seq_ = 1;
     using TimerKey = std::pair<Clock::time_point, std::uint64_t>;

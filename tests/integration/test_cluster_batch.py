@@ -1,0 +1,142 @@
+"""[cluster] batch_time (issue 26): a node's live QoS 0 messages for NATS
+may wait up to batch_time to leave in one write with others. Real nodes and
+a real nats-server on loopback ports; publishers on node 1, subscribers on
+node 2. The bounds asserted are generous (a loaded host delays, never
+hastens): a lone message still crosses, and not before its linger; order
+per publisher holds across batches and across QoS 0 (lingering) and QoS 1
+(sent at once); NATS restarting under lingering traffic crashes nothing."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import MQTTOOLSD, Broker, SANITIZED
+from mqttwire import PUBLISH, sub_options
+from test_cluster import NATS_SERVER, Nats, connect, link, read_for  # helpers only, no tests
+
+pytestmark = pytest.mark.skipif(not os.path.exists(NATS_SERVER), reason="nats-server is not installed")
+SLOW = 3 if SANITIZED else 1
+
+
+@pytest.fixture
+def nats(tmp_path):
+    n = Nats(tmp_path)
+    yield n
+    n.stop()
+
+
+@pytest.fixture
+def pair(tmp_path, nats):
+    """Factory: pair(batch_time) -> (node 1, node 2) of one cluster."""
+    started = []
+
+    def start(batch_time):
+        out = []
+        for i in (1, 2):
+            b = Broker(tmp_path, config=(f"allow_anonymous = true\n[cluster]\nnats_url = \"{nats.url}\"\n"
+                                         f"node_id = \"batch{len(started) + 1}\"\nbatch_time = {batch_time}\n"))
+            started.append(b)
+            out.append(b)
+        return out
+
+    yield start
+    for b in started:
+        code = b.stop()
+        if code not in (0, -9):
+            pytest.fail(f"node exited with {code}:\n{b.log_path.read_text(errors='replace')[-3000:]}")
+
+
+def linked(a, b, topic):
+    """A publisher on node `a`, a subscriber to `topic` on node `b`, the
+    subscription known to NATS (a probe crossed)."""
+    sub = connect(b.port, f"sub-{topic}")
+    sub.subscribe([(topic, sub_options(1))])
+    pub = connect(a.port, f"pub-{topic}")
+    link(pub, sub, topic)
+    return pub, sub
+
+
+def test_a_lone_message_crosses_after_its_linger_and_not_long_after(pair):
+    # 100 ms (the largest batch_time), so that a linger that never ended
+    # (no wake-up for its deadline: the message would wait for the
+    # reactor's next reason to wake, up to a second) and one not applied
+    # (sent at once) both show, even on a loaded host.
+    a, b = pair('"100ms"')
+    pub, sub = linked(a, b, "lone/x")
+    delays = []
+    for i in range(5):
+        time.sleep(0.3)  # nothing else in flight: the message is alone
+        t0 = time.monotonic()
+        pub.publish("lone/x", b"m%d" % i)
+        p = sub.recv(5.0 * SLOW)
+        delays.append(time.monotonic() - t0)
+        assert p.type == PUBLISH and p.payload == b"m%d" % i
+    delays.sort()
+    assert delays[0] >= 0.09, delays  # it waited for company
+    assert delays[2] < 0.6 * SLOW, delays  # and left by its deadline, not at the next wake-up
+    pub.close()
+    sub.close()
+
+
+def test_order_per_publisher_holds_across_batches_and_qos(pair):
+    a, b = pair('"2ms"')
+    subs = []
+    pubs = []
+    for k in range(3):
+        p, s = linked(a, b, f"order/{k}")
+        pubs.append(p)
+        subs.append(s)
+    count = 600
+    for i in range(count):
+        for k, p in enumerate(pubs):
+            # Every 10th message QoS 1: it goes at once and takes the
+            # lingering QoS 0 messages before it along, in order (its
+            # PUBACK is awaited here).
+            qos = 1 if i % 10 == 9 else 0
+            ack = p.publish(f"order/{k}", b"%d" % i, qos=qos, packet_id=i + 1)
+            assert qos == 0 or ack.reason == 0
+        if i % 50 == 49:
+            time.sleep(0.005)  # batches end mid-stream
+    for k, s in enumerate(subs):
+        seen = []
+        deadline = time.monotonic() + 30 * SLOW
+        while len(seen) < count and time.monotonic() < deadline:
+            seen += [int(m.payload) for m in read_for(s, 1.0)]
+        assert seen == list(range(count)), (k, len(seen), seen[:20])
+    for c in pubs + subs:
+        c.close()
+
+
+def test_nats_restarting_under_lingering_traffic_crashes_nothing(pair, nats):
+    a, b = pair('"5ms"')
+    pub, sub = linked(a, b, "restart/x")
+    # Messages lingering while NATS goes away and comes back (QoS 0: at
+    # most once, so only "no crash, traffic resumes" is asserted).
+    for round_ in range(2):
+        stop_at = time.monotonic() + 1.0
+        i = 0
+        killed = False
+        while time.monotonic() < stop_at:
+            pub.publish("restart/x", b"r%d-%d" % (round_, i))
+            i += 1
+            if not killed and time.monotonic() > stop_at - 0.7:
+                nats.stop(signal.SIGKILL)
+                killed = True
+            time.sleep(0.001)
+        nats.start()
+        read_for(sub, 0.2)
+        link(pub, sub, "restart/x", timeout=20.0)
+    assert a.proc.poll() is None and b.proc.poll() is None
+    pub.close()
+    sub.close()
+
+
+@pytest.mark.parametrize("value", ['"1s"', '"200ms"', "-1", '"5 ms"', '"us"', "true"])
+def test_a_bad_batch_time_is_refused_with_file_and_line(tmp_path, value):
+    conf = tmp_path / "bad.toml"
+    conf.write_text(f"[cluster]\nbatch_time = {value}\n")
+    proc = subprocess.run([str(MQTTOOLSD), "-c", str(conf)], capture_output=True, text=True, timeout=10)
+    assert proc.returncode == 1, proc.stderr
+    assert f"{conf}:2:" in proc.stderr and "batch_time" in proc.stderr, proc.stderr
