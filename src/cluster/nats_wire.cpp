@@ -375,6 +375,7 @@ bool NatsWire::publish_trusted(std::string_view subject, std::string_view reply,
 bool NatsWire::publish_headers(std::string_view subject, std::string_view reply, std::string_view headers,
                                std::string_view payload) {
     if (state_ != State::up || !room()) return false;
+    urgent_ = true;
     return nats::encode_hpub(out_, subject, reply, headers, payload);
 }
 
