@@ -77,6 +77,9 @@ bool get_string(const toml::node& node, std::string_view key, std::string& out, 
 
 void check_cluster(const toml::table& table, Cluster& out, const SectionChecker& c) {
     out.enabled = true;
+    // batch_time's default with a [cluster] table: 500 µs (chosen by
+    // bench/cluster.py --compare-keys, docs/profiling.md; 0 = every turn).
+    out.batch_time_us = 500;
     for (auto&& [key, value] : table) {
         const std::string k(key.str());
         const std::string qk = "cluster." + k;

@@ -77,7 +77,9 @@ def test_a_lone_message_crosses_after_its_linger_and_not_long_after(pair):
         delays.append(time.monotonic() - t0)
         assert p.type == PUBLISH and p.payload == b"m%d" % i
     delays.sort()
-    assert delays[0] >= 0.09, delays  # it waited for company
+    # The median: any other output of the node (a claim, a heartbeat, a
+    # QoS 1 message) sends what waits at once, which may shorten one wait.
+    assert delays[2] >= 0.09, delays  # it waited for company
     assert delays[2] < 0.6 * SLOW, delays  # and left by its deadline, not at the next wake-up
     pub.close()
     sub.close()
