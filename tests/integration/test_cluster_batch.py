@@ -12,40 +12,19 @@ import time
 
 import pytest
 
-from conftest import MQTTOOLSD, Broker, SANITIZED
+from conftest import MQTTOOLSD, SANITIZED
 from mqttwire import PUBLISH, sub_options
-from test_cluster import NATS_SERVER, Nats, connect, link, read_for  # helpers only, no tests
+from test_cluster import NATS_SERVER, connect, link, nats, read_for  # noqa: F401 (fixture; no tests)
+from test_cluster_ha import ha_nodes  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(not os.path.exists(NATS_SERVER), reason="nats-server is not installed")
 SLOW = 3 if SANITIZED else 1
 
 
 @pytest.fixture
-def nats(tmp_path):
-    n = Nats(tmp_path)
-    yield n
-    n.stop()
-
-
-@pytest.fixture
-def pair(tmp_path, nats):
+def pair(ha_nodes):
     """Factory: pair(batch_time) -> (node 1, node 2) of one cluster."""
-    started = []
-
-    def start(batch_time):
-        out = []
-        for i in (1, 2):
-            b = Broker(tmp_path, config=(f"allow_anonymous = true\n[cluster]\nnats_url = \"{nats.url}\"\n"
-                                         f"node_id = \"batch{len(started) + 1}\"\nbatch_time = {batch_time}\n"))
-            started.append(b)
-            out.append(b)
-        return out
-
-    yield start
-    for b in started:
-        code = b.stop()
-        if code not in (0, -9):
-            pytest.fail(f"node exited with {code}:\n{b.log_path.read_text(errors='replace')[-3000:]}")
+    return lambda batch_time: ha_nodes(2, cluster=f"batch_time = {batch_time}")
 
 
 def linked(a, b, topic):
