@@ -69,6 +69,7 @@ def main():
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--out", default=None, help="callgrind: output file")
+    p.add_argument("--cluster-keys", default="", help='more [cluster] lines, e.g. \'batch_time = 0\'')
     p.add_argument("--single", action="store_true", help="one node without a cluster (the anchor)")
     p.add_argument("--qos", type=int, choices=[0, 1], default=0)
     p.add_argument("--mqtt-version", type=int, choices=[4, 5], default=5)
@@ -97,7 +98,8 @@ def main():
             with open(conf, "w") as f:
                 f.write("allow_anonymous = true\nmax_queued_messages = 1000000\nlog_level = \"warning\"\n")
                 if not a.single:
-                    f.write(f"[cluster]\nnats_url = \"nats://{HOST}:{port}\"\nnode_id = \"prof{i}\"\n")
+                    f.write(f"[cluster]\nnats_url = \"nats://{HOST}:{port}\"\nnode_id = \"prof{i}\"\n"
+                            f"{a.cluster_keys}\n")
             argv = ["taskset", "-c", "0", mqttoolsd, "-c", conf, "-p", str(mport)]
             if i == (1 if a.single else a.node) and a.mode == "callgrind":
                 argv = argv[:3] + ["valgrind", "--tool=callgrind", "--instr-atstart=no",
