@@ -37,3 +37,22 @@ TEST_CASE("MemoryGuard trips above its limit only", "[auth][limits]") {
     guard.set_limit(0);
     CHECK_FALSE(guard.exceeded());
 }
+
+TEST_CASE("MemoryGuard refuses until use falls below 15/16 of its limit", "[auth][limits]") {
+    MemoryGuard guard(1600);
+    guard.set_in_use(1500);
+    CHECK_FALSE(guard.exceeded());
+    guard.set_in_use(1601);
+    CHECK(guard.exceeded());
+    guard.set_in_use(1600);  // back at the limit: still refusing
+    CHECK(guard.exceeded());
+    guard.set_in_use(1500);  // exactly 15/16: still refusing
+    CHECK(guard.exceeded());
+    guard.set_in_use(1499);
+    CHECK_FALSE(guard.exceeded());
+    guard.set_in_use(1550);  // below the limit again, not refusing: stays so
+    CHECK_FALSE(guard.exceeded());
+    guard.set_in_use(1700);
+    guard.set_limit(2000);  // a reload with a higher limit judges afresh
+    CHECK_FALSE(guard.exceeded());
+}

@@ -56,6 +56,7 @@ std::uint64_t process_memory_in_use() noexcept {
 void MemoryGuard::sample() noexcept {
     if (limit_ == 0) return;
     in_use_ = process_memory_in_use();
+    update();
 }
 
 }  // namespace mqttools::auth
