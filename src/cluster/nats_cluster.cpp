@@ -52,10 +52,9 @@ std::unique_ptr<NatsCluster> NatsCluster::start(net::Reactor& reactor, broker::B
     s->origin = (wall_ns() * 0x9E3779B97F4A7C15ULL) ^ static_cast<std::uint64_t>(::getpid());
     if (s->origin == 0) s->origin = 1;
     if (config.replicated) s->durable = new Durable(*s);
-    // The data connection on the reactor unless it needs TLS or .creds,
-    // which only libnats speaks here (docs/cluster.md).
-    bool wire = config.credentials.empty() && config.cafile.empty() && config.certfile.empty();
-    for (const auto& u : config.nats_urls) wire = wire && u.rfind("tls://", 0) != 0;
+    // The data connection on the reactor (with TLS too: nats_tls.hpp)
+    // unless it needs .creds, which only libnats speaks here (docs/cluster.md).
+    const bool wire = config.credentials.empty();
     s->wire = wire;
     if (wire) c->start_wire();
     // The link thread and every thread libnats starts from it block all

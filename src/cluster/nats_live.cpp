@@ -102,6 +102,12 @@ void NatsCluster::start_wire() {
     o.echo = false;  // a node never gets its own message back
     o.max_out_bytes = max_out_bytes;
     o.linger = std::chrono::microseconds(shared_->config.batch_time_us);
+    const config::Cluster& c = shared_->config;
+    o.tls.on = !c.cafile.empty() || !c.certfile.empty();
+    for (const auto& u : c.nats_urls) o.tls.on = o.tls.on || u.rfind("tls://", 0) == 0;
+    o.tls.cafile = c.cafile;
+    o.tls.certfile = c.certfile;
+    o.tls.keyfile = c.keyfile;
     wire_ = std::make_unique<NatsWire>(reactor_, *this, std::move(o));
     const std::uint64_t origin = shared_->origin;
     reply_prefix_o_ = "_o.";

@@ -380,6 +380,8 @@ bool parse_info(std::string_view json, ServerInfo& info) {
             ok = j.boolean(info.headers);
         } else if (key == "tls_required") {
             ok = j.boolean(info.tls_required);
+        } else if (key == "tls_available") {
+            ok = j.boolean(info.tls_available);
         } else if (key == "auth_required") {
             ok = j.boolean(info.auth_required);
         } else {
@@ -397,7 +399,8 @@ bool parse_info(std::string_view json, ServerInfo& info) {
 }
 
 void encode_connect(std::string& out, const ConnectOptions& o) {
-    out.append("CONNECT {\"verbose\":false,\"pedantic\":false,\"tls_required\":false,\"lang\":\"C++\",\"version\":");
+    out.append("CONNECT {\"verbose\":false,\"pedantic\":false,\"tls_required\":");
+    out.append(o.tls ? "true" : "false").append(",\"lang\":\"C++\",\"version\":");
     append_json_string(out, o.version.empty() ? std::string_view("0") : o.version);
     out.append(",\"protocol\":1,\"echo\":").append(o.echo ? "true" : "false");
     out.append(",\"headers\":").append(o.headers ? "true" : "false");

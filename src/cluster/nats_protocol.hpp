@@ -62,6 +62,7 @@ struct ServerInfo {
     std::int64_t max_payload = default_max_payload;
     bool headers = false;
     bool tls_required = false;
+    bool tls_available = false;  // TLS offered beside plain (allow_non_tls)
     bool auth_required = false;
     int proto = 0;
     std::string nonce;
@@ -81,6 +82,7 @@ struct ConnectOptions {
     bool echo = true;
     bool headers = true;
     bool no_responders = true;
+    bool tls = false;  // the connection is TLS (CONNECT's tls_required)
 };
 void encode_connect(std::string& out, const ConnectOptions& options);
 bool encode_pub(std::string& out, std::string_view subject, std::string_view reply, std::string_view payload);

@@ -129,6 +129,7 @@ void NatsWire::connected_socket() {
 }
 
 void NatsWire::close_socket() {
+    tls_.reset();
     if (fd_) {
         reactor_.remove(fd_.get());
         fd_.reset();
@@ -204,22 +205,27 @@ void NatsWire::on_io(std::uint32_t events) {
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         if (!read_some()) return;
     }
-    if (fd_ && (events & EPOLLOUT)) flush();
+    // TLS: a read may finish the handshake (CONNECT waits for it) or leave
+    // handshake records for a full socket.
+    if (fd_ && ((events & EPOLLOUT) || (tls_ && (state_ != State::up || tls_->has_pending())))) flush();
 }
 
 bool NatsWire::read_some() {
     std::size_t total = 0;
+    // TLS reads whole records only with room for one (nats_tls.hpp).
+    const std::size_t min_room = tls_ ? NatsTls::read_room : 1;
     while (total < read_budget) {
-        if (in_end_ == in_.size()) {
+        if (in_.size() - in_end_ < min_room) {
             if (in_begin_ > 0) {
                 std::memmove(in_.data(), in_.data() + in_begin_, in_end_ - in_begin_);
                 in_end_ -= in_begin_;
                 in_begin_ = 0;
-            } else {
-                in_.resize(in_.size() * 2);
             }
+            if (in_.size() - in_end_ < min_room) in_.resize(in_.size() * 2);
         }
-        const ssize_t n = ::recv(fd_.get(), in_.data() + in_end_, in_.size() - in_end_, 0);
+        char* const at = in_.data() + in_end_;
+        const std::size_t room = in_.size() - in_end_;
+        const ssize_t n = tls_ ? tls_->recv(at, room) : ::recv(fd_.get(), at, room, 0);
         if (n == 0) {
             fail("connection closed by the server");
             return false;
@@ -227,7 +233,7 @@ bool NatsWire::read_some() {
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-            fail(std::strerror(errno));
+            fail(io_error(errno));
             return false;
         }
         in_end_ += static_cast<std::size_t>(n);
@@ -276,6 +282,7 @@ void NatsWire::handle(const nats::ServerMessage& m) {
                 ever_up_ = true;
                 attempts_ = 0;
                 unreachable_.clear();
+                if (tls_) log_tls_up();
                 ping_timer_ = reactor_.add_timer_after(ping_interval, [this] { keepalive(); });
                 events_.on_wire_up(again);
                 break;
@@ -295,10 +302,11 @@ void NatsWire::handle(const nats::ServerMessage& m) {
             }
             info_ = info;
             if (state_ != State::handshake || connect_sent_) break;  // an update (cluster topology)
-            if (info.tls_required) {
-                fail("the server requires TLS (set cafile in [cluster])");
+            if (info.tls_required && !options_.tls.on) {
+                fail("the server requires TLS (use a tls:// URL, or set cafile in [cluster])");
                 return;
             }
+            if (options_.tls.on && !start_tls(info)) return;
             const Url& url = urls_[url_index_ % urls_.size()];
             nats::ConnectOptions o;
             o.name = options_.name;
@@ -306,6 +314,7 @@ void NatsWire::handle(const nats::ServerMessage& m) {
             o.pass = !url.user.empty() ? std::string_view(url.pass) : std::string_view(options_.pass);
             o.version = MQTTOOLS_VERSION;
             o.echo = options_.echo;
+            o.tls = tls_ != nullptr;
             nats::encode_connect(out_, o);
             connect_sent_ = true;
             for (const auto& [sid, sub] : subs_) nats::encode_sub(out_, sub.subject, sub.queue, sid);
@@ -413,19 +422,27 @@ void NatsWire::flush_or_linger() {
 
 void NatsWire::flush() {
     lingering_ = urgent_ = false;
-    if (!fd_ || state_ == State::connecting || out_pos_ == out_.size()) return;
+    if (!fd_ || state_ == State::connecting) return;
+    if (out_pos_ == out_.size()) {
+        if (tls_ && tls_->has_pending()) flush_tls_pending();
+        return;
+    }
     while (out_pos_ < out_.size()) {
-        const ssize_t n = ::send(fd_.get(), out_.data() + out_pos_, out_.size() - out_pos_, MSG_NOSIGNAL | MSG_DONTWAIT);
+        const char* const at = out_.data() + out_pos_;
+        const std::size_t left = out_.size() - out_pos_;
+        const ssize_t n = tls_ ? tls_->send(at, left) : ::send(fd_.get(), at, left, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             out_pos_ += static_cast<std::size_t>(n);
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            want_write(true);  // the rest when the socket takes it
+            // The rest when the socket takes it; TLS before the end of its
+            // handshake: when the server's next records are read.
+            want_write(!tls_ || tls_->has_pending());
             return;
         }
-        fail(std::string("write: ") + std::strerror(errno));
+        fail("write: " + io_error(errno));
         return;
     }
     out_pos_ = 0;
@@ -434,14 +451,15 @@ void NatsWire::flush() {
     } else {
         out_.clear();
     }
-    want_write(false);
+    want_write(tls_ && tls_->has_pending());
 }
 
 void NatsWire::flush_blocking(int ms) {
     const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-    while (fd_ && state_ == State::up && out_pos_ < out_.size()) {
+    const auto unsent = [this] { return out_pos_ < out_.size() || (tls_ && tls_->has_pending()); };
+    while (fd_ && state_ == State::up && unsent()) {
         flush();
-        if (!fd_ || out_pos_ == out_.size()) break;
+        if (!fd_ || !unsent()) break;
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
         if (left.count() <= 0) break;
         pollfd p{fd_.get(), POLLOUT, 0};

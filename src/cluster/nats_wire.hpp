@@ -8,20 +8,24 @@
 // hop. PING/PONG keepalive, reconnect with back-off over the configured
 // URLs, subscriptions re-sent on reconnect, INFO's max_payload respected.
 //
-// Not here: TLS and .creds (JWT + NKey signature): a node configured with
-// them keeps libnats for this connection too (nats_link.cpp). user/password
-// (and user:password@ in a URL) are sent in CONNECT.
+// TLS (tls:// URLs, [cluster] cafile/certfile/keyfile) on the same socket,
+// after the server's plaintext INFO (nats_tls.hpp). Not here: .creds (JWT +
+// NKey signature): a node configured with them keeps libnats for this
+// connection too (nats_link.cpp). user/password (and user:password@ in a
+// URL) are sent in CONNECT.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "cluster/nats_protocol.hpp"
+#include "cluster/nats_tls.hpp"
 #include "net/reactor.hpp"
 #include "net/unique_fd.hpp"
 
@@ -45,7 +49,7 @@ public:
         ~Events() = default;
     };
     struct Options {
-        std::vector<std::string> urls;  // nats://[user:pass@]host[:port]
+        std::vector<std::string> urls;  // nats:// or tls://[user:pass@]host[:port]
         std::string name;
         std::string user;
         std::string pass;
@@ -56,6 +60,7 @@ public:
         std::chrono::microseconds linger{0};
         // Sent at once from this many bytes on, lingering or not.
         std::size_t linger_bytes = 64u << 10;
+        NatsTlsSettings tls;                    // TLS when tls.on
     };
 
     NatsWire(net::Reactor& reactor, Events& events, Options options);
@@ -122,6 +127,12 @@ private:
     // subscriptions of that moment).
     bool sending() const { return state_ == State::up || (state_ == State::handshake && connect_sent_); }
     bool room() const { return out_.size() - out_pos_ <= options_.max_out_bytes; }
+    // TLS (nats_tls.cpp): starts it after INFO (false: failed, fail() done);
+    // sends ciphertext left over; says why a read or write failed; logs.
+    bool start_tls(const nats::ServerInfo& info);
+    void flush_tls_pending();
+    std::string io_error(int err) const;
+    void log_tls_up() const;
 
     net::Reactor& reactor_;
     Events& events_;
@@ -133,6 +144,7 @@ private:
     State state_ = State::idle;
     bool connect_sent_ = false;
     net::UniqueFd fd_;
+    std::unique_ptr<NatsTls> tls_;  // set from INFO to the socket's close
     bool writing_ = false;  // EPOLLOUT registered
     net::Reactor::TimerId retry_timer_{};
     net::Reactor::TimerId ping_timer_{};

@@ -6,6 +6,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -171,9 +173,19 @@ TlsSession::TlsSession(std::shared_ptr<const TlsContext> context, std::string_vi
         SSL_set_connect_state(ssl_);
         if (!server_name.empty()) {
             const std::string name(server_name);
-            SSL_set_tlsext_host_name(ssl_, name.c_str());
+            // An address is checked against the certificate's IP entries and
+            // never sent as SNI (RFC 6066, 3: "Literal IPv4 and IPv6
+            // addresses are not permitted"); a name against its DNS entries.
+            in6_addr any{};
+            const bool address = ::inet_pton(AF_INET, name.c_str(), &any) == 1 ||
+                                 ::inet_pton(AF_INET6, name.c_str(), &any) == 1;
+            if (!address) SSL_set_tlsext_host_name(ssl_, name.c_str());
             if (SSL_CTX_get_verify_mode(context_->native()) & SSL_VERIFY_PEER) {
-                SSL_set1_host(ssl_, name.c_str());
+                if (address) {
+                    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), name.c_str());
+                } else {
+                    SSL_set1_host(ssl_, name.c_str());
+                }
             }
         }
     }

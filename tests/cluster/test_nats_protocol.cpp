@@ -233,7 +233,12 @@ TEST_CASE("nats protocol: INFO fields") {
     CHECK(info.max_payload == 65536);
     CHECK(info.auth_required);
     CHECK_FALSE(info.tls_required);
+    CHECK_FALSE(info.tls_available);
     CHECK(info.nonce == "a\"b");
+    ServerInfo tls;
+    REQUIRE(parse_info(R"({"tls_required":false,"tls_available":true})", tls));
+    CHECK(tls.tls_available);
+    CHECK_FALSE(parse_info(R"({"tls_available":"yes"})", tls));
     ServerInfo defaults;
     REQUIRE(parse_info("{}", defaults));
     CHECK(defaults.max_payload == default_max_payload);
@@ -259,6 +264,11 @@ TEST_CASE("nats protocol: CONNECT, SUB, UNSUB and refused tokens") {
           "CONNECT {\"verbose\":false,\"pedantic\":false,\"tls_required\":false,\"lang\":\"C++\",\"version\":\"1.0\","
           "\"protocol\":1,\"echo\":false,\"headers\":true,\"no_responders\":true,"
           "\"name\":\"mqttoolsd \\\"n1\\\" data\",\"user\":\"u\",\"pass\":\"p\\\\w\"}\r\n");
+    out.clear();
+    // Over TLS (nats_tls.hpp) CONNECT says so.
+    o.tls = true;
+    encode_connect(out, o);
+    CHECK(out.rfind("CONNECT {\"verbose\":false,\"pedantic\":false,\"tls_required\":true,\"lang\":\"C++\",", 0) == 0);
     out.clear();
     REQUIRE(encode_sub(out, "mqtt.m.t.>", "", 12));
     REQUIRE(encode_sub(out, "mqtt.m.t.*", "g.q", 13));
