@@ -30,6 +30,11 @@
                under SCHED_FIFO, the storm's at nice 19: on this host they
                share the brokers' 2 cores). Not in the default set:
                `--scenarios connects`.
+  pairs-tls    `pairs` across 2 nodes with NATS over TLS (a test CA made
+               with openssl): plain NATS vs TLS on the reactor's data
+               connection vs, with `--before OLD/mqttoolsd`, an older build
+               whose TLS data connection was libnats'. Not in the default
+               set: `--scenarios pairs-tls [--before PATH]`.
 
 Every broker process is pinned to CPU 0 and the generator (mqtt_load) to
 CPU 1 for the fixed-rate runs; saturated runs are not pinned (the two nodes
@@ -101,6 +106,11 @@ class Setup:
         self.keys = getattr(bench, 'node_extra', '') if keys is None else keys
         self.nats = self.nats_mqtt_port = None
         self.pin = pin
+        # nats "tls": nats-server requires TLS and the nodes speak it;
+        # "tls-before": the same, nodes from --before (an older build whose
+        # data connection over TLS was libnats').
+        self.tls = nats in ("tls", "tls-before")
+        self.binary = bench.before if nats == "tls-before" else bench.mqttoolsd
         if nats:
             self.start_nats()
         for i in range(nodes):
@@ -116,6 +126,9 @@ class Setup:
         with open(conf, "w") as f:
             f.write(f"listen: {HOST}:{port}\nserver_name: bench\n"
                     f"jetstream {{ store_dir: \"{d}\" }}\nmqtt {{ listen: \"{HOST}:{mqtt}\" }}\n")
+            if self.tls:
+                c = self.bench.certs()
+                f.write(f"tls {{ cert_file: \"{c}/server.crt\"\n key_file: \"{c}/server.key\"\n timeout: 5 }}\n")
         log = open(os.path.join(d, "nats.log"), "ab")
         p = subprocess.Popen(self.pinned([self.bench.nats_server, "-c", conf]), stdout=log, stderr=log,
                              stdin=subprocess.DEVNULL)
@@ -132,10 +145,12 @@ class Setup:
             f.write("allow_anonymous = true\nmax_queued_messages = 1000000\nmax_connections = -1\n"
                     "log_level = \"warning\"\n")
             if self.nats:
-                f.write(f"[cluster]\nnats_url = \"nats://{HOST}:{self.nats_port}\"\nnode_id = \"bench{i}\"\n"
-                        f"{self.keys}\n")  # more [cluster] keys (cluster_ha.py, --cluster-keys)
+                f.write(f"[cluster]\nnats_url = \"{'tls' if self.tls else 'nats'}://{HOST}:{self.nats_port}\"\n"
+                        f"node_id = \"bench{i}\"\n{self.keys}\n")  # more [cluster] keys (cluster_ha.py, --cluster-keys)
+                if self.tls:
+                    f.write(f"cafile = \"{self.bench.certs()}/ca.crt\"\n")
         log = open(os.path.join(self.bench.tmp, f"node-{port}.log"), "ab")
-        p = subprocess.Popen(self.pinned([self.bench.mqttoolsd, "-c", conf, "-p", str(port)]), stdout=log,
+        p = subprocess.Popen(self.pinned([self.binary, "-c", conf, "-p", str(port)]), stdout=log,
                              stderr=log, stdin=subprocess.DEVNULL)
         log.close()
         self.procs.append(p)
@@ -186,7 +201,15 @@ SCENARIOS = {
                      [("1 node", 1, False, "local", RATE_Q1),
                       ("2 nodes", 2, True, "cross", RATE_Q1),
                       ("nats-server MQTT", 0, True, "nats", RATE_Q1)]),
+    # NATS over TLS (issue 26): the data connection on the reactor over TLS vs
+    # plain TCP, and vs an older build (--before) whose TLS data connection
+    # was libnats'. Not in the default set.
+    "pairs-tls": ("one-to-one, 100 pairs at 10,000 msg/s, NATS over TLS",
+                  [("2 nodes, plain NATS", 2, True, "cross", RATE),
+                   ("2 nodes, TLS on the reactor", 2, "tls", "cross", RATE),
+                   ("2 nodes, TLS, --before build", 2, "tls-before", "cross", RATE)]),
 }
+DEFAULT_SCENARIOS = [n for n in SCENARIOS if n != "pairs-tls"]
 
 # The CONNECT storm (issue 26): --connects (18,000: one node's file limit) new client ids connect over every
 # node's port (--procs 2 generator processes, CONNECTS_WINDOW CONNECTs
@@ -227,6 +250,24 @@ class Bench:
         self.tmp = tempfile.mkdtemp(prefix="mqttools-cluster-bench-")
         self.results = {}  # (scenario, label) -> [json]
         self.setup_keys = {}  # label -> its own [cluster] lines (--compare-keys)
+        self.before = os.path.abspath(args.before) if getattr(args, "before", None) else None
+        self._certs = None
+
+    def certs(self):
+        """A CA and a server certificate for 127.0.0.1 (made once per run)."""
+        if self._certs is None:
+            d = tempfile.mkdtemp(dir=self.tmp)
+            run = lambda *a: subprocess.run(["openssl", *a], cwd=d, check=True, capture_output=True)
+            run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=bench-ca")
+            with open(os.path.join(d, "server.ext"), "w") as f:
+                f.write(f"subjectAltName=IP:{HOST}\n")
+            run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=bench-nats")
+            run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", "server.crt", "-days", "2", "-extfile", "server.ext")
+            self._certs = d
+        return self._certs
 
     def run_one(self, scenario, label, nodes, nats, target, load_args):
         saturated = "0" == load_args[load_args.index("--rate") + 1]
@@ -362,6 +403,8 @@ class Bench:
                                     f"{r.get('rss_per_conn_bytes', 0):.0f} B RSS per connection per node")
                     continue
                 for label, nodes, nats, target, load_args in SCENARIOS[name][1]:
+                    if nats == "tls-before" and not self.before:
+                        continue
                     self.record(name, label, f" run {i + 1}",
                                 lambda: self.run_one(name, label, nodes, nats, target, load_args),
                                 lambda r: f"{r.get('delivered_per_s', 0):.0f} msg/s, "
@@ -451,7 +494,11 @@ class Bench:
                  "3.1.1 CPU/msg, our 2 nodes + nats-server vs nats-server's MQTT"),
                 ("pairs-311-q1", "2 nodes", "nats-server MQTT", "cpu_us_per_msg",
                  "3.1.1 QoS 1 CPU/msg, our 2 nodes + nats-server vs nats-server's MQTT"),
-                ("pairs-311-q1", "2 nodes", "1 node", "cpu_us_per_msg", "3.1.1 QoS 1 CPU/msg, 2 nodes vs 1 node")]:
+                ("pairs-311-q1", "2 nodes", "1 node", "cpu_us_per_msg", "3.1.1 QoS 1 CPU/msg, 2 nodes vs 1 node"),
+                ("pairs-tls", "2 nodes, TLS on the reactor", "2 nodes, plain NATS", "cpu_us_per_msg",
+                 "CPU/msg, NATS over TLS on the reactor vs plain NATS"),
+                ("pairs-tls", "2 nodes, TLS, --before build", "2 nodes, TLS on the reactor", "cpu_us_per_msg",
+                 "CPU/msg, NATS over TLS through libnats (--before) vs on the reactor")]:
             if name in names:
                 rs = self.ratios(name, a, b, key)
                 rows.append(f"- {what}: per-run ratios {', '.join(f'{r:.2f}' for r in rs) or '–'}"
@@ -468,7 +515,8 @@ class Bench:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", default=os.path.join(TOP, "build-release"))
-    p.add_argument("--scenarios", default=",".join(SCENARIOS))  # + connects
+    p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS))  # + connects, pairs-tls
+    p.add_argument("--before", help="pairs-tls: an older mqttoolsd (its TLS data connection libnats')")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--warmup", type=float, default=1.5)
     p.add_argument("--duration", type=float, default=5.0)

@@ -25,6 +25,7 @@ namespace {
 // (a half-open connection would otherwise hold the node cut off unnoticed).
 constexpr auto ping_interval = std::chrono::seconds(30);
 constexpr int max_pings_out = 2;
+constexpr auto handshake_timeout = std::chrono::seconds(10);
 // Reads per wake-up, so that a burst from NATS does not starve clients
 // (level-triggered epoll comes back for the rest).
 constexpr std::size_t read_budget = 4u << 20;
@@ -116,7 +117,16 @@ void NatsWire::attempt() {
     }
     state_ = State::connecting;
     writing_ = true;
-    if (!reactor_.add(fd_.get(), EPOLLOUT, this)) fail(std::string("epoll: ") + std::strerror(errno));
+    if (!reactor_.add(fd_.get(), EPOLLOUT, this)) {
+        fail(std::string("epoll: ") + std::strerror(errno));
+        return;
+    }
+    // A server that accepts but never completes INFO, TLS and CONNECT (a
+    // wrong port, a stuck handshake) must not hold the node forever.
+    retry_timer_ = reactor_.add_timer_after(handshake_timeout, [this] {
+        retry_timer_ = {};
+        if (state_ != State::up) fail("no INFO/TLS/CONNECT answer within 10 s");
+    });
 }
 
 void NatsWire::connected_socket() {
@@ -212,9 +222,9 @@ void NatsWire::on_io(std::uint32_t events) {
 
 bool NatsWire::read_some() {
     std::size_t total = 0;
-    // TLS reads whole records only with room for one (nats_tls.hpp).
-    const std::size_t min_room = tls_ ? NatsTls::read_room : 1;
     while (total < read_budget) {
+        // TLS reads whole records only with room for one (nats_tls.hpp).
+        const std::size_t min_room = tls_ ? NatsTls::read_room : 1;
         if (in_.size() - in_end_ < min_room) {
             if (in_begin_ > 0) {
                 std::memmove(in_.data(), in_.data() + in_begin_, in_end_ - in_begin_);
@@ -278,6 +288,8 @@ void NatsWire::handle(const nats::ServerMessage& m) {
                 // The PING after CONNECT: the server accepted us and has
                 // every SUB sent before it.
                 state_ = State::up;
+                reactor_.cancel_timer(retry_timer_);
+                retry_timer_ = {};
                 const bool again = ever_up_;
                 ever_up_ = true;
                 attempts_ = 0;

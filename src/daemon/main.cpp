@@ -10,6 +10,7 @@
 #include "config/config_file.hpp"
 #include "daemon/logging.hpp"
 #include "daemon/run.hpp"
+#include "net/tls.hpp"
 #include "mqttools_version.h"
 
 namespace {
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
     sigaddset(&stop_signals, SIGTERM);
     sigaddset(&stop_signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    mqttools::net::keep_openssl_until_exit();
     std::string config_path;
     long port = -1;
     bool verbose = false;

@@ -1,6 +1,7 @@
 #include "net/tls.hpp"
 
 #include <openssl/bio.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -73,6 +74,10 @@ void load_identity(SSL_CTX* ctx, const std::string& certfile, const std::string&
 }
 
 }  // namespace
+
+void keep_openssl_until_exit() noexcept {
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, nullptr);
+}
 
 TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
 

@@ -57,6 +57,14 @@ struct TlsClientSettings {
     std::string alpn{};         // one ALPN protocol to offer (1 to 255 bytes); "" : none
 };
 
+// Called first in main(), before anything uses OpenSSL: OpenSSL's own
+// clean-up at exit is left out. libnats' exit handler frees libssl's
+// compression-method list itself (nats.c, _finalCleanup); when OpenSSL's
+// handler was registered before libnats' (OpenSSL first used by the reactor
+// or a TLS listener, libnats later), it ran after it and freed the list a
+// second time: a crash at exit. The process ends anyway; nothing is lost.
+void keep_openssl_until_exit() noexcept;
+
 class TlsContext {
 public:
     // Both throw std::runtime_error naming the file and OpenSSL's reason:

@@ -101,7 +101,7 @@ def tls_nodes(tmp_path):
     for b in started:
         code = b.stop()
         if code != 0:
-            pytest.fail(f"node exited with {code}:\n{b.output()[-3000:]}")
+            pytest.fail(f"node exited with {code}:\n{b.log_path.read_text(errors='replace')[-3000:]}")
 
 
 def keys(certs, ca="ca.crt", cert=None):
