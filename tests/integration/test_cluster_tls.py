@@ -16,7 +16,7 @@ import pytest
 
 from conftest import Broker, SANITIZED, free_port, wait_for_port, wait_until
 from mqttwire import PUBLISH, sub_options
-from test_cluster import connect, link, read_for, subscribed
+from test_cluster import Nats, connect, link, read_for, subscribed
 from test_security_tls import make_ca, make_cert
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/bin/nats-server"
@@ -35,37 +35,29 @@ def certs(tmp_path_factory):
     return d
 
 
-class TlsNats:
+class TlsNats(Nats):
     """nats-server with JetStream whose client port requires TLS; `verify`:
     clients must present a certificate of the test CA. A monitoring port
-    serves /connz."""
+    serves /connz. Stopped as test_cluster's Nats is."""
 
     def __init__(self, tmp_path, certs, verify):
-        self.port = free_port()
-        self.http = free_port()
-        conf = tmp_path / f"nats-{self.port}.conf"
+        self.certs, self.verify, self.http = certs, verify, free_port()
+        super().__init__(tmp_path)
+
+    def start(self):
+        conf = self.store.parent / f"nats-{self.port}.conf"
+        certs = self.certs
         conf.write_text(
             f'listen: "127.0.0.1:{self.port}"\nhttp: "127.0.0.1:{self.http}"\n'
-            f'jetstream {{ store_dir: "{tmp_path / "nats-js"}" }}\n'
+            f'jetstream {{ store_dir: "{self.store}" }}\n'
             # A handshake on a loaded host (and under ASan) may take longer
             # than the default half second.
             f'tls {{\n  cert_file: "{certs / "server.crt"}"\n  key_file: "{certs / "server.key"}"\n'
-            f'  ca_file: "{certs / "ca.crt"}"\n  verify: {"true" if verify else "false"}\n  timeout: 10\n}}\n')
-        self.log_path = tmp_path / f"nats-{self.port}.log"
-        self.log = open(self.log_path, "wb")
+            f'  ca_file: "{certs / "ca.crt"}"\n  verify: {"true" if self.verify else "false"}\n  timeout: 10\n}}\n')
+        self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([NATS_SERVER, "-c", str(conf)], stdout=self.log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, proc=self.proc)
         wait_for_port(self.http, proc=self.proc)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
     def connections(self):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/connz", timeout=5) as r:
