@@ -159,7 +159,10 @@ public:
     // from the cluster for a CONNECT no node answered, then the messages
     // replayed for it from the stream, then the end of the replay.
     void session_loaded(std::string_view client_id, const ReplicaRecord& record);
-    void replayed_message(std::string_view client_id, Bytes packet, std::uint64_t origin, std::uint64_t seq);
+    // `shared`: replayed for one of its shared subscriptions (a message its
+    // dead node had taken for it from the group, nats_groups.cpp).
+    void replayed_message(std::string_view client_id, Bytes packet, std::uint64_t origin, std::uint64_t seq,
+                          bool shared = false);
     void replay_done(std::string_view client_id);
     void replay_failed(std::string_view client_id);
     // The record could not be read (JetStream unreachable): the CONNECT is refused, 0x88.
@@ -362,10 +365,21 @@ private:
     void forget_replay(std::string_view client_id);
     void refuse_resume(Connection& c);
     bool refuse_unsettled(Connection& c);
-    void route_to_session(Session& s, Bytes packet, std::uint64_t origin, std::uint64_t seq);
+    void route_to_session(Session& s, Bytes packet, std::uint64_t origin, std::uint64_t seq, bool shared = false);
+    // A session ending here for good: its shared-subscription messages no
+    // client completed go to another member of their group (cluster_routing.cpp).
+    void redispatch_shared(Session& s);
+    // The member `s` is done with `m` (QoS 1 acknowledged, QoS 2 sent).
+    void note_shared_done(Session& s, const OutboundMessage& m) {
+        if (m.from_shared && cluster_ && m.message && m.message->cluster_origin != 0) {
+            cluster_->shared_done(s.client_id, {m.message->cluster_origin, m.message->cluster_seq});
+        }
+    }
+    void note_shared_taken(std::string_view group, Session& s, const MessageView& m, QoS qos);
     struct Replay {
         Connection* connection = nullptr;
         std::vector<ClusterMessageId> watermarks;
+        std::vector<ClusterMessageId> shared_watermarks;
         std::int64_t since_ns = 0;
         std::uint64_t ticket = 0;  // interest to wait for before the replay
         bool started = false;
@@ -642,6 +656,7 @@ private:
     std::vector<SharedGroup*> groups_;
     using Target = RouteTarget;
     std::vector<Target> targets_;
+    bool delivering_shared_ = false;  // deliver(): targets_ is a shared subscription's member
     std::vector<std::uint32_t> ids_;
     struct WireForm {
         ProtocolVersion version;

@@ -53,6 +53,9 @@ struct ReplicaRecord {
     bool connected = false;      // written while its client was connected
     std::int64_t written_ns = 0; // wall clock
     std::vector<ClusterMessageId> watermarks;
+    // The same for the messages shared subscriptions' queue groups gave the
+    // node (another NATS connection: its own order).
+    std::vector<ClusterMessageId> shared_watermarks;
     std::string_view state;
 };
 
@@ -152,6 +155,20 @@ public:
                                 std::int64_t since_ns) {
         (void)client_id, (void)filters, (void)since_ns;
     }
+    // Shared subscriptions across a node's death (issue 25; nats_groups.cpp):
+    // this node took the QoS 1/2 message `id` from NATS for the member
+    // `member` of `group` ("$share/NAME/filter"; `persistent`: the member's
+    // session has a record), and the member is done with it (QoS 1
+    // acknowledged, QoS 2 sent: from then on it is the member's, spec
+    // 4.8.2). The survivors of a dead node redeliver, once, to the group
+    // what it took and no member was done with.
+    virtual void shared_taken(std::string_view group, std::string_view member, bool persistent, ClusterMessageId id) {
+        (void)group, (void)member, (void)persistent, (void)id;
+    }
+    virtual void shared_done(std::string_view member, ClusterMessageId id) { (void)member, (void)id; }
+    // A session that ends here for good had `message` from `group` and no
+    // client will complete it: one other member of the group gets it.
+    virtual void redispatch(std::string_view group, const MessageView& message) { (void)group, (void)message; }
     virtual ClusterCounters counters() const = 0;
     // Shared subscriptions are delivered by the cluster (a NATS queue group
     // picks one node), never by the local router alone.

@@ -101,21 +101,90 @@ bool Broker::route_from_cluster(Bytes packet, std::string_view shared, std::uint
     if (!group) return false;  // its last member left while the message crossed
     groups_.push_back(group);
     merge_matches(nullptr);
+    if (!targets_.empty()) note_shared_taken(shared, *targets_.front().session, m, targets_.front().qos);
+    delivering_shared_ = true;
     deliver(m);
+    delivering_shared_ = false;
     return true;
+}
+
+// Before the member gets it: the cluster notes who took the message
+// (nats_groups.cpp), so that the survivors of this node know which of the
+// group's messages were here. At QoS 0 for this member it is done at once.
+void Broker::note_shared_taken(std::string_view group, Session& s, const MessageView& m, QoS qos) {
+    if (m.qos == QoS::at_most_once || m.cluster_origin == 0 || s.bridge) return;
+    const ClusterMessageId id{m.cluster_origin, m.cluster_seq};
+    cluster_->shared_taken(group, s.client_id, s.replicated, id);
+    if (qos == QoS::at_most_once) cluster_->shared_done(s.client_id, id);
+}
+
+void Broker::redispatch_shared(Session& s) {
+    if (!cluster_ || !s.outbound || shutting_down_ || cluster_fenced_ || s.bridge) return;
+    auto group_of = [&s](std::string_view topic) -> std::string_view {
+        for (const auto& [filter, options] : s.subscriptions) {
+            const auto sf = parse_shared_filter(filter);
+            if (sf && topic_matches(sf->filter, topic)) return filter;
+        }
+        return {};
+    };
+    auto send = [&](const OutboundMessage& m) {
+        if (!m.from_shared || !m.message) return;
+        const std::string_view group = group_of(m.message->topic);
+        if (group.empty()) return;
+        MessageView v;
+        v.topic = m.message->topic;
+        v.payload = m.message->payload_bytes();
+        v.properties = m.message->property_bytes();
+        v.qos = m.message->qos;
+        v.retain = m.message->retain;
+        v.expiry_interval = m.message->remaining_expiry(reactor_.now());
+        v.cluster_origin = m.message->cluster_origin;
+        v.cluster_seq = m.message->cluster_seq;
+        cluster_->redispatch(group, v);
+    };
+    // Spec 4.8.2: a QoS 1 message not acknowledged, or any not yet sent,
+    // goes to another member; a QoS 2 message once sent is this member's.
+    for (const OutboundMessage& m : s.outbound->inflight) {
+        if (m.state == OutboundMessage::State::awaiting_puback || m.held_for_record) send(m);
+    }
+    for (const OutboundMessage& m : s.outbound->queue) {
+        if (m.qos == QoS::at_least_once || !m.maybe_sent) send(m);
+    }
 }
 
 // A message replayed from the stream for one session (session_replica.cpp):
 // routed to that session's matching subscriptions only.
-void Broker::route_to_session(Session& s, Bytes packet, std::uint64_t origin, std::uint64_t seq) {
+// `shared`: through its shared subscription (the first that matches).
+void Broker::route_to_session(Session& s, Bytes packet, std::uint64_t origin, std::uint64_t seq, bool shared) {
     const Decoded d = decode(packet);
     if (!d.ok || d.packet.topic.empty()) return;
     MessageView m = view_of_packet(d.packet);
     m.cluster_origin = origin;
     m.cluster_seq = seq;
-    collect_targets(nullptr, m.topic);
-    std::erase_if(targets_, [&s](const Target& t) { return t.session != &s; });
+    if (!shared) {
+        collect_targets(nullptr, m.topic);
+        std::erase_if(targets_, [&s](const Target& t) { return t.session != &s; });
+        deliver(m);
+        return;
+    }
+    forms_.clear();
+    targets_.clear();
+    ids_.clear();
+    for (const auto& [filter, o] : s.subscriptions) {
+        const auto sf = parse_shared_filter(filter);
+        if (!sf || !topic_matches(sf->filter, m.topic)) continue;
+        Target t{&s, o.qos, o.retain_as_published, 0, 0};
+        if (o.identifier != 0) {
+            ids_.push_back(o.identifier);
+            t.ids_count = 1;
+        }
+        targets_.push_back(t);
+        note_shared_taken(filter, s, m, o.qos);
+        break;
+    }
+    delivering_shared_ = true;
     deliver(m);
+    delivering_shared_ = false;
 }
 
 bool Broker::retained_from_cluster(Bytes packet, std::uint32_t age_seconds) {

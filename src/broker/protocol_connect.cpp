@@ -297,6 +297,7 @@ void Broker::detach_session(Connection& c, bool publish_will_now) {
     if (s.acl) s.acl->disconnected();  // cached answers are for one connection
     if (!publish_will_now) s.will.reset();
     if (s.expiry_interval == 0) {
+        redispatch_shared(s);
         end_session(s);
         return;
     }
@@ -331,6 +332,7 @@ void Broker::detach_session(Connection& c, bool publish_will_now) {
 void Broker::expire_session(Session& session) {
     ++stats_.clients_expired;
     spdlog::debug("Session {} expired.", session.client_id);
+    redispatch_shared(session);
     end_session(session);
 }
 

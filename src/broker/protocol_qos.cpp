@@ -105,6 +105,8 @@ void Broker::pump(Session& s) {
             o.inflight.push_back(std::move(m));
             continue;
         }
+        // QoS 2: in process once sent, the member's alone (spec 4.8.2).
+        if (m.qos == QoS::exactly_once) note_shared_done(s, m);
         if (!send_publish(*c, m, m.maybe_sent)) {  // too large for the client: dropped
             if (m.store_seq) persist_outbound_done(s, m);
             continue;
@@ -191,6 +193,7 @@ void Broker::handle_ack(Connection& c, const FixedHeader& header, Bytes body) {
         case PacketType::puback: {
             auto it = find(OutboundMessage::State::awaiting_puback);
             if (it == o->inflight.end()) return;  // unknown id: nothing to do
+            note_shared_done(s, *it);
             if (it->store_seq) persist_outbound_done(s, *it);
             o->inflight.erase(it);
             pump(s);

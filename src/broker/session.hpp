@@ -68,6 +68,9 @@ struct OutboundMessage {
     // QoS 2 in a replicated session: its PUBLISH (or PUBREL) waits until
     // the cluster's record holds its packet id and state (session_replica.cpp).
     bool held_for_record = false;
+    // Picked for this session as a member of a shared subscription by the
+    // cluster (cluster_routing.cpp): its completion is told to the cluster.
+    bool from_shared = false;
     std::uint16_t packet_id = 0;
     std::vector<std::uint32_t> subscription_ids;
     std::uint64_t store_seq = 0;  // its queue row in the durable store; 0 = none

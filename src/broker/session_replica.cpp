@@ -202,7 +202,7 @@ void Broker::release_recorded(Session& s) {
         } else if (it->state == OutboundMessage::State::awaiting_pubcomp) {
             c->send(AckPacket{PacketType::pubrel, it->packet_id, ReasonCode::success, {}});
             ++it;
-        } else if (!send_publish(*c, *it, it->maybe_sent)) {  // too large for the client: dropped
+        } else if (note_shared_done(s, *it), !send_publish(*c, *it, it->maybe_sent)) {  // too large: dropped
             if (it->store_seq) persist_outbound_done(s, *it);
             it = o->inflight.erase(it);
         } else {
@@ -363,6 +363,7 @@ void Broker::session_loaded(std::string_view client_id, const ReplicaRecord& rec
     Replay& r = replays_[std::string(client_id)];
     r.connection = waiting;
     r.watermarks = record.watermarks;
+    r.shared_watermarks = record.shared_watermarks;
     r.since_ns = record.written_ns - replay_margin_ns;
     r.done = false;
     // What comes live from now on reaches the session (its subscriptions
@@ -382,11 +383,9 @@ void Broker::start_replay(const std::string& client_id) {
     it->second.started = true;
     std::vector<std::string> filters;
     if (s) {
-        for (const auto& [filter, options] : s->subscriptions) {
-            // A shared subscription's messages went to one member
-            // cluster-wide: not replayed (docs/cluster.md).
-            if (!parse_shared_filter(filter)) filters.emplace_back(filter);
-        }
+        // Shared subscriptions too: the cluster replays only the messages
+        // the group's queue gave this member (nats_groups.cpp).
+        for (const auto& [filter, options] : s->subscriptions) filters.emplace_back(filter);
     }
     if (filters.empty()) {
         replay_done(client_id);
@@ -396,11 +395,12 @@ void Broker::start_replay(const std::string& client_id) {
     cluster_->replay_session(client_id, filters, it->second.since_ns);
 }
 
-void Broker::replayed_message(std::string_view client_id, Bytes packet, std::uint64_t origin, std::uint64_t seq) {
+void Broker::replayed_message(std::string_view client_id, Bytes packet, std::uint64_t origin, std::uint64_t seq,
+                              bool shared) {
     auto it = replays_.find(std::string(client_id));
     Session* s = sessions_.find(client_id);
     if (it == replays_.end() || !s) return;
-    for (const ClusterMessageId& w : it->second.watermarks) {
+    for (const ClusterMessageId& w : shared ? it->second.shared_watermarks : it->second.watermarks) {
         if (w.origin == origin && seq <= w.seq) return;  // in the record, or acknowledged
     }
     if (origin != 0) {
@@ -417,7 +417,7 @@ void Broker::replayed_message(std::string_view client_id, Bytes packet, std::uin
             }
         }
     }
-    route_to_session(*s, packet, origin, seq);
+    route_to_session(*s, packet, origin, seq, shared);
     // Past the record's watermarks, but the node that died may have sent
     // it before it died: DUP on its first PUBLISH from here.
     if (OutboundState* o = s->outbound.get(); o && !o->queue.empty()) {
@@ -528,6 +528,7 @@ void Broker::adopt_orphan(std::string_view client_id, const ReplicaRecord& recor
     r.adopted = true;
     r.gone_ns = gone;
     r.watermarks = record.watermarks;
+    r.shared_watermarks = record.shared_watermarks;
     r.since_ns = record.written_ns - replay_margin_ns;
     r.done = false;
     r.seen_from = late_arrivals_ + 1;

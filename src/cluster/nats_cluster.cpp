@@ -124,7 +124,11 @@ void NatsCluster::change_interest(std::string_view filter, bool add) {
         }
         tag = it->second;
     }
-    for (std::string& subject : filter_subjects(prefix_ + ".m", plain)) {
+    std::vector<std::string> subjects = filter_subjects(prefix_ + ".m", plain);
+    // A group's member also takes the messages other nodes hand back to the
+    // group (a member's session ended, a node died: nats_groups.cpp).
+    if (!queue.empty()) subjects.push_back(prefix_ + ".g." + queue);
+    for (std::string& subject : subjects) {
         if (subject.size() + queue.size() > max_subject_bytes) {
             // Refused for clients (accepts_filter); a bridge's topic: local only.
             if (add) spdlog::warn("Cluster: interest in {:.64}... is too long for NATS; it stays on this node.", filter);
@@ -218,28 +222,10 @@ bool NatsCluster::reached_no_node(std::uint64_t ticket) {
 void NatsCluster::publish(const broker::MessageView& m) {
     last_publish_ticket_ = 0;
     last_publish_id_ = {};
-    Bytes bytes;
-    if (m.qos == QoS::at_most_once && !m.raw.empty() && m.raw_version == ProtocolVersion::v5) {
-        // A v5 QoS 0 PUBLISH without a topic alias, as the client sent it.
-        bytes = m.raw;
-    } else {
-        PublishPacket p;
-        p.qos = m.qos;
-        p.retain = m.retain;
-        p.topic = m.topic;
-        p.packet_id = m.qos == QoS::at_most_once ? 0 : 1;  // required on the wire, unused by the receiver
-        p.payload = m.payload;
-        p.properties.passthrough = m.properties;
-        p.properties.passthrough_mask = broker::forwarded_properties;
-        p.properties.message_expiry_interval = m.expiry_interval;
-        const std::size_t size = encoded_size(p, ProtocolVersion::v5);
-        if (size == 0) {
-            shared_->lost_out.fetch_add(1, std::memory_order_relaxed);
-            return;
-        }
-        encoded_.resize(size);
-        encode(p, ProtocolVersion::v5, {encoded_.data(), size});
-        bytes = {encoded_.data(), size};
+    const Bytes bytes = encode_message(m);
+    if (bytes.empty()) {
+        shared_->lost_out.fetch_add(1, std::memory_order_relaxed);
+        return;
     }
     live_subject(m.topic);
     if (subject_.size() > max_subject_bytes) {
@@ -293,6 +279,25 @@ void NatsCluster::publish(const broker::MessageView& m) {
     }
 }
 
+Bytes NatsCluster::encode_message(const broker::MessageView& m) {
+    // A v5 QoS 0 PUBLISH without a topic alias, as the client sent it.
+    if (m.qos == QoS::at_most_once && !m.raw.empty() && m.raw_version == ProtocolVersion::v5) return m.raw;
+    PublishPacket p;
+    p.qos = m.qos;
+    p.retain = m.retain;
+    p.topic = m.topic;
+    p.packet_id = m.qos == QoS::at_most_once ? 0 : 1;  // required on the wire, unused by the receiver
+    p.payload = m.payload;
+    p.properties.passthrough = m.properties;
+    p.properties.passthrough_mask = broker::forwarded_properties;
+    p.properties.message_expiry_interval = m.expiry_interval;
+    const std::size_t size = encoded_size(p, ProtocolVersion::v5);
+    if (size == 0) return {};
+    encoded_.resize(size);
+    encode(p, ProtocolVersion::v5, {encoded_.data(), size});
+    return {encoded_.data(), size};
+}
+
 // A message over max_payload: its parts on PREFIX.b.ORIGIN, then its
 // reference on subject_ (BulkHeader). False: over the out queue's bound.
 bool NatsCluster::publish_bulk(Bytes bytes, bool confirm) {
@@ -324,6 +329,10 @@ void NatsCluster::route_live(std::uint32_t tag, Bytes bytes, std::uint64_t origi
     if (tag == tag_live) {
         if (!broker_.route_from_cluster(bytes, {}, origin, seq)) shared_->lost_in_queue.fetch_add(1);
     } else if (tag >= tag_shared_base && tag - tag_shared_base < shared_filters_.size()) {
+        if (origin != 0) {
+            std::uint64_t& last = shared_last_[origin];
+            last = std::max(last, seq);
+        }
         if (!broker_.route_from_cluster(bytes, shared_filters_[tag - tag_shared_base], origin, seq)) {
             shared_->lost_in_queue.fetch_add(1);
         }

@@ -87,6 +87,11 @@ public:
     void load_session(std::string_view client_id) override;
     void replay_session(std::string_view client_id, const std::vector<std::string>& filters,
                         std::int64_t since_ns) override;
+    // nats_groups.cpp: shared subscriptions across a node's death.
+    void shared_taken(std::string_view group, std::string_view member, bool persistent,
+                      broker::ClusterMessageId id) override;
+    void shared_done(std::string_view member, broker::ClusterMessageId id) override;
+    void redispatch(std::string_view group, const broker::MessageView& message) override;
     const std::string& node_id() const override { return node_id_; }
 
     // The in queue's eventfd.
@@ -125,7 +130,20 @@ private:
         }
     };
     std::unordered_set<std::pair<std::uint64_t, std::uint64_t>, IdHash> seen_live_;
-    void post_replay(std::string id, std::vector<std::string> subjects, std::int64_t since_ns);
+    // subjects[shared_from..]: a shared subscription's, replayed only where
+    // the group gave the message to `id` (nats_groups.cpp).
+    void post_replay(std::string id, std::vector<std::string> subjects, std::int64_t since_ns,
+                     std::size_t shared_from = static_cast<std::size_t>(-1));
+    // nats_groups.cpp: who took which shared-subscription message, batched
+    // per reactor turn into the message stream (PREFIX.q.k.ORIGIN).
+    void add_mark(std::uint8_t kind, std::string_view group, std::string_view member, bool persistent,
+                  broker::ClusterMessageId id);
+    void flush_marks();
+    std::string marks_;
+    std::string marks_subject_;
+    net::Reactor::TimerId marks_timer_ = {};
+    // The PUBLISH other nodes receive for `m` (encoded_ holds it).
+    Bytes encode_message(const broker::MessageView& m);
     // Another node took the session: this node's record writes still waiting for it are dropped.
     void forget_record(std::string_view client_id);
     void on_replica(std::uint32_t tag, std::uint32_t kind, std::string_view data, std::uint64_t origin,
@@ -306,6 +324,8 @@ private:
     // origin -> last sequence seen; never erased (on_live keeps a pointer
     // to the last origin's entry).
     std::unordered_map<std::uint64_t, std::uint64_t> last_seq_;
+    // The same for messages the queue groups gave this node (nats_groups.cpp).
+    std::unordered_map<std::uint64_t, std::uint64_t> shared_last_;
     std::uint64_t retained_in_ = 0;
     std::uint64_t takeovers_in_ = 0;
     std::uint64_t sessions_sent_ = 0;

@@ -25,9 +25,12 @@
 // again. An entry with no record (Session Expiry 0) is released.
 #include <pthread.h>
 
+#include <cstdlib>
+
 #include <spdlog/spdlog.h>
 
 #include "cluster/nats_durable.hpp"
+#include "cluster/nats_groups.hpp"
 #include "cluster/nats_shared.hpp"
 
 namespace mqttools::cluster {
@@ -96,6 +99,7 @@ void NatsCluster::Shared::nodes_main() {
     struct Peer {
         steady_clock::time_point seen;
         bool down = false;
+        std::string instance;  // its value: the node's instance (hex)
     };
     std::unordered_map<std::string, Peer> peers;  // by key (kv_key of the node id)
     auto next_setup = steady_clock::now();
@@ -153,13 +157,16 @@ void NatsCluster::Shared::nodes_main() {
             if (!e) continue;  // the end of the initial values
             const std::string key = kvEntry_Key(e);
             now = steady_clock::now();
-            if (key == me) {
+            if (key.compare(0, 5, "gone.") == 0) {
+                // Not a node: a dead node's groups being handed back (below).
+            } else if (key == me) {
                 self_seen = now;
             } else {
                 Peer& p = peers[key];
                 if (p.down) log("Cluster: node " + key + " is up again.");
                 p.seen = now;
                 p.down = false;
+                p.instance.assign(static_cast<const char*>(kvEntry_Value(e)), static_cast<std::size_t>(kvEntry_ValueLen(e)));
             }
             kvEntry_Destroy(e);
         }
@@ -181,6 +188,17 @@ void NatsCluster::Shared::nodes_main() {
             log("Cluster: node " + key + " is down (no heartbeat for " + std::to_string(config.net_ticktime) +
                 " ms); taking over its sessions.");
             next_scan = now;
+            // Its shared subscriptions' messages go back to their groups:
+            // from one survivor, the first to create the key (nats_groups.cpp).
+            std::uint64_t rev = 0;
+            const std::string gone = "gone." + p.instance;
+            if (durable && !p.instance.empty() && kvStore_Create(&rev, kv, gone.c_str(), "1", 1) == NATS_OK) {
+                const std::uint64_t dead = std::strtoull(p.instance.c_str(), nullptr, 16);
+                const auto since = duration_cast<nanoseconds>(now - p.seen - beat).count();
+                const auto alive_until = static_cast<std::int64_t>(wall_ns()) - std::max<std::int64_t>(0, since);
+                Durable* d = durable;
+                d->post([d, dead, alive_until](jsCtx* j) { redispatch_dead_node(d, j, dead, alive_until); });
+            }
         }
         if (now < next_scan || !js) continue;
         next_scan = steady_clock::time_point::max();

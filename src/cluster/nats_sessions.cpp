@@ -20,9 +20,11 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "cluster/nats_durable.hpp"
+#include "cluster/nats_groups.hpp"
 #include "cluster/nats_shared.hpp"
 #include "cluster/subject_map.hpp"
 
@@ -59,22 +61,6 @@ bool take(std::string_view& in, T& v) {
     return true;
 }
 
-// "ORIGINHEX.SEQ" (Nats-Msg-Id of a durable message).
-bool parse_msg_id(const char* id, std::uint64_t& origin, std::uint64_t& seq) {
-    if (!id) return false;
-    origin = seq = 0;
-    const char* p = id;
-    for (; *p && *p != '.'; ++p) {
-        const char c = *p;
-        const int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (v < 0) return false;
-        origin = origin * 16 + static_cast<std::uint64_t>(v);
-    }
-    if (*p != '.') return false;
-    for (++p; *p >= '0' && *p <= '9'; ++p) seq = seq * 10 + static_cast<std::uint64_t>(*p - '0');
-    return *p == '\0';
-}
-
 }  // namespace
 
 kvStore* Durable::sessions_bucket(jsCtx* js) {
@@ -91,7 +77,8 @@ void NatsCluster::store_session(std::string_view client_id, bool connected, std:
     // Header: version, time written, connected, this node's watermarks
     // (its own publishes and the last message of each origin it routed).
     std::string record;
-    const std::uint8_t version = 1;
+    // Version 2: then the queue groups' watermarks.
+    const std::uint8_t version = 2;
     const auto written = static_cast<std::int64_t>(wall_ns());
     const std::uint8_t on = connected ? 1 : 0;
     const auto n = static_cast<std::uint32_t>(last_seq_.size() + 1);
@@ -105,6 +92,9 @@ void NatsCluster::store_session(std::string_view client_id, bool connected, std:
     };
     mark(shared_->origin, live_pushed_);
     for (const auto& [origin, seq] : last_seq_) mark(origin, seq);
+    const auto shared_n = static_cast<std::uint32_t>(shared_last_.size());
+    record.append(reinterpret_cast<const char*>(&shared_n), sizeof shared_n);
+    for (const auto& [origin, seq] : shared_last_) mark(origin, seq);
     record.append(state);
     d->post([d, id = std::string(client_id), record = std::move(record)](jsCtx*) mutable {
         d->write_record(id, record_key(id), std::move(record));
@@ -265,11 +255,19 @@ void NatsCluster::replay_session(std::string_view client_id, const std::vector<s
                                  std::int64_t since_ns) {
     Durable* d = shared_->durable;
     if (!d) return;
+    // Plain filters first: a message both kinds match comes as the plain one.
     std::vector<std::string> subjects;
     for (const std::string& f : filters) {
+        if (parse_shared_filter(f)) continue;
         for (std::string& s : filter_subjects(prefix_ + ".q", f)) subjects.push_back(std::move(s));
     }
-    post_replay(std::string(client_id), std::move(subjects), since_ns);
+    const std::size_t shared_from = subjects.size();
+    for (const std::string& f : filters) {
+        const auto sf = parse_shared_filter(f);
+        if (!sf) continue;
+        for (std::string& s : filter_subjects(prefix_ + ".q", sf->filter)) subjects.push_back(std::move(s));
+    }
+    post_replay(std::string(client_id), std::move(subjects), since_ns, shared_from);
 }
 
 namespace {
@@ -285,6 +283,7 @@ struct ReplayJob {
     std::chrono::steady_clock::time_point deadline;
     // A resumed session's: its consumers stay open until then (Durable::LateWindow).
     std::chrono::steady_clock::time_point late_until;
+    std::size_t shared_from;  // subjects from here: shared subscriptions'
 };
 
 // One message of the stream, for the reactor: CLIENT_ID NUL PUBLISH with
@@ -314,9 +313,19 @@ void run_replay(Durable* d, ReplayJob job, jsCtx* js) {
     // Stream sequence -> (origin, seq, PUBLISH): one copy of a message
     // two filters match, in stream order.
     std::map<std::uint64_t, std::pair<ClusterMessageIdPair, std::string>> got;
+    std::set<std::uint64_t> got_shared;  // of them, replayed for a shared subscription
     bool failed = false;
+    // A shared subscription's messages: only those its group gave this
+    // member (and it did not complete), by the nodes' marks.
+    std::set<ClusterMessageIdPair> mine;
+    if (job.shared_from < job.subjects.size() &&
+        !member_marks(d, js, job.id, job.since_ns, job.deadline, mine)) {
+        failed = true;
+    }
     Durable::LateWindow late{job.id, {}, job.late_until};
-    for (const std::string& subject : job.subjects) {
+    for (std::size_t index = 0; index < job.subjects.size(); ++index) {
+        const std::string& subject = job.subjects[index];
+        const bool shared_subject = index >= job.shared_from;
         jsOptions jo;
         jsOptions_Init(&jo);
         jo.Wait = 2000;
@@ -391,10 +400,16 @@ void run_replay(Durable* d, ReplayJob job, jsCtx* js) {
             }
             std::uint64_t stream_seq = 0;
             ClusterMessageIdPair ids{0, 0};
-            if (replayed(m, job.id, stream_seq, pending, out, ids)) got.emplace(stream_seq, std::pair(ids, out));
+            if (!replayed(m, job.id, stream_seq, pending, out, ids)) {
+            } else if (!shared_subject) {
+                got.emplace(stream_seq, std::pair(ids, out));
+            } else if (mine.contains(ids) && got.emplace(stream_seq, std::pair(ids, out)).second) {
+                got_shared.insert(stream_seq);
+            }
             natsMsg_Destroy(m);
         }
-        if (job.late_until > steady_clock::now()) {
+        // A shared subscription's late messages went to the group live.
+        if (job.late_until > steady_clock::now() && !shared_subject) {
             late.subs.push_back(sub);
         } else {
             natsSubscription_Unsubscribe(sub);
@@ -402,7 +417,8 @@ void run_replay(Durable* d, ReplayJob job, jsCtx* js) {
         }
     }
     for (const auto& [stream_seq, item] : got) {
-        d->shared.push_in(tag_replay, 0, item.second.data(), item.second.size(), item.first.first, item.first.second);
+        d->shared.push_in(tag_replay, got_shared.contains(stream_seq) ? 1 : 0, item.second.data(), item.second.size(),
+                          item.first.first, item.first.second);
     }
     d->shared.push_in(tag_loaded, failed ? loaded_replay_failed : loaded_replay_end, job.id.data(), job.id.size());
     if (job.late_until == steady_clock::time_point{}) return;
@@ -457,13 +473,14 @@ void Durable::poll_late_windows(bool closing) {
 // later (its node retries the store until then), after the replay read
 // it; its live copy went to the node that died, or came here before the
 // session was imported (lost, 10 of 10: test_cluster_ha_random_kills.py).
-void NatsCluster::post_replay(std::string id, std::vector<std::string> subjects, std::int64_t since_ns) {
+void NatsCluster::post_replay(std::string id, std::vector<std::string> subjects, std::int64_t since_ns,
+                              std::size_t shared_from) {
     using namespace std::chrono;
     Durable* d = shared_->durable;
     const auto now = steady_clock::now();
     const auto late_until =
         id.empty() ? steady_clock::time_point{} : now + milliseconds(shared_->config.hold_timeout) + seconds(1);
-    ReplayJob job{std::move(id), std::move(subjects), since_ns, now + milliseconds(4000), late_until};
+    ReplayJob job{std::move(id), std::move(subjects), since_ns, now + milliseconds(4000), late_until, shared_from};
     d->post([d, job = std::move(job)](jsCtx* js) mutable { run_replay(d, std::move(job), js); });
 }
 
@@ -586,24 +603,29 @@ void NatsCluster::on_replica(std::uint32_t tag, std::uint32_t kind, std::string_
     }
     if (tag == tag_replay) {
         broker_.replayed_message(client_id, Bytes(reinterpret_cast<const std::byte*>(rest.data()), rest.size()),
-                                 origin, seq);
+                                 origin, seq, kind == 1);
         return;
     }
     broker::ReplicaRecord r;
     std::uint8_t version = 0;
     std::uint8_t on = 0;
-    std::uint32_t n = 0;
     const bool orphan = kind == loaded_orphan_found || kind == loaded_orphan_none;
-    if ((kind == loaded_found || kind == loaded_orphan_found) && take(rest, version) && version == 1 && take(rest, r.written_ns) && take(rest, on) &&
-        take(rest, n) && rest.size() >= std::size_t{n} * 16) {
-        r.found = true;
-        r.connected = on != 0;
-        for (std::uint32_t i = 0; i < n; ++i) {
+    auto take_marks = [&rest](std::vector<broker::ClusterMessageId>& out) {
+        std::uint32_t count = 0;
+        if (!take(rest, count) || rest.size() < std::size_t{count} * 16) return false;
+        for (std::uint32_t i = 0; i < count; ++i) {
             broker::ClusterMessageId w;
             take(rest, w.origin);
             take(rest, w.seq);
-            r.watermarks.push_back(w);
+            out.push_back(w);
         }
+        return true;
+    };
+    if ((kind == loaded_found || kind == loaded_orphan_found) && take(rest, version) && (version == 1 || version == 2) &&
+        take(rest, r.written_ns) && take(rest, on) && take_marks(r.watermarks) &&
+        (version == 1 || take_marks(r.shared_watermarks))) {
+        r.found = true;
+        r.connected = on != 0;
         r.state = rest;
     }
     if (orphan) {
