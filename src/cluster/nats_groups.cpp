@@ -58,17 +58,9 @@ void put(std::string& out, T v) {
     out.append(reinterpret_cast<const char*>(&v), sizeof v);
 }
 
-template <class T>
-bool get(std::string_view& in, T& v) {
-    if (in.size() < sizeof v) return false;
-    std::memcpy(&v, in.data(), sizeof v);
-    in.remove_prefix(sizeof v);
-    return true;
-}
-
 bool get_string(std::string_view& in, std::string_view& s) {
     std::uint16_t n = 0;
-    if (!get(in, n) || n > in.size()) return false;
+    if (!take(in, n) || n > in.size()) return false;
     s = in.substr(0, n);
     in.remove_prefix(n);
     return true;
@@ -88,7 +80,7 @@ void for_each_mark(std::string_view in, F&& f) {
     for (;;) {
         Mark m;
         std::uint8_t persistent = 0;
-        if (!get(in, m.kind) || !get(in, persistent) || !get(in, m.id.first) || !get(in, m.id.second) ||
+        if (!take(in, m.kind) || !take(in, persistent) || !take(in, m.id.first) || !take(in, m.id.second) ||
             !get_string(in, m.member) || !get_string(in, m.group)) {
             return;
         }
@@ -97,16 +89,24 @@ void for_each_mark(std::string_view in, F&& f) {
     }
 }
 
-// The node instance a mark message came from (PREFIX.q.k.ORIGINHEX).
-std::uint64_t marker_node(const char* subject) {
-    const char* dot = subject ? std::strrchr(subject, '.') : nullptr;
-    std::uint64_t origin = 0;
-    for (const char* p = dot ? dot + 1 : ""; *p; ++p) {
+// Lower-case hex digits up to `end` (a NUL or that character): false on
+// anything else. `p` moves to the first byte not taken.
+bool parse_hex(const char*& p, char end, std::uint64_t& out) {
+    out = 0;
+    for (; *p && *p != end; ++p) {
         const char c = *p;
         const int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (v < 0) return 0;
-        origin = origin * 16 + static_cast<std::uint64_t>(v);
+        if (v < 0) return false;
+        out = out * 16 + static_cast<std::uint64_t>(v);
     }
+    return true;
+}
+
+// The node instance a mark message came from (PREFIX.q.k.ORIGINHEX).
+std::uint64_t marker_node(const char* subject) {
+    const char* p = subject ? std::strrchr(subject, '.') : nullptr;
+    std::uint64_t origin = 0;
+    if (!p || !parse_hex(++p, '\0', origin)) return 0;
     return origin;
 }
 
@@ -133,15 +133,9 @@ void hand_back(Durable* d, const std::string& subject, std::uint64_t origin, std
 
 bool parse_msg_id(const char* id, std::uint64_t& origin, std::uint64_t& seq) {
     if (!id) return false;
-    origin = seq = 0;
+    seq = 0;
     const char* p = id;
-    for (; *p && *p != '.'; ++p) {
-        const char c = *p;
-        const int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (v < 0) return false;
-        origin = origin * 16 + static_cast<std::uint64_t>(v);
-    }
-    if (*p != '.') return false;
+    if (!parse_hex(p, '.', origin) || *p != '.') return false;
     for (++p; *p >= '0' && *p <= '9'; ++p) seq = seq * 10 + static_cast<std::uint64_t>(*p - '0');
     return *p == '\0';
 }

@@ -5,13 +5,24 @@
 #include <cstdint>
 #include <functional>
 #include <set>
+#include <cstring>
 #include <string>
+#include <string_view>
 
 #include <nats/nats.h>
 
 #include "cluster/nats_durable.hpp"
 
 namespace mqttools::cluster {
+
+// Takes a value off the front of `in` (unaligned bytes); false when short.
+template <class T>
+bool take(std::string_view& in, T& v) {
+    if (in.size() < sizeof v) return false;
+    std::memcpy(&v, in.data(), sizeof v);
+    in.remove_prefix(sizeof v);
+    return true;
+}
 
 // "ORIGINHEX.SEQ" (Nats-Msg-Id of a durable message).
 bool parse_msg_id(const char* id, std::uint64_t& origin, std::uint64_t& seq);

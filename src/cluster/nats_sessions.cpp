@@ -53,14 +53,6 @@ std::string record_key(std::string_view client_id) {
 
 constexpr std::uint32_t loaded_none = 0, loaded_found = 1, loaded_replay_end = 2;  // nats_durable.hpp: more
 
-template <class T>
-bool take(std::string_view& in, T& v) {
-    if (in.size() < sizeof v) return false;
-    std::memcpy(&v, in.data(), sizeof v);
-    in.remove_prefix(sizeof v);
-    return true;
-}
-
 }  // namespace
 
 kvStore* Durable::sessions_bucket(jsCtx* js) {
