@@ -280,6 +280,10 @@ void redispatch_dead_node(Durable* d, jsCtx* js, std::uint64_t dead, std::int64_
     using namespace std::chrono;
     const auto deadline = steady_clock::now() + seconds(10);
     const std::int64_t from_ns = alive_until_ns - taken_window_ns;
+    // NATS may still give the dead node a message until it notices the
+    // closed connection: up to a second ago (a live node's marks of later
+    // ones may still be on their way).
+    const std::int64_t until_ns = std::max(alive_until_ns, static_cast<std::int64_t>(wall_ns()) - 1'000'000'000);
     struct Take {
         std::uint64_t node;
         std::string member;
@@ -315,7 +319,7 @@ void redispatch_dead_node(Durable* d, jsCtx* js, std::uint64_t dead, std::int64_
         for (const std::string& subject : filter_subjects(d->shared.prefix + ".q", sf->filter)) {
             read_stream(d, js, subject, from_ns, deadline, [&](natsMsg* m, const jsMsgMetaData& meta) {
                 ++scanned;
-                if (meta.Timestamp > alive_until_ns || !seen.insert(meta.Sequence.Stream).second) return;
+                if (meta.Timestamp > until_ns || !seen.insert(meta.Sequence.Stream).second) return;
                 const char* msg_id = nullptr;
                 ClusterMessageIdPair id{0, 0};
                 if (natsMsgHeader_Get(m, "Nats-Msg-Id", &msg_id) != NATS_OK || !parse_msg_id(msg_id, id.first, id.second)) {
