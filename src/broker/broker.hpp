@@ -367,8 +367,16 @@ private:
     bool refuse_unsettled(Connection& c);
     void route_to_session(Session& s, Bytes packet, std::uint64_t origin, std::uint64_t seq, bool shared = false);
     // A session ending here for good: its shared-subscription messages no
-    // client completed go to another member of their group (cluster_routing.cpp).
-    void redispatch_shared(Session& s);
+    // client completed go to another member of their group (cluster_routing.cpp),
+    // once the session is gone (so it is not picked again).
+    struct SharedHandback {
+        std::string group;  // "$share/NAME/filter"
+        MessagePtr message;
+    };
+    std::vector<SharedHandback> shared_unfinished(const Session& s) const;
+    void hand_back_shared(std::vector<SharedHandback>& messages);
+    void end_session_handing_back(Session& s);
+    SharedGroup* local_group(std::string_view topic, std::string_view shared);
     // The member `s` is done with `m` (QoS 1 acknowledged, QoS 2 sent).
     void note_shared_done(Session& s, const OutboundMessage& m) {
         if (m.from_shared && cluster_ && m.message && m.message->cluster_origin != 0) {

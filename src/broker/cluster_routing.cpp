@@ -53,6 +53,31 @@ void Broker::set_cluster(ClusterLink* link) {
     for (const auto& b : bridges_) b->add_cluster_interest();
 }
 
+// This node's members of `shared` ("$share/NAME/filter") that `topic`
+// matches, or null; the routing scratch lists are left empty.
+SharedGroup* Broker::local_group(std::string_view topic, std::string_view shared) {
+    const auto sf = parse_shared_filter(shared);
+    forms_.clear();
+    matches_.clear();
+    groups_.clear();
+    targets_.clear();
+    ids_.clear();
+    if (!sf) return nullptr;
+    trie_.match(topic, matches_, groups_);
+    matches_.clear();
+    SharedGroup* group = nullptr;
+    for (SharedGroup* g : groups_) {
+        if (g->name != sf->share_name || g->members.empty()) continue;
+        const auto& subs = g->members.front().session->subscriptions;
+        if (subs.find(shared) != subs.end()) {
+            group = g;
+            break;
+        }
+    }
+    groups_.clear();
+    return group;
+}
+
 bool Broker::route_from_cluster(Bytes packet, std::string_view shared, std::uint64_t origin, std::uint64_t seq) {
     const Decoded d = decode(packet);
     if (!d.ok || d.packet.topic.empty()) {
@@ -79,25 +104,7 @@ bool Broker::route_from_cluster(Bytes packet, std::string_view shared, std::uint
         return true;
     }
     // The one group NATS picked this node for: same name and filter.
-    const auto sf = parse_shared_filter(shared);
-    if (!sf) return false;
-    forms_.clear();
-    matches_.clear();
-    groups_.clear();
-    targets_.clear();
-    ids_.clear();
-    trie_.match(m.topic, matches_, groups_);
-    matches_.clear();
-    SharedGroup* group = nullptr;
-    for (SharedGroup* g : groups_) {
-        if (g->name != sf->share_name || g->members.empty()) continue;
-        const auto& subs = g->members.front().session->subscriptions;
-        if (subs.find(shared) != subs.end()) {
-            group = g;
-            break;
-        }
-    }
-    groups_.clear();
+    SharedGroup* group = local_group(m.topic, shared);
     if (!group) return false;  // its last member left while the message crossed
     groups_.push_back(group);
     merge_matches(nullptr);
@@ -118,37 +125,68 @@ void Broker::note_shared_taken(std::string_view group, Session& s, const Message
     if (qos == QoS::at_most_once) cluster_->shared_done(s.client_id, id);
 }
 
-void Broker::redispatch_shared(Session& s) {
-    if (!cluster_ || !s.outbound || shutting_down_ || cluster_fenced_ || s.bridge) return;
-    auto group_of = [&s](std::string_view topic) -> std::string_view {
+// Spec 4.8.2: a QoS 1 message its member did not acknowledge, or any it
+// was not sent yet, SHOULD go to another member of the group when the
+// member's session ends; a QoS 2 message once sent MUST NOT
+// [MQTT-4.8.2-5]: it is that member's.
+std::vector<Broker::SharedHandback> Broker::shared_unfinished(const Session& s) const {
+    std::vector<SharedHandback> out;
+    if (!s.outbound || shutting_down_ || cluster_fenced_ || s.bridge) return out;
+    auto add = [&](const OutboundMessage& m) {
+        if (!m.from_shared || !m.message) return;
         for (const auto& [filter, options] : s.subscriptions) {
             const auto sf = parse_shared_filter(filter);
-            if (sf && topic_matches(sf->filter, topic)) return filter;
+            if (sf && topic_matches(sf->filter, m.message->topic)) {
+                out.push_back(SharedHandback{std::string(filter), m.message});
+                return;
+            }
         }
-        return {};
     };
-    auto send = [&](const OutboundMessage& m) {
-        if (!m.from_shared || !m.message) return;
-        const std::string_view group = group_of(m.message->topic);
-        if (group.empty()) return;
-        MessageView v;
-        v.topic = m.message->topic;
-        v.payload = m.message->payload_bytes();
-        v.properties = m.message->property_bytes();
-        v.qos = m.message->qos;
-        v.retain = m.message->retain;
-        v.expiry_interval = m.message->remaining_expiry(reactor_.now());
-        v.cluster_origin = m.message->cluster_origin;
-        v.cluster_seq = m.message->cluster_seq;
-        cluster_->redispatch(group, v);
-    };
-    // Spec 4.8.2: a QoS 1 message not acknowledged, or any not yet sent,
-    // goes to another member; a QoS 2 message once sent is this member's.
     for (const OutboundMessage& m : s.outbound->inflight) {
-        if (m.state == OutboundMessage::State::awaiting_puback || m.held_for_record) send(m);
+        if (m.state == OutboundMessage::State::awaiting_puback || m.held_for_record) add(m);
     }
     for (const OutboundMessage& m : s.outbound->queue) {
-        if (m.qos == QoS::at_least_once || !m.maybe_sent) send(m);
+        if (m.qos == QoS::at_least_once || !m.maybe_sent) add(m);
+    }
+    return out;
+}
+
+void Broker::end_session_handing_back(Session& s) {
+    std::vector<SharedHandback> unfinished = shared_unfinished(s);
+    end_session(s);  // its subscriptions go first: it is no member any more
+    if (!unfinished.empty()) hand_back_shared(unfinished);
+}
+
+void Broker::hand_back_shared(std::vector<SharedHandback>& messages) {
+    const auto now = reactor_.now();
+    for (SharedHandback& h : messages) {
+        const Message& stored = *h.message;
+        if (stored.expired(now)) continue;  // [MQTT-3.3.2-5]
+        MessageView v;
+        v.topic = stored.topic;
+        v.payload = stored.payload_bytes();
+        v.properties = stored.property_bytes();
+        v.qos = stored.qos;
+        v.retain = stored.retain;
+        v.expiry_interval = stored.remaining_expiry(now);
+        v.cluster_origin = stored.cluster_origin;
+        v.cluster_seq = stored.cluster_seq;
+        v.stored = h.message;
+        // A member of the same group on this node first; in a cluster, else
+        // the group's other nodes (NATS' queue group picks one; this node
+        // left the group before, on the same connection: nats_groups.cpp).
+        SharedGroup* group = local_group(v.topic, h.group);
+        if (!group) {
+            if (cluster_) cluster_->redispatch(h.group, v);
+            continue;
+        }
+        groups_.push_back(group);
+        merge_matches(nullptr);
+        if (cluster_ && !targets_.empty()) note_shared_taken(h.group, *targets_.front().session, v, targets_.front().qos);
+        spdlog::debug("A message of {} goes to another member (its member's session ended).", h.group);
+        delivering_shared_ = true;
+        deliver(v);
+        delivering_shared_ = false;
     }
 }
 

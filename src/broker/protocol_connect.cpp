@@ -297,8 +297,7 @@ void Broker::detach_session(Connection& c, bool publish_will_now) {
     if (s.acl) s.acl->disconnected();  // cached answers are for one connection
     if (!publish_will_now) s.will.reset();
     if (s.expiry_interval == 0) {
-        redispatch_shared(s);
-        end_session(s);
+        end_session_handing_back(s);
         return;
     }
     if (s.will) {
@@ -332,8 +331,7 @@ void Broker::detach_session(Connection& c, bool publish_will_now) {
 void Broker::expire_session(Session& session) {
     ++stats_.clients_expired;
     spdlog::debug("Session {} expired.", session.client_id);
-    redispatch_shared(session);
-    end_session(session);
+    end_session_handing_back(session);
 }
 
 void Broker::end_session(Session& s) {

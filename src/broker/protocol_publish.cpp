@@ -249,7 +249,7 @@ void Broker::merge_matches(Session* from) {
         g->next = pick + 1;
         const Subscriber& sub = g->members[pick];
         Target t{sub.session, sub.options.qos, sub.options.retain_as_published,
-                 static_cast<std::uint32_t>(ids_.size()), 0};
+                 static_cast<std::uint32_t>(ids_.size()), 0, true};
         if (sub.options.identifier != 0) {
             ids_.push_back(sub.options.identifier);
             t.ids_count = 1;
@@ -292,7 +292,7 @@ void Broker::deliver(MessageView& m) {
         out.message = m.stored;
         out.qos = qos;
         out.retain = retain;
-        out.from_shared = delivering_shared_;
+        out.from_shared = delivering_shared_ || t.shared;
         out.subscription_ids.assign(ids.begin(), ids.end());
         enqueue(s, std::move(out));
     }

@@ -26,6 +26,9 @@ struct RouteTarget {
     bool retain_as_published;
     std::uint32_t ids_begin;
     std::uint32_t ids_count;
+    // Picked as one member of a shared subscription: if its session ends
+    // before it completes the message, another member gets it (spec 4.8.2).
+    bool shared = false;
 };
 
 struct RouteCache {

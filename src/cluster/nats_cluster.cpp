@@ -268,6 +268,11 @@ void NatsCluster::publish(const broker::MessageView& m) {
         }
     }
     if (m.retain) {
+        // Its live copy does not linger (batch_time): the stream's copy,
+        // sent by the JetStream thread, must not overtake it, or a node
+        // could give a client subscribing there after this publish the
+        // message twice, as retained and then live.
+        if (wire_) wire_->send_this_turn();
         // The retained stream keeps it (or, empty, the deletion) for every
         // node, including nodes that start later.
         topic_subject(subject_, prefix_ + ".r", m.topic);  // retained: rare

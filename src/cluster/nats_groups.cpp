@@ -117,16 +117,22 @@ std::string group_subject(const std::string& prefix, std::string_view group) {
     return sf ? prefix + ".g." + queue_name(sf->share_name, sf->filter) : std::string();
 }
 
-// The message handed back to its group under its own id (its receivers
-// mark it as theirs, and a resumed session's dedupe knows it).
+// A message handed back to its group goes under its own id, "_o.ORIGIN.SEQ"
+// as its reply (its receivers mark it as theirs, and a resumed session's
+// dedupe knows it).
+struct IdReply {
+    char text[64];
+    IdReply(std::uint64_t origin, std::uint64_t seq) {
+        std::snprintf(text, sizeof text, "_o.%llx.%llu", static_cast<unsigned long long>(origin),
+                      static_cast<unsigned long long>(seq));
+    }
+};
+
 void hand_back(Durable* d, const std::string& subject, std::uint64_t origin, std::uint64_t seq, const char* data,
                std::size_t len) {
     natsConnection* c = d->shared.control.load();
     if (!c || subject.empty()) return;
-    char reply[64];
-    std::snprintf(reply, sizeof reply, "_o.%llx.%llu", static_cast<unsigned long long>(origin),
-                  static_cast<unsigned long long>(seq));
-    natsConnection_PublishRequest(c, subject.c_str(), reply, data, static_cast<int>(len));
+    natsConnection_PublishRequest(c, subject.c_str(), IdReply(origin, seq).text, data, static_cast<int>(len));
 }
 
 }  // namespace
@@ -187,16 +193,17 @@ void NatsCluster::flush_marks() {
 }
 
 void NatsCluster::redispatch(std::string_view group, const broker::MessageView& m) {
-    Durable* d = shared_->durable;
-    if (!d || m.cluster_origin == 0) return;
-    std::string subject = group_subject(prefix_, group);
+    if (m.cluster_origin == 0) return;
+    const std::string subject = group_subject(prefix_, group);
     const Bytes bytes = encode_message(m);
     if (subject.empty() || bytes.empty()) return;
     spdlog::debug("Cluster: a message of {} goes back to its group (its member's session ended).", group);
-    d->post([d, subject = std::move(subject), data = std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
-             origin = m.cluster_origin, seq = m.cluster_seq](jsCtx*) {
-        hand_back(d, subject, origin, seq, data.data(), data.size());
-    });
+    // On the link thread behind the unsubscribes of the session that ended
+    // (the broker ends it first), on the connection of the queue
+    // subscriptions: nats-server handles a connection's commands in order,
+    // so a group this node has just left cannot give it back to this node.
+    shared_->push_out(Op::hand_back, 0, 0, subject, IdReply(m.cluster_origin, m.cluster_seq).text, bytes.data(),
+                      bytes.size());
 }
 
 // ---- durable thread

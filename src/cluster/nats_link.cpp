@@ -313,6 +313,12 @@ void NatsCluster::Shared::run_batch(std::vector<char>& batch) {
                     }
                 }
                 break;
+            case Op::hand_back:
+                if (!c || !queue ||
+                    natsConnection_PublishRequest(c, subject, queue, payload, static_cast<int>(h.data_len)) != NATS_OK) {
+                    lost_out.fetch_add(1, std::memory_order_relaxed);
+                }
+                break;
             case Op::subscribe:
             case Op::queue_subscribe: {
                 natsSubscription* sub = nullptr;

@@ -79,7 +79,19 @@ constexpr std::size_t max_subject_bytes = 4096 - 128;
 // once the server has every subscription sent before it.
 // publish_bulk: a part of a message over max_payload (BulkHeader + bytes),
 // on PREFIX.b; counted against the queue's bound once, by publish().
-enum class Op : std::uint8_t { publish, publish_live, subscribe, queue_subscribe, unsubscribe, barrier, publish_bulk };
+// hand_back: a shared subscription's message to its group (queue = the
+// reply naming it), on the connection that holds the queue subscriptions,
+// behind this node's unsubscribes (nats_groups.cpp).
+enum class Op : std::uint8_t {
+    publish,
+    publish_live,
+    subscribe,
+    queue_subscribe,
+    unsubscribe,
+    barrier,
+    publish_bulk,
+    hand_back
+};
 
 // A message larger than NATS' max_payload crosses as parts on PREFIX.b
 // (every node subscribes), followed by a small reference on the message's

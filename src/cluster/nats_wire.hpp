@@ -93,6 +93,8 @@ public:
     // The payload in two pieces (a header and bytes), copied once; not
     // refused over the bound (parts of a message let in as a whole).
     bool publish2(std::string_view subject, std::string_view reply, std::string_view a, std::string_view b);
+    // This turn's output goes when the turn ends, lingering or not.
+    void send_this_turn() { urgent_ = true; }
     // A PING whose PONG is reported (on_wire_pong); false when not up.
     bool ping();
     // Writes what this turn produced (one send); before the reactor sleeps.

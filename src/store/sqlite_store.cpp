@@ -287,6 +287,11 @@ int SqliteStore::on_wal(void* self, sqlite3*, const char*, int pages) {
 }
 
 void SqliteStore::after_commit() {
+    // The file keeps its size after a checkpoint (the next commit writes
+    // from its start): only the idle TRUNCATE gives the space back, so one
+    // is due after every commit, even when a PASSIVE checkpoint just copied
+    // every frame (wal_frames_ 0).
+    truncate_due_ = true;
     if (wal_frames_ * page_size_ >= wal_checkpoint_bytes) {
         // PASSIVE waits for nobody: with no other writer it copies every
         // frame (a reader outside the broker holding an old snapshot stops
@@ -327,6 +332,7 @@ void SqliteStore::idle() {
     checkpoint(SQLITE_CHECKPOINT_TRUNCATE);
     sqlite3_busy_timeout(db_.get(), 5000);
     wal_frames_ = 0;  // tried once per idle spell, not every second
+    truncate_due_ = false;
 }
 
 void SqliteStore::read_sizes(net::Clock::time_point now) {
@@ -376,7 +382,7 @@ void SqliteStore::run() {
     read_sizes(net::Clock::now());
     std::unique_lock lock(mu_);
     for (;;) {
-        if (retry_.empty() && wal_frames_ == 0 && !vacuum_due_) {
+        if (retry_.empty() && !truncate_due_ && !vacuum_due_) {
             wake_.wait(lock, [&] { return stop_ || !waiting_.empty(); });
         } else {
             // Failing: try again within a second even if nothing new comes.
@@ -385,7 +391,7 @@ void SqliteStore::run() {
         }
         if (waiting_.empty() && retry_.empty()) {
             if (stop_) return;
-            if (wal_frames_ != 0 || vacuum_due_) {
+            if (truncate_due_ || vacuum_due_) {
                 lock.unlock();
                 idle();
                 lock.lock();

@@ -233,6 +233,7 @@ private:
     bool auto_vacuum_ = false;  // the file is auto_vacuum = INCREMENTAL
     bool vacuum_due_ = false;   // it has vacuum_free_bytes free or more
     std::int64_t wal_frames_ = 0;        // frames in the log after the last commit (on_wal)
+    bool truncate_due_ = false;          // a commit since the last idle TRUNCATE
     double wal_bytes_per_op_ = 0;        // WAL bytes an op cost in the last transactions
     std::size_t wal_estimate(std::size_t row_bytes, std::size_t ops) const;
     void learn_wal_per_op(std::int64_t frames, std::size_t ops);

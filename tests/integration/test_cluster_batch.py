@@ -93,6 +93,27 @@ def test_order_per_publisher_holds_across_batches_and_qos(pair):
         c.close()
 
 
+def test_a_retained_message_is_not_also_delivered_live_to_a_later_subscriber(pair):
+    """A retained publish does not linger: its live copy leaves with the
+    turn, before the retained stream's copy can reach the other node. Before,
+    a client subscribing on node 2 right after the publisher's PINGRESP got
+    the message twice: as retained (from the stream) and then live (the copy
+    that had lingered), on the CI host even with the default 500 us."""
+    a, b = pair('"100ms"')
+    pub = connect(a.port, "ret-pub")
+    for round_ in range(3):
+        topic = f"ret/{round_}"
+        pub.publish(topic, b"old", retain=True)
+        pub.publish(topic, b"new", retain=True)
+        pub.ping()
+        sub = connect(b.port, f"ret-sub-{round_}")
+        sub.subscribe([(topic, sub_options(1))])
+        got = [(m.topic, m.payload, m.retain) for m in sub.messages(quiet=0.5 * SLOW)]
+        assert got == [(topic, b"new", True)]
+        sub.close()
+    pub.close()
+
+
 def test_nats_restarting_under_lingering_traffic_crashes_nothing(pair, nats):
     a, b = pair('"5ms"')
     pub, sub = linked(a, b, "restart/x")
