@@ -503,7 +503,7 @@ class Bench:
                 rs = self.ratios(name, a, b, key)
                 rows.append(f"- {what}: per-run ratios {', '.join(f'{r:.2f}' for r in rs) or '–'}"
                             + (f", median {statistics.median(rs):.2f}" if rs else ""))
-                if name in ("pairs", "pairs-311"):
+                if name in ("pairs", "pairs-sat", "pairs-311"):
                     for label in self.setup_keys:
                         rs = self.ratios(name, label, b, key)
                         rows.append(f"  - with {label[len('2 nodes, '):]}: per-run ratios "
@@ -565,7 +565,7 @@ def main():
     for keys in args.compare_keys:
         label = f"2 nodes, {keys}"
         b.setup_keys[label] = keys.replace("\\n", "\n")
-        for name in ("pairs", "pairs-311"):
+        for name in ("pairs", "pairs-sat", "pairs-311"):
             setups = SCENARIOS[name][1]
             two = next(x for x in setups if x[0] == "2 nodes")
             setups.insert(setups.index(two) + 1, (label,) + two[1:])

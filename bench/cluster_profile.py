@@ -18,6 +18,12 @@ Everything on 127.0.0.1; only processes started here are stopped, by PID.
     bench/cluster_profile.py --build build-release --mode strace --node 2
     bench/cluster_profile.py --build build-release --mode callgrind --node 2 --rate 2000
     bench/cluster_profile.py --build build-release --mode threads --qos 1 --mqtt-version 4 --rate 2000
+    bench/cluster_profile.py --build build-release --mode threads --saturated   # as pairs-sat: unpinned
+
+With --saturated the publishers keep 16 QoS 0 messages in flight each (rate
+0, as bench/cluster.py's pairs-sat) and nothing is pinned, so the processes
+share both cores; the threads mode then also prints each process' share of a
+core over the window, which shows the one at 100 %.
 """
 import argparse
 import json
@@ -74,8 +80,14 @@ def main():
     p.add_argument("--qos", type=int, choices=[0, 1], default=0)
     p.add_argument("--mqtt-version", type=int, choices=[4, 5], default=5)
     p.add_argument("--session-expiry", type=int, default=0, help="MQTT 5: persistent sessions (seconds)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (nodes' logs)")
+    p.add_argument("--saturated", action="store_true",
+                   help="16 messages in flight per publisher, no rate, nothing pinned (pairs-sat)")
     a = p.parse_args()
     check_ranges(p, a, rate=(100, 100000), duration=(1, 60))
+    # taskset prefix for a process: none when saturated (the cores are shared as in pairs-sat).
+    pin = (lambda cpu: []) if a.saturated else (lambda cpu: ["taskset", "-c", str(cpu)])
+    load_rate = ["--rate", "0", "--window", "16"] if a.saturated else ["--rate", str(a.rate)]
     if a.node == 0 and a.mode == "callgrind":
         p.error("--node 0 (nats-server) is for --mode strace")
     build = os.path.abspath(a.build)
@@ -87,7 +99,7 @@ def main():
         port = free_port()
         with open(f"{tmp}/nats.conf", "w") as f:
             f.write(f"listen: {HOST}:{port}\njetstream {{ store_dir: \"{tmp}\" }}\n")
-        nats = subprocess.Popen(["taskset", "-c", "0", shutil.which("nats-server") or "/usr/bin/nats-server",
+        nats = subprocess.Popen(pin(0) + [shutil.which("nats-server") or "/usr/bin/nats-server",
                                  "-c", f"{tmp}/nats.conf"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(nats)
         wait_port(port, nats)
@@ -100,10 +112,10 @@ def main():
                 if not a.single:
                     f.write(f"[cluster]\nnats_url = \"nats://{HOST}:{port}\"\nnode_id = \"prof{i}\"\n"
                             f"{a.cluster_keys}\n")
-            argv = ["taskset", "-c", "0", mqttoolsd, "-c", conf, "-p", str(mport)]
+            argv = pin(0) + [mqttoolsd, "-c", conf, "-p", str(mport)]
             if i == (1 if a.single else a.node) and a.mode == "callgrind":
-                argv = argv[:3] + ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                                   f"--callgrind-out-file={a.out or tmp + '/callgrind.out'}"] + argv[3:]
+                argv = argv[:-5] + ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                                   f"--callgrind-out-file={a.out or tmp + '/callgrind.out'}"] + argv[-5:]
             n = subprocess.Popen(argv, stdout=open(f"{tmp}/node{i}.log", "ab"), stderr=subprocess.STDOUT)
             procs.append(n)
             if not wait_port(mport, n, timeout=60):
@@ -113,9 +125,9 @@ def main():
         time.sleep(1.0)
         watched = nats if a.node == 0 else nodes[0 if a.single else a.node - 1]
         real_pid = watched.pid
-        loadp = subprocess.Popen(["taskset", "-c", "1", load, "--host", HOST, "--port", str(ports[0]),
+        loadp = subprocess.Popen(pin(1) + [load, "--host", HOST, "--port", str(ports[0]),
                                   "--sub-port", str(ports[-1]), "--scenario", "pairs", "--pairs", "100",
-                                  "--rate", str(a.rate), "--warmup", str(a.warmup), "--duration", str(a.duration),
+                                  *load_rate, "--warmup", str(a.warmup), "--duration", str(a.duration),
                                   "--drain", "2", "--broker-pid", str(nodes[0].pid), "--qos", str(a.qos),
                                   "--mqtt-version", str(a.mqtt_version)]
                                  + (["--session-expiry", str(a.session_expiry)] if a.session_expiry else []),
@@ -145,7 +157,8 @@ def main():
         res = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
         msgs = res.get("delivered_per_s", 0) * elapsed
         print(f"delivered {res.get('delivered_per_s', 0):.0f} msg/s, p99 {res.get('lat_us', {}).get('p99', 0):.0f} µs,"
-              f" lost {res.get('lost')}; {msgs:.0f} messages in the window")
+              f" lost {res.get('lost')}; {msgs:.0f} messages in the window; generator"
+              f" {res.get('gen_cpu_us_per_msg', 0):.2f} µs/msg, {res.get('gen_cpu_pct', 0):.0f} % of a core")
         if a.mode == "threads":
             total = 0.0
             labels = ["one node"] if a.single else ["node 1 (publishers)", "node 2 (subscribers)"]
@@ -160,7 +173,7 @@ def main():
                 rows.sort(reverse=True)
                 sub = sum(r[0] for r in rows)
                 total += sub
-                print(f"{label}: {sub:.2f} µs/msg")
+                print(f"{label}: {sub:.2f} µs/msg, {sub * msgs / elapsed / 1e4:.0f} % of a core")
                 for t, tid, name, du, ds, cs in rows[:12]:
                     print(f"    {name:16s} tid {tid:7d}: {t:6.2f} µs/msg (user {du:.2f}, system {ds:.2f}),"
                           f" {cs:.2f} context switches/msg")
@@ -175,6 +188,8 @@ def main():
                 pass
         if a.mode == "callgrind":
             print(f"callgrind output: {a.out or tmp + '/callgrind.out'}")
+        elif a.keep:
+            print(f"kept: {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -128,7 +128,10 @@ public:
     // group NATS picked this node for (one member gets it). False when the
     // packet cannot be decoded or the group is gone (counted by the link).
     // `origin`, `seq`: its name on NATS (ClusterMessageId), 0 when unknown.
-    bool route_from_cluster(Bytes packet, std::string_view shared, std::uint64_t origin = 0, std::uint64_t seq = 0);
+    // `packed`: one of several messages of one subject (a pack): its
+    // targets are kept for the next one (cluster_route_).
+    bool route_from_cluster(Bytes packet, std::string_view shared, std::uint64_t origin = 0, std::uint64_t seq = 0,
+                            bool packed = false);
     // A retained update from the cluster's store, stored `age_seconds` ago.
     bool retained_from_cluster(Bytes packet, std::uint32_t age_seconds);
     // The link has in place every interest handed to it up to `ticket`
@@ -665,6 +668,7 @@ private:
     using Target = RouteTarget;
     std::vector<Target> targets_;
     bool delivering_shared_ = false;  // deliver(): targets_ is a shared subscription's member
+    RouteCache cluster_route_;        // the last pack's topic and targets (route_from_cluster)
     std::vector<std::uint32_t> ids_;
     struct WireForm {
         ProtocolVersion version;

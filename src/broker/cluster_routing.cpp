@@ -78,7 +78,8 @@ SharedGroup* Broker::local_group(std::string_view topic, std::string_view shared
     return group;
 }
 
-bool Broker::route_from_cluster(Bytes packet, std::string_view shared, std::uint64_t origin, std::uint64_t seq) {
+bool Broker::route_from_cluster(Bytes packet, std::string_view shared, std::uint64_t origin, std::uint64_t seq,
+                                bool packed) {
     const Decoded d = decode(packet);
     if (!d.ok || d.packet.topic.empty()) {
         spdlog::warn("Cluster: undecodable message from another node dropped.");
@@ -99,7 +100,7 @@ bool Broker::route_from_cluster(Bytes packet, std::string_view shared, std::uint
         m.raw_version = ProtocolVersion::v5;
     }
     if (shared.empty()) {
-        collect_targets(nullptr, m.topic);
+        collect_targets(nullptr, m.topic, packed ? &cluster_route_ : nullptr);
         deliver(m);
         return true;
     }

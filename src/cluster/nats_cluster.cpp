@@ -621,6 +621,13 @@ void NatsCluster::drain_inbound() {
             default:
                 if (h.len > 0 && data[0] == bulk_marker) {
                     on_bulk_reference(h.tag, data, h.len, h.origin, h.seq);
+                } else if (h.len > 0 && data[0] == pack_marker) {
+                    // A queue group's pick of a pack: all of it (nats_shared.hpp).
+                    std::uint64_t seq = h.seq;
+                    for_each_packed(data + 1, h.len - 1, [&](const char* packet, std::size_t size) {
+                        route_live(h.tag, Bytes(reinterpret_cast<const std::byte*>(packet), size), h.origin,
+                                   h.origin != 0 ? seq++ : 0);
+                    });
                 } else {
                     route_live(h.tag, bytes, h.origin, h.seq);
                 }

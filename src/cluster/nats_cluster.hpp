@@ -198,7 +198,9 @@ private:
     // parts (`bulk`: not counted against the queue's bound).
     bool send_plain(std::string_view subject, std::string_view a, std::string_view b, bool bulk);
     void send_barrier(bool retained);
+    // A live message or a pack of them (pack_marker); one of them.
     void on_live(const char* data, std::size_t len, std::uint64_t origin, std::uint64_t seq);
+    void on_live_one(const char* data, std::size_t len, std::uint64_t origin, std::uint64_t seq, bool packed);
     void flush_wire();
     void confirm_live_upto(std::uint64_t n);
     void sweep_wire();
@@ -212,6 +214,7 @@ private:
     std::string reply_prefix_o_;  // "_o.ORIGIN."
     std::string reply_prefix_p_;  // "_p.ORIGIN."
     std::string reply_;           // reused per message
+    std::uint64_t join_next_ = 0;  // the live message that may join the last one's pack (0: none)
     std::uint64_t unsent_control_ = 0;
     std::uint64_t cached_origin_ = 0;
     std::uint64_t* cached_last_ = nullptr;  // &last_seq_[cached_origin_]

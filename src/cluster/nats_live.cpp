@@ -141,6 +141,17 @@ bool NatsCluster::send_live(Bytes bytes, bool confirm) {
     if (!wire_) {
         return shared_->push_out(Op::publish_live, 0, confirm ? 1 : 0, subject_, {}, payload.data(), payload.size());
     }
+    // A QoS 0 PUBLISH right behind one of the same subject (a publisher's
+    // burst) joins its NATS message (pack_marker): numbered by the first.
+    const bool joinable = !confirm && !payload.empty() && payload[0] != bulk_marker;
+    if (joinable && live_pushed_ + 1 == join_next_ &&
+        wire_->join_last(subject_, payload, pack_marker,
+                         std::min<std::size_t>(pack_limit, static_cast<std::size_t>(std::max<std::int64_t>(
+                                                               wire_->max_payload() - bulk_slack, 0))))) {
+        ++join_next_;
+        shared_->messages_out.fetch_add(1, std::memory_order_relaxed);
+        return true;
+    }
     // The numbers publish() gives it next (live_pushed_, publishes_pushed_).
     reply_.assign(confirm ? reply_prefix_p_ : reply_prefix_o_);
     append_decimal(reply_, live_pushed_ + 1);
@@ -151,7 +162,8 @@ bool NatsCluster::send_live(Bytes bytes, bool confirm) {
     // Not up (or over the output bound): counted as lost, never kept for
     // after a reconnect (it would reach only the nodes that re-subscribed
     // by then); its PUBACK is not held (flush_wire).
-    if (wire_->publish_trusted(subject_, reply_, payload)) {
+    if (wire_->publish_trusted(subject_, reply_, payload, joinable)) {
+        join_next_ = live_pushed_ + 2;
         shared_->messages_out.fetch_add(1, std::memory_order_relaxed);
     } else {
         shared_->lost_out.fetch_add(1, std::memory_order_relaxed);
@@ -261,6 +273,20 @@ void NatsCluster::on_wire_message(const nats::ServerMessage& m) {
 }
 
 void NatsCluster::on_live(const char* data, std::size_t len, std::uint64_t origin, std::uint64_t seq) {
+    if (len > 0 && data[0] == pack_marker) {
+        // Consecutive messages of one origin: seq, seq + 1, ...
+        std::uint64_t n = 0;
+        for_each_packed(data + 1, len - 1, [&](const char* packet, std::size_t size) {
+            if (n++ > 0) shared_->messages_in.fetch_add(1, std::memory_order_relaxed);
+            on_live_one(packet, size, origin, origin != 0 ? seq++ : 0, true);
+        });
+        return;
+    }
+    on_live_one(data, len, origin, seq, false);
+}
+
+void NatsCluster::on_live_one(const char* data, std::size_t len, std::uint64_t origin, std::uint64_t seq,
+                              bool packed) {
     if (origin != 0) {
         // A second copy through another of our subscriptions. (The map's
         // nodes stay put: the last origin's entry is kept at hand.)
@@ -275,7 +301,8 @@ void NatsCluster::on_live(const char* data, std::size_t len, std::uint64_t origi
     }
     if (len > 0 && data[0] == bulk_marker) {
         on_bulk_reference(tag_live, data, len, origin, seq);
-    } else if (!broker_.route_from_cluster(Bytes(reinterpret_cast<const std::byte*>(data), len), {}, origin, seq)) {
+    } else if (!broker_.route_from_cluster(Bytes(reinterpret_cast<const std::byte*>(data), len), {}, origin, seq,
+                                           packed)) {
         shared_->lost_in_queue.fetch_add(1);
     }
 }

@@ -113,6 +113,34 @@ constexpr std::chrono::seconds bulk_wait{5};
 // The reference: bulk_marker then a BulkHeader with index 0. A PUBLISH as
 // encoded by us never starts with a zero byte.
 constexpr char bulk_marker = '\0';
+// Several QoS 0 PUBLISHes of one subject in one NATS message (issue 26:
+// nats-server's and the receiving node's cost is mostly per NATS message):
+// pack_marker, then the MQTT 5 PUBLISH packets back to back, published by
+// consecutive live messages of one origin; the reply subject numbers the
+// first (seq), the others follow (seq + 1, ...). Also never a PUBLISH's
+// first byte (packet type 0 is reserved).
+constexpr char pack_marker = '\1';
+constexpr std::size_t pack_limit = 64u << 10;  // bytes of one pack's payload at most
+
+// Calls f(packet) for each PUBLISH of a pack (after the marker), in order;
+// stops at a truncated one (never produced by a node).
+template <class F>
+void for_each_packed(const char* data, std::size_t len, F&& f) {
+    std::size_t pos = 0;
+    while (pos < len) {
+        std::size_t i = pos + 1;  // the fixed header's Remaining Length
+        std::size_t remaining = 0;
+        for (int shift = 0;; shift += 7) {
+            if (i >= len || shift > 21) return;
+            const auto b = static_cast<unsigned char>(data[i++]);
+            remaining |= static_cast<std::size_t>(b & 0x7f) << shift;
+            if ((b & 0x80) == 0) break;
+        }
+        if (remaining > len - i) return;
+        f(data + pos, i + remaining - pos);
+        pos = i + remaining;
+    }
+}
 
 struct OutHeader {
     Op op;

@@ -148,6 +148,7 @@ void NatsWire::close_socket() {
     ping_timer_ = {};
     out_.clear();  // stale publishes never go out after a reconnect (docs/cluster.md: lost_sending)
     out_pos_ = 0;
+    joinable_at_ = std::string::npos;
     in_begin_ = in_end_ = 0;
     pings_.clear();
     keepalives_out_ = 0;
@@ -383,13 +384,53 @@ bool NatsWire::publish(std::string_view subject, std::string_view reply, std::st
     return nats::encode_pub(out_, subject, reply, payload);
 }
 
-bool NatsWire::publish_trusted(std::string_view subject, std::string_view reply, std::string_view payload) {
+bool NatsWire::publish_trusted(std::string_view subject, std::string_view reply, std::string_view payload,
+                               bool joinable) {
     if (state_ != State::up || !room()) return false;
     if (!lingering_ && options_.linger.count() > 0) {
         lingering_ = true;
         linger_since_ = reactor_.now();
     }
+    const std::size_t at = out_.size();
     nats::encode_pub_trusted(out_, subject, reply, payload);
+    joinable_at_ = std::string::npos;
+    if (joinable) {
+        joinable_at_ = at;
+        joinable_subject_ = subject.size();
+        joinable_end_ = out_.size();
+        payload_at_ = joinable_end_ - 2 - payload.size();
+        size_at_ = out_.rfind(' ', payload_at_ - 3) + 1;
+        joined_ = false;
+    }
+    return true;
+}
+
+bool NatsWire::join_last(std::string_view subject, std::string_view payload, char marker, std::size_t limit) {
+    // "PUB " SUBJECT " " REPLY " " SIZE "\r\n" PAYLOAD "\r\n"; a joined
+    // message's SIZE is zero-padded to a fixed width (nats-server reads and
+    // forwards it as it is), so that each join rewrites it in place.
+    constexpr std::size_t join_digits = 7;
+    if (joinable_at_ == std::string::npos || joinable_end_ != out_.size() || joinable_at_ < out_pos_ ||
+        subject.size() != joinable_subject_ || state_ != State::up || !room() ||
+        std::string_view(out_).substr(joinable_at_ + 4, subject.size()) != subject) {
+        return false;
+    }
+    std::size_t size = joinable_end_ - 2 - payload_at_ + payload.size() + (joined_ ? 0 : 1);
+    if (size > limit || size > 9'999'999) return false;
+    out_.resize(out_.size() - 2);  // the payload's CRLF, appended again below
+    if (!joined_) {
+        char tail[join_digits + 3];
+        std::memset(tail, '0', join_digits);
+        tail[join_digits] = '\r';
+        tail[join_digits + 1] = '\n';
+        tail[join_digits + 2] = marker;
+        out_.replace(size_at_, payload_at_ - size_at_, tail, sizeof tail);
+        payload_at_ = size_at_ + join_digits + 2;
+        joined_ = true;
+    }
+    out_.append(payload).append("\r\n");
+    joinable_end_ = out_.size();
+    for (std::size_t i = join_digits; i > 0; --i, size /= 10) out_[size_at_ + i - 1] = static_cast<char>('0' + size % 10);
     return true;
 }
 
@@ -434,6 +475,7 @@ void NatsWire::flush_or_linger() {
 
 void NatsWire::flush() {
     lingering_ = urgent_ = false;
+    joinable_at_ = std::string::npos;  // what follows goes in the next send
     if (!fd_ || state_ == State::connecting) return;
     if (out_pos_ == out_.size()) {
         if (tls_ && tls_->has_pending()) flush_tls_pending();

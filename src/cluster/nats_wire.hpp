@@ -83,8 +83,16 @@ public:
     bool publish(std::string_view subject, std::string_view reply, std::string_view payload);
     // publish() for a subject and reply valid by construction (not checked
     // per message: the live path). The one kind of output that lingers;
-    // everything else is urgent and takes what lingers with it.
-    bool publish_trusted(std::string_view subject, std::string_view reply, std::string_view payload);
+    // everything else is urgent and takes what lingers with it. `joinable`:
+    // later payloads for the same subject may join this one (join_last).
+    bool publish_trusted(std::string_view subject, std::string_view reply, std::string_view payload,
+                         bool joinable = false);
+    // Appends `payload` to the payload of the last message, one NATS message
+    // carrying both: when that message was a joinable publish_trusted() for
+    // `subject`, nothing was queued after it, the joined payload stays
+    // within `limit` bytes and the output bound holds. The first time,
+    // `marker` goes in front of the first payload. False: publish on its own.
+    bool join_last(std::string_view subject, std::string_view payload, char marker, std::size_t limit);
     // HPUB: `headers` is "NATS/1.0\r\n...\r\n\r\n"; false as publish().
     bool publish_headers(std::string_view subject, std::string_view reply, std::string_view headers,
                          std::string_view payload);
@@ -159,6 +167,16 @@ private:
     // out_ holds only lingering live messages, the first appended at
     // linger_since_ (a reactor turn's time).
     bool lingering_ = false;
+    // The last joinable message in out_: its PUB line at joinable_at_ (npos:
+    // none), subject joinable_subject_ bytes long, the size digits at
+    // size_at_, the payload from payload_at_ to joinable_end_ - 2 (CRLF);
+    // joined_: the size is padded to join_digits and the marker is in.
+    std::size_t joinable_at_ = std::string::npos;
+    std::size_t joinable_subject_ = 0;
+    std::size_t size_at_ = 0;
+    std::size_t payload_at_ = 0;
+    std::size_t joinable_end_ = 0;
+    bool joined_ = false;
     bool urgent_ = false;
     net::Clock::time_point linger_since_{};
     std::vector<char> in_;
