@@ -417,7 +417,6 @@ bool NatsWire::join_last(std::string_view subject, std::string_view payload, cha
     }
     std::size_t size = joinable_end_ - 2 - payload_at_ + payload.size() + (joined_ ? 0 : 1);
     if (size > limit || size > 9'999'999) return false;
-    out_.resize(out_.size() - 2);  // the payload's CRLF, appended again below
     if (!joined_) {
         char tail[join_digits + 3];
         std::memset(tail, '0', join_digits);
@@ -428,7 +427,12 @@ bool NatsWire::join_last(std::string_view subject, std::string_view payload, cha
         payload_at_ = size_at_ + join_digits + 2;
         joined_ = true;
     }
-    out_.append(payload).append("\r\n");
+    // Over the payload's CRLF: the new payload, then the CRLF again.
+    const std::size_t at = out_.size() - 2;
+    out_.resize(at + payload.size() + 2);
+    char* const w = out_.data() + at;
+    std::memcpy(w, payload.data(), payload.size());
+    std::memcpy(w + payload.size(), "\r\n", 2);
     joinable_end_ = out_.size();
     for (std::size_t i = join_digits; i > 0; --i, size /= 10) out_[size_at_ + i - 1] = static_cast<char>('0' + size % 10);
     return true;
