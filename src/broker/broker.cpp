@@ -46,7 +46,7 @@ Broker::Broker(net::Reactor& reactor, const config::Config& config)
       scratch_(scratch_size) {
     startup_errors_ = reload_security(config);
     reactor_.set_before_sleep([this] { before_sleep(); });
-    reactor_.set_deferred_work([this] { resume_setups(); });
+    reactor_.set_deferred_work([this] { deferred_work(); });
     housekeeping_timer_ = reactor_.add_timer_after(housekeeping_period, [this] { housekeeping(); });
     sync_bridges(config_.bridges);
     packet_debug = spdlog::should_log(spdlog::level::debug);
@@ -328,10 +328,34 @@ void Broker::housekeeping() {
         sessions_ended_since_trim_ = 0;
         ::malloc_trim(0);
     }
+    // A pass still under way (a host too slow for one per second) goes
+    // on; otherwise a new one starts, in this turn's deferred work.
+    if (housekeeping_next_ == no_housekeeping) housekeeping_next_ = 0;
+}
+
+// After the turn's output went out (Reactor::set_deferred_work): the
+// paced connection set-ups, then a slice of housekeeping's pass.
+void Broker::deferred_work() {
+    resume_setups();
+    if (housekeeping_next_ == no_housekeeping) return;
+    housekeeping_slice();
+    // The next slice comes after the sockets ready now; a stuck client
+    // closed here leaves in the next turn's before_sleep, not a second on.
+    if (housekeeping_next_ >= connections_.size()) housekeeping_next_ = no_housekeeping;
+    if (housekeeping_next_ != no_housekeeping || !closing_.empty()) reactor_.skip_next_wait();
+}
+
+// One slice of the pass over the connections. A connection that moves
+// while the pass is under way (the last one takes a closed one's index) may
+// be skipped once: it is looked at a second later.
+void Broker::housekeeping_slice() {
+    ++housekeeping_slices_;
+    const auto now = reactor_.now();
     // A client whose output stays over max_client_output_bytes for
     // stuck_client_timeout is stuck, not slow: Quota Exceeded.
     const auto grace = std::chrono::seconds(config_.stuck_client_timeout);
-    for (std::size_t i = 0; i < connections_.size(); ++i) {
+    const std::size_t end = std::min(connections_.size(), housekeeping_next_ + housekeeping_slice_size);
+    for (std::size_t i = housekeeping_next_; i < end && i < connections_.size(); ++i) {
         Connection& c = *connections_[i];
         if (c.state != Connection::State::connected) continue;
         if (c.extras && !c.published_recently) release_idle_extras(c);
@@ -348,6 +372,7 @@ void Broker::housekeeping() {
             close_connection(c, ReasonCode::quota_exceeded, true);
         }
     }
+    housekeeping_next_ = end;
 }
 
 void Broker::handle_packet(Connection& c, const FixedHeader& header, Bytes body) {

@@ -1,6 +1,7 @@
 // The broker driven in-process: a socketpair end is adopted as a client
 // connection and the test speaks MQTT bytes on the other end, turning the
 // reactor by hand. No listener, no threads.
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -107,4 +108,33 @@ TEST_CASE("in-process: shutdown sends DISCONNECT 0x8B to MQTT 5 clients", "[brok
     CHECK(connack[0] == 0x20);
     h.broker->shutdown();
     CHECK(receive(fd) == bytes({0xE0, 1, 0x8B}));
+}
+
+// Issue 26: the per-second look at every connection goes in slices, one per
+// reactor turn, so that thousands of connections do not hold one turn.
+TEST_CASE("in-process: housekeeping looks at many connections a slice per turn", "[broker]") {
+    rlimit lim{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &lim) == 0);
+    const std::size_t n = 2 * broker::Broker::housekeeping_slice_size + 100;
+    if (lim.rlim_cur < 2 * n + 64 && lim.rlim_max >= 2 * n + 64) {
+        lim.rlim_cur = 2 * n + 64;
+        REQUIRE(::setrlimit(RLIMIT_NOFILE, &lim) == 0);
+    }
+    if (lim.rlim_cur < 2 * n + 64) {
+        WARN("not enough file descriptors: skipped");
+        return;
+    }
+    Harness h;
+    std::vector<net::UniqueFd> clients;
+    for (std::size_t i = 0; i < n; ++i) clients.push_back(h.client());
+    // The pass starts a second after the broker did.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (h.broker->housekeeping_slices() == 0 && std::chrono::steady_clock::now() < deadline) h.turn(1);
+    REQUIRE(h.broker->housekeeping_slices() == 1);  // the turn that started it looked at one slice only
+    h.turn(1);
+    CHECK(h.broker->housekeeping_slices() == 2);
+    h.turn(1);
+    CHECK(h.broker->housekeeping_slices() == 3);
+    h.turn(3);
+    CHECK(h.broker->housekeeping_slices() == 3);  // n connections: three slices, then the pass is over
 }
