@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <utility>
 
 #include "net/unique_fd.hpp"
@@ -41,6 +42,7 @@ public:
     };
 
     Reactor();
+    ~Reactor();
     Reactor(const Reactor&) = delete;
     Reactor& operator=(const Reactor&) = delete;
 
@@ -98,8 +100,15 @@ public:
     Clock::time_point now() const noexcept { return now_; }
     void refresh_now() noexcept { now_ = Clock::now(); }
 
+    // MQTTOOLS_TURN_STATS=<path prefix>: per-turn CPU and wall-clock time,
+    // written to <prefix>.<pid> when run() returns (a diagnosis aid for
+    // latency under a storm, docs/profiling.md). Off: one branch per turn.
+    struct TurnStats;
+
 private:
     void fire_timers();
+    void dispatch(const void* events, int n);
+    std::unique_ptr<TurnStats> stats_;
 
     UniqueFd epoll_;
     bool stopped_ = false;
