@@ -435,16 +435,36 @@ void NatsCluster::session_ended(std::string_view client_id) {
 }
 
 void NatsCluster::release_ended() {
-    for (const auto& [id, at] : ended_) {
+    std::vector<std::string> released;
+    for (std::size_t n = 0; n < release_batch && !ended_.empty(); ++n) {
+        auto [id, at] = std::move(ended_.front());
+        ended_.pop_front();
         if (pending_claims_.count(id) != 0 || broker_.has_session(id)) continue;  // in use again
         // A claim settled here since the session ended belongs to a
         // CONNECT still waiting (for the session's state from another
         // node): its entry must stay.
         if (auto c = claims_.find(id); c != claims_.end() && c->second.at >= at) continue;
         claims_.erase(id);
-        shared_->push_release(id);
+        released.push_back(std::move(id));
     }
-    ended_.clear();
+    shared_->push_releases(released);
+    if (ended_.empty() || release_armed_) return;
+    // The rest after the sockets ready now (a timer due at once would fire
+    // in this same turn).
+    release_armed_ = true;
+    release_timer_ = reactor_.add_timer_after(std::chrono::microseconds(1), [this] {
+        release_armed_ = false;
+        release_ended();
+    });
+}
+
+void NatsCluster::forget_old_claims(net::Clock::time_point now) {
+    while (!claims_by_age_.empty() && now - claims_by_age_.front().second > std::chrono::seconds(60)) {
+        auto& [id, at] = claims_by_age_.front();
+        // Settled again since (a newer entry further on) or erased: not this one's.
+        if (auto c = claims_.find(id); c != claims_.end() && c->second.at == at) claims_.erase(c);
+        claims_by_age_.pop_front();
+    }
 }
 
 void NatsCluster::on_claimed(std::string_view client_id, std::uint64_t stamp, std::uint32_t flags) {
@@ -456,10 +476,8 @@ void NatsCluster::on_claimed(std::string_view client_id, std::uint64_t stamp, st
         if (--it->second.count == 0) pending_claims_.erase(it);
     }
     claims_[id] = Claim{stamp, now};
-    if (++claims_since_prune_ >= 1024) {
-        claims_since_prune_ = 0;
-        std::erase_if(claims_, [&](const auto& kv) { return now - kv.second.at > std::chrono::seconds(60); });
-    }
+    claims_by_age_.emplace_back(id, now);
+    forget_old_claims(now);
     if (pending.remote_stamp != 0 && std::pair(pending.remote_stamp, std::string_view(pending.remote_node)) >
                                          std::pair(stamp, std::string_view(node_id_))) {
         // A newer claim from another node came while ours was settling.

@@ -270,6 +270,7 @@ void NatsCluster::on_orphan(std::uint32_t kind, std::string_view data, std::uint
     if (kind == loaded_adopted) {
         if (!adopting_.contains(id)) return;  // claimed by a returning client meanwhile
         claims_[id] = Claim{seq, reactor_.now()};
+        claims_by_age_.emplace_back(id, reactor_.now());
         post_load(id, true);
         return;
     }

@@ -508,11 +508,15 @@ struct NatsCluster::Shared {
         }
         kv_cv.notify_one();
     }
-    void push_release(std::string_view client_id) {
+    // Sessions that ended here, in one hand-over: a fleet leaving at once
+    // wakes the KV thread once, not per id.
+    void push_releases(std::vector<std::string>& client_ids) {
+        if (client_ids.empty()) return;
         {
             std::lock_guard lock(kv_mutex);
-            kv_jobs.push_back({std::string(client_id), false, true, 0, {}});
+            for (std::string& id : client_ids) kv_jobs.push_back({std::move(id), false, true, 0, {}});
         }
+        client_ids.clear();
         kv_cv.notify_one();
     }
     // From the reactor: a retained update for the stream (false: over the
