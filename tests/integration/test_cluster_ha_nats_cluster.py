@@ -154,6 +154,31 @@ def r3_nodes(tmp_path, nats3):
             pytest.fail(f"node exited with {code}:\n{b.output()[-3000:]}")
 
 
+def test_every_bucket_is_read_from_its_leader(nats3, r3_nodes):
+    # With AllowDirect (what js_CreateKeyValue sets) any replica answers a
+    # get, and one still catching up after a NATS server died answered "no
+    # record" for a session record written seconds before: the session was
+    # lost (Session Present 0). The nodes turn it off on every bucket.
+    a, = r3_nodes(1)
+    # A persistent session: its claim and its record open those buckets.
+    s = connect(a.port, "s", properties=SESSION)
+    s.subscribe([("x/#", sub_options(1))])
+    s.disconnect()
+    wanted = {"KV_MQTT_OWNERS_mqtt", "KV_MQTT_SESSIONS_mqtt", "KV_MQTT_NODES_mqtt", "KV_MQTT_ADMIN_mqtt"}
+
+    def buckets():
+        jsz = nats3.monitor(0, "/jsz?accounts=true&streams=true&config=true") or {}
+        out = {}
+        for acc in jsz.get("account_details") or []:
+            for st in acc.get("stream_detail") or []:
+                if st.get("name", "").startswith("KV_"):
+                    out[st["name"]] = (st.get("config") or {}).get("allow_direct", False)
+        return out
+
+    assert wait_until(lambda: wanted <= set(buckets()) and not any(buckets().values()), timeout=30 * SLOW), \
+        f"buckets and their allow_direct: {buckets()}"
+
+
 @pytest.mark.parametrize("victim", ["stream_leader", "most_links"])
 @pytest.mark.parametrize("qos", [1, 2])
 def test_one_of_three_nats_servers_killed_for_good_loses_nothing(nats3, r3_nodes, qos, victim):
