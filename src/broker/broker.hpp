@@ -385,6 +385,7 @@ private:
     void hand_back_shared(std::vector<SharedHandback>& messages);
     void end_session_handing_back(Session& s);
     SharedGroup* local_group(std::string_view topic, std::string_view shared);
+    void deliver_to_group(SharedGroup& group, std::string_view shared, MessageView& m);
     // The member `s` is done with `m` (QoS 1 acknowledged, QoS 2 sent).
     void note_shared_done(Session& s, const OutboundMessage& m) {
         if (m.from_shared && cluster_ && m.message && m.message->cluster_origin != 0) {
@@ -680,7 +681,6 @@ private:
     std::vector<SharedGroup*> groups_;
     using Target = RouteTarget;
     std::vector<Target> targets_;
-    bool delivering_shared_ = false;  // deliver(): targets_ is a shared subscription's member
     RouteCache cluster_route_;        // the last pack's topic and targets (route_from_cluster)
     std::vector<std::uint32_t> ids_;
     struct WireForm {

@@ -107,13 +107,17 @@ bool Broker::route_from_cluster(Bytes packet, std::string_view shared, std::uint
     // The one group NATS picked this node for: same name and filter.
     SharedGroup* group = local_group(m.topic, shared);
     if (!group) return false;  // its last member left while the message crossed
-    groups_.push_back(group);
-    merge_matches(nullptr);
-    if (!targets_.empty()) note_shared_taken(shared, *targets_.front().session, m, targets_.front().qos);
-    delivering_shared_ = true;
-    deliver(m);
-    delivering_shared_ = false;
+    deliver_to_group(*group, shared, m);
     return true;
+}
+
+// One member of `group` (round robin, connected ones first) gets `m`; in a
+// cluster, noted as taken (note_shared_taken).
+void Broker::deliver_to_group(SharedGroup& group, std::string_view shared, MessageView& m) {
+    groups_.push_back(&group);
+    merge_matches(nullptr);
+    if (cluster_ && !targets_.empty()) note_shared_taken(shared, *targets_.front().session, m, targets_.front().qos);
+    deliver(m);
 }
 
 // Before the member gets it: the cluster notes who took the message
@@ -161,18 +165,8 @@ void Broker::end_session_handing_back(Session& s) {
 void Broker::hand_back_shared(std::vector<SharedHandback>& messages) {
     const auto now = reactor_.now();
     for (SharedHandback& h : messages) {
-        const Message& stored = *h.message;
-        if (stored.expired(now)) continue;  // [MQTT-3.3.2-5]
-        MessageView v;
-        v.topic = stored.topic;
-        v.payload = stored.payload_bytes();
-        v.properties = stored.property_bytes();
-        v.qos = stored.qos;
-        v.retain = stored.retain;
-        v.expiry_interval = stored.remaining_expiry(now);
-        v.cluster_origin = stored.cluster_origin;
-        v.cluster_seq = stored.cluster_seq;
-        v.stored = h.message;
+        if (h.message->expired(now)) continue;  // [MQTT-3.3.2-5]
+        MessageView v = view_of(h.message, now);
         // A member of the same group on this node first; in a cluster, else
         // the group's other nodes (NATS' queue group picks one; this node
         // left the group before, on the same connection: nats_groups.cpp).
@@ -181,13 +175,8 @@ void Broker::hand_back_shared(std::vector<SharedHandback>& messages) {
             if (cluster_) cluster_->redispatch(h.group, v);
             continue;
         }
-        groups_.push_back(group);
-        merge_matches(nullptr);
-        if (cluster_ && !targets_.empty()) note_shared_taken(h.group, *targets_.front().session, v, targets_.front().qos);
         spdlog::debug("A message of {} goes to another member (its member's session ended).", h.group);
-        delivering_shared_ = true;
-        deliver(v);
-        delivering_shared_ = false;
+        deliver_to_group(*group, h.group, v);
     }
 }
 
@@ -212,7 +201,7 @@ void Broker::route_to_session(Session& s, Bytes packet, std::uint64_t origin, st
     for (const auto& [filter, o] : s.subscriptions) {
         const auto sf = parse_shared_filter(filter);
         if (!sf || !topic_matches(sf->filter, m.topic)) continue;
-        Target t{&s, o.qos, o.retain_as_published, 0, 0};
+        Target t{&s, o.qos, o.retain_as_published, 0, 0, true};
         if (o.identifier != 0) {
             ids_.push_back(o.identifier);
             t.ids_count = 1;
@@ -221,9 +210,7 @@ void Broker::route_to_session(Session& s, Bytes packet, std::uint64_t origin, st
         note_shared_taken(filter, s, m, o.qos);
         break;
     }
-    delivering_shared_ = true;
     deliver(m);
-    delivering_shared_ = false;
 }
 
 bool Broker::retained_from_cluster(Bytes packet, std::uint32_t age_seconds) {

@@ -292,7 +292,7 @@ void Broker::deliver(MessageView& m) {
         out.message = m.stored;
         out.qos = qos;
         out.retain = retain;
-        out.from_shared = delivering_shared_ || t.shared;
+        out.from_shared = t.shared;
         out.subscription_ids.assign(ids.begin(), ids.end());
         enqueue(s, std::move(out));
     }
