@@ -100,7 +100,9 @@ def test_a_retained_message_is_not_also_delivered_live_to_a_later_subscriber(pai
     turn, before the retained stream's copy can reach the other node. Before,
     a client subscribing on node 2 right after the publisher's PINGRESP got
     the message twice: as retained (from the stream) and then live (the copy
-    that had lingered), on the CI host even with the default 500 us."""
+    that had lingered), on the CI host even with the default 500 us. (On a
+    loaded CI host both live copies may also reach node 2 only after the
+    subscription: they are then delivered live and nothing is retained yet.)"""
     a, b = pair('"100ms"')
     pub = connect(a.port, "ret-pub")
     for round_ in range(3):
@@ -111,7 +113,17 @@ def test_a_retained_message_is_not_also_delivered_live_to_a_later_subscriber(pai
         sub = connect(b.port, f"ret-sub-{round_}")
         sub.subscribe([(topic, sub_options(1))])
         got = [(m.topic, m.payload, m.retain) for m in sub.messages(quiet=0.5 * SLOW)]
-        assert got == [(topic, b"new", True)]
+        # Which copies arrive depends on how far the messages had got to
+        # node 2 when the subscription was made there (PINGRESP only says
+        # node 1 took them): the retained value, or the live copies that
+        # follow the subscription, or a retained "old" and a live "new".
+        # Never a message both ways, never a stale value after "new".
+        assert got in (
+            [(topic, b"new", True)],
+            [(topic, b"old", False), (topic, b"new", False)],
+            [(topic, b"new", False)],
+            [(topic, b"old", True), (topic, b"new", False)],
+        ), got
         sub.close()
     pub.close()
 
