@@ -111,6 +111,8 @@ void NatsCluster::Shared::kv_main() {
     std::snprintf(origin_hex, sizeof origin_hex, "%llx", static_cast<unsigned long long>(origin));
     const std::string release_reply = std::string("_r.") + origin_hex;
     const std::string purge_subject = "$JS.API.STREAM.PURGE.KV_" + bucket;
+    const std::string delete_subject = "$JS.API.STREAM.MSG.DELETE.KV_" + bucket;
+    bool deletes = false;  // the bucket lets an entry be deleted by its revision (open_bucket)
     natsSubscription* release_answers = nullptr;
     // Answers to the pipelined claims: CLAIM_REPLY.N for the Nth request.
     natsSubscription* claim_answers = nullptr;
@@ -196,7 +198,7 @@ void NatsCluster::Shared::kv_main() {
             // As many copies as the sessions and messages: on a NATS
             // cluster, losing the server that held a single copy left
             // every claim unsettled, so no session resumed.
-            if (kjs) kv = open_bucket(kjs, bucket, config.replicas);
+            if (kjs) kv = open_bucket(kjs, bucket, config.replicas, js_FileStorage, 0, &deletes);
             if (!kv && !warned) {
                 warned = true;
                 log("Cluster: no JetStream key/value bucket " + bucket +
@@ -253,20 +255,24 @@ void NatsCluster::Shared::kv_main() {
             for (std::size_t j = first; j < end; ++j) {
                 FastClaim& f = fast[j - first];
                 if (jobs[j].release) {
-                    // The session ended here: remove every entry of its key
-                    // up to the revision this node wrote. A claim another
-                    // node made since has a higher revision and stays; the
-                    // key then holds nothing at all (no delete marker), so a
-                    // bucket under client-id churn does not grow (issue 26).
+                    // The session ended here: remove the entry this node
+                    // wrote (one value per key: a claim another node made
+                    // since replaced it, has a higher revision and stays);
+                    // the key then holds nothing at all (no delete marker),
+                    // so a bucket under client-id churn does not grow
+                    // (issue 26). By its revision where the bucket allows
+                    // it, else every entry of the key up to that revision.
                     auto it = mine.find(f.key);
                     if (it == mine.end()) continue;  // never ours, or already given away
                     if (up && kv && release_answers) {
                         char body[1200];
-                        const int n = std::snprintf(body, sizeof body, "{\"filter\":\"$KV.%s.%s\",\"seq\":%llu}",
-                                                    bucket.c_str(), f.key.c_str(),
-                                                    static_cast<unsigned long long>(it->second + 1));
+                        const auto rev = static_cast<unsigned long long>(it->second);
+                        const int n = deletes ? std::snprintf(body, sizeof body, "{\"seq\":%llu,\"no_erase\":true}", rev)
+                                              : std::snprintf(body, sizeof body, "{\"filter\":\"$KV.%s.%s\",\"seq\":%llu}",
+                                                              bucket.c_str(), f.key.c_str(), rev + 1);
                         if (n > 0 && n < static_cast<int>(sizeof body)) {
-                            natsConnection_PublishRequest(c, purge_subject.c_str(), release_reply.c_str(), body, n);
+                            natsConnection_PublishRequest(c, (deletes ? delete_subject : purge_subject).c_str(),
+                                                          release_reply.c_str(), body, n);
                         }
                     }
                     mine.erase(it);

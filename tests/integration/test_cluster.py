@@ -709,23 +709,76 @@ def test_session_expiry_across_nodes(nodes):
     c.nothing(0.5)
 
 
-def stream_messages(nats, stream):
-    """The message count of a JetStream stream, asked over NATS' own protocol
-    ($JS.API.STREAM.INFO); None when it does not exist."""
+def js_api(nats, subject, request=b""):
+    """JetStream's answer (parsed JSON) to one API request, asked over NATS'
+    own protocol."""
     import json
     with socket.create_connection(("127.0.0.1", nats.port), timeout=5) as s:
         f = s.makefile("rb")
         f.readline()  # INFO
         s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB _t.info 1\r\n'
-                  + f"PUB $JS.API.STREAM.INFO.{stream} _t.info 0\r\n\r\n".encode())
+                  + f"PUB {subject} _t.info {len(request)}\r\n".encode() + request + b"\r\n")
         while True:
             line = f.readline()
             if line.startswith(b"PING"):
                 s.sendall(b"PONG\r\n")
             elif line.startswith(b"MSG"):
-                body = f.read(int(line.split()[-1]) + 2)
-                info = json.loads(body)
-                return None if "error" in info else info["state"]["messages"]
+                return json.loads(f.read(int(line.split()[-1]) + 2))
+
+
+def stream_messages(nats, stream):
+    """The message count of a JetStream stream ($JS.API.STREAM.INFO); None
+    when it does not exist."""
+    info = js_api(nats, f"$JS.API.STREAM.INFO.{stream}")
+    return None if "error" in info else info["state"]["messages"]
+
+
+def churn_and_count_entries(nats, n1, n2):
+    """Clean Start / expiry 0 clients with new ids come and go on both nodes
+    beside one live session: the ownership bucket ends with that session's
+    entry only."""
+    keep = connect(n1.port, "kept", properties=[(SESSION_EXPIRY_INTERVAL, 600)])
+    for i in range(100):
+        connect((n1 if i % 2 else n2).port, f"gone-{i}").disconnect()
+    assert wait_until(lambda: stream_messages(nats, "KV_MQTT_OWNERS_mqtt") == 1, timeout=20 * SLOW), \
+        stream_messages(nats, "KV_MQTT_OWNERS_mqtt")
+    # An id that went is claimed afresh, and its takeover still works.
+    a = connect(n1.port, "gone-3")
+    b = connect(n2.port, "gone-3")
+    a.expect_closed()
+    assert wait_until(lambda: stream_messages(nats, "KV_MQTT_OWNERS_mqtt") == 2, timeout=20 * SLOW)
+    b.disconnect()
+    keep.disconnect()
+
+
+def test_an_ended_session_is_deleted_from_the_ownership_bucket_by_its_revision(nodes, nats):
+    """The nodes create the ownership bucket letting an entry be deleted by
+    its sequence: a release is then one cheap delete instead of a stream
+    purge filtered on the key, which nats-server pays for with a walk of the
+    stream (~100-280 us of its CPU per ended session in a storm of new ids,
+    issue 26)."""
+    n1, n2 = nodes(2)
+    churn_and_count_entries(nats, n1, n2)
+    config = js_api(nats, "$JS.API.STREAM.INFO.KV_MQTT_OWNERS_mqtt")["config"]
+    assert config.get("deny_delete", False) is False, config
+    assert config.get("max_msgs_per_subject") == 1 and config.get("allow_rollup_hdrs") is True, config
+    assert config.get("allow_direct", False) is False, config
+
+
+def test_an_ownership_bucket_that_denies_deletes_is_still_emptied_by_releases(nodes, nats):
+    """A bucket an earlier version created (as js_CreateKeyValue does: deletes
+    denied, which nats-server will not lift): the nodes open it as it is and
+    remove ended sessions' entries with filtered purges instead."""
+    import json
+    config = {"name": "KV_MQTT_OWNERS_mqtt", "subjects": ["$KV.MQTT_OWNERS_mqtt.>"], "max_msgs_per_subject": 1,
+              "discard": "new", "deny_delete": True, "allow_rollup_hdrs": True, "storage": "file",
+              "num_replicas": 1, "duplicate_window": 120_000_000_000}
+    made = js_api(nats, "$JS.API.STREAM.CREATE.KV_MQTT_OWNERS_mqtt", json.dumps(config).encode())
+    assert "error" not in made, made
+    n1, n2 = nodes(2)
+    churn_and_count_entries(nats, n1, n2)
+    config = js_api(nats, "$JS.API.STREAM.INFO.KV_MQTT_OWNERS_mqtt")["config"]
+    assert config.get("deny_delete") is True, config
 
 
 def test_client_id_churn_leaves_no_ownership_entries(nodes, nats):
