@@ -28,8 +28,9 @@
                generator at the brokers' priority, and as clients on other
                hosts would see the brokers (the background's generator
                under SCHED_FIFO, the storm's at nice 19: on this host they
-               share the brokers' 2 cores). Not in the default set:
-               `--scenarios connects`.
+               share the brokers' 2 cores). CPU per id while they connect
+               and at their end (disconnects, ownership releases). Not in
+               the default set: `--scenarios connects`.
   pairs-tls    `pairs` across 2 nodes with NATS over TLS (a test CA made
                with openssl): plain NATS vs TLS on the reactor's data
                connection vs, with `--before OLD/mqttoolsd`, an older build
@@ -358,7 +359,10 @@ class Bench:
                    "ids_per_s": st.get("held", 0) / st["connect_s"] if st.get("connect_s") else 0,
                    "bg_p99_us": bgr.get("lat_us", {}).get("p99", 0), "bg_p50_us": bgr.get("lat_us", {}).get("p50", 0),
                    "bg_lost": bgr.get("lost", 0), "node_cpu_us_per_id": st.get("broker_cpu_us_per_conn", 0),
-                   "nats_cpu_us_per_id": st.get("extra_cpu_us_per_conn", 0)}
+                   "nats_cpu_us_per_id": st.get("extra_cpu_us_per_conn", 0),
+                   # the ids' end: disconnects and the release of each ended session's ownership entry
+                   "node_close_cpu_us_per_id": st.get("broker_close_cpu_us_per_conn", 0),
+                   "nats_close_cpu_us_per_id": st.get("extra_close_cpu_us_per_conn", 0)}
             return s.check_alive(res)
         finally:
             s.close()
@@ -392,7 +396,8 @@ class Bench:
                                     lambda r: f"{r['held']} new ids in {r['connect_s']:.2f} s = {r['ids_per_s']:.0f}/s, "
                                     f"background p50 {r['bg_p50_us']:.0f} µs p99 {r['bg_p99_us']:.0f} µs, lost "
                                     f"{r['bg_lost']}; CPU µs per id: nodes {r['node_cpu_us_per_id']:.0f}, "
-                                    f"nats-server {r['nats_cpu_us_per_id']:.0f}")
+                                    f"nats-server {r['nats_cpu_us_per_id']:.0f}; at their end: nodes "
+                                    f"{r['node_close_cpu_us_per_id']:.0f}, nats-server {r['nats_close_cpu_us_per_id']:.0f}")
                     continue
                 if name == IDLE_NAME:
                     if i > 0:
@@ -451,8 +456,9 @@ class Bench:
 
     def connects_table(self):
         rows = ["| setup | new client ids connected | ids / s (median; per run) | background p50 µs | "
-                "background p99 µs (median; per run) | background lost | CPU µs per id: nodes / nats-server |",
-                "|---|---|---|---|---|---|---|"]
+                "background p99 µs (median; per run) | background lost | CPU µs per id: nodes / nats-server | "
+                "CPU µs per id at its end: nodes / nats-server |",
+                "|---|---|---|---|---|---|---|---|"]
         for label in (connects_label(setup[0], rt) for rt in self.connects_sched() for setup in self.connects_setups()):
             runs = self.results.get((CONNECTS_NAME, label), [])
             ok = [r for r in runs if r.get("ok")]
@@ -460,7 +466,8 @@ class Bench:
             m = lambda key: f"{statistics.median(r[key] for r in ok):,.0f}" if ok else "–"
             rows.append(f"| {label} | {m('held')} | {m('ids_per_s')} ({f('ids_per_s')}) | {m('bg_p50_us')} | "
                         f"{m('bg_p99_us')} ({f('bg_p99_us')}) | {m('bg_lost')} | "
-                        f"{m('node_cpu_us_per_id')} / {m('nats_cpu_us_per_id')} |")
+                        f"{m('node_cpu_us_per_id')} / {m('nats_cpu_us_per_id')} | "
+                        f"{m('node_close_cpu_us_per_id')} / {m('nats_close_cpu_us_per_id')} |")
         return "\n".join(rows)
 
     def table(self, names):
