@@ -150,10 +150,14 @@ public:
     bool session_claimed_elsewhere(std::string_view client_id, std::string_view node, bool wants_state);
     // A session with this client id lives here (connected or not).
     bool has_session(std::string_view client_id) const { return sessions_.find(client_id) != nullptr; }
-    // This node's claim for `client_id` is settled (this node owns it now):
-    // the CONNECT parked for it goes on, or with `wait_for_state` (another
-    // node held the session) keeps waiting for session_arrived.
-    void claim_settled(std::string_view client_id, bool wait_for_state);
+    // This node's claim for `client_id` is settled (this node owns it now).
+    // What the CONNECT parked for it does next: go on; keep waiting for
+    // session_arrived (another node held the session); or read the
+    // cluster's record of the session first (nobody else owned the id, yet
+    // a Clean Start 0 must not be told Session Present 0 while the record
+    // bucket holds its session).
+    enum class AfterClaim { go_on, wait_for_state, read_record };
+    void claim_settled(std::string_view client_id, AfterClaim next);
     // session_transfer.cpp: the state of a session another node let go, for
     // a CONNECT parked here; applied and the CONNECT goes on (Session
     // Present 1). Ignored when no CONNECT waits for it any more.

@@ -318,6 +318,7 @@ void Broker::session_loaded(std::string_view client_id, const ReplicaRecord& rec
     }
     if (!waiting) return;
     if (!record.found) {
+        spdlog::debug("Client {}: the cluster holds no record of its session.", std::string(client_id));
         resume_parked(*waiting);
         return;
     }

@@ -345,7 +345,7 @@ void Broker::drop_parked(Connection& c) {
     parked_.erase(it);
 }
 
-void Broker::claim_settled(std::string_view client_id, bool wait_for_state) {
+void Broker::claim_settled(std::string_view client_id, AfterClaim next) {
     // Claims settle in the order they were made: the oldest unsettled
     // CONNECT for this id is the one.
     Connection* first = nullptr;
@@ -359,7 +359,15 @@ void Broker::claim_settled(std::string_view client_id, bool wait_for_state) {
     if (!first) return;  // it stopped waiting
     Parked& p = parked_[first];
     p.settled = true;
-    if (wait_for_state) return;
+    if (next == AfterClaim::wait_for_state) return;
+    if (next == AfterClaim::read_record) {
+        // Read at once: no node will hand the session over, so the wait
+        // for one would only delay the resume (load_replica sets its own
+        // deadline). A record that is not there starts a new session.
+        reactor_.cancel_timer(p.timer);
+        p.timer = {};
+        if (load_replica(*first)) return;
+    }
     // It goes on within the set-up budget of a turn (setup_queue.cpp): a
     // storm's claims settle hundreds at a time. No node is waited for
     // now: the wait's timer (a session from a node that is gone) goes.

@@ -488,13 +488,28 @@ void NatsCluster::on_claimed(std::string_view client_id, std::uint64_t stamp, st
         }
         return;
     }
-    // This node owned the id already but does not hold its session (a
-    // resume refused here a moment ago, or this node restarted under its
-    // id): the CONNECT waits as for another owner, then reads the record,
-    // rather than starting a new session over the one the cluster keeps.
-    const bool elsewhere = (flags & claim_other_owner) != 0 ||
-                           ((flags & claim_own_before) != 0 && replicates_sessions() && !broker_.has_session(id));
-    broker_.claim_settled(client_id, (flags & claim_wants_state) != 0 && elsewhere);
+    // Clean Start 0 with replicated sessions and no session here: the
+    // record bucket, the sessions' durable home, has the last word. Another
+    // node owned the id: the CONNECT waits for its hand-over, then reads
+    // the record. Nobody else did (this node owned it already: a resume
+    // refused here a moment ago, or this node restarted under its id; or
+    // no owner at all: after the ownership bucket lost its leader the claim
+    // was seen to find no owner of a session whose record was written
+    // before): the record is read at once rather than a new session
+    // started over the one the cluster keeps (Session Present 0).
+    using AfterClaim = broker::Broker::AfterClaim;
+    AfterClaim next = AfterClaim::go_on;
+    if ((flags & claim_wants_state) != 0) {
+        if ((flags & claim_other_owner) != 0) {
+            next = AfterClaim::wait_for_state;
+        } else if (replicates_sessions() && !broker_.has_session(id)) {
+            next = AfterClaim::read_record;
+        }
+    }
+    spdlog::debug("Cluster: claim of {} settled (flags {}): {}.", id, flags,
+                  next == AfterClaim::go_on ? "goes on" : next == AfterClaim::wait_for_state ? "waits for its owner"
+                                                                                        : "reads its record");
+    broker_.claim_settled(client_id, next);
     if ((stamp & kv_stamp_bit) == 0 || reclaims_.count(id) != 0) reclaim_unordered(id);
 }
 

@@ -142,10 +142,14 @@ void NatsCluster::reclaim_unordered(const std::string& client_id) {
     const bool ordered = c != claims_.end() && (c->second.stamp & kv_stamp_bit) != 0;
     Durable* d = shared_->durable;
     auto it = reclaims_.find(client_id);
-    if (ordered || !d || d->passthrough() || !connected_here(client_id) ||
-        (it != reclaims_.end() && it->second.attempts >= max_attempts)) {
+    // Whether its client is connected here is asked when the timer fires,
+    // not now: a claim settles before its CONNECT attaches the session (a
+    // new session is made after on_claimed; a resume may still read the
+    // record), so a check here left every such claim unordered for good,
+    // and the owners bucket, made on a claim, not made at all.
+    if (ordered || !d || d->passthrough() || (it != reclaims_.end() && it->second.attempts >= max_attempts)) {
         if (it == reclaims_.end()) return;
-        if (!ordered && it->second.attempts >= max_attempts) {
+        if (!ordered && it->second.attempts >= max_attempts && connected_here(client_id)) {
             spdlog::warn("Cluster: the claim on client id {} was never ordered by the ownership bucket; checked "
                          "again when the node's link is back.", client_id);
         }
@@ -164,8 +168,19 @@ void NatsCluster::reclaim_unordered(const std::string& client_id) {
         // A claim under way (this node's): its settling decides.
         if (pending_claims_.count(client_id) != 0) return;
         const auto c = claims_.find(client_id);
-        if ((c != claims_.end() && (c->second.stamp & kv_stamp_bit) != 0) || !connected_here(client_id)) {
+        if (c != claims_.end() && (c->second.stamp & kv_stamp_bit) != 0) {
             reclaims_.erase(it);
+            return;
+        }
+        if (!connected_here(client_id)) {
+            // Its CONNECT still being set up (a resume reading the record,
+            // the set-up queue): looked at again, twice at most; gone or
+            // offline: its next CONNECT claims it, wherever that is.
+            if (it->second.attempts < 3) {
+                reclaim_unordered(client_id);
+            } else {
+                reclaims_.erase(it);
+            }
             return;
         }
         claim_session(client_id, false);

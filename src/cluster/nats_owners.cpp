@@ -179,8 +179,17 @@ void NatsCluster::Shared::kv_main() {
     for (;;) {
         {
             std::unique_lock lock(kv_mutex);
-            kv_cv.wait(lock, [&] { return stopping() || !kv_jobs.empty(); });
-            if (kv_jobs.empty()) break;  // stopping
+            // Without the bucket (JetStream not ready when the node
+            // started: a NATS cluster still electing its leader) it is
+            // tried again every second, not only when a claim comes: the
+            // claims settled meanwhile by the wall clock are made again
+            // (nats_fence.cpp), and a take-over needs the bucket to exist.
+            if (kv) {
+                kv_cv.wait(lock, [&] { return stopping() || !kv_jobs.empty(); });
+            } else {
+                kv_cv.wait_for(lock, std::chrono::seconds(1), [&] { return stopping() || !kv_jobs.empty(); });
+            }
+            if (stopping() && kv_jobs.empty()) break;
             jobs.swap(kv_jobs);
         }
         natsConnection* c = control.load();

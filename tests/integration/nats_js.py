@@ -1,6 +1,7 @@
 """A minimal NATS client for the tests' JetStream API calls ($JS.API.*
 request/reply with JSON bodies): enough to read and change a stream's
 config from a test, with no NATS library for Python in Debian 12."""
+import base64
 import json
 import socket
 import time
@@ -40,3 +41,31 @@ class NatsRequester:
 
     def close(self):
         self.sock.close()
+
+
+def session_record(port, client_id, prefix="mqtt"):
+    """The cluster's stored record of `client_id`'s session (bytes), read
+    from the session bucket's stream leader, or None (none stored, or
+    JetStream not answering). Its header: version (1 byte), time written
+    (8), connected (1): nats_sessions.cpp, store_session."""
+    stream = f"KV_MQTT_SESSIONS_{prefix}"
+    key = "s" + client_id.encode().hex()
+    try:
+        js = NatsRequester(port, timeout=5)
+    except OSError:
+        return None
+    try:
+        r = js.request(f"$JS.API.STREAM.MSG.GET.{stream}",
+                       {"last_by_subj": f"$KV.MQTT_SESSIONS_{prefix}.{key}"}, timeout=5)
+    except (OSError, TimeoutError, ValueError):
+        return None
+    finally:
+        js.close()
+    data = (r.get("message") or {}).get("data")
+    return base64.b64decode(data) if data else None
+
+
+def record_says_disconnected(port, client_id, prefix="mqtt"):
+    """The stored record is the one written when the client went away."""
+    record = session_record(port, client_id, prefix)
+    return record is not None and len(record) > 9 and record[9] == 0
