@@ -374,6 +374,7 @@ private:
     void replicate_changed_sessions();
     bool load_replica(Connection& c);
     void start_replay(const std::string& client_id);
+    void replay_from_record(std::string_view client_id, const ReplicaRecord& record);
     void forget_replay(std::string_view client_id);
     void refuse_resume(Connection& c);
     bool refuse_unsettled(Connection& c);

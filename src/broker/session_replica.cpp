@@ -361,8 +361,14 @@ void Broker::session_loaded(std::string_view client_id, const ReplicaRecord& rec
     if (s->outbound) {
         for (OutboundMessage& m : s->outbound->queue) m.maybe_sent = true;
     }
+    replays_[std::string(client_id)].connection = waiting;
+    replay_from_record(client_id, record);
+}
+
+// The messages the record's session missed since it was written: read
+// from the stream once its interest is on NATS.
+void Broker::replay_from_record(std::string_view client_id, const ReplicaRecord& record) {
     Replay& r = replays_[std::string(client_id)];
-    r.connection = waiting;
     r.watermarks = record.watermarks;
     r.shared_watermarks = record.shared_watermarks;
     r.since_ns = record.written_ns - replay_margin_ns;
@@ -528,14 +534,7 @@ void Broker::adopt_orphan(std::string_view client_id, const ReplicaRecord& recor
     Replay& r = replays_[std::string(client_id)];
     r.adopted = true;
     r.gone_ns = gone;
-    r.watermarks = record.watermarks;
-    r.shared_watermarks = record.shared_watermarks;
-    r.since_ns = record.written_ns - replay_margin_ns;
-    r.done = false;
-    r.seen_from = late_arrivals_ + 1;
-    r.started = false;
-    r.ticket = cluster_->interest_ticket(false);
-    if (r.ticket == 0 || r.ticket <= interest_confirmed_) start_replay(std::string(client_id));
+    replay_from_record(client_id, record);
 }
 
 bool Broker::abandon_adoption(std::string_view client_id) {
