@@ -332,6 +332,21 @@ void run_replay(Durable* d, ReplayJob job, jsCtx* js) {
         // replicated consumer took over 2 s, twice in a row).
         so.Config.Replicas = 1;
         so.Config.MemoryStorage = true;
+        // The last message the stream's leader holds on the subject before
+        // the reader starts (a later one reaches the session live: its
+        // interest is on NATS by now). The reader's consumer is one copy on
+        // one replica, and one not caught up after a NATS server died
+        // counted nothing due: a session resumed without 100 acknowledged
+        // messages. The reader goes on until it has delivered this one.
+        std::uint64_t must_reach = 0;
+        if (js) {
+            natsMsg* last = nullptr;
+            jsErrCode jerr = static_cast<jsErrCode>(0);
+            if (js_GetLastMsg(&last, js, d->stream.c_str(), subject.c_str(), &jo, &jerr) == NATS_OK && last) {
+                if (natsMsg_GetTime(last) >= job.since_ns) must_reach = natsMsg_GetSequence(last);
+            }
+            if (last) natsMsg_Destroy(last);
+        }
         natsSubscription* sub = nullptr;
         for (;;) {
             jsErrCode jerr = static_cast<jsErrCode>(0);
@@ -379,13 +394,21 @@ void run_replay(Durable* d, ReplayJob job, jsCtx* js) {
             failed = true;
         }
         std::string out;
+        std::uint64_t last_seen = 0;  // the highest stream sequence the reader delivered
         while (counted) {
             natsMsg* m = nullptr;
-            if (natsSubscription_NextMsg(&m, sub, pending > 0 ? 2000 : 100) != NATS_OK) {
+            const bool behind = last_seen < must_reach;
+            if ((behind && steady_clock::now() >= job.deadline) ||
+                natsSubscription_NextMsg(&m, sub, pending > 0 || behind ? 2000 : 100) != NATS_OK) {
                 // Messages still due that did not come: not a complete replay.
                 if (pending > 0) {
                     d->shared.log("Cluster: the replay on " + subject + " stopped with " + std::to_string(pending) +
                                   " message(s) still due.");
+                    failed = true;
+                } else if (behind) {
+                    d->shared.log("Cluster: the replay on " + subject + " ended at stream sequence " +
+                                  std::to_string(last_seen) + " but the stream's leader has " +
+                                  std::to_string(must_reach) + " (its consumer's replica not caught up).");
                     failed = true;
                 }
                 break;
@@ -393,7 +416,7 @@ void run_replay(Durable* d, ReplayJob job, jsCtx* js) {
             std::uint64_t stream_seq = 0;
             ClusterMessageIdPair ids{0, 0};
             if (!replayed(m, job.id, stream_seq, pending, out, ids)) {
-            } else if (!shared_subject) {
+            } else if (last_seen = std::max(last_seen, stream_seq); !shared_subject) {
                 got.emplace(stream_seq, std::pair(ids, out));
             } else if (mine.contains(ids) && got.emplace(stream_seq, std::pair(ids, out)).second) {
                 got_shared.insert(stream_seq);
