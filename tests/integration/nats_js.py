@@ -43,24 +43,29 @@ class NatsRequester:
         self.sock.close()
 
 
-def session_record(port, client_id, prefix="mqtt"):
-    """The cluster's stored record of `client_id`'s session (bytes), read
-    from the session bucket's stream leader, or None (none stored, or
-    JetStream not answering). Its header: version (1 byte), time written
-    (8), connected (1): nats_sessions.cpp, store_session."""
-    stream = f"KV_MQTT_SESSIONS_{prefix}"
-    key = "s" + client_id.encode().hex()
+def ask(port, subject, body=None):
+    """One request on a connection of its own: the JSON answer, or None
+    when nats-server did not answer (down, electing a leader)."""
     try:
         js = NatsRequester(port, timeout=5)
     except OSError:
         return None
     try:
-        r = js.request(f"$JS.API.STREAM.MSG.GET.{stream}",
-                       {"last_by_subj": f"$KV.MQTT_SESSIONS_{prefix}.{key}"}, timeout=5)
+        return js.request(subject, body, timeout=5)
     except (OSError, TimeoutError, ValueError):
         return None
     finally:
         js.close()
+
+
+def session_record(port, client_id, prefix="mqtt"):
+    """The cluster's stored record of `client_id`'s session (bytes), read
+    from the session bucket's stream leader, or None (none stored, or
+    JetStream not answering). Its header: version (1 byte), time written
+    (8), connected (1): nats_sessions.cpp, store_session."""
+    key = "s" + client_id.encode().hex()
+    r = ask(port, f"$JS.API.STREAM.MSG.GET.KV_MQTT_SESSIONS_{prefix}",
+            {"last_by_subj": f"$KV.MQTT_SESSIONS_{prefix}.{key}"}) or {}
     data = (r.get("message") or {}).get("data")
     return base64.b64decode(data) if data else None
 

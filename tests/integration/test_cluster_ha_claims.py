@@ -16,10 +16,9 @@ import time
 import pytest
 
 from conftest import SANITIZED, wait_until
-from nats_js import NatsRequester, record_says_disconnected
-from test_cluster import NATS_SERVER, connect, link, nats  # noqa: F401 (fixture)
-from test_cluster_ha import SESSION, Receiver, check_delivered, ha_nodes, publish_acked, resume  # noqa: F401
-from mqttwire import Client, sub_options
+from nats_js import ask, record_says_disconnected
+from test_cluster import NATS_SERVER, connect, nats  # noqa: F401 (fixture)
+from test_cluster_ha import Receiver, check_delivered, ha_nodes, pair, publish_acked, resume  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not os.path.exists(NATS_SERVER), reason="nats-server is not installed")
 SLOW = 3 if SANITIZED else 1
@@ -29,14 +28,7 @@ OWNERS = "KV_MQTT_OWNERS_mqtt"
 def owner_of(port, client_id):
     """The node id the ownership bucket names for `client_id` (ids of
     letters and digits are their own keys), or None."""
-    js = NatsRequester(port, timeout=5)
-    try:
-        r = js.request(f"$JS.API.STREAM.MSG.GET.{OWNERS}", {"last_by_subj": f"$KV.MQTT_OWNERS_mqtt.{client_id}"},
-                       timeout=5)
-    except (OSError, TimeoutError, ValueError):
-        return None
-    finally:
-        js.close()
+    r = ask(port, f"$JS.API.STREAM.MSG.GET.{OWNERS}", {"last_by_subj": f"$KV.MQTT_OWNERS_mqtt.{client_id}"}) or {}
     data = (r.get("message") or {}).get("data")
     return base64.b64decode(data).decode() if data else None
 
@@ -45,56 +37,33 @@ def has_entry(port, client_id):
     """The ownership bucket holds an entry for `client_id`. Asked with a
     stream info (not a message get: nats-server 2.9.10 crashed on a get
     that came while the stream was being made)."""
-    js = NatsRequester(port, timeout=5)
-    try:
-        r = js.request(f"$JS.API.STREAM.INFO.{OWNERS}", {"subjects_filter": f"$KV.MQTT_OWNERS_mqtt.{client_id}"},
-                       timeout=5)
-    except (OSError, TimeoutError, ValueError):
-        return False
-    finally:
-        js.close()
-    return bool(((r.get("state") or {}).get("subjects") or {}).get(f"$KV.MQTT_OWNERS_mqtt.{client_id}"))
+    subject = f"$KV.MQTT_OWNERS_mqtt.{client_id}"
+    r = ask(port, f"$JS.API.STREAM.INFO.{OWNERS}", {"subjects_filter": subject}) or {}
+    return bool(((r.get("state") or {}).get("subjects") or {}).get(subject))
 
 
 def stream_exists(port, name):
-    js = NatsRequester(port, timeout=5)
-    try:
-        return "error" not in js.request(f"$JS.API.STREAM.INFO.{name}", timeout=5)
-    except (OSError, TimeoutError, ValueError):
-        return False
-    finally:
-        js.close()
+    r = ask(port, f"$JS.API.STREAM.INFO.{name}")
+    return r is not None and "error" not in r
 
 
 def block_the_owners_bucket(port):
     """A stream over the bucket's subjects: nats-server refuses to make
     the bucket (its subjects overlap), as while JetStream cannot serve."""
-    js = NatsRequester(port, timeout=5)
-    try:
-        r = js.request("$JS.API.STREAM.CREATE.BLOCK_OWNERS", {
-            "name": "BLOCK_OWNERS", "subjects": ["$KV.MQTT_OWNERS_mqtt.>"], "storage": "memory",
-            "retention": "limits", "max_msgs": 1, "num_replicas": 1})
-        assert "error" not in r, r
-    finally:
-        js.close()
+    r = ask(port, "$JS.API.STREAM.CREATE.BLOCK_OWNERS", {
+        "name": "BLOCK_OWNERS", "subjects": ["$KV.MQTT_OWNERS_mqtt.>"], "storage": "memory",
+        "retention": "limits", "max_msgs": 1, "num_replicas": 1})
+    assert r is not None and "error" not in r, r
 
 
 def unblock_the_owners_bucket(port):
-    js = NatsRequester(port, timeout=5)
-    try:
-        r = js.request("$JS.API.STREAM.DELETE.BLOCK_OWNERS")
-        assert r.get("success"), r
-    finally:
-        js.close()
+    r = ask(port, "$JS.API.STREAM.DELETE.BLOCK_OWNERS")
+    assert r and r.get("success"), r
 
 
 def test_a_resume_whose_claim_finds_no_owner_reads_the_record(ha_nodes, nats):
     a, b = ha_nodes(2)
-    sub = Client(a.port)
-    assert sub.connect("noowner", clean_start=True, properties=SESSION).reason == 0
-    sub.subscribe([("no/#", sub_options(1))])
-    pub = connect(b.port, "noowner-pub")
-    link(pub, sub, "no/probe")
+    sub, pub = pair(a.port, b.port, "noowner", "no", 1)
     sub.disconnect()
     assert wait_until(lambda: record_says_disconnected(nats.port, "noowner"), timeout=30 * SLOW, step=0.2)
     acked = publish_acked(pub, "no/x", [b"%d" % i for i in range(50)], 1)
@@ -102,12 +71,8 @@ def test_a_resume_whose_claim_finds_no_owner_reads_the_record(ha_nodes, nats):
     assert wait_until(lambda: owner_of(nats.port, "noowner") == "node1", timeout=10 * SLOW)
     # The bucket forgets the owner (as a leader that lost it would), the
     # session's node dies: the record is all that is left of the session.
-    js = NatsRequester(nats.port, timeout=5)
-    try:
-        r = js.request(f"$JS.API.STREAM.PURGE.{OWNERS}", {"filter": "$KV.MQTT_OWNERS_mqtt.noowner"})
-        assert r.get("success"), r
-    finally:
-        js.close()
+    r = ask(nats.port, f"$JS.API.STREAM.PURGE.{OWNERS}", {"filter": "$KV.MQTT_OWNERS_mqtt.noowner"})
+    assert r and r.get("success"), r
     assert owner_of(nats.port, "noowner") is None
     a.proc.kill()
     a.proc.wait()
