@@ -149,6 +149,16 @@ void NatsCluster::Shared::nodes_main() {
                 drop();  // the bucket may be gone with a restarted nats-server
             }
         }
+        // The same beat from the middle of the work below, which blocks on
+        // JetStream requests: a take-over's scan of the ownership bucket
+        // took this thread past net_ticktime on a loaded host, and the
+        // other nodes took this live node for dead and its clients away.
+        auto beat_if_due = [&] {
+            if (!kv || steady_clock::now() < next_beat) return;
+            next_beat = steady_clock::now() + beat;
+            std::uint64_t rev = 0;
+            kvStore_PutString(&rev, kv, me.c_str(), instance);
+        };
         // What the others (and this node) put since.
         for (int i = 0; watcher && i < 1000; ++i) {
             kvEntry* e = nullptr;
@@ -191,6 +201,7 @@ void NatsCluster::Shared::nodes_main() {
             // Its shared subscriptions' messages go back to their groups:
             // from one survivor, the first to create the key (nats_groups.cpp).
             std::uint64_t rev = 0;
+            beat_if_due();
             const std::string gone = "gone." + p.instance;
             if (durable && !p.instance.empty() && kvStore_Create(&rev, kv, gone.c_str(), "1", 1) == NATS_OK) {
                 const std::uint64_t dead = std::strtoull(p.instance.c_str(), nullptr, 16);
@@ -210,12 +221,14 @@ void NatsCluster::Shared::nodes_main() {
         kvWatchOptions wo;
         kvWatchOptions_Init(&wo);
         wo.IgnoreDeletes = true;
+        beat_if_due();
         bool ok = js_KeyValue(&owners, js, owners_bucket.c_str()) == NATS_OK &&
                   kvStore_WatchAll(&all, owners, &wo) == NATS_OK;
         const std::uint64_t wall = wall_ns();
         std::string id;
         std::string out;
         while (ok) {
+            beat_if_due();
             kvEntry* e = nullptr;
             if (kvWatcher_Next(&e, all, 5000) != NATS_OK) {
                 ok = false;
