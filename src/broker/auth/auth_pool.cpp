@@ -54,10 +54,13 @@ void AuthPool::submit(Job job) {
 
 void AuthPool::take_results(std::vector<Result>& out) {
     std::uint64_t count = 0;
-    // Reset the counter before taking the results: a result queued after
-    // the swap writes the eventfd again, so none is ever left unsignalled.
-    (void)!::read(event_.get(), &count, sizeof count);
+    // The counter is reset and the results taken under the lock a worker
+    // holds while it queues a result and signals it: no result is left
+    // unsignalled, and no signal is left for a result already taken (the
+    // counter read before the lock was signalled again by a worker caught
+    // between its queueing and its write: a wake-up with nothing to take).
     std::lock_guard lock(mutex_);
+    (void)!::read(event_.get(), &count, sizeof count);
     out.insert(out.end(), results_.begin(), results_.end());
     results_.clear();
 }
@@ -85,9 +88,9 @@ void AuthPool::run() {
         {
             std::lock_guard lock(mutex_);
             results_.push_back({job.ticket, reason});
+            const std::uint64_t one = 1;
+            (void)!::write(event_.get(), &one, sizeof one);
         }
-        const std::uint64_t one = 1;
-        (void)!::write(event_.get(), &one, sizeof one);
     }
 }
 
