@@ -139,8 +139,14 @@ void NatsCluster::Shared::nodes_main() {
                 }
             }
         }
-        if (kv && now >= next_beat) {
-            next_beat = now + beat;
+        // This node's heartbeat when one is due; also called from the
+        // middle of the work below, which blocks on JetStream requests: a
+        // take-over's scan of the ownership bucket took this thread past
+        // net_ticktime on a loaded host, and the other nodes took this live
+        // node for dead and its clients away.
+        auto beat_if_due = [&] {
+            if (!kv || steady_clock::now() < next_beat) return;
+            next_beat = steady_clock::now() + beat;
             std::uint64_t rev = 0;
             if (kvStore_PutString(&rev, kv, me.c_str(), instance) == NATS_OK) {
                 failed_puts = 0;
@@ -148,17 +154,8 @@ void NatsCluster::Shared::nodes_main() {
                 failed_puts = 0;
                 drop();  // the bucket may be gone with a restarted nats-server
             }
-        }
-        // The same beat from the middle of the work below, which blocks on
-        // JetStream requests: a take-over's scan of the ownership bucket
-        // took this thread past net_ticktime on a loaded host, and the
-        // other nodes took this live node for dead and its clients away.
-        auto beat_if_due = [&] {
-            if (!kv || steady_clock::now() < next_beat) return;
-            next_beat = steady_clock::now() + beat;
-            std::uint64_t rev = 0;
-            kvStore_PutString(&rev, kv, me.c_str(), instance);
         };
+        beat_if_due();
         // What the others (and this node) put since.
         for (int i = 0; watcher && i < 1000; ++i) {
             kvEntry* e = nullptr;
